@@ -1,0 +1,23 @@
+"""spanetlib: SPANet (CVPR 2019) rain removal, real rain/clean pairs from videos, reproduction.
+
+Submodules are imported on first use (``spanetlib.background``, ``spanetlib.models`` ...), so
+``import spanetlib`` stays cheap and the CLI starts quickly.
+"""
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "background", "data", "evaluate", "fileio", "losses", "metrics", "models", "profiles",
+    "rain", "reproduce", "review", "train", "video",
+)
+
+__all__ = sorted(("__version__", *_SUBMODULES))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

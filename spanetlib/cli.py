@@ -1,0 +1,199 @@
+"""The ``spanet`` command: thin wrappers over the library (one function call per subcommand).
+
+Bad input never ends in a traceback: `InputError`, `ValueError` and `OSError` become one line
+on stderr and exit status 2; Ctrl-C exits with 130 after the library has saved its state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["build_parser", "main"]
+
+EXIT_BAD_INPUT = 2
+EXIT_PARTIAL_FAILURE = 1
+EXIT_INTERRUPTED = 130
+
+
+def _estimate_background(args: argparse.Namespace) -> int:
+    from .background import estimate_background
+    from .fileio import InputError, write_image
+    from .video import read_sequence
+
+    if args.output.exists() and not args.overwrite:
+        raise InputError(f"{args.output} exists; pass --overwrite to replace it")
+    frames = read_sequence(args.input, start=args.start, count=args.frames, progress=True,
+                           stabilize=args.stabilize)
+    estimate = estimate_background(frames)
+    write_image(args.output, estimate.image / 255.0)
+    print(f"{len(frames)} frames, percentile p = {estimate.percentile:.1f} -> {args.output}")
+    return 0
+
+
+def _derain(args: argparse.Namespace) -> int:
+    from .inference import derain_files
+
+    summary = derain_files(args.inputs, args.output, weights=args.weights, device=args.device,
+                           tile=args.tile, save_attention=args.save_attention,
+                           overwrite=args.overwrite)
+    print(summary)
+    return 0
+
+
+def _build_dataset(args: argparse.Namespace) -> int:
+    from .data import export_dataset
+
+    summary = export_dataset(args.src, args.output, review_file=args.review_file,
+                             auto_accept=args.auto_accept, crop=args.crop, stride=args.stride,
+                             frames_per_video=args.frames_per_video,
+                             test_fraction=args.test_fraction, workers=args.workers,
+                             seed=args.seed)
+    print(summary)
+    return EXIT_PARTIAL_FAILURE if summary.failed else 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import train_command
+
+    overrides = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr,
+                                   "val_list": args.val}.items() if v is not None}
+    result = train_command(profile=args.profile, train_list=args.data, out_dir=args.out,
+                           model=args.model, steps=args.steps, resume=args.resume,
+                           device=args.device, **overrides)
+    print(result)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_command
+
+    evaluate_command(args.weights, args.list, args.output, conventions=args.convention,
+                     device=args.device, tile=args.tile, max_images=args.max_images)
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import run_notebooks
+
+    summary = run_notebooks(args.profile, out_dir=args.out, only=args.only)
+    total = sum(summary.seconds.values())
+    print(f"{len(summary.executed)} notebook(s), profile {summary.profile}, {total:.0f} s; "
+          f"outputs under {summary.out_dir}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``spanet`` and its subcommands."""
+    from pathlib import Path
+
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="spanet", description="SPANet rain removal: real rain/clean pairs from videos, "
+        "deraining, training, benchmarks and the paper's tables and figures.")
+    parser.add_argument("--version", action="version", version=f"spanetlib {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("estimate-background", help="clean image from a rain video (Eqs. 2-4)")
+    p.add_argument("input", type=Path, help="a video file or a folder of frames")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output image (.png)")
+    p.add_argument("--frames", type=_positive_int, default=None, help="use N frames (default: all)")
+    p.add_argument("--start", type=_nonnegative_int, default=0, help="first frame (default 0)")
+    p.add_argument("--stabilize", action="store_true", help="align frames to the first (ECC)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(run=_estimate_background)
+
+    p = sub.add_parser("derain", help="remove rain from photos with SPANet")
+    p.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--weights", default="official",
+                   help="official | synthetic | PATH to a checkpoint (default: official)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--tile", type=_positive_int, default=512,
+                   help="tile size for large images (default 512)")
+    p.add_argument("--save-attention", action="store_true", help="also save attention heat maps")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(run=_derain)
+
+    p = sub.add_parser("build-dataset", help="rain videos -> SPA-Data style training pairs")
+    p.add_argument("src", type=Path, help="folder with one video file or frame folder per scene")
+    p.add_argument("-o", "--output", type=Path, required=True, help="dataset folder")
+    p.add_argument("--review-file", type=Path, default=None, help="decisions from a review")
+    p.add_argument("--auto-accept", action="store_true", help="export unreviewed scenes too")
+    p.add_argument("--crop", type=_positive_int, default=256, help="patch size (default 256)")
+    p.add_argument("--stride", type=_positive_int, default=None, help="patch stride (default: crop)")
+    p.add_argument("--frames-per-video", type=_positive_int, default=None,
+                   help="rain frames paired with each clean image (default: all used)")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="share of test scenes")
+    p.add_argument("--workers", type=_positive_int, default=1, help="scenes in parallel")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    p.set_defaults(run=_build_dataset)
+
+    p = sub.add_parser("train", help="train SPANet or a baseline")
+    p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick")
+    p.add_argument("--data", type=Path, required=True,
+                   help="a pair list or a dataset folder (ours or SPA-Data's layout)")
+    p.add_argument("--val", type=Path, default=None, help="validation pair list")
+    p.add_argument("--model", default="spanet", help="spanet | ddn | rescan | prenet")
+    p.add_argument("--steps", type=_positive_int, default=None)
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--out", type=Path, default=Path("runs/spanet"), help="checkpoint folder")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("evaluate", help="PSNR/SSIM of a model over a pair list")
+    p.add_argument("list", type=Path, help="pair list (rain_path clean_path per line)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output stem (.csv/.md)")
+    p.add_argument("--weights", default="official",
+                   help="official | synthetic | input (score the rain input) | PATH")
+    p.add_argument("--convention", nargs="+", default=["standard", "spanet-paper", "y-matlab"],
+                   choices=("standard", "spanet-paper", "y-matlab"))
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--tile", type=_positive_int, default=None)
+    p.add_argument("--max-images", type=_positive_int, default=None)
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("reproduce", help="run notebooks 01-06 (tables and figures)")
+    p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output root (default: the checkout's results/ and figures/)")
+    p.add_argument("--only", nargs="+", default=None, help="notebook names or prefixes (e.g. 03)")
+    p.set_defaults(run=_reproduce)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``spanet`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("spanet: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError) as err:  # InputError is a ValueError
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"spanet {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

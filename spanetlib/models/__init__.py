@@ -1,0 +1,1 @@
+"""Derainers: SPANet and its Table 4 variants, the baselines, and the authors' weights."""

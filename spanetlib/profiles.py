@@ -1,0 +1,92 @@
+"""Profiles: one table of notebook parameters per scale (`smoke`, `quick`, `paper`).
+
+A notebook's ``parameters`` cell holds the ``smoke`` values (so nbval in CI runs it fast);
+`spanet reproduce --profile P` injects ``P``'s values and the output folders. A test checks that
+each notebook's own defaults equal the ``smoke`` row here.
+
+- ``smoke``: seconds to minutes on a 2-core CPU; what CI executes.
+- ``quick``: meaningful small-scale numbers on a CPU (all notebooks in under an hour).
+- ``paper``: the paper's sizes, for a GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+__all__ = ["NOTEBOOKS", "NOTEBOOK_PARAMETERS", "PROFILE_NAMES", "notebook_parameters",
+           "output_dirs"]
+
+PROFILE_NAMES = ("smoke", "quick", "paper")
+
+NOTEBOOKS = (
+    "01_dataset_generation",
+    "02_training",
+    "03_table2",
+    "04_table3",
+    "05_table4",
+    "06_figures",
+)
+
+# Relative to the notebooks/ folder: where a notebook run by hand or by nbval writes.
+SMOKE_DIRS = {
+    "results_dir": "../results/smoke",
+    "figures_dir": "../results/smoke/figures",
+    "work_dir": "../results/smoke/work",
+}
+
+_COMMON = {
+    "smoke": {"seed": 0, "data_root": None},
+    "quick": {"seed": 0, "data_root": None},
+    "paper": {"seed": 2019, "data_root": None},
+}
+
+# Per-notebook values; filled in by the notebooks' own sections of the package.
+NOTEBOOK_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {name: {p: {} for p in PROFILE_NAMES}
+                                                             for name in NOTEBOOKS}
+
+
+def output_dirs(profile: str, out_dir: str | Path | None, repo_root: Path) -> dict[str, str]:
+    """Folders a profile writes to: ``results_dir``, ``figures_dir``, ``work_dir`` (absolute).
+
+    With ``out_dir`` given: ``OUT/results``, ``OUT/figures``, ``OUT/results/work/<profile>``.
+    Without it, ``quick`` writes to the checkout's ``results/`` and ``figures/`` (what the README
+    quotes); ``smoke`` and ``paper`` write to ``results/<profile>/`` so they never overwrite the
+    committed ``quick`` outputs.
+    """
+    if out_dir is not None:
+        root = Path(out_dir).resolve()
+        results, figures = root / "results", root / "figures"
+    elif profile == "quick":
+        results, figures = repo_root / "results", repo_root / "figures"
+    else:
+        results = repo_root / "results" / profile
+        figures = results / "figures"
+    return {"results_dir": str(results), "figures_dir": str(figures),
+            "work_dir": str(results / "work" / profile)}
+
+
+def notebook_parameters(notebook: str, profile: str, dirs: dict[str, str]) -> dict[str, Any]:
+    """All parameters papermill injects into ``notebook`` for ``profile``.
+
+    Args:
+        notebook: a name from `NOTEBOOKS`.
+        profile: a name from `PROFILE_NAMES`.
+        dirs: the output folders from `output_dirs`.
+
+    Raises:
+        ValueError: unknown notebook or profile.
+    """
+    if notebook not in NOTEBOOK_PARAMETERS:
+        raise ValueError(f"unknown notebook {notebook!r}; expected one of {NOTEBOOKS}")
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILE_NAMES}")
+    params = {"profile": profile, **copy.deepcopy(_COMMON[profile]),
+              **copy.deepcopy(NOTEBOOK_PARAMETERS[notebook][profile]), **dirs}
+    return params
+
+
+def smoke_defaults(notebook: str) -> dict[str, Any]:
+    """The values a notebook's ``parameters`` cell must hold (its smoke profile, relative dirs)."""
+    return notebook_parameters(notebook, "smoke", dict(SMOKE_DIRS))

@@ -1,0 +1,115 @@
+"""Run the paper's notebooks through papermill, one profile at a time (`spanet reproduce`).
+
+Each notebook has a cell tagged ``parameters`` whose values are the ``smoke`` profile; this
+module injects the chosen profile's values (``spanetlib.profiles``) and the output folders, and
+writes the executed notebook under ``OUT/results/notebooks/``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .fileio import InputError
+from .profiles import NOTEBOOKS, PROFILE_NAMES, notebook_parameters, output_dirs
+
+__all__ = ["ReproduceSummary", "find_notebooks_dir", "run_notebooks", "select_notebooks"]
+
+
+@dataclass
+class ReproduceSummary:
+    """What `run_notebooks` did: executed notebooks and seconds per notebook."""
+
+    profile: str
+    out_dir: Path
+    executed: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def find_notebooks_dir() -> Path:
+    """The ``notebooks/`` folder of the source checkout this package was installed from.
+
+    Raises:
+        InputError: the package is not installed from a checkout (``pip install -e .``).
+    """
+    folder = Path(__file__).resolve().parents[1] / "notebooks"
+    if not folder.is_dir():
+        raise InputError(f"notebooks folder not found at {folder}: `spanet reproduce` runs from "
+                         "a source checkout installed with `pip install -e .`")
+    return folder
+
+
+def select_notebooks(only: Sequence[str] | None = None) -> list[str]:
+    """Notebook names to run, in order; ``only`` items may be full names or prefixes ("03").
+
+    Raises:
+        InputError: a name matches no notebook.
+    """
+    if not only:
+        return list(NOTEBOOKS)
+    chosen = []
+    for item in only:
+        item = item.removesuffix(".ipynb")
+        hits = [name for name in NOTEBOOKS if name == item or name.startswith(item)
+                or name.split("_", 1)[-1] == item]
+        if not hits:
+            raise InputError(f"unknown notebook {item!r}; choose from: {', '.join(NOTEBOOKS)}")
+        chosen.extend(h for h in hits if h not in chosen)
+    return [name for name in NOTEBOOKS if name in chosen]
+
+
+def run_notebooks(profile: str = "quick", out_dir: str | os.PathLike | None = None,
+                  only: Sequence[str] | None = None, kernel_name: str | None = None,
+                  progress: bool = True) -> ReproduceSummary:
+    """Execute notebooks 01-06 in order with a profile's parameters.
+
+    Args:
+        profile: one of ``spanetlib.profiles.PROFILE_NAMES``.
+        out_dir: root of the outputs (see `spanetlib.profiles.output_dirs`): tables in
+            ``results/``, figures in ``figures/``, executed notebooks in ``results/notebooks/``,
+            data and checkpoints in ``results/work/<profile>/``. Default: the source checkout.
+        only: names or prefixes of notebooks to run (default: all).
+        kernel_name: Jupyter kernel (default: the current Python's ``python3``).
+        progress: show papermill's cell progress bar.
+
+    Returns:
+        A `ReproduceSummary`.
+
+    Raises:
+        InputError: unknown profile or notebook; a notebook failed (its cell error is named).
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    if profile not in PROFILE_NAMES:
+        raise InputError(f"unknown profile {profile!r}; choose from: {', '.join(PROFILE_NAMES)}")
+    notebooks_dir = find_notebooks_dir()
+    names = select_notebooks(only)
+    dirs = output_dirs(profile, out_dir, notebooks_dir.parent)
+    executed_dir = Path(dirs["results_dir"]) / "notebooks"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    summary = ReproduceSummary(profile=profile, out_dir=Path(dirs["results_dir"]))
+    for name in names:
+        source = notebooks_dir / f"{name}.ipynb"
+        if not source.is_file():
+            raise InputError(f"notebook missing: {source}")
+        params = notebook_parameters(name, profile, dirs)
+        target = executed_dir / f"{name}.ipynb"
+        partial = executed_dir / f".{name}.running.ipynb"
+        print(f"[{profile}] {name} ...", flush=True)
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(source), str(partial), parameters=params,
+                                       cwd=str(notebooks_dir), kernel_name=kernel_name,
+                                       progress_bar=progress)
+        except PapermillExecutionError as err:
+            raise InputError(f"notebook {name} failed in cell {err.exec_count}: {err.ename}: "
+                             f"{err.evalue} (partial output: {partial})") from err
+        os.replace(partial, target)
+        summary.seconds[name] = time.perf_counter() - start
+        summary.executed[name] = target
+        print(f"[{profile}] {name} done in {summary.seconds[name]:.0f} s -> {target}", flush=True)
+    return summary
