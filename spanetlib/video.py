@@ -1,0 +1,381 @@
+"""Reading and writing rain sequences: video files and folders of frames.
+
+The background estimation of the paper (Sec. 3, Eqs. 2-4) works on N frames of a static
+scene. ``read_sequence`` loads them as one N x H x W x 3 uint8 RGB array from a video file
+(OpenCV) or a folder of image frames, with clear one-line ``InputError`` messages for the
+problems users run into (missing paths, unreadable files, too few frames, mixed frame sizes).
+``stabilize_to_first`` removes small camera shake by aligning every frame to the first with
+OpenCV's ECC (a Euclidean motion: rotation and translation).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from spanetlib.fileio import (
+    IMAGE_SUFFIXES,
+    InputError,
+    atomic_write,
+    read_image,
+    to_uint8,
+    write_image,
+)
+
+__all__ = [
+    "VIDEO_CODECS",
+    "VIDEO_SUFFIXES",
+    "list_frame_files",
+    "list_scenes",
+    "read_sequence",
+    "stabilize_to_first",
+    "write_frames",
+    "write_video",
+]
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
+
+# Codec written for each suffix by ``write_video``. FFV1 is lossless and round-trips exactly
+# with opencv-python-headless; mp4v (MPEG-4 part 2) is lossy but plays almost everywhere.
+VIDEO_CODECS: dict[str, str] = {
+    ".avi": "FFV1",
+    ".mkv": "FFV1",
+    ".mp4": "mp4v",
+    ".m4v": "mp4v",
+    ".mov": "mp4v",
+}
+
+
+def _natural_key(name: str) -> tuple:
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(p) if p.isdigit() else p.lower() for p in parts), name
+
+
+def list_frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files directly inside ``folder``, in natural name order.
+
+    Hidden files (names starting with ".", such as temporary files of an interrupted atomic
+    write) are skipped; suffixes are matched case-insensitively against ``IMAGE_SUFFIXES``.
+
+    Args:
+        folder: an existing folder.
+
+    Returns:
+        Paths sorted naturally (``frame2.png`` before ``frame10.png``).
+    """
+    files = [p for p in Path(folder).iterdir()
+             if p.is_file() and not p.name.startswith(".")
+             and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def _check_index(name: str, value: int | None, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{name}: expected an int >= 0, got {value!r}")
+    if value < 0:
+        raise InputError(f"{name}: expected an int >= 0, got {value}")
+
+
+def _too_few(source: Path, found: int, start: int, count: int | None, min_frames: int) -> str:
+    window = f" from frame {start}" if start else ""
+    if count is not None:
+        window += f" (count={count})"
+    noun = "frame" if found == 1 else "frames"
+    return (f"found {found} {noun} in {source}{window}; need at least {min_frames}")
+
+
+def _read_folder(folder: Path, start: int, count: int | None, min_frames: int,
+                 progress: bool) -> np.ndarray:
+    files = list_frame_files(folder)
+    if not files:
+        raise InputError(f"no image frames ({', '.join(IMAGE_SUFFIXES)}) in folder: {folder}")
+    stop = len(files) if count is None else min(len(files), start + count)
+    chosen = files[start:stop]
+    if len(chosen) < min_frames:
+        raise InputError(_too_few(folder, len(chosen), start, count, min_frames))
+    bar = tqdm(total=len(chosen), desc=f"reading {folder.name}", unit="frame",
+               disable=not progress)
+    with bar:
+        first = read_image(chosen[0])
+        frames = np.empty((len(chosen), *first.shape), np.uint8)
+        frames[0] = first
+        bar.update(1)
+        for i, path in enumerate(chosen[1:], start=1):
+            image = read_image(path)
+            if image.shape != first.shape:
+                h0, w0 = first.shape[:2]
+                h, w = image.shape[:2]
+                raise InputError(f"frame {path.name} is {w}x{h} but {chosen[0].name} is "
+                                 f"{w0}x{h0}; all frames in {folder} must have the same size")
+            frames[i] = image
+            bar.update(1)
+    return frames
+
+
+def _read_video(path: Path, start: int, count: int | None, min_frames: int,
+                progress: bool) -> np.ndarray:
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise InputError(f"cannot open video: {path}")
+        reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        # Skip by grabbing: CAP_PROP_POS_FRAMES seeks to key frames on some codecs and lands
+        # a few frames off, grabbing is exact.
+        skipped = 0
+        while skipped < start and cap.grab():
+            skipped += 1
+        total = count
+        if total is None and reported > 0:
+            total = max(0, reported - start)
+        frames: list[np.ndarray] = []
+        with tqdm(total=total, desc=f"reading {path.name}", unit="frame",
+                  disable=not progress) as bar:
+            while count is None or len(frames) < count:
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    break
+                if frame.ndim == 2:
+                    frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+                else:
+                    frame = cv2.cvtColor(frame[:, :, :3], cv2.COLOR_BGR2RGB)
+                frames.append(frame)
+                bar.update(1)
+    finally:
+        cap.release()
+    if skipped == 0 and not frames and count != 0:
+        raise InputError(f"cannot read any frame from video: {path}")
+    if len(frames) < min_frames:
+        if skipped < start:
+            raise InputError(f"found 0 frames in {path} from frame {start}: the video has only "
+                             f"{skipped} frames; need at least {min_frames}")
+        raise InputError(_too_few(path, len(frames), start, count, min_frames))
+    return np.stack(frames)
+
+
+def read_sequence(source: str | os.PathLike, start: int = 0, count: int | None = None,
+                  progress: bool = False, stabilize: bool = False,
+                  min_frames: int = 2) -> np.ndarray:
+    """Read the frames of a rain sequence.
+
+    Args:
+        source: a video file (read with OpenCV; suffixes such as ``VIDEO_SUFFIXES``) or a
+            folder of image frames (``IMAGE_SUFFIXES``, natural name order, hidden files
+            skipped).
+        start: index of the first frame to read (>= 0).
+        count: number of frames to read from ``start`` (``None``: all the rest).
+        progress: show a tqdm progress bar while reading.
+        stabilize: align every frame to the first with ``stabilize_to_first``.
+        min_frames: fewest frames accepted (>= 1).
+
+    Returns:
+        N x H x W x 3 uint8 RGB frames, ``min_frames <= N <= count``.
+
+    Raises:
+        InputError: the source is missing, unreadable or an image file; a frame cannot be
+            read (named); fewer than ``min_frames`` frames (says how many were found); frames
+            of different sizes (names the first offending file and both sizes); a negative
+            ``start`` or ``count``.
+    """
+    _check_index("start", start, allow_none=False)
+    _check_index("count", count, allow_none=True)
+    if isinstance(min_frames, bool) or not isinstance(min_frames, (int, np.integer)) \
+            or min_frames < 1:
+        raise ValueError(f"min_frames: expected an int >= 1, got {min_frames!r}")
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"sequence not found: {path}")
+    if path.is_dir():
+        frames = _read_folder(path, int(start), count, int(min_frames), progress)
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        raise InputError(f"expected a video file or a folder of frames, got an image: {path}")
+    else:
+        frames = _read_video(path, int(start), count, int(min_frames), progress)
+    if stabilize:
+        frames = stabilize_to_first(frames)
+    return frames
+
+
+def _check_frames(frames: np.ndarray | Sequence[np.ndarray], name: str = "frames") -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise ValueError(f"{name}: expected N x H x W x 3 with N >= 1, got shape {frames.shape}")
+    if frames.dtype != np.uint8 and frames.dtype.kind != "f":
+        raise ValueError(f"{name}: expected uint8 or float frames, got dtype {frames.dtype}")
+    return frames
+
+
+def _gray_for_ecc(frame: np.ndarray, scale: float) -> np.ndarray:
+    image = frame.astype(np.float32)
+    if frame.dtype == np.uint8:
+        image /= 255.0
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    if scale != 1.0:
+        h, w = gray.shape
+        size = (max(8, round(w * scale)), max(8, round(h * scale)))
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    return gray
+
+
+def stabilize_to_first(frames: np.ndarray, max_iter: int = 50, eps: float = 1e-4,
+                       max_side: int = 512) -> np.ndarray:
+    """Align every frame to the first one (camera shake removal).
+
+    Each frame is registered to frame 0 on grayscale copies downscaled so the longer side is at
+    most ``max_side``: a phase correlation gives the initial translation, then OpenCV's ECC
+    (``cv2.findTransformECC``, ``MOTION_EUCLIDEAN``: rotation and translation) refines it; the
+    translation is scaled back to full resolution and the frame is warped with bilinear
+    interpolation and a reflected border. A frame whose ECC does not converge is kept as it
+    is, with a ``RuntimeWarning`` naming the frame indices.
+
+    Args:
+        frames: N x H x W x 3 RGB, uint8 or float.
+        max_iter: ECC iteration limit.
+        eps: ECC convergence threshold on the correlation increment.
+        max_side: longest side of the copies used for registration.
+
+    Returns:
+        N x H x W x 3 aligned frames, same dtype; frame 0 is unchanged.
+    """
+    frames = _check_frames(frames)
+    if max_iter < 1 or eps <= 0 or max_side < 8:
+        raise ValueError(f"expected max_iter >= 1, eps > 0, max_side >= 8; got max_iter="
+                         f"{max_iter}, eps={eps}, max_side={max_side}")
+    out = frames.copy()
+    n, h, w = frames.shape[:3]
+    if n < 2:
+        return out
+    scale = min(1.0, max_side / max(h, w))
+    template = _gray_for_ecc(frames[0], scale)
+    window = cv2.createHanningWindow(template.shape[::-1], cv2.CV_32F)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, int(max_iter), float(eps))
+    failed: list[int] = []
+    for i in range(1, n):
+        moving = _gray_for_ecc(frames[i], scale)
+        # Copies: OpenCV 5.0's phaseCorrelate applies the window to its inputs in place.
+        (sx, sy), _ = cv2.phaseCorrelate(template.copy(), moving.copy(), window)
+        warp = np.array([[1.0, 0.0, sx], [0.0, 1.0, sy]], np.float32)
+        try:
+            _, warp = cv2.findTransformECC(template, moving, warp, cv2.MOTION_EUCLIDEAN,
+                                           criteria, None, 5)
+        except cv2.error:
+            failed.append(i)
+            continue
+        if not np.all(np.isfinite(warp)):
+            failed.append(i)
+            continue
+        warp = warp.astype(np.float64)
+        warp[:, 2] /= scale
+        out[i] = cv2.warpAffine(frames[i], warp, (w, h),
+                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_REFLECT_101)
+    if failed:
+        warnings.warn(f"stabilize_to_first: ECC did not converge for frame(s) {failed}; "
+                      "kept them unaligned", RuntimeWarning, stacklevel=2)
+    return out
+
+
+def write_frames(folder: str | os.PathLike, frames: np.ndarray | Sequence[np.ndarray],
+                 prefix: str = "frame", ext: str = ".png") -> list[Path]:
+    """Write frames as numbered image files (each written atomically).
+
+    Args:
+        folder: output folder (created if missing).
+        frames: N x H x W x 3 RGB, uint8 or float in [0, 1].
+        prefix: file name prefix; files are ``{prefix}_{index:05d}{ext}`` (more digits when
+            N > 100000), so name order is frame order.
+        ext: an image suffix from ``IMAGE_SUFFIXES`` (".png" is lossless).
+
+    Returns:
+        The written paths, in frame order.
+    """
+    frames = _check_frames(frames)
+    if ext.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"ext: expected one of {list(IMAGE_SUFFIXES)}, got {ext!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    digits = max(5, len(str(len(frames) - 1)))
+    return [write_image(folder / f"{prefix}_{i:0{digits}d}{ext}", frame)
+            for i, frame in enumerate(frames)]
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray | Sequence[np.ndarray],
+                fps: float = 25, codec: str | None = None) -> Path:
+    """Write frames as a video file, atomically (temporary file, then ``os.replace``).
+
+    Args:
+        path: destination; its suffix picks the codec (``VIDEO_CODECS``: ".avi"/".mkv" use
+            lossless FFV1, ".mp4"/".m4v"/".mov" use lossy mp4v).
+        frames: N x H x W x 3 RGB, uint8 or float in [0, 1].
+        fps: frames per second (> 0).
+        codec: a four-character code overriding the suffix's default.
+
+    Returns:
+        The destination as a ``Path``.
+
+    Raises:
+        ValueError: bad frames, fps, suffix or codec.
+        OSError: OpenCV cannot open a writer for this codec and container.
+    """
+    frames = _check_frames(frames)
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if codec is None:
+        if suffix not in VIDEO_CODECS:
+            raise ValueError(f"video suffix: expected one of {list(VIDEO_CODECS)}, got "
+                             f"{path.suffix!r}")
+        codec = VIDEO_CODECS[suffix]
+    if not isinstance(codec, str) or len(codec) != 4:
+        raise ValueError(f"codec: expected a four-character code such as 'FFV1', got {codec!r}")
+    if not fps > 0:
+        raise ValueError(f"fps: expected > 0, got {fps!r}")
+    h, w = frames.shape[1:3]
+
+    def write(tmp: str) -> None:
+        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*codec), float(fps), (w, h), True)
+        if not writer.isOpened():
+            raise OSError(f"OpenCV cannot write codec {codec!r} to {path.suffix!r}: {path}")
+        try:
+            for frame in frames:
+                writer.write(cv2.cvtColor(to_uint8(frame), cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()
+
+    return atomic_write(path, write)
+
+
+def list_scenes(src: str | os.PathLike) -> list[Path]:
+    """The rain scenes directly inside ``src``: video files and folders of frames.
+
+    Args:
+        src: a folder.
+
+    Returns:
+        Video files (suffix in ``VIDEO_SUFFIXES``, any case) and sub-folders holding at least
+        one image frame, in natural name order; hidden entries are skipped.
+
+    Raises:
+        InputError: ``src`` is missing or not a folder.
+    """
+    src = Path(src)
+    if not src.exists():
+        raise InputError(f"scene folder not found: {src}")
+    if not src.is_dir():
+        raise InputError(f"expected a folder of videos / frame folders, got a file: {src}")
+    scenes = []
+    for entry in src.iterdir():
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and entry.suffix.lower() in VIDEO_SUFFIXES:
+            scenes.append(entry)
+        elif entry.is_dir() and list_frame_files(entry):
+            scenes.append(entry)
+    return sorted(scenes, key=lambda p: _natural_key(p.name))

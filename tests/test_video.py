@@ -1,0 +1,240 @@
+import re
+
+import cv2
+import numpy as np
+import pytest
+
+from spanetlib.fileio import InputError, write_image
+from spanetlib.rain import load_background, make_rain_video
+from spanetlib.video import (
+    VIDEO_CODECS,
+    list_scenes,
+    read_sequence,
+    stabilize_to_first,
+    write_frames,
+    write_video,
+)
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    """Six distinct 48 x 64 frames: a photo with a moving bright square."""
+    bg = load_background("coffee", (48, 64))
+    out = np.repeat(bg[None], 6, axis=0)
+    for i in range(6):
+        out[i, 8:16, 4 + 8 * i:12 + 8 * i] = 255
+    return out
+
+
+# ----------------------------------------------------------------------------- folders
+def test_write_frames_read_sequence_round_trip(tmp_path, frames):
+    paths = write_frames(tmp_path / "seq", frames)
+    assert [p.name for p in paths] == [f"frame_{i:05d}.png" for i in range(6)]
+    back = read_sequence(tmp_path / "seq")
+    assert back.dtype == np.uint8 and back.shape == frames.shape
+    np.testing.assert_array_equal(back, frames)
+    np.testing.assert_array_equal(read_sequence(tmp_path / "seq", start=2, count=3), frames[2:5])
+    np.testing.assert_array_equal(read_sequence(tmp_path / "seq", start=4), frames[4:])
+    # count beyond the end reads what is there
+    np.testing.assert_array_equal(read_sequence(tmp_path / "seq", start=3, count=99), frames[3:])
+
+
+def test_folder_natural_order_and_skips(tmp_path, frames):
+    folder = tmp_path / "nat"
+    for i in (10, 2, 1):  # frame2 must come before frame10
+        write_image(folder / f"frame{i}.jpg" if i == 2 else folder / f"frame{i}.png", frames[i % 6])
+    (folder / "notes.txt").write_text("not a frame")
+    write_image(folder / ".frame3.png.abc.tmp.png", frames[3])  # a leftover atomic temp file
+    back = read_sequence(folder)
+    assert len(back) == 3
+    np.testing.assert_array_equal(back[0], frames[1])
+    np.testing.assert_array_equal(back[2], frames[4])  # frame10 last (10 % 6 == 4)
+
+
+def test_progress_bar(tmp_path, frames, capsys):
+    write_frames(tmp_path / "p", frames[:3])
+    read_sequence(tmp_path / "p", progress=True)
+    assert "reading p" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- videos
+def test_write_video_avi_is_lossless(tmp_path, frames):
+    assert VIDEO_CODECS[".avi"] == "FFV1"
+    path = write_video(tmp_path / "clip.avi", frames, fps=10)
+    assert path.is_file() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    back = read_sequence(path)
+    np.testing.assert_array_equal(back, frames)
+    np.testing.assert_array_equal(read_sequence(path, start=2, count=3), frames[2:5])
+    np.testing.assert_array_equal(read_sequence(path, start=4), frames[4:])
+
+
+def test_write_video_mp4_round_trip_within_lossy_tolerance(tmp_path, frames):
+    path = write_video(tmp_path / "clip.mp4", frames)
+    back = read_sequence(path)
+    assert back.shape == frames.shape
+    err = np.abs(back.astype(float) - frames).mean(axis=(1, 2, 3))
+    assert err.max() < 12.0, err
+    # frames stay in order: each decoded frame is closest to its own original
+    dists = np.abs(back[:, None].astype(float) - frames[None]).mean(axis=(2, 3, 4))
+    assert (dists.argmin(axis=1) == np.arange(6)).all()
+
+
+def test_write_video_errors(tmp_path, frames):
+    with pytest.raises(ValueError, match=r"video suffix: expected one of .*'.avi'.*got '.gif'"):
+        write_video(tmp_path / "x.gif", frames)
+    with pytest.raises(ValueError, match=r"expected N x H x W x 3 with N >= 1, got shape "
+                                         r"\(48, 64, 3\)"):
+        write_video(tmp_path / "x.avi", frames[0])
+    with pytest.raises(ValueError, match=r"fps: expected > 0, got 0"):
+        write_video(tmp_path / "x.avi", frames, fps=0)
+    with pytest.raises(ValueError, match=r"codec: expected a four-character code"):
+        write_video(tmp_path / "x.avi", frames, codec="H264X")
+    with pytest.raises(ValueError, match=r"ext: expected one of"):
+        write_frames(tmp_path / "f", frames, ext=".gif")
+
+
+# ----------------------------------------------------------------------------- errors
+def test_missing_source(tmp_path):
+    with pytest.raises(InputError, match=r"sequence not found: .*nowhere"):
+        read_sequence(tmp_path / "nowhere")
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    with pytest.raises(InputError, match=r"no image frames .* in folder: .*empty"):
+        read_sequence(tmp_path / "empty")
+
+
+def test_unreadable_frame_is_named(tmp_path, frames):
+    write_frames(tmp_path / "bad", frames[:3])
+    (tmp_path / "bad" / "frame_00001.png").write_bytes(b"definitely not a png")
+    with pytest.raises(InputError, match=r"cannot read image: .*frame_00001\.png"):
+        read_sequence(tmp_path / "bad")
+
+
+def test_too_few_frames_says_how_many(tmp_path, frames):
+    write_frames(tmp_path / "few", frames[:3])
+    with pytest.raises(InputError, match=r"found 1 frame in .*few from frame 2; need at least 2"):
+        read_sequence(tmp_path / "few", start=2)
+    with pytest.raises(InputError, match=r"found 3 frames .*need at least 5"):
+        read_sequence(tmp_path / "few", min_frames=5)
+    with pytest.raises(InputError, match=r"found 0 frames .*count=0"):
+        read_sequence(tmp_path / "few", count=0)
+    assert read_sequence(tmp_path / "few", start=2, min_frames=1).shape[0] == 1
+
+
+def test_mixed_sizes_name_the_file_and_both_sizes(tmp_path, frames):
+    folder = tmp_path / "mixed"
+    write_frames(folder, frames[:3])
+    write_image(folder / "frame_00002.png", frames[2][:40, :50])
+    with pytest.raises(InputError, match=re.escape("frame frame_00002.png is 50x40 but "
+                                                   "frame_00000.png is 64x48")):
+        read_sequence(folder)
+
+
+def test_negative_start_or_count(tmp_path, frames):
+    write_frames(tmp_path / "s", frames[:3])
+    with pytest.raises(InputError, match=r"start: expected an int >= 0, got -1"):
+        read_sequence(tmp_path / "s", start=-1)
+    with pytest.raises(InputError, match=r"count: expected an int >= 0, got -2"):
+        read_sequence(tmp_path / "s", count=-2)
+    with pytest.raises(InputError, match=r"start: expected an int >= 0, got 1.5"):
+        read_sequence(tmp_path / "s", start=1.5)
+    with pytest.raises(ValueError, match=r"min_frames: expected an int >= 1, got 0"):
+        read_sequence(tmp_path / "s", min_frames=0)
+
+
+def test_unreadable_video_and_image_source(tmp_path, frames):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video" * 20)
+    with pytest.raises(InputError, match=r"cannot open video: .*broken\.mp4"):
+        read_sequence(bad)
+    image = write_image(tmp_path / "one.png", frames[0])
+    with pytest.raises(InputError, match=r"expected a video file or a folder of frames, got an "
+                                         r"image: .*one\.png"):
+        read_sequence(image)
+
+
+def test_video_start_past_the_end(tmp_path, frames):
+    path = write_video(tmp_path / "short.avi", frames[:3])
+    with pytest.raises(InputError, match=r"found 0 frames .* from frame 7: the video has only 3 "
+                                         r"frames; need at least 2"):
+        read_sequence(path, start=7)
+    with pytest.raises(InputError, match=r"found 1 frame in .*short\.avi from frame 2"):
+        read_sequence(path, start=2)
+
+
+# ----------------------------------------------------------------------------- stabilize
+def _shift(image, dx, dy):
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    h, w = image.shape[:2]
+    return cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT_101)
+
+
+def test_stabilize_undoes_integer_shifts():
+    bg = load_background("coffee", (120, 160))
+    offsets = [(0, 0), (3, -2), (-5, 4), (6, 1), (0, -5)]
+    shaky = np.stack([_shift(bg, dx, dy) for dx, dy in offsets])
+    out = stabilize_to_first(shaky)
+    assert out.dtype == np.uint8 and out.shape == shaky.shape
+    np.testing.assert_array_equal(out[0], shaky[0])
+    inner = (slice(None), slice(8, -8), slice(8, -8))
+    before = np.abs(shaky[inner][1:].astype(float) - bg[8:-8, 8:-8]).mean()
+    after = np.abs(out[inner][1:].astype(float) - bg[8:-8, 8:-8]).mean()
+    assert before > 10.0
+    assert after < 0.1 * before
+
+
+def test_stabilize_through_rain_and_read_sequence(tmp_path):
+    bg = load_background("motorcycle_left", (96, 128))
+    video = make_rain_video(bg, 5, "normal", seed=1, jitter_px=4.0)
+    write_frames(tmp_path / "rainy", video.frames)
+    steady = read_sequence(tmp_path / "rainy", stabilize=True)
+    inner = (slice(1, None), slice(8, -8), slice(8, -8))
+    before = np.abs(video.frames[inner].astype(float) - bg[8:-8, 8:-8]).mean()
+    after = np.abs(steady[inner].astype(float) - bg[8:-8, 8:-8]).mean()
+    # The best possible: undo the true sub-pixel shifts (what is left is rain + resampling).
+    ideal = np.stack([_shift(f, -dx, -dy) for f, (dx, dy) in zip(video.frames, video.shifts,
+                                                                 strict=True)])
+    best = np.abs(ideal[inner].astype(float) - bg[8:-8, 8:-8]).mean()
+    assert after < 0.4 * before
+    assert after < 1.15 * best
+
+
+def test_stabilize_warns_and_keeps_frames_ecc_cannot_align():
+    rng = np.random.default_rng(0)
+    frames = np.zeros((3, 40, 40, 3), np.uint8)  # a constant first frame: nothing to align to
+    frames[1] = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    frames[2] = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    with pytest.warns(RuntimeWarning, match=r"ECC did not converge for frame\(s\) \[1, 2\]"):
+        out = stabilize_to_first(frames)
+    np.testing.assert_array_equal(out, frames)
+
+
+def test_stabilize_bad_input():
+    with pytest.raises(ValueError, match=r"expected N x H x W x 3 with N >= 1, got shape "
+                                         r"\(4, 4, 3\)"):
+        stabilize_to_first(np.zeros((4, 4, 3), np.uint8))
+    single = np.zeros((1, 8, 8, 3), np.uint8)
+    np.testing.assert_array_equal(stabilize_to_first(single), single)
+
+
+# ----------------------------------------------------------------------------- list_scenes
+def test_list_scenes(tmp_path, frames):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_video(src / "b.avi", frames[:2])
+    (src / "A10.MP4").write_bytes(b"x")  # suffix matched in any case; content not checked here
+    (src / "A2.mkv").write_bytes(b"x")
+    (src / ".hidden.mp4").write_bytes(b"x")
+    (src / "notes.txt").write_text("x")
+    write_frames(src / "scene_frames", frames[:2])
+    (src / "empty_dir").mkdir()
+    scenes = list_scenes(src)
+    assert [p.name for p in scenes] == ["A2.mkv", "A10.MP4", "b.avi", "scene_frames"]
+    assert all(p.parent == src for p in scenes)
+    with pytest.raises(InputError, match=r"scene folder not found: .*missing"):
+        list_scenes(tmp_path / "missing")
+    with pytest.raises(InputError, match=r"expected a folder .* got a file: .*notes\.txt"):
+        list_scenes(src / "notes.txt")
