@@ -1,0 +1,292 @@
+"""Tests for spanetlib.evaluate on tiny pairs made here."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from spanetlib import evaluate as ev
+from spanetlib.data import write_pair_list
+from spanetlib.evaluate import (
+    compare_models,
+    evaluate_command,
+    evaluate_model,
+    format_markdown,
+    metric_column,
+    summarize,
+    write_table,
+)
+from spanetlib.fileio import InputError, read_image, write_image
+from spanetlib.metrics import psnr_ssim_np
+
+CONVS = ("standard", "spanet-paper", "y-matlab")
+LEVELS = ("light", "heavy", "light")
+
+
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return x, None
+
+
+class Shift(nn.Module):
+    """Adds a constant: on images in [0.2, 0.8] the error is exactly ``delta`` everywhere."""
+
+    def __init__(self, delta: float) -> None:
+        super().__init__()
+        self.delta = delta
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return x + self.delta, None
+
+
+class TinyConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return x + 0.1 * self.conv(x), None
+
+
+@pytest.fixture
+def pairs_dir(tmp_path: Path) -> Path:
+    """3 pairs of 24x32 PNGs (rain = clean + streak noise), test.txt and labels.csv."""
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(3):
+        clean = rng.integers(40, 200, size=(24, 32, 3), dtype=np.uint8)
+        noise = rng.integers(0, 60 * (i + 1), size=(24, 32, 1))
+        rain = np.clip(clean.astype(int) + noise, 0, 255).astype(np.uint8)
+        write_image(tmp_path / "rain" / f"{i}.png", rain)
+        write_image(tmp_path / "clean" / f"{i}.png", clean)
+        pairs.append((tmp_path / "rain" / f"{i}.png", tmp_path / "clean" / f"{i}.png"))
+    write_pair_list(tmp_path / "test.txt", pairs)
+    pd.DataFrame({"name": [str(i) for i in range(3)], "level": LEVELS}).to_csv(  # stems
+        tmp_path / "labels.csv", index=False)
+    return tmp_path
+
+
+def _flat_images(value: float, n: int = 2) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        clean = rng.uniform(0.2, 0.8, size=(24, 32, 3)).astype(np.float32)
+        out.append((clean if value == 0 else clean - value, clean, f"img{i}"))
+    return out
+
+
+def test_all_sorted() -> None:
+    assert ev.__all__ == sorted(ev.__all__)
+
+
+def test_input_row_equals_direct_metrics(pairs_dir: Path) -> None:
+    df = evaluate_model(None, pairs_dir / "test.txt", progress=False)
+    assert list(df["name"]) == ["rain/0.png", "rain/1.png", "rain/2.png"]
+    assert list(df.columns) == ["name"] + [metric_column(m, c) for c in CONVS
+                                           for m in ("psnr", "ssim")]
+    for i, row in df.iterrows():
+        rain = read_image(pairs_dir / "rain" / f"{i}.png")
+        clean = read_image(pairs_dir / "clean" / f"{i}.png")
+        for conv in CONVS:
+            p, s = psnr_ssim_np(rain, clean, conv)
+            assert row[f"psnr[{conv}]"] == p and row[f"ssim[{conv}]"] == s
+    # more noise -> lower PSNR (the pairs differ, so the test can fail)
+    assert df["psnr[standard]"].is_monotonic_decreasing
+    same = evaluate_model("input", pairs_dir / "test.txt", conventions="y-matlab",
+                          progress=False)
+    assert list(same.columns) == ["name", "psnr[y-matlab]", "ssim[y-matlab]"]
+    np.testing.assert_array_equal(same["psnr[y-matlab]"], df["psnr[y-matlab]"])
+
+
+def test_path_tuples_and_dataset_folder(pairs_dir: Path) -> None:
+    tuples = [(pairs_dir / "rain" / f"{i}.png", pairs_dir / "clean" / f"{i}.png")
+              for i in range(3)]
+    by_tuple = evaluate_model(None, tuples, conventions="standard", progress=False)
+    assert list(by_tuple["name"]) == ["0.png", "1.png", "2.png"]
+    by_folder = evaluate_model(None, pairs_dir, conventions="standard", progress=False)
+    np.testing.assert_array_equal(by_tuple["psnr[standard]"], by_folder["psnr[standard]"])
+
+
+def test_identity_on_identical_pairs_is_perfect() -> None:
+    df = evaluate_model(Identity(), _flat_images(0.0), progress=False)
+    assert (df["psnr[y-matlab]"] == math.inf).all()  # quantized: exactly equal
+    assert (df["psnr[standard]"] > 120).all()          # float32 round trip only
+    for conv in CONVS:
+        np.testing.assert_allclose(df[f"ssim[{conv}]"], 1.0, atol=1e-6)
+
+
+def test_shift_model_has_closed_form_psnr() -> None:
+    # rain = clean - 0.1, model adds 0.1 back... and 0.05 more: error 0.05 -> 26.02 dB
+    df = evaluate_model(Shift(0.15), _flat_images(0.1), conventions="standard",
+                        progress=False)
+    np.testing.assert_allclose(df["psnr[standard]"], 20 * math.log10(1 / 0.05), atol=1e-3)
+    assert (df["ssim[standard]"] < 1).all()
+
+
+def test_batched_matches_single(pairs_dir: Path) -> None:
+    model = TinyConv()
+    one = evaluate_model(model, pairs_dir / "test.txt", progress=False, batch_size=1)
+    two = evaluate_model(model, pairs_dir / "test.txt", progress=False, batch_size=2)
+    pd.testing.assert_frame_equal(one, two, rtol=1e-5)
+    assert model.training  # evaluate_model restores the mode it found
+    model.eval()
+    evaluate_model(model, pairs_dir / "test.txt", progress=False, max_images=1)
+    assert not model.training
+
+
+def test_max_images_and_labels(pairs_dir: Path) -> None:
+    df = evaluate_model(None, pairs_dir / "test.txt", progress=False, max_images=2,
+                        labels=pairs_dir / "labels.csv")
+    assert list(df["name"]) == ["rain/0.png", "rain/1.png"]
+    assert list(df.columns[:2]) == ["name", "level"]
+    assert list(df["level"]) == list(LEVELS[:2])
+    exact = pd.DataFrame({"name": ["rain/2.png", "rain/0.png"], "level": ["x", "y"],
+                          "scene": [7, 8]})
+    df = evaluate_model(None, pairs_dir / "test.txt", conventions="standard", progress=False,
+                        labels=exact)
+    assert list(df.columns) == ["name", "level", "scene", "psnr[standard]", "ssim[standard]"]
+    assert df["level"].tolist()[::2] == ["y", "x"] and pd.isna(df.loc[1, "level"])
+    assert df["scene"].tolist()[::2] == [8, 7]
+
+
+def test_compare_models_and_summary(pairs_dir: Path) -> None:
+    models = {"Rain input": None, "shift": Shift(0.02), "tiny": TinyConv()}
+    per_image, summary = compare_models(models, pairs_dir / "test.txt", progress=False)
+    assert len(per_image) == 9 and list(per_image.columns[:2]) == ["model", "name"]
+    assert list(summary["model"]) == list(models)  # insertion order kept
+    assert list(summary["n"]) == [3, 3, 3]
+    for name in models:
+        rows = per_image[per_image["model"] == name]
+        got = summary.set_index("model").loc[name]
+        for col in ev.metric_columns(per_image):
+            assert got[col] == pytest.approx(float(np.mean(rows[col])), rel=1e-12)
+    assert summary.loc[0, "psnr[standard]"] != summary.loc[1, "psnr[standard]"]
+
+
+def test_summary_grouped_by_level(pairs_dir: Path) -> None:
+    per_image, summary = compare_models({"input": None, "tiny": TinyConv()},
+                                        pairs_dir / "test.txt", conventions=["standard"],
+                                        labels=pairs_dir / "labels.csv", by="level",
+                                        progress=False)
+    assert list(summary.columns) == ["model", "level", "psnr[standard]", "ssim[standard]", "n"]
+    assert list(zip(summary["model"], summary["level"], summary["n"], strict=True)) == [
+        ("input", "light", 2), ("input", "heavy", 1), ("tiny", "light", 2), ("tiny", "heavy", 1)]
+    light = per_image[(per_image["model"] == "input") & (per_image["level"] == "light")]
+    assert summary.loc[0, "psnr[standard]"] == pytest.approx(light["psnr[standard]"].mean())
+    single = summarize(per_image[per_image["model"] == "input"].drop(columns="model"))
+    assert len(single) == 1 and single.loc[0, "n"] == 3
+
+
+def test_write_table_round_trip(tmp_path: Path) -> None:
+    df = pd.DataFrame({"model": ["input", "a|b"], "psnr[standard]": [20.123456789, math.inf],
+                       "ssim[standard]": [0.6543219, 1.0], "n": [3, 3]})
+    csv_path, md_path = write_table(df, tmp_path / "out" / "table2", caption="Table 2.")
+    assert csv_path == tmp_path / "out" / "table2.csv" and md_path.suffix == ".md"
+    pd.testing.assert_frame_equal(pd.read_csv(csv_path), df)
+    lines = md_path.read_text().splitlines()
+    assert lines[0] == "Table 2." and lines[1] == ""
+    assert lines[2] == "| model | psnr[standard] | ssim[standard] | n |"
+    assert re.fullmatch(r"\|---\|---:\|---:\|---:\|", lines[3])
+    assert lines[4] == "| input | 20.12 | 0.6543 | 3 |"
+    assert lines[5] == "| a\\|b | inf | 1.0000 | 3 |"
+    assert len(lines) == 6
+    text = format_markdown(df, float_format="%.1f")
+    assert "| input | 20.1 | 0.7 | 3 |" in text
+    text = format_markdown(df, float_format={"psnr[standard]": "%.3f"})
+    assert "| input | 20.123 | 0.6543 | 3 |" in text
+
+
+def test_evaluate_command_input(pairs_dir: Path, tmp_path: Path, capsys) -> None:
+    summary = evaluate_command("input", pairs_dir / "test.txt", tmp_path / "res" / "input",
+                               conventions=["standard"], device="cpu", max_images=2,
+                               progress=False)
+    assert list(summary["model"]) == ["input"] and summary.loc[0, "n"] == 2
+    per_image = pd.read_csv(tmp_path / "res" / "input_per_image.csv")
+    assert len(per_image) == 2
+    back = pd.read_csv(tmp_path / "res" / "input.csv")
+    assert back.loc[0, "psnr[standard]"] == pytest.approx(per_image["psnr[standard]"].mean())
+    out = capsys.readouterr().out
+    assert "| model | psnr[standard] | ssim[standard] | n |" in out
+
+
+def test_evaluate_command_checkpoint(pairs_dir: Path, tmp_path: Path) -> None:
+    from spanetlib.models.spanet import SPANet
+
+    torch.manual_seed(0)
+    model = SPANet(channels=4, sam_mode="none")
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"model": model.state_dict(),
+                "config": {"model": "spanet",
+                           "model_kwargs": {"channels": 4, "sam_mode": "none"}}}, ckpt)
+    summary = evaluate_command(str(ckpt), pairs_dir / "test.txt", tmp_path / "tiny",
+                               conventions=["standard"], device="cpu", progress=False)
+    direct = summarize(evaluate_model(model, pairs_dir / "test.txt", conventions="standard",
+                                      progress=False))
+    assert summary.loc[0, "model"] == "tiny"
+    assert summary.loc[0, "psnr[standard]"] == pytest.approx(direct.loc[0, "psnr[standard]"])
+
+
+def test_bad_inputs(pairs_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="pair list not found"):
+        evaluate_model(None, tmp_path / "missing.txt", progress=False)
+    with pytest.raises(InputError, match="pair list not found"):
+        evaluate_command("input", tmp_path / "missing.txt", tmp_path / "o", progress=False)
+    with pytest.raises(ValueError, match="unknown metric convention 'psnr'"):
+        evaluate_model(None, pairs_dir / "test.txt", conventions=["psnr"], progress=False)
+    with pytest.raises(ValueError, match="at least one metric convention"):
+        evaluate_model(None, pairs_dir / "test.txt", conventions=[], progress=False)
+    with pytest.raises(ValueError, match="max_images must be a positive int or None, got 0"):
+        evaluate_model(None, pairs_dir / "test.txt", max_images=0, progress=False)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        evaluate_model(None, pairs_dir / "test.txt", batch_size=0, progress=False)
+    with pytest.raises(TypeError, match="model must be an nn.Module"):
+        evaluate_model(3, pairs_dir / "test.txt", progress=False)
+    with pytest.raises(ValueError, match="at least one image pair"):
+        evaluate_model(None, [], progress=False)
+    small = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(InputError, match=r"x: rain and clean sizes differ: \(24, 32\)"):
+        evaluate_model(None, [(np.zeros((24, 32, 3), np.uint8), small, "x")], progress=False)
+    with pytest.raises(ValueError, match=r"x: expected an H x W x 3 rain image"):
+        evaluate_model(None, [(small[..., 0], small, "x")], progress=False)
+    with pytest.raises(ValueError, match="labels need a 'name' column"):
+        evaluate_model(None, pairs_dir / "test.txt", labels=pd.DataFrame({"level": [1]}),
+                       progress=False)
+    with pytest.raises(ValueError, match="expected at least one model"):
+        compare_models({}, pairs_dir / "test.txt")
+    with pytest.raises(ValueError, match="cannot group by 'level'"):
+        summarize(pd.DataFrame({"psnr[standard]": [1.0]}), by="level")
+    with pytest.raises(ValueError, match=r"no psnr\[...\]/ssim\[...\] columns"):
+        summarize(pd.DataFrame({"x": [1.0]}))
+    with pytest.raises(ValueError, match="metric must be 'psnr' or 'ssim'"):
+        metric_column("mse", "standard")
+
+
+class ShapeRecorder(Identity):
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        self.shapes.append(tuple(x.shape))
+        return x, None
+
+
+def test_tile_and_batch_reach_the_model() -> None:
+    rng = np.random.default_rng(2)
+    images = [(rng.uniform(0.2, 0.8, (48, 80, 3)).astype(np.float32),) * 2 + (f"i{k}",)
+              for k in range(3)]
+    tiled = ShapeRecorder()
+    df = evaluate_model(tiled, images, conventions="y-matlab", tile=40, progress=False)
+    assert len(tiled.shapes) > 3 and max(s[2] for s in tiled.shapes) <= 40
+    assert (df["psnr[y-matlab]"] == math.inf).all()  # identity survives the tile blending
+    batched = ShapeRecorder()
+    evaluate_model(batched, images, conventions="y-matlab", batch_size=2, progress=False)
+    assert [s[0] for s in batched.shapes] == [2, 1]
