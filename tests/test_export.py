@@ -1,0 +1,154 @@
+"""export_dataset (spanet build-dataset): layout, split by scene, manifest, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from spanetlib.data import _patch_origins, export_dataset, read_pair_list
+from spanetlib.fileio import InputError, read_image
+from spanetlib.review import ReviewSession, scene_name
+
+
+def _lines(path):
+    return path.read_text().splitlines()
+
+
+def _scene_of(line):
+    return line.split("/", 1)[0]
+
+
+@pytest.fixture
+def src(tmp_path, tiny_scenes):
+    """A copy of the tiny scenes plus a fourth (sparse) one, so the split has 4 scenes."""
+    folder = tmp_path / "src"
+    for path in tiny_scenes:
+        shutil.copytree(path, folder / path.name)
+    shutil.copytree(tiny_scenes[0], folder / "scene_003_sparse")
+    return folder
+
+
+def test_patch_origins_cover_the_image():
+    assert _patch_origins(48, 16, 16) == [0, 16, 32]
+    assert _patch_origins(40, 16, 16) == [0, 16, 24]  # last patch flush with the border
+    assert _patch_origins(40, 16, 8) == [0, 8, 16, 24]
+    assert _patch_origins(10, 16, 16) == [0]  # smaller than the crop: used whole
+    assert _patch_origins(40, None, 16) == [0]
+
+
+def test_export_requires_a_decision_source(tmp_path, src):
+    with pytest.raises(InputError, match="pass a review file .* or --auto-accept"):
+        export_dataset(src, tmp_path / "out")
+    with pytest.raises(InputError, match="scene folder not found"):
+        export_dataset(tmp_path / "missing", tmp_path / "out", auto_accept=True)
+    with pytest.raises(InputError, match="review file not found"):
+        export_dataset(src, tmp_path / "out", review_file=tmp_path / "nope.json")
+    with pytest.raises(ValueError, match=r"test_fraction must be in \[0, 1\)"):
+        export_dataset(src, tmp_path / "out", auto_accept=True, test_fraction=1.0)
+    with pytest.raises(ValueError, match="crop must be a positive int or None"):
+        export_dataset(src, tmp_path / "out", auto_accept=True, crop=0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no scenes"):
+        export_dataset(tmp_path / "empty", tmp_path / "out", auto_accept=True)
+
+
+def test_auto_export_layout_split_manifest_and_resume(tmp_path, src):
+    out = tmp_path / "out"
+    summary = export_dataset(src, out, auto_accept=True, crop=16, frames_per_video=2,
+                             test_fraction=0.3, seed=1, progress=False)
+    assert not summary.failed and len(summary.exported) == 4 and summary.resumed == []
+    train, test = _lines(out / "train.txt"), _lines(out / "test.txt")
+    # 32 x 48 frames in 16 x 16 patches: 6 per frame, 2 frames per scene
+    assert len(train) + len(test) == 4 * 2 * 6
+    assert summary.n_train_pairs == len(train) and summary.n_test_pairs == len(test)
+    train_scenes = {_scene_of(x) for x in train}
+    test_scenes = {_scene_of(x) for x in test}
+    assert len(test_scenes) == 1 and len(train_scenes) == 3 and not train_scenes & test_scenes
+    assert sorted(summary.test_scenes) == sorted(test_scenes)
+    pairs = read_pair_list(out / "train.txt")
+    for rain_path, clean_path in pairs:
+        assert read_image(rain_path).shape == read_image(clean_path).shape == (16, 16, 3)
+    # the clean patch is the matching crop of the full clean image, shared by the frames
+    scene = sorted(train_scenes)[0]
+    full = read_image(out / scene / "clean.png")
+    np.testing.assert_array_equal(read_image(out / scene / "clean" / "16_32.png"),
+                                  full[16:32, 32:48])
+    assert f"{scene}/rain/0001_16_32.png {scene}/clean/16_32.png" in train
+    manifest = json.loads((out / "manifest.json").read_text())
+    entry = manifest["scenes"]["scene_002_dense"]
+    assert entry["status"] == "exported" and entry["decision"] == "auto-accepted"
+    assert entry["density"] == "dense" and entry["n"] == 24 and entry["pairs"] == 12
+    assert 0 < entry["percentile"] < 100
+    assert {e["split"] for e in manifest["scenes"].values()} == {"train", "test"}
+    # the split is deterministic by seed
+    again = export_dataset(src, tmp_path / "out2", auto_accept=True, crop=16,
+                           frames_per_video=2, test_fraction=0.3, seed=1, progress=False)
+    assert again.test_scenes == summary.test_scenes
+
+    # interrupt-resume: one scene lost its marker and its list lines
+    victim = sorted(train_scenes)[1]
+    (out / victim / "done.json").unlink()
+    (out / victim / "clean.png").unlink()
+    (out / "train.txt").write_text("".join(x + "\n" for x in train if _scene_of(x) != victim))
+    stamp = {s: (out / s / "done.json").stat().st_mtime_ns for s in train_scenes - {victim}}
+    resumed = export_dataset(src, out, auto_accept=True, crop=16, frames_per_video=2,
+                             test_fraction=0.3, seed=1, progress=False)
+    assert resumed.exported == [victim] and len(resumed.resumed) == 3
+    assert _lines(out / "train.txt") == train and _lines(out / "test.txt") == test
+    assert {s: (out / s / "done.json").stat().st_mtime_ns for s in stamp} == stamp
+    assert (out / victim / "clean.png").is_file()
+    # other settings redo the scenes
+    other = export_dataset(src, out, auto_accept=True, crop=16, stride=8, frames_per_video=1,
+                           test_fraction=0.3, seed=1, progress=False)
+    assert len(other.exported) == 4 and other.n_train_pairs == 3 * 1 * 3 * 5
+
+
+def test_review_export_uses_accepted_images_only(tmp_path, src):
+    session = ReviewSession(tmp_path / "review" / "review.json")
+    names = []
+    for path in sorted(src.iterdir()):
+        names.append(session.add_scene(scene_name(path), path, density="sparse", n=6)["name"])
+    session.reject(names[0])
+    session.accept(names[0], session.estimate(names[0]))
+    session.accept(names[1], np.full((32, 48, 3), 77, np.uint8))
+    session.skip(names[2])
+    out = tmp_path / "out"
+    summary = export_dataset(src, out, review_file=session.path, crop=None,
+                             test_fraction=0.5, workers=2, progress=False)
+    assert sorted(summary.exported) == names[:2] and not summary.failed
+    assert summary.not_exported == {names[2]: "review status skipped",
+                                    names[3]: "review status pending"}
+    np.testing.assert_array_equal(read_image(out / names[1] / "clean.png"),
+                                  np.full((32, 48, 3), 77, np.uint8))
+    # whole images (crop=None), K = N frames: 16 for the rejected-then-accepted scene
+    manifest = json.loads((out / "manifest.json").read_text())["scenes"]
+    assert manifest[names[0]]["pairs"] == 16 and manifest[names[0]]["n"] == 16
+    assert manifest[names[1]]["pairs"] == 6 and manifest[names[1]]["decision"] == "accepted"
+    assert manifest[names[2]]["status"] == "not-exported"
+    assert summary.n_train_pairs + summary.n_test_pairs == 22
+    assert len(summary.test_scenes) == 1 and len(summary.train_scenes) == 1
+    # with --auto-accept the pending scene is exported too, the skipped one still not
+    more = export_dataset(src, out, review_file=session.path, auto_accept=True, crop=None,
+                          test_fraction=0.5, progress=False)
+    assert more.exported == [names[3]] and sorted(more.resumed) == names[:2]
+    assert list(more.not_exported) == [names[2]]
+
+
+def test_unreadable_scene_fails_alone(tmp_path, src):
+    bad = src / "scene_009_broken"
+    bad.mkdir()
+    for i in range(3):
+        (bad / f"frame_{i:05d}.png").write_bytes(b"not a png")
+    summary = export_dataset(src, tmp_path / "out", auto_accept=True, crop=16,
+                             frames_per_video=1, density="sparse", progress=False)
+    assert list(summary.failed) == ["scene_009_broken"]
+    assert "cannot read image" in summary.failed["scene_009_broken"]
+    assert len(summary.exported) == 4
+    assert "1 FAILED: scene_009_broken" in str(summary)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["scenes"]["scene_009_broken"]["status"] == "failed"
+    lines = _lines(tmp_path / "out" / "train.txt") + _lines(tmp_path / "out" / "test.txt")
+    assert len(lines) == 4 * 6 and not any("broken" in x for x in lines)
