@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--review-file", type=Path, default=None, help="decisions from a review")
     p.add_argument("--auto-accept", action="store_true", help="export unreviewed scenes too")
     p.add_argument("--crop", type=_positive_int, default=256, help="patch size (default 256)")
-    p.add_argument("--stride", type=_positive_int, default=None, help="patch stride (default: crop)")
+    p.add_argument("--stride", type=_positive_int, default=None,
+                   help="patch stride (default: crop)")
     p.add_argument("--frames-per-video", type=_positive_int, default=None,
                    help="rain frames paired with each clean image (default: all used)")
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of test scenes")

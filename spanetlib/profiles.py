@@ -15,8 +15,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NOTEBOOKS", "NOTEBOOK_PARAMETERS", "PROFILE_NAMES", "notebook_parameters",
-           "output_dirs"]
+__all__ = ["DATASET_PARAMETERS", "NOTEBOOKS", "NOTEBOOK_PARAMETERS", "PROFILE_NAMES",
+           "notebook_parameters", "output_dirs", "smoke_defaults"]
 
 PROFILE_NAMES = ("smoke", "quick", "paper")
 
@@ -42,9 +42,31 @@ _COMMON = {
     "paper": {"seed": 2019, "data_root": None},
 }
 
+# The §3 dataset every notebook trains and tests on when ``data_root`` is None: synthetic rain
+# videos -> background estimate -> review (auto) -> SPA-Data style patches. Kept here, not in a
+# notebook, so notebooks 02-06 rebuild exactly what notebook 01 builds when run on their own.
+DATASET_PARAMETERS: dict[str, dict[str, Any]] = {
+    "smoke": {"n_scenes": 4, "n_frames": 24, "size": (64, 96), "densities": ("sparse", "normal"),
+              "crop": 32, "stride": 32, "frames_per_video": 3, "test_fraction": 0.25},
+    "quick": {"n_scenes": 12, "n_frames": 120, "size": (160, 224),
+              "densities": ("sparse", "normal", "dense"), "crop": 80, "stride": 72,
+              "frames_per_video": 10, "test_fraction": 0.25},
+    "paper": {"n_scenes": 170, "n_frames": 300, "size": (480, 640),
+              "densities": ("sparse", "normal", "dense"), "crop": 256, "stride": 128,
+              "frames_per_video": 40, "test_fraction": 0.1},
+}
+
 # Per-notebook values; filled in by the notebooks' own sections of the package.
 NOTEBOOK_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {name: {p: {} for p in PROFILE_NAMES}
                                                              for name in NOTEBOOKS}
+NOTEBOOK_PARAMETERS["01_dataset_generation"] = {
+    "smoke": {"table1_videos": 2, "table1_frames": 24, "table1_size": [48, 64],
+              "rpca_max_iter": 30, "review_mode": "auto", "review_file": None},
+    "quick": {"table1_videos": 10, "table1_frames": 100, "table1_size": [240, 320],
+              "rpca_max_iter": 100, "review_mode": "auto", "review_file": None},
+    "paper": {"table1_videos": 10, "table1_frames": 100, "table1_size": [480, 640],
+              "rpca_max_iter": 200, "review_mode": "auto", "review_file": None},
+}
 
 
 def output_dirs(profile: str, out_dir: str | Path | None, repo_root: Path) -> dict[str, str]:

@@ -1,0 +1,55 @@
+"""Notebook plumbing: parameters cells match the smoke profile; profiles are complete."""
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from spanetlib import profiles
+from spanetlib.reproduce import find_notebooks_dir
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def parameters_cell(name):
+    notebook = json.loads((NOTEBOOKS_DIR / f"{name}.ipynb").read_text())
+    cells = [c for c in notebook["cells"]
+             if c["cell_type"] == "code" and "parameters" in c["metadata"].get("tags", [])]
+    assert len(cells) == 1, f"{name} needs exactly one cell tagged 'parameters'"
+    source = "".join(cells[0]["source"])
+    values = {}
+    for node in ast.parse(source).body:
+        assert isinstance(node, ast.Assign), f"{name}: only assignments in the parameters cell"
+        values[node.targets[0].id] = ast.literal_eval(node.value)
+    return values
+
+
+@pytest.mark.parametrize("name", [n for n in profiles.NOTEBOOKS
+                                  if (NOTEBOOKS_DIR / f"{n}.ipynb").exists()])
+def test_parameters_cell_is_the_smoke_profile(name):
+    assert parameters_cell(name) == profiles.smoke_defaults(name)
+
+
+def test_every_notebook_exists_and_is_found():
+    assert find_notebooks_dir() == NOTEBOOKS_DIR
+    missing = [n for n in profiles.NOTEBOOKS if not (NOTEBOOKS_DIR / f"{n}.ipynb").exists()]
+    assert not missing
+
+
+@pytest.mark.parametrize("profile", profiles.PROFILE_NAMES)
+def test_profiles_set_the_same_parameters(profile, tmp_path):
+    dirs = profiles.output_dirs(profile, tmp_path, tmp_path)
+    for name in profiles.NOTEBOOKS:
+        assert set(profiles.notebook_parameters(name, profile, dirs)) == set(
+            profiles.smoke_defaults(name)), name
+
+
+def test_output_dirs_keep_quick_results_in_the_checkout(tmp_path):
+    quick = profiles.output_dirs("quick", None, tmp_path)
+    assert quick["results_dir"] == str(tmp_path / "results")
+    assert quick["figures_dir"] == str(tmp_path / "figures")
+    smoke = profiles.output_dirs("smoke", None, tmp_path)
+    assert smoke["results_dir"] == str(tmp_path / "results" / "smoke")
+    with pytest.raises(ValueError, match="unknown profile"):
+        profiles.notebook_parameters(profiles.NOTEBOOKS[0], "huge", quick)
