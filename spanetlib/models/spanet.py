@@ -1,0 +1,365 @@
+"""SPANet, the spatial attentive deraining network (Wang et al., CVPR 2019, Fig. 5).
+
+One configurable class, :class:`SPANet`, covers the paper's network and the model variants of
+its ablation (Table 4, :data:`TABLE4_VARIANTS`). The structure follows the authors' code and
+released checkpoint (see ``spanetlib.models.official`` for the key mapping)::
+
+    o = relu(conv_in(x))                              # 3x3, 3 -> C
+    num_pre_blocks x:    o = relu(RB(o) + o)          # residual blocks (RB)
+    for k in 1..num_sabs:                             # spatial attentive blocks (SAB)
+        A_k = SAM(o)                                  # spatial attentive module -> B x 1 x H x W
+        blocks_per_sab x: o = relu(RB(o) * A_k + o)   # SARB: the residual is weighted by A_k
+    num_post_blocks x:   o = relu(RB(o) + o)
+    out = conv_out(o)                                 # 3x3, C -> 3; no residual, no clamp
+
+RB body: 1x1 conv -> ReLU -> 3x3 conv (dilation 2) -> ReLU -> 1x1 conv, no biases.
+SAM: 3x3 conv -> IRNN (four directions, Eq. 5, ``spanetlib.models.irnn``) -> concat (up,
+right, down, left) -> 3x3 conv 4C -> C -> IRNN -> concat -> 3x3 conv 4C -> C -> ReLU ->
+1x1 conv C -> 1 -> sigmoid. With ``direction_attention=True`` a small branch on the SAM
+input (``attention_layer``: 3x3 conv C -> C/2, ReLU, 3x3 conv C/2 -> C/2, ReLU, 1x1 conv
+C/2 -> 4, sigmoid) predicts four maps that weight the four direction outputs of both IRNN
+rounds, as the paper describes. The authors' code computes this branch but drops its result,
+so their checkpoint is reproduced with ``direction_attention=False`` (the weights stay, so the
+checkpoint loads, and receive no gradient).
+
+Parameter counts at ``channels=32`` (``TABLE4_PARAMETER_COUNTS``; a test checks them)::
+
+    ResNet (no SAM):          193,216
+    Single SAM:               283,716
+    Unshared SAMs:            555,216   (four SAMs of 90,500 each)
+    Shared SAMs (SPANet):     283,716   (the authors' checkpoint: 283,716)
+    No direction attention:   283,716   (276,704 of them used; the branch's 7,012 are idle)
+
+The training option "no attention loss" of Table 4 is not a model variant: it is the SPANet
+model trained with the attention loss weight (Eq. 7) set to 0 (see ``spanetlib.train``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from spanetlib.models.irnn import BACKENDS, IRNN
+
+__all__ = [
+    "IRNN_BACKENDS",
+    "SAM_MODES",
+    "TABLE4_PARAMETER_COUNTS",
+    "TABLE4_VARIANTS",
+    "DirectionAttention",
+    "ResidualBlock",
+    "SPANet",
+    "SpatialAttentiveModule",
+]
+
+#: How the spatial attentive blocks get their attention maps (see :class:`SPANet`).
+SAM_MODES: tuple[str, ...] = ("none", "single", "unshared", "shared")
+
+#: IRNN implementations understood by ``spanetlib.models.irnn.IRNN``.
+IRNN_BACKENDS: tuple[str, ...] = BACKENDS
+
+#: Table 4 ablation: display name -> ``SPANet`` keyword arguments. (The fifth row of the
+#: paper's ablation, "no attention loss", is the shared-SAM model trained without Eq. 7.)
+TABLE4_VARIANTS: dict[str, dict[str, Any]] = {
+    "ResNet (no SAM)": {"sam_mode": "none"},
+    "Single SAM": {"sam_mode": "single"},
+    "Unshared SAMs": {"sam_mode": "unshared"},
+    "Shared SAMs (SPANet)": {"sam_mode": "shared"},
+    "No direction attention": {"sam_mode": "shared", "direction_attention": False},
+}
+
+#: Parameter counts of each Table 4 variant at the default sizes (all parameters, used or not).
+TABLE4_PARAMETER_COUNTS: dict[str, int] = {
+    "ResNet (no SAM)": 193_216,
+    "Single SAM": 283_716,
+    "Unshared SAMs": 555_216,
+    "Shared SAMs (SPANet)": 283_716,
+    "No direction attention": 283_716,
+}
+
+
+class ResidualBlock(nn.Module):
+    """Residual block (RB) of SPANet; with an attention map it is a SARB.
+
+    Body: 1x1 conv -> ReLU -> 3x3 conv (dilation 2, padding 2) -> ReLU -> 1x1 conv, no
+    biases, no activation at its end. Output: ``relu(body(x) * attention + x)``, or
+    ``relu(body(x) + x)`` without an attention map.
+
+    Args:
+        channels: number of feature channels C.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=2, dilation=2, bias=False)
+        self.conv3 = nn.Conv2d(channels, channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor, attention: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the block.
+
+        Args:
+            x: B x C x H x W features.
+            attention: B x 1 x H x W map in [0, 1] weighting the residual, or None.
+
+        Returns:
+            B x C x H x W features (non-negative).
+        """
+        residual = self.conv3(F.relu(self.conv2(F.relu(self.conv1(x), inplace=True)),
+                                     inplace=True))
+        if not torch.is_grad_enabled():  # inference: update in place (fewer large allocations)
+            if attention is not None:
+                residual.mul_(attention)
+            return residual.add_(x).relu_()
+        if attention is not None:
+            residual = residual * attention
+        return F.relu(residual + x)
+
+
+class DirectionAttention(nn.Module):
+    """The SAM's direction-attention branch: four maps in [0, 1], one per IRNN direction.
+
+    3x3 conv C -> C/2 (bias) -> ReLU -> 3x3 conv C/2 -> C/2 (bias) -> ReLU -> 1x1 conv
+    C/2 -> 4 (bias) -> sigmoid. Channel k weights direction k of (up, right, down, left).
+
+    Args:
+        channels: number of input channels C (at least 2).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        hidden = channels // 2
+        self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1, bias=True)
+        self.conv2 = nn.Conv2d(hidden, hidden, 3, padding=1, bias=True)
+        self.conv3 = nn.Conv2d(hidden, 4, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """B x C x H x W features -> B x 4 x H x W weights in [0, 1] (up, right, down, left)."""
+        out = F.relu(self.conv2(F.relu(self.conv1(x))))
+        return torch.sigmoid(self.conv3(out))
+
+
+class SpatialAttentiveModule(nn.Module):
+    """Spatial attentive module (SAM, paper Fig. 5): two IRNN rounds -> attention map.
+
+    Args:
+        channels: number of feature channels C (at least 2).
+        direction_attention: weight the four IRNN direction outputs by the
+            ``attention_layer`` maps (the paper); False: the branch has no effect (the
+            authors' code and checkpoint) and is not computed.
+        irnn_backend: IRNN implementation, one of :data:`IRNN_BACKENDS`.
+    """
+
+    def __init__(self, channels: int, direction_attention: bool = True,
+                 irnn_backend: str = "auto") -> None:
+        super().__init__()
+        self.direction_attention = direction_attention
+        #: Compute conv(concat(4 directions)) as a sum of four convolutions (set by
+        #: ``SPANet.set_split_concat``; ``spanetlib.inference.prepare_model`` enables it on
+        #: the CPU).
+        self.split_concat = False
+        self.conv_in = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.irnn1 = IRNN(channels, backend=irnn_backend)
+        self.conv2 = nn.Conv2d(4 * channels, channels, 3, padding=1, bias=False)
+        self.irnn2 = IRNN(channels, backend=irnn_backend)
+        self.conv3 = nn.Conv2d(4 * channels, channels, 3, padding=1, bias=False)
+        self.conv_out = nn.Conv2d(channels, 1, 1, bias=False)
+        self.attention_layer = DirectionAttention(channels)
+
+    def _conv_concat(self, conv: nn.Conv2d, directions: tuple[torch.Tensor, ...],
+                     weights: torch.Tensor | None) -> torch.Tensor:
+        """``conv(concat(up, right, down, left))``, each direction weighted by its map if given.
+
+        With ``split_concat`` the concatenation is never built: the convolution is linear, so
+        it equals the sum of four convolutions, each with its slice of the kernel over one
+        direction (equal up to float rounding; faster on the CPU, and no 4C-channel buffer).
+        """
+        if weights is not None:
+            directions = tuple(d * weights[:, k:k + 1] for k, d in enumerate(directions))
+        if not self.split_concat:
+            return conv(torch.cat(directions, dim=1))
+        channels = directions[0].shape[1]
+        out = None
+        for k, direction in enumerate(directions):
+            part = F.conv2d(direction, conv.weight[:, k * channels:(k + 1) * channels], None,
+                            conv.stride, conv.padding, conv.dilation)
+            out = part if out is None else (out.add_(part) if not torch.is_grad_enabled()
+                                            else out + part)
+        return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Compute the attention map.
+
+        Args:
+            x: B x C x H x W features.
+
+        Returns:
+            B x 1 x H x W attention map in [0, 1].
+        """
+        weights = self.attention_layer(x) if self.direction_attention else None
+        out = self._conv_concat(self.conv2, self.irnn1(self.conv_in(x)), weights)
+        out = self._conv_concat(self.conv3, self.irnn2(out), weights)
+        return torch.sigmoid(self.conv_out(F.relu(out)))
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+class SPANet(nn.Module):
+    """SPANet (paper Fig. 5) and its Table 4 variants.
+
+    Args:
+        channels: feature channels C (32 in the paper; at least 2).
+        sam_mode: where the attention maps come from:
+            ``"shared"`` (the paper/authors: one SAM called at every SAB on the current
+            features), ``"unshared"`` (one SAM with its own weights per SAB), ``"single"``
+            (one SAM computed once, before the first SAB; its map is reused by all SABs),
+            ``"none"`` (a plain ResNet: the SARBs become RBs, no SAM at all).
+        direction_attention: apply the SAM's direction-attention branch (the paper). False
+            reproduces the authors' code, where the branch has no effect.
+        irnn_backend: IRNN implementation, one of :data:`IRNN_BACKENDS` (change it later with
+            :meth:`set_irnn_backend`).
+        num_pre_blocks: RBs before the first SAB (3).
+        blocks_per_sab: SARBs in each SAB (3).
+        num_post_blocks: RBs after the last SAB (2).
+        num_sabs: number of SABs (4).
+
+    Shape:
+        - Input: B x 3 x H x W, RGB in [0, 1], any H and W.
+        - Output: ``(derained, attention)``: B x 3 x H x W (not clamped) and the first SAM's
+          map A_1, B x 1 x H x W in [0, 1] (``None`` when ``sam_mode="none"``).
+
+    Parameters are named so that the authors' checkpoint maps onto them key by key:
+    ``conv_in``, ``blocks.{i}.conv{1,2,3}`` (all RBs/SARBs in order), ``sams.{k}.*``
+    (one SAM unless ``sam_mode="unshared"``, none for ``"none"``), ``conv_out``.
+
+    Example:
+        >>> model = SPANet(channels=8).eval()
+        >>> image, attention = model(torch.rand(1, 3, 17, 23))
+        >>> tuple(image.shape), tuple(attention.shape)
+        ((1, 3, 17, 23), (1, 1, 17, 23))
+    """
+
+    def __init__(self, channels: int = 32, sam_mode: str = "shared",
+                 direction_attention: bool = True, irnn_backend: str = "auto",
+                 num_pre_blocks: int = 3, blocks_per_sab: int = 3, num_post_blocks: int = 2,
+                 num_sabs: int = 4) -> None:
+        super().__init__()
+        if sam_mode not in SAM_MODES:
+            raise ValueError(f"sam_mode must be one of {SAM_MODES}, got {sam_mode!r}")
+        if irnn_backend not in IRNN_BACKENDS:
+            raise ValueError(f"irnn_backend must be one of {IRNN_BACKENDS}, got {irnn_backend!r}")
+        if not isinstance(direction_attention, bool):
+            raise TypeError("direction_attention must be a bool, got "
+                            f"{type(direction_attention).__name__}")
+        _check_int("channels", channels, 2)
+        _check_int("num_pre_blocks", num_pre_blocks, 0)
+        _check_int("blocks_per_sab", blocks_per_sab, 1)
+        _check_int("num_post_blocks", num_post_blocks, 0)
+        _check_int("num_sabs", num_sabs, 1)
+        self.model_kwargs: dict[str, Any] = {
+            "channels": channels, "sam_mode": sam_mode,
+            "direction_attention": direction_attention, "irnn_backend": irnn_backend,
+            "num_pre_blocks": num_pre_blocks, "blocks_per_sab": blocks_per_sab,
+            "num_post_blocks": num_post_blocks, "num_sabs": num_sabs,
+        }
+        self.channels = channels
+        self.sam_mode = sam_mode
+        self.direction_attention = direction_attention
+        self.num_pre_blocks = num_pre_blocks
+        self.blocks_per_sab = blocks_per_sab
+        self.num_post_blocks = num_post_blocks
+        self.num_sabs = num_sabs
+
+        self.conv_in = nn.Conv2d(3, channels, 3, padding=1, bias=False)
+        n_blocks = num_pre_blocks + num_sabs * blocks_per_sab + num_post_blocks
+        self.blocks = nn.ModuleList(ResidualBlock(channels) for _ in range(n_blocks))
+        n_sams = {"none": 0, "single": 1, "shared": 1, "unshared": num_sabs}[sam_mode]
+        self.sams = nn.ModuleList(
+            SpatialAttentiveModule(channels, direction_attention, irnn_backend)
+            for _ in range(n_sams))
+        self.conv_out = nn.Conv2d(channels, 3, 3, padding=1, bias=False)
+
+    @property
+    def irnn_backend(self) -> str:
+        """The IRNN backend of the SAMs (the constructor's value unless changed)."""
+        return self.model_kwargs["irnn_backend"]
+
+    def set_irnn_backend(self, backend: str) -> SPANet:
+        """Switch every IRNN of the model to ``backend`` (one of :data:`IRNN_BACKENDS`).
+
+        The weights are unchanged; all backends compute the same recurrence.
+
+        Returns:
+            The model itself.
+        """
+        if backend not in IRNN_BACKENDS:
+            raise ValueError(f"backend must be one of {IRNN_BACKENDS}, got {backend!r}")
+        for module in self.modules():
+            if isinstance(module, IRNN):
+                module.backend = backend
+        self.model_kwargs["irnn_backend"] = backend
+        return self
+
+    def set_split_concat(self, enabled: bool) -> SPANet:
+        """Let every SAM skip building the 4C-channel concatenation of the IRNN outputs.
+
+        The convolution after each IRNN round is then computed as the sum of four
+        convolutions, one per direction (same result up to float rounding). Faster on the
+        CPU and lighter on memory; ``spanetlib.inference.prepare_model`` enables it there.
+
+        Returns:
+            The model itself.
+        """
+        for sam in self.sams:
+            sam.split_concat = bool(enabled)
+        return self
+
+    def _attention(self, k: int, features: torch.Tensor,
+                   first: torch.Tensor | None) -> torch.Tensor | None:
+        """Attention map A_k for SAB k (0-based) from the current features."""
+        if self.sam_mode == "none":
+            return None
+        if self.sam_mode == "single":
+            return self.sams[0](features) if k == 0 else first
+        if self.sam_mode == "shared":
+            return self.sams[0](features)
+        return self.sams[k](features)  # "unshared"
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Derain a batch.
+
+        Args:
+            x: B x 3 x H x W, RGB in [0, 1].
+
+        Returns:
+            ``(derained, attention)``: B x 3 x H x W (unclamped) and A_1, B x 1 x H x W in
+            [0, 1], or ``None`` when ``sam_mode="none"``.
+        """
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a B x 3 x H x W tensor, got shape {tuple(x.shape)}")
+        out = F.relu(self.conv_in(x))
+        blocks = iter(self.blocks)
+        for _ in range(self.num_pre_blocks):
+            out = next(blocks)(out)
+        first = None
+        for k in range(self.num_sabs):
+            attention = self._attention(k, out, first)
+            if k == 0:
+                first = attention
+            for _ in range(self.blocks_per_sab):
+                out = next(blocks)(out, attention)
+        for _ in range(self.num_post_blocks):
+            out = next(blocks)(out)
+        return self.conv_out(out), first
+
+    def extra_repr(self) -> str:
+        """The constructor arguments, shown by ``print(model)``."""
+        return ", ".join(f"{k}={v!r}" for k, v in self.model_kwargs.items())
