@@ -10,8 +10,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "background", "data", "evaluate", "fileio", "losses", "metrics", "models", "profiles",
-    "rain", "reproduce", "review", "train", "video",
+    "background", "data", "evaluate", "experiments", "figures", "fileio", "inference", "losses",
+    "metrics", "models", "profiles", "rain", "reproduce", "review", "tables", "train", "video",
 )
 
 __all__ = sorted(("__version__", *_SUBMODULES))

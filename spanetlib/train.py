@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from .fileio import InputError, atomic_torch_save, atomic_write_text
+from .models import MODEL_FACTORIES, build_model
 
 __all__ = [
     "MODEL_FACTORIES",
@@ -79,52 +80,6 @@ CHECKPOINT_VERSION = 1
 # Config entries that must equal the checkpoint's when resuming (the rest may change, e.g.
 # ``steps`` to train longer).
 _RESUME_MUST_MATCH = ("model", "model_kwargs")
-
-
-# --------------------------------------------------------------------------------------------
-# Models
-# --------------------------------------------------------------------------------------------
-def _spanet(**kwargs: Any) -> nn.Module:
-    from .models.spanet import SPANet
-
-    return SPANet(**kwargs)
-
-
-def _baseline(name: str) -> Callable[..., nn.Module]:
-    def factory(**kwargs: Any) -> nn.Module:
-        from .models.baselines import BASELINES
-
-        return BASELINES[name](**kwargs)
-
-    factory.__name__ = f"_{name.lower()}"
-    return factory
-
-
-MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {
-    "spanet": _spanet,
-    "ddn": _baseline("DDN"),
-    "rescan": _baseline("RESCAN"),
-    "prenet": _baseline("PReNet"),
-}
-
-
-def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a derainer by name.
-
-    Args:
-        name: a key of `MODEL_FACTORIES` ("spanet", "ddn", "rescan", "prenet"), any case.
-        **kwargs: constructor arguments (e.g. ``channels=32, sam_mode="shared"`` for SPANet).
-
-    Returns:
-        The model; its ``forward(x)`` returns ``(image, attention or None)``.
-
-    Raises:
-        ValueError: unknown name.
-    """
-    key = str(name).lower()
-    if key not in MODEL_FACTORIES:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODEL_FACTORIES)}")
-    return MODEL_FACTORIES[key](**kwargs)
 
 
 # --------------------------------------------------------------------------------------------

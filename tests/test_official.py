@@ -206,12 +206,29 @@ def test_error_unknown_name_and_formats(tmp_path):
         load_pretrained(tmp_path / "odd.pth")
     torch.save({"model": {}, "config": {"model": "prenet", "model_kwargs": {}}},
                tmp_path / "prenet.pth")
-    with pytest.raises(InputError, match="holds model 'prenet'"):
+    with pytest.raises(InputError, match="does not fit PReNet"):
         load_pretrained(tmp_path / "prenet.pth")
+    torch.save({"model": {}, "config": {"model": "unet", "model_kwargs": {}}},
+               tmp_path / "unet.pth")
+    with pytest.raises(InputError, match="cannot build model 'unet'"):
+        load_pretrained(tmp_path / "unet.pth")
     torch.save({"model": {}, "config": {"model": "spanet", "model_kwargs": {"width": 3}}},
                tmp_path / "kw.pth")
-    with pytest.raises(InputError, match="cannot build SPANet from its model_kwargs"):
+    with pytest.raises(InputError, match="cannot build model 'spanet' from its model_kwargs"):
         load_pretrained(tmp_path / "kw.pth")
+
+
+def test_load_pretrained_builds_baselines_from_training_checkpoints(tmp_path):
+    from spanetlib.models import build_model
+
+    model = build_model("ddn", channels=4, num_blocks=1)
+    torch.save({"model": model.state_dict(),
+                "config": {"model": "ddn", "model_kwargs": {"channels": 4, "num_blocks": 1}}},
+               tmp_path / "ddn.pt")
+    loaded = load_pretrained(tmp_path / "ddn.pt")
+    x = torch.rand(1, 3, 12, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)[0], model.eval()(x)[0])
 
 
 def test_untrusted_objects_are_refused(tmp_path):

@@ -153,7 +153,9 @@ def _read_checkpoint(path: Path, trusted: bool) -> Any:
         raise InputError(f"cannot read checkpoint {path}: {_first_line(err)}") from err
 
 
-def _describe(model: SPANet) -> str:
+def _describe(model: nn.Module) -> str:
+    if not isinstance(model, SPANet):
+        return type(model).__name__
     kwargs = model.model_kwargs
     extra = "" if kwargs["sam_mode"] == "shared" else f", sam_mode={kwargs['sam_mode']!r}"
     return f"SPANet(channels={kwargs['channels']}{extra})"
@@ -204,15 +206,14 @@ def _training_from_dict(ckpt: Mapping[str, Any], path: Path | str,
         raise InputError(f"checkpoint {path}: 'config' is missing or not a dict")
     name = config.get("model")
     kwargs = dict(config.get("model_kwargs") or {})
-    if name != "spanet":
-        raise InputError(f"checkpoint {path} holds model {name!r}; load_pretrained builds only "
-                         "'spanet' models so far")
-    if irnn_backend is not None:
+    from spanetlib.models import build_model
+
+    if irnn_backend is not None and str(name).lower() == "spanet":
         kwargs["irnn_backend"] = irnn_backend
     try:
-        model = SPANet(**kwargs)
+        model = build_model(name, **kwargs)
     except (TypeError, ValueError) as err:
-        raise InputError(f"checkpoint {path}: cannot build SPANet from its model_kwargs "
+        raise InputError(f"checkpoint {path}: cannot build model {name!r} from its model_kwargs "
                          f"{kwargs}: {err}") from err
     _load_state(model, _strip_prefixes(ckpt["model"]), path, _describe(model))
     return model
