@@ -44,16 +44,16 @@ def test_estimate_background_from_frame_folder(tmp_path):
     rng = np.random.default_rng(0)
     clean = rng.integers(0, 200, (24, 32, 3), dtype=np.uint8)
     frames = tmp_path / "frames"
-    for i in range(9):
+    for i in range(21):  # rain in 15 % of frames: a pixel almost never has rain in most of them
         frame = clean.copy()
-        frame[rng.random((24, 32)) < 0.2] = 255  # sparse bright "rain"
+        frame[rng.random((24, 32)) < 0.15] = 255  # sparse bright "rain"
         write_image(frames / f"{i:03d}.png", frame)
     out = tmp_path / "clean.png"
     result = run_cli("estimate-background", frames, "-o", out)
     assert result.returncode == 0, result.stderr
     from spanetlib.fileio import read_image
     estimate = read_image(out).astype(int)
-    assert np.abs(estimate - clean).mean() < 2.0
+    assert (estimate == clean).all(axis=-1).mean() > 0.99
     again = run_cli("estimate-background", frames, "-o", out)
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
