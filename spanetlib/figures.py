@@ -223,7 +223,8 @@ def plot_training_curves(logs: Mapping[str, object], columns: Sequence[str] = ("
             data = df[["step", column]].dropna()
             if data.empty:
                 continue
-            (line,) = ax.plot(data["step"], data[column], alpha=0.35, lw=0.8)
+            (line,) = ax.plot(data["step"], data[column], alpha=0.35, lw=0.8,
+                              marker="o" if len(data) < 20 else None, ms=3)
             if len(data) > smooth > 1:
                 ax.plot(data["step"], data[column].rolling(smooth, min_periods=1).mean(),
                         color=line.get_color(), label=name)
