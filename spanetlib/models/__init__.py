@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from .baselines import BASELINES, DDN, RESCAN, PReNet, count_parameters
-from .irnn import IRNN, irnn
+from .irnn import IRNN  # the function `irnn` stays in `spanetlib.models.irnn` (same name)
 from .official import load_official_spanet, load_pretrained
 from .spanet import TABLE4_VARIANTS, SPANet
 
@@ -28,7 +28,6 @@ __all__ = [
     "TABLE4_VARIANTS",
     "build_model",
     "count_parameters",
-    "irnn",
     "load_official_spanet",
     "load_pretrained",
 ]
