@@ -61,3 +61,39 @@ def test_estimate_background_from_frame_folder(tmp_path):
 def test_select_notebooks_by_prefix_and_name():
     assert select_notebooks(["03", "figures"]) == ["03_table2", "06_figures"]
     assert select_notebooks(None)[0] == "01_dataset_generation"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    from spanetlib.data import build_synthetic_video_scenes
+
+    root = tmp_path_factory.mktemp("scenes")
+    build_synthetic_video_scenes(root, n_scenes=2, n_frames=10, size=(40, 48),
+                                 densities=("sparse",), seed=1)
+    return root
+
+
+def test_build_dataset_train_evaluate_from_the_command_line(scenes, tmp_path):
+    dataset = tmp_path / "dataset"
+    missing = run_cli("build-dataset", tmp_path / "nope", "-o", dataset, "--auto-accept")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    no_review = run_cli("build-dataset", scenes, "-o", dataset)
+    assert no_review.returncode == 2 and "--auto-accept" in no_review.stderr
+    built = run_cli("build-dataset", scenes, "-o", dataset, "--auto-accept", "--crop", "24",
+                    "--frames-per-video", "2", "--test-fraction", "0.5")
+    assert built.returncode == 0, built.stderr
+    assert (dataset / "train.txt").read_text().strip() and (dataset / "test.txt").read_text()
+
+    run = tmp_path / "run"
+    trained = run_cli("train", "--data", dataset, "--profile", "smoke", "--steps", "2",
+                      "--out", run, "--device", "cpu")
+    assert trained.returncode == 0, trained.stderr
+    assert (run / "final.pt").is_file() and (run / "log.csv").is_file()
+
+    out = tmp_path / "scores"
+    scored = run_cli("evaluate", dataset / "test.txt", "-o", out, "--weights", run / "final.pt",
+                     "--convention", "standard", "--device", "cpu")
+    assert scored.returncode == 0, scored.stderr
+    assert (tmp_path / "scores.csv").is_file() and (tmp_path / "scores.md").is_file()
+    bad = run_cli("evaluate", dataset / "missing.txt", "-o", out, "--weights", "input")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
