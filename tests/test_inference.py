@@ -19,19 +19,7 @@ from spanetlib.inference import (
 from spanetlib.models.official import load_official_spanet
 from spanetlib.models.spanet import SPANet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # One torch and one numba thread: on a CPU shared with other jobs, two OpenMP runtimes
-    # spinning on 2 threads each make these small forward passes up to 20x slower.
-    import numba
-
-    saved = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved[0])
-    numba.set_num_threads(saved[1])
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_model(**kwargs) -> SPANet:
