@@ -610,15 +610,22 @@ def table4(runs: Mapping[str, str | os.PathLike], dataset: Any,
 
 def ablation_findings(summary: pd.DataFrame, full: str = "Shared SAMs (SPANet)",
                       reference: str = "estimated clean", convention: str = "standard",
-                      tolerance: float = 0.1) -> str:
-    """Say in words whether Table 4's full model beats each ablation, as the paper found.
+                      tolerance: float = 0.1,
+                      claim: str = "that every part of the SAM helps",
+                      others: str = "variants") -> str:
+    """Say in words whether one row (the full model) beats every other row, as the paper found.
+
+    Used for Table 4 (the full model against its ablations) and Table 2 (our SPANet against
+    the rain input and the other derainers).
 
     Args:
-        summary: the summary of `table4` (or any summary with a ``model`` column).
+        summary: the summary of `table4` / `table2` (any summary with a ``model`` column).
         full: the row of the complete model.
         reference: the ``reference`` rows to compare (when the summary has that column).
         convention: metric convention of the PSNR compared.
         tolerance: PSNR differences (dB) within this are called "no clear difference".
+        claim: the paper's finding, as the end of "does not reproduce the paper's finding ...".
+        others: what the other rows are called ("variants", "rows").
 
     Returns:
         A few lines: the full model's PSNR, the difference to each variant, and a verdict.
@@ -648,16 +655,15 @@ def ablation_findings(summary: pd.DataFrame, full: str = "Shared SAMs (SPANet)",
         (better if diff > tolerance else worse if diff < -tolerance else unclear).append(label)
         lines.append(f"- {label}: {value:.2f} dB ({-diff:+.2f} dB against the full model)")
     if len(better) == len(psnr):
-        lines.append(f"As in the paper, the full model beats every variant by more than "
+        lines.append(f"As in the paper, {full} beats every one of the {others} by more than "
                      f"{tolerance} dB.")
     else:
-        lines.append(f"The full model beats {len(better)} of {len(psnr)} variants by more "
+        lines.append(f"{full} beats {len(better)} of {len(psnr)} {others} by more "
                      f"than {tolerance} dB; " + "; ".join(
                          part for part in (
                              f"no clear difference to {', '.join(unclear)}" if unclear else "",
                              f"worse than {', '.join(worse)}" if worse else "") if part)
-                     + ". So this run does not reproduce the paper's finding that every part "
-                     "of the SAM helps.")
+                     + f". So this run does not reproduce the paper's finding {claim}.")
     return "\n".join(lines)
 
 

@@ -291,9 +291,12 @@ def test_ablation_findings_verdicts():
     assert "As in the paper" in text
     text = tables.ablation_findings(_ablation_summary(
         {"A": 20.0, "B": 21.05, "C": 22.0, "Shared SAMs (SPANet)": 21.0}))
-    assert "beats 1 of 3 variants" in text
+    assert "Shared SAMs (SPANet) beats 1 of 3 variants" in text
     assert "no clear difference to B" in text and "worse than C" in text
-    assert "does not reproduce" in text
+    assert "does not reproduce the paper's finding that every part of the SAM helps" in text
+    text = tables.ablation_findings(_ablation_summary({"Rain input": 20.0, "X": 23.0, "Ours": 22}),
+                                    full="Ours", claim="that SPANet wins", others="rows")
+    assert "Ours beats 1 of 2 rows" in text and "finding that SPANet wins" in text
     with pytest.raises(ValueError, match="expected the row 'full'"):
         tables.ablation_findings(_ablation_summary({"A": 1.0, "B": 2.0}), full="full")
     with pytest.raises(ValueError, match="reference 'true background' is not in the summary"):
