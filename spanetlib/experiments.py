@@ -24,6 +24,7 @@ __all__ = [
     "luminance",
     "make_table1_videos",
     "pick_rainy_pixel",
+    "prepare_dirs",
     "prepare_review",
     "run_table1",
     "table1_images",
@@ -40,6 +41,14 @@ class Table1Video:
     frames: np.ndarray        # N x H x W x 3 uint8
     clean: np.ndarray         # H x W x 3 uint8
     rain_mask: np.ndarray     # N x H x W bool
+
+
+def prepare_dirs(*folders: str | os.PathLike) -> tuple[Path, ...]:
+    """Create the notebooks' output folders (results, figures, work) and return them as Paths."""
+    paths = tuple(Path(folder) for folder in folders)
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+    return paths
 
 
 def luminance(image: np.ndarray) -> np.ndarray:

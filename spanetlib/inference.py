@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from spanetlib.fileio import IMAGE_SUFFIXES, InputError, read_image, write_image
+from spanetlib.metrics import image_to_tensor
 from spanetlib.models.official import load_pretrained, resolve_torch_device
 from spanetlib.models.spanet import SPANet
 
@@ -124,17 +125,10 @@ def blend_window(length: int, overlap: int, ramp_start: bool, ramp_end: bool) ->
 
 
 def _image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"expected a numpy array, got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[2] != 3:
+    """One H x W x 3 RGB image (uint8 or float [0, 1]) -> 1 x 3 x H x W float32."""
+    if isinstance(image, np.ndarray) and (image.ndim != 3 or image.shape[2] != 3):
         raise ValueError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
-    if image.dtype == np.uint8:
-        array = image.astype(np.float32) / 255.0
-    elif np.issubdtype(image.dtype, np.floating):
-        array = image.astype(np.float32, copy=False)
-    else:
-        raise TypeError(f"expected a uint8 or float image, got dtype {image.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
+    return image_to_tensor(image, dtype=torch.float32)
 
 
 def _run(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:

@@ -436,10 +436,11 @@ def image_to_tensor(img: np.ndarray, dtype: torch.dtype = torch.float32) -> torc
     """
     if not isinstance(img, np.ndarray):
         raise TypeError(f"expected a numpy array, got {type(img).__name__}")
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype  # convert once, in the target dtype
     if img.dtype == np.uint8:
-        arr = img.astype(np.float64) / 255.0
+        arr = img.astype(np_dtype) / np_dtype.type(255.0)
     elif np.issubdtype(img.dtype, np.floating):
-        arr = img.astype(np.float64, copy=False)
+        arr = img.astype(np_dtype, copy=False)
     else:
         raise TypeError(f"expected a uint8 or float image, got dtype {img.dtype}")
     if arr.ndim == 2:
@@ -450,7 +451,7 @@ def image_to_tensor(img: np.ndarray, dtype: torch.dtype = torch.float32) -> torc
         raise ValueError(
             f"expected an H x W, H x W x 3 or B x H x W x 3 image, got shape {img.shape}"
         )
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2))).to(dtype)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
 
 
 def psnr_ssim_np(

@@ -113,3 +113,9 @@ def test_figure_argument_errors():
 
     with pytest.raises(ValueError, match="none of the requested columns"):
         figures.plot_training_curves({"r": pd.DataFrame({"step": [1]})}, columns=("loss",))
+
+
+def test_prepare_dirs_creates_and_returns_paths(tmp_path):
+    out = experiments.prepare_dirs(str(tmp_path / "r"), tmp_path / "f" / "g")
+    assert out == (tmp_path / "r", tmp_path / "f" / "g")
+    assert all(path.is_dir() for path in out)
