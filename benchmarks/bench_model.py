@@ -4,12 +4,12 @@ SPANet at its default size (C = 32, shared SAM, ``direction_attention=False`` as
 authors' checkpoint), batch 1, eval mode under ``torch.inference_mode``:
 
 - ``plain``: NCHW tensors, ``irnn_backend="reference"`` (the IRNN as a Python loop over the
-  rows and columns), the concatenation of the four IRNN directions built explicitly.
-- ``numba``: as plain, but the compiled numba IRNN kernel.
-- ``fast (NCHW)``: numba IRNN, and the convolution after each IRNN round computed per
-  direction without building the 4C-channel concatenation.
+  rows and columns, then ``torch.cat`` of the four directions).
+- ``numba``: the same NCHW weights and input, but the compiled numba IRNN (which writes the
+  four directions concatenated, in channels-last memory).
 - ``fast``: what ``spanetlib.inference.prepare_model`` sets on the CPU (and ``derain_array``
-  / ``derain_files`` use): fast (NCHW) plus channels-last (NHWC) weights and input.
+  / ``derain_files`` use): numba IRNN, channels-last (NHWC) weights and input, so every
+  convolution and every IRNN runs on NHWC data without a layout conversion.
 
 Times are the median (and minimum) of ``--repeats`` runs after one warm-up, measured in one
 process with the configurations interleaved, so the ratio compares like with like on a shared
@@ -18,6 +18,10 @@ time is noisy, and CPU time of a single-threaded run (``--threads 1``) is the st
 measure. Peak memory: each configuration runs once more in a fresh subprocess, which reports
 its peak resident set size (``VmHWM`` of /proc/self/status; Linux only) and the growth over
 the resident size just before the forward pass (weights, imports and the input excluded).
+
+Both configurations run with ``THP_MEM_ALLOC_ENABLE=1`` (large tensors on transparent huge
+pages, as the ``spanet`` command sets it; first-touch page faults otherwise cost tens of ms
+per forward pass); ``--no-thp`` measures without it.
 
 Usage::
 
@@ -34,7 +38,7 @@ import subprocess
 import sys
 import time
 
-CONFIGS = ("plain", "numba", "fast (NCHW)", "fast")
+CONFIGS = ("plain", "numba", "fast")
 
 
 def build(config: str, size: int):
@@ -48,8 +52,6 @@ def build(config: str, size: int):
     x = torch.rand(1, 3, size, size)
     if config == "numba":
         model.set_irnn_backend("numba")
-    elif config == "fast (NCHW)":
-        model.set_irnn_backend("numba").set_split_concat(True)
     elif config == "fast":
         prepare_model(model, "cpu")
         x = x.contiguous(memory_format=torch.channels_last)
@@ -82,6 +84,8 @@ def measure_memory(config: str, size: int, threads: int | None) -> dict:
     cmd = [sys.executable, __file__, "--memory-child", config, str(size)]
     if threads:
         cmd += ["--threads", str(threads)]
+    if "THP_MEM_ALLOC_ENABLE" not in os.environ:
+        cmd += ["--no-thp"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -117,11 +121,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and numba threads (default: torch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
+    parser.add_argument("--no-thp", action="store_true",
+                        help="do not set THP_MEM_ALLOC_ENABLE=1 (huge pages for large tensors)")
     parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "SIZE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         os.environ["NUMBA_NUM_THREADS"] = str(args.threads)
+    if not args.no_thp:  # read by PyTorch at its first allocation: set it before importing
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     import torch
 
     if args.threads:
@@ -131,7 +139,8 @@ def main() -> None:
         return
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-          f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}")
+          f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}")
     for size in args.sizes:
         times = time_configs(size, args.repeats)
         mem = ({} if args.no_memory else

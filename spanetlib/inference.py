@@ -44,11 +44,9 @@ def prepare_model(model: nn.Module, device: str | torch.device = "cpu",
     For SPANet (``benchmarks/bench_model.py`` measures each step on a 2-core CPU): the IRNNs
     get ``irnn_backend`` (``"auto"``: the compiled numba kernel on the CPU, the Triton kernel
     on CUDA), and on the CPU the weights are stored channels-last (NHWC, which oneDNN
-    convolves faster than NCHW; the IRNN converts its input to NCHW itself) and the SAMs
-    compute the convolution over the four concatenated IRNN directions as four convolutions,
-    one per direction, without building the concatenation (``SPANet.set_split_concat``).
-    Outputs are unchanged up to float rounding. Other models only get eval mode and the
-    device. The model is modified in place.
+    convolves faster than NCHW, and which the numba IRNN reads and writes without any layout
+    conversion). Outputs are unchanged up to float rounding. Other models only get eval mode
+    and the device. The model is modified in place.
 
     Args:
         model: any derainer (``forward(x) -> (image, attention)``).
@@ -63,7 +61,6 @@ def prepare_model(model: nn.Module, device: str | torch.device = "cpu",
     if isinstance(model, SPANet):
         if irnn_backend is not None:
             model.set_irnn_backend(irnn_backend)
-        model.set_split_concat(dev.type == "cpu")
         if dev.type == "cpu":
             model.to(memory_format=torch.channels_last)
     return model

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from spanetlib.models import irnn as irnn_mod
-from spanetlib.models.irnn import BACKENDS, DIRECTIONS, IRNN, irnn, irnn_reference
+from spanetlib.models.irnn import BACKENDS, DIRECTIONS, IRNN, irnn, irnn_concat, irnn_reference
 
 # Trained SPANet weights lie in about -0.47 .. 1.0: cover negative, zero-ish and large ones.
 TRAINED_LIKE = (-0.47, 1.0, 0.2, -0.1, 0.75, 0.0)
@@ -27,12 +27,15 @@ def _params(channels: int, dtype: torch.dtype = torch.float32, seed: int = 0):
     return weight, bias
 
 
-def _grads(backend, x, weight, bias, seed=1):
-    """Outputs and gradients of a random linear functional of the four outputs."""
+def _grads(backend, x, weight, bias, seed=1, concat=False):
+    """Outputs and gradients of a random linear functional of the four outputs (of the one
+    concatenated output of irnn_concat with ``concat``)."""
     x = x.detach().clone().requires_grad_()
     weight = weight.detach().clone().requires_grad_()
     bias = bias.detach().clone().requires_grad_()
-    outs = irnn(x, weight, bias, backend=backend)
+    fn = irnn_concat if concat else irnn
+    outs = fn(x, weight, bias, backend=backend)
+    outs = (outs,) if concat else outs
     gen = torch.Generator().manual_seed(seed)
     loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
     loss.backward()
@@ -101,18 +104,26 @@ def test_largest_shape_uses_thread_pool():
     assert bsz * ch * h * w >= irnn_mod._SMALL_PROBLEM
 
 
+@pytest.mark.parametrize("form", ["irnn", "concat", "concat channels-last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_numba_matches_reference_values_and_grads(shape, dtype):
+def test_numba_matches_reference_values_and_grads(shape, dtype, form):
+    # "irnn": the four NCHW outputs; "concat": irnn_concat's channels-last kernels, fed an
+    # NCHW or a channels-last input.
     gen = torch.Generator().manual_seed(hash(shape) % 1000)
     x = torch.randn(shape, generator=gen, dtype=dtype)
+    if form == "concat channels-last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    concat = form != "irnn"
     weight, bias = _params(shape[1], dtype)
-    outs_ref, grads_ref = _grads("reference", x, weight, bias)
-    outs_nb, grads_nb = _grads("numba", x, weight, bias)
+    outs_ref, grads_ref = _grads("reference", x, weight, bias, concat=concat)
+    outs_nb, grads_nb = _grads("numba", x, weight, bias, concat=concat)
     tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-12,
                                                                        "rtol": 1e-12}
+    expected_shape = (shape[0], 4 * shape[1], *shape[2:]) if concat else shape
     for a, b in zip(outs_nb, outs_ref, strict=True):
-        assert a.dtype == dtype and a.shape == x.shape
+        assert a.dtype == dtype and a.shape == expected_shape
+        assert not concat or a.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(a, b, **tol)
     for name, a, b in zip(("x", "weight", "bias"), grads_nb, grads_ref, strict=True):
         if b is None:               # 1 x 1 planes: the reference graph never uses w, b
@@ -120,6 +131,45 @@ def test_numba_matches_reference_values_and_grads(shape, dtype):
             b = torch.zeros_like(a)
         assert a.shape == b.shape, name
         torch.testing.assert_close(a, b, **tol, msg=lambda m, n=name: f"grad {n}: {m}")
+
+
+def test_concat_is_the_concatenation_for_every_backend():
+    x = torch.randn(2, 3, 7, 5)
+    weight, bias = _params(3)
+    expected = torch.cat(irnn_reference(x, weight, bias), dim=1)
+    for backend in ("auto", "numba", "reference"):
+        torch.testing.assert_close(irnn_concat(x, weight, bias, backend=backend), expected)
+    module = IRNN(3, backend="numba")
+    with torch.no_grad():
+        for d, name in enumerate(DIRECTIONS):
+            getattr(module, f"{name}_weight").weight.copy_(weight[d].view(-1, 1, 1, 1))
+            getattr(module, f"{name}_weight").bias.copy_(bias[d])
+    torch.testing.assert_close(module.forward_concat(x), expected)
+    with torch.inference_mode():
+        torch.testing.assert_close(irnn_concat(x, weight, bias, backend="numba"), expected)
+    half = irnn_concat(x.bfloat16(), weight, bias, backend="numba")
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(
+        half.float(), torch.cat(irnn_reference(x.bfloat16().float(), weight, bias), 1),
+        atol=2e-2, rtol=2e-2)
+
+
+def test_numba_concat_gradcheck():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 2, 5, 4, generator=gen, dtype=torch.float64).requires_grad_()
+    weight, bias = _params(2, torch.float64)
+    inputs = (x, weight.requires_grad_(), bias.requires_grad_())
+    assert torch.autograd.gradcheck(lambda *a: irnn_concat(*a, backend="numba"), inputs,
+                                    eps=1e-6, atol=1e-8)
+
+
+def test_concat_rejects_bad_input():
+    x = torch.randn(1, 2, 3, 3)
+    weight, bias = _params(2)
+    with pytest.raises(ValueError, match="backend"):
+        irnn_concat(x, weight, bias, backend="cuda")
+    with pytest.raises(ValueError, match="4 x C"):
+        irnn_concat(x, torch.zeros(4, 3), bias)
 
 
 def test_numba_noncontiguous_input_and_partial_use():

@@ -132,3 +132,25 @@ def test_forward_rejects_wrong_shape():
     with pytest.raises(ValueError,
                        match=r"expected a B x 3 x H x W tensor, got shape \(1, 1, 8, 8\)"):
         small()(torch.rand(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_direction_maps_weight_their_own_direction(backend):
+    # The SAM written out by hand: map k of the branch multiplies IRNN direction k (up, right,
+    # down, left) in both rounds, before the 4C -> C convolution.
+    torch.manual_seed(3)
+    sam = SpatialAttentiveModule(4, direction_attention=True, irnn_backend=backend).eval()
+    x = torch.rand(2, 4, 9, 7)
+    with torch.no_grad():
+        maps = sam.attention_layer(x)
+
+        def weighted(directions):
+            return torch.cat([d * maps[:, k:k + 1] for k, d in enumerate(directions)], dim=1)
+
+        out = sam.conv2(weighted(sam.irnn1(sam.conv_in(x))))
+        out = sam.conv3(weighted(sam.irnn2(out)))
+        expected = torch.sigmoid(sam.conv_out(torch.relu(out)))
+        torch.testing.assert_close(sam(x), expected)
+        swapped = maps.flip(1)  # the same maps on the wrong directions give another result
+        sam.attention_layer.forward = lambda _x: swapped
+        assert (sam(x) - expected).abs().max() > 1e-4

@@ -25,6 +25,11 @@ Backends of :func:`irnn`:
   check them.
 * ``"auto"``: ``"triton"`` for CUDA tensors when triton imports, ``"numba"`` on CPU.
 
+:func:`irnn_concat` returns the four directions concatenated along the channels, which is
+what the SAM consumes. Its numba path has its own channels-last kernels (forward and
+backward): they read a channels-last input in place and write the concatenation directly,
+so a channels-last SPANet runs its IRNNs without any layout conversion.
+
 The authors' CuPy kernel restarts the scan from the border for every pixel (quadratic work);
 a single linear scan per line gives the same values.
 """
@@ -44,7 +49,7 @@ from numba import njit, prange
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["BACKENDS", "DIRECTIONS", "IRNN", "irnn", "irnn_reference"]
+__all__ = ["BACKENDS", "DIRECTIONS", "IRNN", "irnn", "irnn_concat", "irnn_reference"]
 
 #: Direction order of the weights, biases and outputs.
 DIRECTIONS: tuple[str, ...] = ("up", "right", "down", "left")
@@ -342,6 +347,209 @@ def _irnn_numba(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> _O
 
 
 # --------------------------------------------------------------------------------------------
+# numba, channels-last concatenation. The SAM only ever uses the four directions concatenated
+# along the channels (up, right, down, left), so this path reads x as B x H x W x C (the memory
+# of a channels-last tensor) and writes the concatenation straight into one B x H x W x 4C
+# buffer: no NCHW <-> NHWC conversions around the scan and no torch.cat, and every inner loop
+# runs over contiguous channels. Block d of the 4C channels holds direction d.
+# --------------------------------------------------------------------------------------------
+
+#: Columns per parallel task of the channels-last vertical scans.
+_COL_BLOCK = 16
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _concat_forward_kernel(x, weight, bias, zero, out):  # pragma: no cover - compiled
+    """x: N x H x W x C; out: N x H x W x 4C, the four directions' scans."""
+    n_img, height, width, ch = x.shape
+    for task in prange(n_img * height):        # horizontal scans, one row per task
+        n = task // height
+        i = task - n * height
+        for k in range(2):
+            d = 1 + 2 * k                       # 1: right, 3: left
+            o = d * ch
+            reverse = d == 3
+            j = width - 1 if reverse else 0
+            step = -1 if reverse else 1
+            for c in range(ch):
+                a = x[n, i, j, c]
+                out[n, i, j, o + c] = a if a > zero else zero
+            for _ in range(1, width):
+                jp = j
+                j += step
+                for c in range(ch):
+                    a = weight[d, c] * out[n, i, jp, o + c] + bias[d, c] + x[n, i, j, c]
+                    out[n, i, j, o + c] = a if a > zero else zero
+    n_blocks = (width + _COL_BLOCK - 1) // _COL_BLOCK
+    for task in prange(n_img * n_blocks):      # vertical scans, one block of columns per task
+        n = task // n_blocks
+        j0 = (task - n * n_blocks) * _COL_BLOCK
+        j1 = min(j0 + _COL_BLOCK, width)
+        for k in range(2):
+            d = 2 * k                           # 0: up, 2: down
+            o = d * ch
+            reverse = d == 0
+            i = height - 1 if reverse else 0
+            step = -1 if reverse else 1
+            for j in range(j0, j1):
+                for c in range(ch):
+                    a = x[n, i, j, c]
+                    out[n, i, j, o + c] = a if a > zero else zero
+            for _ in range(1, height):
+                ip = i
+                i += step
+                for j in range(j0, j1):
+                    for c in range(ch):
+                        a = weight[d, c] * out[n, ip, j, o + c] + bias[d, c] + x[n, i, j, c]
+                        out[n, i, j, o + c] = a if a > zero else zero
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _concat_backward_kernel(h, g, weight, zero, dx, part_rows, part_cols):  # pragma: no cover
+    """Gradients of the channels-last concatenation (see the NCHW kernels for the formulas).
+
+    h, g: N x H x W x 4C outputs and their gradients; dx: N x H x W x C (assigned). Partial
+    sums of dL/dw and dL/db (float64): part_rows[task, k, 0 / 1, c] for the horizontal
+    directions (k = 0: right, 1: left), part_cols for the vertical ones (k = 0: up, 1: down).
+    """
+    n_img, height, width, ch = dx.shape
+    for task in prange(n_img * height):        # horizontal: right assigns dx, left adds
+        n = task // height
+        i = task - n * height
+        carry = np.empty(ch, dtype=dx.dtype)
+        for k in range(2):
+            d = 1 + 2 * k
+            o = d * ch
+            reverse = d == 3
+            j = 0 if reverse else width - 1     # memory column of the scan's last position
+            back = 1 if reverse else -1         # memory step to the previous scan position
+            acc_w = np.zeros(ch)
+            acc_b = np.zeros(ch)
+            for c in range(ch):
+                carry[c] = zero
+            for _ in range(1, width):
+                jp = j + back
+                for c in range(ch):
+                    ga = g[n, i, j, o + c] + carry[c]
+                    ga = ga if h[n, i, j, o + c] > zero else zero
+                    if k == 0:
+                        dx[n, i, j, c] = ga
+                    else:
+                        dx[n, i, j, c] += ga
+                    acc_w[c] += ga * h[n, i, jp, o + c]
+                    acc_b[c] += ga
+                    carry[c] = weight[d, c] * ga
+                j = jp
+            for c in range(ch):                 # scan position 0: no w or b term
+                ga = g[n, i, j, o + c] + carry[c]
+                ga = ga if h[n, i, j, o + c] > zero else zero
+                if k == 0:
+                    dx[n, i, j, c] = ga
+                else:
+                    dx[n, i, j, c] += ga
+            for c in range(ch):
+                part_rows[task, k, 0, c] = acc_w[c]
+                part_rows[task, k, 1, c] = acc_b[c]
+    n_blocks = (width + _COL_BLOCK - 1) // _COL_BLOCK
+    for task in prange(n_img * n_blocks):      # vertical: both add to dx
+        n = task // n_blocks
+        j0 = (task - n * n_blocks) * _COL_BLOCK
+        j1 = min(j0 + _COL_BLOCK, width)
+        carry = np.empty((j1 - j0, ch), dtype=dx.dtype)
+        for k in range(2):
+            d = 2 * k
+            o = d * ch
+            reverse = d == 0
+            i = 0 if reverse else height - 1
+            back = 1 if reverse else -1
+            acc_w = np.zeros(ch)
+            acc_b = np.zeros(ch)
+            carry[:] = zero
+            for _ in range(1, height):
+                ip = i + back
+                for j in range(j0, j1):
+                    for c in range(ch):
+                        ga = g[n, i, j, o + c] + carry[j - j0, c]
+                        ga = ga if h[n, i, j, o + c] > zero else zero
+                        dx[n, i, j, c] += ga
+                        acc_w[c] += ga * h[n, ip, j, o + c]
+                        acc_b[c] += ga
+                        carry[j - j0, c] = weight[d, c] * ga
+                i = ip
+            for j in range(j0, j1):
+                for c in range(ch):
+                    ga = g[n, i, j, o + c] + carry[j - j0, c]
+                    ga = ga if h[n, i, j, o + c] > zero else zero
+                    dx[n, i, j, c] += ga
+            for c in range(ch):
+                part_cols[task, k, 0, c] = acc_w[c]
+                part_cols[task, k, 1, c] = acc_b[c]
+
+
+def _nhwc(t: torch.Tensor) -> np.ndarray:
+    """A B x C x H x W tensor's data as a B x H x W x C numpy array (no copy if channels-last)."""
+    return t.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _numba_concat_forward(x: torch.Tensor, weight: torch.Tensor,
+                          bias: torch.Tensor) -> torch.Tensor:
+    """Run the channels-last forward kernel; returns B x 4C x H x W in channels-last memory."""
+    bsz, ch, height, width = x.shape
+    xa = _nhwc(x.detach())
+    out = torch.empty((bsz, height, width, 4 * ch), dtype=x.dtype)
+    _launch(_concat_forward_kernel, out.numel() // 4, xa, weight.detach().contiguous().numpy(),
+            bias.detach().contiguous().numpy(), xa.dtype.type(0), out.numpy())
+    return out.permute(0, 3, 1, 2)
+
+
+class _NumbaIRNNConcat(torch.autograd.Function):
+    """Autograd wrapper of the channels-last kernels (x, weight, bias share one dtype, CPU)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor) -> torch.Tensor:
+        out = _numba_concat_forward(x, weight, bias)
+        ctx.save_for_backward(out, weight)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        out, weight = ctx.saved_tensors
+        bsz, ch4, height, width = out.shape
+        ch = ch4 // 4
+        dtype = out.dtype
+        dx = torch.empty((bsz, height, width, ch), dtype=dtype)
+        n_blocks = (width + _COL_BLOCK - 1) // _COL_BLOCK
+        part_rows = np.empty((bsz * height, 2, 2, ch))
+        part_cols = np.empty((bsz * n_blocks, 2, 2, ch))
+        _launch(_concat_backward_kernel, dx.numel(), _nhwc(out), _nhwc(grad.to(dtype)),
+                weight.detach().contiguous().numpy(), _NP[dtype](0), dx.numpy(), part_rows,
+                part_cols)
+        rows, cols = part_rows.sum(0), part_cols.sum(0)   # 2 x 2 x C: direction, (w, b), C
+        sums = np.stack([cols[0], rows[0], cols[1], rows[1]])  # up, right, down, left
+        gw = torch.from_numpy(np.ascontiguousarray(sums[:, 0])).to(dtype)
+        gb = torch.from_numpy(np.ascontiguousarray(sums[:, 1])).to(dtype)
+        return dx.permute(0, 3, 1, 2), gw, gb
+
+
+def _irnn_numba_concat(x: torch.Tensor, weight: torch.Tensor,
+                       bias: torch.Tensor) -> torch.Tensor:
+    """Numba backend of :func:`irnn_concat` (float16 / bfloat16 through float32)."""
+    if x.device.type != "cpu":
+        raise ValueError(f"backend 'numba' runs on CPU tensors only, got x on {x.device}; "
+                         "use backend='triton' or 'auto' for CUDA tensors")
+    if x.dtype not in _NP:
+        return _irnn_numba_concat(x.float(), weight, bias).to(x.dtype)
+    weight = weight.to(x.dtype)
+    bias = bias.to(x.dtype)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or bias.requires_grad):
+        return _NumbaIRNNConcat.apply(x, weight, bias)
+    return _numba_concat_forward(x, weight, bias)
+
+
+# --------------------------------------------------------------------------------------------
 # Triton: one linear scan per line. A program owns BLOCK independent lines of one plane:
 # lane l of the block starts at plane * plane_stride + l * lane_stride and the scan steps by
 # `step` elements (vertical: lanes = columns, lane_stride 1, step W, so each load of the block
@@ -618,6 +826,36 @@ def irnn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     return _irnn_triton(x, weight, bias)
 
 
+def irnn_concat(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                backend: str = "auto") -> torch.Tensor:
+    """The four IRNN directions concatenated along the channels: ``cat(irnn(x), dim=1)``.
+
+    This is what the SAM consumes. With the numba backend the scans read a channels-last
+    ``x`` in place and write the B x 4C x H x W result directly, in channels-last memory (no
+    layout conversions, no separate concatenation); other backends concatenate
+    :func:`irnn`'s outputs. Differentiable in ``x``, ``weight`` and ``bias``.
+
+    Args:
+        x: B x C x H x W float tensor, as for :func:`irnn` (channels-last is read in place).
+        weight: 4 x C recurrent weights (up, right, down, left).
+        bias: 4 x C biases in the same order.
+        backend: "auto", "numba", "triton" or "reference", as for :func:`irnn`.
+
+    Returns:
+        B x 4C x H x W: channels ``[k*C, (k+1)*C)`` hold direction k of (up, right, down,
+        left).
+
+    Raises:
+        TypeError, ValueError: as for :func:`irnn`.
+    """
+    _check_backend(backend)
+    _check_inputs(x, weight, bias)
+    resolved = _resolve_backend(backend, x)
+    if resolved == "numba":
+        return _irnn_numba_concat(x, weight, bias)
+    return torch.cat(irnn(x, weight, bias, backend=resolved), dim=1)
+
+
 class IRNN(nn.Module):
     """Four-direction IRNN with per-channel weights (Eq. 5), as in the authors' checkpoint.
 
@@ -677,6 +915,11 @@ class IRNN(nn.Module):
         """
         weight, bias = self.stacked_parameters()
         return irnn(x, weight, bias, backend=self.backend)
+
+    def forward_concat(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply :func:`irnn_concat`: the four directions as one B x 4C x H x W tensor."""
+        weight, bias = self.stacked_parameters()
+        return irnn_concat(x, weight, bias, backend=self.backend)
 
     def extra_repr(self) -> str:
         """Channels and backend, for ``repr``."""

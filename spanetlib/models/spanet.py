@@ -157,10 +157,6 @@ class SpatialAttentiveModule(nn.Module):
                  irnn_backend: str = "auto") -> None:
         super().__init__()
         self.direction_attention = direction_attention
-        #: Compute conv(concat(4 directions)) as a sum of four convolutions (set by
-        #: ``SPANet.set_split_concat``; ``spanetlib.inference.prepare_model`` enables it on
-        #: the CPU).
-        self.split_concat = False
         self.conv_in = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.irnn1 = IRNN(channels, backend=irnn_backend)
         self.conv2 = nn.Conv2d(4 * channels, channels, 3, padding=1, bias=False)
@@ -169,26 +165,11 @@ class SpatialAttentiveModule(nn.Module):
         self.conv_out = nn.Conv2d(channels, 1, 1, bias=False)
         self.attention_layer = DirectionAttention(channels)
 
-    def _conv_concat(self, conv: nn.Conv2d, directions: tuple[torch.Tensor, ...],
-                     weights: torch.Tensor | None) -> torch.Tensor:
-        """``conv(concat(up, right, down, left))``, each direction weighted by its map if given.
-
-        With ``split_concat`` the concatenation is never built: the convolution is linear, so
-        it equals the sum of four convolutions, each with its slice of the kernel over one
-        direction (equal up to float rounding; faster on the CPU, and no 4C-channel buffer).
-        """
-        if weights is not None:
-            directions = tuple(d * weights[:, k:k + 1] for k, d in enumerate(directions))
-        if not self.split_concat:
-            return conv(torch.cat(directions, dim=1))
-        channels = directions[0].shape[1]
-        out = None
-        for k, direction in enumerate(directions):
-            part = F.conv2d(direction, conv.weight[:, k * channels:(k + 1) * channels], None,
-                            conv.stride, conv.padding, conv.dilation)
-            out = part if out is None else (out.add_(part) if not torch.is_grad_enabled()
-                                            else out + part)
-        return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
+    def _weighted(self, directions: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """Weight direction k of the B x 4C x H x W IRNN output by map k of ``weights``."""
+        if weights is None:
+            return directions
+        return (directions.unflatten(1, (4, -1)) * weights.unsqueeze(2)).flatten(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Compute the attention map.
@@ -200,8 +181,8 @@ class SpatialAttentiveModule(nn.Module):
             B x 1 x H x W attention map in [0, 1].
         """
         weights = self.attention_layer(x) if self.direction_attention else None
-        out = self._conv_concat(self.conv2, self.irnn1(self.conv_in(x)), weights)
-        out = self._conv_concat(self.conv3, self.irnn2(out), weights)
+        out = self.conv2(self._weighted(self.irnn1.forward_concat(self.conv_in(x)), weights))
+        out = self.conv3(self._weighted(self.irnn2.forward_concat(out), weights))
         return torch.sigmoid(self.conv_out(F.relu(out)))
 
 
@@ -306,20 +287,6 @@ class SPANet(nn.Module):
             if isinstance(module, IRNN):
                 module.backend = backend
         self.model_kwargs["irnn_backend"] = backend
-        return self
-
-    def set_split_concat(self, enabled: bool) -> SPANet:
-        """Let every SAM skip building the 4C-channel concatenation of the IRNN outputs.
-
-        The convolution after each IRNN round is then computed as the sum of four
-        convolutions, one per direction (same result up to float rounding). Faster on the
-        CPU and lighter on memory; ``spanetlib.inference.prepare_model`` enables it there.
-
-        Returns:
-            The model itself.
-        """
-        for sam in self.sams:
-            sam.split_concat = bool(enabled)
         return self
 
     def _attention(self, k: int, features: torch.Tensor,
