@@ -8,7 +8,8 @@ root, the list folder's parent.
 
 `export_dataset` turns reviewed rain videos into an SPA-Data style training set (the library
 side of ``spanet build-dataset``); `build_synthetic_test_set` and `build_synthetic_video_scenes`
-make the synthetic stand-ins the notebooks use where the real data is absent.
+make the synthetic stand-ins the notebooks use where the real data is absent, and
+`build_heldout_rain_set` makes rain images outside the synthesizer's presets, on held-out photos.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import shutil
 import time
 import warnings
@@ -39,7 +41,9 @@ from .fileio import InputError, atomic_write_json, atomic_write_text, read_image
 
 __all__ = [
     "ExportSummary",
+    "HELDOUT_RAIN_CONDITIONS",
     "PairDataset",
+    "build_heldout_rain_set",
     "build_synthetic_test_set",
     "build_synthetic_video_scenes",
     "export_dataset",
@@ -837,6 +841,55 @@ def _check_size(size: Sequence[int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def _check_backgrounds(backgrounds: Sequence[str]) -> tuple[str, ...]:
+    """Validate photo names for `spanetlib.rain.load_background`; returns them as a tuple."""
+    from .rain import BACKGROUND_NAMES, HELDOUT_BACKGROUND_NAMES
+
+    known = sorted(set(BACKGROUND_NAMES) | set(HELDOUT_BACKGROUND_NAMES))
+    if isinstance(backgrounds, str) or not isinstance(backgrounds, Sequence):
+        raise ValueError(f"backgrounds must be a sequence of photo names, got {backgrounds!r}")
+    if not backgrounds:
+        raise ValueError("backgrounds must name at least one photo, got none")
+    for name in backgrounds:
+        if name not in known:
+            raise ValueError(f"unknown background {name!r}; expected names from {known}")
+    return tuple(backgrounds)
+
+
+def _write_rain_image_set(out: Path,
+                          jobs: Sequence[tuple[str, str, dict[str, Any], tuple[str, ...]]],
+                          label_columns: Sequence[str], size: tuple[int, int], seed: int
+                          ) -> Path:
+    """Render and write single rain images; the writing part of the synthetic test sets.
+
+    Each job is ``(name, background, rain_kwargs, labels)``: a random ``size`` crop of the
+    photo ``background`` gets rain from ``rain.make_rain_image(crop, seed=..., **rain_kwargs)``
+    (crops and rain seeds drawn in turn from one generator seeded with ``seed``), written as
+    ``out/rain/<name>.png`` and ``out/clean/<name>.png``; ``labels`` fill the columns
+    ``label_columns`` of ``out/labels.csv`` after ``name``. Returns the pair list
+    ``out/test.txt``.
+    """
+    from .rain import load_background, make_rain_image
+
+    rng = np.random.default_rng(seed)
+    photos: dict[str, np.ndarray] = {}
+    pairs, rows = [], []
+    for name, background_name, rain_kwargs, labels in jobs:
+        if background_name not in photos:
+            photos[background_name] = load_background(background_name)
+        background = _random_crop(photos[background_name], size, rng)
+        image = make_rain_image(background, seed=int(rng.integers(2**31)), **rain_kwargs)
+        pairs.append((write_image(out / "rain" / f"{name}.png", image.rain),
+                      write_image(out / "clean" / f"{name}.png", image.clean)))
+        rows.append((name, *labels))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("name", *label_columns))
+    writer.writerows(rows)
+    atomic_write_text(out / "labels.csv", buffer.getvalue())
+    return write_pair_list(out / "test.txt", pairs)
+
+
 def build_synthetic_test_set(out: str | os.PathLike, n_per_level: int = 100,
                              size: tuple[int, int] = (256, 256), seed: int = 0,
                              levels: Sequence[str] = ("light", "medium", "heavy")) -> Path:
@@ -862,34 +915,106 @@ def build_synthetic_test_set(out: str | os.PathLike, n_per_level: int = 100,
     Raises:
         ValueError: a bad count, size or level.
     """
-    from .rain import BACKGROUND_NAMES, IMAGE_RAIN_LEVELS, load_background, make_rain_image
+    from .rain import BACKGROUND_NAMES, IMAGE_RAIN_LEVELS
 
     _check_positive("n_per_level", n_per_level, allow_none=False)
     size = _check_size(size)
     for level in levels:
         if level not in IMAGE_RAIN_LEVELS:
             raise ValueError(f"level must be one of {tuple(IMAGE_RAIN_LEVELS)}, got {level!r}")
-    out = Path(out)
-    rng = np.random.default_rng(seed)
-    photos = {name: load_background(name) for name in BACKGROUND_NAMES}
-    pairs, labels = [], []
-    k = 0
+    jobs = []
     for level in levels:
         for i in range(n_per_level):
-            background = _random_crop(photos[BACKGROUND_NAMES[k % len(BACKGROUND_NAMES)]],
-                                      size, rng)
-            image = make_rain_image(background, level=level, seed=int(rng.integers(2**31)))
-            name = f"{level}_{i:04d}"
-            pairs.append((write_image(out / "rain" / f"{name}.png", image.rain),
-                          write_image(out / "clean" / f"{name}.png", image.clean)))
-            labels.append((name, level))
-            k += 1
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(("name", "level"))
-    writer.writerows(labels)
-    atomic_write_text(out / "labels.csv", buffer.getvalue())
-    return write_pair_list(out / "test.txt", pairs)
+            photo = BACKGROUND_NAMES[len(jobs) % len(BACKGROUND_NAMES)]
+            jobs.append((f"{level}_{i:04d}", photo, {"level": level}, (level,)))
+    return _write_rain_image_set(Path(out), jobs, ("level",), size, seed)
+
+
+# Held-out rain. The presets the synthetic training data is made with span: angle 5 to 15
+# degrees (jitter 2 to 8), length 16 to 36 px, density 0.0004 to 0.0068 streaks per pixel,
+# width 1 to 2 px, blur 0.5 to 1.0 px, sensor noise 0 (images) or 0.01 (videos), screen blend
+# only (``rain.IMAGE_RAIN_LEVELS``, ``rain.DENSITY_PRESETS`` and the defaults of
+# ``make_rain_image`` / ``make_rain_video``). Each condition below leaves that range in at
+# least one of these parameters; the others stay at the base level's values.
+#: Held-out rain conditions: name -> keyword arguments of `spanetlib.rain.make_rain_image`
+#: (``level``, ``RainParams`` overrides, ``noise_sigma``, ``blend``).
+HELDOUT_RAIN_CONDITIONS: dict[str, dict[str, Any]] = {
+    "angle +30": {"level": "medium", "angle": 30.0},
+    "angle -25": {"level": "medium", "angle": -25.0},  # falling the other way
+    "short streaks": {"level": "medium", "length": 8.0},
+    "long streaks": {"level": "medium", "length": 55.0},
+    "very dense": {"level": "medium", "density": 0.011},
+    "wide and blurred": {"level": "medium", "width": 3.0, "blur": 1.6},
+    "noisy": {"level": "medium", "noise_sigma": 0.03},
+    "additive blend": {"level": "medium", "blend": "additive"},
+    "combined": {"level": "medium", "angle": -20.0, "length": 45.0, "density": 0.008,
+                 "noise_sigma": 0.02},
+}
+
+
+def _file_stem(condition: str) -> str:
+    """A file-name-safe form of a condition name ("angle +30" -> "angle_plus30")."""
+    text = condition.lower().replace("+", "plus").replace("-", "minus")
+    return re.sub(r"[^0-9a-z]+", "_", text).strip("_")
+
+
+def build_heldout_rain_set(out: str | os.PathLike, n_per_condition: int = 2,
+                           size: tuple[int, int] = (128, 128), seed: int = 0,
+                           conditions: Sequence[str] | None = None,
+                           backgrounds: Sequence[str] | None = None) -> Path:
+    """Write rain images outside the synthesizer's presets, on photos held out from training.
+
+    Like `build_synthetic_test_set`, with rain from `HELDOUT_RAIN_CONDITIONS` instead of the
+    levels: each image is a random ``size`` crop of one of ``backgrounds`` (taken in turn over
+    the whole set; photos smaller than ``size`` are enlarged first) with the condition's rain,
+    each with its own seed. Output::
+
+        out/rain/<stem>_<i>.png, out/clean/<stem>_<i>.png   stem: the condition's name with
+                                                            "+" -> "plus", "-" -> "minus",
+                                                            other runs of symbols -> "_"
+        out/test.txt     "rain/<name>.png clean/<name>.png" per line (see `read_pair_list`)
+        out/labels.csv   name,condition,background
+
+    Args:
+        out: output folder (created; existing files of the same names are replaced).
+        n_per_condition: images per condition.
+        size: image size (H, W), each >= 8.
+        seed: seed of the crops and the rain (same seed, same files).
+        conditions: names from `HELDOUT_RAIN_CONDITIONS`; None: all of them, in dict order.
+        backgrounds: photo names for `spanetlib.rain.load_background`; None:
+            `spanetlib.rain.HELDOUT_BACKGROUND_NAMES`.
+
+    Returns:
+        The pair list ``out/test.txt``.
+
+    Raises:
+        ValueError: a bad count or size, an unknown or repeated condition, an unknown photo,
+            or an empty ``conditions`` / ``backgrounds``.
+    """
+    from .rain import HELDOUT_BACKGROUND_NAMES
+
+    _check_positive("n_per_condition", n_per_condition, allow_none=False)
+    size = _check_size(size)
+    if conditions is None:
+        conditions = tuple(HELDOUT_RAIN_CONDITIONS)
+    if isinstance(conditions, str) or not conditions:
+        raise ValueError(f"conditions must be a non-empty sequence of names from "
+                         f"{list(HELDOUT_RAIN_CONDITIONS)}, got {conditions!r}")
+    for condition in conditions:
+        if condition not in HELDOUT_RAIN_CONDITIONS:
+            raise ValueError(f"unknown condition {condition!r}; expected names from "
+                             f"{list(HELDOUT_RAIN_CONDITIONS)}")
+    if len(set(conditions)) != len(conditions):
+        raise ValueError(f"conditions must not repeat a name, got {list(conditions)}")
+    backgrounds = _check_backgrounds(HELDOUT_BACKGROUND_NAMES if backgrounds is None
+                                     else backgrounds)
+    jobs = []
+    for condition in conditions:
+        for i in range(n_per_condition):
+            photo = backgrounds[len(jobs) % len(backgrounds)]
+            jobs.append((f"{_file_stem(condition)}_{i:04d}", photo,
+                         HELDOUT_RAIN_CONDITIONS[condition], (condition, photo)))
+    return _write_rain_image_set(Path(out), jobs, ("condition", "background"), size, seed)
 
 
 def scene_ground_truth(scene: str | os.PathLike) -> Path:
@@ -901,11 +1026,12 @@ def scene_ground_truth(scene: str | os.PathLike) -> Path:
 def build_synthetic_video_scenes(out: str | os.PathLike, n_scenes: int = 3, n_frames: int = 40,
                                  size: tuple[int, int] = (96, 128),
                                  densities: Sequence[str] = ("sparse", "normal", "dense"),
-                                 seed: int = 0) -> list[Path]:
+                                 seed: int = 0, backgrounds: Sequence[str] | None = None
+                                 ) -> list[Path]:
     """Write synthetic rain videos of static scenes as frame folders: the default SRC.
 
-    Scene ``i`` is a random ``size`` crop of one of `spanetlib.rain.BACKGROUND_NAMES` (taken in
-    turn) with rain of density ``densities[i % len(densities)]`` from
+    Scene ``i`` is a random ``size`` crop of one of ``backgrounds`` (taken in turn) with rain of
+    density ``densities[i % len(densities)]`` from
     ``rain.make_rain_video``, written with ``video.write_frames``. Layout::
 
         out/scene_<i>_<density>/frame_<k>.png   the rain frames (a scene for list_scenes)
@@ -921,12 +1047,15 @@ def build_synthetic_video_scenes(out: str | os.PathLike, n_scenes: int = 3, n_fr
         size: frame size (H, W).
         densities: names from ``rain.DENSITY_PRESETS``, used in turn.
         seed: seed of the crops and the rain.
+        backgrounds: photo names for `spanetlib.rain.load_background`, used in turn; None:
+            `spanetlib.rain.BACKGROUND_NAMES` (pass `spanetlib.rain.TRAINING_BACKGROUND_NAMES`
+            to keep the held-out photos out).
 
     Returns:
         The scene folders, in order.
 
     Raises:
-        ValueError: a bad count, size or density.
+        ValueError: a bad count, size, density or photo name.
     """
     from .rain import BACKGROUND_NAMES, DENSITY_PRESETS, load_background, make_rain_video
     from .video import list_frame_files, write_frames
@@ -940,12 +1069,13 @@ def build_synthetic_video_scenes(out: str | os.PathLike, n_scenes: int = 3, n_fr
         if density not in DENSITY_PRESETS:
             raise ValueError(f"density must be one of {tuple(DENSITY_PRESETS)}, "
                              f"got {density!r}")
+    backgrounds = _check_backgrounds(BACKGROUND_NAMES if backgrounds is None else backgrounds)
     out = Path(out)
     rng = np.random.default_rng(seed)
     scenes = []
     for i in range(n_scenes):
         density = densities[i % len(densities)]
-        background_name = BACKGROUND_NAMES[i % len(BACKGROUND_NAMES)]
+        background_name = backgrounds[i % len(backgrounds)]
         crop_seed, rain_seed = (int(v) for v in rng.integers(0, 2**31, 2))
         name = f"scene_{i:03d}_{density}"
         folder = out / name

@@ -14,6 +14,9 @@ Gaussian profile across the streak. ``compose_rain`` lays the streak layer over 
 (screen or additive blend). ``make_rain_video`` draws independent rain per frame over a static
 background with sensor noise, and optional flicker and camera jitter; ``make_rain_image`` makes
 single rain images at three levels (light/medium/heavy, in the spirit of DID-MDN's Rain1200).
+Backgrounds are scikit-image's bundled photos (``load_background``): the shipped weights are
+trained on ``TRAINING_BACKGROUND_NAMES``, and ``HELDOUT_BACKGROUND_NAMES`` are kept for
+held-out checks.
 
 Conventions: images are H x W x 3 RGB, uint8 or float32 in [0, 1]; streak layers are H x W
 float32 in [0, 1]. Angles are degrees from vertical; a positive angle makes the lower end of a
@@ -35,10 +38,12 @@ __all__ = [
     "BACKGROUND_NAMES",
     "BLEND_MODES",
     "DENSITY_PRESETS",
+    "HELDOUT_BACKGROUND_NAMES",
     "IMAGE_RAIN_LEVELS",
     "RainImage",
     "RainParams",
     "RainVideo",
+    "TRAINING_BACKGROUND_NAMES",
     "compose_rain",
     "load_background",
     "make_rain_image",
@@ -62,6 +67,23 @@ _BACKGROUND_LOADERS = {
     "rocket": lambda d: d.rocket(),
 }
 BACKGROUND_NAMES: tuple[str, ...] = tuple(sorted(_BACKGROUND_LOADERS))
+
+# Extra grayscale photos (returned as RGB) that only the held-out check uses; kept out of
+# ``BACKGROUND_NAMES`` so that code cycling through it makes the same data as before.
+_HELDOUT_ONLY_LOADERS = {
+    "clock": lambda d: d.clock(),
+    "coins": lambda d: d.coins(),
+    "gravel": lambda d: d.gravel(),
+}
+_ALL_LOADERS = {**_BACKGROUND_LOADERS, **_HELDOUT_ONLY_LOADERS}
+
+#: The photos the shipped synthetic weights are trained on: ``BACKGROUND_NAMES`` less the two
+#: that are held out ("coffee" and "rocket").
+TRAINING_BACKGROUND_NAMES: tuple[str, ...] = tuple(
+    name for name in BACKGROUND_NAMES if name not in ("coffee", "rocket"))
+#: Photos never seen in that training, for held-out checks; disjoint from
+#: ``TRAINING_BACKGROUND_NAMES``. All of them load with `load_background`.
+HELDOUT_BACKGROUND_NAMES: tuple[str, ...] = ("coffee", "rocket", "clock", "coins", "gravel")
 
 BLEND_MODES = ("additive", "screen")
 
@@ -234,7 +256,7 @@ def _check_background(background: np.ndarray, *, allow_float: bool = False) -> N
 def _load_raw(name: str) -> np.ndarray:
     import skimage.data
 
-    image = np.asarray(_BACKGROUND_LOADERS[name](skimage.data))
+    image = np.asarray(_ALL_LOADERS[name](skimage.data))
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     image = np.ascontiguousarray(image[:, :, :3].astype(np.uint8, copy=False))
@@ -246,7 +268,7 @@ def load_background(name: str, size: tuple[int, int] | None = None) -> np.ndarra
     """Load one of scikit-image's bundled photos as a background (no network needed).
 
     Args:
-        name: one of ``BACKGROUND_NAMES``.
+        name: one of ``BACKGROUND_NAMES`` or ``HELDOUT_BACKGROUND_NAMES``.
         size: optional output size ``(H, W)``: the photo is centre-cropped to that aspect
             ratio, then resized with ``cv2.INTER_AREA`` (``INTER_CUBIC`` when enlarging).
 
@@ -256,8 +278,8 @@ def load_background(name: str, size: tuple[int, int] | None = None) -> np.ndarra
     Raises:
         ValueError: unknown name or a bad size.
     """
-    if name not in _BACKGROUND_LOADERS:
-        raise ValueError(f"unknown background {name!r}; expected one of {list(BACKGROUND_NAMES)}")
+    if name not in _ALL_LOADERS:
+        raise ValueError(f"unknown background {name!r}; expected one of {sorted(_ALL_LOADERS)}")
     image = _load_raw(name)
     if size is None:
         return image.copy()
