@@ -68,6 +68,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "build_model",
+    "cpu_has_fast_bf16",
     "load_config",
     "main",
     "make_config",
@@ -116,8 +117,12 @@ class TrainConfig:
         log_every: steps between log rows.
         out_dir: folder of ``log.csv``, ``last.pt`` and ``final.pt``.
         device: "auto" (CUDA when available), "cpu" or "cuda".
-        amp: bf16 autocast of the forward pass (CUDA only; CPU runs in float32).
-        channels_last: channels-last memory format (CUDA only).
+        amp: bf16 autocast of the forward pass on CUDA.
+        amp_cpu: bf16 autocast of the forward pass on a CPU too, where the CPU has AMX bf16
+            units (`cpu_has_fast_bf16`; elsewhere the run stays in float32): about twice as
+            fast on such a CPU, at bf16 precision. Off by default.
+        channels_last: channels-last memory format (on CUDA and on the CPU, where oneDNN's
+            convolutions and the numba IRNN are both faster in NHWC).
         max_val_images: the first N pairs of ``val_list`` are scored.
         val_crop: centre crop side for validation (None: full images).
         deterministic: ask PyTorch for deterministic algorithms during the run.
@@ -149,6 +154,7 @@ class TrainConfig:
     out_dir: str = "runs/spanet"
     device: str = "auto"
     amp: bool = True
+    amp_cpu: bool = False
     channels_last: bool = True
     max_val_images: int = 50
     val_crop: int | None = None
@@ -251,7 +257,7 @@ TRAIN_PROFILES: dict[str, dict[str, Any]] = {
         "l1_weight": 1.0, "ssim_weight": 1.0, "attention_weight": 1.0, "seed": 2019,
         "mask_threshold": 10 / 255,
         "num_workers": 0, "checkpoint_every": 100, "val_every": 200, "log_every": 10,
-        "max_val_images": 20, "val_crop": 128, "amp": True, "channels_last": False,
+        "max_val_images": 20, "val_crop": 128, "amp": True, "channels_last": True,
     },
     "smoke": {
         "model_kwargs": {"spanet": {"channels": 8}},
@@ -263,6 +269,15 @@ TRAIN_PROFILES: dict[str, dict[str, Any]] = {
         "max_val_images": 4, "val_crop": 64, "amp": False, "channels_last": False,
     },
 }
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has AMX bf16 tiles (bf16 convolutions then beat float32 ones)."""
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent: assume no
+    try:
+        return bool(check is not None and check())
+    except RuntimeError:
+        return False
 
 
 def make_config(profile: str = "quick", **overrides: Any) -> TrainConfig:
@@ -715,8 +730,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         # Model, optimizer, schedule (Sec. 5.1).
         _seed_everything(config.seed)
         model = build_model(config.model, **config.model_kwargs).to(device)
-        memory_format = (torch.channels_last if on_cuda and config.channels_last
-                         else torch.contiguous_format)
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         model = model.to(memory_format=memory_format)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones),
@@ -747,6 +761,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         def autocast() -> Any:
             if on_cuda and config.amp:
                 return torch.autocast("cuda", dtype=torch.bfloat16)
+            if not on_cuda and config.amp_cpu and cpu_has_fast_bf16():
+                return torch.autocast("cpu", dtype=torch.bfloat16)
             return contextlib.nullcontext()
 
         log = _CsvLog(log_path, step if ckpt is not None else None) if dist_info.main else None

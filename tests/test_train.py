@@ -14,11 +14,13 @@ import torch
 
 from spanetlib.data import write_pair_list
 from spanetlib.fileio import InputError, write_image
+from spanetlib.models.spanet import SPANet
 from spanetlib.train import (
     MODEL_FACTORIES,
     TRAIN_PROFILES,
     TrainConfig,
     build_model,
+    cpu_has_fast_bf16,
     load_config,
     main,
     make_config,
@@ -361,3 +363,45 @@ def test_missing_val_list_and_worker_processes(tmp_path, data_list):
     wa, wb = _load(a.checkpoint)["model"], _load(b.checkpoint)["model"]
     for key, value in wa.items():
         torch.testing.assert_close(wb[key], value, rtol=0, atol=1e-6)
+
+
+def test_channels_last_on_cpu_trains_like_nchw(tmp_path, data_list, monkeypatch):
+    formats = []
+    real_forward = SPANet.forward
+
+    def spy(self, x):
+        formats.append(self.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+                       and x.is_contiguous(memory_format=torch.channels_last))
+        return real_forward(self, x)
+
+    monkeypatch.setattr(SPANet, "forward", spy)
+    kw = {"steps": 3, "milestones": (), "deterministic": True, "checkpoint_every": 0}
+    nchw = _load(train(_config(data_list, tmp_path / "a", channels_last=False, **kw),
+                       progress=False).checkpoint)
+    assert formats == [False] * 3
+    formats.clear()
+    nhwc = _load(train(_config(data_list, tmp_path / "b", channels_last=True, **kw),
+                       progress=False).checkpoint)
+    assert formats == [True] * 3
+    for key, value in nchw["model"].items():
+        torch.testing.assert_close(nhwc["model"][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_amp_cpu_autocasts_only_where_bf16_is_fast(tmp_path, data_list, monkeypatch):
+    dtypes = []
+    real_forward = SPANet.forward
+
+    def spy(self, x):
+        out = real_forward(self, x)
+        dtypes.append(out[0].dtype)
+        return out
+
+    monkeypatch.setattr(SPANet, "forward", spy)
+    kw = {"steps": 1, "milestones": (), "checkpoint_every": 0, "amp_cpu": True}
+    monkeypatch.setattr("spanetlib.train.cpu_has_fast_bf16", lambda: True)
+    train(_config(data_list, tmp_path / "a", **kw), progress=False)
+    monkeypatch.setattr("spanetlib.train.cpu_has_fast_bf16", lambda: False)
+    train(_config(data_list, tmp_path / "b", **kw), progress=False)
+    train(_config(data_list, tmp_path / "c", **{**kw, "amp_cpu": False}), progress=False)
+    assert dtypes == [torch.bfloat16, torch.float32, torch.float32]
+    assert isinstance(cpu_has_fast_bf16(), bool)
