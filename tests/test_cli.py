@@ -16,8 +16,8 @@ def run_cli(*args):
 
 def test_help_lists_every_command():
     out = run_cli("--help").stdout
-    for command in ("estimate-background", "derain", "build-dataset", "train", "evaluate",
-                    "reproduce"):
+    for command in ("estimate-background", "derain", "build-dataset", "train",
+                    "train-synthetic", "evaluate", "reproduce"):
         assert command in out
 
 

@@ -50,7 +50,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 OFFICIAL_WEIGHTS: Path = WEIGHTS_DIR / "spanet_official.pth"
 #: The license under which :data:`OFFICIAL_WEIGHTS` is redistributed (ships beside it).
 OFFICIAL_LICENSE: Path = WEIGHTS_DIR / "LICENSE-SPANet.txt"
-#: Our own SPANet weights trained on synthetic rain (package data once they exist).
+#: Our own SPANet weights trained on synthetic rain (package data; recipe: ``spanetlib.synthetic``).
 SYNTHETIC_WEIGHTS: Path = WEIGHTS_DIR / "spanet_synthetic.pth"
 #: Names that :func:`load_pretrained` understands besides paths.
 PRETRAINED_NAMES: tuple[str, ...] = ("official", "synthetic")
@@ -257,10 +257,10 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
 
     Args:
         name_or_path: ``"official"`` (the authors' weights, packaged), ``"synthetic"`` (our
-            SPANet trained on synthetic rain, packaged once trained), or a path to either the
-            authors' format (a dict with ``net``) or a ``spanetlib.train`` checkpoint (a dict
-            with ``model``, the state dict, and ``config`` holding ``model`` (the name) and
-            ``model_kwargs``).
+            SPANet trained on synthetic rain by ``spanetlib.synthetic``, packaged), or a path
+            to either the authors' format (a dict with ``net``) or a ``spanetlib.train``
+            checkpoint (a dict with ``model``, the state dict, and ``config`` holding ``model``
+            (the name) and ``model_kwargs``).
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a ``torch.device``.
         irnn_backend: override the IRNN backend stored with the model (None keeps it; the
             authors' format defaults to ``"auto"``).
