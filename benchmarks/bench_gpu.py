@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     triton = None
     tl = None
 
-from spanetlib.models.irnn import IRNN, irnn
+from spanetlib.models.irnn import IRNN, irnn, irnn_concat
 
 # ------------------------------------------------------------------ per-pixel rescan (b)
 
@@ -321,21 +321,36 @@ def bench_model(reps: int) -> None:
 
 
 def bench_cpu(reps: int) -> None:
-    """IRNN alone on CPU, B=1, C=32, 256 x 256: reference loop vs numba."""
+    """IRNN alone on CPU, B=1, C=32, 256 x 256: reference loop vs numba.
+
+    Two forms: ``irnn`` on NCHW input with four NCHW gradients (the tuple API; the numba
+    kernels work channels-last, so this includes the layout conversions), and
+    ``irnn_concat`` on channels-last input with a channels-last gradient (what SPANet does).
+    """
     x, w, b = _irnn_inputs(1, 32, 256, "cpu")
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     grads = [torch.randn_like(x) for _ in range(4)]
+    grad_cl = torch.cat(grads, 1).contiguous(memory_format=torch.channels_last)
+    forms = {
+        "irnn, NCHW": (lambda be: (lambda *a: irnn(*a, backend=be)), x, grads),
+        "irnn_concat, channels-last": (lambda be: (lambda *a: irnn_concat(*a, backend=be)),
+                                       x_cl, [grad_cl]),
+    }
     print(f"IRNN on CPU, 1x32x256x256, {torch.get_num_threads()} torch threads, best of {reps}")
-    res = {}
-    for backend in ("reference", "numba"):
-        with torch.inference_mode():
-            fwd = _time_cpu(lambda be=backend: irnn(x, w, b, backend=be), reps)
-        n = reps if backend == "numba" else max(1, min(reps, 3))
-        both = _time_cpu(lambda be=backend: _fwd_bwd(
-            lambda *a: irnn(*a, backend=be), x, w, b, grads), n)
-        res[backend] = (fwd, both)
-        print(f"  {backend:9s}: forward {fwd:9.2f} ms   forward+backward {both:9.2f} ms")
-    print(f"  speed-up numba vs reference: forward {res['reference'][0] / res['numba'][0]:.1f}x,"
-          f" forward+backward {res['reference'][1] / res['numba'][1]:.1f}x")
+    for form, (make, inp, grad) in forms.items():
+        res = {}
+        for backend in ("reference", "numba"):
+            fn = make(backend)
+            with torch.inference_mode():
+                fwd = _time_cpu(lambda f=fn, i=inp: f(i, w, b), reps)
+            n = reps if backend == "numba" else max(1, min(reps, 3))
+            both = _time_cpu(lambda f=fn, i=inp, g=grad: _fwd_bwd(f, i, w, b, g), n)
+            res[backend] = (fwd, both)
+            print(f"  {form:27s} {backend:9s}: forward {fwd:9.2f} ms   "
+                  f"forward+backward {both:9.2f} ms")
+        print(f"  {form:27s} speed-up numba vs reference: forward "
+              f"{res['reference'][0] / res['numba'][0]:.1f}x, forward+backward "
+              f"{res['reference'][1] / res['numba'][1]:.1f}x")
 
 
 def main(argv: list[str] | None = None) -> int:

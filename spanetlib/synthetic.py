@@ -24,8 +24,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .fileio import InputError, atomic_torch_save
 
 __all__ = ["SYNTHETIC_RECIPE", "build_training_set", "export_weights", "train_synthetic_weights"]
@@ -82,11 +80,12 @@ def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike) -> Pa
     Raises:
         InputError: the checkpoint is missing or not a `spanetlib.train` checkpoint.
     """
+    from .models.official import _read_checkpoint
+    from .train import CHECKPOINT_FORMAT
+
     path = Path(checkpoint)
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+    ckpt = _read_checkpoint(path, trusted=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path} is not a spanetlib training checkpoint")
     slim = {key: ckpt[key] for key in ("format", "version", "model", "config", "step",
                                        "metrics", "elapsed_s", "torch_version") if key in ckpt}

@@ -138,19 +138,13 @@ def test_ddn_zeroed_last_layer_is_identity(image: torch.Tensor, train: bool) -> 
     torch.testing.assert_close(out, image, rtol=0, atol=1e-7)
 
 
-def test_rescan_zeroed_decoder_output_is_identity(image: torch.Tensor) -> None:
-    model = _make("RESCAN").eval()
-    _zero(model.decoder[-1])  # the 1x1 conv that outputs the rain layer
-    with torch.no_grad():
-        stages = model.stage_outputs(image)
-    assert len(stages) == 3
-    for out in stages:
-        torch.testing.assert_close(out, image, rtol=0, atol=0)
-
-
-def test_prenet_zeroed_output_conv_is_identity(image: torch.Tensor) -> None:
-    model = _make("PReNet").eval()
-    _zero(model.f_out)
+@pytest.mark.parametrize("name, output_conv", [
+    ("RESCAN", lambda model: model.decoder[-1]),   # the 1x1 conv that outputs the rain layer
+    ("PReNet", lambda model: model.f_out),
+])
+def test_zeroed_output_conv_is_identity(image: torch.Tensor, name, output_conv) -> None:
+    model = _make(name).eval()
+    _zero(output_conv(model))
     with torch.no_grad():
         stages = model.stage_outputs(image)
     assert len(stages) == 3

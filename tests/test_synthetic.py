@@ -47,7 +47,7 @@ def test_export_weights_keeps_model_and_config_only(tmp_path):
     loaded = load_pretrained(dest)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="not found"):
         export_weights(tmp_path / "missing.pt", tmp_path / "w.pth")
     torch.save({"net": {}}, tmp_path / "other.pt")
     with pytest.raises(InputError, match="not a spanetlib training checkpoint"):

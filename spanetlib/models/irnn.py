@@ -14,10 +14,11 @@ Backends of :func:`irnn`:
 
 * ``"reference"``: a plain PyTorch loop over rows / columns (autograd differentiates it). The
   test oracle, and the "plain NCHW loop" baseline of the benchmarks.
-* ``"numba"``: CPU fast path. One parallel numba kernel computes all four directions (and one
-  computes all four gradients), parallel over the B*C planes. Horizontal scans interleave
-  groups of rows so that independent recurrences overlap; vertical scans walk down the rows
-  and update a whole (contiguous, vectorised) row per step.
+* ``"numba"``: CPU fast path. One parallel kernel computes all four directions (and one all
+  four gradients) on channels-last data: horizontal scans one row per task, vertical scans one
+  block of columns per task, every inner loop over the contiguous channels. It writes the
+  four directions concatenated along the channels, in channels-last memory; :func:`irnn`
+  returns the four blocks of that buffer as views.
 * ``"triton"``: GPU path. One linear scan per row / column: each program owns a block of
   independent lines (a block of columns for vertical scans, a block of rows for horizontal
   scans) and walks along them once, forward and backward. Under ``TRITON_INTERPRET=1`` (set
@@ -26,9 +27,8 @@ Backends of :func:`irnn`:
 * ``"auto"``: ``"triton"`` for CUDA tensors when triton imports, ``"numba"`` on CPU.
 
 :func:`irnn_concat` returns the four directions concatenated along the channels, which is
-what the SAM consumes. Its numba path has its own channels-last kernels (forward and
-backward): they read a channels-last input in place and write the concatenation directly,
-so a channels-last SPANet runs its IRNNs without any layout conversion.
+what the SAM consumes; with the numba backend a channels-last SPANet thus runs its IRNNs
+without any layout conversion or separate concatenation.
 
 The authors' CuPy kernel restarts the scan from the border for every pixel (quadratic work);
 a single linear scan per line gives the same values.
@@ -104,166 +104,17 @@ def irnn_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
 
 
 # --------------------------------------------------------------------------------------------
-# numba: CPU kernels. Arrays are planes N x H x W (N = B*C, C-contiguous); plane n has channel
-# n % C. Gradients: with a_j = w h_{j-1} + b + x_j (j >= 1), a_0 = x_0, h_j = relu(a_j):
+# numba: CPU kernels, channels-last. Every IRNN output feeds a concatenation of the four
+# directions along the channels (up, right, down, left), so the kernels read x as B x H x W x C
+# (the memory of a channels-last tensor) and write the concatenation straight into one
+# B x H x W x 4C buffer: no NCHW <-> NHWC conversions around the scan and no torch.cat, and
+# every inner loop runs over contiguous channels. Block d of the 4C channels holds direction d;
+# `irnn` returns the four blocks as views.
+# Gradients: with a_j = w h_{j-1} + b + x_j (j >= 1), a_0 = x_0, h_j = relu(a_j):
 #   ga_j = dL/da_j = [h_j > 0] * (dL/dh_j + w ga_{j+1})      (walking the scan backwards)
 #   dL/dx_j += ga_j,   dL/dw += sum_{j>=1} ga_j h_{j-1},   dL/db += sum_{j>=1} ga_j.
 # (h_j > 0 exactly when a_j > 0, so the outputs are all the backward pass needs.)
 # --------------------------------------------------------------------------------------------
-
-#: Rows scanned together by a horizontal kernel (independent chains overlap in the CPU).
-_ROW_GROUP = 8
-
-
-@njit(cache=True, fastmath=False)
-def _rows_forward(x, out, n, w, b, zero, reverse):  # pragma: no cover - compiled
-    """Horizontal scans of plane n ("right", or "left" when reverse)."""
-    height, width = x.shape[1], x.shape[2]
-    start = width - 1 if reverse else 0
-    step = -1 if reverse else 1
-    h = np.empty(_ROW_GROUP, dtype=x.dtype)
-    for i0 in range(0, height, _ROW_GROUP):
-        cnt = min(_ROW_GROUP, height - i0)
-        j = start
-        for r in range(cnt):
-            a = x[n, i0 + r, j]
-            a = a if a > zero else zero
-            h[r] = a
-            out[n, i0 + r, j] = a
-        for _ in range(1, width):
-            j += step
-            for r in range(cnt):
-                a = w * h[r] + b + x[n, i0 + r, j]
-                a = a if a > zero else zero
-                h[r] = a
-                out[n, i0 + r, j] = a
-
-
-@njit(cache=True, fastmath=False)
-def _cols_forward(x, out, n, w, b, zero, reverse):  # pragma: no cover - compiled
-    """Vertical scans of plane n ("down", or "up" when reverse), one whole row per step."""
-    height, width = x.shape[1], x.shape[2]
-    i = height - 1 if reverse else 0
-    step = -1 if reverse else 1
-    for j in range(width):
-        a = x[n, i, j]
-        out[n, i, j] = a if a > zero else zero
-    for _ in range(1, height):
-        prev = i
-        i += step
-        for j in range(width):
-            a = w * out[n, prev, j] + b + x[n, i, j]
-            out[n, i, j] = a if a > zero else zero
-
-
-@njit(cache=True, fastmath=False)
-def _rows_backward(h, g, dx, n, w, zero, reverse, first):  # pragma: no cover - compiled
-    """Backward of the horizontal scans of plane n; returns (dL/dw, dL/db) as float64."""
-    height, width = h.shape[1], h.shape[2]
-    last = 0 if reverse else width - 1          # memory column of the scan's last position
-    back = 1 if reverse else -1                 # memory step to the previous scan position
-    carry = np.empty(_ROW_GROUP, dtype=h.dtype)
-    acc_w = np.zeros(_ROW_GROUP)
-    acc_b = np.zeros(_ROW_GROUP)
-    for i0 in range(0, height, _ROW_GROUP):
-        cnt = min(_ROW_GROUP, height - i0)
-        for r in range(cnt):
-            carry[r] = zero
-        j = last
-        for _ in range(1, width):
-            jp = j + back
-            for r in range(cnt):
-                i = i0 + r
-                ga = g[n, i, j] + carry[r]
-                ga = ga if h[n, i, j] > zero else zero
-                if first:
-                    dx[n, i, j] = ga
-                else:
-                    dx[n, i, j] += ga
-                acc_w[r] += ga * h[n, i, jp]
-                acc_b[r] += ga
-                carry[r] = w * ga
-            j = jp
-        for r in range(cnt):                    # scan position 0: no w or b term
-            i = i0 + r
-            ga = g[n, i, j] + carry[r]
-            ga = ga if h[n, i, j] > zero else zero
-            if first:
-                dx[n, i, j] = ga
-            else:
-                dx[n, i, j] += ga
-    return acc_w.sum(), acc_b.sum()
-
-
-@njit(cache=True, fastmath=False)
-def _cols_backward(h, g, dx, n, w, zero, reverse, first, carry, acc_w, acc_b):  # pragma: no cover
-    """Backward of the vertical scans of plane n; returns (dL/dw, dL/db) as float64."""
-    height, width = h.shape[1], h.shape[2]
-    i = 0 if reverse else height - 1
-    back = 1 if reverse else -1
-    for j in range(width):
-        carry[j] = zero
-        acc_w[j] = 0.0
-        acc_b[j] = 0.0
-    for _ in range(1, height):
-        ip = i + back
-        for j in range(width):
-            ga = g[n, i, j] + carry[j]
-            ga = ga if h[n, i, j] > zero else zero
-            if first:
-                dx[n, i, j] = ga
-            else:
-                dx[n, i, j] += ga
-            acc_w[j] += ga * h[n, ip, j]
-            acc_b[j] += ga
-            carry[j] = w * ga
-        i = ip
-    for j in range(width):
-        ga = g[n, i, j] + carry[j]
-        ga = ga if h[n, i, j] > zero else zero
-        if first:
-            dx[n, i, j] = ga
-        else:
-            dx[n, i, j] += ga
-    return acc_w.sum(), acc_b.sum()
-
-
-@njit(parallel=True, cache=True, fastmath=False)
-def _numba_forward_kernel(x, weight, bias, zero, outs):  # pragma: no cover - compiled
-    """All four directions (outs: tuple up, right, down, left) of every plane, parallel."""
-    channels = weight.shape[1]
-    for n in prange(x.shape[0]):
-        c = n % channels
-        for d in range(4):  # runtime flags: one compiled specialisation per helper and dtype
-            reverse = d == 0 or d == 3
-            if d % 2 == 0:
-                _cols_forward(x, outs[d], n, weight[d, c], bias[d, c], zero, reverse)
-            else:
-                _rows_forward(x, outs[d], n, weight[d, c], bias[d, c], zero, reverse)
-
-
-@njit(parallel=True, cache=True, fastmath=False)
-def _numba_backward_kernel(outs, grads, weight, zero, dx, dw, db):  # pragma: no cover
-    """Gradients of all four directions; dw, db are per plane (N x 4, float64)."""
-    channels = weight.shape[1]
-    width = dx.shape[2]
-    for n in prange(dx.shape[0]):
-        c = n % channels
-        carry = np.empty(width, dtype=dx.dtype)
-        acc_w = np.empty(width)
-        acc_b = np.empty(width)
-        for d in range(4):
-            reverse = d == 0 or d == 3
-            first = d == 0                      # the first direction assigns dx, others add
-            if d % 2 == 0:
-                sw, sb = _cols_backward(outs[d], grads[d], dx, n, weight[d, c], zero, reverse,
-                                        first, carry, acc_w, acc_b)
-            else:
-                sw, sb = _rows_backward(outs[d], grads[d], dx, n, weight[d, c], zero, reverse,
-                                        first)
-            dw[n, d] = sw
-            db[n, d] = sb
-
 
 #: Below this many elements per output a kernel runs on the calling thread only: waking the
 #: thread pool costs more than the work (and a lot more on a busy machine).
@@ -283,76 +134,9 @@ def _launch(kernel: Any, numel: int, *args: Any) -> None:
         numba.set_num_threads(threads)
 
 
-def _planes(t: torch.Tensor) -> np.ndarray:
-    """A contiguous B x C x H x W tensor as an N x H x W numpy view (N = B*C)."""
-    return t.view(-1, t.shape[-2], t.shape[-1]).numpy()
-
-
-def _numba_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> _Outputs:
-    """Run the forward kernel on detached contiguous copies; returns four new tensors."""
-    x = x.detach().contiguous()
-    xa = _planes(x)
-    outs = tuple(torch.empty_like(x, memory_format=torch.contiguous_format) for _ in range(4))
-    _launch(_numba_forward_kernel, x.numel(), xa, weight.detach().contiguous().numpy(),
-            bias.detach().contiguous().numpy(), xa.dtype.type(0),
-            tuple(_planes(o) for o in outs))
-    return outs  # type: ignore[return-value]
-
 
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
 
-
-class _NumbaIRNN(torch.autograd.Function):
-    """Autograd wrapper of the numba kernels (x, weight, bias share one dtype, CPU)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor,
-                bias: torch.Tensor) -> _Outputs:
-        outs = _numba_forward(x, weight, bias)
-        ctx.save_for_backward(*outs, weight)
-        return outs
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        *outs, weight = ctx.saved_tensors
-        bsz, ch, height, width = outs[0].shape
-        dtype = outs[0].dtype
-        grads = [g.to(dtype).contiguous() for g in grads]
-        dx = torch.empty_like(outs[0])
-        dw = np.empty((bsz * ch, 4))
-        db = np.empty((bsz * ch, 4))
-        _launch(_numba_backward_kernel, dx.numel(), tuple(_planes(o) for o in outs),
-                tuple(_planes(g) for g in grads), weight.detach().contiguous().numpy(),
-                _NP[dtype](0), _planes(dx), dw, db)
-        gw = torch.from_numpy(dw.reshape(bsz, ch, 4).sum(0).T.copy()).to(dtype)
-        gb = torch.from_numpy(db.reshape(bsz, ch, 4).sum(0).T.copy()).to(dtype)
-        return dx, gw, gb
-
-
-def _irnn_numba(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> _Outputs:
-    """Numba backend: float32 / float64 natively, other float dtypes through float32."""
-    if x.device.type != "cpu":
-        raise ValueError(f"backend 'numba' runs on CPU tensors only, got x on {x.device}; "
-                         "use backend='triton' or 'auto' for CUDA tensors")
-    if x.dtype not in _NP:
-        outs = _irnn_numba(x.float(), weight, bias)
-        return tuple(o.to(x.dtype) for o in outs)  # type: ignore[return-value]
-    weight = weight.to(x.dtype)
-    bias = bias.to(x.dtype)
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                    or bias.requires_grad):
-        return _NumbaIRNN.apply(x, weight, bias)
-    return _numba_forward(x, weight, bias)
-
-
-# --------------------------------------------------------------------------------------------
-# numba, channels-last concatenation. The SAM only ever uses the four directions concatenated
-# along the channels (up, right, down, left), so this path reads x as B x H x W x C (the memory
-# of a channels-last tensor) and writes the concatenation straight into one B x H x W x 4C
-# buffer: no NCHW <-> NHWC conversions around the scan and no torch.cat, and every inner loop
-# runs over contiguous channels. Block d of the 4C channels holds direction d.
-# --------------------------------------------------------------------------------------------
 
 #: Columns per parallel task of the channels-last vertical scans.
 _COL_BLOCK = 16
@@ -406,7 +190,7 @@ def _concat_forward_kernel(x, weight, bias, zero, out):  # pragma: no cover - co
 
 @njit(parallel=True, cache=True, fastmath=False)
 def _concat_backward_kernel(h, g, weight, zero, dx, part_rows, part_cols):  # pragma: no cover
-    """Gradients of the channels-last concatenation (see the NCHW kernels for the formulas).
+    """Gradients of the concatenation (formulas in the comment above the kernels).
 
     h, g: N x H x W x 4C outputs and their gradients; dx: N x H x W x C (assigned). Partial
     sums of dL/dw and dL/db (float64): part_rows[task, k, 0 / 1, c] for the horizontal
@@ -531,6 +315,11 @@ class _NumbaIRNNConcat(torch.autograd.Function):
         gw = torch.from_numpy(np.ascontiguousarray(sums[:, 0])).to(dtype)
         gb = torch.from_numpy(np.ascontiguousarray(sums[:, 1])).to(dtype)
         return dx.permute(0, 3, 1, 2), gw, gb
+
+
+def _irnn_numba(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> _Outputs:
+    """Numba backend of :func:`irnn`: the four blocks of :func:`_irnn_numba_concat`."""
+    return _irnn_numba_concat(x, weight, bias).chunk(4, dim=1)  # type: ignore[return-value]
 
 
 def _irnn_numba_concat(x: torch.Tensor, weight: torch.Tensor,
