@@ -13,6 +13,7 @@ from spanetlib.models.baselines import (
     BASELINES,
     DDN,
     PARAMETER_COUNTS,
+    PRENET_FAMILIES,
     RESCAN,
     PReNet,
     box_filter,
@@ -30,6 +31,8 @@ VARIANTS = [
     ("DDN", {}), ("DDN", {"batch_norm": False}),
     ("RESCAN", {}), ("RESCAN", {"unit": "lstm"}), ("RESCAN", {"unit": "rnn"}),
     ("PReNet", {}), ("PReNet", {"recurrent": "gru"}), ("PReNet", {"recurrent": "none"}),
+    ("PReNet", {"shared_res_blocks": True}),
+    ("PReNet", {"recurrent": "none", "shared_res_blocks": True}),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'default'}" for n, kw in VARIANTS]
 
@@ -104,6 +107,7 @@ def test_count_parameters_trainable_only() -> None:
     (PReNet, {"stages": 0}, "stages must be >= 1"),
     (PReNet, {"recurrent": "LSTM"}, "recurrent must be one of"),
     (PReNet, {"channels": -3}, "channels must be >= 1"),
+    (PReNet, {"num_res_blocks": 0, "shared_res_blocks": True}, "needs num_res_blocks >= 1"),
 ])
 def test_bad_constructor_arguments(cls, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -113,6 +117,8 @@ def test_bad_constructor_arguments(cls, kwargs: dict, match: str) -> None:
 def test_non_int_argument_is_type_error() -> None:
     with pytest.raises(TypeError, match="channels must be an int, got float"):
         PReNet(channels=32.0)
+    with pytest.raises(TypeError, match="shared_res_blocks must be a bool, got str"):
+        PReNet(shared_res_blocks="yes")
 
 
 @pytest.mark.parametrize("name", list(BASELINES))
@@ -245,3 +251,46 @@ def test_identity_init(name: str, kwargs: dict, image: torch.Tensor) -> None:
     assert any(p.grad.abs().sum() > 0 for p in last.parameters())
     default = _make(name, **kwargs)
     assert not torch.allclose(default(image)[0], image)
+
+
+# ----------------------------------------------------------------------------- PReNet families
+
+#: Parameters of the authors' released families (their README / networks.py, C = 32).
+PRENET_FAMILY_PARAMETERS = {"PReNet6": 168_963, "PReNet6_r": 94_979, "PRN6": 95_107,
+                            "PRN6_r": 21_123}
+
+
+@pytest.mark.parametrize("family", list(PRENET_FAMILY_PARAMETERS))
+def test_prenet_family_factories(family: str, image: torch.Tensor) -> None:
+    model = PRENET_FAMILIES[family]()
+    assert count_parameters(model) == PRENET_FAMILY_PARAMETERS[family]
+    assert (model.f_recurrent is None) == family.startswith("PRN")
+    assert model.stages == 6 and model.channels == 32
+    small = PRENET_FAMILIES[family](channels=4, stages=2)  # defaults merge with overrides
+    assert (small.channels, small.stages) == (4, 2)
+    with torch.no_grad():
+        out, attention = small.eval()(image)
+    assert out.shape == image.shape and attention is None and torch.isfinite(out).all()
+
+
+def test_prenet_default_is_the_prenet6_family() -> None:
+    assert PARAMETER_COUNTS["PReNet"] == PRENET_FAMILY_PARAMETERS["PReNet6"]
+    assert list(PReNet().state_dict()) == list(PRENET_FAMILIES["PReNet6"]().state_dict())
+
+
+def test_prenet_shared_res_block_is_applied_five_times(image: torch.Tensor) -> None:
+    """_r: one ResBlock, weights shared by its num_res_blocks applications."""
+    torch.manual_seed(0)
+    model = PReNet(channels=4, stages=1, num_res_blocks=5, recurrent="none",
+                   shared_res_blocks=True).eval()
+    block = model.f_res.block
+    with torch.no_grad():
+        feat = model.f_in(torch.cat((image, image), 1))
+        for _ in range(5):
+            feat = torch.relu(block.body(feat) + feat)
+        expected = image + model.f_out(feat)
+        torch.testing.assert_close(model(image)[0], expected)
+        three = PReNet(channels=4, stages=1, num_res_blocks=3, recurrent="none",
+                       shared_res_blocks=True).eval()
+        three.load_state_dict(model.state_dict())  # same weights, fewer applications
+        assert not torch.allclose(three(image)[0], expected)

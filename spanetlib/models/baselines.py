@@ -16,6 +16,8 @@ these models having no attention map.
 - ``PReNet``: Ren et al., "Progressive image deraining networks: a better and simpler
   baseline", CVPR 2019. Six recursive stages with shared weights, each:
   concat(rain input, current estimate) -> conv+ReLU -> ConvLSTM -> 5 ResBlocks -> conv.
+  The factories ``prenet6``, ``prenet6_r``, ``prn6`` and ``prn6_r`` build the four families
+  of the authors' released weights (``spanetlib.models.released`` loads those files).
 
 Parameter counts at default settings (``PARAMETER_COUNTS``; a test checks them against
 ``count_parameters``)::
@@ -28,6 +30,7 @@ Parameter counts at default settings (``PARAMETER_COUNTS``; a test checks them a
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -37,11 +40,16 @@ __all__ = [
     "BASELINES",
     "DDN",
     "PARAMETER_COUNTS",
+    "PRENET_FAMILIES",
     "PReNet",
     "RESCAN",
     "box_filter",
     "count_parameters",
     "guided_filter",
+    "prenet6",
+    "prenet6_r",
+    "prn6",
+    "prn6_r",
 ]
 
 #: Parameter counts of each baseline at its default settings (also shown in the docstring).
@@ -424,6 +432,20 @@ class _PReNetResBlock(nn.Module):
         return torch.relu(self.body(x) + x)
 
 
+class _SharedResBlocks(nn.Module):
+    """One ResBlock applied ``repeats`` times (PReNet's intra-stage recursion, the "_r" nets)."""
+
+    def __init__(self, channels: int, repeats: int) -> None:
+        super().__init__()
+        self.repeats = repeats
+        self.block = _PReNetResBlock(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.repeats):
+            x = self.block(x)
+        return x
+
+
 class PReNet(nn.Module):
     """Progressive recurrent network (Ren et al., CVPR 2019).
 
@@ -431,15 +453,21 @@ class PReNet(nn.Module):
     ``x^0 = y``, stage t computes
     ``x^t = y + f_out(f_res(f_recurrent(f_in(concat(y, x^{t-1})))))``:
     ``f_in`` conv (6 -> C) + ReLU, ``f_recurrent`` a ConvLSTM (state h, c carried across the
-    stages), ``f_res`` 5 ResBlocks, ``f_out`` conv (C -> 3); all kernels 3x3. The residual
-    is taken with respect to the rain input ``y``. ``recurrent="none"`` gives PRN (the paper's
-    progressive network without the recurrent layer); ``"gru"`` gives PReNet's ConvGRU variant.
+    stages; gates ``i, f, g, o`` from one conv on ``concat(x, h)``, ``c = f c + i g``,
+    ``h = o tanh(c)``), ``f_res`` 5 ResBlocks (each ``x = relu(x + relu(conv(relu(conv(x)))))``),
+    ``f_out`` conv (C -> 3); all kernels 3x3. The residual is taken with respect to the rain
+    input ``y``. ``recurrent="none"`` gives PRN (the paper's progressive network without the
+    recurrent layer); ``"gru"`` gives PReNet's ConvGRU variant. ``shared_res_blocks=True``
+    applies one ResBlock ``num_res_blocks`` times (the paper's intra-stage recursion: PReNet_r,
+    PRN_r). The four families of the authors' released weights are the factories
+    :func:`prenet6`, :func:`prenet6_r`, :func:`prn6`, :func:`prn6_r` (:data:`PRENET_FAMILIES`).
 
     Args:
         channels: feature channels C (paper: 32).
         stages: number of stages T (paper: 6).
-        num_res_blocks: ResBlocks in ``f_res`` (paper: 5).
+        num_res_blocks: ResBlocks in ``f_res``, or applications of the shared one (paper: 5).
         recurrent: "lstm" (paper default), "gru" or "none" (PRN).
+        shared_res_blocks: one ResBlock applied ``num_res_blocks`` times (the "_r" variants).
         identity_init: zero ``f_out``, so every stage of the untrained network returns the
             input; off by default (the paper's init).
 
@@ -450,19 +478,27 @@ class PReNet(nn.Module):
     RECURRENT = ("lstm", "gru", "none")
 
     def __init__(self, channels: int = 32, stages: int = 6, num_res_blocks: int = 5,
-                 recurrent: str = "lstm", identity_init: bool = False) -> None:
+                 recurrent: str = "lstm", shared_res_blocks: bool = False,
+                 identity_init: bool = False) -> None:
         super().__init__()
         _check_int("channels", channels, 1)
         _check_int("stages", stages, 1)
         _check_int("num_res_blocks", num_res_blocks, 0)
         if recurrent not in self.RECURRENT:
             raise ValueError(f"recurrent must be one of {self.RECURRENT}, got {recurrent!r}")
+        if not isinstance(shared_res_blocks, bool):
+            raise TypeError(f"shared_res_blocks must be a bool, got "
+                            f"{type(shared_res_blocks).__name__}")
+        if shared_res_blocks and num_res_blocks < 1:
+            raise ValueError("shared_res_blocks needs num_res_blocks >= 1, got 0")
         self.channels = channels
         self.stages = stages
         self.f_in = nn.Sequential(nn.Conv2d(6, channels, 3, padding=1), nn.ReLU())
         self.f_recurrent: nn.Module | None = {
             "lstm": _ConvLSTM, "gru": _ConvGRU, "none": lambda _c: None}[recurrent](channels)
-        self.f_res = nn.Sequential(*(_PReNetResBlock(channels) for _ in range(num_res_blocks)))
+        self.f_res: nn.Module = (
+            _SharedResBlocks(channels, num_res_blocks) if shared_res_blocks else
+            nn.Sequential(*(_PReNetResBlock(channels) for _ in range(num_res_blocks))))
         self.f_out = nn.Conv2d(channels, 3, 3, padding=1)
         if identity_init:
             _zero_(self.f_out)
@@ -494,6 +530,31 @@ class PReNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         """B x 3 x H x W RGB in [0, 1] -> (derained after the last stage, None)."""
         return self.stage_outputs(x)[-1], None
+
+
+def prenet6(**kwargs: Any) -> PReNet:
+    """PReNet6: ConvLSTM, 5 ResBlocks, 6 stages (168,963 parameters at C = 32)."""
+    return PReNet(**{"recurrent": "lstm", "shared_res_blocks": False, **kwargs})
+
+
+def prenet6_r(**kwargs: Any) -> PReNet:
+    """PReNet6_r: ConvLSTM, one ResBlock applied 5 times, 6 stages (94,979 parameters)."""
+    return PReNet(**{"recurrent": "lstm", "shared_res_blocks": True, **kwargs})
+
+
+def prn6(**kwargs: Any) -> PReNet:
+    """PRN6: no recurrent layer, 5 ResBlocks, 6 stages (95,107 parameters)."""
+    return PReNet(**{"recurrent": "none", "shared_res_blocks": False, **kwargs})
+
+
+def prn6_r(**kwargs: Any) -> PReNet:
+    """PRN6_r: no recurrent layer, one ResBlock applied 5 times, 6 stages (21,123 parameters)."""
+    return PReNet(**{"recurrent": "none", "shared_res_blocks": True, **kwargs})
+
+
+#: The four PReNet families of the authors' released weights (their names) -> factory.
+PRENET_FAMILIES: dict[str, Callable[..., PReNet]] = {
+    "PReNet6": prenet6, "PReNet6_r": prenet6_r, "PRN6": prn6, "PRN6_r": prn6_r}
 
 
 #: Display name (as in Table 2) -> model class; call with keyword arguments to configure.
