@@ -1,6 +1,6 @@
 """PSNR and SSIM under named conventions, and the differentiable SSIM map shared with the losses.
 
-Three conventions are offered by name (see :data:`CONVENTIONS` and :class:`MetricConvention`):
+Four conventions are offered by name (see :data:`CONVENTIONS` and :class:`MetricConvention`):
 
 ``"standard"``
     RGB, data range 1. PSNR over all channels; SSIM with an 11 x 11 Gaussian window
@@ -16,13 +16,35 @@ Three conventions are offered by name (see :data:`CONVENTIONS` and :class:`Metri
     channel then averaged. Equals modern ``structural_similarity(win_size=7, data_range=2,
     channel_axis=-1)`` on float input; it reads higher than ``"standard"``.
 ``"y-matlab"``
-    What later deraining papers report on SPA-Data (MATLAB style, as BasicSR's
-    ``calculate_psnr`` / ``calculate_ssim`` with ``test_y_channel=True``): RGB quantized to
-    uint8 (``floor(255 x + 0.5)``), BT.601 luma
-    ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` (R, G, B the uint8 values) rounded to
-    integers as MATLAB's ``rgb2ycbcr`` does on uint8 (BasicSR keeps Y unrounded: differences
-    are below 0.01 dB), PSNR with data range 255, SSIM with an 11 x 11 Gaussian window
-    (sigma 1.5), K1 = 0.01, K2 = 0.03, L = 255 on the valid region.
+    What Restormer, DRSformer and the later deraining papers report (Rain100L/H, Rain200L/H,
+    Test100/1200/2800, SPA-Data): RGB quantized to uint8 (``floor(255 x + 0.5)``), BT.601
+    luma ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` (R, G, B the uint8 values)
+    rounded to integers as MATLAB's ``rgb2ycbcr`` does on uint8, PSNR with data range 255,
+    SSIM with an 11 x 11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, L = 255 on the
+    valid region (Z. Wang's ``ssim_index``), no border crop. This is exactly
+    ``Deraining/evaluate_PSNR_SSIM.m`` of swz30/Restormer (``rgb2ycbcr`` on the uint8 images,
+    ``compute_psnr``: ``20 log10(255 / rmse)``, ``SSIM_index`` with its defaults) and its copy
+    in cschenxiang/DRSformer (``evaluations/Evalution_Rain200L_Rain200H_SPA-Data``), which
+    DRSformer uses for Rain200L/H and SPA-Data. Differences from those scripts: they pair a
+    result with a target by position in the sorted folder listings (``.jpg`` listed before
+    ``.png``), spanetlib by name; and they read saved uint8 PNGs, as does this convention for a
+    float output (it is quantized the way ``fileio.write_image`` saves it). The validation
+    metric of their Python training code (BasicSR's ``calculate_psnr`` with
+    ``test_y_channel=True``) keeps Y unrounded: differences below 0.01 dB. NeRD-Rain
+    (cschenxiang/NeRD-Rain, by DRSformer's authors) ships no evaluation script (its
+    ``test.py`` saves ``img_as_ubyte`` PNGs); its tables follow DRSformer's protocol, which we
+    could not check against its code.
+``"y-matlab-builtin"``
+    What PReNet (csdwren/PReNet ``statistic/statistic_*.m``), RCDNet
+    (``Performance_evaluation/statistic.m``) and DRSformer for DID-Data and DDN-Data report:
+    ``x = rgb2ycbcr(im2double(img))`` keeps Y **unrounded**, ``psnr(x, x_true)`` has peak 1
+    (the same as 255 on the 0..255 scale used here), and ``ssim(x * 255, x_true * 255)`` is
+    MATLAB's **built-in** ``ssim``: an 11 x 11 Gaussian (sigma 1.5) with **replicate**
+    padding, the map averaged over the full image, and the dynamic range of the *class*
+    (``diff(getrangefromclass(double)) = 1``), so ``C1 = 1e-4``, ``C2 = 9e-4`` on values in
+    16..235: the constants hardly act, and SSIM reads lower than ``"y-matlab"`` in flat
+    regions. PReNet's published Rain100H numbers (29.46 / 0.899) are in this convention; its
+    test scripts save outputs with ``np.uint8(255 * x)`` (truncation), spanetlib rounds.
 
 All metric functions return one value per image; a dataset score is the mean of the per-image
 values (as the authors' ``np.mean`` over the test set). Identical images give PSNR ``inf`` and
@@ -59,7 +81,7 @@ class MetricConvention:
     Attributes:
         name: the convention's name (a key of :data:`METRIC_CONVENTIONS`).
         color: ``"rgb"`` (three channels, values in [0, 1]) or ``"y"`` (BT.601 luma of the
-            uint8-quantized image, integer values in 16..235).
+            uint8-quantized image, values in 16..235).
         data_range: peak value L of the compared values for PSNR (``10 log10(L^2 / MSE)``).
         ssim_window: ``"gaussian"`` or ``"uniform"``.
         ssim_window_size: side of the square SSIM window (odd).
@@ -69,6 +91,11 @@ class MetricConvention:
         k1: SSIM constant K1.
         k2: SSIM constant K2.
         description: one line for tables and reports.
+        y_rounded: for ``color="y"``, round Y to integers (MATLAB's ``rgb2ycbcr`` on uint8)
+            rather than keep it fractional (``rgb2ycbcr`` on ``im2double`` input).
+        ssim_padding: ``"valid"`` (the map only where the window fits: Wang's ``ssim_index``,
+            scikit-image) or ``"replicate"`` (full-size map, edges replicated: MATLAB's
+            built-in ``ssim``).
     """
 
     name: str
@@ -82,6 +109,8 @@ class MetricConvention:
     k1: float = 0.01
     k2: float = 0.03
     description: str = ""
+    y_rounded: bool = True
+    ssim_padding: str = "valid"
 
 
 METRIC_CONVENTIONS: dict[str, MetricConvention] = {
@@ -100,6 +129,13 @@ METRIC_CONVENTIONS: dict[str, MetricConvention] = {
         ssim_window_size=11, ssim_sigma=1.5, ssim_data_range=255.0,
         ssim_sample_covariance=False,
         description="BT.601 Y of uint8 (MATLAB); SSIM 11x11 Gaussian (sigma 1.5), L = 255",
+    ),
+    "y-matlab-builtin": MetricConvention(
+        name="y-matlab-builtin", color="y", data_range=255.0, ssim_window="gaussian",
+        ssim_window_size=11, ssim_sigma=1.5, ssim_data_range=1.0,
+        ssim_sample_covariance=False, y_rounded=False, ssim_padding="replicate",
+        description="unrounded BT.601 Y; MATLAB built-in ssim (replicate padding, L = 1) as "
+                    "PReNet's statistic.m",
     ),
 }
 
@@ -134,17 +170,19 @@ def _window_1d(kind: str, size: int, sigma: float) -> list[float]:
     return (w / w.sum()).tolist()
 
 
-def _separable_filter(x: torch.Tensor, weights: list[float], pad: int) -> torch.Tensor:
-    """Filter the last two dims of ``x`` with the outer product of ``weights``, zero padding.
+def _separable_filter(x: torch.Tensor, weights: list[float], pad: int,
+                      mode: str = "constant") -> torch.Tensor:
+    """Filter the last two dims of ``x`` with the outer product of ``weights``.
 
-    A sum of shifted slices (``len(weights)`` in-place multiply-adds per direction): on CPU
-    this beats the grouped ``conv2d`` several times in float32 and float64, stays exact in the
-    input dtype, and autograd handles it.
+    ``pad`` pixels are added on every side first (zeros, or ``mode="replicate"``). A sum of
+    shifted slices (``len(weights)`` in-place multiply-adds per direction): on CPU this beats
+    the grouped ``conv2d`` several times in float32 and float64, stays exact in the input
+    dtype, and autograd handles it.
     """
     size = len(weights)
+    if pad:
+        x = F.pad(x, (pad, pad, pad, pad), mode=mode)
     for dim in (-1, -2):
-        if pad:
-            x = F.pad(x, (pad, pad) if dim == -1 else (0, 0, pad, pad))
         n_out = x.shape[dim] - size + 1
         out = x.narrow(dim, 0, n_out) * weights[0]
         for k in range(1, size):
@@ -176,9 +214,11 @@ def ssim_map(
 
     with local means and (co)variances ``E[xy] - E[x]E[y]`` taken under the window (times
     ``N / (N - 1)`` with ``sample_covariance``, N the window area). ``padding="valid"`` keeps
-    only positions where the window lies inside the image (scikit-image, MATLAB);
-    ``padding="same"`` zero-pads by ``window_size // 2`` so the map has the input's size (the
-    ``pytorch_ssim`` code the SPANet authors trained with). Computed in the input's dtype.
+    only positions where the window lies inside the image (scikit-image, Wang's MATLAB
+    ``ssim_index``); ``padding="same"`` zero-pads by ``window_size // 2`` so the map has the
+    input's size (the ``pytorch_ssim`` code the SPANet authors trained with);
+    ``padding="replicate"`` pads by repeating the edge pixels (MATLAB's built-in ``ssim``).
+    Computed in the input's dtype.
 
     Args:
         pred: first image batch.
@@ -189,12 +229,12 @@ def ssim_map(
         data_range: L, the dynamic range of the values (1 for images in [0, 1]).
         k1: constant K1.
         k2: constant K2.
-        padding: ``"valid"`` or ``"same"``.
+        padding: ``"valid"``, ``"same"`` or ``"replicate"``.
         sample_covariance: use the N - 1 normalisation.
 
     Returns:
         The SSIM map, ``B x C x H' x W'`` with ``H' = H - window_size + 1`` (valid) or ``H``
-        (same).
+        (same, replicate).
 
     Shape:
         - pred, target: ``B x C x H x W`` float, any channel count; values in ``[0, L]``.
@@ -221,8 +261,8 @@ def ssim_map(
         )
     if window not in ("gaussian", "uniform"):
         raise ValueError(f"window: expected 'gaussian' or 'uniform', got {window!r}")
-    if padding not in ("same", "valid"):
-        raise ValueError(f"padding: expected 'same' or 'valid', got {padding!r}")
+    if padding not in ("same", "valid", "replicate"):
+        raise ValueError(f"padding: expected 'same', 'valid' or 'replicate', got {padding!r}")
     if window_size < 1 or window_size % 2 == 0:
         raise ValueError(f"window_size: expected an odd integer >= 1, got {window_size}")
     if window == "gaussian" and sigma <= 0:
@@ -237,9 +277,11 @@ def ssim_map(
         )
     channels = pred.shape[1]
     weights = _window_1d(window, window_size, sigma)
-    pad = window_size // 2 if padding == "same" else 0
+    pad = 0 if padding == "valid" else window_size // 2
+    mode = "replicate" if padding == "replicate" else "constant"
     stacked = torch.cat([pred, target, pred * pred, target * target, pred * target], dim=1)
-    mu_x, mu_y, e_xx, e_yy, e_xy = _separable_filter(stacked, weights, pad).split(channels, dim=1)
+    mu_x, mu_y, e_xx, e_yy, e_xy = _separable_filter(stacked, weights, pad, mode).split(
+        channels, dim=1)
     mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
     var_x, var_y, cov = e_xx - mu_xx, e_yy - mu_yy, e_xy - mu_xy
     if sample_covariance:
@@ -254,17 +296,19 @@ def ssim_map(
 # --------------------------------------------------------------------------- conventions
 
 
-def rgb_to_y_matlab(rgb255: torch.Tensor) -> torch.Tensor:
-    """BT.601 luma of integer-valued RGB, rounded as MATLAB's ``rgb2ycbcr`` on uint8.
+def rgb_to_y_matlab(rgb255: torch.Tensor, rounded: bool = True) -> torch.Tensor:
+    """BT.601 luma of integer-valued RGB, as MATLAB's ``rgb2ycbcr``.
 
-    ``Y = round(16 + (65.481 R + 128.553 G + 24.966 B) / 255)`` with R, G, B in 0..255 and
-    rounding half away from zero.
+    ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` with R, G, B in 0..255, rounded half
+    away from zero as ``rgb2ycbcr`` does on uint8 input; ``rounded=False`` keeps the fraction
+    (``255 * rgb2ycbcr(im2double(img))``).
 
     Args:
         rgb255: RGB values in 0..255 (integers stored as float).
+        rounded: round Y to integers.
 
     Returns:
-        ``B x 1 x H x W`` luma in 16..235 (integers stored as float), same dtype.
+        ``B x 1 x H x W`` luma in 16..235, same dtype.
 
     Shape:
         - rgb255: ``B x 3 x H x W``, RGB in [0, 255].
@@ -273,7 +317,7 @@ def rgb_to_y_matlab(rgb255: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected B x 3 x H x W, got shape {tuple(rgb255.shape)}")
     r, g, b = rgb255[:, 0:1], rgb255[:, 1:2], rgb255[:, 2:3]
     y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
-    return torch.floor(y + 0.5)
+    return torch.floor(y + 0.5) if rounded else y
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -316,8 +360,8 @@ def _prepare(
             f"crop_border={crop_border} leaves no pixels of a {height} x {width} image"
         )
     if conv.color == "y":
-        x = rgb_to_y_matlab(_quantize_uint8(pred))
-        y = rgb_to_y_matlab(_quantize_uint8(target))
+        x = rgb_to_y_matlab(_quantize_uint8(pred), conv.y_rounded)
+        y = rgb_to_y_matlab(_quantize_uint8(target), conv.y_rounded)
     else:
         x = pred.detach().to(torch.float64).clamp(0.0, 1.0)
         y = target.detach().to(torch.float64).clamp(0.0, 1.0)
@@ -378,7 +422,7 @@ def ssim(
 ) -> torch.Tensor:
     """Structural similarity per image under a named convention.
 
-    The SSIM map (:func:`ssim_map`, valid region, the convention's window and constants) is
+    The SSIM map (:func:`ssim_map` with the convention's window, constants and padding) is
     averaged over positions and channels of each image. Inputs are clipped to [0, 1] first.
     Identical images give 1; a dataset score is the mean of the per-image values.
 
@@ -393,7 +437,8 @@ def ssim(
 
     Shape:
         - pred, target: ``B x 3 x H x W``, RGB in [0, 1]; after cropping, H and W must be at
-          least the window size (11, or 7 for ``"spanet-paper"``).
+          least the window size (11, or 7 for ``"spanet-paper"``; any size with
+          ``"y-matlab-builtin"``, whose padding keeps the map full-size).
 
     Raises:
         ValueError: unknown convention, bad shapes, ``crop_border``, or images smaller than
@@ -408,7 +453,7 @@ def ssim(
     x, y = _prepare(pred, target, conv, crop_border)
     smap = ssim_map(
         x, y, window=conv.ssim_window, window_size=conv.ssim_window_size, sigma=conv.ssim_sigma,
-        data_range=conv.ssim_data_range, k1=conv.k1, k2=conv.k2, padding="valid",
+        data_range=conv.ssim_data_range, k1=conv.k1, k2=conv.k2, padding=conv.ssim_padding,
         sample_covariance=conv.ssim_sample_covariance,
     )
     return smap.flatten(1).mean(dim=1)

@@ -41,7 +41,7 @@ def _y_matlab_np(img_u8):
 
 
 def test_conventions_table():
-    assert CONVENTIONS == ("standard", "spanet-paper", "y-matlab")
+    assert CONVENTIONS == ("standard", "spanet-paper", "y-matlab", "y-matlab-builtin")
     assert all(isinstance(METRIC_CONVENTIONS[c], MetricConvention) for c in CONVENTIONS)
     assert get_convention("y-matlab").data_range == 255.0
     conv = METRIC_CONVENTIONS["spanet-paper"]
@@ -248,12 +248,13 @@ def test_ssim_map_errors_and_shapes():
     x = torch.rand(2, 1, 16, 16, dtype=torch.float64)
     assert ssim_map(x, x).shape == (2, 1, 6, 6)
     assert ssim_map(x, x, padding="same").shape == (2, 1, 16, 16)
+    assert ssim_map(x, x, padding="replicate").shape == (2, 1, 16, 16)
     assert ssim_map(x, x, window="uniform", window_size=7).shape == (2, 1, 10, 10)
     with pytest.raises(ValueError, match="window_size: expected an odd integer >= 1, got 10"):
         ssim_map(x, x, window_size=10)
     with pytest.raises(ValueError, match="window: expected 'gaussian' or 'uniform', got 'box'"):
         ssim_map(x, x, window="box")
-    with pytest.raises(ValueError, match="padding: expected 'same' or 'valid', got 'full'"):
+    with pytest.raises(ValueError, match="padding: expected 'same', 'valid' or 'replicate', got"):
         ssim_map(x, x, padding="full")
     with pytest.raises(ValueError, match="sigma: expected > 0, got 0"):
         ssim_map(x, x, sigma=0)
@@ -285,3 +286,103 @@ def test_ssim_map_same_padding_matches_2d_conv_reference():
     )
     torch.testing.assert_close(ssim_map(a, b, padding="same"), ref, rtol=0, atol=1e-12)
     torch.testing.assert_close(ssim_map(a, b), ref[..., 5:-5, 5:-5], rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------- the field's MATLAB scripts, re-derived here
+# Independent of spanetlib.metrics: plain numpy/scipy transliterations of the two MATLAB
+# recipes, with the 2-D window built from its formula (not separably) and explicit loops.
+
+
+def _fspecial_gaussian(size=11, sigma=1.5):
+    """MATLAB fspecial('gaussian', size, sigma): exp(-(x^2 + y^2) / (2 sigma^2)), sum 1."""
+    half = (size - 1) / 2
+    y, x = np.mgrid[-half : half + 1, -half : half + 1]
+    w = np.exp(-(x * x + y * y) / (2 * sigma * sigma))
+    return w / w.sum()
+
+
+def _filter2_valid(window, img):
+    """MATLAB filter2(window, img, 'valid') by an explicit loop over window positions."""
+    kh, kw = window.shape
+    out = np.empty((img.shape[0] - kh + 1, img.shape[1] - kw + 1))
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = np.sum(window * img[i : i + kh, j : j + kw])
+    return out
+
+
+def _ssim_formula(filt, a, b, c1, c2):
+    mu1, mu2 = filt(a), filt(b)
+    s11 = filt(a * a) - mu1 * mu1
+    s22 = filt(b * b) - mu2 * mu2
+    s12 = filt(a * b) - mu1 * mu2
+    num = (2 * mu1 * mu2 + c1) * (2 * s12 + c2)
+    return np.mean(num / ((mu1 * mu1 + mu2 * mu2 + c1) * (s11 + s22 + c2)))
+
+
+def _flat_and_textured_pair(seed):
+    """uint8 images with a flat band (where the SSIM constants matter) and texture."""
+    noisy, clean = _pair(seed=seed, shape=(22, 26), noise=0.05)
+    clean[:8] = 0.6
+    noisy[:8] = np.clip(0.6 + np.random.default_rng(seed).normal(0, 0.01, noisy[:8].shape), 0, 1)
+    return (np.floor(noisy * 255 + 0.5).astype(np.uint8),
+            np.floor(clean * 255 + 0.5).astype(np.uint8))
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_y_matlab_equals_restormer_evaluate_psnr_ssim_m(seed):
+    """Restormer's Deraining/evaluate_PSNR_SSIM.m (also DRSformer's Rain200/SPA-Data script):
+    Y = rgb2ycbcr(uint8) (rounded), PSNR 20 log10(255 / rmse), Wang's SSIM_index defaults."""
+    pred_u8, target_u8 = _flat_and_textured_pair(seed)
+    y1, y2 = _y_matlab_np(pred_u8), _y_matlab_np(target_u8)
+    rmse = np.sqrt(np.mean((y1 - y2) ** 2))
+    ref_psnr = 20 * np.log10(255 / rmse)
+    window = _fspecial_gaussian()
+    ref_ssim = _ssim_formula(lambda t: _filter2_valid(window, t), y1, y2,
+                             (0.01 * 255) ** 2, (0.03 * 255) ** 2)
+    p, s = psnr_ssim_np(pred_u8, target_u8, "y-matlab")
+    assert p == pytest.approx(ref_psnr, abs=1e-9)
+    assert s == pytest.approx(ref_ssim, abs=1e-10)
+    assert 0.3 < ref_ssim < 0.99
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_y_matlab_builtin_equals_prenet_statistic_m(seed):
+    """PReNet's statistic_*.m: x = rgb2ycbcr(im2double(img)) (unrounded Y), psnr(x, x_true)
+    with peak 1, and MATLAB's built-in ssim(x*255, x_true*255): imfilter with 'replicate',
+    the full map averaged, dynamic range of class double (1), so C = (0.01)^2, (0.03)^2."""
+    from scipy.ndimage import correlate
+
+    pred_u8, target_u8 = _flat_and_textured_pair(seed)
+
+    def y_double(img):  # rgb2ycbcr on double input in [0, 1], Y channel, not rounded
+        r, g, b = (img[..., k].astype(np.float64) / 255 for k in range(3))
+        return 16 / 255 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+
+    x, x_true = y_double(pred_u8), y_double(target_u8)
+    ref_psnr = 10 * np.log10(1.0 / np.mean((x - x_true) ** 2))
+    window = _fspecial_gaussian()
+
+    def imfilter_replicate(t):
+        return correlate(t, window, mode="nearest")  # symmetric window: conv == correlation
+
+    ref_ssim = _ssim_formula(imfilter_replicate, x * 255, x_true * 255, 0.01**2, 0.03**2)
+    p, s = psnr_ssim_np(pred_u8, target_u8, "y-matlab-builtin")
+    assert p == pytest.approx(ref_psnr, abs=1e-9)
+    assert s == pytest.approx(ref_ssim, abs=1e-10)
+    # The two MATLAB recipes differ: the built-in's tiny constants lower SSIM in flat regions.
+    p_wang, s_wang = psnr_ssim_np(pred_u8, target_u8, "y-matlab")
+    assert s < s_wang - 0.01
+    assert p != p_wang and abs(p - p_wang) < 0.2
+
+
+def test_replicate_padding_needs_no_minimum_size():
+    x = torch.rand(1, 3, 6, 9, dtype=torch.float64)
+    assert ssim(x, x, "y-matlab-builtin").item() == pytest.approx(1.0)
+    y = (x + 0.05).clamp(0, 1)
+    assert ssim(y, x, "y-matlab-builtin").shape == (1,)
+    torch.testing.assert_close(
+        ssim_map(x, y, padding="replicate"),
+        ssim_map(torch.nn.functional.pad(x, (5, 5, 5, 5), mode="replicate"),
+                 torch.nn.functional.pad(y, (5, 5, 5, 5), mode="replicate")),
+        rtol=0, atol=1e-12)
