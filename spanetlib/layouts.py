@@ -35,7 +35,8 @@ pairs, else the folder is ambiguous and the error names the layouts to choose fr
 image without its clean image is an error listing a few, never dropped; clean images without
 a rain image are ignored. Pair names are stable: the rain file's path relative to its folder,
 without extension (``rain-001``, ``901_3``, ``000``), so derained outputs can be saved as
-``<name>.png``; pairs are in natural order of their names (``2`` before ``10``).
+``<name>.png``; pairs are in natural order of their names (``2`` before ``10``). Image files
+are recognised by suffix (:data:`IMAGE_SUFFIXES`); other and hidden files are ignored.
 """
 
 from __future__ import annotations
@@ -193,11 +194,9 @@ def _natural_key(text: str) -> tuple:
 
 
 def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-
-
-def _has_images(folder: Path) -> bool:
-    return folder.is_dir() and any(_is_image(p) for p in folder.iterdir())
+    """An image file by its suffix; hidden files (``.DS_Store``, ``._1.png``) are not."""
+    return (path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+            and path.is_file())
 
 
 def _images_by_stem(folder: Path) -> dict[str, Path]:

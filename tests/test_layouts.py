@@ -39,6 +39,7 @@ def test_input_target(tmp_path: Path) -> None:
         _write(tmp_path / "target" / f"{stem}{'.jpg' if stem == '2' else '.png'}", 10 + i)
     _write(tmp_path / "target" / "99.png")  # a clean image without a rain image: ignored
     (tmp_path / "input" / "notes.txt").write_text("not an image")
+    (tmp_path / "input" / "._1.png").write_bytes(b"macOS resource fork")  # hidden: ignored
     found = read_test_folder(tmp_path)
     assert found.layout.name == "input-target" and found.also_matched == ()
     assert _names(found) == ["1", "2", "10"]  # natural order
