@@ -44,7 +44,7 @@ def _derain(args: argparse.Namespace) -> int:
 
 
 def _build_dataset(args: argparse.Namespace) -> int:
-    from .data import export_dataset
+    from .export import export_dataset
 
     summary = export_dataset(args.src, args.output, review_file=args.review_file,
                              auto_accept=args.auto_accept, crop=args.crop, stride=args.stride,

@@ -577,7 +577,7 @@ def heldout_check(
         ValueError: bad counts, size or convention, as `build_heldout_rain_set` and
             `evaluate_model`.
     """
-    from .data import build_heldout_rain_set
+    from .testsets import build_heldout_rain_set
 
     conventions = _check_conventions(conventions)
     out_dir = Path(out_dir)

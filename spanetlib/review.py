@@ -1,16 +1,16 @@
-"""Reviewing clean-image estimates: the paper's "Selection of N" loop (Sec. 3).
+"""Reviewing clean-image estimates: the session of the paper's "Selection of N" loop (Sec. 3).
 
 For each rain video of a static scene a clean image is estimated from the first N frames
 (`spanetlib.background.estimate_background`, Eqs. 2-4); a person judges it, and N grows until
-the estimate is clean. The paper starts with N = 20 / 100 / 200 frames for sparse / normal /
-dense rain (`FRAME_COUNTS`) and adds 10 / 20 / 50 frames per rejection (`REJECT_INCREMENT`).
+the estimate is clean. The rules (initial N per density, frames added per rejection, the
+density guess, the batch acceptance check) live in `spanetlib.selection`.
 
 - `ReviewSession` holds the decisions in a JSON file, rewritten atomically after every change,
   so a crash or a kernel restart loses nothing and a new session object resumes.
-- `ReviewWidget` is the ipywidgets view used in notebook 01 (rain frame, estimate, zoomed
-  crops, difference map, Accept / Reject / Skip, density buttons).
 - `run_review` drives a session without a person, for batch runs (papermill): ``"auto"``
-  decides by a no-reference check (`split_half_change`), ``"file"`` replays a review file.
+  decides by the no-reference check (`spanetlib.selection.passes_split_half`), ``"file"``
+  replays a review file; ``"interactive"`` returns the notebook's
+  `spanetlib.review_widget.ReviewWidget`.
 
 Review file (JSON, ``"format": "spanetlib-review"``, ``"version": 1``)::
 
@@ -30,7 +30,6 @@ Review file (JSON, ``"format": "spanetlib-review"``, ``"version": 1``)::
 from __future__ import annotations
 
 import copy
-import html
 import json
 import os
 import re
@@ -38,53 +37,42 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
+from tqdm.auto import tqdm
 
+from .background import estimate_background
 from .fileio import InputError, atomic_write_json, to_uint8, write_image
+from .selection import (
+    AUTO_THRESHOLD,
+    DENSITIES,
+    FRAME_COUNTS,
+    GUESS_FRAMES,
+    REJECT_INCREMENT,
+    guess_density,
+    passes_split_half,
+)
+from .video import count_frames, read_sequence
+
+if TYPE_CHECKING:
+    from .review_widget import ReviewWidget
 
 __all__ = [
-    "AUTO_THRESHOLD",
-    "DENSITIES",
-    "DENSITY_THRESHOLDS",
-    "FRAME_COUNTS",
-    "GUESS_FRAMES",
-    "RAIN_DELTA",
-    "REJECT_INCREMENT",
+    "PENDING_STATUSES",
     "REVIEW_MODES",
     "ReviewSession",
-    "ReviewWidget",
     "STATUSES",
-    "difference_map",
-    "guess_density",
-    "rain_fraction",
+    "estimate_in_unit_range",
     "run_review",
-    "scene_name",
-    "split_half_change",
 ]
 
-#: Initial N per rain density (paper, Sec. 3 "Selection of N").
-FRAME_COUNTS: dict[str, int] = {"sparse": 20, "normal": 100, "dense": 200}
-#: Frames added per rejection (paper, Sec. 3).
-REJECT_INCREMENT: dict[str, int] = {"sparse": 10, "normal": 20, "dense": 50}
-DENSITIES: tuple[str, ...] = tuple(FRAME_COUNTS)
 STATUSES: tuple[str, ...] = ("pending", "accepted", "rejected-needs-more", "skipped",
                              "exhausted")
+#: Statuses of scenes still waiting for a judgement (new, or rejected with frames to add).
+PENDING_STATUSES: tuple[str, ...] = ("pending", "rejected-needs-more")
 REVIEW_MODES: tuple[str, ...] = ("auto", "file", "interactive")
-#: Frames `ReviewSession.add_scene` reads to guess a density.
-GUESS_FRAMES = 20
 
-#: A pixel of a frame counts as rain when it is brighter than the background estimate by more
-#: than this, in [0, 1] units (well above sensor noise, below faint streaks).
-RAIN_DELTA = 12.0 / 255.0
-#: `rain_fraction` boundaries (sparse | normal | dense); see `guess_density`.
-DENSITY_THRESHOLDS: tuple[float, float] = (0.04, 0.2)
-#: `split_half_change` at or below which ``run_review(mode="auto")`` accepts an estimate.
-AUTO_THRESHOLD = 0.003
-
-_PENDING = ("pending", "rejected-needs-more")
 _DONE = ("accepted", "skipped", "exhausted")
 _DECISIONS = ("accept", "reject", "skip")
 _FORMAT = "spanetlib-review"
@@ -96,164 +84,35 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def scene_name(source: str | os.PathLike) -> str:
-    """The scene name of a video file (its stem) or a frame folder (its name)."""
-    source = Path(source)
-    return source.stem if source.is_file() else source.name
-
-
 def _check_density(density: str) -> str:
     if density not in FRAME_COUNTS:
         raise ValueError(f"density must be one of {DENSITIES}, got {density!r}")
     return density
 
 
-def _to_unit(image: np.ndarray) -> np.ndarray:
-    """Float32 in [0, 1] from uint8 (/255) or float input (kept)."""
-    image = np.asarray(image)
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
-    if np.issubdtype(image.dtype, np.floating):
-        return image.astype(np.float32, copy=False)
-    raise TypeError(f"expected uint8 or float images, got dtype {image.dtype}")
+def estimate_in_unit_range(image: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """A background estimate's image as float32 in [0, 1].
 
+    ``estimate_background`` keeps the frames' scale: 0-255 for uint8 frames, 0-1 for floats.
 
-def _estimate_unit(image: np.ndarray, frames: np.ndarray) -> np.ndarray:
-    """A background estimate in [0, 1]: ``estimate_background`` keeps the frames' scale."""
+    Args:
+        image: H x W x 3, the estimate of ``frames``.
+        frames: the N x H x W x 3 frames it was estimated from (only their dtype is used).
+
+    Example:
+        >>> frames = np.zeros((2, 1, 1, 3), np.uint8)
+        >>> estimate_in_unit_range(np.full((1, 1, 3), 51.0), frames)[0, 0]
+        array([0.2, 0.2, 0.2], dtype=float32)
+    """
     image = np.asarray(image, dtype=np.float32)
     return image / 255.0 if frames.dtype == np.uint8 else image
-
-
-def _check_frames(frames: np.ndarray) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
-        raise ValueError(f"expected frames N x H x W x 3 with N >= 1, got shape {frames.shape}")
-    return frames
-
-
-def rain_fraction(frames: np.ndarray, background: np.ndarray,
-                  delta: float = RAIN_DELTA) -> float:
-    """Mean share of pixels per frame brighter than the background by more than ``delta``.
-
-    Rain only brightens a pixel, so this counts the pixels a frame's streaks cover; it is the
-    statistic `guess_density` thresholds.
-
-    Args:
-        frames: N x H x W x 3 RGB, uint8 or float in [0, 1].
-        background: H x W x 3 RGB in the same scale as ``frames`` (uint8 or float: a float
-            background with uint8 frames is taken in 0-255, as ``estimate_background``
-            returns it).
-        delta: brightness margin in [0, 1] units, compared on the channel mean.
-
-    Returns:
-        The fraction in [0, 1].
-    """
-    frames = _check_frames(frames)
-    bg = np.asarray(background)
-    if bg.shape != frames.shape[1:]:
-        raise ValueError(f"background shape {bg.shape} does not match frames {frames.shape[1:]}")
-    scale = 255.0 if frames.dtype == np.uint8 else 1.0
-    bg_lum = bg.astype(np.float32).mean(axis=2) / scale
-    total = 0.0
-    for frame in frames:
-        lum = frame.astype(np.float32).mean(axis=2) / scale
-        total += float(np.mean(lum - bg_lum > delta))
-    return total / len(frames)
-
-
-def guess_density(frames: np.ndarray, estimate: Any = None) -> str:
-    """An automatic first guess of the rain density of a sequence: sparse, normal or dense.
-
-    Measures `rain_fraction` (the mean share of pixels per frame that are brighter than the
-    estimated background by more than `RAIN_DELTA` = 12/255 on the channel mean) and compares
-    it with `DENSITY_THRESHOLDS` = (0.04, 0.2): below 4 % sparse, below 20 % normal, else
-    dense. The boundaries sit between the values measured with `estimate_background` on
-    `spanetlib.rain`'s video presets (20 frames of 64 x 96 crops of the bundled photos, nine
-    seeds: sparse 1.0-1.9 %, normal 8.9-13.6 %, dense 26-40 %), near their geometric means;
-    the tests check the guess over several seeds. Real footage should be confirmed by a person,
-    which the review widget's density buttons are for.
-
-    Args:
-        frames: N x H x W x 3 RGB, uint8 or float in [0, 1] (20 frames are plenty).
-        estimate: the background: a ``BackgroundEstimate``, an H x W x 3 array in the frames'
-            scale, or None to compute ``estimate_background(frames)``.
-
-    Returns:
-        ``"sparse"``, ``"normal"`` or ``"dense"``.
-    """
-    frames = _check_frames(frames)
-    if estimate is None:
-        from .background import estimate_background
-
-        estimate = estimate_background(frames)
-    background = getattr(estimate, "image", estimate)
-    fraction = rain_fraction(frames, background)
-    if fraction < DENSITY_THRESHOLDS[0]:
-        return "sparse"
-    if fraction < DENSITY_THRESHOLDS[1]:
-        return "normal"
-    return "dense"
-
-
-def split_half_change(frames: np.ndarray, delta: float = RAIN_DELTA) -> float:
-    """No-reference check of an estimate: how much it changes between two halves of the frames.
-
-    The frames are split into the first and the second half, the background is estimated from
-    each (``estimate_background``), and the share of pixels whose two estimates differ by more
-    than ``delta`` (channel mean, [0, 1] units) is returned. Rain sits at random places in each
-    frame, so a streak that survives into an estimate appears in one half's estimate only; when
-    N is large enough for the rain density both halves agree up to noise. This mirrors the
-    paper's loop (add frames until the estimate stops showing rain), and is conservative: the
-    estimate from all N frames is at least as clean as the halves'.
-
-    Args:
-        frames: N x H x W x 3 RGB frames (uint8, or float in [0, 1]), N >= 4.
-        delta: margin in [0, 1] units (12/255: far above sensor noise, below faint streaks).
-
-    Returns:
-        The changed share in [0, 1] (0: the halves agree everywhere).
-
-    Raises:
-        ValueError: fewer than 4 frames or a bad shape.
-    """
-    from .background import estimate_background
-
-    frames = _check_frames(frames)
-    if len(frames) < 4:
-        raise ValueError(f"split_half_change needs at least 4 frames, got {len(frames)}")
-    half = len(frames) // 2
-    scale = 255.0 if frames.dtype == np.uint8 else 1.0
-    first = estimate_background(frames[:half]).image.mean(axis=2) / scale
-    second = estimate_background(frames[half:]).image.mean(axis=2) / scale
-    return float(np.mean(np.abs(first - second) > delta))
 
 
 # --------------------------------------------------------------------------------------------
 # ReviewSession
 # --------------------------------------------------------------------------------------------
 def _read_frames(source: Path, start: int, count: int) -> np.ndarray:
-    from .video import read_sequence
-
     return read_sequence(source, start=start, count=count, min_frames=1)
-
-
-def _count_frames(source: Path) -> int:
-    """Frames in a frame folder (exact) or a video file (the container's count)."""
-    from .video import list_frame_files, read_sequence
-
-    source = Path(source)
-    if source.is_dir():
-        return len(list_frame_files(source))
-    if not source.is_file():
-        raise InputError(f"scene source not found: {source}")
-    capture = cv2.VideoCapture(str(source))
-    try:
-        reported = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-    finally:
-        capture.release()
-    if reported > 0:
-        return reported
-    return len(read_sequence(source, min_frames=1))  # no count in the container: read all
 
 
 class ReviewSession:
@@ -364,7 +223,7 @@ class ReviewSession:
 
     def pending(self) -> list[str]:
         """Scenes still waiting for a judgement (new, or rejected with frames to add)."""
-        return [n for n, e in self._data["scenes"].items() if e["status"] in _PENDING]
+        return [n for n, e in self._data["scenes"].items() if e["status"] in PENDING_STATUSES]
 
     def next_pending(self, after: str | None = None) -> str | None:
         """The first pending scene after ``after`` in order (wrapping around), or None."""
@@ -373,7 +232,7 @@ class ReviewSession:
             i = names.index(after)
             names = names[i + 1:] + names[:i + 1]
         for name in names:
-            if self._data["scenes"][name]["status"] in _PENDING:
+            if self._data["scenes"][name]["status"] in PENDING_STATUSES:
                 return name
         return None
 
@@ -398,7 +257,8 @@ class ReviewSession:
         """Add a scene (idempotent: a scene already there keeps its state).
 
         Args:
-            name: letters, digits, ``.``, ``_``, ``-`` (it names files); see `scene_name`.
+            name: letters, digits, ``.``, ``_``, ``-`` (it names files); see
+                `spanetlib.video.scene_name`.
             source: the scene's video file or frame folder.
             density: "sparse", "normal" or "dense"; None reads `GUESS_FRAMES` frames and
                 uses `guess_density`.
@@ -427,7 +287,7 @@ class ReviewSession:
         source_path = Path(source)
         if not source_path.exists():
             raise InputError(f"scene source not found: {source_path}")
-        available = _count_frames(source_path) - start
+        available = count_frames(source_path) - start
         if available < 2:
             raise InputError(f"{source_path} has {max(available, 0)} frame(s) from frame "
                              f"{start}; a background estimate needs at least 2")
@@ -590,8 +450,6 @@ class ReviewSession:
             ``BackgroundEstimate`` from ``estimate_background`` (its image H x W x 3 float32
             in 0-255, since the frames are uint8).
         """
-        from .background import estimate_background
-
         frames = self.frames(name, frames_loader)
         key = (name, len(frames))
         if key not in self._estimates:
@@ -600,255 +458,16 @@ class ReviewSession:
 
 
 # --------------------------------------------------------------------------------------------
-# ReviewWidget
-# --------------------------------------------------------------------------------------------
-def _png(image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError("cannot encode the image as PNG")
-    return data.tobytes()
-
-
-def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Resize so the longer side is ``max_side``: area filter down, nearest (pixels) up."""
-    h, w = image.shape[:2]
-    scale = max_side / max(h, w)
-    if scale == 1.0:
-        return image
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_NEAREST
-    return cv2.resize(image, size, interpolation=interpolation)
-
-
-def _show(widget: Any, image: np.ndarray) -> None:
-    widget.value = _png(image)
-    widget.width, widget.height = str(image.shape[1]), str(image.shape[0])
-
-
-def difference_map(rain: np.ndarray, clean: np.ndarray) -> np.ndarray:
-    """``|rain - clean|`` (channel maximum) as an H x W x 3 uint8 RGB heat map (inferno).
-
-    Scaled so that a difference of 64/255 or the 99.5th percentile, whichever is larger, is
-    the brightest colour; noise stays dark and streaks glow.
-    """
-    diff = np.abs(_to_unit(rain) - _to_unit(clean)).max(axis=2)
-    top = max(float(np.percentile(diff, 99.5)), 64.0 / 255.0)
-    scaled = (np.clip(diff / top, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
-
-
-class ReviewWidget:
-    """An ipywidgets view of a `ReviewSession`: judge one scene's estimate at a time.
-
-    Shows the current scene's rain frame and estimated clean image side by side (resized so
-    the longer side is ``max_display`` pixels: area filter down, nearest-pixel up), a zoomed
-    crop of both (zoom factor and position controls), the difference map ``|rain - clean|``,
-    buttons Accept / Reject (add frames) / Skip, the density (sparse / normal / dense),
-    "k of n reviewed" and a status line with N and p.
-
-    The handlers `on_accept`, `on_reject`, `on_skip` and `on_density` are plain methods bound
-    to the buttons, so code and tests can drive the widget without a browser. After an accept
-    or skip the next pending scene is shown; after a reject the same scene is shown again with
-    the larger N (the paper's loop), or the next one when its frames are exhausted.
-
-    Args:
-        session: the review session.
-        max_display: largest side, in pixels, of the displayed images.
-        frames_loader: passed to `ReviewSession.estimate` (default: ``video.read_sequence``).
-    """
-
-    def __init__(self, session: ReviewSession, max_display: int = 512,
-                 frames_loader: Callable[[Path, int, int], np.ndarray] | None = None) -> None:
-        import ipywidgets as w
-
-        if max_display < 16:
-            raise ValueError(f"max_display must be >= 16, got {max_display}")
-        self.session = session
-        self.max_display = int(max_display)
-        self.frames_loader = frames_loader
-        self.current: str | None = None
-        self._updating = False
-        self._estimate: Any = None
-        self._frames: np.ndarray | None = None
-
-        self.title = w.HTML()
-        self.progress_label = w.Label()
-        self.status = w.HTML()
-        self.message = w.HTML()
-        self.rain_image = w.Image(format="png")
-        self.clean_image = w.Image(format="png")
-        self.rain_zoom = w.Image(format="png")
-        self.clean_zoom = w.Image(format="png")
-        self.diff_image = w.Image(format="png")
-        self.frame_slider = w.IntSlider(value=0, min=0, max=0, description="frame")
-        self.zoom_factor = w.Dropdown(options=[2, 3, 4], value=3, description="zoom",
-                                      layout=w.Layout(width="150px"))
-        self.zoom_x = w.IntSlider(value=50, min=0, max=100, description="x %")
-        self.zoom_y = w.IntSlider(value=50, min=0, max=100, description="y %")
-        self.accept_button = w.Button(description="Accept", button_style="success",
-                                      tooltip="the estimate is clean: use it")
-        self.reject_button = w.Button(description="Reject (add frames)", button_style="warning",
-                                      tooltip="rain remains: estimate again with more frames",
-                                      layout=w.Layout(width="200px"))
-        self.skip_button = w.Button(description="Skip", tooltip="leave this scene out")
-        self.density_buttons = w.ToggleButtons(options=list(DENSITIES), description="density")
-
-        self.accept_button.on_click(lambda _: self._safe(self.on_accept))
-        self.reject_button.on_click(lambda _: self._safe(self.on_reject))
-        self.skip_button.on_click(lambda _: self._safe(self.on_skip))
-        self.density_buttons.observe(self._density_changed, names="value")
-        for control in (self.frame_slider, self.zoom_factor, self.zoom_x, self.zoom_y):
-            control.observe(lambda _: self._safe(self._draw), names="value")
-
-        def column(label: str, image: Any) -> Any:
-            return w.VBox([w.Label(label), image])
-
-        self.box = w.VBox([
-            w.HBox([self.title, self.progress_label]),
-            w.HBox([column("rain frame", self.rain_image),
-                    column("estimated clean image", self.clean_image)]),
-            w.HBox([self.frame_slider]),
-            w.HBox([column("rain (zoom)", self.rain_zoom),
-                    column("clean (zoom)", self.clean_zoom),
-                    column("|rain - clean|", self.diff_image)]),
-            w.HBox([self.zoom_factor, self.zoom_x, self.zoom_y]),
-            self.density_buttons,
-            w.HBox([self.accept_button, self.reject_button, self.skip_button]),
-            self.status,
-            self.message,
-        ])
-        self.show(session.next_pending())
-
-    # ---------------------------------------------------------------- display
-    def display(self) -> None:
-        """Display the widget in the notebook."""
-        from IPython.display import display
-
-        display(self.box)
-
-    def _ipython_display_(self) -> None:
-        self.display()
-
-    def _safe(self, action: Callable[[], Any]) -> None:
-        try:
-            action()
-        except Exception as err:  # shown in the widget; the kernel log has no console
-            self.message.value = f"<b style='color:#b00'>{html.escape(str(err))}</b>"
-
-    def show(self, name: str | None) -> None:
-        """Show scene ``name`` (None: the "all reviewed" state)."""
-        self.current = name
-        self.message.value = ""
-        done, total = self.session.progress()
-        self.progress_label.value = f"{done} of {total} reviewed"
-        buttons = (self.accept_button, self.reject_button, self.skip_button,
-                   self.density_buttons)
-        if name is None:
-            self._estimate = self._frames = None
-            self.title.value = "<b>All scenes reviewed</b>"
-            self.status.value = (f"All {total} scenes are reviewed "
-                                 f"({self._count('accepted')} accepted).")
-            for b in buttons:
-                b.disabled = True
-            for image in (self.rain_image, self.clean_image, self.rain_zoom, self.clean_zoom,
-                          self.diff_image):
-                image.value = b""
-            return
-        for b in buttons:
-            b.disabled = False
-        entry = self.session.scene(name)
-        self._updating = True
-        try:
-            self.density_buttons.value = entry["density"]
-        finally:
-            self._updating = False
-        self._estimate = self.session.estimate(name, self.frames_loader)
-        self._frames = self.session.frames(name, self.frames_loader)
-        self._updating = True
-        try:
-            self.frame_slider.max = len(self._frames) - 1
-            self.frame_slider.value = min(self.frame_slider.value, len(self._frames) - 1)
-        finally:
-            self._updating = False
-        self.title.value = f"<b>{html.escape(name)}</b>&nbsp;&nbsp;"
-        guessed = " (guessed)" if entry["density_guessed"] else ""
-        self.status.value = (f"N = {entry['n']} of {entry['frames_available']} frames, "
-                             f"p = {self._estimate.percentile:.1f}, density "
-                             f"{entry['density']}{guessed}, status {entry['status']}")
-        self._draw()
-
-    def _count(self, status: str) -> int:
-        return sum(e["status"] == status for e in self.session.scenes.values())
-
-    def _draw(self) -> None:
-        if self._updating or self._frames is None or self._estimate is None:
-            return
-        rain = self._frames[min(self.frame_slider.value, len(self._frames) - 1)]
-        clean = _estimate_unit(self._estimate.image, self._frames)
-        rain_u = _to_unit(rain)
-        _show(self.rain_image, _fit(rain_u, self.max_display))
-        _show(self.clean_image, _fit(clean, self.max_display))
-        h, w = rain.shape[:2]
-        zoom = int(self.zoom_factor.value)
-        ch, cw = max(1, h // zoom), max(1, w // zoom)
-        cy = int(round(self.zoom_y.value / 100 * (h - ch)))
-        cx = int(round(self.zoom_x.value / 100 * (w - cw)))
-        side = max(16, self.max_display * 2 // 3)
-        for target, image in ((self.rain_zoom, rain_u), (self.clean_zoom, clean)):
-            _show(target, _fit(image[cy:cy + ch, cx:cx + cw], side))
-        _show(self.diff_image, _fit(difference_map(rain_u, clean), side))
-
-    # ---------------------------------------------------------------- handlers
-    def _require_scene(self) -> str:
-        if self.current is None:
-            raise ValueError("no scene to review: all scenes are reviewed")
-        return self.current
-
-    def on_accept(self) -> None:
-        """Accept the current estimate (writes the clean image) and show the next scene."""
-        name = self._require_scene()
-        estimate = self.session.estimate(name, self.frames_loader)
-        self.session.accept(name, estimate)
-        self.show(self.session.next_pending(after=name))
-
-    def on_reject(self) -> None:
-        """Reject: add frames and show the scene again (or the next one when exhausted)."""
-        name = self._require_scene()
-        state = self.session.reject(name)
-        self.show(name if state["status"] in _PENDING else self.session.next_pending(name))
-
-    def on_skip(self) -> None:
-        """Skip the current scene and show the next one."""
-        name = self._require_scene()
-        self.session.skip(name)
-        self.show(self.session.next_pending(after=name))
-
-    def on_density(self, value: str) -> None:
-        """Set the current scene's density (resets N before any decision) and redraw."""
-        name = self._require_scene()
-        self.session.set_density(name, value)
-        self.show(name)
-
-    def _density_changed(self, change: dict[str, Any]) -> None:
-        if self._updating or self.current is None:
-            return
-        if change["new"] != self.session.scene(self.current)["density"]:
-            self._safe(lambda: self.on_density(change["new"]))
-
-
-# --------------------------------------------------------------------------------------------
 # Batch review
 # --------------------------------------------------------------------------------------------
 def _review_auto(session: ReviewSession, threshold: float,
                  frames_loader: Callable[[Path, int, int], np.ndarray] | None,
                  progress: bool) -> None:
-    from tqdm.auto import tqdm
-
     for name in tqdm(session.pending(), desc="auto review", unit="scene",
                      disable=not progress):
-        while session.scene(name)["status"] in _PENDING:
+        while session.scene(name)["status"] in PENDING_STATUSES:
             frames = session.frames(name, frames_loader)
-            if len(frames) >= 4 and split_half_change(frames) <= threshold:
+            if passes_split_half(frames, threshold):
                 session.accept(name, session.estimate(name, frames_loader))
             else:
                 session.reject(name)
@@ -887,8 +506,9 @@ def _restore_clean_images(session: ReviewSession,
         path = session.clean_image_path(name)
         if entry["status"] == "accepted" and (path is None or not path.is_file()):
             estimate = session.estimate(name, frames_loader)
+            frames = session.frames(name, frames_loader)
             write_image(session.root / f"clean/{name}.png",
-                        _estimate_unit(estimate.image, session.frames(name, frames_loader)))
+                        estimate_in_unit_range(estimate.image, frames))
 
 
 def run_review(session: ReviewSession, mode: str, review_file: str | os.PathLike | None = None,
@@ -899,7 +519,8 @@ def run_review(session: ReviewSession, mode: str, review_file: str | os.PathLike
 
     Modes:
 
-    - ``"auto"``: each pending scene is judged by `split_half_change` (the share of pixels
+    - ``"auto"``: each pending scene is judged by `spanetlib.selection.passes_split_half`
+      (`spanetlib.selection.split_half_change`, the share of pixels
       whose estimates from the first and the second half of the N frames differ by more than
       12/255): at or below ``threshold`` (default `AUTO_THRESHOLD` = 0.3 %) the estimate of
       all N frames is accepted, else the scene is rejected, adding frames
@@ -911,7 +532,8 @@ def run_review(session: ReviewSession, mode: str, review_file: str | os.PathLike
       earlier) into ``session``, re-estimating each accepted scene at its recorded N. With
       ``review_file`` None or equal to the session's own file, the recorded decisions are kept
       and only missing clean images are rewritten.
-    - ``"interactive"``: returns a `ReviewWidget` (display it in the notebook).
+    - ``"interactive"``: returns a `spanetlib.review_widget.ReviewWidget` (display it in the
+      notebook).
 
     Args:
         session: the session to review (its file is updated after every decision).
@@ -931,6 +553,10 @@ def run_review(session: ReviewSession, mode: str, review_file: str | os.PathLike
     if mode not in REVIEW_MODES:
         raise ValueError(f"mode must be one of {REVIEW_MODES}, got {mode!r}")
     if mode == "interactive":
+        # Imported here: review_widget imports this module (a cycle at the top), and batch runs
+        # need no ipywidgets.
+        from .review_widget import ReviewWidget
+
         return ReviewWidget(session, frames_loader=frames_loader)
     if mode == "auto":
         if not threshold >= 0:

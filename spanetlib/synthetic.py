@@ -53,8 +53,9 @@ def build_training_set(work_dir: str | os.PathLike, progress: bool = True) -> tu
     Returns:
         The train and test pair lists.
     """
-    from .data import build_synthetic_video_scenes, export_dataset
+    from .export import export_dataset
     from .rain import TRAINING_BACKGROUND_NAMES
+    from .testsets import build_synthetic_video_scenes
 
     r = SYNTHETIC_RECIPE
     work = Path(work_dir)

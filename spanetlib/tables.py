@@ -406,7 +406,8 @@ def truth_pairs(dataset: Any, max_images: int | None = None
         ValueError: the dataset is not synthetic, or a rain path is not an exported patch.
         InputError: a ground-truth image is missing.
     """
-    from .data import read_pair_list, scene_ground_truth
+    from .data import read_pair_list
+    from .testsets import scene_ground_truth
 
     if not dataset.synthetic or dataset.scenes_dir is None:
         raise ValueError("the true background exists only for synthetic data (got a dataset "
@@ -541,7 +542,7 @@ def ensure_level_set(work_dir: str | os.PathLike, n_per_level: int, size: Sequen
     Returns:
         ``(test_list, labels_csv)``.
     """
-    from .data import build_synthetic_test_set
+    from .testsets import build_synthetic_test_set
 
     folder = Path(work_dir) / "rain_levels"
     params = {"n_per_level": int(n_per_level), "size": [int(s) for s in size], "seed": int(seed)}
@@ -771,7 +772,8 @@ def scene_samples(dataset: Any, n: int = 3) -> list[Sample]:
         ValueError: ``n`` < 1.
         InputError: the test list is missing or empty.
     """
-    from .data import read_pair_list, scene_ground_truth
+    from .data import read_pair_list
+    from .testsets import scene_ground_truth
     from .video import list_frame_files
 
     pairs = read_pair_list(dataset.test_list)

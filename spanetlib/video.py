@@ -32,9 +32,11 @@ from spanetlib.fileio import (
 __all__ = [
     "VIDEO_CODECS",
     "VIDEO_SUFFIXES",
+    "count_frames",
     "list_frame_files",
     "list_scenes",
     "read_sequence",
+    "scene_name",
     "stabilize_to_first",
     "write_frames",
     "write_video",
@@ -202,6 +204,45 @@ def read_sequence(source: str | os.PathLike, start: int = 0, count: int | None =
     if stabilize:
         frames = stabilize_to_first(frames)
     return frames
+
+
+def count_frames(source: str | os.PathLike) -> int:
+    """The number of frames of a rain sequence, without decoding it where possible.
+
+    A frame folder counts its image files (exact, as `list_frame_files` sees them); a video
+    file reports the count its container records, which some codecs get slightly wrong
+    (`read_sequence` then returns fewer frames); a container without a count is read whole.
+
+    Args:
+        source: a video file or a folder of image frames.
+
+    Returns:
+        The number of frames (0 for a folder without images).
+
+    Raises:
+        InputError: ``source`` does not exist, or a video without a recorded count cannot be
+            read.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     _ = write_frames(folder, np.zeros((3, 8, 8, 3), np.uint8))
+        ...     count_frames(folder)
+        3
+    """
+    source = Path(source)
+    if source.is_dir():
+        return len(list_frame_files(source))
+    if not source.is_file():
+        raise InputError(f"scene source not found: {source}")
+    capture = cv2.VideoCapture(str(source))
+    try:
+        reported = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    finally:
+        capture.release()
+    if reported > 0:
+        return reported
+    return len(read_sequence(source, min_frames=1))  # no count in the container: read all
 
 
 def _check_frames(frames: np.ndarray | Sequence[np.ndarray], name: str = "frames") -> np.ndarray:
@@ -379,3 +420,18 @@ def list_scenes(src: str | os.PathLike) -> list[Path]:
         elif entry.is_dir() and list_frame_files(entry):
             scenes.append(entry)
     return sorted(scenes, key=lambda p: _natural_key(p.name))
+
+
+def scene_name(source: str | os.PathLike) -> str:
+    """The scene name of a video file (its stem) or a frame folder (its name).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     video = Path(tmp, "street_01.mp4")
+        ...     _ = video.write_bytes(b"")
+        ...     scene_name(video), scene_name(Path(tmp, "roof"))  # a file: its stem
+        ('street_01', 'roof')
+    """
+    source = Path(source)
+    return source.stem if source.is_file() else source.name

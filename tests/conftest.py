@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+
+from spanetlib.data import write_pair_list
+from spanetlib.fileio import write_image
+from spanetlib.review import ReviewSession
+from spanetlib.video import scene_name
 
 
 @pytest.fixture(scope="session")
 def tiny_scenes(tmp_path_factory) -> list[Path]:
     """Three 32 x 48 frame-folder scenes (sparse, normal, dense), 24 frames each; read only."""
-    from spanetlib.data import build_synthetic_video_scenes
+    from spanetlib.testsets import build_synthetic_video_scenes
 
     return build_synthetic_video_scenes(tmp_path_factory.mktemp("scenes"), n_scenes=3,
                                         n_frames=24, size=(32, 48), seed=0)
@@ -32,3 +40,44 @@ def single_thread():
     yield
     torch.set_num_threads(saved[0])
     numba.set_num_threads(saved[1])
+
+
+# --------------------------------------------------------------------------------------------
+# Data fixtures (owned by the data modules: data, export, testsets)
+# --------------------------------------------------------------------------------------------
+def _write_pairs(list_path: Path, images: Iterable[tuple[np.ndarray, np.ndarray]],
+                 rain_name: str = "rain/{i}.png", clean_name: str = "clean/{i}.png") -> Path:
+    """Write (rain, clean) image pairs beside ``list_path`` and their pair list; returns it.
+
+    Pair ``i`` is written to ``rain_name.format(i=i)`` and ``clean_name.format(i=i)``,
+    relative to the list's folder (float images in [0, 1] or uint8, as `write_image` takes).
+    """
+    root = Path(list_path).parent
+    pairs = [(write_image(root / rain_name.format(i=i), rain),
+              write_image(root / clean_name.format(i=i), clean))
+             for i, (rain, clean) in enumerate(images)]
+    return write_pair_list(list_path, pairs)
+
+
+@pytest.fixture(scope="session")
+def write_pairs() -> Callable[..., Path]:
+    """The one pair-list writer of the tests: ``write_pairs(list_path, [(rain, clean), ...])``.
+
+    Optional ``rain_name`` / ``clean_name`` format strings with ``{i}`` name the files
+    (default ``rain/{i}.png`` and ``clean/{i}.png`` beside the list).
+    """
+    return _write_pairs
+
+
+def _start_review(folder: Path, scenes: Iterable[Path], **add_scene: Any) -> ReviewSession:
+    """A review session at ``folder/review.json`` with every scene added under its name."""
+    session = ReviewSession(Path(folder) / "review.json")
+    for path in scenes:
+        session.add_scene(scene_name(path), path, **add_scene)
+    return session
+
+
+@pytest.fixture(scope="session")
+def start_review() -> Callable[..., ReviewSession]:
+    """``start_review(folder, scenes, **add_scene_kwargs)``: a new or resumed ReviewSession."""
+    return _start_review

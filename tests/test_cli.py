@@ -65,7 +65,7 @@ def test_select_notebooks_by_prefix_and_name():
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    from spanetlib.data import build_synthetic_video_scenes
+    from spanetlib.testsets import build_synthetic_video_scenes
 
     root = tmp_path_factory.mktemp("scenes")
     build_synthetic_video_scenes(root, n_scenes=2, n_frames=10, size=(40, 48),

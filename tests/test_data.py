@@ -1,8 +1,7 @@
-"""Pair lists, the rain mask M, PairDataset and the synthetic test set."""
+"""Pair lists, the rain mask M and PairDataset."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +10,13 @@ import torch
 
 from spanetlib.data import (
     PairDataset,
-    build_synthetic_test_set,
     find_pair_list,
     rain_mask,
     random_resized_crop_box,
     read_pair_list,
     write_pair_list,
 )
-from spanetlib.fileio import InputError, read_image, write_image
+from spanetlib.fileio import InputError, write_image
 
 
 # ------------------------------------------------------------------ rain mask
@@ -127,17 +125,15 @@ def test_spa_data_layout(tmp_path):
 
 # ------------------------------------------------------------------ PairDataset
 @pytest.fixture
-def offset_pairs(tmp_path) -> Path:
+def offset_pairs(tmp_path, write_pairs) -> Path:
     """Textured pairs where clean = rain + 30 everywhere: crops must stay aligned."""
     rng = np.random.default_rng(1)
-    pairs = []
-    for i in range(3):
+    images = []
+    for _ in range(3):
         rain = rng.integers(40, 180, (48, 64, 3), dtype=np.uint8)
         rain = np.repeat(np.repeat(rain[::4, ::4], 4, 0), 4, 1)  # blocky texture
-        clean = rain + np.uint8(30)
-        pairs.append((write_image(tmp_path / "rain" / f"{i}.png", rain),
-                      write_image(tmp_path / "clean" / f"{i}.png", clean)))
-    return write_pair_list(tmp_path / "train.txt", pairs)
+        images.append((rain, rain + np.uint8(30)))
+    return write_pairs(tmp_path / "train.txt", images)
 
 
 def test_pair_dataset_items_shapes_and_alignment(offset_pairs):
@@ -171,13 +167,12 @@ def test_pair_dataset_determinism_and_epochs(offset_pairs):
     assert not torch.equal(PairDataset(offset_pairs, crop=24, seed=6)[1]["rain"], epochs[0])
 
 
-def test_pair_dataset_flips_both(tmp_path):
+def test_pair_dataset_flips_both(tmp_path, write_pairs):
     rng = np.random.default_rng(2)
     rain = rng.integers(0, 200, (16, 16, 3), dtype=np.uint8)
     clean = rain.copy()
     clean[:, :8] += 20  # differs on the left half only
-    lst = write_pair_list(tmp_path / "l.txt", [(write_image(tmp_path / "r.png", rain),
-                                                write_image(tmp_path / "c.png", clean))])
+    lst = write_pairs(tmp_path / "l.txt", [(rain, clean)])
     ds = PairDataset(lst, crop=16, scale=(1.0, 1.0), ratio=(1.0, 1.0), seed=0)
     seen = set()
     for e in range(16):
@@ -194,13 +189,12 @@ def test_pair_dataset_flips_both(tmp_path):
     assert seen == {True, False}
 
 
-def test_pair_dataset_full_images_and_mask_threshold(tmp_path):
+def test_pair_dataset_full_images_and_mask_threshold(tmp_path, write_pairs):
     clean = np.full((20, 30, 3), 100, np.uint8)
     rain = clean.copy()
     rain[5:8, 10:20] = 140
     rain[0, 0, 0] = 101
-    lst = write_pair_list(tmp_path / "l.txt", [(write_image(tmp_path / "r.png", rain),
-                                                write_image(tmp_path / "c.png", clean))])
+    lst = write_pairs(tmp_path / "l.txt", [(rain, clean)])
     item = PairDataset(lst, crop=None)[0]
     assert item["rain"].shape == (3, 20, 30)
     assert torch.equal(item["rain"], torch.from_numpy(rain).permute(2, 0, 1).float() / 255)
@@ -237,25 +231,3 @@ def test_random_resized_crop_box_stays_inside():
     # fallback (nothing fits the ratio): centred, whole height, ratio 4/3 at most
     assert random_resized_crop_box(10, 200, np.random.default_rng(0), (1.0, 1.0)) == \
         (0, 93, 10, 13)
-
-
-# ------------------------------------------------------------------ synthetic test set
-def test_build_synthetic_test_set(tmp_path):
-    path = build_synthetic_test_set(tmp_path / "t", n_per_level=2, size=(32, 40), seed=1)
-    assert path == tmp_path / "t" / "test.txt"
-    pairs = read_pair_list(path)
-    assert len(pairs) == 6
-    with open(tmp_path / "t" / "labels.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["level"] for r in rows] == ["light"] * 2 + ["medium"] * 2 + ["heavy"] * 2
-    assert [r["name"] for r in rows] == [p[0].stem for p in pairs]
-    changed = []
-    for rain_path, clean_path in pairs:
-        rain, clean = read_image(rain_path), read_image(clean_path)
-        assert rain.shape == clean.shape == (32, 40, 3)
-        changed.append(rain_mask(rain, clean).mean())
-    assert all(c > 0 for c in changed)
-    again = build_synthetic_test_set(tmp_path / "u", n_per_level=2, size=(32, 40), seed=1)
-    assert np.array_equal(read_image(read_pair_list(again)[3][0]), read_image(pairs[3][0]))
-    with pytest.raises(ValueError, match="level must be one of"):
-        build_synthetic_test_set(tmp_path / "v", n_per_level=1, levels=("storm",))

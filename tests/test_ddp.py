@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from spanetlib.data import write_pair_list
-from spanetlib.fileio import write_image
 from spanetlib.train import build_model, make_config
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
@@ -37,17 +35,15 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
     return sha.hexdigest()
 
 
-def test_torchrun_two_cpu_ranks(tmp_path: Path):
+def test_torchrun_two_cpu_ranks(tmp_path: Path, write_pairs):
     rng = np.random.default_rng(0)
-    pairs = []
+    images = []
     for i in range(8):
         clean = rng.uniform(0.2, 0.6, size=(20, 20, 3))
         rain = clean.copy()
         rain[:, i % 3::3] += 0.3
-        write_image(tmp_path / f"r{i}.png", rain.clip(0, 1))
-        write_image(tmp_path / f"c{i}.png", clean)
-        pairs.append((tmp_path / f"r{i}.png", tmp_path / f"c{i}.png"))
-    write_pair_list(tmp_path / "train.txt", pairs)
+        images.append((rain.clip(0, 1), clean))
+    write_pairs(tmp_path / "train.txt", images, rain_name="r{i}.png", clean_name="c{i}.png")
     out = tmp_path / "run"
     kwargs = {"channels": 4, "num_pre_blocks": 1, "blocks_per_sab": 1, "num_post_blocks": 1,
               "num_sabs": 1, "irnn_backend": "reference"}

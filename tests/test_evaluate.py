@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from spanetlib import evaluate as ev
-from spanetlib.data import write_pair_list
 from spanetlib.evaluate import (
     compare_models,
     evaluate_command,
@@ -23,7 +22,7 @@ from spanetlib.evaluate import (
     summarize,
     write_table,
 )
-from spanetlib.fileio import InputError, read_image, write_image
+from spanetlib.fileio import InputError, read_image
 from spanetlib.metrics import psnr_ssim_np
 
 CONVS = ("standard", "spanet-paper", "y-matlab")
@@ -57,18 +56,15 @@ class TinyConv(nn.Module):
 
 
 @pytest.fixture
-def pairs_dir(tmp_path: Path) -> Path:
+def pairs_dir(tmp_path: Path, write_pairs) -> Path:
     """3 pairs of 24x32 PNGs (rain = clean + streak noise), test.txt and labels.csv."""
     rng = np.random.default_rng(0)
-    pairs = []
+    images = []
     for i in range(3):
         clean = rng.integers(40, 200, size=(24, 32, 3), dtype=np.uint8)
         noise = rng.integers(0, 60 * (i + 1), size=(24, 32, 1))
-        rain = np.clip(clean.astype(int) + noise, 0, 255).astype(np.uint8)
-        write_image(tmp_path / "rain" / f"{i}.png", rain)
-        write_image(tmp_path / "clean" / f"{i}.png", clean)
-        pairs.append((tmp_path / "rain" / f"{i}.png", tmp_path / "clean" / f"{i}.png"))
-    write_pair_list(tmp_path / "test.txt", pairs)
+        images.append((np.clip(clean.astype(int) + noise, 0, 255).astype(np.uint8), clean))
+    write_pairs(tmp_path / "test.txt", images)
     pd.DataFrame({"name": [str(i) for i in range(3)], "level": LEVELS}).to_csv(  # stems
         tmp_path / "labels.csv", index=False)
     return tmp_path

@@ -8,9 +8,17 @@ import shutil
 import numpy as np
 import pytest
 
-from spanetlib.data import _patch_origins, export_dataset, read_pair_list
+from spanetlib.data import read_pair_list
+from spanetlib.export import (
+    ExportSettings,
+    _patch_origins,
+    export_dataset,
+    plan_export,
+    resume_exported,
+)
 from spanetlib.fileio import InputError, read_image
-from spanetlib.review import ReviewSession, scene_name
+from spanetlib.review import ReviewSession
+from spanetlib.video import scene_name
 
 
 def _lines(path):
@@ -152,3 +160,63 @@ def test_unreadable_scene_fails_alone(tmp_path, src):
     assert manifest["scenes"]["scene_009_broken"]["status"] == "failed"
     lines = _lines(tmp_path / "out" / "train.txt") + _lines(tmp_path / "out" / "test.txt")
     assert len(lines) == 4 * 6 and not any("broken" in x for x in lines)
+
+
+# ------------------------------------------------------------------ the steps alone
+def test_settings_resolve_stride_and_check_values():
+    assert ExportSettings(crop=16).stride == 16
+    assert ExportSettings(crop=16, stride=8).stride == 8
+    assert ExportSettings(crop=None).stride is None
+    with pytest.raises(ValueError, match="stride must be a positive int or None, got 0"):
+        ExportSettings(stride=0)
+    with pytest.raises(ValueError, match="frames_per_video must be a positive int or None"):
+        ExportSettings(frames_per_video=True)
+    with pytest.raises(ValueError, match=r"density must be one of \('sparse', 'normal', "):
+        ExportSettings(density="storm")
+    with pytest.raises(ValueError, match="workers must be a positive int, got 0"):
+        export_dataset("anywhere", "out", auto_accept=True, workers=0)
+
+
+def test_plan_reads_decisions_and_writes_nothing(tmp_path, src, start_review):
+    session = start_review(tmp_path, sorted(src.iterdir()), density="sparse", n=6)
+    names = list(session.scenes)
+    session.accept(names[0], np.full((32, 48, 3), 5, np.uint8))
+    session.skip(names[1])
+    out = tmp_path / "out"
+    plan = plan_export(src, out, session.path, ExportSettings(crop=16, auto_accept=True))
+    assert not out.exists()
+    assert [job.scene for job in plan.jobs] == [names[0], names[2], names[3]]
+    accepted, auto = plan.jobs[0], plan.jobs[1]
+    assert accepted.decision == "accepted" and accepted.n == 6
+    assert accepted.clean_image == tmp_path / "clean" / f"{names[0]}.png"
+    assert accepted.accepted_at == session.scene(names[0])["history"][-1]["timestamp"]
+    assert auto.decision == "auto-accepted" and auto.n is None and auto.frames_available is None
+    assert auto.source == (src / names[2]).resolve() and auto.out == out.resolve()
+    assert plan.summary.not_exported == {names[1]: "review status skipped"}
+    assert plan.left_out[names[1]]["status"] == "not-exported"
+    assert len(plan.test_scenes) == 1 and plan.test_scenes < {j.scene for j in plan.jobs}
+    # the resume key: what done.json must match
+    assert accepted.key == {"crop": 16, "stride": 16, "frames_per_video": None, "n": 6,
+                            "start": 0, "decision": "accepted",
+                            "accepted_at": accepted.accepted_at}
+    assert resume_exported(plan) == plan.jobs and plan.summary.resumed == []
+
+
+def test_manifest_records_settings_and_resume_keeps_marker_scenes(tmp_path, src):
+    out = tmp_path / "out"
+    export_dataset(src, out, auto_accept=True, crop=16, frames_per_video=1, density="sparse",
+                   seed=4, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "spanetlib-export" and manifest["version"] == 1
+    assert manifest["params"] == {"crop": 16, "stride": 16, "frames_per_video": 1,
+                                  "test_fraction": 0.1, "seed": 4, "auto_accept": True,
+                                  "density": "sparse"}
+    assert manifest["review_file"] is None and manifest["src"] == str(src.resolve())
+    plan = plan_export(src, out, None, ExportSettings(crop=16, frames_per_video=1,
+                                                      auto_accept=True, density="sparse",
+                                                      seed=4))
+    assert resume_exported(plan) == [] and sorted(plan.summary.resumed) == sorted(
+        p.name for p in src.iterdir())
+    other = plan_export(src, out, None, ExportSettings(crop=16, frames_per_video=2,
+                                                       auto_accept=True))
+    assert resume_exported(other) == other.jobs  # another K: every scene is redone

@@ -1,4 +1,4 @@
-"""ReviewSession persistence, decisions, the widget's handlers and batch review."""
+"""ReviewSession persistence and decisions, and batch review (run_review)."""
 
 from __future__ import annotations
 
@@ -8,51 +8,15 @@ import pathlib
 import numpy as np
 import pytest
 
-from spanetlib.data import _random_crop, scene_ground_truth
 from spanetlib.fileio import InputError, read_image
-from spanetlib.rain import BACKGROUND_NAMES, load_background, make_rain_video
-from spanetlib.review import (
-    FRAME_COUNTS,
-    REJECT_INCREMENT,
-    ReviewSession,
-    ReviewWidget,
-    guess_density,
-    run_review,
-    scene_name,
-    split_half_change,
-)
+from spanetlib.review import ReviewSession, run_review
+from spanetlib.selection import FRAME_COUNTS
+from spanetlib.testsets import scene_ground_truth
+from spanetlib.video import scene_name
 
 
-def _session(tmp_path, scenes, **kwargs) -> ReviewSession:
-    session = ReviewSession(tmp_path / "review.json")
-    for path in scenes:
-        session.add_scene(scene_name(path), path, **kwargs)
-    return session
-
-
-def test_paper_frame_counts():
-    assert FRAME_COUNTS == {"sparse": 20, "normal": 100, "dense": 200}
-    assert REJECT_INCREMENT == {"sparse": 10, "normal": 20, "dense": 50}
-
-
-def test_guess_density_on_synthetic_presets():
-    hits = {}
-    for density in ("sparse", "normal", "dense"):
-        hits[density] = 0
-        for seed in range(5):
-            background = _random_crop(load_background(BACKGROUND_NAMES[seed + 2]), (64, 96),
-                                      np.random.default_rng(seed))
-            video = make_rain_video(background, 20, density=density, seed=100 + seed)
-            hits[density] += guess_density(video.frames) == density
-    assert all(h >= 4 for h in hits.values()), hits
-    # a given background instead of an estimate, and float frames
-    video = make_rain_video(load_background("coffee", (48, 64)), 10, density="dense", seed=1)
-    assert guess_density(video.frames.astype(np.float32) / 255,
-                         video.clean.astype(np.float32) / 255) == "dense"
-
-
-def test_add_scene_persists_and_resumes(tmp_path, tiny_scenes):
-    session = _session(tmp_path, tiny_scenes)
+def test_add_scene_persists_and_resumes(start_review, tmp_path, tiny_scenes):
+    session = start_review(tmp_path, tiny_scenes)
     names = [scene_name(p) for p in tiny_scenes]
     assert list(session.scenes) == names
     # guessed densities match the synthetic scenes' own, N = FRAME_COUNTS capped by 24 frames
@@ -78,8 +42,8 @@ def test_add_scene_persists_and_resumes(tmp_path, tiny_scenes):
     assert again.progress() == (2, 3)
 
 
-def test_accept_writes_clean_image(tmp_path, tiny_scenes):
-    session = _session(tmp_path, tiny_scenes[:1], density="sparse", n=6)
+def test_accept_writes_clean_image(start_review, tmp_path, tiny_scenes):
+    session = start_review(tmp_path, tiny_scenes[:1], density="sparse", n=6)
     name = scene_name(tiny_scenes[0])
     estimate = session.estimate(name)
     assert estimate.image.shape == (32, 48, 3)
@@ -101,8 +65,8 @@ def test_accept_writes_clean_image(tmp_path, tiny_scenes):
     assert read_image(tmp_path / "clean" / f"{name}.png")[0, 0, 0] == 128
 
 
-def test_reject_increments_until_exhausted(tmp_path, tiny_scenes):
-    session = _session(tmp_path, tiny_scenes[:1], density="sparse", n=5)
+def test_reject_increments_until_exhausted(start_review, tmp_path, tiny_scenes):
+    session = start_review(tmp_path, tiny_scenes[:1], density="sparse", n=5)
     name = scene_name(tiny_scenes[0])
     calls = []
 
@@ -125,8 +89,8 @@ def test_reject_increments_until_exhausted(tmp_path, tiny_scenes):
     assert session.pending() == [] and session.progress() == (1, 1)
 
 
-def test_set_density_resets_n_before_decisions(tmp_path, tiny_scenes):
-    session = _session(tmp_path, tiny_scenes[:1], density="sparse", n=4)
+def test_set_density_resets_n_before_decisions(start_review, tmp_path, tiny_scenes):
+    session = start_review(tmp_path, tiny_scenes[:1], density="sparse", n=4)
     name = scene_name(tiny_scenes[0])
     assert session.set_density(name, "normal")["n"] == 24  # FRAME_COUNTS capped
     assert session.set_density(name, "sparse")["n"] == 20
@@ -137,8 +101,8 @@ def test_set_density_resets_n_before_decisions(tmp_path, tiny_scenes):
     assert state["n"] == 24  # decided already: N stays
 
 
-def test_validation_errors(tmp_path, tiny_scenes):
-    session = _session(tmp_path, tiny_scenes[:1], density="sparse")
+def test_validation_errors(start_review, tmp_path, tiny_scenes):
+    session = start_review(tmp_path, tiny_scenes[:1], density="sparse")
     with pytest.raises(ValueError, match="scene name must match"):
         session.add_scene("bad name", tiny_scenes[0])
     with pytest.raises(ValueError, match=r"density must be one of \('sparse', 'normal', "):
@@ -155,8 +119,6 @@ def test_validation_errors(tmp_path, tiny_scenes):
         run_review(session, "manual")
     with pytest.raises(InputError, match="review file not found"):
         run_review(session, "file", tmp_path / "missing.json")
-    with pytest.raises(ValueError, match="needs at least 4 frames"):
-        split_half_change(np.zeros((3, 4, 4, 3), np.uint8))
 
 
 def test_corrupt_review_file_is_left_alone(tmp_path):
@@ -169,8 +131,8 @@ def test_corrupt_review_file_is_left_alone(tmp_path):
         assert path.read_text() == text
 
 
-def test_failed_write_keeps_old_file_and_state(tmp_path, tiny_scenes, monkeypatch):
-    session = _session(tmp_path, tiny_scenes[:1], density="sparse", n=5)
+def test_failed_write_keeps_old_file_and_state(start_review, tmp_path, tiny_scenes, monkeypatch):
+    session = start_review(tmp_path, tiny_scenes[:1], density="sparse", n=5)
     name = scene_name(tiny_scenes[0])
     before = (tmp_path / "review.json").read_bytes()
 
@@ -189,45 +151,9 @@ def test_failed_write_keeps_old_file_and_state(tmp_path, tiny_scenes, monkeypatc
     assert ReviewSession(tmp_path / "review.json").scenes == session.scenes
 
 
-def test_widget_handlers(tmp_path, tiny_scenes):
-    session = _session(tmp_path, tiny_scenes, density="sparse", n=6)
-    names = list(session.scenes)
-    widget = ReviewWidget(session, max_display=40)
-    assert widget.current == names[0]
-    assert widget.progress_label.value == "0 of 3 reviewed"
-    assert "N = 6 of 24" in widget.status.value and "p = " in widget.status.value
-    for image in (widget.rain_image, widget.clean_image, widget.rain_zoom, widget.diff_image):
-        assert image.value[:8] == b"\x89PNG\r\n\x1a\n"
-    widget.on_accept()
-    assert json.loads((tmp_path / "review.json").read_text())["scenes"][names[0]]["status"] \
-        == "accepted"
-    assert (tmp_path / "clean" / f"{names[0]}.png").is_file()
-    assert widget.current == names[1] and widget.progress_label.value == "1 of 3 reviewed"
-    widget.on_reject()  # same scene again, with more frames
-    assert widget.current == names[1] and "N = 16 of 24" in widget.status.value
-    widget.density_buttons.value = "dense"  # a click on the toggle buttons
-    assert session.scene(names[1])["density"] == "dense"
-    assert session.scene(names[1])["n"] == 16  # decided already: N kept
-    widget.on_skip()
-    assert widget.current == names[2]
-    widget.on_density("normal")
-    assert session.scene(names[2])["n"] == 24 and "N = 24 of 24" in widget.status.value
-    widget.zoom_factor.value = 2
-    widget.frame_slider.value = 3
-    widget.on_accept()
-    assert widget.current is None and widget.accept_button.disabled
-    assert "All 3 scenes are reviewed (2 accepted)" in widget.status.value
-    with pytest.raises(ValueError, match="all scenes are reviewed"):
-        widget.on_accept()
-    widget.accept_button.click()  # a click shows the error instead of raising
-    assert "all scenes are reviewed" in widget.message.value
-
-
-def test_run_review_auto(tmp_path, tiny_scenes):
-    session = _session(tmp_path, tiny_scenes[:1], density="sparse")  # N = 20 of 24
+def test_run_review_auto(start_review, tmp_path, tiny_scenes):
+    session = start_review(tmp_path, tiny_scenes[:1], density="sparse")  # N = 20 of 24
     session.add_scene("dense_few", tiny_scenes[2], density="dense", n=4)
-    widget = run_review(session, "interactive")
-    assert isinstance(widget, ReviewWidget)
     result = run_review(session, "auto", progress=False)
     sparse = session.scene(scene_name(tiny_scenes[0]))
     assert result[sparse["name"]] == "accepted" and len(sparse["history"]) == 1
@@ -237,9 +163,9 @@ def test_run_review_auto(tmp_path, tiny_scenes):
     assert ReviewSession(tmp_path / "review.json").scenes == session.scenes
 
 
-def test_run_review_file_replays_decisions(tmp_path, tiny_scenes):
+def test_run_review_file_replays_decisions(start_review, tmp_path, tiny_scenes):
     first = tmp_path / "a"
-    recorded = _session(first, tiny_scenes, density="sparse", n=6)
+    recorded = start_review(first, tiny_scenes, density="sparse", n=6)
     names = list(recorded.scenes)
     recorded.reject(names[0])
     recorded.accept(names[0], recorded.estimate(names[0]))

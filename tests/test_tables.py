@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from spanetlib import tables
-from spanetlib.experiments import DatasetInfo, ensure_dataset
+from spanetlib.datasets import DatasetInfo, ensure_dataset
 from spanetlib.fileio import InputError, read_image
 
 # A SPANet small enough to train a few steps in a second or two.
@@ -156,7 +156,8 @@ def test_models_for_tables_order(tmp_path):
 # Scores
 # --------------------------------------------------------------------------------------------
 def test_truth_pairs_crop_the_true_background(dataset):
-    from spanetlib.data import read_pair_list, scene_ground_truth
+    from spanetlib.data import read_pair_list
+    from spanetlib.testsets import scene_ground_truth
 
     pairs = read_pair_list(dataset.test_list)
     truths = tables.truth_pairs(dataset)

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from spanetlib.data import write_pair_list
-from spanetlib.fileio import InputError, write_image
+from spanetlib.fileio import InputError
 from spanetlib.models.spanet import SPANet
 from spanetlib.train import (
     MODEL_FACTORIES,
@@ -33,24 +32,20 @@ TINY_SPANET = {"channels": 4, "num_pre_blocks": 1, "blocks_per_sab": 1, "num_pos
                "num_sabs": 2, "irnn_backend": "reference"}
 
 
-def _write_dataset(root: Path, n: int = 6, size: int = 24, seed: int = 0) -> Path:
+def _write_dataset(write_pairs, root: Path, n: int = 6, size: int = 24, seed: int = 0) -> Path:
     """n smooth clean images; rain = clean + bright vertical stripes (trivially learnable)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
-    pairs = []
+    images = []
     for i in range(n):
         base = rng.uniform(0.2, 0.6, size=3)
         clean = np.stack([base[c] + 0.2 * np.sin(2 * np.pi * (xx * (c + 1) + yy * (i + 1)) / 2)
                           for c in range(3)], axis=-1).clip(0, 1)
         rain = clean.copy()
         rain[:, (i % 4)::4] += 0.35
-        rain = rain.clip(0, 1)
-        write_image(root / "rain" / f"{i}.png", rain)
-        write_image(root / "gt" / f"{i}gt.png", clean)
-        pairs.append((root / "rain" / f"{i}.png", root / "gt" / f"{i}gt.png"))
-    write_pair_list(root / "train.txt", pairs)
-    write_pair_list(root / "test.txt", pairs[:2])
-    return root / "train.txt"
+        images.append((rain.clip(0, 1), clean))
+    write_pairs(root / "test.txt", images[:2], clean_name="gt/{i}gt.png")
+    return write_pairs(root / "train.txt", images, clean_name="gt/{i}gt.png")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -63,8 +58,8 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def data_list(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write_dataset(tmp_path_factory.mktemp("pairs"))
+def data_list(tmp_path_factory: pytest.TempPathFactory, write_pairs) -> Path:
+    return _write_dataset(write_pairs, tmp_path_factory.mktemp("pairs"))
 
 
 def _config(data_list: Path, out: Path, **overrides) -> TrainConfig:

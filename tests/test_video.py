@@ -4,12 +4,15 @@ import cv2
 import numpy as np
 import pytest
 
+from spanetlib import video
 from spanetlib.fileio import InputError, write_image
 from spanetlib.rain import load_background, make_rain_video
 from spanetlib.video import (
     VIDEO_CODECS,
+    count_frames,
     list_scenes,
     read_sequence,
+    scene_name,
     stabilize_to_first,
     write_frames,
     write_video,
@@ -238,3 +241,50 @@ def test_list_scenes(tmp_path, frames):
         list_scenes(tmp_path / "missing")
     with pytest.raises(InputError, match=r"expected a folder .* got a file: .*notes\.txt"):
         list_scenes(src / "notes.txt")
+
+
+# ----------------------------------------------------------------------------- count_frames
+def test_count_frames_of_a_folder_and_a_video(tmp_path, frames):
+    write_frames(tmp_path / "seq", frames)
+    (tmp_path / "seq" / ".frame_99999.png.tmp.png").write_bytes(b"x")  # hidden: not a frame
+    (tmp_path / "seq" / "notes.txt").write_text("x")
+    assert count_frames(tmp_path / "seq") == len(frames) == 6
+    assert count_frames(str(write_video(tmp_path / "clip.avi", frames[:4]))) == 4
+    assert count_frames(write_video(tmp_path / "clip.mp4", frames[:5])) == 5
+    (tmp_path / "empty").mkdir()
+    assert count_frames(tmp_path / "empty") == 0
+    with pytest.raises(InputError, match=r"scene source not found: .*missing"):
+        count_frames(tmp_path / "missing")
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(InputError, match="cannot open video"):
+        count_frames(tmp_path / "broken.mp4")
+
+
+def test_count_frames_reads_a_video_without_a_recorded_count(tmp_path, frames, monkeypatch):
+    path = write_video(tmp_path / "clip.avi", frames[:3])
+    real, opened = cv2.VideoCapture, []
+
+    class NoCount:
+        """A capture whose container records no frame count (as some files do)."""
+
+        def __init__(self, source):
+            opened.append(source)
+            self._capture = real(source)
+
+        def get(self, prop):
+            return 0.0 if prop == cv2.CAP_PROP_FRAME_COUNT else self._capture.get(prop)
+
+        def __getattr__(self, name):
+            return getattr(self._capture, name)
+
+    monkeypatch.setattr(video.cv2, "VideoCapture", NoCount)
+    assert count_frames(path) == 3
+    assert len(opened) == 2  # asked for the count, then read the frames
+
+
+def test_scene_name_of_files_and_folders(tmp_path, frames):
+    clip = write_video(tmp_path / "street.01.avi", frames[:2])
+    write_frames(tmp_path / "roof", frames[:2])
+    assert scene_name(clip) == "street.01"
+    assert scene_name(tmp_path / "roof") == "roof"
+    assert [scene_name(p) for p in list_scenes(tmp_path)] == ["roof", "street.01"]

@@ -1,0 +1,70 @@
+"""The §3 dataset the notebooks share: built, reused, described; or a given data_root."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spanetlib.datasets import DatasetInfo, dataset_examples, ensure_dataset, prepare_review
+from spanetlib.export import ExportSummary
+from spanetlib.fileio import write_image
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple:
+    """The smoke-profile dataset, built once for this module: (work_dir, DatasetInfo)."""
+    work = tmp_path_factory.mktemp("work")
+    return work, ensure_dataset("smoke", work)
+
+
+def test_ensure_dataset_builds_then_reuses(built):
+    tmp_path, first = built
+    assert first.synthetic and first.train_list.is_file() and first.test_list.is_file()
+    lines = first.train_list.read_text().splitlines()
+    assert lines and all(len(line.split()) == 2 for line in lines)
+    second = ensure_dataset("smoke", tmp_path)
+    assert "0 exported now" in second.summary
+    rows = dataset_examples(second, n=2)
+    assert len(rows) == 2 and rows[0]["mask M"].ndim == 2
+    with pytest.raises(ValueError, match="review_mode"):
+        ensure_dataset("smoke", tmp_path, review_mode="maybe")
+    with pytest.raises(ValueError, match="unknown profile"):
+        prepare_review("huge", tmp_path)
+
+
+def test_ensure_dataset_uses_an_existing_spa_data_root(tmp_path):
+    for split, name in (("training", "real_world.txt"), ("testing", "real_test_1000.txt")):
+        folder = tmp_path / split
+        write_image(folder / "rain.png", np.zeros((8, 8, 3), np.uint8))
+        write_image(folder / "gt.png", np.zeros((8, 8, 3), np.uint8))
+        (folder / name).write_text("rain.png gt.png\n")
+    info = ensure_dataset("smoke", tmp_path / "work", data_root=tmp_path)
+    assert not info.synthetic and info.train_list.name == "real_world.txt"
+    assert info.test_list.name == "real_test_1000.txt"
+
+
+def test_describe_an_exported_dataset(built):
+    work, info = built
+    assert isinstance(info.export, ExportSummary)
+    text = info.describe()
+    n_train = len(info.train_list.read_text().splitlines())
+    n_test = len(info.test_list.read_text().splitlines())
+    scenes = len(info.export.train_scenes) + len(info.export.test_scenes)
+    assert text.startswith(f"{scenes} scenes: {n_train} train pairs from ")
+    assert f", {n_test} test pairs from " in text
+    # what the notebooks printed by parsing the summary, without the folder and run counts
+    assert text == (info.summary.split(" in ")[0] + ": " + info.summary.split(": ", 1)[1])
+    assert str(work) not in text and "\n" not in text
+
+
+def test_describe_a_given_dataset_counts_its_lists(tmp_path, write_pairs):
+    image = np.zeros((8, 8, 3), np.uint8)
+    write_pairs(tmp_path / "data" / "train.txt", [(image, image)] * 3)
+    write_pairs(tmp_path / "data" / "test.txt", [(image, image)])
+    info = ensure_dataset("smoke", tmp_path / "work", data_root=tmp_path / "data")
+    assert info.export is None and info.summary == f"existing dataset at {tmp_path / 'data'}"
+    assert info.describe() == (f"existing dataset at {tmp_path / 'data'}: 3 train pairs, "
+                               "1 test pair")
+    empty = DatasetInfo(tmp_path, info.train_list, info.train_list, None, False, "")
+    (tmp_path / "data" / "train.txt").write_text("")
+    assert empty.describe().endswith(": 0 train pairs, 0 test pairs")
