@@ -2,6 +2,8 @@
 
 Bad input never ends in a traceback: `InputError`, `ValueError` and `OSError` become one line
 on stderr and exit status 2; Ctrl-C exits with 130 after the library has saved its state.
+Warnings (a video that decodes fewer frames than its container says, ...) are one line each,
+``spanet COMMAND: warning: ...``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 __all__ = ["build_parser", "main"]
@@ -200,15 +203,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints ``spanet COMMAND: warning: MESSAGE`` as one line."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: object = None, line: str | None = None) -> None:
+        text = " ".join(str(message).split())
+        print(f"spanet {command}: warning: {text}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spanet`` console script; returns the exit status."""
     # Large tensors on transparent huge pages: PyTorch reads this once, at its first
     # allocation, and first-touch page faults otherwise cost about a fifth of a CPU forward.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    # FFmpeg's own messages ("Slice pointer chain broken") would break the one-line output;
+    # what they mean reaches the user as a warning or an error of ours.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(args.command)
+            return run(args)
     except KeyboardInterrupt:
         print("spanet: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

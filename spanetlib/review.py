@@ -43,7 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .background import estimate_background
-from .fileio import InputError, atomic_write_json, to_uint8, write_image
+from .fileio import InputError, atomic_write_json, check_image_values, write_image
 from .selection import (
     AUTO_THRESHOLD,
     DENSITIES,
@@ -53,7 +53,7 @@ from .selection import (
     guess_density,
     passes_split_half,
 )
-from .video import count_frames, read_sequence
+from .video import SCENE_NAME_PATTERN, count_frames, read_sequence
 
 if TYPE_CHECKING:
     from .review_widget import ReviewWidget
@@ -77,7 +77,7 @@ _DONE = ("accepted", "skipped", "exhausted")
 _DECISIONS = ("accept", "reject", "skip")
 _FORMAT = "spanetlib-review"
 _VERSION = 1
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME_RE = re.compile(f"^{SCENE_NAME_PATTERN}$")
 
 
 def _now() -> str:
@@ -329,12 +329,18 @@ class ReviewSession:
         Args:
             name: a scene of this session.
             clean_image: H x W x 3 RGB uint8 or float in [0, 1], or a ``BackgroundEstimate``
-                (its image in the frames' scale, 0-255 for uint8 frames as `estimate` gives).
+                (its image in the frames' scale, 0-255 for uint8 frames as `estimate` gives),
+                the size of the scene's frames.
             percentile: p of the estimate (Eq. 4); taken from a ``BackgroundEstimate`` or the
                 cached estimate at the current N when not given.
 
         Returns:
             A copy of the scene's new state.
+
+        Raises:
+            TypeError, ValueError: an image that is not uint8 or float in [0, 1] (a float
+                image in 0-255 is refused, not clipped), not H x W x 3, or not the size of the
+                scene's frames. Nothing is written then.
         """
         entry = self._entry(name)
         if hasattr(clean_image, "image"):
@@ -348,13 +354,20 @@ class ReviewSession:
                 image = image / 255.0
         else:
             image = np.asarray(clean_image)
+        image = check_image_values(image, "clean image")
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"clean image must be H x W x 3, got shape {image.shape}")
+        frames = self._frames.get(name)
+        if frames is None:
+            frames = _read_frames(self.source(name), entry["start"], 1)
+        if image.shape[:2] != frames.shape[1:3]:
+            raise ValueError(f"clean image is {image.shape[0]} x {image.shape[1]} but the "
+                             f"scene's frames are {frames.shape[1]} x {frames.shape[2]}")
         if percentile is None:
             cached = self._estimates.get((name, entry["n"]))
             percentile = None if cached is None else float(cached.percentile)
         rel = f"clean/{name}.png"
-        write_image(self.root / rel, to_uint8(image))
+        write_image(self.root / rel, image)
         return self._decide(name, "accept", status="accepted", clean_image=rel,
                             percentile=None if percentile is None else float(percentile))
 

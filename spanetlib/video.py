@@ -3,13 +3,18 @@
 The background estimation of the paper (Sec. 3, Eqs. 2-4) works on N frames of a static
 scene. ``read_sequence`` loads them as one N x H x W x 3 uint8 RGB array from a video file
 (OpenCV) or a folder of image frames, with clear one-line ``InputError`` messages for the
-problems users run into (missing paths, unreadable files, too few frames, mixed frame sizes).
+problems users run into (missing paths, unreadable files, too few frames, mixed frame sizes,
+frames smaller than `spanetlib.fileio.MIN_IMAGE_SIDE`). A video whose container promises more
+frames than decode (a truncated or damaged file) is read as far as it decodes, with a
+`PartialVideoWarning` giving both counts; `count_frames` checks the container's count the same
+way.
 ``stabilize_to_first`` removes small camera shake by aligning every frame to the first with
 OpenCV's ECC (a Euclidean motion: rotation and translation).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import warnings
@@ -24,14 +29,17 @@ from spanetlib.fileio import (
     IMAGE_SUFFIXES,
     InputError,
     atomic_write,
+    check_image_size,
     read_image,
     to_uint8,
     write_image,
 )
 
 __all__ = [
+    "SCENE_NAME_PATTERN",
     "VIDEO_CODECS",
     "VIDEO_SUFFIXES",
+    "PartialVideoWarning",
     "count_frames",
     "list_frame_files",
     "list_scenes",
@@ -53,6 +61,20 @@ VIDEO_CODECS: dict[str, str] = {
     ".m4v": "mp4v",
     ".mov": "mp4v",
 }
+
+
+#: What a scene name may look like: it names files and folders, and pair lists (SPA-Data's
+#: whitespace-separated format) hold paths made from it. `scene_name` gives such names.
+SCENE_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+
+
+class PartialVideoWarning(UserWarning):
+    """A video decodes fewer frames than its container says (a truncated or damaged file)."""
+
+
+def _warn_partial(path: Path, reported: int, decoded: int) -> None:
+    warnings.warn(f"{path}: the container says {reported} frames but only {decoded} decode; "
+                  f"using {decoded}", PartialVideoWarning, stacklevel=3)
 
 
 def _natural_key(name: str) -> tuple:
@@ -139,11 +161,13 @@ def _read_video(path: Path, start: int, count: int | None, min_frames: int,
         if total is None and reported > 0:
             total = max(0, reported - start)
         frames: list[np.ndarray] = []
+        ended = skipped < start  # the video ended before the frames asked for
         with tqdm(total=total, desc=f"reading {path.name}", unit="frame",
                   disable=not progress) as bar:
-            while count is None or len(frames) < count:
+            while not ended and (count is None or len(frames) < count):
                 ok, frame = cap.read()
                 if not ok or frame is None:
+                    ended = True
                     break
                 if frame.ndim == 2:
                     frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
@@ -153,6 +177,8 @@ def _read_video(path: Path, start: int, count: int | None, min_frames: int,
                 bar.update(1)
     finally:
         cap.release()
+    if ended and 0 < skipped + len(frames) < reported:
+        _warn_partial(path, reported, skipped + len(frames))
     if skipped == 0 and not frames and count != 0:
         raise InputError(f"cannot read any frame from video: {path}")
     if len(frames) < min_frames:
@@ -184,8 +210,12 @@ def read_sequence(source: str | os.PathLike, start: int = 0, count: int | None =
     Raises:
         InputError: the source is missing, unreadable or an image file; a frame cannot be
             read (named); fewer than ``min_frames`` frames (says how many were found); frames
-            of different sizes (names the first offending file and both sizes); a negative
-            ``start`` or ``count``.
+            of different sizes (names the first offending file and both sizes); frames
+            smaller than `spanetlib.fileio.MIN_IMAGE_SIDE`; a negative ``start`` or ``count``.
+
+    Warns:
+        PartialVideoWarning: the video stopped decoding before the frame count its container
+            records (both counts in the message).
     """
     _check_index("start", start, allow_none=False)
     _check_index("count", count, allow_none=True)
@@ -201,17 +231,36 @@ def read_sequence(source: str | os.PathLike, start: int = 0, count: int | None =
         raise InputError(f"expected a video file or a folder of frames, got an image: {path}")
     else:
         frames = _read_video(path, int(start), count, int(min_frames), progress)
+    check_image_size(frames[0], f"frame {start} of {path}")
     if stabilize:
         frames = stabilize_to_first(frames)
     return frames
 
 
-def count_frames(source: str | os.PathLike) -> int:
-    """The number of frames of a rain sequence, without decoding it where possible.
+def _decoded_count(path: Path) -> int:
+    """Frames of a video that decode, counted by grabbing them all."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise InputError(f"cannot open video: {path}")
+        count = 0
+        while capture.grab():
+            count += 1
+    finally:
+        capture.release()
+    if count == 0:
+        raise InputError(f"cannot read any frame from video: {path}")
+    return count
 
-    A frame folder counts its image files (exact, as `list_frame_files` sees them); a video
-    file reports the count its container records, which some codecs get slightly wrong
-    (`read_sequence` then returns fewer frames); a container without a count is read whole.
+
+def count_frames(source: str | os.PathLike) -> int:
+    """The number of frames of a rain sequence, decoding a video only where needed.
+
+    A frame folder counts its image files (exact, as `list_frame_files` sees them). A video
+    reports the count its container records once its last frame is seen to decode (one seek);
+    when it does not (a truncated or damaged file), or the container records no count, every
+    frame is grabbed and the decoded count is returned, with a `PartialVideoWarning` giving
+    both counts where they differ.
 
     Args:
         source: a video file or a folder of image frames.
@@ -220,8 +269,7 @@ def count_frames(source: str | os.PathLike) -> int:
         The number of frames (0 for a folder without images).
 
     Raises:
-        InputError: ``source`` does not exist, or a video without a recorded count cannot be
-            read.
+        InputError: ``source`` does not exist, or the video cannot be read.
 
     Example:
         >>> import tempfile
@@ -238,11 +286,17 @@ def count_frames(source: str | os.PathLike) -> int:
     capture = cv2.VideoCapture(str(source))
     try:
         reported = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        # Seeking may land on a key frame a little early; that still proves frames exist up
+        # to there, and a file cut short fails to grab at all.
+        if reported > 0 and capture.set(cv2.CAP_PROP_POS_FRAMES, reported - 1) \
+                and capture.grab():
+            return reported
     finally:
         capture.release()
-    if reported > 0:
-        return reported
-    return len(read_sequence(source, min_frames=1))  # no count in the container: read all
+    decoded = _decoded_count(source)
+    if 0 < reported != decoded:
+        _warn_partial(source, reported, decoded)
+    return decoded
 
 
 def _check_frames(frames: np.ndarray | Sequence[np.ndarray], name: str = "frames") -> np.ndarray:
@@ -423,7 +477,12 @@ def list_scenes(src: str | os.PathLike) -> list[Path]:
 
 
 def scene_name(source: str | os.PathLike) -> str:
-    """The scene name of a video file (its stem) or a frame folder (its name).
+    """The scene name of a video file (its stem) or a frame folder (its name), made safe.
+
+    A name matching `SCENE_NAME_PATTERN` is kept. Any other (whitespace, accents, a leading
+    dot or underscore) has each run of other characters replaced by ``_`` and gets ``-`` and
+    8 hex digits of the original's SHA-1 appended: deterministic, and never equal to a kept
+    name or to another original's (an export records the original in its manifest).
 
     Example:
         >>> import tempfile
@@ -432,6 +491,13 @@ def scene_name(source: str | os.PathLike) -> str:
         ...     _ = video.write_bytes(b"")
         ...     scene_name(video), scene_name(Path(tmp, "roof"))  # a file: its stem
         ('street_01', 'roof')
+        >>> scene_name("rain/my street")
+        'my_street-3abb2a40'
     """
     source = Path(source)
-    return source.stem if source.is_file() else source.name
+    name = source.stem if source.is_file() else source.name
+    if re.fullmatch(SCENE_NAME_PATTERN, name):
+        return name
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:100] or "scene"
+    digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{safe}-{digest}"

@@ -184,3 +184,30 @@ def test_run_review_file_replays_decisions(start_review, tmp_path, tiny_scenes):
     (tmp_path / "b" / "clean" / f"{names[0]}.png").unlink()
     assert run_review(replayed, "file") == result
     assert (tmp_path / "b" / "clean" / f"{names[0]}.png").is_file()
+
+
+def test_accept_refuses_images_outside_the_expected_range(start_review, tmp_path, tiny_scenes):
+    session = start_review(tmp_path, tiny_scenes[:1], density="sparse", n=6)
+    name = scene_name(tiny_scenes[0])
+    estimate = session.estimate(name)
+    before = session.scene(name)
+    with pytest.raises(ValueError, match=r"clean image: expected uint8, or float in \[0, 1\]; "
+                                         r"got float32 with values in .*divide it by 255"):
+        session.accept(name, estimate.image)  # the estimate's 0-255 floats, not the estimate
+    with pytest.raises(TypeError, match="clean image: .* got dtype int64"):
+        session.accept(name, np.full((32, 48, 3), 77))
+    with pytest.raises(ValueError, match=r"clean image is 30 x 48 but the scene's frames are "
+                                         r"32 x 48"):
+        session.accept(name, np.zeros((30, 48, 3), np.uint8))
+    assert session.scene(name) == before and not (tmp_path / "clean").exists()
+    session.accept(name, estimate.image / 255.0)  # the same in [0, 1] is fine
+    assert session.scene(name)["status"] == "accepted"
+
+
+def test_review_names_follow_scene_name(start_review, tmp_path, tiny_scenes):
+    import shutil
+
+    spaced = tmp_path / "my scene"
+    shutil.copytree(tiny_scenes[0], spaced)
+    session = start_review(tmp_path, [spaced], density="sparse", n=4)
+    assert list(session.scenes) == [scene_name(spaced)]  # a name the review accepts

@@ -288,3 +288,79 @@ def test_scene_name_of_files_and_folders(tmp_path, frames):
     assert scene_name(clip) == "street.01"
     assert scene_name(tmp_path / "roof") == "roof"
     assert [scene_name(p) for p in list_scenes(tmp_path)] == ["roof", "street.01"]
+
+
+# ----------------------------------------------------------------------------- partial decodes
+@pytest.fixture(scope="module")
+def truncated_avi(tmp_path_factory):
+    """An FFV1 AVI of 60 frames cut to a third: its header still says 60, about 20 decode."""
+    folder = tmp_path_factory.mktemp("truncated")
+    rng = np.random.default_rng(0)
+    full = write_video(folder / "full.avi", rng.integers(0, 256, (60, 32, 48, 3), np.uint8))
+    data = full.read_bytes()
+    cut = folder / "cut.avi"
+    cut.write_bytes(data[:len(data) // 3])
+    capture = cv2.VideoCapture(str(cut))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 60  # the container still says 60
+    capture.release()
+    return cut
+
+
+def test_partial_decode_warns_with_both_counts(truncated_avi):
+    with pytest.warns(video.PartialVideoWarning,
+                      match=r"cut\.avi: the container says 60 frames but only (\d+) decode"
+                      ) as record:
+        frames = read_sequence(truncated_avi)
+    decoded = int(re.search(r"only (\d+) decode", str(record[0].message)).group(1))
+    assert len(frames) == decoded and 10 < decoded < 30
+    with pytest.warns(video.PartialVideoWarning, match="says 60 frames but only"):
+        assert count_frames(truncated_avi) == decoded  # the count does not lie either
+    with pytest.warns(video.PartialVideoWarning, match="says 60 frames"):
+        read_sequence(truncated_avi, start=5, count=40)
+
+
+def test_complete_videos_and_short_reads_do_not_warn(tmp_path, frames, truncated_avi):
+    import warnings
+
+    clip = write_video(tmp_path / "clip.avi", frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert count_frames(clip) == 6
+        assert len(read_sequence(clip)) == 6
+        assert len(read_sequence(truncated_avi, count=5)) == 5  # the frames asked for decode
+
+
+def test_cli_shows_the_partial_decode_warning_as_one_line(truncated_avi, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "spanetlib.cli", "estimate-background",
+                             str(truncated_avi), "-o", str(tmp_path / "clean.png")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [x for x in result.stderr.splitlines() if "warning" in x]
+    assert len(lines) == 1, result.stderr
+    assert re.fullmatch(r"spanet estimate-background: warning: .*cut\.avi: the container says "
+                        r"60 frames but only \d+ decode; using \d+", lines[0])
+    assert "Slice pointer" not in result.stderr  # FFmpeg's own messages are silenced
+
+
+# ----------------------------------------------------------------------------- tiny frames
+def test_frames_below_the_minimum_size_are_refused(tmp_path):
+    write_frames(tmp_path / "tiny", np.zeros((3, 1, 1, 3), np.uint8))
+    with pytest.raises(InputError, match=r"frame 0 of .*tiny is 1 x 1 pixels; images must be "
+                                         r"at least 8 x 8"):
+        read_sequence(tmp_path / "tiny", stabilize=True)
+
+
+# ----------------------------------------------------------------------------- scene names
+def test_scene_names_are_made_safe_deterministically(tmp_path, frames):
+    spaced = write_frames(tmp_path / "my street", frames[:2])[0].parent
+    accented = write_video(tmp_path / "rue de l'été.avi", frames[:2])
+    name = scene_name(spaced)
+    assert re.fullmatch(r"my_street-[0-9a-f]{8}", name) and name == scene_name(spaced)
+    assert re.fullmatch(r"rue_de_l_t-[0-9a-f]{8}", scene_name(accented))
+    assert scene_name(tmp_path / "my_street") == "my_street"  # safe names are kept
+    assert scene_name(tmp_path / "my_street") != name  # never the same as another scene's
+    assert scene_name(tmp_path / "._x") != scene_name(tmp_path / "__x")
+    assert re.fullmatch(video.SCENE_NAME_PATTERN, scene_name(tmp_path / (" " * 3)))
