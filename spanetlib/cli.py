@@ -23,11 +23,10 @@ EXIT_INTERRUPTED = 130
 
 def _estimate_background(args: argparse.Namespace) -> int:
     from .background import estimate_background
-    from .fileio import InputError, write_image
+    from .fileio import check_output_path, write_image
     from .video import read_sequence
 
-    if args.output.exists() and not args.overwrite:
-        raise InputError(f"{args.output} exists; pass --overwrite to replace it")
+    check_output_path(args.output, overwrite=args.overwrite, image=True)
     frames = read_sequence(args.input, start=args.start, count=args.frames, progress=True,
                            stabilize=args.stabilize)
     estimate = estimate_background(frames)
@@ -53,7 +52,7 @@ def _build_dataset(args: argparse.Namespace) -> int:
                              auto_accept=args.auto_accept, crop=args.crop, stride=args.stride,
                              frames_per_video=args.frames_per_video,
                              test_fraction=args.test_fraction, workers=args.workers,
-                             seed=args.seed)
+                             seed=args.seed, overwrite=args.overwrite)
     print(summary)
     return EXIT_PARTIAL_FAILURE if summary.failed else 0
 
@@ -125,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("estimate-background", help="clean image from a rain video (Eqs. 2-4)")
     p.add_argument("input", type=Path, help="a video file or a folder of frames")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output image (.png)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output image (.png, .jpg, .tif, ...)")
     p.add_argument("--frames", type=_positive_int, default=None, help="use N frames (default: all)")
     p.add_argument("--start", type=_nonnegative_int, default=0, help="first frame (default 0)")
     p.add_argument("--stabilize", action="store_true", help="align frames to the first (ECC)")
@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of test scenes")
     p.add_argument("--workers", type=_positive_int, default=1, help="scenes in parallel")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a dataset in OUTPUT built with other settings (only its own "
+                   "files are removed); the same settings resume without it")
     p.set_defaults(run=_build_dataset)
 
     p = sub.add_parser("train", help="train SPANet or a baseline")

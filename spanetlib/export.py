@@ -5,10 +5,12 @@ the run, so each step can be read, tested and extended alone:
 
 1. `plan_export`: the scenes of ``SRC``, which of them are exported with which clean image
    (the review's decisions, or auto-accept), one `SceneJob` each, and the split by scene;
-2. `resume_exported`: scenes whose ``done.json`` records the same `SceneJob.key` are kept;
-3. `export_scenes`: `export_scene` for each remaining job (in worker processes with
+2. `check_output`: ``OUT`` must be new, empty, or an export of the same settings (resumed);
+   an export of other settings is replaced only with ``overwrite`` (its own files removed);
+3. `resume_exported`: scenes whose ``done.json`` records the same `SceneJob.key` are kept;
+4. `export_scenes`: `export_scene` for each remaining job (in worker processes with
    ``workers > 1``), each outcome recorded in the manifest as it arrives (`record_outcome`);
-4. `write_lists` and `write_manifest`: ``train.txt``, ``test.txt`` and ``manifest.json``,
+5. `write_lists` and `write_manifest`: ``train.txt``, ``test.txt`` and ``manifest.json``,
    rebuilt from the per-scene records at every run.
 
 `ExportSettings` holds what decides the content of an export (recorded in the manifest);
@@ -22,7 +24,7 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
+import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -36,7 +38,13 @@ from tqdm.auto import tqdm
 
 from .background import estimate_background
 from .data import write_pair_list
-from .fileio import InputError, atomic_write_json, read_image, write_image
+from .fileio import (
+    InputError,
+    atomic_write_json,
+    check_output_folder,
+    read_image,
+    write_image,
+)
 from .review import ReviewSession
 from .selection import FRAME_COUNTS, GUESS_FRAMES, guess_density
 from .video import count_frames, list_scenes, read_sequence, scene_name
@@ -47,6 +55,7 @@ __all__ = [
     "ExportSummary",
     "SceneJob",
     "SceneOutcome",
+    "check_output",
     "export_dataset",
     "export_scene",
     "export_scenes",
@@ -172,6 +181,7 @@ class SceneOutcome:
     scene: str
     record: dict[str, Any] | None = None
     error: str | None = None
+    warnings: list[tuple[str, type[Warning]]] = field(default_factory=list)
 
 
 @dataclass
@@ -187,6 +197,9 @@ class ExportSummary:
         resumed: scenes already exported by an earlier run (kept as they were).
         not_exported: scene -> why it was left out (not accepted in the review, ...).
         failed: scene -> error message; the other scenes are exported regardless.
+        renamed: scene -> its name in ``SRC``, for names made safe by
+            `spanetlib.video.scene_name` (whitespace and other characters a pair list or a
+            file name cannot hold); also in the manifest, as ``original_name``.
         train_scenes: scenes in ``train.txt``.
         test_scenes: scenes in ``test.txt``.
         n_train_pairs: lines of ``train.txt``.
@@ -212,6 +225,7 @@ class ExportSummary:
     resumed: list[str] = field(default_factory=list)
     not_exported: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
     train_scenes: list[str] = field(default_factory=list)
     test_scenes: list[str] = field(default_factory=list)
     n_train_pairs: int = 0
@@ -222,6 +236,9 @@ class ExportSummary:
                 f"{self.n_test_pairs} test pairs from {_scenes(len(self.test_scenes))}")
         if self.not_exported:
             text += f"; {len(self.not_exported)} not exported (see manifest.json)"
+        if self.renamed:
+            text += (f"; {_scenes(len(self.renamed))} renamed to names a pair list can hold "
+                     "(see manifest.json)")
         if self.failed:
             text += f"; {len(self.failed)} FAILED: " + "; ".join(
                 f"{name}: {msg}" for name, msg in self.failed.items())
@@ -313,7 +330,8 @@ def plan_export(src: str | os.PathLike, out: str | os.PathLike,
         and ``left_out``).
 
     Raises:
-        InputError: ``src`` or ``review_file`` is missing, ``src`` holds no scenes, or neither
+        InputError: ``src`` or ``review_file`` is missing, ``src`` holds no scenes, two of its
+            scenes give the same name (``a.mp4`` and a folder ``a``), or neither
             ``review_file`` nor ``settings.auto_accept`` is given.
     """
     src, out = Path(src), Path(out)
@@ -337,8 +355,16 @@ def plan_export(src: str | os.PathLike, out: str | os.PathLike,
     summary = ExportSummary(out=out, train_list=out / "train.txt", test_list=out / "test.txt",
                             manifest=out / "manifest.json")
     plan = ExportPlan(src, out, review_file, settings, [], set(), summary)
+    seen: dict[str, Path] = {}
     for path in scenes:
         name, source = scene_name(path), path.resolve()
+        if name in seen:
+            raise InputError(f"{seen[name].name} and {path.name} in {src} both give the scene "
+                             f"name {name!r}; rename one of them")
+        seen[name] = path
+        original = path.stem if path.is_file() else path.name
+        if original != name:
+            summary.renamed[name] = original
         job = _scene_job(name, source, out_resolved, session, settings)
         if isinstance(job, SceneJob):
             plan.jobs.append(job)
@@ -347,9 +373,8 @@ def plan_export(src: str | os.PathLike, out: str | os.PathLike,
             plan.left_out[name] = {"status": "not-exported", "reason": job,
                                    "source": str(source)}
     if session is not None:
-        in_src = {scene_name(p) for p in scenes}
         for name in session.scenes:
-            if name not in in_src:
+            if name not in seen:
                 summary.not_exported[name] = f"in the review file but not in {src}"
     plan.test_scenes = _split_scenes([job.scene for job in plan.jobs], settings.test_fraction,
                                      settings.seed)
@@ -357,7 +382,128 @@ def plan_export(src: str | os.PathLike, out: str | os.PathLike,
 
 
 # --------------------------------------------------------------------------------------------
-# Step 2: resume
+# Step 2: the output folder
+# --------------------------------------------------------------------------------------------
+#: The settings an existing export must share to be resumed (with ``src``). The decisions
+#: (the review file, auto-accept) may change: new accepts are added, changed ones redone.
+_RESUME_SETTINGS = ("crop", "stride", "frames_per_video", "test_fraction", "seed", "density")
+
+
+def _temp_or(name: str) -> re.Pattern[str]:
+    """``name`` (a regex), or a temporary file `spanetlib.fileio.atomic_write` made for it."""
+    return re.compile(rf"^(?:{name}|\.(?:{name})\.[0-9a-z_]+\.tmp\.[a-z]+)$")
+
+
+# The files an export writes, per folder (relative to OUT / a scene folder); only these are
+# ever removed.
+_TOP_FILES = _temp_or(r"train\.txt|test\.txt|manifest\.json")
+_SCENE_FILES = {".": _temp_or(r"clean\.png|done\.json"), "clean": _temp_or(r"\d+_\d+\.png"),
+                "rain": _temp_or(r"\d+_\d+_\d+\.png")}
+
+
+def _remove_matching(folder: Path, pattern: re.Pattern[str]) -> int:
+    """Delete the regular files of ``folder`` whose names match; returns how many others stay."""
+    kept = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and pattern.match(entry.name):
+                os.unlink(entry.path)
+            else:
+                kept += 1
+    return kept
+
+
+def _remove_scene_files(scene_dir: Path) -> None:
+    """Delete what `export_scene` writes in ``scene_dir``, and the folders left empty.
+
+    Other files (a user's notes) stay; a symbolic link is never followed.
+    """
+    if scene_dir.is_symlink() or not scene_dir.is_dir():
+        return
+    for sub in ("clean", "rain"):
+        folder = scene_dir / sub
+        if not folder.is_symlink() and folder.is_dir() \
+                and _remove_matching(folder, _SCENE_FILES[sub]) == 0:
+            folder.rmdir()
+    if _remove_matching(scene_dir, _SCENE_FILES["."]) == 0:
+        scene_dir.rmdir()
+
+
+def _is_plain_name(name: Any) -> bool:
+    return (isinstance(name, str) and name not in ("", ".", "..")
+            and not any(c in name for c in "/\\\0"))
+
+
+def _remove_export(out: Path, manifest: dict[str, Any]) -> None:
+    """Delete the files of the export ``manifest`` describes: its scenes' and its lists."""
+    for name in manifest.get("scenes", {}):
+        if _is_plain_name(name):
+            _remove_scene_files(out / name)
+    _remove_matching(out, _TOP_FILES)
+
+
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest of an export in ``out``, None when there is none; refuses a foreign one."""
+    path = out / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != _MANIFEST_FORMAT \
+            or not isinstance(manifest.get("params"), dict) \
+            or not isinstance(manifest.get("scenes"), dict):
+        raise InputError(f"{path} is not a spanetlib export manifest; choose another output "
+                         "folder")
+    return manifest
+
+
+def _differences(plan: ExportPlan, manifest: dict[str, Any]) -> list[str]:
+    old, new = manifest["params"], asdict(plan.settings)
+    diffs = [f"{key.replace('_', '-')} {old.get(key)!r} -> {new[key]!r}"
+             for key in _RESUME_SETTINGS if old.get(key) != new[key]]
+    src = str(plan.src.resolve())
+    if manifest.get("src") != src:
+        diffs.append(f"source {manifest.get('src')} -> {src}")
+    return diffs
+
+
+def check_output(plan: ExportPlan, overwrite: bool = False) -> None:
+    """Step 2: make sure writing the export into ``plan.out`` replaces nothing unasked.
+
+    ``OUT`` may be new, an empty folder (hidden files aside), or an export made with the same
+    settings (``crop``, ``stride``, ``frames_per_video``, ``test_fraction``, ``seed``,
+    ``density`` and ``src``), which is then resumed. An export made with other settings is
+    refused, naming the differences, unless ``overwrite``: then its files are deleted (only
+    those an export writes, found by name in the folders its manifest lists, never through a
+    symbolic link; anything else, a user's notes, stays) and the export starts afresh. A
+    folder holding other files is never used. Writes nothing otherwise.
+
+    Raises:
+        InputError: one line saying why ``OUT`` cannot be used and what to do.
+    """
+    out = check_output_folder(plan.out)
+    if not out.exists():
+        return
+    manifest = _read_manifest(out)
+    if manifest is None:
+        if any(not p.name.startswith(".") for p in out.iterdir()):
+            raise InputError(f"{out} is not empty and holds no spanetlib export (no "
+                             "manifest.json); choose a new or empty folder")
+        return
+    diffs = _differences(plan, manifest)
+    if not diffs:
+        return
+    if not overwrite:
+        raise InputError(f"{out} was built with other settings ({', '.join(diffs)}); pass "
+                         "--overwrite (overwrite=True) to replace it, or choose another "
+                         "output folder")
+    _remove_export(out, manifest)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 3: resume
 # --------------------------------------------------------------------------------------------
 def _done_marker(scene_dir: Path) -> dict[str, Any] | None:
     try:
@@ -368,7 +514,7 @@ def _done_marker(scene_dir: Path) -> dict[str, Any] | None:
 
 
 def resume_exported(plan: ExportPlan) -> list[SceneJob]:
-    """Step 2: keep the scenes an earlier run finished with the same `SceneJob.key`.
+    """Step 3: keep the scenes an earlier run finished with the same `SceneJob.key`.
 
     Returns:
         The jobs still to do, in plan order.
@@ -385,7 +531,7 @@ def resume_exported(plan: ExportPlan) -> list[SceneJob]:
 
 
 # --------------------------------------------------------------------------------------------
-# Step 3: export the scenes
+# Step 4: export the scenes
 # --------------------------------------------------------------------------------------------
 @dataclass
 class _SceneImages:
@@ -464,8 +610,9 @@ def _write_patches(job: SceneJob, images: _SceneImages) -> tuple[list[list[str]]
 def export_scene(job: SceneJob) -> dict[str, Any]:
     """Export one scene: ``clean.png``, the patch pairs, and ``done.json`` written last.
 
-    A scene folder left without ``done.json`` by an interrupted run is deleted first. Runs in
-    a worker process when `export_dataset` has ``workers > 1``.
+    What an earlier run left in the scene's folder (an interrupted run's partial export, or
+    an export of another decision) is deleted first: the files an export writes, nothing
+    else. Runs in a worker process when `export_dataset` has ``workers > 1``.
 
     Returns:
         The scene's record, as written to ``done.json`` (the resume marker).
@@ -475,8 +622,7 @@ def export_scene(job: SceneJob) -> dict[str, Any]:
             clean image's size differs from the frames'.
     """
     scene_dir = job.out / job.scene
-    if scene_dir.exists():  # a partial export (no done.json): redo it
-        shutil.rmtree(scene_dir)
+    _remove_scene_files(scene_dir)
     if job.decision == "accepted":
         images = _accepted_images(job)
     else:
@@ -497,11 +643,17 @@ def export_scene(job: SceneJob) -> dict[str, Any]:
 
 
 def _run_job(job: SceneJob) -> SceneOutcome:
-    try:
-        return SceneOutcome(job.scene, record=export_scene(job))
-    except Exception as err:  # one bad scene must not stop the others
-        message = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
-        return SceneOutcome(job.scene, error=message)
+    # Warnings are carried back (a worker process's would print there, unformatted) and
+    # re-emitted by record_outcome in the calling process.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            outcome = SceneOutcome(job.scene, record=export_scene(job))
+        except Exception as err:  # one bad scene must not stop the others
+            message = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+            outcome = SceneOutcome(job.scene, error=message)
+    outcome.warnings = [(str(w.message), w.category) for w in caught]
+    return outcome
 
 
 def _count_available(job: SceneJob) -> str | None:
@@ -515,7 +667,12 @@ def _count_available(job: SceneJob) -> str | None:
 
 
 def record_outcome(plan: ExportPlan, outcome: SceneOutcome) -> None:
-    """Add one scene's outcome to the plan's summary and records, and rewrite the manifest."""
+    """Add one scene's outcome to the plan's summary and records, and rewrite the manifest.
+
+    Warnings raised while the scene was exported are issued again here.
+    """
+    for message, category in outcome.warnings:
+        warnings.warn(message, category, stacklevel=2)
     if outcome.error is not None:
         plan.summary.failed[outcome.scene] = outcome.error
         plan.left_out[outcome.scene] = {"status": "failed", "error": outcome.error}
@@ -547,7 +704,7 @@ def _export_in_workers(plan: ExportPlan, jobs: Sequence[SceneJob], workers: int,
 
 def export_scenes(plan: ExportPlan, jobs: Sequence[SceneJob], workers: int = 1,
                   progress: bool = True) -> None:
-    """Step 3: export ``jobs``, recording each outcome (`record_outcome`) as it arrives.
+    """Step 4: export ``jobs``, recording each outcome (`record_outcome`) as it arrives.
 
     Args:
         plan: the run's state.
@@ -577,10 +734,10 @@ def export_scenes(plan: ExportPlan, jobs: Sequence[SceneJob], workers: int = 1,
 
 
 # --------------------------------------------------------------------------------------------
-# Step 4: lists and manifest
+# Step 5: lists and manifest
 # --------------------------------------------------------------------------------------------
 def write_lists(plan: ExportPlan) -> None:
-    """Step 4: write ``train.txt`` and ``test.txt`` from the records, split by scene.
+    """Step 5: write ``train.txt`` and ``test.txt`` from the records, split by scene.
 
     Sets the summary's scenes and pair counts per split.
     """
@@ -614,9 +771,18 @@ def _manifest_entry(plan: ExportPlan, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_manifest(plan: ExportPlan) -> None:
-    """Write ``manifest.json``: settings, and per scene N, p, density, decision, pairs, split."""
-    scenes = dict(plan.left_out)
+    """Write ``manifest.json``: settings, and per scene N, p, density, decision, pairs, split.
+
+    Scenes planned but not done yet are ``"pending"`` (the manifest is first written before
+    any scene, so it always names every folder the export may have written); a renamed
+    scene's entry has its name in ``SRC`` as ``original_name``.
+    """
+    scenes = {job.scene: {"status": "pending", "source": str(job.source)} for job in plan.jobs}
+    scenes.update(plan.left_out)
     scenes.update({name: _manifest_entry(plan, record) for name, record in plan.records.items()})
+    for name, original in plan.summary.renamed.items():
+        if name in scenes:
+            scenes[name]["original_name"] = original
     atomic_write_json(plan.out / "manifest.json", {
         "format": _MANIFEST_FORMAT, "version": _MANIFEST_VERSION,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "src": str(plan.src.resolve()),
@@ -634,7 +800,7 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
                    crop: int | None = 256, stride: int | None = None,
                    frames_per_video: int | None = None, test_fraction: float = 0.1,
                    workers: int = 1, seed: int = 0, density: str | None = None,
-                   progress: bool = True) -> ExportSummary:
+                   overwrite: bool = False, progress: bool = True) -> ExportSummary:
     """Export reviewed rain videos as an SPA-Data style set of rain/clean patch pairs.
 
     The library side of ``spanet build-dataset SRC -o OUT``. ``SRC`` holds one video file or
@@ -666,11 +832,22 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
     chosen by a hash of ``(seed, name)``, so it is deterministic and a scene keeps its side
     when others are added where the counts allow.
 
+    Scene names: a scene's name (`spanetlib.video.scene_name`) names its folder and goes into
+    the pair lists, whose format cannot hold whitespace; a name with whitespace or other
+    unsafe characters is replaced by a safe one (``my street`` -> ``my_street-3abb2a40``),
+    recorded in the manifest (``original_name``) and `ExportSummary.renamed`. Two scenes that
+    give the same name (``a.mp4`` and a folder ``a``) are refused before any work.
+
+    An existing ``OUT`` (`check_output`): an export made with the same settings is resumed;
+    one made with other settings (crop, stride, K, test fraction, seed, density, ``src``) is
+    refused, naming the differences, unless ``overwrite``, which deletes that export's own
+    files (nothing else) and starts afresh; a non-empty folder that holds no export is refused.
+
     Resume: a scene whose ``done.json`` exists (and was made with the same crop, stride, K
-    and decision, including the time of the accept) is kept; a scene folder without it is
-    deleted and redone. The lists and the manifest are rebuilt from the ``done.json`` files
-    at every run (folders of scenes an earlier run exported but this one does not select stay
-    on disk, outside the lists).
+    and decision, including the time of the accept) is kept; the export files of a scene
+    folder without it are deleted and the scene redone. The lists and the manifest are
+    rebuilt from the ``done.json`` files at every run (folders of scenes an earlier run
+    exported but this one does not select stay on disk, outside the lists).
     A scene that cannot be read fails alone: the others are exported and
     `ExportSummary.failed` names it.
 
@@ -688,14 +865,16 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
             if the workers cannot start, the scenes are exported in this process instead).
         seed: seed of the train/test split.
         density: density for auto-accepted scenes (None: guess per scene).
+        overwrite: replace an export in ``out`` made with other settings (``--overwrite``).
         progress: show a tqdm progress bar.
 
     Returns:
         An `ExportSummary`.
 
     Raises:
-        InputError: ``src`` or ``review_file`` is missing, ``src`` holds no scenes, or neither
-            ``review_file`` nor ``auto_accept`` is given.
+        InputError: ``src`` or ``review_file`` is missing, ``src`` holds no scenes or two
+            scenes with one name, neither ``review_file`` nor ``auto_accept`` is given, or
+            ``out`` cannot be used (see `check_output`); all before any scene is exported.
         ValueError: a bad ``crop``, ``stride``, ``frames_per_video``, ``test_fraction``,
             ``workers`` or ``density``.
     """
@@ -704,8 +883,10 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
                               density=density)
     _check_positive("workers", workers, allow_none=False)
     plan = plan_export(src, out, review_file, settings)
+    check_output(plan, overwrite)
     plan.out.mkdir(parents=True, exist_ok=True)
     todo = resume_exported(plan)
+    write_manifest(plan)
     export_scenes(plan, todo, workers=workers, progress=progress)
     write_lists(plan)
     write_manifest(plan)

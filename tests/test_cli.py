@@ -1,3 +1,5 @@
+import re
+import stat
 import subprocess
 import sys
 
@@ -97,3 +99,58 @@ def test_build_dataset_train_evaluate_from_the_command_line(scenes, tmp_path):
     assert (tmp_path / "scores.csv").is_file() and (tmp_path / "scores.md").is_file()
     bad = run_cli("evaluate", dataset / "missing.txt", "-o", out, "--weights", "input")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def _frames(folder, n=3):
+    for i in range(n):
+        write_image(folder / f"{i:03d}.png", np.full((16, 16, 3), 10 * i, np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("output, message", [
+    ("out.txt", r"cannot write an image as '\.txt' \(.*out\.txt\); use one of \.png"),
+    ("blocker/sub/out.png", r"cannot create .*blocker/sub: .*blocker is not a folder"),
+    ("old.png", r"old\.png exists; pass --overwrite"),
+    ("fifo.png", r"fifo\.png .*is not a regular file .*refusing to replace it"),
+])
+def test_estimate_background_checks_the_output_before_reading(tmp_path, monkeypatch, capsys,
+                                                              output, message):
+    import os
+
+    from spanetlib import video
+
+    frames = _frames(tmp_path / "frames")
+    (tmp_path / "blocker").write_text("a file")
+    (tmp_path / "old.png").write_bytes(b"an earlier result")
+    os.mkfifo(tmp_path / "fifo.png")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the frames were read before the output was checked")
+
+    monkeypatch.setattr(video, "read_sequence", never)
+    assert cli.main(["estimate-background", str(frames), "-o", str(tmp_path / output)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and re.search(message, err), err
+    assert cli.main(["estimate-background", str(frames), "-o", str(tmp_path / "fifo.png"),
+                     "--overwrite"]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo.png").st_mode)
+    assert (tmp_path / "old.png").read_bytes() == b"an earlier result"
+
+
+def test_build_dataset_refuses_other_settings_and_overwrites_on_request(scenes, tmp_path):
+    dataset = tmp_path / "dataset"
+    args = ["build-dataset", scenes, "-o", dataset, "--auto-accept", "--frames-per-video", "1"]
+    assert run_cli(*args, "--crop", "24").returncode == 0
+    refused = run_cli(*args, "--crop", "16")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "built with other settings (crop 24 -> 16, stride 24 -> 16)" in refused.stderr
+    resumed = run_cli(*args, "--crop", "24")
+    assert resumed.returncode == 0 and "0 exported now, 2 already done" in resumed.stdout
+    replaced = run_cli(*args, "--crop", "16", "--overwrite")
+    assert replaced.returncode == 0 and "2 exported now" in replaced.stdout, replaced.stderr
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"x")
+    foreign = run_cli("build-dataset", scenes, "-o", photos, "--auto-accept", "--overwrite")
+    assert foreign.returncode == 2 and "holds no spanetlib export" in foreign.stderr

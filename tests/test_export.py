@@ -108,9 +108,10 @@ def test_auto_export_layout_split_manifest_and_resume(tmp_path, src):
     assert _lines(out / "train.txt") == train and _lines(out / "test.txt") == test
     assert {s: (out / s / "done.json").stat().st_mtime_ns for s in stamp} == stamp
     assert (out / victim / "clean.png").is_file()
-    # other settings redo the scenes
+    # other settings are refused (test_export_with_other_settings...); with overwrite they
+    # replace the dataset
     other = export_dataset(src, out, auto_accept=True, crop=16, stride=8, frames_per_video=1,
-                           test_fraction=0.3, seed=1, progress=False)
+                           test_fraction=0.3, seed=1, overwrite=True, progress=False)
     assert len(other.exported) == 4 and other.n_train_pairs == 3 * 1 * 3 * 5
 
 
@@ -220,3 +221,116 @@ def test_manifest_records_settings_and_resume_keeps_marker_scenes(tmp_path, src)
     other = plan_export(src, out, None, ExportSettings(crop=16, frames_per_video=2,
                                                        auto_accept=True))
     assert resume_exported(other) == other.jobs  # another K: every scene is redone
+
+
+# ------------------------------------------------------------------ replacing a dataset
+def _stamps(folder):
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_export_with_other_settings_is_refused_unless_overwrite(tmp_path, src):
+    out = tmp_path / "out"
+    settings = dict(auto_accept=True, crop=16, frames_per_video=2, density="sparse",
+                    progress=False)
+    export_dataset(src, out, **settings)
+    scene = sorted(p.name for p in src.iterdir())[0]
+    # the user's own files, in the dataset folder and in a scene folder
+    (out / "notes.txt").write_text("mine")
+    (out / scene / "rain" / "keep.jpg").write_bytes(b"mine")
+    before = _stamps(out)
+    with pytest.raises(InputError, match=r"^.*out was built with other settings \(stride 16 -> "
+                                         r"8, frames-per-video 2 -> 1\); pass --overwrite "
+                                         r"\(overwrite=True\) to replace it"):
+        export_dataset(src, out, **{**settings, "stride": 8, "frames_per_video": 1})
+    with pytest.raises(InputError, match=r"other settings \(test-fraction 0.1 -> 0.5, seed 0 "
+                                         r"-> 3\)"):
+        export_dataset(src, out, **settings, test_fraction=0.5, seed=3)
+    with pytest.raises(InputError, match=r"other settings \(density 'sparse' -> None, source "):
+        other_src = tmp_path / "other_src"
+        shutil.copytree(src, other_src)
+        export_dataset(other_src, out, **{**settings, "density": None})
+    assert _stamps(out) == before  # nothing touched
+    # the same settings resume
+    again = export_dataset(src, out, **settings)
+    assert len(again.resumed) == 4 and again.exported == []
+    # overwrite: the old export's files go, the user's stay, the new export is complete
+    new = export_dataset(src, out, **{**settings, "stride": 8, "frames_per_video": 1},
+                         overwrite=True)
+    assert len(new.exported) == 4 and not new.failed
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / scene / "rain" / "keep.jpg").read_bytes() == b"mine"
+    assert not (out / scene / "rain" / "0001_0_0.png").exists()  # frame 1: the old K = 2
+    assert (out / scene / "rain" / "0000_0_8.png").exists()  # stride 8: the new grid
+    listed = {p for pair in read_pair_list(out / "train.txt") + read_pair_list(out / "test.txt")
+              for p in pair}
+    on_disk = {p for p in out.rglob("*.png") if p.name != "clean.png"}
+    assert on_disk == listed  # every patch on disk is in a list: nothing stale left
+    params = json.loads((out / "manifest.json").read_text())["params"]
+    assert params["stride"] == 8 and params["frames_per_video"] == 1
+
+
+def test_export_refuses_folders_it_did_not_write(tmp_path, src):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"mine")
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match=r"photos is not empty and holds no spanetlib "
+                                             r"export \(no manifest.json\); choose a new or "
+                                             r"empty folder"):
+            export_dataset(src, photos, auto_accept=True, overwrite=overwrite, progress=False)
+    assert [p.name for p in photos.iterdir()] == ["holiday.jpg"]
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match=r"cannot create .*file.txt/ds: .*file.txt is not a "
+                                         r"folder"):
+        export_dataset(src, a_file / "ds", auto_accept=True, progress=False)
+    (photos / "manifest.json").write_text("{}")
+    with pytest.raises(InputError, match=r"manifest.json is not a spanetlib export manifest"):
+        export_dataset(src, photos, auto_accept=True, overwrite=True, progress=False)
+    assert sorted(p.name for p in photos.iterdir()) == ["holiday.jpg", "manifest.json"]
+
+
+def test_overwrite_never_follows_names_out_of_the_dataset(tmp_path, src):
+    out = tmp_path / "out"
+    export_dataset(src, out, auto_accept=True, crop=16, frames_per_video=1, density="sparse",
+                   progress=False)
+    outside = tmp_path / "outside"
+    (outside / "clean").mkdir(parents=True)
+    (outside / "clean.png").write_bytes(b"mine")
+    (outside / "clean" / "0_0.png").write_bytes(b"mine")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["scenes"]["../outside"] = {"status": "exported"}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "linked").symlink_to(outside)
+    manifest["scenes"]["linked"] = {"status": "exported"}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    export_dataset(src, out, auto_accept=True, crop=16, frames_per_video=2, density="sparse",
+                   overwrite=True, progress=False)
+    assert (outside / "clean.png").read_bytes() == b"mine"
+    assert (outside / "clean" / "0_0.png").read_bytes() == b"mine"
+
+
+# ------------------------------------------------------------------ scene names
+def test_scene_names_with_whitespace_are_exported_under_safe_names(tmp_path, src):
+    shutil.move(src / "scene_001_normal", src / "rainy street 1")
+    out = tmp_path / "out"
+    summary = export_dataset(src, out, auto_accept=True, crop=16, frames_per_video=1,
+                             density="sparse", progress=False)
+    safe = scene_name(src / "rainy street 1")
+    assert not summary.failed and safe in summary.exported and safe.startswith("rainy_street_1-")
+    lines = _lines(out / "train.txt") + _lines(out / "test.txt")
+    assert any(line.startswith(f"{safe}/rain/") for line in lines)
+    assert all(len(line.split()) == 2 for line in lines)
+    entry = json.loads((out / "manifest.json").read_text())["scenes"][safe]
+    assert entry["original_name"] == "rainy street 1" and entry["status"] == "exported"
+    assert summary.renamed == {safe: "rainy street 1"}
+
+
+def test_scenes_that_would_share_a_name_are_refused_before_any_work(tmp_path, src):
+    from spanetlib.video import write_video
+
+    write_video(src / "scene_000_sparse.avi", np.zeros((3, 32, 48, 3), np.uint8))
+    with pytest.raises(InputError, match=r"scene_000_sparse and scene_000_sparse.avi in .* "
+                                         r"both give the scene name 'scene_000_sparse'"):
+        export_dataset(src, tmp_path / "out", auto_accept=True, progress=False)
+    assert not (tmp_path / "out").exists()
