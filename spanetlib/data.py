@@ -23,7 +23,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .fileio import InputError, atomic_write_text, read_image
+from .fileio import (
+    InputError,
+    atomic_write_text,
+    check_image_size,
+    check_image_values,
+    read_image,
+)
 
 __all__ = [
     "PairDataset",
@@ -67,7 +73,9 @@ def rain_mask(rain: torch.Tensor | np.ndarray, clean: torch.Tensor | np.ndarray,
 
     Raises:
         TypeError: the inputs are not both tensors or both arrays.
-        ValueError: the shapes differ, have the wrong layout, or ``threshold`` < 0.
+        ValueError: the shapes differ, have the wrong layout, or ``threshold`` < 0; numpy
+            floats outside [0, 1] (`spanetlib.fileio.check_image_values`; tensors are not
+            checked, to keep training steps free of a device sync).
 
     Example:
         >>> clean = np.zeros((2, 3, 3), np.uint8)
@@ -96,6 +104,8 @@ def rain_mask(rain: torch.Tensor | np.ndarray, clean: torch.Tensor | np.ndarray,
             raise ValueError(f"expected H x W x C arrays, got shape {rain.shape}")
         if rain.dtype != clean.dtype:
             raise TypeError(f"rain and clean dtypes differ: {rain.dtype} vs {clean.dtype}")
+        check_image_values(rain, "rain")
+        check_image_values(clean, "clean")
         diff = np.abs(rain.astype(np.float32) - clean.astype(np.float32)).max(axis=2)
         return diff > threshold
     raise TypeError("rain and clean must both be torch tensors or both numpy arrays, got "
@@ -348,7 +358,9 @@ class PairDataset(Dataset):
         seed: makes the augmentation reproducible per (seed, epoch, index).
 
     Raises:
-        InputError: the list is missing, malformed or empty.
+        InputError: the list is missing, malformed or empty; on access, a pair whose images
+            differ in size or are smaller than `spanetlib.fileio.MIN_IMAGE_SIDE` (a random
+            crop would otherwise blow a 1 x 1 image up to ``crop x crop``).
         ValueError: a bad ``crop``, ``scale``, ``ratio`` or ``mask_threshold``.
 
     Example:
@@ -417,6 +429,7 @@ class PairDataset(Dataset):
         index %= len(self)
         rain_path, clean_path = self.pairs[index]
         rain, clean = read_image(rain_path), read_image(clean_path)
+        check_image_size(rain, str(rain_path))
         if rain.shape != clean.shape:
             raise InputError(f"rain and clean sizes differ: {rain_path} {rain.shape[:2]} vs "
                              f"{clean_path} {clean.shape[:2]}")

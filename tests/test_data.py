@@ -231,3 +231,19 @@ def test_random_resized_crop_box_stays_inside():
     # fallback (nothing fits the ratio): centred, whole height, ratio 4/3 at most
     assert random_resized_crop_box(10, 200, np.random.default_rng(0), (1.0, 1.0)) == \
         (0, 93, 10, 13)
+
+
+# ------------------------------------------------------------------ bad values and sizes
+def test_rain_mask_refuses_float_images_outside_the_unit_range():
+    clean = np.full((4, 4, 3), 100.0, np.float32)
+    with pytest.raises(ValueError, match=r"rain: expected uint8, or float in \[0, 1\]; got "
+                                         r"float32 with values in \[100, 100\]"):
+        rain_mask(clean, clean / 255.0)
+
+
+def test_pair_dataset_refuses_images_below_the_minimum_size(tmp_path, write_pairs):
+    tiny = np.zeros((1, 1, 3), np.uint8)
+    pairs = write_pairs(tmp_path / "train.txt", [(tiny, tiny)])
+    with pytest.raises(InputError, match=r"rain/0\.png is 1 x 1 pixels; images must be at "
+                                         r"least 8 x 8"):
+        PairDataset(pairs, crop=30)[0]  # it used to give a 30 x 30 sample blown up from 1 pixel

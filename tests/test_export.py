@@ -334,3 +334,18 @@ def test_scenes_that_would_share_a_name_are_refused_before_any_work(tmp_path, sr
                                          r"both give the scene name 'scene_000_sparse'"):
         export_dataset(src, tmp_path / "out", auto_accept=True, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_video_is_exported_as_far_as_it_decodes_with_a_warning(tmp_path, src):
+    from spanetlib.video import PartialVideoWarning, write_video
+
+    frames = np.stack([read_image(p) for p in sorted((src / "scene_000_sparse").iterdir())
+                       if p.suffix == ".png"])
+    full = write_video(tmp_path / "full.avi", np.concatenate([frames, frames, frames]))
+    data = full.read_bytes()
+    (src / "cut.avi").write_bytes(data[:len(data) // 2])
+    with pytest.warns(PartialVideoWarning, match=r"cut\.avi: the container says 72 frames but "
+                                                 r"only \d+ decode"):
+        summary = export_dataset(src, tmp_path / "out", auto_accept=True, crop=None,
+                                 density="normal", progress=False)
+    assert not summary.failed and "cut" in summary.exported
