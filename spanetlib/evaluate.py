@@ -56,7 +56,7 @@ _METRIC_RE = re.compile(r"^(psnr|ssim)\[(.+)\]$")
 _INPUT = "input"
 
 #: What `evaluate_model` accepts as a model: a derainer, ``None``/"input" (score the rain
-#: input), or a weights name/path for `spanetlib.models.official.load_pretrained`.
+#: input), or a weights name/path for `spanetlib.models.pretrained.load_pretrained`.
 ModelLike = nn.Module | str | os.PathLike | None
 #: One pair: (rain, clean) or (rain, clean, name); rain/clean are paths or H x W x 3 arrays.
 PairItem = tuple[Any, Any] | tuple[Any, Any, str]
@@ -159,7 +159,7 @@ def _read(value: Any, name: str, what: str) -> np.ndarray:
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
-    from .models.official import resolve_torch_device
+    from .models.pretrained import resolve_torch_device
 
     return resolve_torch_device(device)
 
@@ -168,7 +168,7 @@ def _resolve_model(model: ModelLike, device: torch.device) -> nn.Module | None:
     if model is None or (isinstance(model, str) and model == _INPUT):
         return None
     if isinstance(model, (str, os.PathLike)):
-        from .models.official import load_pretrained
+        from .models.pretrained import load_pretrained
 
         return load_pretrained(model, device=device)
     if not isinstance(model, nn.Module):
@@ -239,7 +239,7 @@ def evaluate_model(
             `spanetlib.inference.prepare_model`: moved to ``device``, channels-last on the
             CPU; its train/eval mode is restored afterwards), ``None`` or ``"input"`` to score
             the rain input itself, or a weights name/path for
-            `spanetlib.models.official.load_pretrained` ("official", "synthetic", a checkpoint).
+            `spanetlib.models.pretrained.load_pretrained` ("official", "synthetic", a checkpoint).
         pairs: a pair-list file (SPA-Data format; a dataset folder picks its test list), or a
             sequence of ``(rain, clean)`` / ``(rain, clean, name)`` with paths or H x W x 3
             RGB arrays (uint8, or float in [0, 1]).
@@ -626,7 +626,7 @@ def evaluate_command(
 
     Args:
         model_spec: "official", "synthetic", a checkpoint path (via
-            `spanetlib.models.official.load_pretrained`), or "input" to score the rain input.
+            `spanetlib.models.pretrained.load_pretrained`), or "input" to score the rain input.
         list_path: a pair-list file, or a dataset folder (its test list is used).
         out_stem: output path without suffix.
         conventions: metric conventions.

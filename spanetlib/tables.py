@@ -276,7 +276,7 @@ def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         InputError: missing or unreadable file, not a training checkpoint, or weights that do
             not fit the model.
     """
-    from .models.official import load_pretrained
+    from .models.pretrained import load_pretrained
 
     path = Path(path)
     if not path.is_file():
@@ -352,7 +352,7 @@ def models_for_tables(runs: Mapping[str, str | os.PathLike], include_input: bool
     Returns:
         Display name -> model (None for the rain input), in table order.
     """
-    from .models.official import load_pretrained
+    from .models.pretrained import load_pretrained
 
     models: dict[str, nn.Module | None] = {RAIN_INPUT: None} if include_input else {}
     loaded = {label: load_trained(path, device) for label, path in runs.items()}
@@ -439,7 +439,7 @@ def score_models(models: Mapping[str, Any], dataset: Any, conventions: Sequence[
 
     Args:
         models: display name -> a derainer, None (scores the rain input itself), or a weights
-            name/path for `spanetlib.models.official.load_pretrained`.
+            name/path for `spanetlib.models.pretrained.load_pretrained`.
         dataset: a `spanetlib.experiments.DatasetInfo`; with real data only the first
             reference exists.
         conventions: metric conventions (default: all of `spanetlib.evaluate`).
@@ -461,7 +461,7 @@ def score_models(models: Mapping[str, Any], dataset: Any, conventions: Sequence[
     from .data import read_pair_list
     from .evaluate import DEFAULT_CONVENTIONS, metric_column, summarize
     from .metrics import CONVENTIONS, psnr_ssim_np
-    from .models.official import load_pretrained
+    from .models.pretrained import load_pretrained
 
     if not models:
         raise ValueError("expected at least one model, got none")

@@ -16,9 +16,9 @@ from spanetlib.models.baselines import (
     RESCAN,
     PReNet,
     box_filter,
-    count_parameters,
     guided_filter,
 )
+from spanetlib.models import count_parameters
 
 # Small but structurally complete variants for the fast checks (every code path is used).
 SMALL = {
