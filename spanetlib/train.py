@@ -894,8 +894,11 @@ def _optimizer_step(state: _TrainState, batch: dict[str, torch.Tensor]) -> dict[
 
 
 def _validate_and_log(state: _TrainState, info: dict[str, Any]) -> None:
-    """Step 5b: validate (rank 0, when due; adds ``val_psnr``/``val_ssim`` to ``info``) and
-    write a log row when due (means over the window since the last row)."""
+    """Step 5b: validate and write a log row, each when due.
+
+    Rank 0 validates (adding ``val_psnr``/``val_ssim`` to ``info``); a log row holds the
+    means over the window since the previous row.
+    """
     config, step = state.config, state.step
     # Rank 0 validates; the other ranks wait in the next step's all-reduce.
     do_val = state.data.val_set is not None and (

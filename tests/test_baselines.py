@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from spanetlib.models import baselines
+from spanetlib.models import baselines, count_parameters
 from spanetlib.models.baselines import (
     BASELINES,
     DDN,
@@ -18,7 +18,6 @@ from spanetlib.models.baselines import (
     box_filter,
     guided_filter,
 )
-from spanetlib.models import count_parameters
 
 # Small but structurally complete variants for the fast checks (every code path is used).
 SMALL = {

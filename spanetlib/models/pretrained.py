@@ -1,5 +1,6 @@
-"""Pretrained weights: ``load_pretrained`` for every weight file we know, and the one checkpoint
-reader (`read_checkpoint`) that every part of the package opens checkpoints with.
+"""Pretrained weights: ``load_pretrained`` for every weight file we know, one checkpoint reader.
+
+`read_checkpoint` is how every part of the package opens a checkpoint file.
 
 The packaged file ``weights/spanet_official.pth`` is the checkpoint the SPANet authors
 released (trained on the real SPA-Data set), redistributed under their BSD-style terms
