@@ -42,7 +42,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     Example:
         >>> net = build_model("DDN", channels=4, num_blocks=1)
         >>> type(net).__name__, count_parameters(net)
-        ('DDN', 400)
+        ('DDN', 549)
     """
     key = str(name).lower()
     if key not in MODEL_FACTORIES:
