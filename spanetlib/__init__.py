@@ -10,9 +10,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "background", "data", "evaluate", "experiments", "figure_data", "figures", "fileio",
-    "inference", "losses", "metrics", "models", "profiles", "rain", "reproduce", "review", "runs",
-    "tables", "train", "video",
+    "background", "data", "deviations", "evaluate", "experiments", "figure_data", "figures",
+    "fileio", "inference", "losses", "metrics", "models", "profiles", "rain", "readme",
+    "reproduce", "review", "runs", "tables", "train", "video",
 )
 
 __all__ = sorted(("__version__", *_SUBMODULES))
