@@ -24,6 +24,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "ensure_dirs",
     "read_image",
     "to_uint8",
     "write_image",
@@ -84,6 +85,22 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def ensure_dirs(*folders: str | os.PathLike) -> tuple[Path, ...]:
+    """Create folders (with their parents) when missing; return them as Paths, in order.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> results, figures = ensure_dirs(root / "results", root / "results" / "figures")
+        >>> figures.is_dir(), figures.relative_to(root).as_posix()
+        (True, 'results/figures')
+    """
+    paths = tuple(Path(folder) for folder in folders)
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+    return paths
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
