@@ -10,9 +10,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "background", "data", "datasets", "evaluate", "experiments", "export", "figures", "fileio",
-    "inference", "losses", "metrics", "models", "profiles", "rain", "reproduce", "review",
-    "review_widget", "selection", "tables", "testsets", "train", "video",
+    "background", "data", "datasets", "deviations", "evaluate", "export", "figure_data",
+    "figures", "fileio", "inference", "layouts", "losses", "metrics", "models", "profiles", "rain",
+    "readme", "reproduce", "review", "review_widget", "runs", "selection", "tables", "testsets",
+    "train", "video",
 )
 
 __all__ = sorted(("__version__", *_SUBMODULES))

@@ -3,6 +3,9 @@
 Results are kept in a **wide** per-image table, one row per (model, image pair):
 
 - ``model`` (only from `compare_models` and `evaluate_command`): the display name;
+- ``reference`` (only when the pairs name their references, see `Pair`): which clean image
+  the row is scored against, e.g. "estimated clean" and "true background" for the §3 test
+  set, whose every rain image is derained once and scored against both;
 - ``name``: the pair's name (the rain image path relative to the list's folder, POSIX style,
   for pair lists; the rain file name or the given name otherwise);
 - label columns passed through from ``labels`` (e.g. ``level`` for Table 3);
@@ -14,9 +17,11 @@ is the mean of the per-image values, as in the authors' evaluation. Identical im
 PSNR ``inf`` (so does any mean that includes one) and SSIM 1. `write_table` writes a table as
 ``.csv`` (full precision) and ``.md`` (rounded) side by side, atomically.
 
-The "model" ``None`` (or the string ``"input"``) scores the rain input itself against the clean
-image: the "Rain input" row of the tables. `heldout_check` scores a derainer against the rain
-input on rain outside the synthesizer's presets (`spanetlib.data.build_heldout_rain_set`).
+The "model" ``None`` (or the string ``"input"``) scores the rain input itself: the "Rain input"
+row of every table. It is scored in the form a derainer's output has (`as_prediction`: float32
+in [0, 1]), so a model that returns its input scores exactly like the rain input.
+`heldout_check` scores a derainer against the rain input on rain outside the synthesizer's
+presets (`spanetlib.testsets.build_heldout_rain_set`).
 """
 
 from __future__ import annotations
@@ -33,11 +38,20 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from .data import find_pair_list, read_pair_list
 from .fileio import InputError, atomic_write_text, read_image
+from .inference import derain_array, prepare_model
+from .metrics import CONVENTIONS, image_to_tensor, psnr_ssim_np
+from .models.pretrained import load_pretrained, resolve_torch_device
+from .testsets import build_heldout_rain_set
 
 __all__ = [
+    "CLEAN",
     "DEFAULT_CONVENTIONS",
+    "Pair",
+    "as_prediction",
     "compare_models",
     "evaluate_command",
     "evaluate_model",
@@ -45,6 +59,7 @@ __all__ = [
     "heldout_check",
     "metric_column",
     "metric_columns",
+    "read_pairs",
     "summarize",
     "write_table",
 ]
@@ -52,14 +67,35 @@ __all__ = [
 #: Conventions scored by default (all of `spanetlib.metrics.CONVENTIONS`).
 DEFAULT_CONVENTIONS: tuple[str, ...] = ("standard", "spanet-paper", "y-matlab")
 
+#: The reference of a plain (rain, clean) pair.
+CLEAN = "clean"
+
 _METRIC_RE = re.compile(r"^(psnr|ssim)\[(.+)\]$")
 _INPUT = "input"
 
+
+@dataclass(frozen=True)
+class Pair:
+    """One rain image and the clean image(s) it is scored against.
+
+    Attributes:
+        name: the pair's name (the ``name`` column).
+        rain: a path or an H x W x 3 RGB array (uint8, or float in [0, 1]).
+        references: reference name -> clean image (path or array) of the rain image's size.
+            A pair from a pair list or a ``(rain, clean)`` tuple has one, `CLEAN`; the §3 test
+            set of synthetic data has two, ``"estimated clean"`` and ``"true background"``.
+    """
+
+    name: str
+    rain: Any
+    references: Mapping[str, Any]
+
+
 #: What `evaluate_model` accepts as a model: a derainer, ``None``/"input" (score the rain
-#: input), or a weights name/path for `spanetlib.models.official.load_pretrained`.
+#: input), or a weights name/path for `spanetlib.models.pretrained.load_pretrained`.
 ModelLike = nn.Module | str | os.PathLike | None
-#: One pair: (rain, clean) or (rain, clean, name); rain/clean are paths or H x W x 3 arrays.
-PairItem = tuple[Any, Any] | tuple[Any, Any, str]
+#: One pair: (rain, clean), (rain, clean, name) or a `Pair`; images are paths or arrays.
+PairItem = tuple[Any, Any] | tuple[Any, Any, str] | Pair
 
 
 def metric_column(metric: str, convention: str) -> str:
@@ -77,16 +113,7 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
-@dataclass
-class _Pair:
-    name: str
-    rain: Any   # Path or ndarray
-    clean: Any  # Path or ndarray
-
-
 def _check_conventions(conventions: str | Sequence[str]) -> tuple[str, ...]:
-    from .metrics import CONVENTIONS
-
     if isinstance(conventions, str):
         conventions = (conventions,)
     conventions = tuple(conventions)
@@ -98,9 +125,7 @@ def _check_conventions(conventions: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(conventions))
 
 
-def _pairs_from_list(path: Path) -> list[_Pair]:
-    from .data import find_pair_list, read_pair_list
-
+def _pairs_from_list(path: Path) -> list[Pair]:
     if path.is_dir():
         path = find_pair_list(path, "test")
     pairs = read_pair_list(path)
@@ -111,40 +136,90 @@ def _pairs_from_list(path: Path) -> list[_Pair]:
     for rain, clean in pairs:
         rel = os.path.relpath(rain, list_dir)
         name = Path(rel).as_posix() if not rel.startswith("..") else Path(rain).as_posix()
-        out.append(_Pair(name, Path(rain), Path(clean)))
+        out.append(Pair(name, Path(rain), {CLEAN: Path(clean)}))
     return out
 
 
-def _load_pairs(pairs: str | os.PathLike | Iterable[PairItem] | Sequence[_Pair]) -> list[_Pair]:
+def _as_image(value: Any) -> Any:
+    return Path(value) if isinstance(value, (str, os.PathLike)) else value
+
+
+def read_pairs(pairs: str | os.PathLike | Iterable[PairItem]) -> list[Pair]:
+    """The pairs to score, as `Pair` objects: the one place pairs are named.
+
+    Args:
+        pairs: a pair-list file (SPA-Data format; a dataset folder picks its test list), or a
+            sequence of ``(rain, clean)`` / ``(rain, clean, name)`` tuples (paths or H x W x 3
+            arrays) or `Pair` objects.
+
+    Returns:
+        One `Pair` per item, in order. A pair from a list is named by its rain path relative
+        to the list's folder (POSIX style; the full path when it lies outside); a tuple by its
+        name, else its rain file's name, else its index (``"00003"``).
+
+    Raises:
+        InputError: the list is missing or empty.
+        ValueError: no pairs, or an item of the wrong length.
+        TypeError: an image that is neither a path nor an array.
+
+    Example:
+        >>> image = np.zeros((4, 4, 3), np.uint8)
+        >>> [(p.name, list(p.references)) for p in read_pairs([(image, image, "a"),
+        ...                                                    ("x/rain/1.png", "x/gt/1.png")])]
+        [('a', ['clean']), ('1.png', ['clean'])]
+    """
     if isinstance(pairs, (str, os.PathLike)):
         return _pairs_from_list(Path(pairs))
     out = []
     for i, item in enumerate(pairs):
-        if isinstance(item, _Pair):
-            out.append(item)
-            continue
-        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+        if isinstance(item, Pair):
+            images = [("rain", item.rain), *item.references.items()]
+        elif not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
             raise ValueError(f"pair {i}: expected (rain, clean) or (rain, clean, name), "
                              f"got {type(item).__name__} of length {len(item)}"
                              if isinstance(item, (tuple, list)) else
                              f"pair {i}: expected a tuple, got {type(item).__name__}")
-        rain, clean = item[0], item[1]
-        for what, value in (("rain", rain), ("clean", clean)):
+        else:
+            images = [("rain", item[0]), ("clean", item[1])]
+        for what, value in images:
             if not isinstance(value, (str, os.PathLike, np.ndarray)):
                 raise TypeError(f"pair {i}: {what} must be a path or an H x W x 3 array, "
                                 f"got {type(value).__name__}")
+        if isinstance(item, Pair):
+            if not item.references:
+                raise ValueError(f"pair {i} ({item.name}): expected at least one reference")
+            out.append(Pair(item.name, _as_image(item.rain),
+                            {k: _as_image(v) for k, v in item.references.items()}))
+            continue
+        rain, clean = item[0], item[1]
         if len(item) == 3:
             name = str(item[2])
         elif isinstance(rain, (str, os.PathLike)):
             name = Path(rain).name
         else:
             name = f"{i:05d}"
-        out.append(_Pair(name,
-                         Path(rain) if isinstance(rain, (str, os.PathLike)) else rain,
-                         Path(clean) if isinstance(clean, (str, os.PathLike)) else clean))
+        out.append(Pair(name, _as_image(rain), {CLEAN: _as_image(clean)}))
     if not out:
         raise ValueError("expected at least one image pair, got none")
     return out
+
+
+def as_prediction(image: np.ndarray) -> np.ndarray:
+    """An RGB image in the form a derainer's output has: H x W x 3 float32 in [0, 1].
+
+    uint8 is divided by 255 in float32 (as the derainers' input is made), floats are clipped
+    to [0, 1]. This is how the rain input is scored, so a model that returns its input scores
+    exactly like the "Rain input" row.
+
+    Example:
+        >>> out = as_prediction(np.array([[[0, 51, 255]]], np.uint8))
+        >>> out.dtype, out.tolist()
+        (dtype('float32'), [[[0.0, 0.20000000298023224, 1.0]]])
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        return np.clip(image, 0.0, 1.0).astype(np.float32)
+    return image_to_tensor(image)[0].permute(1, 2, 0).numpy()
 
 
 def _read(value: Any, name: str, what: str) -> np.ndarray:
@@ -158,18 +233,10 @@ def _read(value: Any, name: str, what: str) -> np.ndarray:
     return img
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    from .models.official import resolve_torch_device
-
-    return resolve_torch_device(device)
-
-
 def _resolve_model(model: ModelLike, device: torch.device) -> nn.Module | None:
     if model is None or (isinstance(model, str) and model == _INPUT):
         return None
     if isinstance(model, (str, os.PathLike)):
-        from .models.official import load_pretrained
-
         return load_pretrained(model, device=device)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, None, 'input' or a weights name/path, "
@@ -205,8 +272,6 @@ def _derain_batch(model: nn.Module, images: list[np.ndarray], device: torch.devi
     The model was set up by ``inference.prepare_model`` (channels-last weights on the CPU), so
     the input is laid out the same way as ``derain_array`` does.
     """
-    from .metrics import image_to_tensor
-
     x = torch.cat([image_to_tensor(img) for img in images]).to(device)
     if device.type == "cpu":
         x = x.contiguous(memory_format=torch.channels_last)
@@ -228,21 +293,23 @@ def evaluate_model(
     labels: pd.DataFrame | str | os.PathLike | None = None,
     desc: str | None = None,
 ) -> pd.DataFrame:
-    """PSNR and SSIM of one derainer on every image pair.
+    """PSNR and SSIM of one derainer on every image pair: the package's one scoring loop.
 
-    Each rain image is derained with `spanetlib.inference.derain_array` (output clipped to
-    [0, 1], kept in float) and scored against its clean image with
-    `spanetlib.metrics.psnr_ssim_np` under every convention.
+    Each rain image is derained once with `spanetlib.inference.derain_array` (output clipped
+    to [0, 1], kept in float; `as_prediction` of the rain image for the input row) and scored
+    against each of its references with `spanetlib.metrics.psnr_ssim_np` under every
+    convention.
 
     Args:
         model: a derainer (``forward(x) -> (image, attention)``; prepared in place by
             `spanetlib.inference.prepare_model`: moved to ``device``, channels-last on the
             CPU; its train/eval mode is restored afterwards), ``None`` or ``"input"`` to score
             the rain input itself, or a weights name/path for
-            `spanetlib.models.official.load_pretrained` ("official", "synthetic", a checkpoint).
+            `spanetlib.models.pretrained.load_pretrained` ("official", "synthetic", a checkpoint).
         pairs: a pair-list file (SPA-Data format; a dataset folder picks its test list), or a
             sequence of ``(rain, clean)`` / ``(rain, clean, name)`` with paths or H x W x 3
-            RGB arrays (uint8, or float in [0, 1]).
+            RGB arrays (uint8, or float in [0, 1]), or of `Pair` objects (several
+            references each); see `read_pairs`.
         conventions: metric conventions of `spanetlib.metrics.CONVENTIONS`.
         device: "cpu", "cuda", "cuda:N" or "auto".
         tile: tile size for large images (passed to ``derain_array``); ``None``: whole image.
@@ -254,38 +321,36 @@ def evaluate_model(
         labels: a table (DataFrame or CSV path) with a ``name`` column and extra columns (e.g.
             ``level``) merged into the result by pair name (the name, the name without its
             suffix, or the rain file's stem, as in ``labels.csv`` of
-            `spanetlib.data.build_synthetic_test_set`); unmatched pairs get NaN.
+            `spanetlib.testsets.build_synthetic_test_set`); unmatched pairs get NaN.
         desc: progress-bar label.
 
     Returns:
-        One row per pair: ``name``, the label columns, then ``psnr[<conv>]`` and
-        ``ssim[<conv>]`` per convention (floats; PSNR ``inf`` for identical images).
+        One row per pair and reference: ``reference`` (only when a pair has a reference other
+        than the single `CLEAN`; rows grouped by reference, in order of first appearance),
+        ``name``, the label columns, then ``psnr[<conv>]`` and ``ssim[<conv>]`` per
+        convention (floats; PSNR ``inf`` for identical images).
 
     Raises:
-        InputError: missing or unreadable list/images, rain and clean sizes differ, CUDA
+        InputError: missing or unreadable list/images, rain and reference sizes differ, CUDA
             requested but absent.
         ValueError: unknown convention, bad ``max_images``/``batch_size``/``tile``, no pairs.
     """
-    from tqdm.auto import tqdm
-
-    from .metrics import psnr_ssim_np
-
     conventions = _check_conventions(conventions)
     for arg, value in (("max_images", max_images), ("tile", tile)):
-        if value is not None and (not isinstance(value, int) or value < 1):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
             raise ValueError(f"{arg} must be a positive int or None, got {value!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     table = _labels_table(labels)
-    items = _load_pairs(pairs)
+    items = read_pairs(pairs)
     if max_images is not None:
         items = items[:max_images]
-    device = _resolve_device(device)
+    named = any(list(item.references) != [CLEAN] for item in items)
+    device = resolve_torch_device(device)
     net = _resolve_model(model, device)
     was_training = net.training if net is not None else False
     if net is not None:
-        from .inference import prepare_model
-
         prepare_model(net, device)  # eval mode on device, as derain_array would
 
     rows: list[dict[str, Any]] = []
@@ -294,23 +359,21 @@ def evaluate_model(
     try:
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            rains, cleans = [], []
-            for item in chunk:
-                rain = _read(item.rain, item.name, "rain")
-                clean = _read(item.clean, item.name, "clean")
-                if rain.shape != clean.shape:
-                    raise InputError(f"{item.name}: rain and clean sizes differ: "
-                                     f"{rain.shape[:2]} vs {clean.shape[:2]}")
-                rains.append(rain)
-                cleans.append(clean)
+            rains = [_read(item.rain, item.name, "rain") for item in chunk]
             preds = _derain_chunk(net, rains, device, tile)
-            for item, pred, clean in zip(chunk, preds, cleans, strict=True):
-                row: dict[str, Any] = {"name": item.name}
-                for conv in conventions:
-                    p, s = psnr_ssim_np(pred, clean, conv)
-                    row[metric_column("psnr", conv)] = p
-                    row[metric_column("ssim", conv)] = s
-                rows.append(row)
+            for item, rain, pred in zip(chunk, rains, preds, strict=True):
+                for reference, value in item.references.items():
+                    target = _read(value, item.name, reference)
+                    if target.shape != rain.shape:
+                        raise InputError(f"{item.name}: rain and {reference} sizes differ: "
+                                         f"{rain.shape[:2]} vs {target.shape[:2]}")
+                    row: dict[str, Any] = {"reference": reference} if named else {}
+                    row["name"] = item.name
+                    for conv in conventions:
+                        p, q = psnr_ssim_np(pred, target, conv)
+                        row[metric_column("psnr", conv)] = p
+                        row[metric_column("ssim", conv)] = q
+                    rows.append(row)
             bar.update(len(chunk))
     finally:
         bar.close()
@@ -318,13 +381,17 @@ def evaluate_model(
             net.train(was_training)
 
     df = pd.DataFrame(rows)
+    if named:  # all rows of a reference together, references in order of first appearance
+        order = {ref: i for i, ref in enumerate(dict.fromkeys(df["reference"]))}
+        df = df.sort_values("reference", kind="stable", key=lambda c: c.map(order))
+        df = df.reset_index(drop=True)
     if table is not None:
         df = _merge_labels(df, table)
     return df
 
 
 def _merge_labels(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """Join label columns by name.
+    """Join label columns by name, after the pair's own columns (``reference``, ``name``).
 
     A label's ``name`` may be the pair's name, that name without its suffix, or the rain
     file's stem (``labels.csv`` of `build_synthetic_test_set` names pairs by stem).
@@ -337,13 +404,15 @@ def _merge_labels(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
         keys.append(next((c for c in candidates if c in known), None))
     extra = [c for c in table.columns if c != "name"]
     joined = table.set_index("name").reindex(keys)[extra].reset_index(drop=True)
-    return pd.concat([df[["name"]], joined, df[metric_columns(df)]], axis=1)
+    metrics = metric_columns(df)
+    own = [c for c in df.columns if c not in metrics]
+    return pd.concat([df[own], joined, df[metrics]], axis=1)
 
 
 def _derain_chunk(net: nn.Module | None, rains: list[np.ndarray], device: torch.device,
                   tile: int | None) -> list[np.ndarray]:
     if net is None:
-        return rains
+        return [as_prediction(rain) for rain in rains]
     if tile is None and len(rains) > 1:
         preds: list[np.ndarray] = []
         start = 0
@@ -354,8 +423,6 @@ def _derain_chunk(net: nn.Module | None, rains: list[np.ndarray], device: torch.
             preds.extend(_derain_batch(net, rains[start:stop], device))
             start = stop
         return preds
-    from .inference import derain_array
-
     return [derain_array(net, rain, tile=tile, device=device)[0] for rain in rains]
 
 
@@ -395,7 +462,7 @@ def compare_models(
     """
     if not models:
         raise ValueError("expected at least one model, got none")
-    items = _load_pairs(pairs)
+    items = read_pairs(pairs)
     frames = []
     for name, model in models.items():
         df = evaluate_model(model, items, conventions=conventions, device=device, tile=tile,
@@ -530,13 +597,6 @@ def write_table(
 # --------------------------------------------------------------------------------------------
 # Held-out check
 # --------------------------------------------------------------------------------------------
-class _PassThrough(nn.Module):
-    """Returns its input: scores the rain input through the same float path as a derainer."""
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return x, None
-
-
 def heldout_check(
     model: ModelLike,
     out_dir: str | os.PathLike,
@@ -548,15 +608,14 @@ def heldout_check(
 ) -> pd.DataFrame:
     """Score a derainer on rain outside the synthesizer's presets, on held-out photos.
 
-    Builds the set with `spanetlib.data.build_heldout_rain_set` (every condition of
-    `spanetlib.data.HELDOUT_RAIN_CONDITIONS`, photos `spanetlib.rain.HELDOUT_BACKGROUND_NAMES`)
+    Builds the set with `spanetlib.testsets.build_heldout_rain_set` (every condition of
+    `spanetlib.testsets.HELDOUT_RAIN_CONDITIONS`, photos `spanetlib.rain.HELDOUT_BACKGROUND_NAMES`)
     in ``out_dir/heldout_set``, rebuilding it on every call; scores the rain input and the model
     with `compare_models`, and writes the table with `write_table` to
     ``out_dir/heldout_check.csv`` and ``.md``. A gain is the model's mean minus the input's
-    mean over the same images. The input is scored as the output of a pass-through model, in
-    the same float32 path as the model's output (it differs from the ``"input"`` row of
-    `evaluate_model`, which scores the uint8 image in float64, by about 1e-6 dB), so an
-    identity model gains exactly 0. A model that generalises has positive gains in every row.
+    mean over the same images; the input is scored as every "Rain input" row is
+    (`as_prediction`), so an identity model gains exactly 0. A model that generalises has
+    positive gains in every row.
 
     Args:
         model: anything `evaluate_model` accepts (a derainer, or a weights name/path).
@@ -577,14 +636,12 @@ def heldout_check(
         ValueError: bad counts, size or convention, as `build_heldout_rain_set` and
             `evaluate_model`.
     """
-    from .testsets import build_heldout_rain_set
-
     conventions = _check_conventions(conventions)
     out_dir = Path(out_dir)
     list_path = build_heldout_rain_set(out_dir / "heldout_set", n_per_condition=n_per_condition,
                                        size=size, seed=seed)
     per_image, by_condition = compare_models(
-        {"input": _PassThrough(), "model": model}, list_path, conventions=conventions,
+        {"input": None, "model": model}, list_path, conventions=conventions,
         device=device, progress=False, labels=list_path.parent / "labels.csv", by="condition")
     overall = summarize(per_image).assign(condition="all")
     scores = pd.concat([by_condition, overall], ignore_index=True)
@@ -626,7 +683,7 @@ def evaluate_command(
 
     Args:
         model_spec: "official", "synthetic", a checkpoint path (via
-            `spanetlib.models.official.load_pretrained`), or "input" to score the rain input.
+            `spanetlib.models.pretrained.load_pretrained`), or "input" to score the rain input.
         list_path: a pair-list file, or a dataset folder (its test list is used).
         out_stem: output path without suffix.
         conventions: metric conventions.
@@ -645,7 +702,7 @@ def evaluate_command(
     if not list_path.exists():
         raise InputError(f"pair list not found: {list_path}")
     conventions = _check_conventions(conventions)
-    device = _resolve_device(device)
+    device = resolve_torch_device(device)
     spec = os.fspath(model_spec)
     label = spec if spec in ("official", "synthetic", _INPUT) else Path(spec).stem
     per_image = evaluate_model(spec, list_path, conventions=conventions, device=device,

@@ -45,6 +45,7 @@ __all__ = [
     "check_image_values",
     "check_output_folder",
     "check_output_path",
+    "ensure_dirs",
     "read_image",
     "read_image_with_format",
     "restore_format",
@@ -164,6 +165,22 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def ensure_dirs(*folders: str | os.PathLike) -> tuple[Path, ...]:
+    """Create folders (with their parents) when missing; return them as Paths, in order.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> results, figures = ensure_dirs(root / "results", root / "results" / "figures")
+        >>> figures.is_dir(), figures.relative_to(root).as_posix()
+        (True, 'results/figures')
+    """
+    paths = tuple(Path(folder) for folder in folders)
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+    return paths
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from torch import nn
 
 from spanetlib.fileio import IMAGE_SUFFIXES, InputError, read_image, write_image
 from spanetlib.metrics import image_to_tensor
-from spanetlib.models.official import load_pretrained, resolve_torch_device
+from spanetlib.models.pretrained import load_pretrained, resolve_torch_device
 from spanetlib.models.spanet import SPANet
 
 __all__ = [
@@ -312,7 +312,7 @@ def derain_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
             ``fileio.IMAGE_SUFFIXES``, not recursive).
         out_dir: output folder (created).
         weights: ``"official"``, ``"synthetic"``, a checkpoint path (see
-            ``models.official.load_pretrained``) or a model.
+            ``models.pretrained.load_pretrained``) or a model.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         tile: tile size for :func:`derain_array` (None: whole images); images no larger than
             the tile are processed whole.

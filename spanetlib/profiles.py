@@ -67,10 +67,11 @@ NOTEBOOK_PARAMETERS["01_dataset_generation"] = {
     "paper": {"table1_videos": 10, "table1_frames": 100, "table1_size": [480, 640],
               "rpca_max_iter": 200, "review_mode": "auto", "review_file": None},
 }
-# Notebooks 02-06 (spanetlib.tables). ``train_steps`` is every run's budget and must be equal in
-# 02, 03, 05 and 06 (they share runs; None: the training profile's 60K). ``quick``: 300 steps of
-# 8 x 64 x 64 for each of the 9 runs, about 9 CPU-s per step for all of them together (measured
-# on one core: SPANet 1.2 s, the 5 ablations 0.4-1.2 s, DDN 0.2, RESCAN 1.4, PReNet 1.6): about
+# Notebooks 02-06 (spanetlib.runs, spanetlib.tables). ``train_steps`` is every run's budget and
+# must be equal in 02, 03, 05 and 06 (they share runs; None: the training profile's 60K).
+# ``quick``: 300 steps of 8 x 64 x 64 for each of the 9 runs, about 9 CPU-s per step for all of
+# them together (measured on one core: SPANet 1.2 s, the 5 ablations 0.4-1.2 s, DDN 0.2, RESCAN
+# 1.4, PReNet 1.6): about
 # 45 CPU-min of training, 25-40 min on a 2-core CPU, plus 3-5 min of evaluation.
 NOTEBOOK_PARAMETERS["02_training"] = {
     "smoke": {"train_steps": 10, "n_show": 2},

@@ -3,13 +3,13 @@
 ``spanet train-synthetic --out runs/synthetic`` (or :func:`train_synthetic_weights`) does what
 made ``spanetlib/models/weights/spanet_synthetic.pth``:
 
-1. synthetic rain videos of static scenes (`spanetlib.data.build_synthetic_video_scenes`),
+1. synthetic rain videos of static scenes (`spanetlib.testsets.build_synthetic_video_scenes`),
    sparse / normal / dense rain in turn, on the photos of
    `spanetlib.rain.TRAINING_BACKGROUND_NAMES` only (the photos of
    `spanetlib.rain.HELDOUT_BACKGROUND_NAMES` are kept for the held-out check);
 2. the paper's pipeline (§3): every scene accepted without review, its clean image estimated
    from the frames (Eqs. 2-4), and its frames cut into rain/clean patch pairs
-   (`spanetlib.data.export_dataset`);
+   (`spanetlib.export.export_dataset`);
 3. SPANet trained on those pairs (`spanetlib.train.train`, the ``quick`` profile with the
    sizes of :data:`SYNTHETIC_RECIPE`), resumable with ``--resume``;
 4. the weights exported without the optimizer state (:func:`export_weights`), loadable with
@@ -24,12 +24,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .export import export_dataset
 from .fileio import InputError, atomic_torch_save
+from .models import read_checkpoint
+from .rain import TRAINING_BACKGROUND_NAMES
+from .testsets import build_synthetic_video_scenes
+from .train import CHECKPOINT_FORMAT, make_config, scale_milestones, train
 
 __all__ = ["SYNTHETIC_RECIPE", "build_training_set", "export_weights", "train_synthetic_weights"]
 
 #: Every setting of the shipped weights' run (``steps`` can be overridden on the command line;
-#: the learning rate drops x0.1 at 70 % and 90 % of the steps).
+#: the learning rate drops x0.1 at 70 % and 90 % of the steps, whatever their number).
 SYNTHETIC_RECIPE: dict[str, Any] = {
     "seed": 7,
     "n_scenes": 35,                  # 5 crops of each of the 7 training photos
@@ -41,6 +46,7 @@ SYNTHETIC_RECIPE: dict[str, Any] = {
     "frames_per_video": 16,
     "test_fraction": 0.1,
     "train": {"crop": 96, "scale": (0.7, 1.0), "batch_size": 8, "steps": 5000, "lr": 1e-3,
+              "milestones": (3500, 4500),
               "mask_threshold": 10 / 255, "attention_weight": 1.0, "amp_cpu": True,
               "channels_last": True, "checkpoint_every": 200, "val_every": 500,
               "log_every": 20, "max_val_images": 24, "val_crop": None, "seed": 7},
@@ -53,10 +59,6 @@ def build_training_set(work_dir: str | os.PathLike, progress: bool = True) -> tu
     Returns:
         The train and test pair lists.
     """
-    from .export import export_dataset
-    from .rain import TRAINING_BACKGROUND_NAMES
-    from .testsets import build_synthetic_video_scenes
-
     r = SYNTHETIC_RECIPE
     work = Path(work_dir)
     build_synthetic_video_scenes(work / "scenes", n_scenes=r["n_scenes"], n_frames=r["n_frames"],
@@ -81,11 +83,8 @@ def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike) -> Pa
     Raises:
         InputError: the checkpoint is missing or not a `spanetlib.train` checkpoint.
     """
-    from .models.official import _read_checkpoint
-    from .train import CHECKPOINT_FORMAT
-
     path = Path(checkpoint)
-    ckpt = _read_checkpoint(path, trusted=False)
+    ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path} is not a spanetlib training checkpoint")
     slim = {key: ckpt[key] for key in ("format", "version", "model", "config", "step",
@@ -108,15 +107,13 @@ def train_synthetic_weights(work_dir: str | os.PathLike = "runs/synthetic",
         export_to: where to write the weights (default ``work_dir/spanet_synthetic.pth``).
         progress: progress bars.
     """
-    from .train import make_config, train
-
     work = Path(work_dir)
     train_list, test_list = build_training_set(work, progress=progress)
     settings = dict(SYNTHETIC_RECIPE["train"])
     if steps is not None:
         settings["steps"] = steps
-    total = int(settings["steps"])
-    settings["milestones"] = (int(0.7 * total), int(0.9 * total))
+        settings["milestones"] = scale_milestones(SYNTHETIC_RECIPE["train"]["milestones"],
+                                                  SYNTHETIC_RECIPE["train"]["steps"], steps)
     config = make_config("quick", train_list=str(train_list), val_list=str(test_list),
                          out_dir=str(work / "run"), **settings)
     result = train(config, resume=resume, progress=progress)

@@ -58,9 +58,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from .data import PairDataset, find_pair_list
 from .fileio import InputError, atomic_torch_save, atomic_write_text
-from .models import MODEL_FACTORIES, build_model
+from .losses import SPANetLoss
+from .metrics import psnr, ssim
+from .models import MODEL_FACTORIES, build_model, read_checkpoint
 
 __all__ = [
     "MODEL_FACTORIES",
@@ -72,6 +76,7 @@ __all__ = [
     "load_config",
     "main",
     "make_config",
+    "scale_milestones",
     "train",
     "train_command",
 ]
@@ -278,6 +283,36 @@ def cpu_has_fast_bf16() -> bool:
         return bool(check is not None and check())
     except RuntimeError:
         return False
+
+
+def scale_milestones(milestones: Sequence[int], base_steps: int, steps: int
+                     ) -> tuple[int, ...]:
+    """Learning-rate milestones of a schedule of ``base_steps`` moved to a run of ``steps``.
+
+    Each milestone keeps its share of the run (rounded, at least step 1), so a shorter or
+    longer run drops the learning rate at the same fractions of its length.
+
+    Args:
+        milestones: steps of the original schedule (increasing).
+        base_steps: length of the original schedule (> 0).
+        steps: length of the new run (> 0).
+
+    Returns:
+        The new milestones.
+
+    Raises:
+        ValueError: ``base_steps`` or ``steps`` is not positive.
+
+    Example:
+        >>> scale_milestones((400, 550), 600, 300)      # the quick profile at half length
+        (200, 275)
+        >>> scale_milestones((8,), 10, 3)
+        (2,)
+    """
+    if base_steps < 1 or steps < 1:
+        raise ValueError(f"expected positive step counts, got base_steps={base_steps}, "
+                         f"steps={steps}")
+    return tuple(max(1, round(m * steps / base_steps)) for m in milestones)
 
 
 def make_config(profile: str = "quick", **overrides: Any) -> TrainConfig:
@@ -589,8 +624,6 @@ class _StopFlag:
 
 def _validate(model: nn.Module, val_set: Any, config: TrainConfig, device: torch.device,
               autocast: Callable[[], Any]) -> tuple[float, float]:
-    from .metrics import psnr, ssim
-
     was_training = model.training
     model.eval()
     psnrs, ssims = [], []
@@ -630,10 +663,7 @@ def _check_list(path: str | None, what: str) -> Path:
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"nothing to resume: {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is bad user input
-        raise InputError(f"cannot read checkpoint {path}: {exc}") from exc
+    ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path} is not a spanetlib training checkpoint")
     return ckpt
@@ -647,6 +677,304 @@ def _check_resume_config(config: TrainConfig, saved: dict[str, Any], path: Path)
                              f"checkpoint but {current.get(key)!r} now")
 
 
+class _Stop(Exception):
+    """Internal: a signal asked the loop to stop between steps."""
+
+
+@dataclass
+class _TrainData:
+    """The training pairs, their sampler and loader, and the validation pairs (rank 0)."""
+
+    train_set: PairDataset
+    sampler: _EpochSampler
+    loader: torch.utils.data.DataLoader
+    loader_gen: torch.Generator
+    steps_per_epoch: int
+    val_set: PairDataset | None
+
+
+@dataclass
+class _TrainState:
+    """One training run as the named steps of `train` see it: settings, objects, counters.
+
+    The counters (``step``, ``epoch``, ``batches_done``, ``elapsed_before``, ``last_metrics``)
+    and the RNG states are what a checkpoint saves; ``window`` holds the training values
+    summed since the last log row.
+    """
+
+    config: TrainConfig
+    dist: _Dist
+    device: torch.device
+    out_dir: Path
+    data: _TrainData
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    criterion: SPANetLoss
+    memory_format: torch.memory_format
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0
+    elapsed_before: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+    window: dict[str, float] = field(default_factory=dict)
+    window_n: int = 0
+    running_psnr: float = 0.0     # exponential mean of the batch PSNR, for the progress bar
+    consistent: bool = True       # False while optimizer.step() may be half done
+    log: _CsvLog | None = None
+    writer: Any = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def final_path(self) -> Path:
+        return self.out_dir / "final.pt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "log.csv"
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def elapsed(self) -> float:
+        """Training seconds over this and every earlier (resumed) session."""
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def autocast(self) -> Any:
+        """bf16 autocast where the config asks for it and the device runs it fast."""
+        if self.on_cuda and self.config.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if not self.on_cuda and self.config.amp_cpu and cpu_has_fast_bf16():
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def _open_data(config: TrainConfig, train_path: Path, val_path: Path | None, dist: _Dist,
+               on_cuda: bool) -> _TrainData:
+    """Step 1: the training pairs (random crops), a resumable sampler, the loader."""
+    train_set = PairDataset(train_path, crop=config.crop, scale=config.scale,
+                            ratio=config.ratio, flip=config.flip,
+                            mask_threshold=config.mask_threshold, seed=config.seed)
+    per_rank_batch = max(1, config.batch_size // dist.world_size)
+    if len(train_set) < per_rank_batch * dist.world_size:
+        raise InputError(f"{train_path} has {len(train_set)} pair(s), fewer than the batch "
+                         f"size {per_rank_batch * dist.world_size}")
+    sampler = _EpochSampler(len(train_set), config.seed, dist.rank, dist.world_size)
+    loader_gen = torch.Generator()
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=per_rank_batch, sampler=sampler, drop_last=True,
+        num_workers=config.num_workers, pin_memory=on_cuda, generator=loader_gen,
+        worker_init_fn=_seed_worker if config.num_workers else None,
+        persistent_workers=False)
+    val_set = (PairDataset(val_path, crop=None, flip=False, mask_threshold=config.mask_threshold)
+               if val_path is not None and dist.main else None)
+    return _TrainData(train_set, sampler, loader, loader_gen, len(loader), val_set)
+
+
+def _build_state(config: TrainConfig, dist: _Dist, device: torch.device,
+                 data: _TrainData) -> _TrainState:
+    """Step 2: the seeded model, Adam, the multi-step schedule and the loss (Sec. 5.1)."""
+    _seed_everything(config.seed)
+    model = build_model(config.model, **config.model_kwargs).to(device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones),
+                                                     gamma=config.gamma)
+    criterion = SPANetLoss(l1_weight=config.l1_weight, ssim_weight=config.ssim_weight,
+                           attention_weight=config.attention_weight).to(device)
+    return _TrainState(config=config, dist=dist, device=device,
+                       out_dir=Path(config.out_dir), data=data, model=model, net=model,
+                       optimizer=optimizer, scheduler=scheduler, criterion=criterion,
+                       memory_format=memory_format)
+
+
+def _restore(state: _TrainState, ckpt: dict[str, Any]) -> None:
+    """Step 3 (resume): weights, optimizer, schedule, counters and every RNG from ``last.pt``."""
+    state.model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.scheduler.load_state_dict(ckpt["scheduler"])
+    # Keep a changed schedule (e.g. more steps with new milestones) in force.
+    state.scheduler.milestones = Counter(state.config.milestones)
+    state.step = int(ckpt["step"])
+    state.epoch = int(ckpt["rng"]["sampler"]["epoch"])
+    state.batches_done = int(ckpt["rng"]["sampler"]["batches_done"])
+    if state.batches_done >= state.data.steps_per_epoch:
+        state.epoch, state.batches_done = state.epoch + 1, 0
+    state.elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+    state.last_metrics = dict(ckpt.get("metrics", {}))
+    _set_rng_state(ckpt["rng"])
+
+
+def _open_outputs(state: _TrainState, resumed: bool) -> None:
+    """Step 4: wrap the model for DDP; rank 0 opens ``log.csv`` and TensorBoard (if present)."""
+    if state.dist.enabled:
+        state.net = nn.parallel.DistributedDataParallel(
+            state.model, device_ids=[state.device.index] if state.on_cuda else None)
+    if not state.dist.main:
+        return
+    state.log = _CsvLog(state.log_path, state.step if resumed else None)
+    state.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # optional dependency
+    except ImportError:
+        return
+    state.writer = SummaryWriter(str(state.out_dir / "tensorboard"))
+
+
+def _save_checkpoint(state: _TrainState, path: Path, extra: dict[str, Any] | None = None
+                     ) -> None:
+    """Write a checkpoint of the run as it stands (the format of the module docstring)."""
+    ckpt = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "model": {k: v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()},
+        "config": state.config.to_dict(), "step": state.step,
+        "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+        "rng": {**_rng_state(), "sampler": {"epoch": state.epoch,
+                                            "batches_done": state.batches_done}},
+        "metrics": dict(state.last_metrics), "elapsed_s": state.elapsed(),
+        "world_size": state.dist.world_size, "torch_version": str(torch.__version__),
+        **(extra or {}),
+    }
+    atomic_torch_save(ckpt, path)
+
+
+def _optimizer_step(state: _TrainState, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Step 5a: one forward/backward/update on a batch; returns the step's values for the log.
+
+    Returns:
+        ``step``, ``epoch`` (epochs done, fractional), ``lr`` (of this step), ``loss``, the
+        loss parts (``loss_<name>``) and ``psnr`` (this batch, "standard", clipped output).
+
+    Raises:
+        FloatingPointError: the loss is NaN or infinite.
+    """
+    rain = batch["rain"].to(state.device, non_blocking=True, memory_format=state.memory_format)
+    clean = batch["clean"].to(state.device, non_blocking=True)
+    mask = batch["mask"].to(state.device, non_blocking=True)
+    with state.autocast():
+        pred, attention = state.net(rain)
+    pred = pred.float()
+    attention = attention.float() if attention is not None else None
+    total, parts = state.criterion(pred, clean, attention=attention, mask=mask)
+    loss_value = float(total.detach())
+    if not math.isfinite(loss_value):
+        raise FloatingPointError(
+            f"the training loss is {loss_value} at step {state.step + 1} (lr "
+            f"{state.optimizer.param_groups[0]['lr']:g}); lower the learning rate or "
+            "check the data")
+    state.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    lr = state.optimizer.param_groups[0]["lr"]
+    state.consistent = False
+    state.optimizer.step()
+    state.scheduler.step()
+    state.step += 1
+    state.batches_done += 1
+    if state.batches_done >= state.data.steps_per_epoch:
+        state.epoch, state.batches_done = state.epoch + 1, 0
+    state.consistent = True
+
+    with torch.no_grad():
+        batch_psnr = float(psnr(pred.detach().clamp(0, 1), clean, convention="standard").mean())
+    values = {"loss": loss_value}
+    values.update({f"loss_{k}": float(v) for k, v in parts.items() if k != "total"})
+    values["psnr"] = batch_psnr
+    for k, v in values.items():
+        state.window[k] = state.window.get(k, 0.0) + v
+    state.window_n += 1
+    epochs = round(state.epoch + state.batches_done / state.data.steps_per_epoch, 4)
+    return {"step": state.step, "epoch": epochs, "lr": lr, **values}
+
+
+def _validate_and_log(state: _TrainState, info: dict[str, Any]) -> None:
+    """Step 5b: validate and write a log row, each when due.
+
+    Rank 0 validates (adding ``val_psnr``/``val_ssim`` to ``info``); a log row holds the
+    means over the window since the previous row.
+    """
+    config, step = state.config, state.step
+    # Rank 0 validates; the other ranks wait in the next step's all-reduce.
+    do_val = state.data.val_set is not None and (
+        step == config.steps or (config.val_every and step % config.val_every == 0))
+    if do_val:
+        info["val_psnr"], info["val_ssim"] = _validate(state.model, state.data.val_set, config,
+                                                       state.device, state.autocast)
+    if state.log is None or not (do_val or step == config.steps or (
+            config.log_every and step % config.log_every == 0)):
+        return
+    row = {"step": step, "epoch": info["epoch"], "lr": info["lr"],
+           **{k: v / state.window_n for k, v in state.window.items()},
+           "val_psnr": info.get("val_psnr", float("nan")),
+           "val_ssim": info.get("val_ssim", float("nan")),
+           "elapsed_s": round(state.elapsed(), 3)}
+    state.log.write(row)
+    state.last_metrics = {k: float(v) for k, v in row.items()}
+    if state.writer is not None:
+        for k, v in row.items():
+            if k not in ("step", "epoch") and v == v:
+                state.writer.add_scalar(f"train/{k}", v, step)
+    state.window, state.window_n = {}, 0
+
+
+def _periodic_checkpoint(state: _TrainState) -> None:
+    """Step 5c: ``last.pt`` every ``checkpoint_every`` steps (all ranks wait for rank 0)."""
+    every = state.config.checkpoint_every
+    if every and state.step % every == 0 and state.step < state.config.steps:
+        state.dist.barrier()
+        if state.dist.main:
+            _save_checkpoint(state, state.last_path)
+        state.dist.barrier()
+
+
+def _run_steps(state: _TrainState, bar: Any, stop: _StopFlag,
+               callbacks: Sequence[Callable[[dict[str, Any]], None]]) -> None:
+    """Step 5: epochs of steps until ``config.steps``, resuming mid-epoch where saved."""
+    config, data = state.config, state.data
+    while state.step < config.steps:
+        data.sampler.set_epoch(state.epoch, skip=state.batches_done * data.loader.batch_size)
+        if hasattr(data.train_set, "set_epoch"):
+            data.train_set.set_epoch(state.epoch)
+        data.loader_gen.manual_seed(config.seed + state.epoch)
+        for batch in data.loader:
+            info = _optimizer_step(state, batch)
+            _validate_and_log(state, info)
+            bar.update(1)
+            state.running_psnr = (0.9 * state.running_psnr + 0.1 * info["psnr"]
+                                  if state.running_psnr else info["psnr"])
+            bar.set_postfix(loss=f"{info['loss']:.4f}", psnr=f"{state.running_psnr:.2f}")
+            _periodic_checkpoint(state)
+            for callback in callbacks:
+                callback(dict(info))
+            if _stop_requested(stop, state.dist):
+                raise _Stop()
+            if state.step >= config.steps:
+                break
+
+
+def _finish(state: _TrainState) -> TrainResult:
+    """Step 6: ``final.pt`` and ``last.pt`` with each rank's parameter digest."""
+    digest = _param_digest(state.model)
+    digests = [digest]
+    if state.dist.enabled:
+        digests = [None] * state.dist.world_size
+        torch.distributed.all_gather_object(digests, digest)
+    if state.dist.main:
+        _save_checkpoint(state, state.last_path)
+        _save_checkpoint(state, state.final_path, {"param_digests": digests})
+    state.dist.barrier()
+    return TrainResult(checkpoint=state.final_path, last_checkpoint=state.last_path,
+                       log_path=state.log_path, step=state.step,
+                       metrics={k: float(v) for k, v in state.last_metrics.items()},
+                       elapsed_s=state.elapsed())
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True,
           callbacks: Sequence[Callable[[dict[str, Any]], None]] | None = None) -> TrainResult:
     """Train a derainer as ``config`` says; write ``log.csv``, ``last.pt`` and ``final.pt``.
@@ -654,6 +982,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     Sampling is reproducible: epoch e shuffles with ``seed + e`` and the dataset's crops are
     keyed by ``set_epoch``; a resumed run restores every RNG and the position in the epoch, so
     N steps + resume + N steps gives the same weights as 2N steps (on CPU, ``num_workers=0``).
+
+    The run is a sequence of named steps on one `_TrainState`: `_open_data`, `_build_state`,
+    `_restore` (resume), `_open_outputs`, `_run_steps` (`_optimizer_step`,
+    `_validate_and_log`, `_periodic_checkpoint`), `_finish`.
 
     Args:
         config: the run's settings (see `TrainConfig`, `make_config`).
@@ -675,256 +1007,62 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         KeyboardInterrupt: SIGINT (saved ``last.pt`` first).
         SystemExit: SIGTERM (status 143, saved ``last.pt`` first).
     """
-    from tqdm.auto import tqdm
-
-    from .data import PairDataset
-    from .losses import SPANetLoss
-    from .metrics import psnr
-
     config = TrainConfig.from_dict(config.to_dict())        # private, validated copy
     train_path = _check_list(config.train_list, "train")
     val_path = _check_list(config.val_list, "validation") if config.val_list else None
-    out_dir = Path(config.out_dir)
-    last_path, final_path, log_path = out_dir / "last.pt", out_dir / "final.pt", out_dir / "log.csv"
+    last_path = Path(config.out_dir) / "last.pt"
     ckpt = _load_checkpoint(last_path) if resume else None
     if ckpt is not None:
         _check_resume_config(config, ckpt["config"], last_path)
 
-    dist_info = _setup_distributed("cuda" if config.device == "cuda" or (
+    dist = _setup_distributed("cuda" if config.device == "cuda" or (
         config.device == "auto" and torch.cuda.is_available()) else "cpu")
     deterministic_before = (torch.are_deterministic_algorithms_enabled(),
                             torch.is_deterministic_algorithms_warn_only_enabled(),
                             torch.backends.cudnn.benchmark)
     stop = _StopFlag()
-    writer = None
+    state: _TrainState | None = None
     try:
-        device = _resolve_device(config.device, dist_info)
-        on_cuda = device.type == "cuda"
+        device = _resolve_device(config.device, dist)
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-        elif on_cuda:
+        elif device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-
-        # Data.
-        train_set = PairDataset(train_path, crop=config.crop, scale=config.scale,
-                                ratio=config.ratio, flip=config.flip,
-                                mask_threshold=config.mask_threshold, seed=config.seed)
-        per_rank_batch = max(1, config.batch_size // dist_info.world_size)
-        if len(train_set) < per_rank_batch * dist_info.world_size:
-            raise InputError(f"{train_path} has {len(train_set)} pair(s), fewer than the batch "
-                             f"size {per_rank_batch * dist_info.world_size}")
-        sampler = _EpochSampler(len(train_set), config.seed, dist_info.rank,
-                                dist_info.world_size)
-        loader_gen = torch.Generator()
-        loader = torch.utils.data.DataLoader(
-            train_set, batch_size=per_rank_batch, sampler=sampler, drop_last=True,
-            num_workers=config.num_workers, pin_memory=on_cuda, generator=loader_gen,
-            worker_init_fn=_seed_worker if config.num_workers else None,
-            persistent_workers=False)
-        steps_per_epoch = len(loader)
-        val_set = (PairDataset(val_path, crop=None, flip=False,
-                               mask_threshold=config.mask_threshold)
-                   if val_path is not None and dist_info.main else None)
-
-        # Model, optimizer, schedule (Sec. 5.1).
-        _seed_everything(config.seed)
-        model = build_model(config.model, **config.model_kwargs).to(device)
-        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        model = model.to(memory_format=memory_format)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones),
-                                                         gamma=config.gamma)
-        criterion = SPANetLoss(l1_weight=config.l1_weight, ssim_weight=config.ssim_weight,
-                               attention_weight=config.attention_weight).to(device)
-        step, epoch, batches_done, elapsed_before = 0, 0, 0, 0.0
-        last_metrics: dict[str, Any] = {}
+        data = _open_data(config, train_path, val_path, dist, device.type == "cuda")
+        state = _build_state(config, dist, device, data)
         if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            # Keep a changed schedule (e.g. more steps with new milestones) in force.
-            scheduler.milestones = Counter(config.milestones)
-            step = int(ckpt["step"])
-            epoch = int(ckpt["rng"]["sampler"]["epoch"])
-            batches_done = int(ckpt["rng"]["sampler"]["batches_done"])
-            if batches_done >= steps_per_epoch:
-                epoch, batches_done = epoch + 1, 0
-            elapsed_before = float(ckpt.get("elapsed_s", 0.0))
-            last_metrics = dict(ckpt.get("metrics", {}))
-            _set_rng_state(ckpt["rng"])
-        net: nn.Module = model
-        if dist_info.enabled:
-            net = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if on_cuda else None)
-
-        def autocast() -> Any:
-            if on_cuda and config.amp:
-                return torch.autocast("cuda", dtype=torch.bfloat16)
-            if not on_cuda and config.amp_cpu and cpu_has_fast_bf16():
-                return torch.autocast("cpu", dtype=torch.bfloat16)
-            return contextlib.nullcontext()
-
-        log = _CsvLog(log_path, step if ckpt is not None else None) if dist_info.main else None
-        if dist_info.main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                writer = SummaryWriter(str(out_dir / "tensorboard"))
-            except ImportError:
-                writer = None
-
-        t0 = time.perf_counter()
-
-        def elapsed() -> float:
-            return elapsed_before + time.perf_counter() - t0
-
-        def checkpoint(path: Path, extra: dict[str, Any] | None = None) -> None:
-            state = {
-                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-                "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                "config": config.to_dict(), "step": step,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": {**_rng_state(), "sampler": {"epoch": epoch,
-                                                    "batches_done": batches_done}},
-                "metrics": dict(last_metrics), "elapsed_s": elapsed(),
-                "world_size": dist_info.world_size, "torch_version": str(torch.__version__),
-                **(extra or {}),
-            }
-            atomic_torch_save(state, path)
-
-        bar = tqdm(total=config.steps, initial=step, disable=not (progress and dist_info.main),
-                   desc=f"train {config.model}", dynamic_ncols=True)
-        window: dict[str, float] = {}
-        window_n = 0
-        running = 0.0            # running (exponential mean) training PSNR for the bar
-        consistent = True        # False while optimizer.step() may be half done
+            _restore(state, ckpt)
+        _open_outputs(state, resumed=ckpt is not None)
+        state.started = time.perf_counter()
+        bar = tqdm(total=config.steps, initial=state.step,
+                   disable=not (progress and dist.main), desc=f"train {config.model}",
+                   dynamic_ncols=True)
         stop.install()
-        model.train()
+        state.model.train()
         try:
-            while step < config.steps:
-                sampler.set_epoch(epoch, skip=batches_done * per_rank_batch)
-                if hasattr(train_set, "set_epoch"):
-                    train_set.set_epoch(epoch)
-                loader_gen.manual_seed(config.seed + epoch)
-                for batch in loader:
-                    rain = batch["rain"].to(device, non_blocking=True,
-                                            memory_format=memory_format)
-                    clean = batch["clean"].to(device, non_blocking=True)
-                    mask = batch["mask"].to(device, non_blocking=True)
-                    with autocast():
-                        pred, attention = net(rain)
-                    pred = pred.float()
-                    attention = attention.float() if attention is not None else None
-                    total, parts = criterion(pred, clean, attention=attention, mask=mask)
-                    loss_value = float(total.detach())
-                    if not math.isfinite(loss_value):
-                        raise FloatingPointError(
-                            f"the training loss is {loss_value} at step {step + 1} (lr "
-                            f"{optimizer.param_groups[0]['lr']:g}); lower the learning rate or "
-                            "check the data")
-                    optimizer.zero_grad(set_to_none=True)
-                    total.backward()
-                    lr = optimizer.param_groups[0]["lr"]
-                    consistent = False
-                    optimizer.step()
-                    scheduler.step()
-                    step += 1
-                    batches_done += 1
-                    if batches_done >= steps_per_epoch:
-                        epoch, batches_done = epoch + 1, 0
-                    consistent = True
-
-                    with torch.no_grad():
-                        batch_psnr = float(psnr(pred.detach().clamp(0, 1), clean,
-                                                convention="standard").mean())
-                    values = {"loss": loss_value}
-                    values.update({f"loss_{k}": float(v) for k, v in parts.items()
-                                   if k != "total"})
-                    values["psnr"] = batch_psnr
-                    for k, v in values.items():
-                        window[k] = window.get(k, 0.0) + v
-                    window_n += 1
-                    epochs = round(epoch + batches_done / steps_per_epoch, 4)
-                    info: dict[str, Any] = {"step": step, "epoch": epochs, "lr": lr, **values}
-
-                    # Rank 0 validates; the other ranks wait in the next step's all-reduce.
-                    do_val = val_set is not None and (
-                        step == config.steps
-                        or (config.val_every and step % config.val_every == 0))
-                    if do_val:
-                        info["val_psnr"], info["val_ssim"] = _validate(
-                            model, val_set, config, device, autocast)
-
-                    if log is not None and (do_val or step == config.steps or (
-                            config.log_every and step % config.log_every == 0)):
-                        row = {"step": step, "epoch": epochs, "lr": info["lr"],
-                               **{k: v / window_n for k, v in window.items()},
-                               "val_psnr": info.get("val_psnr", float("nan")),
-                               "val_ssim": info.get("val_ssim", float("nan")),
-                               "elapsed_s": round(elapsed(), 3)}
-                        log.write(row)
-                        last_metrics = {k: float(v) for k, v in row.items()}
-                        if writer is not None:
-                            for k, v in row.items():
-                                if k not in ("step", "epoch") and v == v:
-                                    writer.add_scalar(f"train/{k}", v, step)
-                        window, window_n = {}, 0
-                    bar.update(1)
-                    running = 0.9 * running + 0.1 * batch_psnr if running else batch_psnr
-                    bar.set_postfix(loss=f"{values['loss']:.4f}", psnr=f"{running:.2f}")
-
-                    if config.checkpoint_every and step % config.checkpoint_every == 0 \
-                            and step < config.steps:
-                        dist_info.barrier()
-                        if dist_info.main:
-                            checkpoint(last_path)
-                        dist_info.barrier()
-                    for callback in callbacks or ():
-                        callback(dict(info))
-                    if _stop_requested(stop, dist_info):
-                        raise _Stop()
-                    if step >= config.steps:
-                        break
+            _run_steps(state, bar, stop, callbacks or ())
         except (KeyboardInterrupt, _Stop) as exc:
             bar.close()
-            if dist_info.main and consistent:
-                checkpoint(last_path)
+            if dist.main and state.consistent:
+                _save_checkpoint(state, state.last_path)
             if isinstance(exc, _Stop) and stop.signum == signal.SIGTERM:
                 raise SystemExit(128 + signal.SIGTERM) from None
             if isinstance(exc, _Stop):
                 raise KeyboardInterrupt from None
             raise
         bar.close()
-
-        # The end: final.pt (+ last.pt), with each rank's parameter digest.
-        digest = _param_digest(model)
-        digests = [digest]
-        if dist_info.enabled:
-            digests = [None] * dist_info.world_size
-            torch.distributed.all_gather_object(digests, digest)
-        if dist_info.main:
-            checkpoint(last_path)
-            checkpoint(final_path, {"param_digests": digests})
-        dist_info.barrier()
-        return TrainResult(checkpoint=final_path, last_checkpoint=last_path, log_path=log_path,
-                           step=step, metrics={k: float(v) for k, v in last_metrics.items()},
-                           elapsed_s=elapsed())
+        return _finish(state)
     finally:
         stop.restore()
-        if writer is not None:
-            writer.close()
+        if state is not None and state.writer is not None:
+            state.writer.close()
         if config.deterministic:
             torch.use_deterministic_algorithms(deterministic_before[0],
                                                warn_only=deterministic_before[1])
         torch.backends.cudnn.benchmark = deterministic_before[2]
-        if dist_info.owns_group and torch.distributed.is_initialized():
+        if dist.owns_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-
-
-class _Stop(Exception):
-    """Internal: a signal asked the loop to stop between steps."""
 
 
 def _stop_requested(stop: _StopFlag, dist_info: _Dist) -> bool:
@@ -943,8 +1081,6 @@ def _stop_requested(stop: _StopFlag, dist_info: _Dist) -> bool:
 # --------------------------------------------------------------------------------------------
 def _resolve_list(path: str | os.PathLike, split: str) -> Path:
     """A pair list file, or a dataset folder (ours: ``train.txt``; SPA-Data's layout)."""
-    from .data import find_pair_list
-
     return Path(find_pair_list(path, split))
 
 
@@ -989,8 +1125,7 @@ def train_command(profile: str = "quick", train_list: str | os.PathLike | None =
     if steps is not None and "milestones" not in overrides:
         # Scale the profile's schedule to the new length.
         base = TRAIN_PROFILES[profile]
-        config.milestones = tuple(max(1, round(m * steps / base["steps"]))
-                                  for m in base["milestones"])
+        config.milestones = scale_milestones(base["milestones"], base["steps"], steps)
         config.validate()
     return train(config, resume=resume, progress=progress)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from spanetlib.models import baselines
+from spanetlib.models import baselines, count_parameters
 from spanetlib.models.baselines import (
     BASELINES,
     DDN,
@@ -17,7 +17,6 @@ from spanetlib.models.baselines import (
     RESCAN,
     PReNet,
     box_filter,
-    count_parameters,
     guided_filter,
 )
 

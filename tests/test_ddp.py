@@ -35,7 +35,7 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
     return sha.hexdigest()
 
 
-def test_torchrun_two_cpu_ranks(tmp_path: Path, write_pairs):
+def test_torchrun_two_cpu_ranks(tmp_path: Path, write_pairs, tiny_spanet: dict):
     rng = np.random.default_rng(0)
     images = []
     for i in range(8):
@@ -45,8 +45,7 @@ def test_torchrun_two_cpu_ranks(tmp_path: Path, write_pairs):
         images.append((rain.clip(0, 1), clean))
     write_pairs(tmp_path / "train.txt", images, rain_name="r{i}.png", clean_name="c{i}.png")
     out = tmp_path / "run"
-    kwargs = {"channels": 4, "num_pre_blocks": 1, "blocks_per_sab": 1, "num_post_blocks": 1,
-              "num_sabs": 1, "irnn_backend": "reference"}
+    kwargs = tiny_spanet
     cfg = make_config("smoke", model_kwargs=kwargs, train_list=str(tmp_path / "train.txt"),
                       crop=16, batch_size=4, steps=4, checkpoint_every=2, log_every=1,
                       out_dir=str(out), device="cpu", seed=3)

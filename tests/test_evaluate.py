@@ -29,11 +29,6 @@ CONVS = ("standard", "spanet-paper", "y-matlab")
 LEVELS = ("light", "heavy", "light")
 
 
-class Identity(nn.Module):
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return x, None
-
-
 class Shift(nn.Module):
     """Adds a constant: on images in [0.2, 0.8] the error is exactly ``delta`` everywhere."""
 
@@ -83,7 +78,7 @@ def test_all_sorted() -> None:
     assert ev.__all__ == sorted(ev.__all__)
 
 
-def test_input_row_equals_direct_metrics(pairs_dir: Path) -> None:
+def test_input_row_equals_direct_metrics(pairs_dir: Path, identity) -> None:
     df = evaluate_model(None, pairs_dir / "test.txt", progress=False)
     assert list(df["name"]) == ["rain/0.png", "rain/1.png", "rain/2.png"]
     assert list(df.columns) == ["name"] + [metric_column(m, c) for c in CONVS
@@ -92,8 +87,12 @@ def test_input_row_equals_direct_metrics(pairs_dir: Path) -> None:
         rain = read_image(pairs_dir / "rain" / f"{i}.png")
         clean = read_image(pairs_dir / "clean" / f"{i}.png")
         for conv in CONVS:
-            p, s = psnr_ssim_np(rain, clean, conv)
+            p, s = psnr_ssim_np(ev.as_prediction(rain), clean, conv)
             assert row[f"psnr[{conv}]"] == p and row[f"ssim[{conv}]"] == s
+            assert p == pytest.approx(psnr_ssim_np(rain, clean, conv)[0], rel=1e-6)
+    # The input row is what a model that returns its input scores, to the bit.
+    pd.testing.assert_frame_equal(evaluate_model(identity, pairs_dir / "test.txt",
+                                                 progress=False), df, rtol=0, atol=0)
     # more noise -> lower PSNR (the pairs differ, so the test can fail)
     assert df["psnr[standard]"].is_monotonic_decreasing
     same = evaluate_model("input", pairs_dir / "test.txt", conventions="y-matlab",
@@ -111,8 +110,8 @@ def test_path_tuples_and_dataset_folder(pairs_dir: Path) -> None:
     np.testing.assert_array_equal(by_tuple["psnr[standard]"], by_folder["psnr[standard]"])
 
 
-def test_identity_on_identical_pairs_is_perfect() -> None:
-    df = evaluate_model(Identity(), _flat_images(0.0), progress=False)
+def test_identity_on_identical_pairs_is_perfect(identity) -> None:
+    df = evaluate_model(identity, _flat_images(0.0), progress=False)
     assert (df["psnr[y-matlab]"] == math.inf).all()  # quantized: exactly equal
     assert (df["psnr[standard]"] > 120).all()          # float32 round trip only
     for conv in CONVS:
@@ -265,7 +264,9 @@ def test_bad_inputs(pairs_dir: Path, tmp_path: Path) -> None:
         metric_column("mse", "standard")
 
 
-class ShapeRecorder(Identity):
+class ShapeRecorder(nn.Module):
+    """Returns its input and records the shape of every batch it sees."""
+
     def __init__(self) -> None:
         super().__init__()
         self.shapes: list[tuple[int, ...]] = []

@@ -73,11 +73,6 @@ def _read_set(list_path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(read_image(r), read_image(c)) for r, c in read_pair_list(list_path)]
 
 
-class Identity(nn.Module):
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return x, None
-
-
 class RainScaler(nn.Module):
     """Knows the clean image of every rain image; returns ``clean + factor * (rain - clean)``.
 
@@ -104,8 +99,8 @@ def _reference_set(tmp_path: Path) -> Path:
     return build_heldout_rain_set(tmp_path / "reference", n_per_condition=1, size=SIZE)
 
 
-def test_heldout_check_identity_gains_nothing(tmp_path: Path) -> None:
-    table = heldout_check(Identity(), tmp_path, n_per_condition=1, size=SIZE)
+def test_heldout_check_identity_gains_nothing(tmp_path: Path, identity) -> None:
+    table = heldout_check(identity, tmp_path, n_per_condition=1, size=SIZE)
     assert list(table.columns) == TABLE_COLUMNS
     assert list(table["condition"]) == [*HELDOUT_RAIN_CONDITIONS, "all"]
     assert list(table["n"]) == [1] * len(HELDOUT_RAIN_CONDITIONS) + [len(HELDOUT_RAIN_CONDITIONS)]
@@ -131,15 +126,16 @@ def test_heldout_check_doubling_the_rain_loses(tmp_path: Path) -> None:
     assert (table["psnr_gain"] < 0).all() and (table["ssim_gain"] < 0).all()
 
 
-def test_heldout_check_other_conventions_get_suffixed_columns(tmp_path: Path) -> None:
-    table = heldout_check(Identity(), tmp_path, n_per_condition=1, size=SIZE,
+def test_heldout_check_other_conventions_get_suffixed_columns(tmp_path: Path,
+                                                              identity) -> None:
+    table = heldout_check(identity, tmp_path, n_per_condition=1, size=SIZE,
                           conventions=("standard", "y-matlab"))
     assert table.columns[-6:].tolist() == [f"{m}_{k}[y-matlab]" for m in ("psnr", "ssim")
                                            for k in ("input", "model", "gain")]
     assert (table["psnr_gain[y-matlab]"] == 0).all()
 
 
-def test_heldout_check_rejects_unknown_convention(tmp_path: Path) -> None:
+def test_heldout_check_rejects_unknown_convention(tmp_path: Path, identity) -> None:
     with pytest.raises(ValueError, match=r"unknown metric convention 'psnr-hvs'"):
-        heldout_check(Identity(), tmp_path, n_per_condition=1, size=SIZE,
+        heldout_check(identity, tmp_path, n_per_condition=1, size=SIZE,
                       conventions=("psnr-hvs",))

@@ -16,7 +16,7 @@ from spanetlib.inference import (
     prepare_model,
     tile_starts,
 )
-from spanetlib.models.official import load_official_spanet
+from spanetlib.models.pretrained import load_official_spanet
 from spanetlib.models.spanet import SPANet
 
 pytestmark = pytest.mark.usefixtures("single_thread")

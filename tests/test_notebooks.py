@@ -53,3 +53,15 @@ def test_output_dirs_keep_quick_results_in_the_checkout(tmp_path):
     assert smoke["results_dir"] == str(tmp_path / "results" / "smoke")
     with pytest.raises(ValueError, match="unknown profile"):
         profiles.notebook_parameters(profiles.NOTEBOOKS[0], "huge", quick)
+
+
+@pytest.mark.parametrize("name", profiles.NOTEBOOKS)
+def test_notebooks_call_the_library_for_shared_text(name):
+    """The deviations come from `spanetlib.deviations`, the dataset line from `describe()`."""
+    notebook = json.loads((NOTEBOOKS_DIR / f"{name}.ipynb").read_text())
+    code = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+    prose = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown"]
+    assert sum(f'render_deviations("{name}", profile)' in src for src in code) == 1
+    assert not any("Deviations from the paper" in text for text in prose)
+    assert not any(".summary" in src or ".split(" in src for src in code)
+    assert any("print(dataset.describe())" in src for src in code)

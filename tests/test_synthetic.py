@@ -12,7 +12,7 @@ import torch
 from spanetlib.evaluate import heldout_check
 from spanetlib.fileio import InputError, atomic_torch_save, read_image
 from spanetlib.models import build_model, load_pretrained
-from spanetlib.models.official import SYNTHETIC_WEIGHTS
+from spanetlib.models.pretrained import SYNTHETIC_WEIGHTS
 from spanetlib.rain import (
     BACKGROUND_NAMES,
     HELDOUT_BACKGROUND_NAMES,

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,6 @@ from spanetlib.train import (
     train,
     train_command,
 )
-
-# A small SPANet: 4 channels, two SABs of one SARB; the plain-PyTorch IRNN (no JIT compile).
-TINY_SPANET = {"channels": 4, "num_pre_blocks": 1, "blocks_per_sab": 1, "num_post_blocks": 1,
-               "num_sabs": 2, "irnn_backend": "reference"}
 
 
 def _write_dataset(write_pairs, root: Path, n: int = 6, size: int = 24, seed: int = 0) -> Path:
@@ -62,13 +59,19 @@ def data_list(tmp_path_factory: pytest.TempPathFactory, write_pairs) -> Path:
     return _write_dataset(write_pairs, tmp_path_factory.mktemp("pairs"))
 
 
-def _config(data_list: Path, out: Path, **overrides) -> TrainConfig:
-    values = {"model_kwargs": dict(TINY_SPANET), "train_list": str(data_list), "crop": 16,
-              "batch_size": 2, "steps": 4, "lr": 3e-3, "milestones": (3,), "gamma": 0.5,
-              "seed": 7, "checkpoint_every": 2, "val_every": 0, "log_every": 1,
-              "out_dir": str(out), "device": "cpu"}
-    values.update(overrides)
-    return make_config("smoke", **values)
+@pytest.fixture
+def config(data_list: Path, tiny_spanet: dict) -> Callable[..., TrainConfig]:
+    """``config(out, **overrides)``: a 4-step tiny-SPANet run on ``data_list`` into ``out``."""
+
+    def make(out: Path, **overrides) -> TrainConfig:
+        values = {"model_kwargs": tiny_spanet, "train_list": str(data_list), "crop": 16,
+                  "batch_size": 2, "steps": 4, "lr": 3e-3, "milestones": (3,), "gamma": 0.5,
+                  "seed": 7, "checkpoint_every": 2, "val_every": 0, "log_every": 1,
+                  "out_dir": str(out), "device": "cpu"}
+        values.update(overrides)
+        return make_config("smoke", **values)
+
+    return make
 
 
 def _read_log(path: Path) -> list[dict[str, str]]:
@@ -145,9 +148,9 @@ def test_config_dict_and_json_round_trip(tmp_path):
         load_config(tmp_path / "missing.json")
 
 
-def test_build_model_names():
+def test_build_model_names(tiny_spanet):
     assert set(MODEL_FACTORIES) == {"spanet", "ddn", "rescan", "prenet"}
-    model = build_model("SPANet", **TINY_SPANET)
+    model = build_model("SPANet", **tiny_spanet)
     image, attention = model(torch.rand(1, 3, 8, 8))
     assert image.shape == (1, 3, 8, 8) and attention.shape == (1, 1, 8, 8)
     image, attention = build_model("PReNet", channels=4, stages=2, num_res_blocks=1)(
@@ -158,21 +161,21 @@ def test_build_model_names():
 
 
 # ------------------------------------------------------------------------------ training
-def test_missing_train_list_is_input_error(tmp_path):
+def test_missing_train_list_is_input_error(tmp_path, config):
     with pytest.raises(InputError, match="train list not found"):
-        train(_config(tmp_path / "nope.txt", tmp_path / "run"), progress=False)
+        train(config(tmp_path / "run", train_list=tmp_path / "nope.txt"), progress=False)
     with pytest.raises(InputError, match="no train list given"):
         train(make_config("smoke", out_dir=str(tmp_path)), progress=False)
 
 
-def test_too_few_pairs_for_the_batch(tmp_path, data_list):
+def test_too_few_pairs_for_the_batch(tmp_path, config):
     with pytest.raises(InputError, match=r"has 6 pair\(s\), fewer than the batch size 8"):
-        train(_config(data_list, tmp_path / "run", batch_size=8), progress=False)
+        train(config(tmp_path / "run", batch_size=8), progress=False)
 
 
-def test_loss_decreases_on_a_learnable_task(tmp_path, data_list):
+def test_loss_decreases_on_a_learnable_task(tmp_path, config):
     losses: list[float] = []
-    cfg = _config(data_list, tmp_path / "run", steps=30, lr=1e-2, milestones=(), checkpoint_every=0,
+    cfg = config(tmp_path / "run", steps=30, lr=1e-2, milestones=(), checkpoint_every=0,
                   log_every=10, attention_weight=0.0)
     result = train(cfg, progress=False, callbacks=[lambda info: losses.append(info["loss"])])
     assert len(losses) == 30
@@ -182,15 +185,15 @@ def test_loss_decreases_on_a_learnable_task(tmp_path, data_list):
     assert float(rows[-1]["psnr"]) > float(rows[0]["psnr"])
 
 
-def test_checkpoint_contents_and_log_columns(tmp_path, data_list):
-    cfg = _config(data_list, tmp_path / "run", val_list=str(data_list.parent / "test.txt"),
+def test_checkpoint_contents_and_log_columns(tmp_path, data_list, config, tiny_spanet):
+    cfg = config(tmp_path / "run", val_list=str(data_list.parent / "test.txt"),
                   val_every=2, val_crop=16, max_val_images=2)
     result = train(cfg, progress=False)
     assert result.checkpoint == tmp_path / "run" / "final.pt" and result.step == 4
     ckpt = _load(result.checkpoint)
     assert {"model", "config", "step", "optimizer", "scheduler", "rng"} <= set(ckpt)
     assert ckpt["step"] == 4 and ckpt["config"]["model"] == "spanet"
-    assert ckpt["config"]["model_kwargs"] == TINY_SPANET
+    assert ckpt["config"]["model_kwargs"] == tiny_spanet
     assert set(ckpt["rng"]) == {"python", "numpy", "torch", "cuda", "sampler"}
     assert ckpt["rng"]["sampler"] == {"epoch": 1, "batches_done": 1}     # 3 batches per epoch
     assert not any(k.startswith("module.") for k in ckpt["model"])
@@ -214,11 +217,11 @@ def test_checkpoint_contents_and_log_columns(tmp_path, data_list):
     assert "trained 4 steps" in str(result)
 
 
-def test_resume_is_exact(tmp_path, data_list):
+def test_resume_is_exact(tmp_path, config):
     kw = {"milestones": (5,), "deterministic": True}
-    straight = train(_config(data_list, tmp_path / "a", steps=8, **kw), progress=False)
-    train(_config(data_list, tmp_path / "b", steps=4, **kw), progress=False)
-    resumed = train(_config(data_list, tmp_path / "b", steps=8, **kw), resume=True,
+    straight = train(config(tmp_path / "a", steps=8, **kw), progress=False)
+    train(config(tmp_path / "b", steps=4, **kw), progress=False)
+    resumed = train(config(tmp_path / "b", steps=8, **kw), resume=True,
                     progress=False)
     assert not torch.are_deterministic_algorithms_enabled()          # restored afterwards
     a, b = _load(straight.checkpoint), _load(resumed.checkpoint)
@@ -231,29 +234,29 @@ def test_resume_is_exact(tmp_path, data_list):
     for ra, rb in zip(rows_a, rows_b, strict=True):
         assert float(ra["loss"]) == pytest.approx(float(rb["loss"]), abs=1e-6)
     # A model that never saw the resume differs: the test can fail.
-    other = _load(train(_config(data_list, tmp_path / "c", steps=8, milestones=(5,), seed=8),
+    other = _load(train(config(tmp_path / "c", steps=8, milestones=(5,), seed=8),
                         progress=False).checkpoint)
     assert any(not torch.equal(other["model"][k], v) for k, v in a["model"].items())
 
 
-def test_resume_errors(tmp_path, data_list):
+def test_resume_errors(tmp_path, config, tiny_spanet):
     with pytest.raises(InputError, match="nothing to resume"):
-        train(_config(data_list, tmp_path / "run"), resume=True, progress=False)
-    train(_config(data_list, tmp_path / "run", steps=2), progress=False)
+        train(config(tmp_path / "run"), resume=True, progress=False)
+    train(config(tmp_path / "run", steps=2), progress=False)
     with pytest.raises(InputError, match="model is 'spanet' in the checkpoint but 'prenet' now"):
-        train(_config(data_list, tmp_path / "run", model="prenet", model_kwargs={}), resume=True,
+        train(config(tmp_path / "run", model="prenet", model_kwargs={}), resume=True,
               progress=False)
     with pytest.raises(InputError, match="model_kwargs is"):
-        train(_config(data_list, tmp_path / "run", model_kwargs={**TINY_SPANET, "channels": 6}),
+        train(config(tmp_path / "run", model_kwargs={**tiny_spanet, "channels": 6}),
               resume=True, progress=False)
 
 
-def test_keyboard_interrupt_saves_last_and_resumes(tmp_path, data_list):
+def test_keyboard_interrupt_saves_last_and_resumes(tmp_path, config):
     def stop_at_3(info):
         if info["step"] == 3:
             raise KeyboardInterrupt
 
-    cfg = _config(data_list, tmp_path / "run", steps=6, checkpoint_every=0)
+    cfg = config(tmp_path / "run", steps=6, checkpoint_every=0)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False, callbacks=[stop_at_3])
     assert _load(tmp_path / "run" / "last.pt")["step"] == 3
@@ -267,29 +270,29 @@ def test_keyboard_interrupt_saves_last_and_resumes(tmp_path, data_list):
     assert [r["step"] for r in _read_log(result.log_path)] == ["1", "2", "3", "4", "5", "6"]
 
 
-def test_sigterm_saves_last_and_exits(tmp_path, data_list):
+def test_sigterm_saves_last_and_exits(tmp_path, config):
     def term_at_2(info):
         if info["step"] == 2:
             os.kill(os.getpid(), signal.SIGTERM)
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as exc:
-        train(_config(data_list, tmp_path / "run", steps=6, checkpoint_every=0), progress=False,
+        train(config(tmp_path / "run", steps=6, checkpoint_every=0), progress=False,
               callbacks=[term_at_2])
     assert exc.value.code == 128 + signal.SIGTERM
     assert _load(tmp_path / "run" / "last.pt")["step"] == 2
     assert signal.getsignal(signal.SIGTERM) is before          # handler restored
 
 
-def test_no_attention_loss_option(tmp_path, data_list):
+def test_no_attention_loss_option(tmp_path, config):
     seen: list[dict] = []
-    train(_config(data_list, tmp_path / "run", steps=2, attention_weight=0.0), progress=False,
+    train(config(tmp_path / "run", steps=2, attention_weight=0.0), progress=False,
           callbacks=[seen.append])
     for info in seen:
         others = sum(v for k, v in info.items() if k.startswith("loss_") and "att" not in k)
         assert info["loss"] == pytest.approx(others, rel=1e-5)
     seen.clear()
-    train(_config(data_list, tmp_path / "run2", steps=2), progress=False, callbacks=[seen.append])
+    train(config(tmp_path / "run2", steps=2), progress=False, callbacks=[seen.append])
     others = sum(v for k, v in seen[0].items() if k.startswith("loss_") and "att" not in k)
     assert seen[0]["loss"] > others + 1e-6
 
@@ -299,8 +302,8 @@ def test_no_attention_loss_option(tmp_path, data_list):
     ("rescan", {"channels": 4, "stages": 2, "depth": 3}),
     ("prenet", {"channels": 4, "stages": 2, "num_res_blocks": 1}),
 ])
-def test_baseline_trains_one_step(tmp_path, data_list, name, kwargs):
-    result = train(_config(data_list, tmp_path / "run", model=name, model_kwargs=kwargs, steps=1),
+def test_baseline_trains_one_step(tmp_path, config, name, kwargs):
+    result = train(config(tmp_path / "run", model=name, model_kwargs=kwargs, steps=1),
                    progress=False)
     ckpt = _load(result.checkpoint)
     fresh = build_model(name, **kwargs).state_dict()
@@ -309,9 +312,9 @@ def test_baseline_trains_one_step(tmp_path, data_list, name, kwargs):
                if v.is_floating_point())
 
 
-def test_train_command_with_a_dataset_folder(tmp_path, data_list):
+def test_train_command_with_a_dataset_folder(tmp_path, data_list, tiny_spanet):
     result = train_command("smoke", train_list=data_list.parent, out_dir=tmp_path / "run",
-                           steps=2, device="cpu", progress=False, model_kwargs=TINY_SPANET,
+                           steps=2, device="cpu", progress=False, model_kwargs=tiny_spanet,
                            crop=16, val_list=data_list.parent, val_crop=16)
     ckpt = _load(result.checkpoint)
     assert ckpt["config"]["train_list"] == str(data_list)
@@ -323,8 +326,8 @@ def test_train_command_with_a_dataset_folder(tmp_path, data_list):
         train_command("huge", train_list=data_list, out_dir=tmp_path / "x")
 
 
-def test_module_entry_point(tmp_path, data_list, capsys):
-    cfg = _config(data_list, tmp_path / "run", steps=1).to_dict()
+def test_module_entry_point(tmp_path, config, capsys):
+    cfg = config(tmp_path / "run", steps=1).to_dict()
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg))
     assert main(["--config", str(path), "--no-progress"]) == 0
@@ -342,25 +345,25 @@ class _NaNModel(torch.nn.Module):
         return x * self.scale * float("nan"), None
 
 
-def test_nan_loss_stops_with_a_clear_error(tmp_path, data_list, monkeypatch):
+def test_nan_loss_stops_with_a_clear_error(tmp_path, config, monkeypatch):
     monkeypatch.setitem(MODEL_FACTORIES, "nan", lambda **kw: _NaNModel())
     with pytest.raises(FloatingPointError, match="the training loss is nan at step 1"):
-        train(_config(data_list, tmp_path / "run", model="nan", model_kwargs={}), progress=False)
+        train(config(tmp_path / "run", model="nan", model_kwargs={}), progress=False)
 
 
-def test_missing_val_list_and_worker_processes(tmp_path, data_list):
+def test_missing_val_list_and_worker_processes(tmp_path, config):
     with pytest.raises(InputError, match="validation list not found"):
-        train(_config(data_list, tmp_path / "run", val_list=str(tmp_path / "v.txt")),
+        train(config(tmp_path / "run", val_list=str(tmp_path / "v.txt")),
               progress=False)
     # Same weights with a loader worker process (crops keyed by seed, epoch and index).
-    a = train(_config(data_list, tmp_path / "a", steps=2, num_workers=1), progress=False)
-    b = train(_config(data_list, tmp_path / "b", steps=2), progress=False)
+    a = train(config(tmp_path / "a", steps=2, num_workers=1), progress=False)
+    b = train(config(tmp_path / "b", steps=2), progress=False)
     wa, wb = _load(a.checkpoint)["model"], _load(b.checkpoint)["model"]
     for key, value in wa.items():
         torch.testing.assert_close(wb[key], value, rtol=0, atol=1e-6)
 
 
-def test_channels_last_on_cpu_trains_like_nchw(tmp_path, data_list, monkeypatch):
+def test_channels_last_on_cpu_trains_like_nchw(tmp_path, config, monkeypatch):
     formats = []
     real_forward = SPANet.forward
 
@@ -371,18 +374,18 @@ def test_channels_last_on_cpu_trains_like_nchw(tmp_path, data_list, monkeypatch)
 
     monkeypatch.setattr(SPANet, "forward", spy)
     kw = {"steps": 3, "milestones": (), "deterministic": True, "checkpoint_every": 0}
-    nchw = _load(train(_config(data_list, tmp_path / "a", channels_last=False, **kw),
+    nchw = _load(train(config(tmp_path / "a", channels_last=False, **kw),
                        progress=False).checkpoint)
     assert formats == [False] * 3
     formats.clear()
-    nhwc = _load(train(_config(data_list, tmp_path / "b", channels_last=True, **kw),
+    nhwc = _load(train(config(tmp_path / "b", channels_last=True, **kw),
                        progress=False).checkpoint)
     assert formats == [True] * 3
     for key, value in nchw["model"].items():
         torch.testing.assert_close(nhwc["model"][key], value, rtol=1e-4, atol=1e-5)
 
 
-def test_amp_cpu_autocasts_only_where_bf16_is_fast(tmp_path, data_list, monkeypatch):
+def test_amp_cpu_autocasts_only_where_bf16_is_fast(tmp_path, config, monkeypatch):
     dtypes = []
     real_forward = SPANet.forward
 
@@ -394,9 +397,9 @@ def test_amp_cpu_autocasts_only_where_bf16_is_fast(tmp_path, data_list, monkeypa
     monkeypatch.setattr(SPANet, "forward", spy)
     kw = {"steps": 1, "milestones": (), "checkpoint_every": 0, "amp_cpu": True}
     monkeypatch.setattr("spanetlib.train.cpu_has_fast_bf16", lambda: True)
-    train(_config(data_list, tmp_path / "a", **kw), progress=False)
+    train(config(tmp_path / "a", **kw), progress=False)
     monkeypatch.setattr("spanetlib.train.cpu_has_fast_bf16", lambda: False)
-    train(_config(data_list, tmp_path / "b", **kw), progress=False)
-    train(_config(data_list, tmp_path / "c", **{**kw, "amp_cpu": False}), progress=False)
+    train(config(tmp_path / "b", **kw), progress=False)
+    train(config(tmp_path / "c", **{**kw, "amp_cpu": False}), progress=False)
     assert dtypes == [torch.bfloat16, torch.float32, torch.float32]
     assert isinstance(cpu_has_fast_bf16(), bool)

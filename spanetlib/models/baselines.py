@@ -20,7 +20,7 @@ these models having no attention map.
   of the authors' released weights (``spanetlib.models.released`` loads those files).
 
 Parameter counts at default settings (``PARAMETER_COUNTS``; a test checks them against
-``count_parameters``)::
+`spanetlib.models.count_parameters`)::
 
     DDN: 57,369
     RESCAN: 148,875
@@ -44,7 +44,6 @@ __all__ = [
     "PReNet",
     "RESCAN",
     "box_filter",
-    "count_parameters",
     "guided_filter",
     "prenet6",
     "prenet6_r",
@@ -54,19 +53,6 @@ __all__ = [
 
 #: Parameter counts of each baseline at its default settings (also shown in the docstring).
 PARAMETER_COUNTS: dict[str, int] = {"DDN": 57_369, "RESCAN": 148_875, "PReNet": 168_963}
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
-    """Number of scalar parameters of ``model``.
-
-    Args:
-        model: any module.
-        trainable_only: count only parameters with ``requires_grad`` (the default).
-
-    Returns:
-        The total number of parameter entries.
-    """
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def _check_int(name: str, value: int, minimum: int) -> None:

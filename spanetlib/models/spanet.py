@@ -2,7 +2,7 @@
 
 One configurable class, :class:`SPANet`, covers the paper's network and the model variants of
 its ablation (Table 4, :data:`TABLE4_VARIANTS`). The structure follows the authors' code and
-released checkpoint (see ``spanetlib.models.official`` for the key mapping)::
+released checkpoint (see ``spanetlib.models.pretrained`` for the key mapping)::
 
     o = relu(conv_in(x))                              # 3x3, 3 -> C
     num_pre_blocks x:    o = relu(RB(o) + o)          # residual blocks (RB)

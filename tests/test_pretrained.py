@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from spanetlib.fileio import InputError
-from spanetlib.models import official
-from spanetlib.models.official import (
+from spanetlib.models import pretrained
+from spanetlib.models.pretrained import (
     OFFICIAL_LICENSE,
     OFFICIAL_WEIGHTS,
     convert_official_state_dict,
@@ -228,14 +228,14 @@ def test_untrusted_objects_are_refused(tmp_path):
 
 
 def test_synthetic_not_shipped(monkeypatch, tmp_path):
-    monkeypatch.setattr(official, "SYNTHETIC_WEIGHTS", tmp_path / "spanet_synthetic.pth")
+    monkeypatch.setattr(pretrained, "SYNTHETIC_WEIGHTS", tmp_path / "spanet_synthetic.pth")
     with pytest.raises(InputError, match="'synthetic' SPANet weights are not shipped yet"):
         load_pretrained("synthetic")
 
 
 def test_synthetic_when_present(monkeypatch, tmp_path):
     path = training_checkpoint(tmp_path / "spanet_synthetic.pth", SPANet(channels=4))
-    monkeypatch.setattr(official, "SYNTHETIC_WEIGHTS", path)
+    monkeypatch.setattr(pretrained, "SYNTHETIC_WEIGHTS", path)
     assert load_pretrained("synthetic").channels == 4
 
 

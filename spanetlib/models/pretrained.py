@@ -1,4 +1,6 @@
-"""The authors' SPANet checkpoint and ``load_pretrained`` for every weight file we know.
+"""Pretrained weights: ``load_pretrained`` for every weight file we know, one checkpoint reader.
+
+`read_checkpoint` is how every part of the package opens a checkpoint file.
 
 The packaged file ``weights/spanet_official.pth`` is the checkpoint the SPANet authors
 released (trained on the real SPA-Data set), redistributed under their BSD-style terms
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 
 from spanetlib.fileio import InputError
+from spanetlib.models.factory import build_model
 from spanetlib.models.spanet import SPANet
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "load_official_spanet",
     "load_pretrained",
     "official_key",
+    "read_checkpoint",
     "resolve_torch_device",
 ]
 
@@ -136,8 +140,33 @@ def _first_line(err: BaseException) -> str:
     return text[:300] + ("..." if len(text) > 300 else "")
 
 
-def _read_checkpoint(path: Path, trusted: bool) -> Any:
-    """``torch.load`` with one-line ``InputError``s; untrusted files are loaded weights-only."""
+def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Any:
+    """Open a checkpoint file on the CPU: the package's one reader of ``.pt`` / ``.pth`` files.
+
+    Args:
+        path: the file.
+        trusted: unpickle arbitrary Python objects (only for files from a trusted source);
+            by default the file is loaded weights-only (tensors and plain containers).
+
+    Returns:
+        What ``torch.load`` returns (for our checkpoints a dict; see `spanetlib.train`).
+
+    Raises:
+        InputError: the file is missing, not a file, unreadable, or (untrusted) holds Python
+            objects besides tensors and plain containers; the message is one line.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "w.pt"
+        >>> torch.save({"step": 3, "model": {"w": torch.ones(2)}}, path)
+        >>> read_checkpoint(path)["step"]
+        3
+        >>> read_checkpoint(path.with_name("missing.pt"))
+        Traceback (most recent call last):
+        ...
+        spanetlib.fileio.InputError: checkpoint not found: ...missing.pt
+    """
+    path = Path(path)
     if not path.exists():
         raise InputError(f"checkpoint not found: {path}")
     if not path.is_file():
@@ -206,8 +235,6 @@ def _training_from_dict(ckpt: Mapping[str, Any], path: Path | str,
         raise InputError(f"checkpoint {path}: 'config' is missing or not a dict")
     name = config.get("model")
     kwargs = dict(config.get("model_kwargs") or {})
-    from spanetlib.models import build_model
-
     if irnn_backend is not None and str(name).lower() == "spanet":
         kwargs["irnn_backend"] = irnn_backend
     try:
@@ -245,7 +272,7 @@ def load_official_spanet(path: str | os.PathLike | None = None,
     """
     trusted = path is None
     path = OFFICIAL_WEIGHTS if path is None else Path(path)
-    ckpt = _read_checkpoint(path, trusted=trusted)
+    ckpt = read_checkpoint(path, trusted=trusted)
     if not isinstance(ckpt, Mapping) or "net" not in ckpt:
         raise InputError(f"checkpoint {path} is not in the authors' format (a dict with 'net')")
     return _to_device(_official_from_dict(ckpt, path, irnn_backend), device)
@@ -288,7 +315,7 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
                 and not path.suffix:
             raise InputError(f"unknown weights {name_or_path!r}: expected one of "
                              f"{', '.join(PRETRAINED_NAMES)} or a checkpoint path")
-    ckpt = _read_checkpoint(path, trusted=trusted)
+    ckpt = read_checkpoint(path, trusted=trusted)
     if isinstance(ckpt, Mapping) and "net" in ckpt:
         model: nn.Module = _official_from_dict(ckpt, path, irnn_backend or "auto")
     elif isinstance(ckpt, Mapping) and "model" in ckpt and "config" in ckpt:

@@ -1,0 +1,393 @@
+"""The images of the paper's figures: samples, rows of images, captions (Figs. 2, 4, 7-12).
+
+Each function returns plain arrays (rows of ``column -> image`` for
+`spanetlib.figures.plot_image_grid` / `spanetlib.figures.plot_attention_maps`), so a test can
+check what a figure will show without drawing it. Images are H x W x 3 RGB (uint8, or float
+in [0, 1]); maps are H x W float in [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .background import BackgroundEstimate, luminance_levels
+from .data import rain_mask, read_pair_list
+from .datasets import DatasetInfo
+from .evaluate import as_prediction
+from .figures import difference_map
+from .fileio import InputError, read_image
+from .inference import derain_array
+from .metrics import psnr_ssim_np
+from .rain import IMAGE_RAIN_LEVELS, load_background, make_rain_image
+from .runs import OURS
+from .tables import patch_position
+from .testsets import Table1Video, scene_ground_truth
+from .video import list_frame_files
+
+__all__ = [
+    "PixelProfile",
+    "Sample",
+    "attention_rows",
+    "derain_rows",
+    "difference_rows",
+    "failure_rows",
+    "failure_sample",
+    "level_samples",
+    "photo_sample",
+    "pick_rainy_pixel",
+    "pixel_profile",
+    "psnr_captions",
+    "scene_samples",
+    "table1_images",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Figures 2 and 4: the §3 estimator on one video
+# --------------------------------------------------------------------------------------------
+def pick_rainy_pixel(rain_mask: np.ndarray, target_share: float = 0.5) -> tuple[int, int]:
+    """The pixel whose share of rainy frames is closest to ``target_share`` (for Figure 2).
+
+    Args:
+        rain_mask: N x H x W bool, where rain covers each pixel in each frame.
+        target_share: the wanted share of rainy frames.
+
+    Returns:
+        ``(y, x)``; ties go to the first pixel in row-major order.
+
+    Example:
+        >>> mask = np.zeros((10, 3, 4), bool)
+        >>> mask[:5, 2, 1] = True            # rain in half of the frames
+        >>> pick_rainy_pixel(mask, 0.5)
+        (2, 1)
+    """
+    share = np.asarray(rain_mask, bool).mean(axis=0)
+    flat = int(np.argmin(np.abs(share - target_share)))
+    return divmod(flat, share.shape[1])
+
+
+@dataclass(frozen=True)
+class PixelProfile:
+    """One pixel across a rain video (Figure 2), in the luminance levels Eq. 2 uses.
+
+    Attributes:
+        y: row of the pixel.
+        x: column of the pixel.
+        intensities: (N,) luminance level of the pixel in each frame (0..255).
+        is_rain: (N,) bool, frames where rain covers the pixel.
+        clean_value: luminance level of the true background there.
+        estimate_value: luminance level of the estimated background there (Eqs. 2-4).
+    """
+
+    y: int
+    x: int
+    intensities: np.ndarray
+    is_rain: np.ndarray
+    clean_value: float
+    estimate_value: float
+
+
+def pixel_profile(video: Table1Video, estimate: BackgroundEstimate,
+                  target_share: float = 0.5) -> PixelProfile:
+    """Figure 2's data: the pixel rain covers in about ``target_share`` of the frames.
+
+    Intensities are `spanetlib.background.luminance_levels` (the BT.601 levels Eq. 2 takes
+    the mode of); the clean and estimated values are the levels of the true and the estimated
+    background at that pixel.
+
+    Args:
+        video: a synthetic rain video with its truth (``frames``, ``clean``, ``rain_mask``).
+        estimate: `spanetlib.background.estimate_background` of ``video.frames``.
+        target_share: the wanted share of rainy frames (`pick_rainy_pixel`).
+    """
+    y, x = pick_rainy_pixel(video.rain_mask, target_share)
+    pixel = np.s_[:, y:y + 1, x:x + 1]
+    backgrounds = np.stack([as_prediction(video.clean),
+                            as_prediction(estimate.image / 255.0)])
+    clean_value, estimate_value = luminance_levels(backgrounds[pixel])[:, 0, 0]
+    return PixelProfile(y, x, luminance_levels(video.frames[pixel])[:, 0, 0].astype(np.float32),
+                        np.asarray(video.rain_mask[:, y, x], bool), float(clean_value),
+                        float(estimate_value))
+
+
+def table1_images(video: Table1Video,
+                  methods: Mapping[str, Callable[[np.ndarray], np.ndarray]],
+                  convention: str = "standard") -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Figure 4: the rainiest frame, every method's estimate and the truth, with PSNR captions.
+
+    Returns:
+        ``(images, captions)``: ``"Rain frame"``, one float [0, 1] image per method, then
+        ``"Ground truth"``; captions ``"xx.xx dB"`` (against the truth) for all but the truth.
+    """
+    frame = video.frames[int(np.argmax(video.rain_mask.mean(axis=(1, 2))))]
+    images = {"Rain frame": frame}
+    for name, method in methods.items():
+        images[name] = (np.clip(method(video.frames), 0, 255) / 255.0).astype(np.float32)
+    captions = {name: f"{psnr_ssim_np(as_prediction(image), video.clean, convention)[0]:.2f} dB"
+                for name, image in images.items()}
+    images["Ground truth"] = video.clean
+    return images, captions
+
+
+# --------------------------------------------------------------------------------------------
+# Samples for Figures 7-12
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    """One image of a figure: rain, its clean image and (synthetic data) the true background.
+
+    Attributes:
+        name: a label.
+        rain: H x W x 3 uint8.
+        clean: the clean image the dataset pairs it with (the estimate for §3 data).
+        truth: the true background (None for real data).
+    """
+
+    name: str
+    rain: np.ndarray
+    clean: np.ndarray
+    truth: np.ndarray | None = None
+
+
+def _spread(items: Sequence[Any], n: int) -> list[Any]:
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if len(items) <= n:
+        return list(items)
+    index = np.linspace(0, len(items) - 1, n).round().astype(int)
+    return [items[i] for i in index]
+
+
+def scene_samples(dataset: DatasetInfo, n: int = 3) -> list[Sample]:
+    """Whole frames of the §3 test scenes (test pairs for real data), ``n`` spread evenly.
+
+    For synthetic data, each distinct (scene, frame) of the test list gives the full rain
+    frame (``scenes_dir/<scene>``), the scene's estimated clean image (``OUT/<scene>/
+    clean.png``) and its true background. For real data, ``n`` test pairs.
+
+    Raises:
+        ValueError: ``n`` < 1.
+        InputError: the test list is missing or empty.
+    """
+    pairs = read_pair_list(dataset.test_list)
+    if not pairs:
+        raise InputError(f"the test list {dataset.test_list} holds no pairs")
+    if not (dataset.synthetic and dataset.scenes_dir is not None):
+        return [Sample(rain.stem, read_image(rain), read_image(clean))
+                for rain, clean in _spread(pairs, n)]
+    frames = list(dict.fromkeys((patch_position(rain).scene, patch_position(rain).frame)
+                                for rain, _ in pairs))
+    out = []
+    for scene, frame in _spread(frames, n):
+        folder = Path(dataset.scenes_dir) / scene
+        rain = read_image(list_frame_files(folder)[frame])
+        out.append(Sample(f"{scene} frame {frame}", rain,
+                          read_image(Path(dataset.root) / scene / "clean.png"),
+                          read_image(scene_ground_truth(folder))))
+    return out
+
+
+def level_samples(test_list: str | os.PathLike, labels: str | os.PathLike,
+                  per_level: int = 1) -> list[Sample]:
+    """The first ``per_level`` images of each rain level of the Table 3 set (truth = clean)."""
+    table = pd.read_csv(labels)
+    pairs = {rain.stem: (rain, clean) for rain, clean in read_pair_list(test_list)}
+    out = []
+    for level, group in table.groupby("level", sort=False):
+        for name in group["name"].astype(str).iloc[:per_level]:
+            rain, clean = pairs[name]
+            image = read_image(clean)
+            out.append(Sample(f"{level}: {name}", read_image(rain), image, image))
+    return out
+
+
+def photo_sample(size: Sequence[int] = (240, 320), seed: int = 0, name: str = "astronaut"
+                 ) -> Sample:
+    """A "real-world-like" photo (Fig. 11): rain unlike anything in training.
+
+    A scikit-image photo with one rain layer from `spanetlib.rain.make_rain_image` whose
+    settings lie outside the training presets (the §3 videos fall at 6-10 degrees, 1 px wide,
+    brightness about 0.35): streaks leaning the other way (-20 degrees), twice as wide,
+    brighter, softer, plus sensor noise.
+    """
+    photo = load_background(name, size=(int(size[0]), int(size[1])))
+    image = make_rain_image(photo, level="medium", seed=seed, noise_sigma=0.01, angle=-20.0,
+                            angle_jitter=6.0, width=2.0, blur=1.2, brightness=0.7, length=40.0)
+    return Sample(f"{name} (held-out rain)", image.rain, image.clean, image.clean)
+
+
+def failure_sample(size: Sequence[int] = (240, 320), seed: int = 0, name: str = "coffee"
+                   ) -> Sample:
+    """Dense rain (Fig. 12): the heavy level with twice its streak density, longer streaks."""
+    heavy = IMAGE_RAIN_LEVELS["heavy"]
+    photo = load_background(name, size=(int(size[0]), int(size[1])))
+    image = make_rain_image(photo, level="heavy", seed=seed, density=2.0 * heavy.density,
+                            length=1.3 * heavy.length, brightness=0.75)
+    return Sample(f"{name} (dense rain)", image.rain, image.clean, image.clean)
+
+
+# --------------------------------------------------------------------------------------------
+# Rows of images
+# --------------------------------------------------------------------------------------------
+def derain_rows(models: Mapping[str, nn.Module | None], samples: Sequence[Sample],
+                device: str | torch.device = "auto") -> list[dict[str, np.ndarray]]:
+    """Figs. 9-11: per sample, the rain image, each model's output, the clean image(s).
+
+    Returns:
+        One dict per sample: ``"Rain"``, one entry per model (float [0, 1]; a None model is
+        skipped), then the reference images: ``"Clean"`` when the sample's clean image is its
+        truth (single synthetic images), else ``"Clean (dataset)"`` (the pair's clean image:
+        the estimate for §3 data) and, when the sample has one, ``"True background"``.
+    """
+    rows = []
+    for sample in samples:
+        row: dict[str, np.ndarray] = {"Rain": sample.rain}
+        for label, model in models.items():
+            if model is not None:
+                row[label] = derain_array(model, sample.rain, device=device)[0]
+        if sample.truth is not None and sample.truth is sample.clean:
+            row["Clean"] = sample.clean
+        else:
+            row["Clean (dataset)"] = sample.clean
+            if sample.truth is not None:
+                row["True background"] = sample.truth
+        rows.append(row)
+    return rows
+
+
+def psnr_captions(rows: Sequence[Mapping[str, np.ndarray]], reference: str | None = None,
+                  convention: str = "standard") -> dict[str, str]:
+    """Column captions: mean PSNR of every image column against ``reference``; map ranges.
+
+    Maps (H x W columns, e.g. difference or attention maps) are shown scaled to their own
+    maximum, so their caption gives the scale: the mean and the maximum value over all rows.
+    Images are scored as `spanetlib.evaluate` scores a prediction (`as_prediction`), so the
+    rain image and a model that returns it get the same caption.
+
+    Args:
+        rows: rows of images (e.g. from `derain_rows`), the same columns in every row.
+        reference: the column scored against; None: the first of ``"True background"``,
+            ``"Clean"``, ``"Clean (dataset)"`` that the rows have.
+        convention: metric convention.
+
+    Returns:
+        Column -> ``"xx.xx dB"`` for every RGB column but the reference, and
+        ``"mean m, max M"`` for every map column.
+
+    Raises:
+        ValueError: no rows, or ``reference`` is not a column of the rows.
+    """
+    columns = list(rows[0]) if rows else []
+    if reference is None:
+        reference = next((c for c in ("True background", "Clean", "Clean (dataset)")
+                          if c in columns), None)
+    if reference not in columns:
+        raise ValueError(f"reference {reference!r} is not a column of the rows {columns}")
+    captions = {}
+    for column, image in rows[0].items():
+        if np.asarray(image).ndim == 2:
+            maps = np.stack([np.asarray(row[column], np.float32) for row in rows])
+            captions[column] = f"mean {maps.mean():.3f}, max {maps.max():.3f}"
+            continue
+        if column == reference:
+            continue
+        values = [psnr_ssim_np(as_prediction(row[column]), as_prediction(row[reference]),
+                               convention)[0] for row in rows]
+        captions[column] = f"{np.mean(values):.2f} dB"
+    return captions
+
+
+def attention_rows(models: Mapping[str, nn.Module], samples: Sequence[Sample],
+                   device: str | torch.device = "auto", mask_thresholds: Sequence[float] = (0.0,)
+                   ) -> list[dict[str, np.ndarray]]:
+    """Fig. 7: per sample the rain image, each model's first attention map A_1, the mask M.
+
+    M is `spanetlib.data.rain_mask` of the rain image and the sample's clean image (the
+    target of the attention loss, Eq. 7) at each threshold (in [0, 1] units, as
+    ``TrainConfig.mask_threshold``; 0, the authors' choice, marks every changed pixel).
+
+    Returns:
+        One dict per sample: ``"Rain image"``, ``"A_1 <label>"`` per model, then ``"Rain mask
+        M"`` (a single threshold 0) or ``"M (> k/255)"`` per threshold.
+
+    Raises:
+        ValueError: a model returns no attention map, or no / a negative threshold.
+    """
+    if not mask_thresholds or min(mask_thresholds) < 0:
+        raise ValueError(f"expected thresholds >= 0, got {tuple(mask_thresholds)}")
+    single = tuple(mask_thresholds) == (0.0,)
+    rows = []
+    for sample in samples:
+        row: dict[str, np.ndarray] = {"Rain image": sample.rain}
+        for label, model in models.items():
+            attention = derain_array(model, sample.rain, device=device)[1]
+            if attention is None:
+                raise ValueError(f"model {label!r} returns no attention map")
+            row[f"A_1 {label}"] = attention
+        for threshold in mask_thresholds:
+            key = "Rain mask M" if single else f"M (> {threshold * 255:.0f}/255)"
+            row[key] = rain_mask(sample.rain, sample.clean,
+                                 threshold * 255.0).astype(np.float32)
+        rows.append(row)
+    return rows
+
+
+def difference_rows(samples: Sequence[Sample]) -> list[dict[str, np.ndarray]]:
+    """Fig. 8: how clean the estimated clean images are.
+
+    Per sample: the rain frame, the estimated clean image, ``|rain - estimate|`` (what a
+    network learns to remove) and ``|estimate - truth|`` (rain or error left in the ground
+    truth), as max-over-channels maps in [0, 1].
+
+    Raises:
+        ValueError: a sample has no true background.
+    """
+    rows = []
+    for sample in samples:
+        if sample.truth is None:
+            raise ValueError(f"sample {sample.name!r} has no true background")
+        rows.append({"Rain frame": sample.rain, "Estimated clean": sample.clean,
+                     "|rain - estimate|": difference_map(sample.rain, sample.clean),
+                     "|estimate - truth|": difference_map(sample.clean, sample.truth),
+                     "True background": sample.truth})
+    return rows
+
+
+def failure_rows(models: Mapping[str, nn.Module], sample: Sample, focus: str = OURS,
+                 device: str | torch.device = "auto") -> list[dict[str, np.ndarray]]:
+    """Fig. 12: every model on one dense-rain image, and where ``focus`` leaves streaks.
+
+    Returns:
+        One row (a list of one dict, for `spanetlib.figures.plot_image_grid`): ``"Rain"``,
+        each model's output, ``"|<focus> - truth|"`` (the rain it left, max over channels),
+        ``"A_1 <focus>"`` (its attention map; omitted for models without one) and
+        ``"True background"``.
+
+    Raises:
+        ValueError: ``focus`` is not a model, or the sample has no true background.
+    """
+    if focus not in models:
+        raise ValueError(f"focus {focus!r} is not one of the models {list(models)}")
+    if sample.truth is None:
+        raise ValueError(f"sample {sample.name!r} has no true background")
+    row: dict[str, np.ndarray] = {"Rain": sample.rain}
+    focus_attention = None
+    for label, model in models.items():
+        output, attention = derain_array(model, sample.rain, device=device)
+        row[label] = output
+        if label == focus:
+            focus_output, focus_attention = output, attention
+    row[f"|{focus} - truth|"] = difference_map(focus_output, sample.truth)
+    if focus_attention is not None:
+        row[f"A_1 {focus}"] = focus_attention
+    row["True background"] = sample.truth
+    return [row]

@@ -1,0 +1,332 @@
+"""The training runs of the paper's Sec. 5 experiments: specs, ensure-trained, logs, summaries.
+
+Every model of Tables 2-4 is trained with `spanetlib.train` into ``work_dir/runs/<run name>``
+(`RunSpec`, `TABLE2_RUNS`, `TABLE4_RUNS`) by `ensure_trained`, which reuses a finished run with
+the same settings and resumes an unfinished one, so the notebooks share their runs: SPANet with
+shared SAMs (`SPANET_RUN`) is trained once (notebook 02) and used by Tables 2, 3 and 4 and the
+figures. Table 4's runs are derived from the SPANet variants of
+`spanetlib.models.spanet.TABLE4_VARIANTS`, plus "No attention loss" (the shared-SAM model
+trained with the attention-loss weight 0).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .datasets import DatasetInfo
+from .fileio import InputError
+from .models import build_model, count_parameters, load_pretrained, read_checkpoint
+from .models.spanet import TABLE4_VARIANTS
+from .train import TRAIN_PROFILES, make_config, scale_milestones, train
+
+__all__ = [
+    "OFFICIAL",
+    "OURS",
+    "RAIN_INPUT",
+    "SPANET_RUN",
+    "TABLE2_RUNS",
+    "TABLE4_RUNS",
+    "RunSpec",
+    "describe_runs",
+    "ensure_run",
+    "ensure_runs",
+    "ensure_trained",
+    "load_trained",
+    "parameter_counts",
+    "read_log",
+    "training_summary",
+]
+
+#: Display names of the table rows that are not trained runs, and of our SPANet.
+RAIN_INPUT = "Rain input"
+OFFICIAL = "SPANet (authors' weights)"
+OURS = "SPANet (ours)"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the experiments.
+
+    Attributes:
+        run: folder name under ``work_dir/runs``.
+        model: a `spanetlib.models.MODEL_FACTORIES` name.
+        model_kwargs: constructor arguments added to the training profile's (e.g. SPANet's
+            ``sam_mode``; the profile sets SPANet's ``channels``).
+        attention_weight: weight of the attention loss (Eq. 7); None keeps the profile's (1).
+    """
+
+    run: str
+    model: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    attention_weight: float | None = None
+
+
+#: SPANet as the paper trains it (shared SAMs, attention loss): trained in notebook 02.
+SPANET_RUN = RunSpec("spanet_shared", "spanet", dict(TABLE4_VARIANTS["Shared SAMs (SPANet)"]))
+
+#: Table 2's trained rows, display name -> run (the baselines retrained with our trainer).
+TABLE2_RUNS: dict[str, RunSpec] = {
+    "DDN": RunSpec("ddn", "ddn"),
+    "RESCAN": RunSpec("rescan", "rescan"),
+    "PReNet": RunSpec("prenet", "prenet"),
+    OURS: SPANET_RUN,
+}
+
+# Run folders of Table 4's variants (names only; the settings are TABLE4_VARIANTS').
+_TABLE4_FOLDERS = {
+    "ResNet (no SAM)": "spanet_no_sam",
+    "Single SAM": "spanet_single_sam",
+    "Unshared SAMs": "spanet_unshared_sams",
+    "No direction attention": "spanet_no_direction_attention",
+}
+
+
+def _table4_runs() -> dict[str, RunSpec]:
+    runs = {}
+    for label, kwargs in TABLE4_VARIANTS.items():
+        if kwargs == SPANET_RUN.model_kwargs:
+            runs[label] = SPANET_RUN
+        else:
+            folder = _TABLE4_FOLDERS.get(label, "spanet_" + "_".join(
+                "".join(ch if ch.isalnum() else " " for ch in label.lower()).split()))
+            runs[label] = RunSpec(folder, "spanet", dict(kwargs))
+    runs["No attention loss"] = RunSpec("spanet_no_attention_loss", "spanet",
+                                        dict(SPANET_RUN.model_kwargs), attention_weight=0.0)
+    return runs
+
+
+#: Table 4's rows: one run per SPANet variant of ``TABLE4_VARIANTS`` (the full model is
+#: `SPANET_RUN`), plus "No attention loss".
+TABLE4_RUNS: dict[str, RunSpec] = _table4_runs()
+
+# Config entries that do not change the trained weights (ignored when deciding on reuse).
+_NOT_WEIGHTS = frozenset({"out_dir", "device", "num_workers", "checkpoint_every", "val_every",
+                          "log_every", "max_val_images", "val_crop", "val_list"})
+# Entries that may grow when a run is resumed (train more steps).
+_SCHEDULE = frozenset({"steps", "milestones"})
+
+
+def _full_model_kwargs(model: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Every constructor argument of the model (so equal models compare equal)."""
+    net = build_model(model, **kwargs)
+    full = getattr(net, "model_kwargs", None)
+    return dict(full) if isinstance(full, Mapping) else dict(kwargs)
+
+
+def _read_config(path: Path) -> tuple[dict[str, Any], int] | None:
+    """The ``config`` and ``step`` of a training checkpoint, or None when missing/unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = read_checkpoint(path)
+    except InputError:  # a torn or foreign file is simply not reused
+        return None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+        return None
+    return ckpt["config"], int(ckpt.get("step", -1))
+
+
+def _same(saved: Mapping[str, Any], wanted: Mapping[str, Any], ignore: frozenset[str]) -> bool:
+    keys = (set(saved) | set(wanted)) - ignore
+    return all(saved.get(k) == wanted.get(k) for k in keys)
+
+
+def ensure_trained(name: str, model: str, model_kwargs: Mapping[str, Any] | None,
+                   dataset: DatasetInfo, work_dir: str | os.PathLike, profile: str,
+                   steps: int | None = None, attention_weight: float | None = None,
+                   seed: int = 0, progress: bool = False) -> Path:
+    """Train a model into ``work_dir/runs/<name>`` unless that run exists; its ``final.pt``.
+
+    The run's `spanetlib.train.TrainConfig` is ``make_config(profile, ...)`` with the
+    dataset's train list (its test list for validation), ``seed``, ``steps`` (the profile's
+    learning-rate milestones moved to the new length by `spanetlib.train.scale_milestones`,
+    as ``spanet train --steps`` does, and validation at least every ``steps // 4`` steps) and
+    ``attention_weight``. Then:
+
+    - ``final.pt`` exists and was trained with the same settings (all entries that change
+      the weights: model, its arguments, data, schedule, losses, seed ...): it is returned
+      as it is, nothing is trained;
+    - else ``last.pt`` exists with the same settings apart from the length of the schedule
+      and fewer (or as many) steps: training resumes from it (to train a finished run
+      longer, or to finish an interrupted one);
+    - else the run is trained from scratch (replacing what the folder held).
+
+    Args:
+        name: run folder name.
+        model: a `spanetlib.models.MODEL_FACTORIES` name.
+        model_kwargs: constructor arguments, added to the profile's for that model (e.g.
+            ``{"sam_mode": "none"}``; the profile gives SPANet its ``channels``).
+        dataset: the §3 dataset (`spanetlib.datasets.DatasetInfo`: ``train_list``,
+            ``test_list``).
+        work_dir: the run's work folder.
+        profile: a `spanetlib.train.TRAIN_PROFILES` name ("smoke", "quick", "paper").
+        steps: optimizer steps (None: the profile's).
+        attention_weight: weight of the attention loss, Eq. 7 (None: the profile's).
+        seed: seed of the initialisation, crops and shuffling.
+        progress: show the trainer's progress bar.
+
+    Returns:
+        The run's ``final.pt``.
+
+    Raises:
+        ValueError: unknown profile or model, bad steps (from `spanetlib.train.make_config`).
+    """
+    if profile not in TRAIN_PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(TRAIN_PROFILES)}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
+                              or steps < 1):
+        raise ValueError(f"steps must be a positive int or None, got {steps!r}")
+    base = TRAIN_PROFILES[profile]
+    kwargs = {**base["model_kwargs"].get(str(model).lower(), {}), **dict(model_kwargs or {})}
+    out_dir = Path(work_dir).absolute() / "runs" / name
+    overrides: dict[str, Any] = {
+        "model": model, "model_kwargs": _full_model_kwargs(model, kwargs),
+        "train_list": str(Path(dataset.train_list).absolute()),
+        "val_list": str(Path(dataset.test_list).absolute()),
+        "out_dir": str(out_dir), "seed": int(seed),
+    }
+    if steps is not None:
+        overrides["steps"] = steps
+        overrides["milestones"] = scale_milestones(base["milestones"], base["steps"], steps)
+        # At least four validations per run, for the curves (no effect on the weights).
+        overrides["val_every"] = min(base["val_every"], max(1, steps // 4))
+    if attention_weight is not None:
+        overrides["attention_weight"] = float(attention_weight)
+    config = make_config(profile, **overrides)
+    wanted = config.to_dict()
+
+    final, last = out_dir / "final.pt", out_dir / "last.pt"
+    saved = _read_config(final)
+    if saved is not None and _same(saved[0], wanted, _NOT_WEIGHTS):
+        return final
+    saved = _read_config(last)
+    resume = (saved is not None and _same(saved[0], wanted, _NOT_WEIGHTS | _SCHEDULE)
+              and 0 <= saved[1] <= config.steps)
+    return train(config, resume=resume, progress=progress).checkpoint
+
+
+def ensure_run(spec: RunSpec, dataset: DatasetInfo, work_dir: str | os.PathLike, profile: str,
+               steps: int | None = None, seed: int = 0, progress: bool = False) -> Path:
+    """`ensure_trained` for one `RunSpec`; returns its ``final.pt``."""
+    return ensure_trained(spec.run, spec.model, spec.model_kwargs, dataset, work_dir, profile,
+                          steps=steps, attention_weight=spec.attention_weight, seed=seed,
+                          progress=progress)
+
+
+def ensure_runs(specs: Mapping[str, RunSpec], dataset: DatasetInfo,
+                work_dir: str | os.PathLike, profile: str, steps: int | None = None,
+                seed: int = 0, progress: bool = False) -> dict[str, Path]:
+    """`ensure_run` for every run of a table (all at the same budget), in order.
+
+    Args:
+        specs: display name -> run, e.g. `TABLE2_RUNS` or `TABLE4_RUNS`.
+        dataset: the §3 dataset.
+        work_dir: the work folder (runs in ``work_dir/runs``).
+        profile: a training profile name.
+        steps: steps of every run (None: the profile's).
+        seed: training seed.
+        progress: show progress bars.
+
+    Returns:
+        Display name -> ``final.pt``.
+
+    Raises:
+        ValueError: no runs, or as `ensure_trained`.
+    """
+    if not specs:
+        raise ValueError("expected at least one run, got none")
+    return {label: ensure_run(spec, dataset, work_dir, profile, steps=steps, seed=seed,
+                              progress=progress) for label, spec in specs.items()}
+
+
+def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Load any model saved by `spanetlib.train` (DDN, RESCAN, PReNet, SPANet variants).
+
+    Args:
+        path: a training checkpoint (``final.pt`` / ``last.pt``).
+        device: "cpu", "cuda", "auto" or a ``torch.device``.
+
+    Returns:
+        ``build_model(config["model"], **config["model_kwargs"])`` with the saved weights, in
+        eval mode on ``device`` (`spanetlib.models.load_pretrained` of the file).
+
+    Raises:
+        InputError: missing or unreadable file, not a training checkpoint, or weights that do
+            not fit the model.
+    """
+    return load_pretrained(Path(path), device=device)
+
+
+def read_log(run: str | os.PathLike) -> pd.DataFrame:
+    """A run's ``log.csv`` (a run folder or a checkpoint inside it) as a DataFrame.
+
+    Raises:
+        InputError: the run has no ``log.csv``.
+    """
+    folder = Path(run)
+    if folder.is_file() or folder.suffix == ".pt":
+        folder = folder.parent
+    path = folder / "log.csv"
+    if not path.is_file():
+        raise InputError(f"training log not found: {path}")
+    return pd.read_csv(path)
+
+
+def training_summary(runs: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
+    """One row per run: steps, training seconds, last training loss/PSNR, last validation.
+
+    Args:
+        runs: display name -> ``final.pt`` (or the run folder).
+
+    Returns:
+        Columns ``model, steps, train_loss, train_psnr, val_psnr, val_ssim, seconds``: the
+        training values are the mean of the last logged window, the validation values are
+        the last validation (the test list, "standard" PSNR/SSIM).
+    """
+    rows = []
+    for label, run in runs.items():
+        log = read_log(run)
+        last = log.iloc[-1]
+        val = log.dropna(subset=["val_psnr"]) if "val_psnr" in log else log.iloc[:0]
+        rows.append({"model": label, "steps": int(last["step"]),
+                     "train_loss": float(last["loss"]), "train_psnr": float(last["psnr"]),
+                     "val_psnr": float(val["val_psnr"].iloc[-1]) if len(val) else math.nan,
+                     "val_ssim": float(val["val_ssim"].iloc[-1]) if len(val) else math.nan,
+                     "seconds": float(last["elapsed_s"])})
+    return pd.DataFrame(rows)
+
+
+def parameter_counts(runs: Mapping[str, str | os.PathLike]) -> dict[str, int]:
+    """Display name -> number of parameters of each run's model (all, used or not)."""
+    return {label: count_parameters(load_trained(path), trainable_only=False)
+            for label, path in runs.items()}
+
+
+def describe_runs(specs: Mapping[str, RunSpec]) -> pd.DataFrame:
+    """The runs of a table as a DataFrame: ``row, run, model, model_kwargs, attention loss``.
+
+    ``attention loss`` is the weight of Eq. 7 ("profile" when the profile's is kept).
+
+    Example:
+        >>> describe_runs({"No attention loss": TABLE4_RUNS["No attention loss"]}).iloc[0]
+        row                      No attention loss
+        run               spanet_no_attention_loss
+        model                               spanet
+        model_kwargs          {'sam_mode': 'shared'}
+        attention loss                         0.0
+        Name: 0, dtype: object
+    """
+    return pd.DataFrame([{"row": label, "run": spec.run, "model": spec.model,
+                          "model_kwargs": dict(spec.model_kwargs),
+                          "attention loss": ("profile" if spec.attention_weight is None
+                                             else spec.attention_weight)}
+                         for label, spec in specs.items()])

@@ -1,0 +1,67 @@
+"""README.md's result regions are what results/ gives (python -m spanetlib.readme)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from spanetlib import readme
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_agrees_with_the_results_files():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme.update_readme(text, ROOT / "results") == text, (
+        "README.md differs from results/: run `python -m spanetlib.readme`")
+
+
+def test_every_region_is_in_the_readme():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in readme.REGIONS:
+        assert f"<!-- results: {name} -->" in text and f"<!-- /results: {name} -->" in text
+
+
+def test_a_changed_result_changes_the_readme(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results", results, ignore=shutil.ignore_patterns("notebooks"))
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table4 = pd.read_csv(results / "table4.csv")
+    table4.loc[table4["model"] == "Single SAM", "psnr[standard]"] += 5.0
+    table4.to_csv(results / "table4.csv", index=False)
+    md = (results / "table3.md").read_text().replace("| 30.87 |", "| 99.99 |")
+    (results / "table3.md").write_text(md)
+    new = readme.update_readme(text, results)
+    assert "| SPANet (ours) | 99.99 |" in new and "| SPANet (ours) | 99.99 |" not in text
+    assert "Shared SAMs (SPANet) beats 4 of 5 variants" in new
+    assert "As in the paper, Shared SAMs (SPANet) beats every one" in text
+
+
+def test_main_writes_and_checks(tmp_path, capsys):
+    page = tmp_path / "README.md"
+    page.write_text("Dense: <!-- results: table1-dense -->stale<!-- /results: table1-dense -->\n")
+    args = ["--readme", str(page), "--results", str(ROOT / "results")]
+    assert readme.main([*args, "--check"]) == 1
+    assert readme.main(args) == 0
+    assert "temporal median reaches" in page.read_text()
+    assert readme.main([*args, "--check"]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("<!-- results: table1 -->", "is not closed"),
+    ("<!-- /results: table1 -->", "without its start"),
+    ("<!-- results: table1 --><!-- results: table2 -->", "starts inside region 'table1'"),
+    ("<!-- results: nope --><!-- /results: nope -->", "unknown README region 'nope'"),
+])
+def test_bad_markers(text, match):
+    with pytest.raises(ValueError, match=match):
+        readme.update_readme(text, ROOT / "results")
+
+
+def test_missing_results_file(tmp_path):
+    with pytest.raises(ValueError, match="results file not found"):
+        readme.render_region("table2", tmp_path)
