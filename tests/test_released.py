@@ -20,8 +20,8 @@ import torch
 
 from spanetlib.fileio import InputError, to_uint8
 from spanetlib.models import count_parameters, load_pretrained
-from spanetlib.models.pretrained import describe_weights
 from spanetlib.models.baselines import PRENET_FAMILIES, PReNet
+from spanetlib.models.pretrained import describe_weights
 from spanetlib.models.released import (
     RELEASED_FORMATS,
     convert_released_prenet,
