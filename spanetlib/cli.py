@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace existing result files and output images (default: refuse)")
     p.set_defaults(run=_evaluate)
 
-    p = sub.add_parser("reproduce", help="run notebooks 01-06 (tables and figures)")
+    p = sub.add_parser("reproduce", help="run notebooks 01-07 (tables and figures)")
     p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick")
     p.add_argument("--out", type=Path, default=None,
                    help="output root (default: the checkout's results/ and figures/)")

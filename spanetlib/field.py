@@ -12,7 +12,8 @@ Each job here is one small function over those pieces; the scoring is
   layout, `spanetlib.testsets.build_layout_test_folders`);
 - `weights_table`: what each weights file is and what it was trained on;
 - `load_models`: the rain input and every model;
-- `evaluate_folders`: every model on every folder, per image and per folder.
+- `evaluate_folders`: every model on every folder, per image and per folder;
+- `per_image_view`: one convention's PSNR per image, one column per model.
 
 The side-by-side figure takes `spanetlib.figure_data.folder_samples` and
 `spanetlib.figure_data.derain_rows`.
@@ -28,7 +29,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .evaluate import DEFAULT_CONVENTIONS, compare_models, summarize
+from .evaluate import (
+    DEFAULT_CONVENTIONS,
+    compare_models,
+    metric_column,
+    metric_columns,
+    summarize,
+)
 from .layouts import FolderPairs, read_test_folder
 from .models.pretrained import describe_weights, load_pretrained
 from .runs import RAIN_INPUT
@@ -39,18 +46,18 @@ __all__ = [
     "evaluate_folders",
     "field_folders",
     "load_models",
+    "per_image_view",
     "weights_table",
 ]
 
 
-def _unique_label(path: Path, taken: Mapping[str, object]) -> str:
+def _unique_label(path: Path, taken: Mapping[str, FolderPairs]) -> str:
     """The folder's name, with parent names prepended until it is unique."""
+    if any(found.root.resolve() == path.resolve() for found in taken.values()):
+        raise ValueError(f"test folder {path} is given twice")
     parts = path.resolve().parts
-    for depth in range(1, len(parts) + 1):
-        label = "/".join(parts[-depth:])
-        if label not in taken:
-            return label
-    raise ValueError(f"test folder {path} is given twice")
+    labels = ("/".join(parts[-depth:]) for depth in range(1, len(parts) + 1))
+    return next(label for label in labels if label not in taken)
 
 
 def field_folders(data_root: str | os.PathLike | Sequence[str | os.PathLike] | None,
@@ -181,3 +188,30 @@ def evaluate_folders(models: Mapping[str, nn.Module | str | os.PathLike | None],
     summary = summarize(per_image, by="folder").sort_values(
         ["model", "folder"], key=lambda column: column.map(rank[column.name]), kind="stable")
     return per_image, summary.reset_index(drop=True)
+
+
+def per_image_view(per_image: pd.DataFrame, convention: str, metric: str = "psnr"
+                   ) -> pd.DataFrame:
+    """One metric of one convention per image: rows ``folder, name``, one column per model.
+
+    Args:
+        per_image: the per-image table of `evaluate_folders`.
+        convention: a convention scored in it.
+        metric: ``"psnr"`` or ``"ssim"``.
+
+    Returns:
+        Columns ``folder``, ``name``, then one per model (in the table's order); rows in the
+        table's order.
+
+    Raises:
+        ValueError: the convention or metric is not in the table.
+    """
+    column = metric_column(metric, convention)
+    if column not in per_image.columns:
+        raise ValueError(f"{column!r} is not in the table; its metric columns are "
+                         f"{metric_columns(per_image)}")
+    rows = list(dict.fromkeys(zip(per_image["folder"], per_image["name"], strict=True)))
+    view = per_image.pivot(index=["folder", "name"], columns="model", values=column)
+    view = view.reindex(index=pd.MultiIndex.from_tuples(rows, names=["folder", "name"]),
+                        columns=list(dict.fromkeys(per_image["model"])))
+    return view.reset_index().rename_axis(columns=None)
