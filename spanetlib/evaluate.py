@@ -359,6 +359,13 @@ def _check_outputs(pairs: Sequence[Pair], folder: str | os.PathLike | None, over
         return None
     paths = output_paths(pairs, folder)
     _check_folder_usable(Path(folder))
+    inputs = {Path(image.path if isinstance(image, ImageRef) else image).resolve()
+              for pair in pairs for image in (pair.rain, *pair.references.values())
+              if isinstance(image, (Path, ImageRef))}
+    clash = next((p for p in paths if p.resolve() in inputs), None)
+    if clash is not None:  # even with overwrite: a test set is never written over
+        raise InputError(f"output image {clash} would replace an input image of the test "
+                         "set; choose another --save-outputs folder")
     _refuse_existing(paths, overwrite, "output image")
     return paths
 

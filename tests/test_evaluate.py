@@ -356,6 +356,11 @@ def test_save_outputs_names_sizes_and_no_replace(layout_folders: dict[str, Path]
     evaluate_model(identity, found, conventions="standard", progress=False, save_outputs=out,
                    overwrite=True)
     assert np.array_equal(read_image(out / "901_1.png"), found.pairs[0].rain.read())
+    # Never over the test set itself, even with overwrite.
+    plain = read_test_folder(layout_folders["input-target"])
+    with pytest.raises(InputError, match=r"output image .*input/1.png would replace an input"):
+        evaluate_model(identity, plain, progress=False, overwrite=True,
+                       save_outputs=layout_folders["input-target"] / "input")
     # Side-by-side files: the output has the size of the rain half.
     halves = read_test_folder(layout_folders["rain1200"])
     evaluate_model(identity, halves, conventions="standard", progress=False,
