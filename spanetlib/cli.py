@@ -79,10 +79,13 @@ def _train_synthetic(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_command
+    from .evaluate import DEFAULT_CONVENTIONS, evaluate_command
 
-    evaluate_command(args.weights, args.list, args.output, conventions=args.convention,
-                     device=args.device, tile=args.tile, max_images=args.max_images)
+    evaluate_command(args.weights, args.test, args.output,
+                     conventions=args.convention or DEFAULT_CONVENTIONS,
+                     device=args.device, tile=args.tile, max_images=args.max_images,
+                     layout=args.layout, save_outputs=args.save_outputs,
+                     overwrite=args.overwrite)
     return 0
 
 
@@ -94,6 +97,29 @@ def _reproduce(args: argparse.Namespace) -> int:
     print(f"{len(summary.executed)} notebook(s), profile {summary.profile}, {total:.0f} s; "
           f"outputs under {summary.out_dir}")
     return 0
+
+
+class _LibraryNames:
+    """Choices read from a library module only when argparse checks or lists them.
+
+    Importing the modules that define the names (metrics, layouts) loads torch; reading
+    them lazily keeps ``spanet --help`` and the other subcommands fast.
+    """
+
+    def __init__(self, module: str, attribute: str) -> None:
+        self.module, self.attribute = module, attribute
+
+    def _names(self) -> tuple[str, ...]:
+        import importlib
+
+        return tuple(getattr(importlib.import_module(f"spanetlib.{self.module}"),
+                             self.attribute))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):  # noqa: D105
+        return iter(self._names())
 
 
 def _positive_int(text: str) -> int:
@@ -185,19 +211,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights file to write (default OUT/spanet_synthetic.pth)")
     p.set_defaults(run=_train_synthetic)
 
-    p = sub.add_parser("evaluate", help="PSNR/SSIM of a model over a pair list")
-    p.add_argument("list", type=Path, help="pair list (rain_path clean_path per line)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output stem (.csv/.md)")
+    p = sub.add_parser("evaluate", help="PSNR/SSIM of a model over a test folder or pair list",
+                       description="Score a derainer on a test folder in any of the field's "
+                       "layouts (detected and reported) or on a pair list.")
+    p.add_argument("test", type=Path,
+                   help="test folder (input/ + target/, Rain100H/L, Rain1400, SPA-Data, "
+                   "Rain1200 side by side) or pair list (rain_path clean_path per line)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output stem: writes STEM.csv, STEM.md and STEM_per_image.csv")
     p.add_argument("--weights", default="official",
-                   help="official | synthetic | input (score the rain input) | PATH")
-    p.add_argument("--convention", nargs="+", default=["standard", "spanet-paper", "y-matlab"],
-                   choices=("standard", "spanet-paper", "y-matlab"))
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--tile", type=_positive_int, default=None)
-    p.add_argument("--max-images", type=_positive_int, default=None)
+                   help="official | synthetic | input (score the rain input) | PATH (a "
+                   "spanetlib checkpoint, the authors' SPANet file or PReNet's net_latest.pth)"
+                   " (default: official)")
+    p.add_argument("--layout", choices=_LibraryNames("layouts", "LAYOUTS"), default=None,
+                   metavar="NAME", help="use this layout instead of detecting it, one of "
+                   "%(choices)s (default: detect)")
+    p.add_argument("--convention", nargs="+", default=None,
+                   choices=_LibraryNames("metrics", "CONVENTIONS"), metavar="NAME",
+                   help="metric conventions, of %(choices)s: y-matlab as Restormer's and "
+                   "DRSformer's tables, y-matlab-builtin as PReNet's README, spanet-paper as the "
+                   "SPANet paper (default: all)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the model runs (default: auto, CUDA when available)")
+    p.add_argument("--tile", type=_positive_int, default=None,
+                   help="tile size for large images (default: whole images)")
+    p.add_argument("--max-images", type=_positive_int, default=None,
+                   help="score only the first N pairs (default: all)")
+    p.add_argument("--save-outputs", type=Path, default=None, metavar="DIR",
+                   help="also write each derained image as DIR/<pair name>.png, lossless, of "
+                   "the input's size (default: not written)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing result files and output images (default: refuse)")
     p.set_defaults(run=_evaluate)
 
-    p = sub.add_parser("reproduce", help="run notebooks 01-06 (tables and figures)")
+    p = sub.add_parser("reproduce", help="run notebooks 01-07 (tables and figures)")
     p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick")
     p.add_argument("--out", type=Path, default=None,
                    help="output root (default: the checkout's results/ and figures/)")

@@ -71,13 +71,30 @@ TOPICS: dict[str, str] = {
         "`direction_attention=True`); the authors' checkpoint is loaded with "
         "`direction_attention=False` to reproduce their outputs."),
     "metrics": (
-        "*Metrics.* PSNR/SSIM come in three conventions (`spanetlib.metrics`): `standard` "
+        "*Metrics.* PSNR/SSIM come in four conventions (`spanetlib.metrics`): `standard` "
         "(RGB, data range 1, SSIM with an 11 x 11 Gaussian window, what the tables show), "
         "`spanet-paper` (what the paper's Table 2 used: the authors' evaluation called the "
         "old scikit-image `compare_ssim` on float images, i.e. a 7 x 7 uniform window and "
-        "data range 2, so its SSIM reads **higher** than the standard one) and `y-matlab` "
-        "(the Y channel of BT.601 from uint8 images, as later deraining papers report on "
-        "SPA-Data). The CSV files hold all three."),
+        "data range 2, so its SSIM reads **higher** than the standard one), `y-matlab` "
+        "(the Y channel of BT.601 from uint8 images, as Restormer's and DRSformer's tables, "
+        "SPA-Data among them) and `y-matlab-builtin` (unrounded Y and MATLAB's built-in "
+        "`ssim`, as PReNet's published numbers). The CSV files hold all four."),
+    "field_data": (
+        "*Test sets.* The field's test sets (Rain100H/L, Rain1400, Rain1200, SPA-Data's "
+        "`real_test_1000`) cannot be downloaded here, so with `data_root = None` this notebook "
+        "scores tiny **synthetic** folders written in each of their layouts "
+        "(`spanetlib.testsets.build_layout_test_folders`, rain synthesized on photos our "
+        "weights never saw). Those numbers are only a smoke check of the readers, the loaders "
+        "and the metrics, not a benchmark: set `data_root` to the real folders (README, "
+        "\"Meet the field\")."),
+    "released_weights": (
+        "*Released weights.* PReNet's weights (csdwren/PReNet, "
+        "`logs/<set>/<family>/net_latest.pth`) state no license, so spanetlib never ships or "
+        "downloads them: add your download to `weights`. At `smoke` the four PReNet families "
+        "run with **random** weights in exactly the released file format "
+        "(`tests/data/prenet`), so their rows test the loader, not PReNet; the loader "
+        "reproduces the authors' network outputs to 1e-5 on those files "
+        "(`tests/test_released.py`)."),
 }
 
 #: The topics each notebook shows, in order.
@@ -90,6 +107,7 @@ NOTEBOOK_TOPICS: dict[str, tuple[str, ...]] = {
     "05_table4": ("data", "budget", "direction_attention", "rain_mask", "metrics"),
     "06_figures": ("data", "photos", "budget", "official_weights", "direction_attention",
                    "rain_mask"),
+    "07_field": ("field_data", "released_weights", "official_weights", "metrics"),
 }
 
 _PURPOSE = {

@@ -1,4 +1,8 @@
-"""Benchmark tables: PSNR/SSIM of derainers over pair lists (``spanet evaluate``, Tables 2-4).
+"""Benchmark tables: PSNR/SSIM of derainers over test folders (``spanet evaluate``, Tables 2-4).
+
+Pairs come from any test folder the field uses (`spanetlib.layouts.read_test_folder`: Restormer's
+input/target, PReNet's Rain100H/L, DDN's Rain1400, SPA-Data, DID-MDN's Rain1200, pair lists),
+from what it returned (`spanetlib.layouts.FolderPairs`), or from images given directly.
 
 Results are kept in a **wide** per-image table, one row per (model, image pair):
 
@@ -6,11 +10,13 @@ Results are kept in a **wide** per-image table, one row per (model, image pair):
 - ``reference`` (only when the pairs name their references, see `Pair`): which clean image
   the row is scored against, e.g. "estimated clean" and "true background" for the §3 test
   set, whose every rain image is derained once and scored against both;
-- ``name``: the pair's name (the rain image path relative to the list's folder, POSIX style,
-  for pair lists; the rain file name or the given name otherwise);
+- ``name``: the pair's name (for a test folder or pair list, the rain image's path relative to
+  its folder without extension, POSIX style, as `spanetlib.layouts` names it; the rain file
+  name or the given name otherwise);
 - label columns passed through from ``labels`` (e.g. ``level`` for Table 3);
 - ``psnr[<convention>]`` and ``ssim[<convention>]`` for each metric convention of
-  `spanetlib.metrics` ("standard", "spanet-paper", "y-matlab").
+  `spanetlib.metrics` ("standard", "spanet-paper", "y-matlab", "y-matlab-builtin"; which
+  published numbers use which: `convention_note`).
 
 `summarize` averages the metric columns per model (and per label, with ``by``): a dataset score
 is the mean of the per-image values, as in the authors' evaluation. Identical images score
@@ -22,6 +28,11 @@ row of every table. It is scored in the form a derainer's output has (`as_predic
 in [0, 1]), so a model that returns its input scores exactly like the rain input.
 `heldout_check` scores a derainer against the rain input on rain outside the synthesizer's
 presets (`spanetlib.testsets.build_heldout_rain_set`).
+
+With ``save_outputs``, `evaluate_model` also writes every derained image as a lossless PNG,
+``<folder>/<name>.png`` (the pair's name; a known image suffix of the name is replaced by
+``.png``), of the rain image's size; existing files are never replaced unless
+``overwrite=True``, and that is checked before any model is loaded.
 """
 
 from __future__ import annotations
@@ -40,11 +51,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import find_pair_list, read_pair_list
-from .fileio import InputError, atomic_write_text, read_image
+from .fileio import IMAGE_SUFFIXES, InputError, atomic_write_text, read_image, write_image
 from .inference import derain_array, prepare_model
-from .metrics import CONVENTIONS, image_to_tensor, psnr_ssim_np
-from .models.pretrained import load_pretrained, resolve_torch_device
+from .layouts import FolderPairs, ImagePair, ImageRef, read_test_folder
+from .metrics import CONVENTIONS, METRIC_CONVENTIONS, image_to_tensor, psnr_ssim_np
+from .models.pretrained import PRETRAINED_NAMES, load_pretrained, resolve_torch_device
 from .testsets import build_heldout_rain_set
 
 __all__ = [
@@ -53,19 +64,22 @@ __all__ = [
     "Pair",
     "as_prediction",
     "compare_models",
+    "convention_note",
     "evaluate_command",
     "evaluate_model",
     "format_markdown",
     "heldout_check",
     "metric_column",
     "metric_columns",
+    "output_paths",
     "read_pairs",
     "summarize",
     "write_table",
 ]
 
-#: Conventions scored by default (all of `spanetlib.metrics.CONVENTIONS`).
-DEFAULT_CONVENTIONS: tuple[str, ...] = ("standard", "spanet-paper", "y-matlab")
+#: Conventions scored by default: all of `spanetlib.metrics.CONVENTIONS`, so a table holds
+#: the published numbers' conventions (`y-matlab`, `y-matlab-builtin`, `spanet-paper`) too.
+DEFAULT_CONVENTIONS: tuple[str, ...] = CONVENTIONS
 
 #: The reference of a plain (rain, clean) pair.
 CLEAN = "clean"
@@ -80,8 +94,9 @@ class Pair:
 
     Attributes:
         name: the pair's name (the ``name`` column).
-        rain: a path or an H x W x 3 RGB array (uint8, or float in [0, 1]).
-        references: reference name -> clean image (path or array) of the rain image's size.
+        rain: a path, a `spanetlib.layouts.ImageRef` (a file or half of one) or an H x W x 3
+            RGB array (uint8, or float in [0, 1]).
+        references: reference name -> clean image (as ``rain``) of the rain image's size.
             A pair from a pair list or a ``(rain, clean)`` tuple has one, `CLEAN`; the §3 test
             set of synthetic data has two, ``"estimated clean"`` and ``"true background"``.
     """
@@ -94,8 +109,11 @@ class Pair:
 #: What `evaluate_model` accepts as a model: a derainer, ``None``/"input" (score the rain
 #: input), or a weights name/path for `spanetlib.models.pretrained.load_pretrained`.
 ModelLike = nn.Module | str | os.PathLike | None
-#: One pair: (rain, clean), (rain, clean, name) or a `Pair`; images are paths or arrays.
-PairItem = tuple[Any, Any] | tuple[Any, Any, str] | Pair
+#: One pair: (rain, clean), (rain, clean, name), a `Pair` or a `spanetlib.layouts.ImagePair`;
+#: images are paths, `ImageRef` or arrays.
+PairItem = tuple[Any, Any] | tuple[Any, Any, str] | Pair | ImagePair
+#: Every form of pairs `read_pairs` takes.
+PairsLike = str | os.PathLike | FolderPairs | Iterable[PairItem]
 
 
 def metric_column(metric: str, convention: str) -> str:
@@ -125,42 +143,39 @@ def _check_conventions(conventions: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(conventions))
 
 
-def _pairs_from_list(path: Path) -> list[Pair]:
-    if path.is_dir():
-        path = find_pair_list(path, "test")
-    pairs = read_pair_list(path)
-    if not pairs:
-        raise InputError(f"pair list holds no pairs: {path}")
-    list_dir = path.resolve().parent
-    out = []
-    for rain, clean in pairs:
-        rel = os.path.relpath(rain, list_dir)
-        name = Path(rel).as_posix() if not rel.startswith("..") else Path(rain).as_posix()
-        out.append(Pair(name, Path(rain), {CLEAN: Path(clean)}))
-    return out
+def _image_value(ref: ImageRef) -> Path | ImageRef:
+    return ref.path if ref.half == "full" else ref
+
+
+def _from_image_pair(pair: ImagePair) -> Pair:
+    return Pair(pair.name, _image_value(pair.rain), {CLEAN: _image_value(pair.clean)})
 
 
 def _as_image(value: Any) -> Any:
     return Path(value) if isinstance(value, (str, os.PathLike)) else value
 
 
-def read_pairs(pairs: str | os.PathLike | Iterable[PairItem]) -> list[Pair]:
-    """The pairs to score, as `Pair` objects: the one place pairs are named.
+def read_pairs(pairs: PairsLike) -> list[Pair]:
+    """The pairs to score, as `Pair` objects.
 
     Args:
-        pairs: a pair-list file (SPA-Data format; a dataset folder picks its test list), or a
-            sequence of ``(rain, clean)`` / ``(rain, clean, name)`` tuples (paths or H x W x 3
-            arrays) or `Pair` objects.
+        pairs: a test folder in any layout of `spanetlib.layouts` or a pair-list file (read
+            with `spanetlib.layouts.read_test_folder`, layout detected), what that function
+            returned (a `FolderPairs`, e.g. with a forced layout), or a sequence of
+            ``(rain, clean)`` / ``(rain, clean, name)`` tuples (paths, `ImageRef` or H x W x 3
+            arrays), `Pair` or `ImagePair` objects.
 
     Returns:
-        One `Pair` per item, in order. A pair from a list is named by its rain path relative
-        to the list's folder (POSIX style; the full path when it lies outside); a tuple by its
-        name, else its rain file's name, else its index (``"00003"``).
+        One `Pair` per item, in order. A test folder's pairs keep their names and order
+        (`spanetlib.layouts`: the rain file's path relative to its folder, without
+        extension); a tuple is named by its name, else its rain file's name, else its index
+        (``"00003"``).
 
     Raises:
-        InputError: the list is missing or empty.
+        InputError: the folder or list is missing, has no known layout, is ambiguous or
+            incomplete (one line saying what was expected).
         ValueError: no pairs, or an item of the wrong length.
-        TypeError: an image that is neither a path nor an array.
+        TypeError: an image that is neither a path, an `ImageRef` nor an array.
 
     Example:
         >>> image = np.zeros((4, 4, 3), np.uint8)
@@ -169,9 +184,14 @@ def read_pairs(pairs: str | os.PathLike | Iterable[PairItem]) -> list[Pair]:
         [('a', ['clean']), ('1.png', ['clean'])]
     """
     if isinstance(pairs, (str, os.PathLike)):
-        return _pairs_from_list(Path(pairs))
+        pairs = read_test_folder(pairs)
+    if isinstance(pairs, FolderPairs):
+        return [_from_image_pair(pair) for pair in pairs.pairs]
     out = []
     for i, item in enumerate(pairs):
+        if isinstance(item, ImagePair):
+            out.append(_from_image_pair(item))
+            continue
         if isinstance(item, Pair):
             images = [("rain", item.rain), *item.references.items()]
         elif not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
@@ -182,9 +202,9 @@ def read_pairs(pairs: str | os.PathLike | Iterable[PairItem]) -> list[Pair]:
         else:
             images = [("rain", item[0]), ("clean", item[1])]
         for what, value in images:
-            if not isinstance(value, (str, os.PathLike, np.ndarray)):
-                raise TypeError(f"pair {i}: {what} must be a path or an H x W x 3 array, "
-                                f"got {type(value).__name__}")
+            if not isinstance(value, (str, os.PathLike, np.ndarray, ImageRef)):
+                raise TypeError(f"pair {i}: {what} must be a path, an ImageRef or an H x W x 3 "
+                                f"array, got {type(value).__name__}")
         if isinstance(item, Pair):
             if not item.references:
                 raise ValueError(f"pair {i} ({item.name}): expected at least one reference")
@@ -225,6 +245,8 @@ def as_prediction(image: np.ndarray) -> np.ndarray:
 def _read(value: Any, name: str, what: str) -> np.ndarray:
     if isinstance(value, Path):
         return read_image(value)
+    if isinstance(value, ImageRef):
+        return value.read()
     img = np.asarray(value)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"{name}: expected an H x W x 3 {what} image, got shape {img.shape}")
@@ -263,6 +285,92 @@ def _labels_table(labels: pd.DataFrame | str | os.PathLike | None) -> pd.DataFra
 
 
 # --------------------------------------------------------------------------------------------
+# Outputs on disk
+# --------------------------------------------------------------------------------------------
+def output_paths(pairs: Sequence[Pair], folder: str | os.PathLike) -> list[Path]:
+    """Where ``save_outputs`` writes each pair's derained image: ``folder/<name>.png``.
+
+    A name ending in an image suffix (``rain/1.jpg``) has it replaced by ``.png``; names keep
+    their subfolders (``scene_1/rain/0003``).
+
+    Args:
+        pairs: the pairs (from `read_pairs`).
+        folder: the output folder.
+
+    Returns:
+        One path per pair, in order.
+
+    Raises:
+        ValueError: a name that is empty, absolute or climbs out of the folder (``..``), or
+            two pairs that would write the same file.
+
+    Example:
+        >>> image = np.zeros((4, 4, 3), np.uint8)
+        >>> [p.as_posix() for p in output_paths(read_pairs([(image, image, "a/1.jpg"),
+        ...                                                 (image, image, "b")]), "out")]
+        ['out/a/1.png', 'out/b.png']
+    """
+    folder = Path(folder)
+    paths, seen = [], {}
+    for pair in pairs:
+        name = Path(pair.name)
+        if (not pair.name or name.is_absolute() or ".." in name.parts
+                or pair.name.startswith("~")):
+            raise ValueError(f"pair name {pair.name!r} cannot name an output file: expected a "
+                             "relative path inside the output folder")
+        if name.suffix.lower() in IMAGE_SUFFIXES:
+            name = name.with_suffix("")
+        path = folder / f"{name.as_posix()}.png"
+        if path in seen:
+            raise ValueError(f"pairs {seen[path]!r} and {pair.name!r} would both be saved as "
+                             f"{path}; give them distinct names")
+        seen[path] = pair.name
+        paths.append(path)
+    return paths
+
+
+def _refuse_existing(paths: Sequence[Path], overwrite: bool, what: str) -> None:
+    """One-line error when any of ``paths`` exists (and is not to be replaced) or is a folder."""
+    existing = [p for p in paths if p.exists() or p.is_symlink()]
+    folders = [p for p in existing if p.is_dir()]
+    if folders:
+        raise InputError(f"{folders[0]} is a folder, not a {what} file; choose another output")
+    if existing and not overwrite:
+        shown = ", ".join(str(p) for p in existing[:3])
+        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        raise InputError(f"{len(existing)} {what} file(s) exist: {shown}{more}; pass "
+                         "--overwrite (overwrite=True) to replace them")
+
+
+def _check_folder_usable(folder: Path) -> None:
+    """The folder exists or can be made: no file in its way, the nearest existing one writable."""
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"cannot write under {folder}: {parent} is a file")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InputError(f"cannot write under {folder}: {parent} is not writable")
+            return
+
+
+def _check_outputs(pairs: Sequence[Pair], folder: str | os.PathLike | None, overwrite: bool
+                   ) -> list[Path] | None:
+    if folder is None:
+        return None
+    paths = output_paths(pairs, folder)
+    _check_folder_usable(Path(folder))
+    inputs = {Path(image.path if isinstance(image, ImageRef) else image).resolve()
+              for pair in pairs for image in (pair.rain, *pair.references.values())
+              if isinstance(image, (Path, ImageRef))}
+    clash = next((p for p in paths if p.resolve() in inputs), None)
+    if clash is not None:  # even with overwrite: a test set is never written over
+        raise InputError(f"output image {clash} would replace an input image of the test "
+                         "set; choose another --save-outputs folder")
+    _refuse_existing(paths, overwrite, "output image")
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------
 def _derain_batch(model: nn.Module, images: list[np.ndarray], device: torch.device
@@ -283,7 +391,7 @@ def _derain_batch(model: nn.Module, images: list[np.ndarray], device: torch.devi
 
 def evaluate_model(
     model: ModelLike,
-    pairs: str | os.PathLike | Iterable[PairItem],
+    pairs: PairsLike,
     conventions: str | Sequence[str] = DEFAULT_CONVENTIONS,
     device: str | torch.device = "cpu",
     tile: int | None = None,
@@ -292,6 +400,8 @@ def evaluate_model(
     batch_size: int = 1,
     labels: pd.DataFrame | str | os.PathLike | None = None,
     desc: str | None = None,
+    save_outputs: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """PSNR and SSIM of one derainer on every image pair: the package's one scoring loop.
 
@@ -306,10 +416,11 @@ def evaluate_model(
             CPU; its train/eval mode is restored afterwards), ``None`` or ``"input"`` to score
             the rain input itself, or a weights name/path for
             `spanetlib.models.pretrained.load_pretrained` ("official", "synthetic", a checkpoint).
-        pairs: a pair-list file (SPA-Data format; a dataset folder picks its test list), or a
-            sequence of ``(rain, clean)`` / ``(rain, clean, name)`` with paths or H x W x 3
-            RGB arrays (uint8, or float in [0, 1]), or of `Pair` objects (several
-            references each); see `read_pairs`.
+        pairs: a test folder in any layout of `spanetlib.layouts` or a pair-list file, what
+            `spanetlib.layouts.read_test_folder` returned, or a sequence of ``(rain, clean)`` /
+            ``(rain, clean, name)`` with paths or H x W x 3 RGB arrays (uint8, or float in
+            [0, 1]), of `Pair` objects (several references each) or of
+            `spanetlib.layouts.ImagePair`; see `read_pairs`.
         conventions: metric conventions of `spanetlib.metrics.CONVENTIONS`.
         device: "cpu", "cuda", "cuda:N" or "auto".
         tile: tile size for large images (passed to ``derain_array``); ``None``: whole image.
@@ -323,6 +434,10 @@ def evaluate_model(
             suffix, or the rain file's stem, as in ``labels.csv`` of
             `spanetlib.testsets.build_synthetic_test_set`); unmatched pairs get NaN.
         desc: progress-bar label.
+        save_outputs: a folder: write each derained image there as ``<name>.png`` (lossless,
+            the rain image's size; `output_paths`).
+        overwrite: replace existing output images (otherwise refused before the model is
+            loaded).
 
     Returns:
         One row per pair and reference: ``reference`` (only when a pair has a reference other
@@ -331,9 +446,10 @@ def evaluate_model(
         convention (floats; PSNR ``inf`` for identical images).
 
     Raises:
-        InputError: missing or unreadable list/images, rain and reference sizes differ, CUDA
-            requested but absent.
-        ValueError: unknown convention, bad ``max_images``/``batch_size``/``tile``, no pairs.
+        InputError: missing or unreadable list/images, a folder of no known layout, rain and
+            reference sizes differ, CUDA requested but absent, output images that exist.
+        ValueError: unknown convention, bad ``max_images``/``batch_size``/``tile``, no pairs,
+            pair names that cannot name output files.
     """
     conventions = _check_conventions(conventions)
     for arg, value in (("max_images", max_images), ("tile", tile)):
@@ -347,6 +463,7 @@ def evaluate_model(
     if max_images is not None:
         items = items[:max_images]
     named = any(list(item.references) != [CLEAN] for item in items)
+    outputs = _check_outputs(items, save_outputs, overwrite)
     device = resolve_torch_device(device)
     net = _resolve_model(model, device)
     was_training = net.training if net is not None else False
@@ -361,6 +478,9 @@ def evaluate_model(
             chunk = items[start:start + batch_size]
             rains = [_read(item.rain, item.name, "rain") for item in chunk]
             preds = _derain_chunk(net, rains, device, tile)
+            if outputs is not None:
+                for path, pred in zip(outputs[start:start + batch_size], preds, strict=True):
+                    write_image(path, pred)
             for item, rain, pred in zip(chunk, rains, preds, strict=True):
                 for reference, value in item.references.items():
                     target = _read(value, item.name, reference)
@@ -428,7 +548,7 @@ def _derain_chunk(net: nn.Module | None, rains: list[np.ndarray], device: torch.
 
 def compare_models(
     models: Mapping[str, ModelLike],
-    pairs: str | os.PathLike | Iterable[PairItem],
+    pairs: PairsLike,
     conventions: str | Sequence[str] = DEFAULT_CONVENTIONS,
     device: str | torch.device = "cpu",
     tile: int | None = None,
@@ -437,6 +557,8 @@ def compare_models(
     batch_size: int = 1,
     labels: pd.DataFrame | str | os.PathLike | None = None,
     by: str | Sequence[str] | None = None,
+    save_outputs: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate several models on the same pairs (the rows of Tables 2-4).
 
@@ -452,22 +574,37 @@ def compare_models(
         batch_size: as for `evaluate_model`.
         labels: as for `evaluate_model`.
         by: label column(s) to group the summary by (e.g. ``"level"`` for Table 3).
+        save_outputs: a folder: each model's derained images go to ``<folder>/<model>/``
+            (as for `evaluate_model`); every model's files are checked before the first runs.
+        overwrite: replace existing output images.
 
     Returns:
         ``(per_image, summary)``: the per-image table with a leading ``model`` column, and
         `summarize` of it.
 
     Raises:
-        ValueError: no models, or as `evaluate_model`.
+        ValueError: no models, a model name that cannot name a folder (with
+            ``save_outputs``), or as `evaluate_model`.
+        InputError: as `evaluate_model`.
     """
     if not models:
         raise ValueError("expected at least one model, got none")
     items = read_pairs(pairs)
+    folders: dict[str, Path | None] = {str(name): None for name in models}
+    if save_outputs is not None:
+        scored = items[:max_images] if isinstance(max_images, int) else items
+        for name in folders:
+            if name in ("", ".", "..") or "/" in name or "\\" in name:
+                raise ValueError(f"model name {name!r} cannot name an output folder")
+            folders[name] = Path(save_outputs) / name
+            _check_outputs(scored, folders[name], overwrite)
     frames = []
     for name, model in models.items():
         df = evaluate_model(model, items, conventions=conventions, device=device, tile=tile,
                             max_images=max_images, progress=progress, batch_size=batch_size,
-                            labels=labels, desc=str(name))
+                            labels=labels,
+                            desc=str(name), save_outputs=folders[str(name)],
+                            overwrite=overwrite)
         df.insert(0, "model", str(name))
         frames.append(df)
     per_image = pd.concat(frames, ignore_index=True)
@@ -666,54 +803,86 @@ def heldout_check(
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
+def convention_note(conventions: str | Sequence[str] = DEFAULT_CONVENTIONS) -> str:
+    """Which published numbers each convention matches, one line per convention that has any.
+
+    Example:
+        >>> print(convention_note(["standard", "y-matlab-builtin"]))  # doctest: +ELLIPSIS
+        Published numbers to compare with, by convention:
+        - y-matlab-builtin: PReNet's README (Rain100H: PReNet6 29.46 dB / 0.899, ...
+    """
+    lines = [f"- {conv}: {METRIC_CONVENTIONS[conv].published}"
+             for conv in _check_conventions(conventions) if METRIC_CONVENTIONS[conv].published]
+    if not lines:
+        return "No published numbers we know of use these conventions."
+    return "\n".join(["Published numbers to compare with, by convention:", *lines])
+
+
 def evaluate_command(
     model_spec: str | os.PathLike,
-    list_path: str | os.PathLike,
+    test_path: str | os.PathLike,
     out_stem: str | os.PathLike,
     conventions: str | Sequence[str] = DEFAULT_CONVENTIONS,
     device: str = "auto",
     tile: int | None = None,
     max_images: int | None = None,
     progress: bool = True,
+    layout: str | None = None,
+    save_outputs: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
-    """The ``spanet evaluate`` command: score one model over a pair list and write the tables.
+    """The ``spanet evaluate`` command: score one model over a test folder and write the tables.
 
-    Writes ``<out_stem>_per_image.csv`` (one row per pair) and the summary as
-    ``<out_stem>.csv`` and ``<out_stem>.md``, then prints the summary and the paths.
+    Prints the folder's detected layout (`spanetlib.layouts.FolderPairs.describe`), scores with
+    `evaluate_model`, writes ``<out_stem>_per_image.csv`` (one row per pair, named as the
+    layout names it) and the summary as ``<out_stem>.csv`` and ``<out_stem>.md``, then prints
+    the summary, which published numbers each convention matches (`convention_note`) and the
+    paths. Existing result files (and output images) are refused without ``overwrite``, before
+    the model is loaded or anything is scored.
 
     Args:
-        model_spec: "official", "synthetic", a checkpoint path (via
-            `spanetlib.models.pretrained.load_pretrained`), or "input" to score the rain input.
-        list_path: a pair-list file, or a dataset folder (its test list is used).
+        model_spec: "official", "synthetic", a weights path (via
+            `spanetlib.models.pretrained.load_pretrained`: our checkpoints, the authors'
+            SPANet, PReNet's released files), or "input" to score the rain input.
+        test_path: a test folder in any layout of `spanetlib.layouts`, or a pair-list file.
         out_stem: output path without suffix.
         conventions: metric conventions.
         device: "auto", "cpu", "cuda" or "cuda:N".
         tile: tile size for large images.
         max_images: score only the first ``max_images`` pairs.
         progress: show a progress bar.
+        layout: a name of `spanetlib.layouts.LAYOUTS` to use instead of detecting one.
+        save_outputs: a folder for the derained images (``<name>.png``, see `output_paths`).
+        overwrite: replace existing result files and output images.
 
     Returns:
         The summary table (one row: ``model``, metric means, ``n``).
 
     Raises:
-        InputError: missing list, images or weights; CUDA requested but absent.
+        InputError: missing folder, images or weights; no or several layouts match; result
+            files or output images exist (without ``overwrite``); CUDA requested but absent.
     """
-    list_path = Path(list_path)
-    if not list_path.exists():
-        raise InputError(f"pair list not found: {list_path}")
+    stem = _stem(out_stem)
+    results = [stem.parent / f"{stem.name}{end}" for end in (".csv", ".md", "_per_image.csv")]
+    _check_folder_usable(stem.parent)
+    _refuse_existing(results, overwrite, "result")
     conventions = _check_conventions(conventions)
     device = resolve_torch_device(device)
-    spec = os.fspath(model_spec)
-    label = spec if spec in ("official", "synthetic", _INPUT) else Path(spec).stem
-    per_image = evaluate_model(spec, list_path, conventions=conventions, device=device,
-                               tile=tile, max_images=max_images, progress=progress, desc=label)
+    found = read_test_folder(test_path, layout=layout)
+    print(found.describe())
+    label = os.fspath(model_spec)  # the weights as given: a name or the path
+    per_image = evaluate_model(label, found, conventions=conventions, device=device, tile=tile,
+                               max_images=max_images, progress=progress,
+                               desc=label if label in PRETRAINED_NAMES else Path(label).stem,
+                               save_outputs=save_outputs, overwrite=overwrite)
     per_image.insert(0, "model", label)
     summary = summarize(per_image)
-    stem = _stem(out_stem)
-    per_image_path = atomic_write_text(stem.parent / f"{stem.name}_per_image.csv",
-                                       per_image.to_csv(index=False))
-    caption = f"PSNR / SSIM of {label} on {list_path} ({len(per_image)} images)"
+    per_image_path = atomic_write_text(results[2], per_image.to_csv(index=False))
+    caption = (f"PSNR / SSIM of {label} on {found.root} (layout {found.layout.name}, "
+               f"{len(per_image)} images)")
     csv_path, md_path = write_table(summary, stem, caption=caption)
     print(format_markdown(summary), end="")
-    print(f"wrote {csv_path}, {md_path} and {per_image_path}")
+    print(convention_note(conventions))
+    saved = f"; derained images in {save_outputs}" if save_outputs is not None else ""
+    print(f"wrote {csv_path}, {md_path} and {per_image_path}{saved}")
     return summary

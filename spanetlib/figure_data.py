@@ -26,6 +26,7 @@ from .evaluate import as_prediction
 from .figures import difference_map
 from .fileio import InputError, read_image
 from .inference import derain_array
+from .layouts import FolderPairs
 from .metrics import psnr_ssim_np
 from .rain import IMAGE_RAIN_LEVELS, load_background, make_rain_image
 from .runs import OURS
@@ -41,6 +42,7 @@ __all__ = [
     "difference_rows",
     "failure_rows",
     "failure_sample",
+    "folder_samples",
     "level_samples",
     "photo_sample",
     "pick_rainy_pixel",
@@ -207,6 +209,29 @@ def level_samples(test_list: str | os.PathLike, labels: str | os.PathLike,
             rain, clean = pairs[name]
             image = read_image(clean)
             out.append(Sample(f"{level}: {name}", read_image(rain), image, image))
+    return out
+
+
+def folder_samples(folders: Mapping[str, FolderPairs], per_folder: int = 1) -> list[Sample]:
+    """Pairs of test folders (`spanetlib.layouts`), ``per_folder`` spread over each folder.
+
+    Args:
+        folders: label -> the folder's pairs (e.g. from `spanetlib.field.field_folders`).
+        per_folder: samples per folder, spread evenly over its pairs (all when it has fewer).
+
+    Returns:
+        Samples named ``"<label>: <pair name>"`` whose clean image is the folder's ground
+        truth (``truth`` is ``clean``), in folder order.
+
+    Raises:
+        ValueError: ``per_folder`` < 1.
+        InputError: an image cannot be read.
+    """
+    out = []
+    for label, found in folders.items():
+        for pair in _spread(found.pairs, per_folder):
+            rain, clean = pair.read()
+            out.append(Sample(f"{label}: {pair.name}", rain, clean, clean))
     return out
 
 

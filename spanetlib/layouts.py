@@ -34,9 +34,11 @@ structure, never from the data set's name:
 pairs, else the folder is ambiguous and the error names the layouts to choose from. A rain
 image without its clean image is an error listing a few, never dropped; clean images without
 a rain image are ignored. Pair names are stable: the rain file's path relative to its folder,
-without extension (``rain-001``, ``901_3``, ``000``), so derained outputs can be saved as
-``<name>.png``; pairs are in natural order of their names (``2`` before ``10``). Image files
-are recognised by suffix (:data:`IMAGE_SUFFIXES`); other and hidden files are ignored.
+without extension (``rain-001``, ``901_3``, ``000``; for a pair list, relative to the folder
+holding all its rain images), so derained outputs can be saved as ``<name>.png``; pairs are in
+natural order of their names (``2`` before ``10``), except that a pair list keeps its own
+order. Image files are recognised by suffix (:data:`IMAGE_SUFFIXES`); other and hidden files
+are ignored.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ class FolderPairs:
     Attributes:
         root: the folder (or list file) that was read.
         layout: the layout that gave the pairs.
-        pairs: the pairs, in natural order of their names.
+        pairs: the pairs, in natural order of their names (a pair list: in list order).
         also_matched: other layouts that matched and gave the same pairs.
     """
 
@@ -462,9 +464,8 @@ def _pair_list_pairs(root: Path) -> list[ImagePair]:
     if len(set(names)) != len(names):
         repeated = {n for n in names if names.count(n) > 1}
         raise InputError(f"{path}: rain images listed more than once: {_listing(repeated)}")
-    pairs = [ImagePair(name, ImageRef(rain), ImageRef(clean))
-             for name, (rain, clean) in zip(names, listed, strict=True)]
-    return sorted(pairs, key=lambda p: _natural_key(p.name))
+    return [ImagePair(name, ImageRef(rain), ImageRef(clean))
+            for name, (rain, clean) in zip(names, listed, strict=True)]
 
 
 #: Every known layout, in the order tried (the first of several agreeing matches names them).
@@ -501,8 +502,8 @@ def read_test_folder(path: str | os.PathLike, layout: str | None = None) -> Fold
             have that layout's structure).
 
     Returns:
-        The :class:`FolderPairs`: layout, pairs in natural name order, and any other layout
-        that matched with the same pairs.
+        The :class:`FolderPairs`: layout, pairs in natural name order (a pair list: in list
+        order), and any other layout that matched with the same pairs.
 
     Raises:
         InputError: the path is missing; the layout name is unknown; no layout matches (the

@@ -27,6 +27,7 @@ NOTEBOOKS = (
     "04_table3",
     "05_table4",
     "06_figures",
+    "07_field",
 )
 
 # Relative to the notebooks/ folder: where a notebook run by hand or by nbval writes.
@@ -146,3 +147,21 @@ def notebook_parameters(notebook: str, profile: str, dirs: dict[str, str]) -> di
 def smoke_defaults(notebook: str) -> dict[str, Any]:
     """The values a notebook's ``parameters`` cell must hold (its smoke profile, relative dirs)."""
     return notebook_parameters(notebook, "smoke", dict(SMOKE_DIRS))
+
+# Notebook 07 (spanetlib.field): label -> weights name or path (relative to notebooks/). At
+# `smoke` the four PReNet files in the released format, with random weights
+# (tests/data/prenet), run PReNet's loader end to end; at `quick` and `paper` users add their
+# own downloads of PReNet's files (never shipped: no license). ``conventions``: the first is the
+# tables' main view (every one is in results/field.csv).
+_FIELD_WEIGHTS = {"SPANet synthetic": "synthetic", "SPANet official": "official"}
+_PRENET_RANDOM = {f"{family} random": f"../tests/data/prenet/{family}_random.pth"
+                  for family in ("PReNet6", "PReNet6_r", "PRN6", "PRN6_r")}
+NOTEBOOK_PARAMETERS["07_field"] = {
+    "smoke": {"weights": {**_FIELD_WEIGHTS, **_PRENET_RANDOM},
+              "conventions": ["y-matlab", "y-matlab-builtin"], "n_pairs": 2,
+              "folder_size": [48, 64], "max_images": None, "n_show": 1},
+    "quick": {"weights": dict(_FIELD_WEIGHTS), "conventions": ["y-matlab", "y-matlab-builtin"],
+              "n_pairs": 6, "folder_size": [160, 224], "max_images": None, "n_show": 1},
+    "paper": {"weights": dict(_FIELD_WEIGHTS), "conventions": ["y-matlab", "y-matlab-builtin"],
+              "n_pairs": 20, "folder_size": [321, 481], "max_images": None, "n_show": 2},
+}

@@ -8,8 +8,10 @@ README.md marks each generated region with a pair of HTML comments (invisible on
 
 ``python -m spanetlib.readme`` rewrites every marked region from the results files (tables
 from ``<name>.md``, verdicts and quoted numbers from the ``.csv`` files, with the functions the
-notebooks use); ``--check`` only reports whether README.md is up to date (exit status 1 if
-not). A test runs the check, so a README that disagrees with ``results/`` fails CI.
+notebooks use) and from the library's own tables (the test-folder layouts of
+`spanetlib.layouts`, the metric conventions of `spanetlib.metrics`); ``--check`` only reports
+whether README.md is up to date (exit status 1 if not). A test runs the check, so a README
+that disagrees with ``results/`` or with the library fails CI.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 from .fileio import InputError, atomic_write_text
+from .layouts import LAYOUTS
+from .metrics import METRIC_CONVENTIONS
 from .runs import OURS
 from .tables import ablation_findings
 
@@ -99,6 +103,22 @@ def _heldout_summary(results: Path) -> str:
             f"weights {authors[weakest]:+.1f} dB)")
 
 
+def _layouts_table(results: Path) -> str:
+    """Every test-folder layout `spanetlib.layouts.read_test_folder` detects (no results used)."""
+    lines = ["| layout | the folder holds | read this way by |", "|---|---|---|"]
+    lines += [f"| `{lay.name}` | {lay.expected} | {', '.join(lay.code_bases)} |"
+              for lay in LAYOUTS.values()]
+    return "\n".join(lines)
+
+
+def _conventions_table(results: Path) -> str:
+    """Every metric convention and the published numbers computed in it (no results used)."""
+    lines = ["| convention | computed as | published numbers in it |", "|---|---|---|"]
+    lines += [f"| `{conv.name}` | {conv.description} | {conv.published or '-'} |"
+              for conv in METRIC_CONVENTIONS.values()]
+    return "\n".join(lines)
+
+
 #: Region name -> ``render(results_dir) -> text``.
 REGIONS: dict[str, Callable[[Path], str]] = {
     "table1": lambda r: _markdown_table(r, "table1"),
@@ -112,6 +132,8 @@ REGIONS: dict[str, Callable[[Path], str]] = {
                                          "that every part of the SAM helps", "variants"),
     "heldout": _heldout_table,
     "heldout-summary": _heldout_summary,
+    "layouts": _layouts_table,
+    "conventions": _conventions_table,
 }
 
 

@@ -64,7 +64,7 @@ def select_notebooks(only: Sequence[str] | None = None) -> list[str]:
 def run_notebooks(profile: str = "quick", out_dir: str | os.PathLike | None = None,
                   only: Sequence[str] | None = None, kernel_name: str | None = None,
                   progress: bool = True) -> ReproduceSummary:
-    """Execute notebooks 01-06 in order with a profile's parameters.
+    """Execute notebooks 01-07 in order with a profile's parameters.
 
     Args:
         profile: one of ``spanetlib.profiles.PROFILE_NAMES``.

@@ -9,7 +9,9 @@ used, from `spanetlib.rain` over scikit-image's photos, each with its ground tru
 - `make_table1_videos`: rain videos in memory with their truth and rain masks (Table 1);
 - `build_synthetic_test_set`: single rain images at the rain levels (the paper's Rain1200 role);
 - `build_heldout_rain_set`: rain outside the synthesizer's presets
-  (`HELDOUT_RAIN_CONDITIONS`), on photos held out from training.
+  (`HELDOUT_RAIN_CONDITIONS`), on photos held out from training;
+- `build_layout_test_folders`: tiny test folders in each layout of the field
+  (`spanetlib.layouts`), for smoke checks of released weights and `spanet evaluate`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import math
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,8 @@ import cv2
 import numpy as np
 
 from .data import write_pair_list
-from .fileio import atomic_write_json, atomic_write_text, write_image
+from .fileio import InputError, atomic_write_json, atomic_write_text, write_image
+from .layouts import read_test_folder
 from .rain import (
     BACKGROUND_NAMES,
     DENSITY_PRESETS,
@@ -44,8 +48,10 @@ from .video import list_frame_files, write_frames
 
 __all__ = [
     "HELDOUT_RAIN_CONDITIONS",
+    "LAYOUT_TEST_FOLDERS",
     "Table1Video",
     "build_heldout_rain_set",
+    "build_layout_test_folders",
     "build_synthetic_test_set",
     "build_synthetic_video_scenes",
     "make_table1_videos",
@@ -267,6 +273,164 @@ def build_heldout_rain_set(out: str | os.PathLike, n_per_condition: int = 2,
             jobs.append((f"{_file_stem(condition)}_{i:04d}", photo,
                          HELDOUT_RAIN_CONDITIONS[condition], (condition, photo)))
     return _write_rain_image_set(Path(out), jobs, ("condition", "background"), size, seed)
+
+
+#: The layouts `build_layout_test_folders` writes (every layout of `spanetlib.layouts.LAYOUTS`).
+LAYOUT_TEST_FOLDERS: tuple[str, ...] = ("input-target", "rain100", "rain1400", "spa-data",
+                                        "rain1200", "pair-list")
+_IMAGE_LEVELS = ("light", "medium", "heavy")
+#: Bumped whenever `build_layout_test_folders` draws different images for the same settings,
+#: so folders built by an older version are rebuilt rather than kept.
+_LAYOUT_FOLDERS_VERSION = 2
+
+
+def _write_layout(folder: Path, layout: str, images: Sequence[Sequence[Any]]) -> None:
+    """Write ``images[i] = (clean, rain_1, rain_2, ...)`` in one layout (see the caller)."""
+    pairs = []
+    for i, (clean, *rains) in enumerate(images):
+        rain = rains[0]
+        if layout == "input-target":
+            write_image(folder / "input" / f"{i + 1}.png", rain)
+            write_image(folder / "target" / f"{i + 1}.png", clean)
+        elif layout == "rain100":
+            write_image(folder / "rainy" / f"rain-{i + 1:03d}.png", rain)
+            write_image(folder / f"norain-{i + 1:03d}.png", clean)
+        elif layout == "rain1400":
+            write_image(folder / "ground_truth" / f"{901 + i}.jpg", clean)
+            for m, other in enumerate(rains, start=1):
+                write_image(folder / "rainy_image" / f"{901 + i}_{m}.jpg", other)
+        elif layout == "spa-data":
+            pairs.append((write_image(folder / "real_test_1000" / "rain" / f"{i:03d}.png", rain),
+                          write_image(folder / "real_test_1000" / "gt" / f"{i:03d}gt.png", clean)))
+        elif layout == "rain1200":
+            # PNG: on tiny light-rain crops JPEG noise can outweigh the light rain adds, which
+            # the side-by-side detector checks (the rain half must be the brighter one).
+            write_image(folder / f"{i}.png", np.concatenate([rain, clean], axis=1))
+        else:  # pair-list
+            pairs.append((write_image(folder / "rain" / f"{i:03d}.png", rain),
+                          write_image(folder / "clean" / f"{i:03d}.png", clean)))
+    if layout == "spa-data":  # SPA-Data's testing/ folder holds its list beside the folders
+        write_pair_list(folder / "real_test_1000.txt", pairs)
+    elif layout == "pair-list":
+        write_pair_list(folder / "test.txt", pairs)
+
+
+def _visible_rain(clean: np.ndarray, level: str, rng: np.random.Generator,
+                  tries: int = 20) -> np.ndarray:
+    """A rain image of ``clean`` at ``level`` with at least one streak (tiny crops may get none)."""
+    for _ in range(tries):
+        rain = make_rain_image(clean, level, seed=int(rng.integers(2**31))).rain
+        if not np.array_equal(rain, clean):
+            return rain
+    raise ValueError(f"no rain streak fell on a {clean.shape[0]} x {clean.shape[1]} image in "
+                     f"{tries} draws at the {level} level; use a larger size")
+
+
+def build_layout_test_folders(out: str | os.PathLike, n_pairs: int = 2,
+                              size: tuple[int, int] = (48, 64), seed: int = 0,
+                              layouts: Sequence[str] | None = None,
+                              rain_per_clean: int = 2) -> dict[str, Path]:
+    """Tiny synthetic test folders, one in each layout of the field (`spanetlib.layouts`).
+
+    Each layout gets its own ``n_pairs`` synthetic rain images: random ``size`` crops of the
+    held-out photos `spanetlib.rain.HELDOUT_BACKGROUND_NAMES` (which the shipped ``synthetic``
+    weights never saw), taken in turn over all the folders, with rain at the light, medium and
+    heavy levels in turn (re-drawn until at least one streak falls on the crop, and until the
+    folder reads as its layout: the side-by-side check fails on some tiny flat crops)::
+
+        out/input-target/input/<i>.png, target/<i>.png              (i from 1)
+        out/rain100/rainy/rain-<iii>.png, norain-<iii>.png
+        out/rain1400/rainy_image/<k>_<m>.jpg, ground_truth/<k>.jpg  (k from 901, m = 1..
+                                                                     rain_per_clean renderings)
+        out/spa-data/real_test_1000/rain/<iii>.png, gt/<iii>gt.png, real_test_1000.txt
+        out/rain1200/<i>.png                                        (rain | clean side by side)
+        out/pair-list/rain/<iii>.png, clean/<iii>.png, test.txt
+        out/params.json                                             (the settings)
+
+    A folder whose ``params.json`` records the same settings is kept; one made with other
+    settings is rebuilt (its layout folders are removed first).
+
+    Args:
+        out: output folder.
+        n_pairs: rain images per layout (Rain1400: clean images, each with ``rain_per_clean``
+            rain renderings).
+        size: image size (H, W) of one image (Rain1200 files are twice as wide), each >= 8.
+        seed: seed of the crops and the rain.
+        layouts: names from `LAYOUT_TEST_FOLDERS`; None: all.
+        rain_per_clean: rain renderings per clean image in the Rain1400 layout (DDN has 14).
+
+    Returns:
+        Layout name -> its folder, in `LAYOUT_TEST_FOLDERS` order.
+
+    Raises:
+        ValueError: a bad count, size or layout name, or images too small for any streak or
+            for the side-by-side detector.
+        InputError: ``out`` holds other files (no ``params.json`` of this function).
+    """
+    _check_positive("n_pairs", n_pairs)
+    _check_positive("rain_per_clean", rain_per_clean)
+    size = _check_size(size)
+    chosen = LAYOUT_TEST_FOLDERS if layouts is None else tuple(layouts)
+    unknown = [name for name in chosen if name not in LAYOUT_TEST_FOLDERS]
+    if unknown or not chosen:
+        raise ValueError(f"layouts must be names from {LAYOUT_TEST_FOLDERS}, got {layouts!r}")
+    out = Path(out)
+    folders = {name: out / name for name in LAYOUT_TEST_FOLDERS if name in chosen}
+    params = {"n_pairs": n_pairs, "size": list(size), "seed": int(seed),
+              "layouts": list(folders), "rain_per_clean": rain_per_clean,
+              "version": _LAYOUT_FOLDERS_VERSION}
+    try:
+        old = json.loads((out / "params.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if old == params:
+        return folders
+    if old is None and out.is_dir() and any(out.iterdir()):
+        raise InputError(f"{out} holds files that build_layout_test_folders did not write "
+                         "(no params.json); choose an empty or new folder")
+    for name in LAYOUT_TEST_FOLDERS:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    rng = np.random.default_rng(seed)
+    photos = {name: load_background(name) for name in HELDOUT_BACKGROUND_NAMES}
+    count = itertools.count()
+    for layout, folder in folders.items():
+        for _ in range(_LAYOUT_TRIES):
+            images = []
+            for _ in range(n_pairs):
+                k = next(count)
+                photo = HELDOUT_BACKGROUND_NAMES[k % len(HELDOUT_BACKGROUND_NAMES)]
+                clean = _random_crop(photos[photo], size, rng)
+                level = _IMAGE_LEVELS[k % len(_IMAGE_LEVELS)]
+                rains = [_visible_rain(clean, level, rng) for _ in range(rain_per_clean)]
+                images.append((clean, *rains))
+            _write_layout(folder, layout, images)
+            if _reads_as(folder, layout):
+                break
+            shutil.rmtree(folder)
+        else:
+            raise ValueError(f"{_LAYOUT_TRIES} draws of {n_pairs} images of {size[0]} x "
+                             f"{size[1]} were not recognised as the {layout} layout; use a "
+                             "larger size")
+    atomic_write_json(out / "params.json", params)
+    return folders
+
+
+#: Draws of a folder's images before `build_layout_test_folders` gives up (see `_reads_as`).
+_LAYOUT_TRIES = 20
+
+
+def _reads_as(folder: Path, layout: str) -> bool:
+    """Whether `read_test_folder` detects ``layout`` in ``folder``.
+
+    The side-by-side (rain1200) detector checks that both halves show the same scene, which
+    a tiny crop of a flat region, or one that heavy rain covers, can fail; such a draw is
+    made again rather than written as a folder that does not read as its layout.
+    """
+    try:
+        return read_test_folder(folder).layout.name == layout
+    except InputError:
+        return False
 
 
 def scene_ground_truth(scene: str | os.PathLike) -> Path:

@@ -1,7 +1,9 @@
+import argparse
 import re
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +156,87 @@ def test_build_dataset_refuses_other_settings_and_overwrites_on_request(scenes, 
     (photos / "a.jpg").write_bytes(b"x")
     foreign = run_cli("build-dataset", scenes, "-o", photos, "--auto-accept", "--overwrite")
     assert foreign.returncode == 2 and "holds no spanetlib export" in foreign.stderr
+
+
+# ------------------------------------------------------------------ spanet evaluate on folders
+
+@pytest.fixture(scope="module")
+def layout_folders(tmp_path_factory):
+    from spanetlib.testsets import build_layout_test_folders
+
+    return build_layout_test_folders(tmp_path_factory.mktemp("layouts"), n_pairs=2,
+                                     size=(24, 32))
+
+
+@pytest.mark.parametrize("layout", ["input-target", "rain100", "rain1400", "spa-data",
+                                    "rain1200", "pair-list"])
+def test_evaluate_detects_and_reports_each_layout(layout, layout_folders, tmp_path, capsys):
+    import pandas as pd
+
+    from spanetlib.layouts import read_test_folder
+
+    stem = tmp_path / "scores"
+    assert cli.main(["evaluate", str(layout_folders[layout]), "-o", str(stem), "--weights",
+                     "input", "--convention", "y-matlab", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"layout '{layout}'" in out.splitlines()[0]
+    per_image = pd.read_csv(f"{stem}_per_image.csv", dtype={"name": str})
+    expected = [p.name for p in read_test_folder(layout_folders[layout]).pairs]
+    assert list(per_image["name"]) == expected
+    assert list(pd.read_csv(f"{stem}.csv")["n"]) == [len(expected)]
+    assert "y-matlab: Restormer's and DRSformer's tables" in out
+
+
+def test_evaluate_forced_layout_and_folder_errors(layout_folders, tmp_path, capsys):
+    spa = layout_folders["spa-data"]
+    assert cli.main(["evaluate", str(spa), "-o", str(tmp_path / "a"), "--weights", "input",
+                     "--layout", "pair-list", "--convention", "standard"]) == 0
+    assert "layout 'pair-list'" in capsys.readouterr().out
+    assert cli.main(["evaluate", str(layout_folders["rain100"]), "-o", str(tmp_path / "b"),
+                     "--weights", "input", "--layout", "input-target"]) == 2
+    err = capsys.readouterr().err
+    assert "does not have the input-target layout: expected input/X" in err
+    assert len(err.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["evaluate", str(tmp_path / "empty"), "-o", str(tmp_path / "c"),
+                     "--weights", "input"]) == 2
+    err = capsys.readouterr().err
+    assert "no known test-folder layout; expected one of: input-target (" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_save_outputs_and_overwrite_from_the_command_line(layout_folders, tmp_path):
+    from spanetlib.fileio import read_image
+
+    folder, out, stem = layout_folders["input-target"], tmp_path / "derained", tmp_path / "r"
+    weights = Path(__file__).parent / "data" / "prenet" / "PRN6_r_random.pth"
+    args = ["evaluate", folder, "-o", stem, "--weights", weights,
+            "--convention", "standard", "--device", "cpu", "--save-outputs", out]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["1.png", "2.png"]
+    assert read_image(out / "1.png").shape == read_image(folder / "input" / "1.png").shape
+    again = run_cli(*args)  # the result files exist: refused, nothing replaced
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert "result file(s) exist" in again.stderr and "--overwrite" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    (stem.parent / "r.csv").unlink(), (stem.parent / "r.md").unlink()
+    (stem.parent / "r_per_image.csv").unlink()
+    images = run_cli(*args)  # now the output images are what exists
+    assert images.returncode == 2 and "2 output image file(s) exist" in images.stderr
+    forced = run_cli(*args, "--overwrite")
+    assert forced.returncode == 0, forced.stderr
+
+
+def test_evaluate_help_shows_every_default():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    evaluate = sub.choices["evaluate"]
+    options = [a for a in evaluate._actions
+               if a.option_strings and not a.required and a.dest != "help"]
+    assert {a.dest for a in options} >= {"weights", "layout", "convention", "device", "tile",
+                                         "max_images", "save_outputs", "overwrite"}
+    for action in options:
+        assert "(default: " in action.help, action.dest
+    text = evaluate.format_help()
+    assert "y-matlab-builtin" in text and "rain1400" in text  # choices from the library

@@ -22,10 +22,10 @@ from spanetlib.evaluate import (
     summarize,
     write_table,
 )
-from spanetlib.fileio import InputError, read_image
+from spanetlib.fileio import InputError, read_image, write_image
 from spanetlib.metrics import psnr_ssim_np
 
-CONVS = ("standard", "spanet-paper", "y-matlab")
+CONVS = ("standard", "spanet-paper", "y-matlab", "y-matlab-builtin")
 LEVELS = ("light", "heavy", "light")
 
 
@@ -80,7 +80,7 @@ def test_all_sorted() -> None:
 
 def test_input_row_equals_direct_metrics(pairs_dir: Path, identity) -> None:
     df = evaluate_model(None, pairs_dir / "test.txt", progress=False)
-    assert list(df["name"]) == ["rain/0.png", "rain/1.png", "rain/2.png"]
+    assert list(df["name"]) == ["0", "1", "2"]  # as spanetlib.layouts names list pairs
     assert list(df.columns) == ["name"] + [metric_column(m, c) for c in CONVS
                                            for m in ("psnr", "ssim")]
     for i, row in df.iterrows():
@@ -140,10 +140,10 @@ def test_batched_matches_single(pairs_dir: Path) -> None:
 def test_max_images_and_labels(pairs_dir: Path) -> None:
     df = evaluate_model(None, pairs_dir / "test.txt", progress=False, max_images=2,
                         labels=pairs_dir / "labels.csv")
-    assert list(df["name"]) == ["rain/0.png", "rain/1.png"]
+    assert list(df["name"]) == ["0", "1"]
     assert list(df.columns[:2]) == ["name", "level"]
     assert list(df["level"]) == list(LEVELS[:2])
-    exact = pd.DataFrame({"name": ["rain/2.png", "rain/0.png"], "level": ["x", "y"],
+    exact = pd.DataFrame({"name": ["2", "0"], "level": ["x", "y"],
                           "scene": [7, 8]})
     df = evaluate_model(None, pairs_dir / "test.txt", conventions="standard", progress=False,
                         labels=exact)
@@ -225,14 +225,14 @@ def test_evaluate_command_checkpoint(pairs_dir: Path, tmp_path: Path) -> None:
                                conventions=["standard"], device="cpu", progress=False)
     direct = summarize(evaluate_model(model, pairs_dir / "test.txt", conventions="standard",
                                       progress=False))
-    assert summary.loc[0, "model"] == "tiny"
+    assert summary.loc[0, "model"] == str(ckpt)  # the weights as given
     assert summary.loc[0, "psnr[standard]"] == pytest.approx(direct.loc[0, "psnr[standard]"])
 
 
 def test_bad_inputs(pairs_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="pair list not found"):
+    with pytest.raises(InputError, match="test folder not found: .*missing.txt"):
         evaluate_model(None, tmp_path / "missing.txt", progress=False)
-    with pytest.raises(InputError, match="pair list not found"):
+    with pytest.raises(InputError, match="test folder not found: .*missing.txt"):
         evaluate_command("input", tmp_path / "missing.txt", tmp_path / "o", progress=False)
     with pytest.raises(ValueError, match="unknown metric convention 'psnr'"):
         evaluate_model(None, pairs_dir / "test.txt", conventions=["psnr"], progress=False)
@@ -287,3 +287,149 @@ def test_tile_and_batch_reach_the_model() -> None:
     batched = ShapeRecorder()
     evaluate_model(batched, images, conventions="y-matlab", batch_size=2, progress=False)
     assert [s[0] for s in batched.shapes] == [2, 1]
+
+
+# ------------------------------------------------------------------ test folders and outputs
+
+@pytest.fixture(scope="module")
+def layout_folders(tmp_path_factory) -> dict[str, Path]:
+    """Every layout of spanetlib.layouts, 2 pairs of 24 x 32 (Rain1400: 2 x 2 rain images)."""
+    from spanetlib.testsets import build_layout_test_folders
+
+    return build_layout_test_folders(tmp_path_factory.mktemp("layouts"), n_pairs=2,
+                                     size=(24, 32))
+
+
+def test_every_layout_is_scored_with_its_pair_names(layout_folders: dict[str, Path]) -> None:
+    from spanetlib.layouts import LAYOUTS, read_test_folder
+
+    assert set(layout_folders) == set(LAYOUTS)
+    for name, folder in layout_folders.items():
+        found = read_test_folder(folder)
+        assert found.layout.name == name
+        for pairs in (folder, found):  # a path and what read_test_folder returned
+            df = evaluate_model(None, pairs, conventions="y-matlab", progress=False)
+            assert list(df["name"]) == [p.name for p in found.pairs], name
+        for pair, (_, row) in zip(found.pairs, df.iterrows(), strict=True):
+            rain, clean = pair.read()
+            expected = psnr_ssim_np(ev.as_prediction(rain), clean, "y-matlab")
+            assert (row["psnr[y-matlab]"], row["ssim[y-matlab]"]) == expected
+    rain1200 = read_test_folder(layout_folders["rain1200"]).pairs[0]
+    assert rain1200.rain.half == "left"  # the halves are what was scored, not the whole file
+    assert ev.read_pairs([rain1200])[0].rain == rain1200.rain
+
+
+def test_read_pairs_keeps_list_order_and_forced_layout(layout_folders: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    from spanetlib.layouts import read_test_folder
+
+    spa = layout_folders["spa-data"]  # its real_test_1000.txt agrees with the folders
+    assert read_test_folder(spa).also_matched == ("pair-list",)
+    forced = read_test_folder(spa, layout="pair-list")
+    assert forced.layout.name == "pair-list"
+    assert [p.name for p in ev.read_pairs(forced)] == ["000", "001"]
+    base = spa / "real_test_1000"
+    listed = tmp_path / "reversed.txt"
+    listed.write_text(f"{base}/rain/001.png {base}/gt/001gt.png\n"
+                      f"{base}/rain/000.png {base}/gt/000gt.png\n")
+    pairs = ev.read_pairs(listed)
+    assert [p.name for p in pairs] == ["001", "000"]  # the list's order, not sorted
+    assert pairs[0].references[ev.CLEAN] == base / "gt" / "001gt.png"
+
+
+def test_save_outputs_names_sizes_and_no_replace(layout_folders: dict[str, Path], tmp_path: Path,
+                                                 identity) -> None:
+    from spanetlib.layouts import read_test_folder
+
+    found = read_test_folder(layout_folders["rain1400"])
+    out = tmp_path / "out"
+    evaluate_model(identity, found, conventions="standard", progress=False, save_outputs=out)
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["901_1.png", "901_2.png", "902_1.png", "902_2.png"]
+    for pair in found.pairs:  # identity: the saved image is the rain input, losslessly
+        assert np.array_equal(read_image(out / f"{pair.name}.png"), pair.rain.read())
+    # Existing outputs are refused before the model is even loaded (the weights are missing).
+    with pytest.raises(InputError, match=r"4 output image file\(s\) exist: .*901_1.png.*"
+                       r"pass --overwrite \(overwrite=True\)"):
+        evaluate_model(tmp_path / "missing.pth", found, progress=False, save_outputs=out)
+    write_image(out / "901_1.png", np.zeros((24, 32, 3), np.uint8))
+    evaluate_model(identity, found, conventions="standard", progress=False, save_outputs=out,
+                   overwrite=True)
+    assert np.array_equal(read_image(out / "901_1.png"), found.pairs[0].rain.read())
+    # Never over the test set itself, even with overwrite.
+    plain = read_test_folder(layout_folders["input-target"])
+    with pytest.raises(InputError, match=r"output image .*input/1.png would replace an input"):
+        evaluate_model(identity, plain, progress=False, overwrite=True,
+                       save_outputs=layout_folders["input-target"] / "input")
+    # Side-by-side files: the output has the size of the rain half.
+    halves = read_test_folder(layout_folders["rain1200"])
+    evaluate_model(identity, halves, conventions="standard", progress=False,
+                   save_outputs=tmp_path / "halves")
+    assert read_image(tmp_path / "halves" / "0.png").shape == (24, 32, 3)
+
+
+def test_output_paths_refuse_unsafe_and_colliding_names() -> None:
+    image = np.zeros((12, 12, 3), np.uint8)
+    paths = ev.output_paths(ev.read_pairs([(image, image, "a/b.jpg"), (image, image, "c")]),
+                            "out")
+    assert [p.as_posix() for p in paths] == ["out/a/b.png", "out/c.png"]
+    for bad in ("../x", "/abs/x", ""):
+        with pytest.raises(ValueError, match="cannot name an output file"):
+            ev.output_paths([ev.Pair(bad, image, {"clean": image})], "out")
+    with pytest.raises(ValueError, match="pairs 'a.png' and 'a.jpg' would both be saved as"):
+        ev.output_paths(ev.read_pairs([(image, image, "a.png"), (image, image, "a.jpg")]),
+                        "out")
+
+
+def test_compare_models_checks_every_output_before_the_first_model(
+        layout_folders: dict[str, Path], tmp_path: Path, identity) -> None:
+    folder = layout_folders["input-target"]
+    write_image(tmp_path / "out" / "shift" / "2.png", np.zeros((24, 32, 3), np.uint8))
+    with pytest.raises(InputError, match=r"1 output image file\(s\) exist: .*shift/2.png"):
+        compare_models({"identity": identity, "shift": Shift(0.1)}, folder, progress=False,
+                       save_outputs=tmp_path / "out")
+    assert not (tmp_path / "out" / "identity").exists()  # nothing ran
+    with pytest.raises(ValueError, match="model name 'a/b' cannot name an output folder"):
+        compare_models({"a/b": identity}, folder, progress=False, save_outputs=tmp_path / "o")
+    compare_models({"identity": identity, "shift": Shift(0.1)}, folder, progress=False,
+                   conventions="standard", save_outputs=tmp_path / "out", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "out" / "shift").iterdir()) == ["1.png", "2.png"]
+
+
+def test_evaluate_command_refuses_to_replace_results(layout_folders: dict[str, Path],
+                                                     tmp_path: Path, capsys) -> None:
+    folder = layout_folders["rain100"]
+    stem = tmp_path / "results" / "mine"
+    evaluate_command("input", folder, stem, conventions=["y-matlab-builtin"], device="cpu",
+                     progress=False)
+    out = capsys.readouterr().out
+    assert "layout 'rain100'" in out and "csdwren/PReNet" in out
+    assert "y-matlab-builtin: PReNet's README (Rain100H: PReNet6 29.46 dB / 0.899" in out
+    per_image = pd.read_csv(tmp_path / "results" / "mine_per_image.csv")
+    assert list(per_image["name"]) == ["rain-001", "rain-002"]
+    before = (tmp_path / "results" / "mine.csv").read_bytes()
+    # Refused before the weights are read (they do not exist) and before any scoring.
+    with pytest.raises(InputError, match=r"3 result file\(s\) exist: .*mine.csv, .*mine.md, "
+                       r".*mine_per_image.csv; pass --overwrite"):
+        evaluate_command(tmp_path / "missing.pth", folder, stem, progress=False)
+    (tmp_path / "results" / "mine.md").unlink()  # one of the three is enough to refuse
+    with pytest.raises(InputError, match=r"2 result file\(s\) exist"):
+        evaluate_command("input", folder, stem, progress=False)
+    assert (tmp_path / "results" / "mine.csv").read_bytes() == before
+    evaluate_command("input", folder, stem, conventions=["standard"], device="cpu",
+                     progress=False, overwrite=True)
+    assert "psnr[standard]" in pd.read_csv(tmp_path / "results" / "mine.csv").columns
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="cannot write under .*file/sub: .*file is a file"):
+        evaluate_command("input", folder, tmp_path / "file" / "sub" / "x", progress=False)
+
+
+def test_convention_note_names_the_published_numbers() -> None:
+    note = ev.convention_note(ev.DEFAULT_CONVENTIONS).splitlines()
+    assert note[0] == "Published numbers to compare with, by convention:"
+    assert [line.split(":")[0] for line in note[1:]] == [
+        "- spanet-paper", "- y-matlab", "- y-matlab-builtin"]
+    assert "38.53 dB / 0.9875" in note[1] and "Restormer" in note[2]
+    assert "PRN6_r 27.43 / 0.874" in note[3]
+    assert ev.convention_note("standard").startswith("No published numbers")
+    assert ev.DEFAULT_CONVENTIONS == CONVS

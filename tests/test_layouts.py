@@ -195,8 +195,8 @@ def test_pair_list_file_and_folder(tmp_path: Path) -> None:
     for root in (tmp_path, tmp_path / "test.txt"):
         found = read_test_folder(root)
         assert found.layout.name == "pair-list"
-        assert _names(found) == ["s1", "s2", "s10"]  # natural order of the names
-        assert found.pairs[2].clean.path == tmp_path / "clean" / "s10.png"
+        assert _names(found) == ["s10", "s2", "s1"]  # the list's own order
+        assert found.pairs[0].clean.path == tmp_path / "clean" / "s10.png"
 
 
 def test_pair_list_missing_files(tmp_path: Path) -> None:

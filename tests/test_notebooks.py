@@ -57,11 +57,31 @@ def test_output_dirs_keep_quick_results_in_the_checkout(tmp_path):
 
 @pytest.mark.parametrize("name", profiles.NOTEBOOKS)
 def test_notebooks_call_the_library_for_shared_text(name):
-    """The deviations come from `spanetlib.deviations`, the dataset line from `describe()`."""
+    """The deviations come from `spanetlib.deviations`, the data line from a `describe()`."""
     notebook = json.loads((NOTEBOOKS_DIR / f"{name}.ipynb").read_text())
     code = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
     prose = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown"]
     assert sum(f'render_deviations("{name}", profile)' in src for src in code) == 1
     assert not any("Deviations from the paper" in text for text in prose)
     assert not any(".summary" in src or ".split(" in src for src in code)
-    assert any("print(dataset.describe())" in src for src in code)
+    describe = ("print(field.describe_folders(folders))" if name == "07_field"
+                else "print(dataset.describe())")
+    assert any(describe in src for src in code)
+
+
+def test_field_notebook_parameters():
+    """Notebook 07: smoke runs the released loader on the four random PReNet files."""
+    smoke = profiles.smoke_defaults("07_field")
+    assert smoke["data_root"] is None  # tiny synthetic folders in every layout
+    weights = smoke["weights"]
+    assert list(weights.values())[:2] == ["synthetic", "official"]
+    prenet = [path for path in weights.values() if path.endswith("_random.pth")]
+    assert len(prenet) == 4
+    for path in prenet:  # relative to notebooks/, where papermill runs
+        assert (NOTEBOOKS_DIR / path).resolve().is_file(), path
+    from spanetlib.metrics import CONVENTIONS
+    for profile in profiles.PROFILE_NAMES:
+        params = profiles.NOTEBOOK_PARAMETERS["07_field"][profile]
+        assert set(params["conventions"]) <= set(CONVENTIONS)
+        if profile != "smoke":  # random weights only where the loader is what is tested
+            assert not any("random" in path for path in params["weights"].values())

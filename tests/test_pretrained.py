@@ -190,7 +190,9 @@ def test_error_unknown_name_and_formats(tmp_path):
     with pytest.raises(InputError, match="unknown weights 'officail': expected one of official"):
         load_pretrained("officail")
     torch.save({"state": {}}, tmp_path / "odd.pth")
-    with pytest.raises(InputError, match="neither the authors' format"):
+    with pytest.raises(InputError, match=r"odd.pth is in no known format \(it holds a dict with "
+                       r"keys state\); formats tried: the authors' SPANet \(a dict with 'net'\); "
+                       r"a spanetlib training checkpoint .*; released weights: PReNet6 \("):
         load_pretrained(tmp_path / "odd.pth")
     torch.save({"model": {}, "config": {"model": "prenet", "model_kwargs": {}}},
                tmp_path / "prenet.pth")

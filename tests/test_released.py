@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from spanetlib.fileio import InputError
+from spanetlib.fileio import InputError, to_uint8
 from spanetlib.models import count_parameters, load_pretrained
 from spanetlib.models.baselines import PRENET_FAMILIES, PReNet
+from spanetlib.models.pretrained import describe_weights
 from spanetlib.models.released import (
     RELEASED_FORMATS,
     convert_released_prenet,
@@ -167,10 +170,8 @@ def test_other_channel_counts_load_consistently() -> None:
 
 # ------------------------------------------------------------------ through the file reader
 # `load_pretrained(path)` reads user files weights-only and calls
-# `released_model_from_state_dict`; the two wiring tests below pass once the lead connects it
-# (phase 2), and fail loudly (strict xfail) if the marker is forgotten afterwards.
+# `released_model_from_state_dict`.
 
-@pytest.mark.xfail(strict=True, reason="load_pretrained calls released.py in phase 2")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_load_pretrained_reads_released_files(family: str, reference) -> None:
     model = load_pretrained(DATA / f"{family}_random.pth")
@@ -180,12 +181,72 @@ def test_load_pretrained_reads_released_files(family: str, reference) -> None:
                                rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="load_pretrained lists the released formats in phase 2")
 def test_load_pretrained_lists_released_formats_for_unknown_files(tmp_path: Path) -> None:
     path = tmp_path / "other.pth"
     torch.save({"encoder.weight": torch.zeros(2)}, path)
-    with pytest.raises(InputError, match="PReNet6 .*PRN6_r"):
+    with pytest.raises(InputError, match="PReNet6 .*PRN6_r") as info:
         load_pretrained(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"checkpoint {path} is in no known format (it holds a dict with "
+                              "keys encoder.weight); formats tried: the authors' SPANet")
+    for family in FAMILIES:
+        assert f"{family} (a plain state dict" in message
+    # A list of tensors (not a state dict) is described as what it is.
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(InputError, match=r"it holds a list\); formats tried"):
+        load_pretrained(path)
+
+
+def test_load_pretrained_strips_ddp_prefix_and_keeps_device(tmp_path: Path, reference) -> None:
+    """A released state dict re-saved from a DataParallel wrapper still loads (and runs)."""
+    path = tmp_path / "ddp.pth"
+    torch.save({"module." + k: v for k, v in _load("PRN6").items()}, path)
+    model = load_pretrained(path, device="cpu", irnn_backend="reference")  # backend ignored
+    assert isinstance(model, PReNet) and not model.training
+    with torch.no_grad():
+        out, _ = model(torch.from_numpy(reference["input_rgb"]))
+    torch.testing.assert_close(out, torch.from_numpy(reference["PRN6/output"]),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_describe_weights_names_family_and_training_set(tmp_path: Path) -> None:
+    info = describe_weights(DATA / "PReNet6_r_random.pth")
+    assert info.format == "PReNet6_r (PReNet's release)"
+    assert info.trained_on.startswith("unknown")
+    # The authors' layout logs/<set>/<family>/net_latest.pth names the set; logs/real/ too.
+    for folders, expected in ((("Rain100H", "PRN6"), "Rain100H"), (("real",), "real rain")):
+        folder = tmp_path.joinpath("logs", *folders)
+        folder.mkdir(parents=True)
+        target = folder / "net_latest.pth"
+        target.write_bytes((DATA / "PRN6_random.pth").read_bytes())
+        info = describe_weights(target)
+        assert info.format == "PRN6 (PReNet's release)"
+        assert info.trained_on.startswith(expected) and "PReNet's authors" in info.trained_on
+    assert describe_weights("official").trained_on.startswith("real rain: SPA-Data")
+    assert "synthetic rain only" in describe_weights("synthetic").trained_on
+
+
+def test_derain_command_with_released_weights(tmp_path: Path) -> None:
+    """`spanet derain --weights PRN6_r_random.pth` end to end: the file's model, clamped."""
+    from spanetlib.fileio import read_image, write_image
+    from spanetlib.inference import derain_array
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    write_image(tmp_path / "in" / "photo.png", photo)
+    weights = DATA / "PRN6_r_random.pth"
+    result = subprocess.run([sys.executable, "-m", "spanetlib.cli", "derain",
+                             str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights",
+                             str(weights), "--device", "cpu", "--save-attention"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    written = read_image(tmp_path / "out" / "photo.png")
+    expected, attention = derain_array(load_pretrained(weights), photo)
+    assert written.shape == photo.shape and attention is None
+    np.testing.assert_array_equal(written, to_uint8(expected))
+    assert not (tmp_path / "out" / "photo_attention.png").exists()  # PReNet has no attention
+    assert not np.array_equal(written, photo)
 
 
 def test_truncated_released_file_is_refused(tmp_path: Path) -> None:

@@ -1,6 +1,15 @@
 """Pretrained weights: ``load_pretrained`` for every weight file we know, one checkpoint reader.
 
-`read_checkpoint` is how every part of the package opens a checkpoint file.
+`read_checkpoint` is how every part of the package opens a checkpoint file. `load_pretrained`
+tells a file's format from its content (never its name), in this order (`checkpoint_format`):
+
+1. the authors' SPANet checkpoint: a dict with ``net`` (below);
+2. a spanetlib training checkpoint: a dict with ``model`` (the state dict) and ``config``;
+3. released third-party weights, recognised by their keys and shapes
+   (`spanetlib.models.released`: PReNet's four families from csdwren/PReNet).
+
+A file that is none of these is refused with one line listing every format tried. User files
+are always read weights-only (no arbitrary Python objects) unless ``trusted=True``.
 
 The packaged file ``weights/spanet_official.pth`` is the checkpoint the SPANet authors
 released (trained on the real SPA-Data set), redistributed under their BSD-style terms
@@ -26,6 +35,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +44,26 @@ from torch import nn
 
 from spanetlib.fileio import InputError
 from spanetlib.models.factory import build_model
+from spanetlib.models.released import (
+    describe_released_formats,
+    match_released_format,
+    released_model_from_state_dict,
+)
 from spanetlib.models.spanet import SPANet
 
 __all__ = [
+    "OFFICIAL_FORMAT",
     "OFFICIAL_LICENSE",
     "OFFICIAL_WEIGHTS",
+    "PRENET_SETS",
     "PRETRAINED_NAMES",
     "SYNTHETIC_WEIGHTS",
+    "TRAINING_FORMAT",
+    "WeightsInfo",
+    "checkpoint_format",
     "convert_official_state_dict",
+    "describe_weights",
+    "known_formats",
     "load_official_spanet",
     "load_pretrained",
     "official_key",
@@ -278,6 +300,68 @@ def load_official_spanet(path: str | os.PathLike | None = None,
     return _to_device(_official_from_dict(ckpt, path, irnn_backend), device)
 
 
+#: Format names returned by `checkpoint_format` besides the released families' names.
+OFFICIAL_FORMAT = "SPANet (authors' checkpoint)"
+TRAINING_FORMAT = "spanetlib training checkpoint"
+
+
+def known_formats() -> str:
+    """Every weight-file format `load_pretrained` reads, ``"; "``-separated (for messages)."""
+    return (f"the authors' SPANet (a dict with 'net'); a {TRAINING_FORMAT} (a dict with 'model' "
+            f"and 'config'); released weights: {describe_released_formats()}")
+
+
+def _what_it_holds(ckpt: Any) -> str:
+    if isinstance(ckpt, Mapping):
+        keys = [str(k) for k in list(ckpt)[:6]]
+        more = f" and {len(ckpt) - 6} more" if len(ckpt) > 6 else ""
+        return f"a dict with keys {', '.join(keys) or '(none)'}{more}"
+    return f"a {type(ckpt).__name__}"
+
+
+def _resolve_weights(name_or_path: str | os.PathLike, trusted: bool) -> tuple[Path, bool]:
+    """The file behind a weights name or path, and whether to unpickle it fully."""
+    if isinstance(name_or_path, str) and name_or_path == "official":
+        return OFFICIAL_WEIGHTS, True
+    if isinstance(name_or_path, str) and name_or_path == "synthetic":
+        if not SYNTHETIC_WEIGHTS.is_file():
+            raise InputError("the 'synthetic' SPANet weights are not shipped yet "
+                             f"({SYNTHETIC_WEIGHTS} is missing); use 'official' or a path")
+        return SYNTHETIC_WEIGHTS, True
+    path = Path(name_or_path)
+    if not path.exists() and isinstance(name_or_path, str) and os.sep not in name_or_path \
+            and not path.suffix:
+        raise InputError(f"unknown weights {name_or_path!r}: expected one of "
+                         f"{', '.join(PRETRAINED_NAMES)} or a checkpoint path")
+    return path, trusted
+
+
+def checkpoint_format(ckpt: Any, path: str | os.PathLike = "checkpoint") -> str:
+    """Which weight format a loaded checkpoint is, from its content: the one format dispatch.
+
+    Args:
+        ckpt: what `read_checkpoint` returned.
+        path: the file, for messages.
+
+    Returns:
+        ``OFFICIAL_FORMAT``, ``TRAINING_FORMAT`` or the name of a released family
+        (``"PReNet6"``, ``"PReNet6_r"``, ``"PRN6"``, ``"PRN6_r"``).
+
+    Raises:
+        InputError: none of the formats (one line listing every format tried, `known_formats`),
+            or a released family's keys with tensors of the wrong shapes.
+    """
+    if isinstance(ckpt, Mapping) and "net" in ckpt:
+        return OFFICIAL_FORMAT
+    if isinstance(ckpt, Mapping) and "model" in ckpt and "config" in ckpt:
+        return TRAINING_FORMAT
+    found = match_released_format(_strip_prefixes(ckpt), path)
+    if found is None:
+        raise InputError(f"checkpoint {path} is in no known format (it holds "
+                         f"{_what_it_holds(ckpt)}); formats tried: {known_formats()}")
+    return found[0].name
+
+
 def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
                     irnn_backend: str | None = None, trusted: bool = False) -> nn.Module:
     """Load a derainer by name or from a checkpoint file.
@@ -285,43 +369,96 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
     Args:
         name_or_path: ``"official"`` (the authors' weights, packaged), ``"synthetic"`` (our
             SPANet trained on synthetic rain by ``spanetlib.synthetic``, packaged), or a path
-            to either the authors' format (a dict with ``net``) or a ``spanetlib.train``
-            checkpoint (a dict with ``model``, the state dict, and ``config`` holding ``model``
-            (the name) and ``model_kwargs``).
+            to a file in one of the formats of `checkpoint_format`: the authors' format (a dict
+            with ``net``), a ``spanetlib.train`` checkpoint (a dict with ``model``, the state
+            dict, and ``config`` holding ``model`` (the name) and ``model_kwargs``), or
+            released weights (PReNet's ``net_latest.pth`` of any family, loaded as the matching
+            `spanetlib.models.baselines.PReNet`).
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a ``torch.device``.
-        irnn_backend: override the IRNN backend stored with the model (None keeps it; the
-            authors' format defaults to ``"auto"``).
+        irnn_backend: override the IRNN backend stored with a SPANet (None keeps it; the
+            authors' format defaults to ``"auto"``; ignored for other models).
         trusted: load a user file with full unpickling (only for files from a trusted
             source); by default user files are loaded weights-only.
 
     Returns:
         The model in eval mode on ``device``; its ``forward`` takes B x 3 x H x W RGB in
-        [0, 1] and returns ``(image, attention)``.
+        [0, 1] and returns ``(image, attention)`` (attention None for models without one).
 
     Raises:
-        InputError: unknown name, missing or unreadable file, unknown format or model name,
-            or tensors that do not fit the model.
+        InputError: unknown name, missing or unreadable file, unknown format (the message
+            lists every format tried) or model name, or tensors that do not fit the model.
     """
     if isinstance(name_or_path, str) and name_or_path == "official":
         return load_official_spanet(None, device, irnn_backend or "auto")
-    if isinstance(name_or_path, str) and name_or_path == "synthetic":
-        if not SYNTHETIC_WEIGHTS.is_file():
-            raise InputError("the 'synthetic' SPANet weights are not shipped yet "
-                             f"({SYNTHETIC_WEIGHTS} is missing); use 'official' or a path")
-        path, trusted = SYNTHETIC_WEIGHTS, True
-    else:
-        path = Path(name_or_path)
-        if not path.exists() and isinstance(name_or_path, str) and os.sep not in name_or_path \
-                and not path.suffix:
-            raise InputError(f"unknown weights {name_or_path!r}: expected one of "
-                             f"{', '.join(PRETRAINED_NAMES)} or a checkpoint path")
+    path, trusted = _resolve_weights(name_or_path, trusted)
     ckpt = read_checkpoint(path, trusted=trusted)
-    if isinstance(ckpt, Mapping) and "net" in ckpt:
-        model: nn.Module = _official_from_dict(ckpt, path, irnn_backend or "auto")
-    elif isinstance(ckpt, Mapping) and "model" in ckpt and "config" in ckpt:
+    kind = checkpoint_format(ckpt, path)
+    if kind == OFFICIAL_FORMAT:
+        model = _official_from_dict(ckpt, path, irnn_backend or "auto")
+    elif kind == TRAINING_FORMAT:
         model = _training_from_dict(ckpt, path, irnn_backend)
-    else:
-        raise InputError(f"checkpoint {path} is neither the authors' format (a dict with 'net')"
-                         " nor a spanetlib training checkpoint (a dict with 'model' and "
-                         "'config')")
+    else:  # a released family: `checkpoint_format` matched its keys and shapes
+        model = released_model_from_state_dict(_strip_prefixes(ckpt), path)
     return _to_device(model, device)
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What a weights name or file is, for tables and reports (`describe_weights`).
+
+    Attributes:
+        weights: the name or path as given.
+        format: its format (`checkpoint_format`).
+        trained_on: what the weights were trained on, as far as the file or its place says.
+    """
+
+    weights: str
+    format: str
+    trained_on: str
+
+
+#: The released PReNet weights' training sets, by the folder they sit in (csdwren/PReNet
+#: ``logs/<set>/<family>/net_latest.pth``; ``logs/real/PReNet1.pth``, ``PReNet2.pth``).
+PRENET_SETS: dict[str, str] = {
+    "Rain100H": "Rain100H (synthetic heavy rain)",
+    "Rain100L": "Rain100L (synthetic light rain)",
+    "Rain1400": "Rain1400 (DDN's synthetic rain)",
+    "real": "real rain (PReNet's real-rain weights)",
+}
+
+
+def describe_weights(name_or_path: str | os.PathLike, trusted: bool = False) -> WeightsInfo:
+    """Name the format of a weights name or file and what it was trained on.
+
+    ``"official"``: the authors' SPANet, trained on the real SPA-Data; ``"synthetic"``: our
+    SPANet, trained on our synthetic rain only (``spanetlib/models/weights/README.txt``); a
+    spanetlib training checkpoint: the pair list in its config; released PReNet weights: the
+    set named by the file's folder or the one above it, as in the authors' repository
+    (`PRENET_SETS`), else "unknown".
+
+    Raises:
+        InputError: as `load_pretrained` (unknown name, unreadable file, unknown format).
+    """
+    spec = os.fspath(name_or_path)
+    if spec == "official":
+        return WeightsInfo(spec, OFFICIAL_FORMAT, "real rain: SPA-Data (the authors' release)")
+    path, trusted = _resolve_weights(name_or_path, trusted)
+    ckpt = read_checkpoint(path, trusted=trusted)
+    kind = checkpoint_format(ckpt, path)
+    if kind == OFFICIAL_FORMAT:
+        trained_on = ("not recorded in the file (the authors' released SPANet checkpoint was "
+                      "trained on real SPA-Data)")
+    elif kind == TRAINING_FORMAT:
+        config = ckpt["config"] if isinstance(ckpt["config"], Mapping) else {}
+        kind = f"{kind} ({config.get('model', '?')})"
+        train_list = config.get("train_list")
+        trained_on = (f"the pairs of {train_list}" if train_list else "not recorded in the file")
+        if spec == "synthetic":
+            trained_on = "our synthetic rain only (spanetlib.synthetic recipe)"
+    else:
+        folders = (path.resolve().parent.name, path.resolve().parent.parent.name)
+        sets = [PRENET_SETS[name] for name in folders if name in PRENET_SETS]
+        trained_on = (f"{sets[0]}, by PReNet's authors" if sets else
+                      "unknown (a released PReNet file outside csdwren/PReNet's logs/<set>/)")
+        kind = f"{kind} (PReNet's release)"
+    return WeightsInfo(spec, kind, trained_on)
