@@ -26,8 +26,9 @@ How the motion is measured (all on luminance copies whose longer side is at most
    where they matter: Euclidean (rotation) over translation when the rotation moves some
    frame corner by more than ``min_motion_px``; a homography over Euclidean when it also
    lowers the registration residual by 5 % (rolling shutter, perspective).
-5. **Anchoring.** Transforms and exposures are re-expressed relative to the reference frame,
-   which therefore has the identity and gain 1, offset 0 exactly.
+5. **Anchoring.** Transforms are re-expressed relative to the reference frame (which
+   therefore has the identity exactly), exposures relative to the frame of median
+   brightness (gain 1, offset 0: mapping frames to an extreme one would clip them).
 
 :func:`align_frames` then applies a named :class:`AlignMode`: ``"off"`` measures only,
 ``"on"`` warps (and exposure-corrects) every frame, ``"auto"`` only the frames whose
@@ -80,6 +81,8 @@ _MODEL_FRAMES = 10  # frames the motion model is chosen on
 _MAX_POINTS = 40000  # template samples per fit (the stronger gradients, spread evenly)
 _GRADIENT_PERCENTILE = 40.0  # samples above this gradient percentile are used
 _EXPOSURE_QUANTILE = 0.2  # the exposure fit follows this quantile of the residuals
+_VEIL_LEVELS = 2.0  # an exposure fit needing a larger offset than this reads a veil
+_REGIONAL_LEVELS = 4.0  # a grid cell this far off the exposure fit changed on its own
 _HOMOGRAPHY_GAIN = 0.95  # a homography must lower the residual to 95 % of the Euclidean one
 
 
@@ -147,13 +150,14 @@ def get_align_mode(mode: str | AlignMode) -> AlignMode:
 
 @dataclass(frozen=True)
 class Motion:
-    """Measured camera motion and exposure of every frame, relative to a reference frame.
+    """Measured camera motion and exposure of every frame, relative to reference frames.
 
     Attributes:
-        reference: index of the reference frame (identity, gain 1, offset 0).
+        reference: index of the reference frame (identity transform).
         matrices: N x 3 x 3 float64, reference pixel coordinates -> frame ``i``'s.
         model: the motion model used (one of :data:`MOTION_MODELS`).
-        gain: N float64 exposure gain: ``frame_i ~ gain_i * reference + offset_i``.
+        gain: N float64 exposure gain: ``frame_i ~ gain_i * reference + offset_i`` (the
+            exposure reference, see ``exposure_reference``).
         offset: N float64 exposure offset, levels (0..255 scale).
         residual: N float64 registration residual: RMS luminance difference (levels) between
             the registered frame and the temporal reference over the pixels the fit used
@@ -162,6 +166,9 @@ class Motion:
         shape: ``(H, W)`` of the frames.
         levels: ``(low, high)``, the 2nd and 98th percentiles of the reference frame's
             luminance: the range over which exposure changes are judged.
+        exposure_reference: the frame whose exposure is the reference's (gain 1, offset 0):
+            the one of median brightness, so that few frames clip when mapped to it
+            (``None``: the reference frame).
     """
 
     reference: int
@@ -173,6 +180,7 @@ class Motion:
     ok: np.ndarray
     shape: tuple[int, int]
     levels: tuple[float, float] = (0.0, 255.0)
+    exposure_reference: int | None = None
 
     @classmethod
     def from_matrices(cls, matrices: np.ndarray, shape: tuple[int, int], reference: int,
@@ -623,12 +631,15 @@ def _exposure_points(template: np.ndarray, covered: np.ndarray) -> _Points:
 
 
 def _exposure(points: _Points, frame: _Frame, matrix: np.ndarray) -> tuple[float, float]:
-    """Gain and offset of ``frame ~ gain T + offset``, by quantile regression (35 %).
+    """Exposure gain of ``frame ~ gain T`` (offset 0), by quantile regression (20 %).
 
     Rain only brightens, so the fit follows the lower part of the residuals (pinball loss,
     solved by iteratively reweighted least squares); streak pixels and clipped values are
     left out. The same bias from noise applies to every frame and cancels in the gains and
-    offsets relative to the reference frame.
+    offsets relative to the reference frame. When the change is not a global gain (a fit
+    with an offset needs more than 2 levels of it: a veil of rain; or a quarter of the cells
+    of a 4 x 4 grid sit more than 4 levels off the fit: a regional light change) the frame
+    keeps gain 1, offset 0.
     """
     h, w = frame.clear[0].shape
     pts = _apply(matrix, np.stack([points.x, points.y, np.ones(points.x.size)]))
@@ -642,14 +653,42 @@ def _exposure(points: _Points, frame: _Frame, matrix: np.ndarray) -> tuple[float
     x, t = x[ok], t[ok]
     if x.size < 32:
         return 1.0, 0.0
-    design = np.stack([t, np.ones_like(t)], axis=1)
+    # Exposure is a gain (exposure time and ISO scale the light; after the tone curve a gain
+    # still): an offset would mostly read a rain veil (haze-like rain) as exposure.
+    gain = _quantile_fit(t[:, None], x)[0]
+    # A veil (or flare) adds light: gain below 1 with an offset. If a fit with an offset
+    # needs one, the change is not an exposure change.
+    _, offset = _quantile_fit(np.stack([t, np.ones_like(t)], axis=1), x)
+    if abs(offset) > max(_VEIL_LEVELS, 0.5 * abs(gain - 1.0) * float(np.median(t))):
+        return 1.0, 0.0
+    # Global or regional? Per cell of a 4 x 4 grid, the residual's quantile; when more than
+    # a quarter of the cells sit off the others, the light changed in a region (a lamp, a
+    # cloud's shadow): a scene change, left to the stable periods, not an exposure change.
+    r = x - gain * t
+    th, tw = frame.clear[0].shape
+    cell = (np.minimum(points.y[use][ok] * 4 // th, 3) * 4
+            + np.minimum(points.x[use][ok] * 4 // tw, 3)).astype(np.int64)
+    levels = np.array([np.quantile(r[cell == k], _EXPOSURE_QUANTILE)
+                       for k in range(16) if (cell == k).sum() >= 16])
+    if levels.size >= 4 and np.mean(np.abs(levels - np.median(levels)) > _REGIONAL_LEVELS) > 0.25:
+        return 1.0, 0.0
+    return gain, 0.0
+
+
+def _quantile_fit(design: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Coefficients of ``x ~ design @ c`` at the _EXPOSURE_QUANTILE quantile (pinball loss).
+
+    Iteratively reweighted least squares from the least-squares start.
+    """
     coef = np.linalg.lstsq(design, x, rcond=None)[0]
     for _ in range(12):
         r = x - design @ coef
         wgt = np.where(r > 0, _EXPOSURE_QUANTILE, 1.0 - _EXPOSURE_QUANTILE) / np.maximum(
             np.abs(r), 0.25)
-        coef = np.linalg.solve((design * wgt[:, None]).T @ design, (design * wgt[:, None]).T @ x)
-    return float(coef[0]), float(coef[1])
+        weighted = design * wgt[:, None]
+        coef = np.linalg.solve(weighted.T @ design + 1e-9 * np.eye(design.shape[1]),
+                               weighted.T @ x)
+    return coef
 
 
 def _geometric_jacobian(model: str, m: np.ndarray, xn: np.ndarray, yn: np.ndarray
@@ -879,14 +918,20 @@ def measure_motion(frames: np.ndarray, reference: int | None = None, *,
     full = np.linalg.inv(to_s) @ rel @ to_s
     full[reference] = np.eye(3)
     gains, offsets = exposure[:, 0], exposure[:, 1]
-    # frame_i ~ g_i T + o_i and frame_r ~ g_r T + o_r  =>  frame_i ~ (g_i/g_r) frame_r + ...
-    rel_gain = gains / gains[reference]
-    rel_offset = offsets - rel_gain * offsets[reference]
-    rel_gain[reference], rel_offset[reference] = 1.0, 0.0
+    # The exposure anchor: the frame of median brightness (an extreme frame would clip).
     lo, hi = np.percentile(work[reference].levels[0], [2.0, 98.0])
+    ok = np.array([f.ok for f in fits])
+    middle = gains * (0.5 * (lo + hi)) + offsets
+    candidates = np.flatnonzero(ok) if ok.any() else np.arange(n)
+    anchor_frame = int(candidates[np.argsort(middle[candidates])[(len(candidates) - 1) // 2]])
+    # frame_i ~ g_i T + o_i and frame_e ~ g_e T + o_e  =>  frame_i ~ (g_i/g_e) frame_e + ...
+    rel_gain = gains / gains[anchor_frame]
+    rel_offset = offsets - rel_gain * offsets[anchor_frame]
+    rel_gain[anchor_frame], rel_offset[anchor_frame] = 1.0, 0.0
     return Motion(reference=int(reference), matrices=full, model=model, gain=rel_gain,
-                  offset=rel_offset, residual=np.array([f.residual for f in fits]),
-                  ok=np.array([f.ok for f in fits]), shape=(h, w), levels=(float(lo), float(hi)))
+                  offset=rel_offset, residual=np.array([f.residual for f in fits]), ok=ok,
+                  shape=(h, w), levels=(float(lo), float(hi)),
+                  exposure_reference=anchor_frame)
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
@@ -941,7 +986,6 @@ def align_frames(frames: np.ndarray, mode: str | AlignMode = "auto", *,
     moved = motion.displacement > mode.min_motion_px
     moved[motion.reference] = False
     exposed = motion.exposure_change > mode.min_exposure_levels
-    exposed[motion.reference] = False
     if mode.warp == "never" or not mode.photometric:
         exposed[:] = False
     if mode.warp == "never":

@@ -24,8 +24,10 @@ estimate where it holds and says where it does not:
    itself: rain only brightens, in thin streaks, so a pixel clearly darker than the clean
    image (beyond ``3.5 sigma + 2`` levels of noise and what a quarter pixel of misalignment
    explains at edges), or inside a bright blob wider than a streak, is inconsistent. A frame
-   with more than ``max_inconsistent`` of its valid pixels inconsistent belongs to no period;
-   the others keep a per-pixel usable mask (valid and consistent) for the export.
+   with more than ``max_inconsistent`` of its valid pixels inconsistent, or darker than its
+   clean image overall (RMS of the darker part above ``2 sigma + 1`` levels: a shifted or
+   mis-exposed clean image), belongs to no period; the others keep a per-pixel usable mask
+   (valid and consistent) for the export.
 
 Everything the export and the review need to never pair a rain frame with the wrong clean
 image comes back in one :class:`ClipEstimate`: ``membership[i]`` (the period of frame ``i``,
@@ -50,6 +52,7 @@ from spanetlib.alignment import (
     align_frames,
     crop_box,
     get_align_mode,
+    motion_displacement,
     valid_region,
     warp_frame,
 )
@@ -78,6 +81,7 @@ _MIN_BLOCKS = 3  # fewest changed blocks for a scene change (and at least 1 % of
 _SMOOTH = 5  # frames of the running median over the signatures
 _MIN_PERIOD = 4  # fewest frames on each side of a scene change (and 10 % of the clip)
 _HOLD = 0.6  # share of each side's frames that must sit at its level on the changed blocks
+_DARK_RMS = 2.0  # a pair whose darker-than-clean RMS exceeds this many sigma (+ 1) is wrong
 _EDGE_PX = {True: 0.25, False: 0.1}  # misalignment tolerated at edges: warped / unwarped
 
 
@@ -94,6 +98,9 @@ class ClipSegment:
         reliability: its :class:`Reliability` map.
         valid: H x W bool, pixels every used frame covers.
         crop: ``(y0, y1, x0, x1)``, a large box inside ``valid`` (half-open).
+        aligned: False when frames that were not warped moved against each other by more
+            than twice the mode's ``min_motion_px`` (align mode "off" on a moving clip): the
+            estimate is a smear and no frame is paired with it.
     """
 
     start: int
@@ -103,6 +110,7 @@ class ClipSegment:
     reliability: Reliability
     valid: np.ndarray
     crop: tuple[int, int, int, int]
+    aligned: bool = True
 
     @property
     def image(self) -> np.ndarray:
@@ -128,10 +136,15 @@ class ClipEstimate:
         period: N int64, the period each frame falls in by the block signatures (-1: a
             transition, or a frame whose registration failed).
         membership: N int64, the segment whose clean image frame ``i`` may be paired with,
-            -1 for none (transition, failed registration, or more than
-            ``max_inconsistent`` of its valid pixels not explained by rain).
+            -1 for none (transition, failed registration, a period whose frames moved against
+            each other unwarped, more than ``max_inconsistent`` of its valid pixels not
+            explained by rain, or darker than its clean image overall).
         inconsistent_share: N float32, share of the frame's valid pixels the pair check
             flags (NaN where not checked).
+        dark_rms: N float32, RMS (levels) of how much darker than the clean image the rain
+            frame is over its usable pixels (noise alone gives about 0.6 sigma; a frame
+            above ``2 sigma + 1`` is not paired: shifted or mis-exposed); NaN where not
+            checked.
         usable_share: N float32, share of the frame's pixels usable in a pair (valid and
             consistent; 0 for non-members).
         noise_sigma: luminance noise (levels) the tolerances came from.
@@ -147,6 +160,7 @@ class ClipEstimate:
     period: np.ndarray
     membership: np.ndarray
     inconsistent_share: np.ndarray
+    dark_rms: np.ndarray
     usable_share: np.ndarray
     noise_sigma: float
     max_inconsistent: float
@@ -162,21 +176,34 @@ class ClipEstimate:
         """``(frame, segment)`` for every frame that may be paired, in frame order."""
         return [(int(i), int(s)) for i, s in enumerate(self.membership) if s >= 0]
 
-    def clean_for_frame(self, index: int) -> np.ndarray:
+    def clean_for_frame(self, index: int, segment: int | None = None) -> np.ndarray:
         """The clean image to pair with rain frame ``index``, in that frame's pixels.
 
         Its segment's estimate, warped back into the frame's coordinates (when the frame was
         warped) and given the frame's exposure (when it was corrected). For a frame that was
         neither, this is the estimate itself, exactly.
 
+        Args:
+            index: the frame.
+            segment: render this segment's estimate instead (for comparisons and reviews;
+                any frame, member or not).
+
         Returns:
             H x W x 3 uint8.
 
         Raises:
-            ValueError: the frame belongs to no segment (``membership[index] == -1``).
+            ValueError: ``segment`` is None and the frame belongs to no segment
+                (``membership[index] == -1``), or a bad index.
         """
-        seg = self._segment_of(index)
-        return _clean_for(self.segments[seg].image, self.motion, index,
+        if segment is None:
+            segment = self._segment_of(index)
+        else:
+            index = self._check_index(index)
+            if isinstance(segment, bool) or not isinstance(segment, (int, np.integer)) \
+                    or not 0 <= segment < len(self.segments):
+                raise ValueError(f"segment: expected an int in [0, {len(self.segments)}), got "
+                                 f"{segment!r}")
+        return _clean_for(self.segments[segment].image, self.motion, index,
                           bool(self.warped[index]), bool(self.exposed[index]), self.mode)
 
     def valid_for_frame(self, index: int) -> np.ndarray:
@@ -211,7 +238,9 @@ class ClipEstimate:
             lines.append(
                 f"  period {k}: frames {seg.start}-{seg.stop - 1}, {len(seg.frames)} used, "
                 f"p = {seg.percentile:.1f} %, reliable {100 * seg.reliability.reliable_share:.1f}"
-                f" %, valid {100 * float(seg.valid.mean()):.1f} %")
+                f" %, valid {100 * float(seg.valid.mean()):.1f} %"
+                + ("" if seg.aligned else "; NOT ALIGNED (the camera moved and the frames were "
+                   "not warped): no pairs"))
         return "\n".join(lines)
 
     def _check_index(self, index: int) -> int:
@@ -273,7 +302,7 @@ def _blob_elements(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: float = 0.1
-               ) -> np.ndarray:
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Pixels of a rain/clean pair that rain does not explain.
 
     Rain only brightens, in thin streaks. A pixel is inconsistent when the rain frame is
@@ -281,8 +310,11 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
     or a channel more than 1.5 times that, plus ``edge_px`` times the clean image's gradient
     for misalignment at edges; isolated pixels are ignored), or when it lies in a bright
     region wider than rain (luminance 1.5 times the tolerance brighter over a square wider
-    than a streak and a horizontal run longer than a cluster of near-vertical streaks). The
-    result is widened by 2 pixels.
+    than a streak and a horizontal run longer than a cluster of near-vertical streaks). Gaps
+    between flagged parts narrower than two streak squares are closed (an object's darker
+    and brighter parts); a flagged region of at least two streak squares is an object, and
+    its bounding box, a quarter larger, is flagged whole (parts of an object can look like
+    rain); the result is widened by 2 pixels.
 
     Args:
         frame: H x W x 3 uint8 rain frame.
@@ -291,7 +323,8 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
         edge_px: misalignment (pixels) tolerated at edges.
 
     Returns:
-        H x W bool, True where the pair is inconsistent.
+        H x W bool, True where the pair is inconsistent, and the H x W float32 luminance
+        difference ``frame - clean`` (levels).
     """
     if frame.shape != clean.shape or frame.ndim != 3 or frame.shape[2] != 3:
         raise InputError(f"pair_check: expected two H x W x 3 images of one shape, got "
@@ -309,8 +342,22 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
     square, line = _blob_elements(frame.shape[:2])
     bright = cv2.morphologyEx((dy > 1.5 * allow).astype(np.uint8), cv2.MORPH_OPEN, square)
     bright = cv2.morphologyEx(bright, cv2.MORPH_OPEN, line)
-    bad = cv2.dilate(dark | bright, np.ones((5, 5), np.uint8))
-    return bad > 0
+    # Objects show dark and bright parts side by side (stripes, highlights): close the gaps
+    # between flagged parts so the whole object is covered, then widen the result.
+    bad = cv2.morphologyEx(dark | bright, cv2.MORPH_CLOSE, np.ones((2 * len(square) + 1,) * 2,
+                                                                  np.uint8))
+    # A flagged region larger than rain can make is an object; parts of it may look like rain
+    # (pale stripes, highlights), so its whole bounding box, a quarter larger, is flagged.
+    count, _, stats, _ = cv2.connectedComponentsWithStats(bad, connectivity=8)
+    h, w = bad.shape
+    for k in range(1, count):
+        x, y, bw, bh, area = stats[k]
+        if area < 2 * square.size:
+            continue
+        mx, my = (bw + 3) // 8 + 1, (bh + 3) // 8 + 1
+        bad[max(0, y - my):min(h, y + bh + my), max(0, x - mx):min(w, x + bw + mx)] = 1
+    bad = cv2.dilate(bad, np.ones((5, 5), np.uint8)) > 0
+    return bad, dy
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,6 +483,47 @@ def _periods(sig: np.ndarray, usable: np.ndarray) -> np.ndarray:
     return labels
 
 
+def _mutually_registered(motion: Motion, frames: np.ndarray, min_motion_px: float) -> bool:
+    """Whether the given (unwarped) frames sit within ``2 min_motion_px`` of each other.
+
+    An estimate over frames that moved against each other is a smear (align mode "off" on
+    a moving clip): no pair may use it.
+    """
+    if len(frames) < 2:
+        return True
+    mats = motion.matrices[frames]
+    rel = np.linalg.inv(mats)[:, None] @ mats[None, :]
+    spread = motion_displacement(rel.reshape(-1, 3, 3), motion.shape).max()
+    return bool(spread <= 2.0 * min_motion_px)
+
+
+def _sensor_noise(frames: np.ndarray, motion: Motion, mode: AlignMode) -> float:
+    """Luminance noise (levels) of the frames once registered, whatever the align mode.
+
+    Up to 16 frames spread over the clip, cropped to a central window of at most 256 x 256
+    pixels and warped with the measured motion, give the temporal noise around their mode
+    (:func:`spanetlib.background.noise_sigma`): the noise of a correct pair, not the spread
+    that camera motion adds to unaligned frames.
+    """
+    n, h, w = frames.shape[:3]
+    ids = np.unique(np.linspace(0, n - 1, min(n, 16)).round().astype(int))
+    ids = ids[motion.ok[ids]] if motion.ok[ids].sum() >= 2 else ids
+    ch, cw = min(h, 256), min(w, 256)
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+    crops = []
+    for i in ids:
+        m = motion.matrices[i] @ shift
+        if motion_displacement(m[None] @ np.linalg.inv(shift)[None], (h, w))[0] > \
+                mode.min_motion_px:
+            sub = warp_frame(frames[i], m, mode.interpolation, mode.dering)[:ch, :cw]
+        else:
+            sub = frames[i, y0:y0 + ch, x0:x0 + cw]
+        crops.append(sub)
+    stack = np.stack(crops)
+    return noise_sigma(stack, estimate_background(stack).mode)
+
+
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
@@ -496,8 +584,10 @@ def estimate_clip(frames: np.ndarray, align: str | AlignMode = "auto", *,
         period = np.where(ok, 0, -1).astype(np.int64)
 
     warped, exposed = aligned.warped, aligned.exposed
+    sigma = _sensor_noise(arr, motion, mode)
+    tolerance = int(math.ceil(3.5 * sigma) + 2)
+    spread = max(2, int(math.ceil(2.0 * sigma)))
     found: list[ClipSegment] = []
-    sigmas: list[float] = []
     seg_of_period: dict[int, int] = {}
     for k in np.unique(period[period >= 0]):
         stack = None
@@ -506,40 +596,47 @@ def estimate_clip(frames: np.ndarray, align: str | AlignMode = "auto", *,
             continue
         stack = aligned.frames if used.size == n else aligned.frames[used]
         estimate = estimate_background(stack)
-        sigmas.append(noise_sigma(stack, estimate.mode))
-        reliability = reliability_map(stack, estimate)
+        reliability = reliability_map(stack, estimate, tolerance, spread)
         valid = valid_region(motion, warped & (period == k))
-        seg_of_period[int(k)] = len(found)
+        aligned_ok = _mutually_registered(motion, used[~warped[used]], mode.min_motion_px)
+        if aligned_ok:
+            seg_of_period[int(k)] = len(found)
         found.append(ClipSegment(start=int(used[0]), stop=int(used[-1]) + 1, frames=used,
                                  estimate=estimate, reliability=reliability, valid=valid,
-                                 crop=crop_box(valid)))
-    # The noise of the longest period (short ones say little about it).
-    sigma = sigmas[int(np.argmax([len(seg.frames) for seg in found]))] if found else 0.5
+                                 crop=crop_box(valid), aligned=aligned_ok))
     del aligned  # the aligned copy is no longer needed (the loop's ``stack`` is gone too)
 
     membership = np.array([seg_of_period.get(int(k), -1) for k in period], np.int64)
     inconsistent = np.full(n, np.nan, np.float32)
     usable_share = np.zeros(n, np.float32)
+    dark = np.full(n, np.nan, np.float32)
     bits = np.zeros((n, (h * w + 7) // 8), np.uint8)
 
     def check(i: int) -> None:
         seg = found[membership[i]]
         clean = _clean_for(seg.image, motion, i, bool(warped[i]), bool(exposed[i]), mode)
         valid = _valid_for(seg.valid, motion, i, bool(warped[i]))
-        bad = pair_check(arr[i], clean, sigma, _EDGE_PX[bool(warped[i])]) & valid
+        bad, dy = pair_check(arr[i], clean, sigma, _EDGE_PX[bool(warped[i])])
+        bad &= valid
         share = float(bad.sum()) / max(1, int(valid.sum()))
+        usable = valid & ~bad
+        # Over the usable pixels the rain frame may only be brighter: what is darker is noise
+        # (RMS about 0.6 sigma); more means a shifted or mis-exposed clean image.
+        dark_rms = float(np.sqrt(np.mean(np.minimum(dy[usable], 0.0) ** 2))) \
+            if usable.any() else float("inf")
         inconsistent[i] = share
-        if share <= max_inconsistent:
-            usable = valid & ~bad
+        dark[i] = dark_rms
+        if share <= max_inconsistent and dark_rms <= _DARK_RMS * sigma + 1.0:
             usable_share[i] = float(usable.mean())
             bits[i] = np.packbits(usable.ravel())
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(check, np.flatnonzero(membership >= 0)))
-    membership[(membership >= 0) & ~(inconsistent <= max_inconsistent)] = -1
+    membership[(membership >= 0) & (usable_share == 0)] = -1
     return ClipEstimate(segments=tuple(found), motion=motion, mode=mode,
                         warped=warped, exposed=exposed, period=period,
                         membership=membership, inconsistent_share=inconsistent,
+                        dark_rms=dark,
                         usable_share=usable_share, noise_sigma=sigma,
                         max_inconsistent=float(max_inconsistent), shape=(h, w),
                         _usable_bits=bits)

@@ -751,7 +751,7 @@ CLIP_PRESETS: dict[str, ClipSpec] = {
     "pan": ClipSpec(pan_px=(30.0, 0.0)),
     "parked-leaves": ClipSpec(parked=0.6),
     "parked-arrives": ClipSpec(parked=0.4, parked_arrives=True),
-    "flicker": ClipSpec(flicker_gain=0.04, flicker_offset=0.01),
+    "flicker": ClipSpec(flicker_gain=0.04),
     "light-switch": ClipSpec(light=0.5, light_gain=0.6, light_area=0.5, transition_frames=0),
     "cloud": ClipSpec(light=0.5, light_gain=0.75, light_area=1.0, transition_frames=4),
     "sparse": ClipSpec(density="sparse"),
