@@ -78,7 +78,7 @@ MOTION_MODELS = ("translation", "euclidean", "homography")
 _REFERENCE_FRAMES = 31  # most frames the temporal reference is built from
 _REFERENCE_PERCENTILE = 35.0  # low, because rain only brightens
 _MODEL_FRAMES = 10  # frames the motion model is chosen on
-_MAX_POINTS = 40000  # template samples per fit (the stronger gradients, spread evenly)
+_MAX_POINTS = 20000  # template samples per fit (the stronger gradients, spread evenly)
 _GRADIENT_PERCENTILE = 40.0  # samples above this gradient percentile are used
 _EXPOSURE_QUANTILE = 0.2  # the exposure fit follows this quantile of the residuals
 _VEIL_LEVELS = 2.0  # an exposure fit needing a larger offset than this reads a veil
@@ -457,16 +457,6 @@ def _bspline_kernel(coeffs, xs, ys, out):
                     out[k, ch] += weight * coeffs[row, col, ch]
 
 
-def _warp_bspline(coeffs: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]
-                  ) -> np.ndarray:
-    """B-spline samples of ``coeffs`` at ``matrix @ (x, y, 1)`` for every pixel of ``shape``."""
-    h, w = shape
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    pts = _apply(np.asarray(matrix, np.float64), np.stack([xs.ravel(), ys.ravel(),
-                                                           np.ones(h * w)]))
-    return bspline_sample(coeffs, pts[0].reshape(h, w), pts[1].reshape(h, w))
-
-
 def bspline_coefficients(image: np.ndarray) -> np.ndarray:
     """Cubic B-spline coefficients of an image, for :func:`bspline_sample`.
 
@@ -583,7 +573,9 @@ def _temporal_reference(work: list[_Frame], mats: np.ndarray, chosen: np.ndarray
     stack = np.empty((len(chosen), h, w), np.float32)
     covered = np.ones((h, w), bool)
     for k, i in enumerate(chosen):
-        stack[k] = _warp_bspline(work[i].coeffs[0], mats[i], (h, w))[..., 0]
+        stack[k] = cv2.warpPerspective(work[i].levels[0], mats[i], (w, h),
+                                       flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP,
+                                       borderMode=cv2.BORDER_REFLECT_101)
         covered &= footprint_mask(mats[i], (h, w), inset=2.0)
     rank = int(round(_REFERENCE_PERCENTILE / 100.0 * (len(chosen) - 1)))
     ref = np.partition(stack, rank, axis=0)[rank]
@@ -630,16 +622,16 @@ def _exposure_points(template: np.ndarray, covered: np.ndarray) -> _Points:
                    value=template[ys, xs].astype(np.float64), gx=zero, gy=zero)
 
 
-def _exposure(points: _Points, frame: _Frame, matrix: np.ndarray) -> tuple[float, float]:
+def _exposure(points: _Points, frame: _Frame, matrix: np.ndarray) -> float | None:
     """Exposure gain of ``frame ~ gain T`` (offset 0), by quantile regression (20 %).
 
     Rain only brightens, so the fit follows the lower part of the residuals (pinball loss,
     solved by iteratively reweighted least squares); streak pixels and clipped values are
     left out. The same bias from noise applies to every frame and cancels in the gains and
-    offsets relative to the reference frame. When the change is not a global gain (a fit
+    offsets relative to the reference frame. None when the change is not a global gain (a fit
     with an offset needs more than 2 levels of it: a veil of rain; or a quarter of the cells
-    of a 4 x 4 grid sit more than 4 levels off the fit: a regional light change) the frame
-    keeps gain 1, offset 0.
+    of a 4 x 4 grid sit more than 4 levels off the fit: a regional light change): such a
+    frame keeps the exposure reference's exposure.
     """
     h, w = frame.clear[0].shape
     pts = _apply(matrix, np.stack([points.x, points.y, np.ones(points.x.size)]))
@@ -652,7 +644,7 @@ def _exposure(points: _Points, frame: _Frame, matrix: np.ndarray) -> tuple[float
     ok = (x > 3.0) & (x < 252.0)
     x, t = x[ok], t[ok]
     if x.size < 32:
-        return 1.0, 0.0
+        return None
     # Exposure is a gain (exposure time and ISO scale the light; after the tone curve a gain
     # still): an offset would mostly read a rain veil (haze-like rain) as exposure.
     gain = _quantile_fit(t[:, None], x)[0]
@@ -660,7 +652,7 @@ def _exposure(points: _Points, frame: _Frame, matrix: np.ndarray) -> tuple[float
     # needs one, the change is not an exposure change.
     _, offset = _quantile_fit(np.stack([t, np.ones_like(t)], axis=1), x)
     if abs(offset) > max(_VEIL_LEVELS, 0.5 * abs(gain - 1.0) * float(np.median(t))):
-        return 1.0, 0.0
+        return None
     # Global or regional? Per cell of a 4 x 4 grid, the residual's quantile; when more than
     # a quarter of the cells sit off the others, the light changed in a region (a lamp, a
     # cloud's shadow): a scene change, left to the stable periods, not an exposure change.
@@ -671,8 +663,8 @@ def _exposure(points: _Points, frame: _Frame, matrix: np.ndarray) -> tuple[float
     levels = np.array([np.quantile(r[cell == k], _EXPOSURE_QUANTILE)
                        for k in range(16) if (cell == k).sum() >= 16])
     if levels.size >= 4 and np.mean(np.abs(levels - np.median(levels)) > _REGIONAL_LEVELS) > 0.25:
-        return 1.0, 0.0
-    return gain, 0.0
+        return None
+    return float(gain)
 
 
 def _quantile_fit(design: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -908,8 +900,7 @@ def measure_motion(frames: np.ndarray, reference: int | None = None, *,
         fits = fit_all(np.arange(n), mats, model, (0,))
         mats = np.stack([f.matrix for f in fits])
         expo_points = _exposure_points(template, covered)
-        exposure = np.array(list(pool.map(lambda i: _exposure(expo_points, work[i], mats[i]),
-                                          range(n))))
+        exposure = list(pool.map(lambda i: _exposure(expo_points, work[i], mats[i]), range(n)))
     # Anchor at the reference frame: x_i = M_i x_T and x_r = M_r x_T give x_i = M_i M_r^-1 x_r.
     anchor = np.linalg.inv(mats[reference])
     rel = mats @ anchor
@@ -917,17 +908,19 @@ def measure_motion(frames: np.ndarray, reference: int | None = None, *,
     to_s = _scale_matrix(scale)
     full = np.linalg.inv(to_s) @ rel @ to_s
     full[reference] = np.eye(3)
-    gains, offsets = exposure[:, 0], exposure[:, 1]
-    # The exposure anchor: the frame of median brightness (an extreme frame would clip).
+    # The exposure anchor: the frame of median brightness (an extreme frame would clip), among
+    # those whose change is a global gain; the others keep the anchor's exposure.
     lo, hi = np.percentile(work[reference].levels[0], [2.0, 98.0])
     ok = np.array([f.ok for f in fits])
-    middle = gains * (0.5 * (lo + hi)) + offsets
-    candidates = np.flatnonzero(ok) if ok.any() else np.arange(n)
-    anchor_frame = int(candidates[np.argsort(middle[candidates])[(len(candidates) - 1) // 2]])
-    # frame_i ~ g_i T + o_i and frame_e ~ g_e T + o_e  =>  frame_i ~ (g_i/g_e) frame_e + ...
-    rel_gain = gains / gains[anchor_frame]
-    rel_offset = offsets - rel_gain * offsets[anchor_frame]
-    rel_gain[anchor_frame], rel_offset[anchor_frame] = 1.0, 0.0
+    measured = np.array([g is not None for g in exposure]) & ok
+    gains = np.array([1.0 if g is None else g for g in exposure])
+    rel_gain = np.ones(n)
+    anchor_frame = None
+    if measured.any():
+        candidates = np.flatnonzero(measured)
+        anchor_frame = int(candidates[np.argsort(gains[candidates])[(len(candidates) - 1) // 2]])
+        rel_gain[measured] = gains[measured] / gains[anchor_frame]
+    rel_offset = np.zeros(n)
     return Motion(reference=int(reference), matrices=full, model=model, gain=rel_gain,
                   offset=rel_offset, residual=np.array([f.residual for f in fits]), ok=ok,
                   shape=(h, w), levels=(float(lo), float(hi)),

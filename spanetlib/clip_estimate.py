@@ -98,6 +98,8 @@ class ClipSegment:
         reliability: its :class:`Reliability` map.
         valid: H x W bool, pixels every used frame covers.
         crop: ``(y0, y1, x0, x1)``, a large box inside ``valid`` (half-open).
+        noise_sigma: luminance noise (levels) of the used frames around their mode
+            (:func:`spanetlib.background.noise_sigma`); the pair checks' tolerances.
         aligned: False when frames that were not warped moved against each other by more
             than twice the mode's ``min_motion_px`` (align mode "off" on a moving clip): the
             estimate is a smear and no frame is paired with it.
@@ -110,6 +112,7 @@ class ClipSegment:
     reliability: Reliability
     valid: np.ndarray
     crop: tuple[int, int, int, int]
+    noise_sigma: float
     aligned: bool = True
 
     @property
@@ -147,7 +150,6 @@ class ClipEstimate:
             checked.
         usable_share: N float32, share of the frame's pixels usable in a pair (valid and
             consistent; 0 for non-members).
-        noise_sigma: luminance noise (levels) the tolerances came from.
         max_inconsistent: the limit applied.
         shape: ``(H, W)``.
     """
@@ -162,7 +164,6 @@ class ClipEstimate:
     inconsistent_share: np.ndarray
     dark_rms: np.ndarray
     usable_share: np.ndarray
-    noise_sigma: float
     max_inconsistent: float
     shape: tuple[int, int]
     _usable_bits: np.ndarray
@@ -335,8 +336,10 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
     gy = cv2.Sobel(cy, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
     allow = tol + edge_px * np.sqrt(gx * gx + gy * gy)
     dy = _luma(frame) - cy
-    dc = frame.astype(np.float32) - clean.astype(np.float32)
-    dark = (dy < -allow) | (dc.min(axis=2) < -1.5 * allow)
+    channel_drop = np.maximum(np.maximum(clean[..., 0].astype(np.int16) - frame[..., 0],
+                                         clean[..., 1].astype(np.int16) - frame[..., 1]),
+                              clean[..., 2].astype(np.int16) - frame[..., 2])
+    dark = (dy < -allow) | (channel_drop > 1.5 * allow)
     small = np.ones((3, 3), np.uint8)
     dark = cv2.morphologyEx(dark.astype(np.uint8), cv2.MORPH_OPEN, small)
     square, line = _blob_elements(frame.shape[:2])
@@ -497,33 +500,6 @@ def _mutually_registered(motion: Motion, frames: np.ndarray, min_motion_px: floa
     return bool(spread <= 2.0 * min_motion_px)
 
 
-def _sensor_noise(frames: np.ndarray, motion: Motion, mode: AlignMode) -> float:
-    """Luminance noise (levels) of the frames once registered, whatever the align mode.
-
-    Up to 16 frames spread over the clip, cropped to a central window of at most 256 x 256
-    pixels and warped with the measured motion, give the temporal noise around their mode
-    (:func:`spanetlib.background.noise_sigma`): the noise of a correct pair, not the spread
-    that camera motion adds to unaligned frames.
-    """
-    n, h, w = frames.shape[:3]
-    ids = np.unique(np.linspace(0, n - 1, min(n, 16)).round().astype(int))
-    ids = ids[motion.ok[ids]] if motion.ok[ids].sum() >= 2 else ids
-    ch, cw = min(h, 256), min(w, 256)
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
-    shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
-    crops = []
-    for i in ids:
-        m = motion.matrices[i] @ shift
-        if motion_displacement(m[None] @ np.linalg.inv(shift)[None], (h, w))[0] > \
-                mode.min_motion_px:
-            sub = warp_frame(frames[i], m, mode.interpolation, mode.dering)[:ch, :cw]
-        else:
-            sub = frames[i, y0:y0 + ch, x0:x0 + cw]
-        crops.append(sub)
-    stack = np.stack(crops)
-    return noise_sigma(stack, estimate_background(stack).mode)
-
-
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
@@ -584,49 +560,50 @@ def estimate_clip(frames: np.ndarray, align: str | AlignMode = "auto", *,
         period = np.where(ok, 0, -1).astype(np.int64)
 
     warped, exposed = aligned.warped, aligned.exposed
-    sigma = _sensor_noise(arr, motion, mode)
-    tolerance = int(math.ceil(3.5 * sigma) + 2)
-    spread = max(2, int(math.ceil(2.0 * sigma)))
     found: list[ClipSegment] = []
     seg_of_period: dict[int, int] = {}
     for k in np.unique(period[period >= 0]):
-        stack = None
         used = np.flatnonzero(period == k)
         if used.size < min_frames:
             continue
         stack = aligned.frames if used.size == n else aligned.frames[used]
         estimate = estimate_background(stack)
-        reliability = reliability_map(stack, estimate, tolerance, spread)
+        # The noise around the mode of the period's registered frames: what a correct pair
+        # shows (a period whose frames moved unwarped is refused below anyway).
+        sigma = noise_sigma(stack, estimate.mode)
+        reliability = reliability_map(stack, estimate)
         valid = valid_region(motion, warped & (period == k))
         aligned_ok = _mutually_registered(motion, used[~warped[used]], mode.min_motion_px)
         if aligned_ok:
             seg_of_period[int(k)] = len(found)
         found.append(ClipSegment(start=int(used[0]), stop=int(used[-1]) + 1, frames=used,
                                  estimate=estimate, reliability=reliability, valid=valid,
-                                 crop=crop_box(valid), aligned=aligned_ok))
-    del aligned  # the aligned copy is no longer needed (the loop's ``stack`` is gone too)
-
+                                 crop=crop_box(valid), noise_sigma=sigma,
+                                 aligned=aligned_ok))
     membership = np.array([seg_of_period.get(int(k), -1) for k in period], np.int64)
     inconsistent = np.full(n, np.nan, np.float32)
     usable_share = np.zeros(n, np.float32)
     dark = np.full(n, np.nan, np.float32)
     bits = np.zeros((n, (h * w + 7) // 8), np.uint8)
+    cleans = [np.clip(np.rint(seg.image), 0, 255).astype(np.uint8) for seg in found]
 
     def check(i: int) -> None:
+        # In the reference's coordinates and exposure, where the frame met the estimate; the
+        # usable mask then goes back to the frame's own pixels.
         seg = found[membership[i]]
-        clean = _clean_for(seg.image, motion, i, bool(warped[i]), bool(exposed[i]), mode)
-        valid = _valid_for(seg.valid, motion, i, bool(warped[i]))
-        bad, dy = pair_check(arr[i], clean, sigma, _EDGE_PX[bool(warped[i])])
-        bad &= valid
-        share = float(bad.sum()) / max(1, int(valid.sum()))
-        usable = valid & ~bad
+        bad, dy = pair_check(aligned.frames[i], cleans[membership[i]], seg.noise_sigma,
+                             _EDGE_PX[bool(warped[i])])
+        bad &= seg.valid
+        share = float(bad.sum()) / max(1, int(seg.valid.sum()))
+        usable = seg.valid & ~bad
         # Over the usable pixels the rain frame may only be brighter: what is darker is noise
         # (RMS about 0.6 sigma); more means a shifted or mis-exposed clean image.
         dark_rms = float(np.sqrt(np.mean(np.minimum(dy[usable], 0.0) ** 2))) \
             if usable.any() else float("inf")
         inconsistent[i] = share
         dark[i] = dark_rms
-        if share <= max_inconsistent and dark_rms <= _DARK_RMS * sigma + 1.0:
+        if share <= max_inconsistent and dark_rms <= _DARK_RMS * seg.noise_sigma + 1.0:
+            usable = _valid_for(usable, motion, i, bool(warped[i]))
             usable_share[i] = float(usable.mean())
             bits[i] = np.packbits(usable.ravel())
 
@@ -637,6 +614,6 @@ def estimate_clip(frames: np.ndarray, align: str | AlignMode = "auto", *,
                         warped=warped, exposed=exposed, period=period,
                         membership=membership, inconsistent_share=inconsistent,
                         dark_rms=dark,
-                        usable_share=usable_share, noise_sigma=sigma,
+                        usable_share=usable_share,
                         max_inconsistent=float(max_inconsistent), shape=(h, w),
                         _usable_bits=bits)

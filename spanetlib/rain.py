@@ -28,6 +28,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -643,7 +645,6 @@ def make_rain_image(background: np.ndarray, level: str = "medium", seed: int | N
 # --------------------------------------------------------------------------------------------
 
 _VEIL_LEVEL = 0.85  # airlight of the haze-like veil, [0, 1] units
-_SUPERSAMPLE = 2  # frames are rendered at 2x and area-averaged (the pixel integrates light)
 
 
 @dataclass(frozen=True)
@@ -681,6 +682,8 @@ class ClipSpec:
         haze: mean strength of a haze-like veil that the rain adds (``O (1 - h) + 0.85 h``,
             varying per frame); 0 for none. The veil is rain: it is not in the truth.
         blend: rain composition, "screen" or "additive".
+        supersample: samples per pixel side when rendering (2: each pixel averages 2 x 2
+            samples of the scene, as a sensor integrates light; 1 is 4x faster).
     """
 
     size: tuple[int, int] = (120, 160)
@@ -703,9 +706,13 @@ class ClipSpec:
     transition_frames: int = 2
     haze: float = 0.0
     blend: str = "screen"
+    supersample: int = 2
 
     def __post_init__(self) -> None:
         _check_shape_hw(self.size)
+        if isinstance(self.supersample, bool) or self.supersample not in (1, 2, 3, 4):
+            raise ValueError(f"ClipSpec.supersample: expected 1, 2, 3 or 4, got "
+                             f"{self.supersample!r}")
         if (isinstance(self.n_frames, bool) or not isinstance(self.n_frames, (int, np.integer))
                 or self.n_frames < 2):
             raise ValueError(f"ClipSpec.n_frames: expected an int >= 2, got {self.n_frames!r}")
@@ -770,6 +777,7 @@ class _Scene:
     """What :func:`make_rain_clip` draws from (kept so any state can be re-rendered)."""
 
     world: np.ndarray  # B-spline coefficients of the supersampled scene canvas (photo)
+    supersample: int
     margin: int  # scene pixels around the nominal frame
     size: tuple[int, int]
     parked_box: tuple[float, float, float, float]  # centre x, y and half-sizes, scene px
@@ -906,7 +914,7 @@ def _render_frame(scene: _Scene, camera: np.ndarray, look: _Look,
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Rain-free frame (H x W x 3 float32, before exposure) and its mover coverage (H x W)."""
     h, w = scene.size
-    s = _SUPERSAMPLE
+    s = scene.supersample
     # Sub-pixel centres of the supersampled grid, in frame coordinates, then in the scene.
     u = (np.arange(s * w, dtype=np.float64) + 0.5) / s - 0.5
     v = (np.arange(s * h, dtype=np.float64) + 0.5) / s - 0.5
@@ -979,10 +987,10 @@ def _clip_events(spec: ClipSpec) -> list[tuple[int, str]]:
 def make_rain_clip(spec: ClipSpec | str, seed: int | None = 0) -> RainClip:
     """Make a phone-like rain clip with the rain-free truth of every frame.
 
-    Every frame is rendered from a larger scene canvas (the photo, supersampled 2x) through
-    its own camera (shake, pan, rotation; cubic B-spline interpolation of the canvas, which
-    has no position bias, then 2x2 area averaging), so a moved frame shows real scene
-    content, never padding. Objects and the
+    Every frame is rendered from a larger scene canvas (the photo, supersampled
+    ``spec.supersample`` times) through its own camera (shake, pan, rotation; cubic B-spline
+    interpolation of the canvas, which has no position bias, then area averaging), so a
+    moved frame shows real scene content, never padding. Objects and the
     light step are drawn analytically in scene coordinates at the supersampled resolution.
     The exposure (gain, offset) applies to the whole rain-free frame, which is the truth; the
     rain streaks (one wind direction per clip, independent per frame), the optional veil and
@@ -1012,7 +1020,8 @@ def make_rain_clip(spec: ClipSpec | str, seed: int | None = 0) -> RainClip:
     n = spec.n_frames
     h, w = spec.size
     cams, margin = _clip_cameras(spec, cam_rng)
-    world_hw = (_SUPERSAMPLE * (h + 2 * margin), _SUPERSAMPLE * (w + 2 * margin))
+    ss = spec.supersample
+    world_hw = (ss * (h + 2 * margin), ss * (w + 2 * margin))
     world = bspline_coefficients(load_background(spec.background, world_hw) / np.float32(255.0))
 
     # Scene events: state index per frame, -1 inside a transition.
@@ -1029,7 +1038,7 @@ def make_rain_clip(spec: ClipSpec | str, seed: int | None = 0) -> RainClip:
         parked_in.append(not parked_in[-1] if kind == "parked" else parked_in[-1])
         light_in.append(spec.light_gain if kind == "light" else light_in[-1])
     parked_box = (margin + 0.5 * w, margin + 0.68 * h, 0.2 * w, 0.14 * h)
-    scene = _Scene(world=world, margin=margin, size=(h, w), parked_box=parked_box,
+    scene = _Scene(world=world, supersample=ss, margin=margin, size=(h, w), parked_box=parked_box,
                    parked_colour=obj_rng.uniform(0.1, 0.9, 3).astype(np.float32),
                    parked_in_state=tuple(parked_in), light_in_state=tuple(light_in),
                    light_edge=margin + spec.light_area * w if spec.light_area < 1 else 1e9)
@@ -1064,15 +1073,20 @@ def make_rain_clip(spec: ClipSpec | str, seed: int | None = 0) -> RainClip:
     rain_mask = np.empty((n, h, w), bool)
     object_mask = np.empty((n, h, w), bool)
     chunk = max(1, min(_CHUNK, _CHUNK_PIXELS // (h * w)))
+    def render(i: int) -> tuple[np.ndarray, np.ndarray]:
+        look, movers = _frame_look(scene, state, events, i, tf, spec)
+        for first, velocity, x0, cy, hx, hy, colour in passers:
+            movers.append(((x0 + velocity * (i - first), cy, hx, hy), colour))
+        clean, cover = _render_frame(scene, cams[i], look, movers)
+        return _expose(clean, float(gains[i]), float(offsets[i])), cover
+
+    pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1))
     for c0 in range(0, n, chunk):
         c1 = min(n, c0 + chunk)
+        # Rendering draws nothing at random, so threads keep the result deterministic.
+        rendered = pool.map(render, range(c0, c1))
         layers = _render_layers((h, w), params, kernels, rain_rng, c1 - c0)
-        for i in range(c0, c1):
-            look, movers = _frame_look(scene, state, events, i, tf, spec)
-            for first, velocity, x0, cy, hx, hy, colour in passers:
-                movers.append(((x0 + velocity * (i - first), cy, hx, hy), colour))
-            clean, cover = _render_frame(scene, cams[i], look, movers)
-            clean = _expose(clean, float(gains[i]), float(offsets[i]))
+        for i, (clean, cover) in zip(range(c0, c1), rendered, strict=True):
             truth[i] = _quantize(clean)
             object_mask[i] = cover > 0.02
             out = compose_rain(clean, layers[i - c0], spec.blend)
@@ -1083,6 +1097,7 @@ def make_rain_clip(spec: ClipSpec | str, seed: int | None = 0) -> RainClip:
                 out = out + spec.noise_sigma * noise_rng.standard_normal(out.shape,
                                                                          dtype=np.float32)
             frames[i] = _quantize(out)
+    pool.shutdown()
     return RainClip(spec=spec, frames=frames, truth=truth, rain_mask=rain_mask,
                     object_mask=object_mask, camera=cams, state=state, gains=gains,
                     offsets=offsets, params=params, _scene=scene)
