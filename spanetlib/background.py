@@ -82,7 +82,6 @@ MAX_FRAMES = 65535
 
 _MODE_TILE = 64  # pixels per histogram tile (256 x 64 uint16 counts = 32 KiB, fits L1)
 _SELECT_TILE = 256  # bytes per radix-select tile (N x 256 bytes stay in L1/L2)
-_GAP = 2  # frames a second population may be hidden (by rain) without breaking its run
 _BATCH = 255  # frames counted in uint8 before folding into uint16 counts
 # numba's default "workqueue" threading layer must not run two parallel kernels at once, so
 # calls from several Python threads take turns.
@@ -435,6 +434,11 @@ def luminance_levels(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         levels.
     """
     arr, _ = _validate(frames)
+    return _levels(arr)
+
+
+def _levels(arr: np.ndarray) -> np.ndarray:
+    """Luminance levels of validated N x H x W x C (C = 1 or 3) frames -> N x H x W uint8."""
     if arr.dtype == np.uint8:
         levels = arr.astype(np.uint32)
     else:
@@ -707,9 +711,9 @@ class Reliability:
             ``tolerance`` below the estimate's.
         second: H x W float32, share of frames in the fullest window of ``2 spread + 1``
             levels that keeps ``tolerance`` levels away from the estimate's luminance, is a
-            peak (twice as full as each neighbouring window) and is held over time (its
-            frames form at most ``max(2, count // 4)`` runs, gaps of up to 2 frames
-            allowed); levels >= 253, where rain saturates, are not counted.
+            peak (twice as full as each neighbouring window) and is held over time (it holds
+            at least half of the frames from its first to its last); levels >= 253, where
+            rain saturates, are not counted.
         score: H x W float32 in [0, 1]: ``1 - max(below, second) / limit``, clipped.
         reliable: H x W bool, ``score > 0.5`` (both shares under half the limit).
         tolerance: levels a frame may fall below the estimate (noise, compression).
@@ -754,7 +758,7 @@ def noise_sigma(frames: np.ndarray | Sequence[np.ndarray], mode: np.ndarray,
     arr, _ = _validate(frames)
     n, h, w = arr.shape[:3]
     step = max(1, int(math.ceil(math.sqrt(n * h * w / max_samples))))
-    levels = luminance_levels(arr[:, ::step, ::step]).astype(np.int16)
+    levels = _levels(arr[:, ::step, ::step]).astype(np.int16)
     dev = levels - np.asarray(mode)[::step, ::step].astype(np.int16)[None]
     counts = np.bincount(-dev[dev < 0].ravel(), minlength=257).astype(np.float64)[1:]
     if counts[0] <= 0:
@@ -814,17 +818,16 @@ def _reliability_kernel(fr, channels, est, tol, spread):
                 right = cum[min(256, b + 1 + window)] - cum[b + 1]
                 if count < 2 * left or count < 2 * right:
                     continue
-                # ... held over a stretch of time: its frames form few runs, gaps of up to
-                # _GAP frames (rain hiding it) allowed. Rain falls anew in every frame.
-                runs = 0
-                last = -_GAP - 2
+                # ... held over a stretch of time: at least half of the frames between its
+                # first and its last (rain may hide the rest). Rain falls anew every frame.
+                first = -1
+                last = -1
                 for n in range(n_frames):
-                    lv = levels[n, w]
-                    if a <= lv <= b:
-                        if n - last > _GAP + 1:
-                            runs += 1
+                    if a <= levels[n, w] <= b:
+                        if first < 0:
+                            first = n
                         last = n
-                if runs <= max(2, count // 4):
+                if 2 * count >= last - first + 1:
                     best = count
             second[h, w] = best
     return below, second
@@ -868,7 +871,7 @@ def reliability_map(frames: np.ndarray | Sequence[np.ndarray], estimate: Backgro
         raise ValueError(f"limit: expected a share in (0, 1], got {limit!r}")
     sigma = None
     if tolerance is None or spread is None:
-        sigma = noise_sigma(arr if c == 3 else arr[..., 0], estimate.mode)
+        sigma = noise_sigma(arr if c == 3 else arr[..., 0], estimate.mode)  # validated again
     tolerance = int(math.ceil(3.5 * sigma) + 2) if tolerance is None else tolerance
     spread = max(2, int(math.ceil(2.0 * sigma))) if spread is None else spread
     if isinstance(tolerance, bool) or not 0 <= int(tolerance) <= 255 \
