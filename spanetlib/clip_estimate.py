@@ -9,25 +9,29 @@ estimate where it holds and says where it does not:
    measured for every frame and applied only where they matter (``align="auto"``), so a
    static clip keeps its exact pixels.
 2. **Stable periods.** Each aligned frame is summarised by a grid of block signatures (the
-   block mean of its luminance after a horizontal opening removes the rain streaks, with the
-   frame's median deviation from the clip removed, so a global exposure wobble is no change).
-   Binary segmentation splits the clip where a set of blocks (at least ``_MIN_BLOCKS``, or
-   0.3 % of them) changes its median level by more than ``tau`` (five times the block's
-   temporal noise, at least ``_MIN_STEP`` levels) and holds the new level (most frames on
-   each side lie within ``tau`` of their side's median: a passing car is no change). Frames
-   that fit neither side on the changed blocks (the car driving off, the light ramping) are
-   transitions and belong to no period.
+   30th percentile of each block's luminance after a horizontal opening removes the rain
+   streaks, less the frame's median deviation from the clip, so a global exposure wobble is
+   no change), smoothed over time by a running median of 5 frames. Binary segmentation
+   splits the clip where a set of blocks (at least ``_MIN_BLOCKS``, and 1 % of them) changes
+   its median level by more than ``tau`` (five times the block's temporal noise, at least
+   ``_MIN_STEP`` levels) and holds the new level (most frames on each side lie within
+   ``tau`` of their side's median, and each side has at least 4 frames and a tenth of the
+   clip: a passing car is no change). Frames off their period's level on the changed blocks,
+   or within 2 frames of a change far off it (``2 tau``) on any blocks (the car driving
+   off, the light ramping), are transitions and belong to no period.
 3. **One estimate per period** (Eqs. 2-4 over its frames), with its reliability map
    (:func:`spanetlib.background.reliability_map`) and valid region.
-4. **Pair check.** For every frame of a period, the clean image as that frame sees it (the
-   estimate warped back to the frame and given its exposure) is compared with the rain frame
-   itself: rain only brightens, in thin streaks, so a pixel clearly darker than the clean
-   image (beyond ``3.5 sigma + 2`` levels of noise and what a quarter pixel of misalignment
-   explains at edges), or inside a bright blob wider than a streak, is inconsistent. A frame
-   with more than ``max_inconsistent`` of its valid pixels inconsistent, or darker than its
-   clean image overall (RMS of the darker part above ``2 sigma + 1`` levels: a shifted or
-   mis-exposed clean image), belongs to no period; the others keep a per-pixel usable mask
-   (valid and consistent) for the export.
+4. **Pair check** (:func:`pair_check`), in the reference's coordinates and exposure, where
+   each aligned frame met its period's estimate: rain only brightens, in thin streaks, so a
+   pixel clearly darker than the clean image (beyond ``3.5 sigma + 2`` levels of noise and
+   what a fraction of a pixel of misalignment explains at edges), or inside a bright region
+   wider than rain, is inconsistent, and so is the object around it. A frame with more than
+   ``max_inconsistent`` of its valid pixels inconsistent, or darker than its clean image
+   overall (RMS of the darker part above ``2 sigma + 1`` levels: a shifted or mis-exposed
+   clean image), belongs to no period; the others keep a per-pixel usable mask (valid and
+   consistent), mapped back to the frame's own pixels, for the export. A period whose frames
+   moved against each other without being warped (align "off" on a moving clip) pairs no
+   frame at all.
 
 Everything the export and the review need to never pair a rain frame with the wrong clean
 image comes back in one :class:`ClipEstimate`: ``membership[i]`` (the period of frame ``i``,
@@ -314,8 +318,10 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
     than a streak and a horizontal run longer than a cluster of near-vertical streaks). Gaps
     between flagged parts narrower than two streak squares are closed (an object's darker
     and brighter parts); a flagged region of at least two streak squares is an object, and
-    its bounding box, a quarter larger, is flagged whole (parts of an object can look like
-    rain); the result is widened by 2 pixels.
+    its bounding box, widened by a quarter of its size on every side, is flagged whole (parts
+    of an object can look like rain); the result is widened by 2 pixels. The shape tests see
+    the image mirrored at its border, so an object entering the frame is as wide as its
+    mirror image makes it.
 
     Args:
         frame: H x W x 3 uint8 rain frame.
@@ -339,25 +345,35 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
     channel_drop = np.maximum(np.maximum(clean[..., 0].astype(np.int16) - frame[..., 0],
                                          clean[..., 1].astype(np.int16) - frame[..., 1]),
                               clean[..., 2].astype(np.int16) - frame[..., 2])
-    dark = (dy < -allow) | (channel_drop > 1.5 * allow)
-    small = np.ones((3, 3), np.uint8)
-    dark = cv2.morphologyEx(dark.astype(np.uint8), cv2.MORPH_OPEN, small)
+    # Shape tests on a mirrored border: an object entering the frame is as thin as a streak
+    # at the edge, its mirror image makes it wide again (warped frames bring their mirror
+    # along: the warp reflects at the frame's edge).
     square, line = _blob_elements(frame.shape[:2])
-    bright = cv2.morphologyEx((dy > 1.5 * allow).astype(np.uint8), cv2.MORPH_OPEN, square)
-    bright = cv2.morphologyEx(bright, cv2.MORPH_OPEN, line)
+    pad = len(square)
+    h, w = dy.shape
+
+    def shaped(mask: np.ndarray, *elements: np.ndarray) -> np.ndarray:
+        out = cv2.copyMakeBorder(mask.astype(np.uint8), pad, pad, pad, pad,
+                                 cv2.BORDER_REFLECT)
+        for element in elements:
+            out = cv2.morphologyEx(out, cv2.MORPH_OPEN, element)
+        return out[pad:pad + h, pad:pad + w]
+
+    dark = shaped((dy < -allow) | (channel_drop > 1.5 * allow), np.ones((3, 3), np.uint8))
+    bright = shaped(dy > 1.5 * allow, square, line)
     # Objects show dark and bright parts side by side (stripes, highlights): close the gaps
     # between flagged parts so the whole object is covered, then widen the result.
     bad = cv2.morphologyEx(dark | bright, cv2.MORPH_CLOSE, np.ones((2 * len(square) + 1,) * 2,
                                                                   np.uint8))
     # A flagged region larger than rain can make is an object; parts of it may look like rain
-    # (pale stripes, highlights), so its whole bounding box, a quarter larger, is flagged.
+    # (pale stripes, highlights), so its bounding box, widened by a quarter of its size on
+    # every side, is flagged whole.
     count, _, stats, _ = cv2.connectedComponentsWithStats(bad, connectivity=8)
-    h, w = bad.shape
     for k in range(1, count):
         x, y, bw, bh, area = stats[k]
         if area < 2 * square.size:
             continue
-        mx, my = (bw + 3) // 8 + 1, (bh + 3) // 8 + 1
+        mx, my = (bw + 3) // 4, (bh + 3) // 4
         bad[max(0, y - my):min(h, y + bh + my), max(0, x - mx):min(w, x + bw + mx)] = 1
     bad = cv2.dilate(bad, np.ones((5, 5), np.uint8)) > 0
     return bad, dy
@@ -448,6 +464,7 @@ def _periods(sig: np.ndarray, usable: np.ndarray) -> np.ndarray:
         labels[idx] = 0
         return labels
     tau = _block_tau(s)
+    raw = s
     if len(s) >= 2 * _SMOOTH:
         # A running median over time removes what stays only a frame or two (rain left by
         # the opening, fast passers-by).
@@ -470,7 +487,8 @@ def _periods(sig: np.ndarray, usable: np.ndarray) -> np.ndarray:
     local = np.empty(len(s), np.int64)
     for k in range(len(bounds) - 1):
         local[bounds[k]:bounds[k + 1]] = k
-    # Transitions: frames off their period's level on the blocks that change at its ends.
+    # Transitions: frames off their period's level on the blocks that change at its ends, and
+    # near a change, frames off it on any blocks (the scene on its way between states).
     for k in range(len(bounds) - 1):
         lo, hi = bounds[k], bounds[k + 1]
         cols = np.zeros(s.shape[1], bool)
@@ -479,9 +497,15 @@ def _periods(sig: np.ndarray, usable: np.ndarray) -> np.ndarray:
                 cols |= changed
         if not cols.any():
             continue
-        level = np.median(s[lo:hi][:, cols], axis=0)
-        off = np.abs(s[lo:hi][:, cols] - level) > tau[cols]
-        local[lo:hi][off.mean(axis=1) > 0.2] = -1
+        level = np.median(raw[lo:hi], axis=0)
+        off = np.abs(raw[lo:hi] - level) > tau
+        local[lo:hi][off[:, cols].mean(axis=1) > 0.2] = -1
+        near = np.zeros(hi - lo, bool)
+        for t, _ in cuts:
+            if t in (lo, hi):
+                near |= np.abs(np.arange(lo, hi) - t + 0.5) < _SMOOTH / 2
+        far_off = np.abs(raw[lo:hi] - level) > 2.0 * tau
+        local[lo:hi][near & (far_off.sum(axis=1) >= min_blocks)] = -1
     labels[idx] = local
     return labels
 

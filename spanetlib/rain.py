@@ -899,12 +899,19 @@ def _box_alpha(qx: np.ndarray, qy: np.ndarray, box: tuple[float, float, float, f
 
 def _paint(base: np.ndarray, qx: np.ndarray, qy: np.ndarray,
            box: tuple[float, float, float, float], colour: np.ndarray, scale: float) -> np.ndarray:
-    """Paint a striped object (stripes move with it) over ``base``; returns its coverage."""
+    """Paint an object over ``base`` and return its coverage.
+
+    Like a vehicle: a body shaded from top to bottom, a darker band of windows across its
+    upper part, and a highlight along one side; the texture moves with the object.
+    """
     alpha = _box_alpha(qx, qy, box, scale)
     if not alpha.any():
         return alpha
-    stripes = 0.8 + 0.2 * np.cos((qx - box[0]) * (2.0 * math.pi / max(4.0, box[2] / 2.0)))
-    paint = colour[None, None, :] * stripes[..., None]
+    cx, cy, hx, hy = box
+    u, v = (qx - cx) / hx, (qy - cy) / hy  # -1..1 across the object
+    shade = 1.0 - 0.15 * v - 0.35 * ((v > -0.7) & (v < -0.15) & (np.abs(u) < 0.8))
+    shade += 0.2 * np.exp(-((u - 0.6) / 0.15) ** 2)
+    paint = np.clip(colour[None, None, :] * shade[..., None], 0.0, 1.0)
     base += alpha[..., None] * (paint - base)
     return alpha
 
