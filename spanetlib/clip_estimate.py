@@ -531,7 +531,7 @@ def _mutually_registered(motion: Motion, frames: np.ndarray, min_motion_px: floa
 
 def estimate_clip(frames: np.ndarray, align: str | AlignMode = "auto", *,
                   reference: int | None = None, segments: bool = True,
-                  max_inconsistent: float = 0.25, min_frames: int = 5,
+                  max_inconsistent: float = 0.5, min_frames: int = 5,
                   motion: Motion | None = None, models: tuple[str, ...] = MOTION_MODELS,
                   max_side: int = 640, workers: int | None = None) -> ClipEstimate:
     """Background estimates of a rain clip, per stable period, with per-frame pair checks.

@@ -14,6 +14,11 @@ Gaussian profile across the streak. ``compose_rain`` lays the streak layer over 
 (screen or additive blend). ``make_rain_video`` draws independent rain per frame over a static
 background with sensor noise, and optional flicker and camera jitter; ``make_rain_image`` makes
 single rain images at three levels (light/medium/heavy, in the spirit of DID-MDN's Rain1200).
+``make_rain_clip`` makes phone-like clips described by a ``ClipSpec`` (named variants in
+``CLIP_PRESETS``): hand-held shake, pans, exposure flicker, passing and parked objects, light
+changes, sparse to very dense and haze-like rain, few frames; every frame comes with its
+rain-free rendering, rain and object masks, the true camera transform and the scene state,
+so any estimate or exported pair can be checked against the truth.
 Backgrounds are scikit-image's bundled photos (``load_background``): the shipped weights are
 trained on ``TRAINING_BACKGROUND_NAMES``, and ``HELDOUT_BACKGROUND_NAMES`` are kept for
 held-out checks.

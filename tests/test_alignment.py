@@ -180,3 +180,23 @@ def test_alignment_input_errors():
     with pytest.raises(ValueError, match=r"motion: expected 3 transforms for 16 x 16 frames"):
         al.align_frames(frames, "on", motion=motion)
     assert al.get_align_mode(al.ALIGN_MODES["on"]) is al.ALIGN_MODES["on"]
+
+
+def test_valid_region_matches_every_footprint():
+    rng = np.random.default_rng(3)
+    mats = [np.eye(3)]
+    for _ in range(30):
+        t = rng.normal(0, 0.02)
+        mats.append(np.array([[np.cos(t), -np.sin(t), rng.normal(0, 6)],
+                              [np.sin(t), np.cos(t), rng.normal(0, 6)], [0.0, 0.0, 1.0]]))
+    mats.append(np.array([[0.0, -1.0, 90.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))  # 90 degrees
+    mats.append(np.array([[1.0, 0.02, 1.0], [0.0, 1.0, 0.0], [1e-4, 0.0, 1.0]]))  # perspective
+    for chosen in (slice(0, 31), slice(0, 32), slice(0, 33)):
+        sub = np.stack(mats[chosen])
+        motion = al.Motion.from_matrices(sub, (50, 90), 0)
+        expected = np.ones((50, 90), bool)
+        for m in sub[1:]:
+            expected &= al.footprint_mask(m, (50, 90))
+        warped = np.ones(len(sub), bool)
+        warped[0] = False
+        np.testing.assert_array_equal(al.valid_region(motion, warped), expected)
