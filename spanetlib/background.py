@@ -64,11 +64,14 @@ from spanetlib.fileio import InputError
 __all__ = [
     "BackgroundEstimate",
     "MAX_FRAMES",
+    "Reliability",
     "TABLE1_METHODS",
     "estimate_background",
     "luminance_levels",
     "mode_filter",
+    "noise_sigma",
     "percentile_background",
+    "reliability_map",
     "robust_pca_background",
     "temporal_mean",
     "temporal_median",
@@ -201,6 +204,21 @@ def _luma(r, g, b):
     return np.uint32(19595 * r + 38470 * g + 7471 * b + 32768) >> 16
 
 
+@njit(inline="always")
+def _row_levels(fr, h, channels, levels):
+    """Luminance levels of image row ``h`` of all N frames into ``levels`` (N x W uint8)."""
+    for n in range(fr.shape[0]):
+        row = fr[n, h]
+        out = levels[n]
+        if channels == 3:
+            for w in range(levels.shape[1]):
+                out[w] = _luma(_level(row[3 * w]), _level(row[3 * w + 1]),
+                               _level(row[3 * w + 2]))
+        else:
+            for w in range(levels.shape[1]):
+                out[w] = _level(row[w])
+
+
 @njit(parallel=True, cache=True)
 def _mode_kernel(fr, channels, with_mean):
     """Eqs. 2-3 per pixel: luminance mode, #(Y < mode), #(Y <= mode) [, mean colour at mode].
@@ -227,16 +245,7 @@ def _mode_kernel(fr, channels, with_mean):
         less = np.empty(_MODE_TILE, np.uint16)
         md = np.empty(_MODE_TILE, np.uint8)
         acc = np.empty((_MODE_TILE, channels), np.float64)
-        for n in range(n_frames):
-            row = fr[n, h]
-            out = levels[n]
-            if channels == 3:
-                for w in range(width):
-                    out[w] = _luma(_level(row[3 * w]), _level(row[3 * w + 1]),
-                                   _level(row[3 * w + 2]))
-            else:
-                for w in range(width):
-                    out[w] = _level(row[w])
+        _row_levels(fr, h, channels, levels)
         for w0 in range(0, width, _MODE_TILE):
             nt = min(_MODE_TILE, width - w0)
             for n in range(n_frames):
@@ -425,6 +434,11 @@ def luminance_levels(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         levels.
     """
     arr, _ = _validate(frames)
+    return _levels(arr)
+
+
+def _levels(arr: np.ndarray) -> np.ndarray:
+    """Luminance levels of validated N x H x W x C (C = 1 or 3) frames -> N x H x W uint8."""
     if arr.dtype == np.uint8:
         levels = arr.astype(np.uint32)
     else:
@@ -676,6 +690,209 @@ def robust_pca_background(
         out[cols] = np.median(low_rank, axis=0)
     np.clip(out, 0.0, scale, out=out)
     return _to_rgb(out.reshape(h, w, c), gray)
+
+
+
+# --------------------------------------------------------------------------------------------
+# Reliability: is each pixel's estimate explained by rain?
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Per-pixel evidence that an estimate is explained by rain (see :func:`reliability_map`).
+
+    Rain only brightens a pixel (§3), so a pixel whose frames fall clearly *below* the
+    estimate, or whose luminance history holds a second tight population (something arrived
+    or left, a light changed), is not explained by rain over a static scene.
+
+    Attributes:
+        below: H x W float32, share of frames whose luminance level is more than
+            ``tolerance`` below the estimate's.
+        second: H x W float32, share of frames in the fullest window of ``2 spread + 1``
+            levels that keeps ``tolerance`` levels away from the estimate's luminance, is a
+            peak (twice as full as each neighbouring window) and is held over time (it holds
+            at least half of the frames from its first to its last); levels >= 253, where
+            rain saturates, are not counted.
+        score: H x W float32 in [0, 1]: ``1 - max(below, second) / limit``, clipped.
+        reliable: H x W bool, ``score > 0.5`` (both shares under half the limit).
+        tolerance: levels a frame may fall below the estimate (noise, compression).
+        spread: half-width (levels) of a population's window.
+        limit: the share at which the score reaches 0.
+    """
+
+    below: np.ndarray
+    second: np.ndarray
+    score: np.ndarray
+    reliable: np.ndarray
+    tolerance: int
+    spread: int
+    limit: float
+
+    @property
+    def reliable_share(self) -> float:
+        """Fraction of the pixels marked reliable."""
+        return float(self.reliable.mean())
+
+
+def noise_sigma(frames: np.ndarray | Sequence[np.ndarray], mode: np.ndarray,
+                max_samples: int = 2_000_000) -> float:
+    """Temporal noise of the luminance levels around each pixel's mode, in levels.
+
+    Rain only brightens, so below its mode (Eq. 2) a static pixel's history is noise alone.
+    The deviations ``Y - mode`` of all pixels are pooled; on the dark side their counts
+    ``c(k)`` at ``k = 1, 2, ...`` levels below the mode fall off as ``exp(-k^2 / 2 sigma^2)``
+    (the mode's own bin is left out: being the maximum, it is biased high). sigma comes from
+    a least-squares line through ``log c(k)`` against ``k^2`` over the core (counts above
+    5 % of ``c(1)``), so far-off populations (a dark object in many frames) do not inflate
+    it. Floor 0.5 level (quantization), ceiling 20 levels.
+
+    Args:
+        frames: N x H x W x 3 (or N x H x W) frames, uint8 or float in [0, 1].
+        mode: H x W luminance mode (``BackgroundEstimate.mode``).
+        max_samples: most samples pooled (an even subsample of the pixels).
+
+    Returns:
+        sigma in levels (0..255 scale).
+    """
+    arr, _ = _validate(frames)
+    n, h, w = arr.shape[:3]
+    step = max(1, int(math.ceil(math.sqrt(n * h * w / max_samples))))
+    levels = _levels(arr[:, ::step, ::step]).astype(np.int16)
+    dev = levels - np.asarray(mode)[::step, ::step].astype(np.int16)[None]
+    counts = np.bincount(-dev[dev < 0].ravel(), minlength=257).astype(np.float64)[1:]
+    if counts[0] <= 0:
+        return 0.5
+    core = np.flatnonzero(counts < 0.05 * counts[0])
+    stop = int(core[0]) if core.size else counts.size
+    k = np.arange(1, stop + 1, dtype=np.float64)
+    if k.size < 2:
+        return 0.5
+    slope = np.polyfit(k ** 2, np.log(counts[:stop]), 1)[0]
+    if slope >= 0:
+        return 20.0
+    return float(np.clip(math.sqrt(-0.5 / slope), 0.5, 20.0))
+
+
+@njit(parallel=True, cache=True)
+def _reliability_kernel(fr, channels, est, tol, spread):
+    """Per pixel: #frames below ``est - tol`` and the fullest far peak window (Reliability)."""
+    n_frames, height, wc = fr.shape
+    width = wc // channels
+    below = np.zeros((height, width), np.uint16)
+    second = np.zeros((height, width), np.uint16)
+    for h in prange(height):
+        levels = np.empty((n_frames, width), np.uint8)
+        hist = np.zeros(256, np.int32)
+        cum = np.zeros(257, np.int32)
+        _row_levels(fr, h, channels, levels)
+        for w in range(width):
+            hist[:] = 0
+            for n in range(n_frames):
+                hist[levels[n, w]] += 1
+            e = np.int64(est[h, w])
+            cut = e - tol  # levels < cut are clearly below
+            if cut > 0:
+                total = 0
+                for v in range(min(cut, 256)):
+                    total += hist[v]
+                below[h, w] = total
+            for v in range(253, 256):  # rain saturates here: not a population
+                hist[v] = 0
+            cum[0] = 0
+            for v in range(256):
+                cum[v + 1] = cum[v] + hist[v]
+            best = 0
+            window = 2 * spread + 1
+            for v in range(256):
+                if abs(v - e) <= tol + spread:
+                    continue
+                a = max(0, v - spread)
+                b = min(255, v + spread)
+                count = cum[b + 1] - cum[a]
+                if count <= best:
+                    continue
+                # A population is a peak: twice as full as each neighbouring window (rain's
+                # brightenings fall off smoothly from the estimate and are no peak) ...
+                left = cum[a] - cum[max(0, a - window)]
+                right = cum[min(256, b + 1 + window)] - cum[b + 1]
+                if count < 2 * left or count < 2 * right:
+                    continue
+                # ... held over a stretch of time: at least half of the frames between its
+                # first and its last (rain may hide the rest). Rain falls anew every frame.
+                first = -1
+                last = -1
+                for n in range(n_frames):
+                    if a <= levels[n, w] <= b:
+                        if first < 0:
+                            first = n
+                        last = n
+                if 2 * count >= last - first + 1:
+                    best = count
+            second[h, w] = best
+    return below, second
+
+
+def reliability_map(frames: np.ndarray | Sequence[np.ndarray], estimate: BackgroundEstimate,
+                    tolerance: int | None = None, spread: int | None = None,
+                    limit: float = 0.25) -> Reliability:
+    """Per-pixel reliability of a background estimate over the frames it came from.
+
+    Luminance levels (the conventions of Eq. 2) of every frame are compared with those of
+    the estimate's image: ``below`` counts the frames more than ``tolerance`` levels darker
+    than the estimate (rain cannot darken), ``second`` the frames in the fullest window of
+    ``2 spread + 1`` levels away from the estimate that is a peak held over time (a second
+    scene state; rain's brightenings fall off smoothly and change every frame). A pixel is
+    reliable when both shares stay under ``limit / 2``; short-lived passers-by (a few frames)
+    leave it reliable, a state held for a quarter of the frames does not.
+
+    Args:
+        frames: N x H x W x 3 (or N x H x W) frames, uint8 or float in [0, 1], aligned.
+        estimate: the :class:`BackgroundEstimate` of these frames.
+        tolerance: levels; default ``ceil(3.5 sigma) + 2`` with sigma from
+            :func:`noise_sigma`.
+        spread: levels; default ``max(2, ceil(2 sigma))``.
+        limit: share of frames at which the score reaches 0, in (0, 1].
+
+    Returns:
+        A :class:`Reliability`.
+
+    Raises:
+        InputError: bad frames, or an image that does not match them.
+        ValueError: bad ``tolerance``, ``spread`` or ``limit``.
+    """
+    arr, _ = _validate(frames)
+    n, h, w, c = arr.shape
+    image = np.asarray(estimate.image)
+    if image.shape != (h, w, 3):
+        raise InputError(f"estimate: expected an image of shape {(h, w, 3)} to match the "
+                         f"frames, got {image.shape}")
+    if not 0 < limit <= 1:
+        raise ValueError(f"limit: expected a share in (0, 1], got {limit!r}")
+    sigma = None
+    if tolerance is None or spread is None:
+        sigma = noise_sigma(arr if c == 3 else arr[..., 0], estimate.mode)  # validated again
+    tolerance = int(math.ceil(3.5 * sigma) + 2) if tolerance is None else tolerance
+    spread = max(2, int(math.ceil(2.0 * sigma))) if spread is None else spread
+    if isinstance(tolerance, bool) or not 0 <= int(tolerance) <= 255 \
+            or isinstance(spread, bool) or not 0 <= int(spread) <= 127:
+        raise ValueError(f"expected 0 <= tolerance <= 255 and 0 <= spread <= 127, got "
+                         f"{tolerance!r}, {spread!r}")
+    scale = 255.0 if arr.dtype == np.uint8 else 1.0
+    est = np.clip(np.floor(image.astype(np.float64) * (255.0 / scale) + 0.5), 0, 255)
+    est = est.astype(np.uint32)
+    est_y = ((19595 * est[..., 0] + 38470 * est[..., 1] + 7471 * est[..., 2] + 32768) >> 16)
+    if c == 1:
+        est_y = est[..., 0]
+    with _KERNEL_LOCK:
+        below, second = _reliability_kernel(arr.reshape(n, h, w * c), c,
+                                            est_y.astype(np.uint8), int(tolerance), int(spread))
+    below = below.astype(np.float32) / np.float32(n)
+    second = second.astype(np.float32) / np.float32(n)
+    score = np.clip(1.0 - np.maximum(below, second) / np.float32(limit), 0.0, 1.0)
+    return Reliability(below=below, second=second, score=score.astype(np.float32),
+                       reliable=score > 0.5, tolerance=int(tolerance), spread=int(spread),
+                       limit=float(limit))
 
 
 TABLE1_METHODS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -14,6 +14,11 @@ Gaussian profile across the streak. ``compose_rain`` lays the streak layer over 
 (screen or additive blend). ``make_rain_video`` draws independent rain per frame over a static
 background with sensor noise, and optional flicker and camera jitter; ``make_rain_image`` makes
 single rain images at three levels (light/medium/heavy, in the spirit of DID-MDN's Rain1200).
+``make_rain_clip`` makes phone-like clips described by a ``ClipSpec`` (named variants in
+``CLIP_PRESETS``): hand-held shake, pans, exposure flicker, passing and parked objects, light
+changes, sparse to very dense and haze-like rain, few frames; every frame comes with its
+rain-free rendering, rain and object masks, the true camera transform and the scene state,
+so any estimate or exported pair can be checked against the truth.
 Backgrounds are scikit-image's bundled photos (``load_background``): the shipped weights are
 trained on ``TRAINING_BACKGROUND_NAMES``, and ``HELDOUT_BACKGROUND_NAMES`` are kept for
 held-out checks.
@@ -28,24 +33,32 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from scipy.special import erf, ndtri
 
+from spanetlib.alignment import bspline_coefficients, bspline_sample
+
 __all__ = [
     "BACKGROUND_NAMES",
     "BLEND_MODES",
+    "CLIP_PRESETS",
+    "ClipSpec",
     "DENSITY_PRESETS",
     "HELDOUT_BACKGROUND_NAMES",
     "IMAGE_RAIN_LEVELS",
+    "RainClip",
     "RainImage",
     "RainParams",
     "RainVideo",
     "TRAINING_BACKGROUND_NAMES",
     "compose_rain",
     "load_background",
+    "make_rain_clip",
     "make_rain_image",
     "make_rain_video",
     "rain_coverage",
@@ -149,12 +162,17 @@ class RainParams:
 
     def replace(self, **changes: float) -> RainParams:
         """Return a copy with some fields changed (unknown names raise ``ValueError``)."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise ValueError(f"unknown RainParams field(s) {unknown}; expected some of "
-                             f"{sorted(names)}")
-        return dataclasses.replace(self, **changes)
+        return _replace_fields(self, changes)
+
+
+def _replace_fields(obj, changes: dict):
+    """``dataclasses.replace`` that names unknown fields in its ``ValueError``."""
+    names = {f.name for f in dataclasses.fields(obj)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise ValueError(f"unknown {type(obj).__name__} field(s) {unknown}; expected some of "
+                         f"{sorted(names)}")
+    return dataclasses.replace(obj, **changes)
 
 
 # Video rain, calibrated on 256 x 256 frames (see ``rain_coverage``): the share of pixels a
@@ -625,3 +643,492 @@ def make_rain_image(background: np.ndarray, level: str = "medium", seed: int | N
         out += noise_sigma * noise_rng.standard_normal(out.shape, dtype=np.float32)
     rain = (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return RainImage(rain=rain, clean=background.copy(), level=level, params=params)
+
+
+# --------------------------------------------------------------------------------------------
+# Phone-like clips: camera motion, exposure, scene events, with the truth of every frame
+# --------------------------------------------------------------------------------------------
+
+_VEIL_LEVEL = 0.85  # airlight of the haze-like veil, [0, 1] units
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What a synthetic phone-like rain clip shows (see :func:`make_rain_clip`).
+
+    The scene is a photo (``background``) seen by a camera that may shake and pan; it can hold
+    a parked object that leaves (or arrives), objects that pass through, and a region whose
+    light steps (a lamp switching, a cloud); the exposure may flicker; rain streaks (and an
+    optional veil) fall in front of it. Scene *states* are counted by these events: frames
+    before the first event show state 0, and so on; frames inside an event's transition
+    (the object driving off, the light ramping) belong to no state (-1).
+
+    Attributes:
+        size: frame size ``(H, W)``.
+        n_frames: number of frames N >= 2.
+        background: a :func:`load_background` name (the scene).
+        density: ``DENSITY_PRESETS`` name or ``RainParams`` of the streaks.
+        noise_sigma: standard deviation of the sensor noise ([0, 1] units).
+        shake_px: standard deviation (pixels) of the hand-held translation, per axis.
+        shake_deg: standard deviation (degrees) of the hand-held rotation about the centre.
+        shake_frames: correlation time of the shake (Gaussian smoothing of white noise, frames).
+        pan_px: ``(dx, dy)`` camera travel from the first to the last frame, linear in time.
+        flicker_gain: standard deviation of each frame's exposure gain around 1.
+        flicker_offset: standard deviation of each frame's exposure offset ([0, 1] units).
+        passing: number of objects that cross the scene, each for part of the clip.
+        parked: share of the frames after which the parked object leaves (``None``: no parked
+            object).
+        parked_arrives: the parked object arrives at that time instead of leaving.
+        light: share of the frames after which the light of a region steps (``None``: never).
+        light_gain: illumination factor of that region after the step.
+        light_area: share of the scene's width (from the left) that the step covers; 1 is
+            global.
+        transition_frames: frames an event takes (object driving off or in, light ramping).
+        haze: mean strength of a haze-like veil that the rain adds (``O (1 - h) + 0.85 h``,
+            varying per frame); 0 for none. The veil is rain: it is not in the truth.
+        blend: rain composition, "screen" or "additive".
+        supersample: samples per pixel side when rendering (2: each pixel averages 2 x 2
+            samples of the scene, as a sensor integrates light; 1 is 4x faster).
+    """
+
+    size: tuple[int, int] = (120, 160)
+    n_frames: int = 40
+    background: str = "coffee"
+    density: str | RainParams = "normal"
+    noise_sigma: float = 0.01
+    shake_px: float = 0.0
+    shake_deg: float = 0.0
+    shake_frames: float = 3.0
+    pan_px: tuple[float, float] = (0.0, 0.0)
+    flicker_gain: float = 0.0
+    flicker_offset: float = 0.0
+    passing: int = 0
+    parked: float | None = None
+    parked_arrives: bool = False
+    light: float | None = None
+    light_gain: float = 0.6
+    light_area: float = 0.5
+    transition_frames: int = 2
+    haze: float = 0.0
+    blend: str = "screen"
+    supersample: int = 2
+
+    def __post_init__(self) -> None:
+        _check_shape_hw(self.size)
+        if isinstance(self.supersample, bool) or self.supersample not in (1, 2, 3, 4):
+            raise ValueError(f"ClipSpec.supersample: expected 1, 2, 3 or 4, got "
+                             f"{self.supersample!r}")
+        if (isinstance(self.n_frames, bool) or not isinstance(self.n_frames, (int, np.integer))
+                or self.n_frames < 2):
+            raise ValueError(f"ClipSpec.n_frames: expected an int >= 2, got {self.n_frames!r}")
+        if self.background not in _ALL_LOADERS:
+            raise ValueError(f"ClipSpec.background: unknown {self.background!r}; expected one "
+                             f"of {sorted(_ALL_LOADERS)}")
+        _resolve(DENSITY_PRESETS, self.density, "ClipSpec.density")
+        for name in ("noise_sigma", "shake_px", "shake_deg", "flicker_gain", "flicker_offset",
+                     "haze"):
+            _check_nonneg(f"ClipSpec.{name}", getattr(self, name))
+        if not self.shake_frames > 0:
+            raise ValueError(f"ClipSpec.shake_frames: expected > 0, got {self.shake_frames!r}")
+        if len(self.pan_px) != 2 or not all(math.isfinite(v) for v in self.pan_px):
+            raise ValueError(f"ClipSpec.pan_px: expected (dx, dy), got {self.pan_px!r}")
+        if isinstance(self.passing, bool) or not isinstance(self.passing, int) or self.passing < 0:
+            raise ValueError(f"ClipSpec.passing: expected an int >= 0, got {self.passing!r}")
+        for name in ("parked", "light"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 1:
+                raise ValueError(f"ClipSpec.{name}: expected a share in (0, 1) or None, got "
+                                 f"{value!r}")
+        if not 0 < self.light_gain <= 4 or not 0 < self.light_area <= 1:
+            raise ValueError(f"ClipSpec: expected 0 < light_gain <= 4 and 0 < light_area <= 1, "
+                             f"got {self.light_gain!r}, {self.light_area!r}")
+        if not isinstance(self.transition_frames, int) or self.transition_frames < 0:
+            raise ValueError(f"ClipSpec.transition_frames: expected an int >= 0, got "
+                             f"{self.transition_frames!r}")
+        if self.haze >= 1:
+            raise ValueError(f"ClipSpec.haze: expected a number in [0, 1), got {self.haze!r}")
+        if self.blend not in BLEND_MODES:
+            raise ValueError(f"ClipSpec.blend: expected one of {list(BLEND_MODES)}, got "
+                             f"{self.blend!r}")
+
+    def replace(self, **changes: object) -> ClipSpec:
+        """Return a copy with some fields changed (unknown names raise ``ValueError``)."""
+        return _replace_fields(self, changes)
+
+
+CLIP_PRESETS: dict[str, ClipSpec] = {
+    "static": ClipSpec(),
+    "passing": ClipSpec(passing=3),
+    "handheld": ClipSpec(shake_px=2.5, shake_deg=0.3),
+    "pan": ClipSpec(pan_px=(30.0, 0.0)),
+    "parked-leaves": ClipSpec(parked=0.6),
+    "parked-arrives": ClipSpec(parked=0.4, parked_arrives=True),
+    "flicker": ClipSpec(flicker_gain=0.04),
+    "light-switch": ClipSpec(light=0.5, light_gain=0.6, light_area=0.5, transition_frames=0),
+    "cloud": ClipSpec(light=0.5, light_gain=0.75, light_area=1.0, transition_frames=4),
+    "sparse": ClipSpec(density="sparse"),
+    "dense": ClipSpec(density="dense"),
+    "very-dense": ClipSpec(density=DENSITY_PRESETS["dense"].replace(density=0.012,
+                                                                     brightness=0.35)),
+    "haze": ClipSpec(density="dense", haze=0.25),
+    "few-frames": ClipSpec(n_frames=8),
+    "junction": ClipSpec(n_frames=10, passing=4),
+}
+"""Named clip variants; ``CLIP_PRESETS[name].replace(size=..., n_frames=...)`` rescales one."""
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """What :func:`make_rain_clip` draws from (kept so any state can be re-rendered)."""
+
+    world: np.ndarray  # B-spline coefficients of the supersampled scene canvas (photo)
+    supersample: int
+    margin: int  # scene pixels around the nominal frame
+    size: tuple[int, int]
+    parked_box: tuple[float, float, float, float]  # centre x, y and half-sizes, scene px
+    parked_colour: np.ndarray
+    parked_in_state: tuple[bool, ...]  # per state: is the parked object there
+    light_in_state: tuple[float, ...]  # per state: illumination factor of the region
+    light_edge: float  # scene x where the lit region ends (soft edge)
+
+
+@dataclass
+class RainClip:
+    """A synthetic phone-like rain clip with the truth of every frame.
+
+    Coordinates: pixel centres are integers (OpenCV's convention); ``camera[i]`` maps frame
+    ``i``'s pixel coordinates ``(x, y, 1)`` to scene coordinates (pixels of the same size, the
+    nominal frame sitting at ``(margin, margin)``).
+
+    Attributes:
+        spec: the :class:`ClipSpec`.
+        frames: N x H x W x 3 uint8 RGB rain frames.
+        truth: N x H x W x 3 uint8, the rain-free rendering of every frame (camera motion,
+            exposure, objects and scene state included; no rain, veil or noise).
+        rain_mask: N x H x W bool, where rain (streaks or veil) changed the frame by more than
+            1/255 in some channel, before noise.
+        object_mask: N x H x W bool, where a moving object (passing, or the parked one while
+            it drives off or in) covers at least 2 % of the pixel.
+        camera: N x 3 x 3 float64 frame-to-scene transforms.
+        state: N int64 scene-state index of every frame (-1 inside a transition).
+        gains: N float32 exposure gain per frame; the truth is ``clip(gain x + offset, 0, 1)``.
+        offsets: N float32 exposure offset per frame ([0, 1] units).
+        params: the ``RainParams`` of the streaks.
+    """
+
+    spec: ClipSpec
+    frames: np.ndarray
+    truth: np.ndarray
+    rain_mask: np.ndarray
+    object_mask: np.ndarray
+    camera: np.ndarray
+    state: np.ndarray
+    gains: np.ndarray
+    offsets: np.ndarray
+    params: RainParams
+    _scene: _Scene = dataclasses.field(repr=False)
+
+    @property
+    def n_states(self) -> int:
+        """Number of scene states (events + 1)."""
+        return len(self._scene.parked_in_state)
+
+    def true_motion(self, reference: int) -> np.ndarray:
+        """N x 3 x 3 transforms mapping frame ``reference``'s pixel coordinates to each frame's.
+
+        This is the convention of :mod:`spanetlib.alignment`: frame ``i`` sampled at
+        ``motion[i] @ (x, y, 1)`` shows what frame ``reference`` shows at ``(x, y)``.
+        """
+        reference = _check_frame_index(reference, len(self.frames))
+        return np.linalg.inv(self.camera) @ self.camera[reference]
+
+    def state_truth(self, state: int, reference: int) -> np.ndarray:
+        """Scene state ``state`` as frame ``reference`` would show it without rain or movers.
+
+        Rendered with frame ``reference``'s camera and exposure, without passing objects: the
+        image a background estimate of that state, registered to that frame, should equal.
+
+        Returns:
+            H x W x 3 uint8.
+        """
+        reference = _check_frame_index(reference, len(self.frames))
+        if isinstance(state, bool) or not isinstance(state, (int, np.integer)) \
+                or not 0 <= state < self.n_states:
+            raise ValueError(f"state: expected an int in [0, {self.n_states}), got {state!r}")
+        image = _render_frame(self._scene, self.camera[reference], _state_look(self._scene,
+                                                                                int(state)), [])
+        image = _expose(image[0], float(self.gains[reference]), float(self.offsets[reference]))
+        return _quantize(image)
+
+
+def _check_frame_index(index: int, n: int) -> int:
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+        raise ValueError(f"frame index: expected an int in [0, {n}), got {index!r}")
+    return int(index)
+
+
+def _quantize(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _expose(image: np.ndarray, gain: float, offset: float) -> np.ndarray:
+    if gain == 1.0 and offset == 0.0:
+        return image
+    return np.clip(image * np.float32(gain) + np.float32(offset), 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class _Look:
+    """How the scene looks in one frame: parked object (box or None), light factor, movers."""
+
+    parked: tuple[float, float, float, float] | None
+    light: float
+
+
+def _state_look(scene: _Scene, state: int) -> _Look:
+    return _Look(scene.parked_box if scene.parked_in_state[state] else None,
+                 scene.light_in_state[state])
+
+
+def _box_alpha(qx: np.ndarray, qy: np.ndarray, box: tuple[float, float, float, float],
+               scale: float) -> np.ndarray:
+    """Anti-aliased coverage of a rounded rectangle (centre x, y, half-sizes) in scene px."""
+    cx, cy, hx, hy = box
+    radius = 0.35 * min(hx, hy)
+    dx = np.abs(qx - cx) - (hx - radius)
+    dy = np.abs(qy - cy) - (hy - radius)
+    outside = np.hypot(np.maximum(dx, 0.0), np.maximum(dy, 0.0))
+    sdf = outside + np.minimum(np.maximum(dx, dy), 0.0) - radius
+    return np.clip(0.5 - sdf * scale, 0.0, 1.0)
+
+
+def _paint(base: np.ndarray, qx: np.ndarray, qy: np.ndarray,
+           box: tuple[float, float, float, float], colour: np.ndarray, scale: float) -> np.ndarray:
+    """Paint an object over ``base`` and return its coverage.
+
+    Like a vehicle: a body shaded from top to bottom, a darker band of windows across its
+    upper part, and a highlight along one side; the texture moves with the object.
+    """
+    alpha = _box_alpha(qx, qy, box, scale)
+    if not alpha.any():
+        return alpha
+    cx, cy, hx, hy = box
+    u, v = (qx - cx) / hx, (qy - cy) / hy  # -1..1 across the object
+    shade = 1.0 - 0.15 * v - 0.35 * ((v > -0.7) & (v < -0.15) & (np.abs(u) < 0.8))
+    shade += 0.2 * np.exp(-((u - 0.6) / 0.15) ** 2)
+    paint = np.clip(colour[None, None, :] * shade[..., None], 0.0, 1.0)
+    base += alpha[..., None] * (paint - base)
+    return alpha
+
+
+def _render_frame(scene: _Scene, camera: np.ndarray, look: _Look,
+                  movers: list[tuple[tuple[float, float, float, float], np.ndarray]]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Rain-free frame (H x W x 3 float32, before exposure) and its mover coverage (H x W)."""
+    h, w = scene.size
+    s = scene.supersample
+    # Sub-pixel centres of the supersampled grid, in frame coordinates, then in the scene.
+    u = (np.arange(s * w, dtype=np.float64) + 0.5) / s - 0.5
+    v = (np.arange(s * h, dtype=np.float64) + 0.5) / s - 0.5
+    px, py = np.meshgrid(u, v)
+    qx = camera[0, 0] * px + camera[0, 1] * py + camera[0, 2]
+    qy = camera[1, 0] * px + camera[1, 1] * py + camera[1, 2]
+    # The canvas is the scene supersampled s times: scene coordinate q sits at s q + (s-1)/2.
+    off = (s - 1) / 2.0
+    base = bspline_sample(scene.world, s * qx + off, s * qy + off)
+    if look.light != 1.0:
+        # Region left of ``light_edge`` (soft over ~4 scene px) gets the factor.
+        region = np.clip((scene.light_edge - qx) / 4.0 + 0.5, 0.0, 1.0).astype(np.float32)
+        base *= (1.0 + (look.light - 1.0) * region)[..., None]
+    if look.parked is not None:
+        _paint(base, qx, qy, look.parked, scene.parked_colour, s)
+    cover = np.zeros(base.shape[:2], np.float32)
+    for box, colour in movers:
+        cover = np.maximum(cover, _paint(base, qx, qy, box, colour, s))
+    np.clip(base, 0.0, 1.0, out=base)
+    small = cv2.resize(base, (w, h), interpolation=cv2.INTER_AREA)
+    return small, cv2.resize(cover, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _smooth_noise(gen: np.random.Generator, n: int, sigma: float) -> np.ndarray:
+    """Draw n samples of Gaussian-smoothed white noise with unit standard deviation."""
+    pad = int(math.ceil(4 * sigma))
+    raw = gen.standard_normal(n + 2 * pad)
+    taps = np.exp(-0.5 * (np.arange(-pad, pad + 1) / sigma) ** 2)
+    out = np.convolve(raw, taps / np.sqrt((taps ** 2).sum()), mode="valid")
+    return out[:n]
+
+
+def _clip_cameras(spec: ClipSpec, gen: np.random.Generator) -> tuple[np.ndarray, int]:
+    """N x 3 x 3 frame-to-scene transforms and the scene margin they need."""
+    n = spec.n_frames
+    h, w = spec.size
+    t = np.zeros((n, 2))
+    theta = np.zeros(n)
+    if spec.shake_px > 0:
+        t += spec.shake_px * np.stack([_smooth_noise(gen, n, spec.shake_frames)
+                                       for _ in range(2)], axis=1)
+    if spec.shake_deg > 0:
+        theta += math.radians(spec.shake_deg) * _smooth_noise(gen, n, spec.shake_frames)
+    ramp = np.linspace(-0.5, 0.5, n)[:, None]
+    t += ramp * np.asarray(spec.pan_px, np.float64)[None, :]
+    reach = np.abs(t).max() + np.abs(theta).max() * math.hypot(w, h) / 2.0
+    margin = int(math.ceil(reach)) + 8
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    cams = np.zeros((n, 3, 3))
+    for i in range(n):
+        c, s = math.cos(theta[i]), math.sin(theta[i])
+        rot = np.array([[c, -s], [s, c]])
+        cams[i, :2, :2] = rot
+        cams[i, :2, 2] = np.array([cx, cy]) - rot @ np.array([cx, cy]) + t[i] + margin
+        cams[i, 2, 2] = 1.0
+    return cams, margin
+
+
+def _clip_events(spec: ClipSpec) -> list[tuple[int, str]]:
+    """(first frame of the transition, kind) of each scene event, in time order."""
+    n = spec.n_frames
+    events = []
+    if spec.parked is not None:
+        events.append((int(round(spec.parked * n)), "parked"))
+    if spec.light is not None:
+        events.append((int(round(spec.light * n)), "light"))
+    return sorted(events)
+
+
+def make_rain_clip(spec: ClipSpec | str, seed: int | None = 0) -> RainClip:
+    """Make a phone-like rain clip with the rain-free truth of every frame.
+
+    Every frame is rendered from a larger scene canvas (the photo, supersampled
+    ``spec.supersample`` times) through its own camera (shake, pan, rotation; cubic B-spline
+    interpolation of the canvas, which has no position bias, then area averaging), so a
+    moved frame shows real scene content, never padding. Objects and the
+    light step are drawn analytically in scene coordinates at the supersampled resolution.
+    The exposure (gain, offset) applies to the whole rain-free frame, which is the truth; the
+    rain streaks (one wind direction per clip, independent per frame), the optional veil and
+    the sensor noise then make the rain frame.
+
+    Args:
+        spec: a :class:`ClipSpec` or a ``CLIP_PRESETS`` name.
+        seed: seed of every random draw (camera, exposure, objects, rain, noise use separate
+            streams; None: fresh entropy).
+
+    Returns:
+        A :class:`RainClip`.
+
+    Raises:
+        ValueError: unknown preset name.
+    """
+    if isinstance(spec, str):
+        if spec not in CLIP_PRESETS:
+            raise ValueError(f"unknown clip preset {spec!r}; expected one of "
+                             f"{list(CLIP_PRESETS)}")
+        spec = CLIP_PRESETS[spec]
+    if not isinstance(spec, ClipSpec):
+        raise TypeError(f"spec: expected a ClipSpec or a preset name, got {type(spec).__name__}")
+    params = _resolve(DENSITY_PRESETS, spec.density, "density")
+    rain_rng, noise_rng, cam_rng, expo_rng, obj_rng, veil_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6))
+    n = spec.n_frames
+    h, w = spec.size
+    cams, margin = _clip_cameras(spec, cam_rng)
+    ss = spec.supersample
+    world_hw = (ss * (h + 2 * margin), ss * (w + 2 * margin))
+    world = bspline_coefficients(load_background(spec.background, world_hw) / np.float32(255.0))
+
+    # Scene events: state index per frame, -1 inside a transition.
+    events = _clip_events(spec)
+    tf = spec.transition_frames
+    state = np.zeros(n, np.int64)
+    for start, _ in events:
+        state[start:] += 1
+    for start, _ in events:
+        state[start:start + tf] = -1
+    parked_in = [spec.parked is not None and spec.parked_arrives is False]
+    light_in = [1.0]
+    for _, kind in events:
+        parked_in.append(not parked_in[-1] if kind == "parked" else parked_in[-1])
+        light_in.append(spec.light_gain if kind == "light" else light_in[-1])
+    parked_box = (margin + 0.5 * w, margin + 0.68 * h, 0.2 * w, 0.14 * h)
+    scene = _Scene(world=world, supersample=ss, margin=margin, size=(h, w), parked_box=parked_box,
+                   parked_colour=obj_rng.uniform(0.1, 0.9, 3).astype(np.float32),
+                   parked_in_state=tuple(parked_in), light_in_state=tuple(light_in),
+                   light_edge=margin + spec.light_area * w if spec.light_area < 1 else 1e9)
+
+    # Passing objects: straight crossings in scene coordinates, each over part of the clip.
+    passers = []
+    for _ in range(spec.passing):
+        hy = obj_rng.uniform(0.07, 0.14) * h
+        hx = obj_rng.uniform(1.2, 2.0) * hy
+        cy = margin + obj_rng.uniform(0.25, 0.8) * h
+        frames_across = max(3.0, obj_rng.uniform(0.25, 0.45) * n)
+        first = obj_rng.uniform(-0.2 * frames_across, n - 0.8 * frames_across)
+        direction = obj_rng.choice([-1.0, 1.0])
+        speed = (w + 2 * hx) / frames_across
+        x0 = margin - hx if direction > 0 else margin + w + hx
+        colour = obj_rng.uniform(0.05, 0.95, 3).astype(np.float32)
+        passers.append((first, direction * speed, x0, cy, hx, hy, colour))
+
+    gains = np.ones(n, np.float32)
+    offsets = np.zeros(n, np.float32)
+    if spec.flicker_gain > 0:
+        gains = (1.0 + spec.flicker_gain * expo_rng.standard_normal(n)).astype(np.float32)
+    if spec.flicker_offset > 0:
+        offsets = (spec.flicker_offset * expo_rng.standard_normal(n)).astype(np.float32)
+    veil = np.zeros(n, np.float32)
+    if spec.haze > 0:
+        veil = np.clip(spec.haze * (1.0 + 0.3 * veil_rng.standard_normal(n)), 0.0, 0.95)
+
+    kernels = _group_kernels(params, rain_rng)
+    frames = np.empty((n, h, w, 3), np.uint8)
+    truth = np.empty((n, h, w, 3), np.uint8)
+    rain_mask = np.empty((n, h, w), bool)
+    object_mask = np.empty((n, h, w), bool)
+    chunk = max(1, min(_CHUNK, _CHUNK_PIXELS // (h * w)))
+    def render(i: int) -> tuple[np.ndarray, np.ndarray]:
+        look, movers = _frame_look(scene, state, events, i, tf, spec)
+        for first, velocity, x0, cy, hx, hy, colour in passers:
+            movers.append(((x0 + velocity * (i - first), cy, hx, hy), colour))
+        clean, cover = _render_frame(scene, cams[i], look, movers)
+        return _expose(clean, float(gains[i]), float(offsets[i])), cover
+
+    pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1))
+    for c0 in range(0, n, chunk):
+        c1 = min(n, c0 + chunk)
+        # Rendering draws nothing at random, so threads keep the result deterministic.
+        rendered = pool.map(render, range(c0, c1))
+        layers = _render_layers((h, w), params, kernels, rain_rng, c1 - c0)
+        for i, (clean, cover) in zip(range(c0, c1), rendered, strict=True):
+            truth[i] = _quantize(clean)
+            object_mask[i] = cover > 0.02
+            out = compose_rain(clean, layers[i - c0], spec.blend)
+            if veil[i] > 0:
+                out = out * (1.0 - veil[i]) + veil[i] * _VEIL_LEVEL
+            rain_mask[i] = np.abs(out - clean).max(axis=2) > _MASK_THRESHOLD
+            if spec.noise_sigma > 0:
+                out = out + spec.noise_sigma * noise_rng.standard_normal(out.shape,
+                                                                         dtype=np.float32)
+            frames[i] = _quantize(out)
+    pool.shutdown()
+    return RainClip(spec=spec, frames=frames, truth=truth, rain_mask=rain_mask,
+                    object_mask=object_mask, camera=cams, state=state, gains=gains,
+                    offsets=offsets, params=params, _scene=scene)
+
+
+def _frame_look(scene: _Scene, state: np.ndarray, events: list[tuple[int, str]], i: int,
+                tf: int, spec: ClipSpec) -> tuple[_Look, list]:
+    """The look of frame ``i``: its state's, or the in-between look inside a transition."""
+    if state[i] >= 0:
+        return _state_look(scene, int(state[i])), []
+    k = next(k for k, (start, _) in enumerate(events) if start <= i < start + tf)
+    start, kind = events[k]
+    before = _state_look(scene, k)
+    after = _state_look(scene, k + 1)
+    progress = (i - start + 1) / (tf + 1)  # strictly between the two states
+    if kind == "light":
+        return _Look(before.parked, before.light + progress * (after.light - before.light)), []
+    # The parked object drives off to the right (or in from the right), a mover meanwhile.
+    cx, cy, hx, hy = scene.parked_box
+    travel = progress if before.parked is not None else 1.0 - progress
+    box = (cx + travel * (spec.size[1] / 2.0 + hx), cy, hx, hy)
+    return _Look(None, before.light), [(box, scene.parked_colour)]

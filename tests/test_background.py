@@ -390,3 +390,104 @@ def test_bad_frames_raise(frames, match):
 def test_robust_pca_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         bg.robust_pca_background(np.zeros((3, 2, 2, 3), np.uint8), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reliability map and noise
+# ---------------------------------------------------------------------------------------------
+
+
+def ref_reliability(frames, image, tol, spread):
+    """below / second shares by brute force, one pixel at a time (see Reliability)."""
+    y = ref_luma(frames)
+    n, h, w = y.shape
+    est = ref_luma(np.clip(np.floor(image + 0.5), 0, 255).astype(np.uint8)[None])[0]
+    below = np.zeros((h, w))
+    second = np.zeros((h, w))
+    for r in range(h):
+        for c in range(w):
+            hist = [int(np.sum(y[:, r, c] == v)) if v < 253 else 0 for v in range(256)]
+            e = int(est[r, c])
+            below[r, c] = int(np.sum(y[:, r, c] < e - tol)) / n
+            best = 0
+            for v in range(256):
+                if abs(v - e) <= tol + spread:
+                    continue
+                a, b = max(0, v - spread), min(255, v + spread)
+                count = sum(hist[a:b + 1])
+                left = sum(hist[max(0, a - 2 * spread - 1):a])
+                right = sum(hist[b + 1:b + 2 + 2 * spread])
+                if count <= best or count < 2 * left or count < 2 * right:
+                    continue
+                frames_in = [k for k in range(n) if a <= y[k, r, c] <= b]
+                if 2 * count >= frames_in[-1] - frames_in[0] + 1:
+                    best = count
+            second[r, c] = best / n
+    return below, second
+
+
+def test_reliability_matches_reference_on_random_histories():
+    rng = np.random.default_rng(5)
+    n, h, w = 24, 3, 70
+    frames = np.repeat(rng.integers(40, 200, (1, h, w, 1)), n, axis=0) + \
+        rng.integers(-2, 3, (n, h, w, 1))
+    frames = np.repeat(frames, 3, axis=3)
+    rain = rng.random((n, h, w)) < 0.3
+    frames[rain] += rng.integers(20, 120, (int(rain.sum()), 1))  # rain: spread-out brightening
+    frames[14:, :, 20:40] -= 35  # a darker state over the last 10 frames (something arrived)
+    frames[:, 1, 50:60][rng.random((n, 10)) < 0.5] = 250  # near saturation
+    frames = np.clip(frames, 0, 255).astype(np.uint8)
+    est = bg.estimate_background(frames)
+    rel = bg.reliability_map(frames, est, tolerance=6, spread=3)
+    below, second = ref_reliability(frames, est.image, 6, 3)
+    np.testing.assert_allclose(rel.below, below, atol=1e-6)
+    np.testing.assert_allclose(rel.second, second, atol=1e-6)
+    # Eq. 4's low p (rain in 30 % of frames) picks the darker state there, so the earlier
+    # state is the second population; either way the pixels are flagged.
+    # (Where rain hid most of the darker frames the state cannot be told: a few pixels.)
+    assert (np.maximum(rel.below, rel.second)[:, 20:40] >= 0.25).mean() > 0.9
+    assert rel.reliable[:, :15].mean() > 0.85 and (~rel.reliable[:, 20:40]).mean() > 0.9
+    # The same darker values scattered over time (not a held state) are no second population.
+    scattered = frames.copy()
+    scattered[:, :, 20:40] = frames[np.random.default_rng(0).permutation(n)][:, :, 20:40]
+    brighter = scattered.copy()
+    brighter[:, :, 20:40] = 255 - scattered[:, :, 20:40]
+    rel_b = bg.reliability_map(brighter, bg.estimate_background(brighter), 6, 3)
+    rel_held = bg.reliability_map(255 - frames, bg.estimate_background(255 - frames), 6, 3)
+    assert rel_held.second[:, 20:40].mean() > 2 * rel_b.second[:, 20:40].mean()
+
+
+def test_noise_sigma_recovers_gaussian_noise_under_rain():
+    rng = np.random.default_rng(2)
+    for sigma in (1.0, 3.0, 6.0):
+        base = rng.uniform(60, 190, (1, 60, 60))
+        frames = base + sigma * rng.standard_normal((30, 60, 60))
+        frames[rng.random(frames.shape) < 0.4] += rng.uniform(20, 90)  # rain brightens
+        frames = np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+        est = bg.estimate_background(frames)
+        assert bg.noise_sigma(frames, est.mode) == pytest.approx(sigma, rel=0.25)
+
+
+def test_reliability_flags_a_parked_object_but_not_rain():
+    from spanetlib.rain import CLIP_PRESETS, make_rain_clip
+
+    spec = dict(size=(96, 128), n_frames=30)
+    clip = make_rain_clip(CLIP_PRESETS["dense"].replace(**spec), 0)
+    rel = bg.reliability_map(clip.frames, bg.estimate_background(clip.frames))
+    assert rel.reliable_share > 0.8  # heavy rain alone is explained by rain
+    clip = make_rain_clip(CLIP_PRESETS["parked-leaves"].replace(**spec), 0)
+    rel = bg.reliability_map(clip.frames, bg.estimate_background(clip.frames))
+    changed = np.abs(clip.state_truth(0, 0).astype(int) - clip.state_truth(1, 0)).max(2) > 30
+    assert (~rel.reliable[changed]).mean() > 0.6  # where the object was, unreliable
+    assert rel.reliable[~changed].mean() > 0.9
+
+
+def test_reliability_errors():
+    frames = np.zeros((4, 5, 6, 3), np.uint8)
+    est = bg.estimate_background(frames)
+    with pytest.raises(InputError, match=r"estimate: expected an image of shape \(5, 7, 3\)"):
+        bg.reliability_map(np.zeros((4, 5, 7, 3), np.uint8), est)
+    with pytest.raises(ValueError, match=r"limit: expected a share in \(0, 1\], got 0"):
+        bg.reliability_map(frames, est, limit=0)
+    with pytest.raises(ValueError, match=r"expected 0 <= tolerance <= 255"):
+        bg.reliability_map(frames, est, tolerance=300, spread=2)

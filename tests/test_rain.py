@@ -287,3 +287,127 @@ def test_make_rain_image_overrides_and_noise():
         make_rain_image(bg, "light", speed=3.0)
     with pytest.raises(ValueError, match=r"noise_sigma: expected a number >= 0"):
         make_rain_image(bg, "light", noise_sigma=-1)
+
+
+# ----------------------------------------------------------------------------- phone-like clips
+SMALL = dict(size=(48, 64), n_frames=12)
+
+
+def _clip(name, seed=0, **changes):
+    return rain.make_rain_clip(rain.CLIP_PRESETS[name].replace(**{**SMALL, **changes}), seed)
+
+
+@pytest.mark.parametrize("name", sorted(rain.CLIP_PRESETS))
+def test_every_clip_preset_renders_with_its_truth(name):
+    clip = _clip(name)
+    n = len(clip.frames)
+    h, w = clip.spec.size
+    assert clip.frames.shape == clip.truth.shape == (n, h, w, 3)
+    assert clip.frames.dtype == clip.truth.dtype == np.uint8
+    assert clip.rain_mask.shape == clip.object_mask.shape == (n, h, w)
+    assert clip.camera.shape == (n, 3, 3) and clip.state.shape == (n,)
+    assert clip.rain_mask.any()  # rain fell
+    # Rain only brightens under the screen blend: frames exceed the truth where rain is.
+    rainy = clip.rain_mask & ~clip.object_mask
+    assert (clip.frames[rainy].astype(int).mean() > clip.truth[rainy].astype(int).mean())
+    np.testing.assert_array_equal(clip.frames, _clip(name).frames)  # seeded
+    assert not np.array_equal(clip.frames, _clip(name, seed=1).frames)
+
+
+def test_clip_without_rain_or_noise_is_its_truth():
+    clip = _clip("handheld", density=rain.RainParams(density=0.0), noise_sigma=0.0)
+    np.testing.assert_array_equal(clip.frames, clip.truth)
+    assert not clip.rain_mask.any()
+
+
+def test_clip_frames_are_warps_of_the_scene():
+    # Frame i resampled at the true motion shows what the reference frame shows.
+    from spanetlib.alignment import bspline_coefficients, bspline_sample
+
+    clip = _clip("handheld", size=(72, 96), density=rain.RainParams(density=0.0),
+                 noise_sigma=0.0)
+    ref = 6
+    moves = clip.true_motion(ref)
+    assert np.abs(moves[ref] - np.eye(3)).max() < 1e-12
+    ys, xs = np.mgrid[12:60, 16:80].astype(np.float64)
+    for i in (0, 3, 11):
+        m = moves[i]
+        assert np.hypot(m[0, 2], m[1, 2]) > 0.3  # the camera did move
+        errors = []
+        for dx in (0.0, 0.5):  # the true motion, and half a pixel off it
+            u = m[0, 0] * xs + m[0, 1] * ys + m[0, 2] + dx
+            v = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+            warped = bspline_sample(bspline_coefficients(clip.truth[i]), u, v)[..., :3]
+            errors.append(np.abs(warped - clip.truth[ref, 12:60, 16:80]).mean())
+        assert errors[0] < 4.0 and errors[0] < 0.5 * errors[1], errors
+
+
+def test_pan_travels_its_distance_and_rotation_stays_small():
+    clip = _clip("pan")
+    moves = clip.true_motion(0)
+    assert moves[-1, 0, 2] == pytest.approx(-30.0, abs=1e-9)  # scene moves left in the frame
+    assert abs(moves[-1, 1, 2]) < 1e-9
+    shaky = _clip("handheld").true_motion(0)
+    angles = np.degrees(np.arctan2(shaky[:, 1, 0], shaky[:, 0, 0]))
+    assert 0.05 < np.abs(angles).max() < 3.0
+
+
+def test_parked_object_leaves_after_its_share():
+    clip = _clip("parked-leaves", n_frames=20)
+    # leaves at round(0.6 * 20) = 12, driving off over 2 transition frames
+    np.testing.assert_array_equal(clip.state, [0] * 12 + [-1, -1] + [1] * 6)
+    before, after = clip.state_truth(0, 0), clip.state_truth(1, 0)
+    changed = np.abs(before.astype(int) - after).max(axis=2) > 10
+    assert 0.03 < changed.mean() < 0.3  # the object's box, nothing else
+    np.testing.assert_array_equal(clip.truth[0], before)
+    np.testing.assert_array_equal(clip.truth[-1], after)
+    assert clip.object_mask[12:14].any() and not clip.object_mask[:12].any()
+    arrives = _clip("parked-arrives", n_frames=20)
+    np.testing.assert_array_equal(arrives.state_truth(1, 0), before)
+
+
+def test_light_switch_changes_the_left_part_only():
+    clip = _clip("light-switch")
+    a, b = clip.state_truth(0, 0).astype(int), clip.state_truth(1, 0).astype(int)
+    w = a.shape[1]
+    assert (b[:, : w // 2 - 4] <= a[:, : w // 2 - 4]).all()
+    assert (a[:, : w // 2 - 4] - b[:, : w // 2 - 4]).mean() > 15
+    np.testing.assert_array_equal(a[:, w // 2 + 4:], b[:, w // 2 + 4:])
+
+
+def test_flicker_scales_the_truth_by_each_frame_gain():
+    clip = _clip("flicker")
+    assert clip.gains.std() > 0.01
+    for i in (0, 5):
+        ref = clip.state_truth(0, i)  # rendered with frame i's exposure
+        np.testing.assert_array_equal(clip.truth[i], ref)
+    ratio = clip.truth[1].astype(float).sum() / clip.truth[0].astype(float).sum()
+    assert ratio == pytest.approx(clip.gains[1] / clip.gains[0], rel=0.02)
+
+
+def test_passing_objects_are_marked_and_truth_matches_state_elsewhere():
+    clip = _clip("passing", n_frames=24)
+    assert clip.object_mask.any(axis=(1, 2)).sum() >= 4
+    for i in range(len(clip.frames)):
+        free = ~clip.object_mask[i]
+        diff = np.abs(clip.truth[i].astype(int) - clip.state_truth(0, i))
+        assert diff[free].max() <= 1 or (diff[free] > 1).mean() < 0.01
+
+
+def test_clip_spec_validation_and_presets():
+    with pytest.raises(ValueError, match=r"ClipSpec.n_frames: expected an int >= 2, got 1"):
+        rain.ClipSpec(n_frames=1)
+    with pytest.raises(ValueError, match=r"ClipSpec.parked: expected a share in \(0, 1\)"):
+        rain.ClipSpec(parked=1.5)
+    with pytest.raises(ValueError, match=r"ClipSpec.background: unknown 'nope'"):
+        rain.ClipSpec(background="nope")
+    with pytest.raises(ValueError, match=r"ClipSpec.supersample: expected 1, 2, 3 or 4"):
+        rain.ClipSpec(supersample=0)
+    with pytest.raises(ValueError, match=r"unknown ClipSpec field\(s\) \['speed'\]"):
+        rain.ClipSpec().replace(speed=1)
+    with pytest.raises(ValueError, match=r"unknown clip preset 'rainy'"):
+        rain.make_rain_clip("rainy")
+    with pytest.raises(ValueError, match=r"state: expected an int in \[0, 2\)"):
+        _clip("parked-leaves").state_truth(2, 0)
+    with pytest.raises(ValueError, match=r"frame index: expected an int in \[0, 12\)"):
+        _clip("static").true_motion(12)

@@ -1,0 +1,210 @@
+"""Tests for spanetlib.alignment: motion against the synthetic clips' truth, modes, warps."""
+
+import cv2
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from spanetlib import alignment as al
+from spanetlib.fileio import InputError
+from spanetlib.rain import CLIP_PRESETS, RainParams, make_rain_clip
+
+SIZE = dict(size=(96, 128), n_frames=16)
+
+
+def _clip(name, seed=0, **changes):
+    return make_rain_clip(CLIP_PRESETS[name].replace(**{**SIZE, **changes}), seed)
+
+
+def _errors(clip, motion):
+    """Per frame, the largest corner error (pixels) of the measured motion."""
+    truth = clip.true_motion(motion.reference)
+    return al.motion_displacement(np.linalg.inv(truth) @ motion.matrices, clip.frames.shape[1:3])
+
+
+# ----------------------------------------------------------------------------- sampling
+def test_bspline_sample_interpolates_and_matches_scipy():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (20, 30, 3)).astype(np.float32)
+    coeffs = al.bspline_coefficients(image)
+    ys, xs = np.mgrid[0:20, 0:30].astype(np.float64)
+    np.testing.assert_allclose(al.bspline_sample(coeffs, xs, ys), image, atol=2e-3)
+    x = rng.uniform(-2, 31, 500)
+    y = rng.uniform(-2, 21, 500)
+    ours = al.bspline_sample(coeffs, x, y)
+    for c in range(3):  # an independent implementation of the same interpolant
+        ref = ndimage.map_coordinates(image[..., c].astype(np.float64), [y, x], order=3,
+                                      mode="mirror")
+        np.testing.assert_allclose(ours[:, c], ref, atol=2e-2)
+
+
+def test_warp_frame_identity_and_integer_shift_are_exact():
+    image = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(al.warp_frame(image, np.eye(3)), image)
+    shift = np.array([[1.0, 0.0, 3.0], [0.0, 1.0, -2.0], [0.0, 0.0, 1.0]])
+    out = al.warp_frame(image, shift)  # out(x, y) = image(x + 3, y - 2)
+    np.testing.assert_array_equal(out[2:, :-3], image[:-2, 3:])
+
+
+def test_warp_frame_dering_keeps_samples_within_their_neighbours():
+    image = np.zeros((16, 16), np.float32)
+    image[:, 8:] = 255.0  # a step: Lanczos over- and undershoots next to it
+    half = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    ringing = al.warp_frame(image, half, dering=False)
+    assert ringing.min() < -1.0 and ringing.max() > 256.0
+    clamped = al.warp_frame(image, half, dering=True)
+    assert clamped.min() >= 0.0 and clamped.max() <= 255.0
+    assert clamped[0, 7] == pytest.approx(ringing[0, 7], abs=1e-3)  # the edge sample stays
+
+
+# ----------------------------------------------------------------------------- geometry
+def test_footprint_mask_and_crop_box_of_a_translation():
+    shift = np.array([[1.0, 0.0, 5.25], [0.0, 1.0, -3.0], [0.0, 0.0, 1.0]])
+    mask = al.footprint_mask(shift, (40, 60))
+    # x + 5.25 <= 59  ->  x <= 53;  y - 3 >= 0  ->  y >= 3
+    assert mask[3:, :54].all() and not mask[:3].any() and not mask[:, 54:].any()
+    assert al.crop_box(mask) == (3, 40, 0, 54)
+    assert al.crop_box(np.zeros((4, 4), bool)) == (0, 0, 0, 0)
+
+
+def test_crop_box_inside_a_rotated_footprint():
+    c, s = np.cos(0.05), np.sin(0.05)
+    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    mask = al.footprint_mask(rot, (80, 100))
+    y0, y1, x0, x1 = al.crop_box(mask)
+    assert mask[y0:y1, x0:x1].all()
+    assert (y1 - y0) * (x1 - x0) > 0.8 * mask.sum()
+
+
+# ----------------------------------------------------------------------------- measurement
+def test_static_clip_measures_no_motion_and_auto_keeps_every_pixel():
+    clip = _clip("dense")
+    result = al.align_frames(clip.frames, "auto")
+    assert result.frames is clip.frames  # bit-identical: nothing was resampled
+    assert not result.warped.any() and not result.exposed.any() and not result.moved.any()
+    assert result.motion.displacement.max() < 0.05
+    assert result.valid.all() and result.crop == (0, 96, 0, 128)
+    assert result.motion.model == "translation"
+
+
+@pytest.mark.parametrize(("name", "model", "mean_px", "max_px"),
+                         [("handheld", "euclidean", 0.06, 0.15), ("pan", "translation", 0.03,
+                                                                   0.08)])
+def test_motion_is_sub_pixel_accurate_through_rain(name, model, mean_px, max_px):
+    clip = _clip(name)
+    motion = al.measure_motion(clip.frames)
+    err = _errors(clip, motion)
+    assert motion.model == model and motion.ok.all()
+    assert err.mean() < mean_px and err.max() < max_px, err
+    truth = al.motion_displacement(clip.true_motion(motion.reference), (96, 128))
+    assert truth.max() > 5.0  # the camera really moved
+    # Without rain masking (plain ECC on raw frames) the same frames are off by far more.
+    frames = clip.frames
+    ref = cv2.cvtColor(frames[motion.reference], cv2.COLOR_RGB2GRAY).astype(np.float32)
+    plain = []
+    for i in (0, 5, 15):
+        warp = motion.matrices[i][:2].astype(np.float32)
+        moving = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY).astype(np.float32)
+        _, warp = cv2.findTransformECC(ref, moving, warp, cv2.MOTION_EUCLIDEAN,
+                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50,
+                                        1e-6), None, 5)
+        full = np.vstack([warp, [0.0, 0.0, 1.0]])
+        plain.append(al.motion_displacement((np.linalg.inv(clip.true_motion(
+            motion.reference)[i]) @ full)[None], (96, 128))[0])
+    assert np.mean(plain) > 1.5 * err[[0, 5, 15]].mean()
+
+
+def test_align_modes_warp_as_named():
+    clip = _clip("handheld")
+    motion = al.measure_motion(clip.frames)
+    off = al.align_frames(clip.frames, "off", motion=motion)
+    assert off.frames is clip.frames and not off.warped.any() and off.moved.sum() >= 10
+    on = al.align_frames(clip.frames, "on", motion=motion)
+    assert on.warped.sum() == 15 and not on.warped[motion.reference]
+    auto = al.align_frames(clip.frames, "auto", motion=motion)
+    np.testing.assert_array_equal(auto.warped, auto.moved)
+    np.testing.assert_array_equal(auto.frames[motion.reference], clip.frames[motion.reference])
+    # Warped frames show the reference's content where every frame covers it.
+    y0, y1, x0, x1 = auto.crop
+    assert auto.valid[y0:y1, x0:x1].all() and (y1 - y0) * (x1 - x0) > 0.6 * 96 * 128
+    ref = clip.truth[motion.reference, y0:y1, x0:x1].astype(float)
+    before = np.abs(clip.frames[:, y0:y1, x0:x1] - ref).mean()
+    after = np.abs(auto.frames[:, y0:y1, x0:x1] - ref).mean()
+    assert after < 0.5 * before
+
+
+def test_pan_valid_region_is_the_common_footprint():
+    clip = _clip("pan")
+    result = al.align_frames(clip.frames, "auto")
+    y0, y1, x0, x1 = result.crop
+    assert (y1 - y0) >= 94 and 128 - 32 <= (x1 - x0) <= 128 - 29  # 30 px of pan
+
+
+def test_exposure_gain_is_measured_and_corrected():
+    clip = _clip("flicker", n_frames=20)
+    motion = al.measure_motion(clip.frames)
+    anchor = motion.exposure_reference
+    truth = clip.gains / clip.gains[anchor]
+    assert np.abs(motion.gain - truth).max() < 0.015
+    result = al.align_frames(clip.frames, "auto", motion=motion)
+    assert result.exposed.sum() >= 5 and not result.warped.any()
+    i = int(np.argmax(np.abs(truth - 1.0)))
+    dry = ~clip.rain_mask[i]  # compare where no rain fell: exposure alone differs there
+    before = np.abs(clip.frames[i][dry].astype(float) - clip.truth[anchor][dry]).mean()
+    after = np.abs(result.frames[i][dry].astype(float) - clip.truth[anchor][dry]).mean()
+    assert before > 4.0 and after < 0.4 * before
+
+
+def test_regional_light_change_is_not_read_as_exposure():
+    clip = _clip("light-switch", n_frames=20, density=RainParams(density=0.0))
+    motion = al.measure_motion(clip.frames)
+    assert motion.exposure_change.max() < 3.0  # left to the scene-change logic
+
+
+def test_alignment_input_errors():
+    frames = np.zeros((3, 16, 16, 3), np.uint8)
+    with pytest.raises(InputError, match=r"expected N x H x W x 3 uint8 RGB, got shape "
+                                         r"\(16, 16, 3\)"):
+        al.measure_motion(frames[0])
+    with pytest.raises(InputError, match=r"reference: expected a frame index in \[0, 3\), got 3"):
+        al.measure_motion(frames, 3)
+    with pytest.raises(ValueError, match=r"models: expected a prefix of"):
+        al.measure_motion(frames, models=("euclidean",))
+    with pytest.raises(ValueError, match=r"unknown align mode 'maybe'; expected one of "
+                                         r"\('auto', 'on', 'off'\)"):
+        al.align_frames(frames, "maybe")
+    with pytest.raises(ValueError, match=r"AlignMode.warp: expected 'never', 'moved' or "
+                                         r"'always', got 'often'"):
+        al.AlignMode("x", warp="often")
+    motion = al.Motion.from_matrices(np.tile(np.eye(3), (2, 1, 1)), (16, 16), 0)
+    with pytest.raises(ValueError, match=r"motion: expected 3 transforms for 16 x 16 frames"):
+        al.align_frames(frames, "on", motion=motion)
+    assert al.get_align_mode(al.ALIGN_MODES["on"]) is al.ALIGN_MODES["on"]
+
+
+def test_valid_region_matches_every_footprint():
+    rng = np.random.default_rng(3)
+    mats = [np.eye(3)]
+    for _ in range(30):
+        t = rng.normal(0, 0.02)
+        mats.append(np.array([[np.cos(t), -np.sin(t), rng.normal(0, 6)],
+                              [np.sin(t), np.cos(t), rng.normal(0, 6)], [0.0, 0.0, 1.0]]))
+    mats.append(np.array([[0.0, -1.0, 90.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))  # 90 degrees
+    mats.append(np.array([[1.0, 0.02, 1.0], [0.0, 1.0, 0.0], [1e-4, 0.0, 1.0]]))  # perspective
+    for chosen in (slice(0, 31), slice(0, 32), slice(0, 33)):
+        sub = np.stack(mats[chosen])
+        motion = al.Motion.from_matrices(sub, (50, 90), 0)
+        expected = np.ones((50, 90), bool)
+        for m in sub[1:]:
+            expected &= al.footprint_mask(m, (50, 90))
+        warped = np.ones(len(sub), bool)
+        warped[0] = False
+        np.testing.assert_array_equal(al.valid_region(motion, warped), expected)
+
+
+def test_public_names_are_sorted_and_exist():
+    from spanetlib import clip_estimate
+
+    for module in (al, clip_estimate):
+        assert module.__all__ == sorted(module.__all__)
+        assert all(hasattr(module, name) for name in module.__all__)
