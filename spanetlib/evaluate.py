@@ -200,16 +200,10 @@ def _labels_table(labels: pd.DataFrame | str | os.PathLike | None) -> pd.DataFra
 # --------------------------------------------------------------------------------------------
 def _derain_batch(model: nn.Module, images: list[np.ndarray], device: torch.device
                   ) -> list[np.ndarray]:
-    """Run ``model`` on same-sized images stacked into one batch; outputs clipped to [0, 1].
-
-    The model was set up by ``inference.prepare_model`` (channels-last weights on the CPU), so
-    the input is laid out the same way as ``derain_array`` does.
-    """
+    """Run ``model`` on same-sized images stacked into one batch; outputs clipped to [0, 1]."""
     from .metrics import image_to_tensor
 
     x = torch.cat([image_to_tensor(img) for img in images]).to(device)
-    if device.type == "cpu":
-        x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         out, _ = model(x)
     out = out.clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
@@ -235,10 +229,9 @@ def evaluate_model(
     `spanetlib.metrics.psnr_ssim_np` under every convention.
 
     Args:
-        model: a derainer (``forward(x) -> (image, attention)``; prepared in place by
-            `spanetlib.inference.prepare_model`: moved to ``device``, channels-last on the
-            CPU; its train/eval mode is restored afterwards), ``None`` or ``"input"`` to score
-            the rain input itself, or a weights name/path for
+        model: a derainer (``forward(x) -> (image, attention)``; moved to ``device`` and put
+            in eval mode in place; its train/eval mode is restored afterwards), ``None`` or
+            ``"input"`` to score the rain input itself, or a weights name/path for
             `spanetlib.models.official.load_pretrained` ("official", "synthetic", a checkpoint).
         pairs: a pair-list file (SPA-Data format; a dataset folder picks its test list), or a
             sequence of ``(rain, clean)`` / ``(rain, clean, name)`` with paths or H x W x 3
@@ -284,9 +277,7 @@ def evaluate_model(
     net = _resolve_model(model, device)
     was_training = net.training if net is not None else False
     if net is not None:
-        from .inference import prepare_model
-
-        prepare_model(net, device)  # eval mode on device, as derain_array would
+        net.eval().to(device)  # as derain_array does
 
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(items), desc=desc or ("input" if net is None else "evaluate"),

@@ -13,7 +13,6 @@ from spanetlib.inference import (
     blend_window,
     derain_array,
     derain_files,
-    prepare_model,
     tile_starts,
 )
 from spanetlib.models.official import load_official_spanet
@@ -70,17 +69,9 @@ def test_derain_array_matches_model(photo):
     reference.load_state_dict(model.state_dict())
     with torch.no_grad():
         expected, attention = reference.eval()(x)
-    out, att = derain_array(model, image)  # prepared: numba IRNN, channels-last
+    out, att = derain_array(model, image)  # numba IRNN, channels-last inside the model
     assert np.abs(out - expected[0].permute(1, 2, 0).clamp(0, 1).numpy()).max() < 1e-5
     assert np.abs(att - attention[0, 0].numpy()).max() < 1e-5
-
-
-def test_prepare_model_sets_fast_path():
-    model = tiny_model(irnn_backend="reference")
-    prepare_model(model, "cpu")
-    assert not model.training and model.irnn_backend == "auto"
-    assert model.blocks[0].conv2.weight.is_contiguous(memory_format=torch.channels_last)
-    assert not model.blocks[0].conv2.weight.is_contiguous()
 
 
 def test_tiled_close_to_untiled(photo):

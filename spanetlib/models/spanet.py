@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from spanetlib.device import reuse_freed_memory
 from spanetlib.models.irnn import BACKENDS, IRNN
 
 __all__ = [
@@ -169,6 +170,13 @@ class SpatialAttentiveModule(nn.Module):
         """Weight direction k of the B x 4C x H x W IRNN output by map k of ``weights``."""
         if weights is None:
             return directions
+        if directions.is_contiguous(memory_format=torch.channels_last):
+            # the same products on the NHWC memory, so the result stays channels-last
+            nhwc = directions.permute(0, 2, 3, 1).unflatten(3, (4, -1))
+            maps = weights.permute(0, 2, 3, 1).unsqueeze(4)
+            # inference: the IRNN output is ours, scale it in place
+            scaled = nhwc * maps if torch.is_grad_enabled() else nhwc.mul_(maps)
+            return scaled.flatten(3, 4).permute(0, 3, 1, 2)
         return (directions.unflatten(1, (4, -1)) * weights.unsqueeze(2)).flatten(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,7 +191,7 @@ class SpatialAttentiveModule(nn.Module):
         weights = self.attention_layer(x) if self.direction_attention else None
         out = self.conv2(self._weighted(self.irnn1.forward_concat(self.conv_in(x)), weights))
         out = self.conv3(self._weighted(self.irnn2.forward_concat(out), weights))
-        return torch.sigmoid(self.conv_out(F.relu(out)))
+        return torch.sigmoid(self.conv_out(F.relu(out, inplace=not torch.is_grad_enabled())))
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -312,6 +320,15 @@ class SPANet(nn.Module):
         """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a B x 3 x H x W tensor, got shape {tuple(x.shape)}")
+        if x.device.type != "cpu":
+            return self._features_to_outputs(x)
+        with reuse_freed_memory():
+            image, first = self._features_to_outputs(
+                x.contiguous(memory_format=torch.channels_last))
+            return image.contiguous(), first if first is None else first.contiguous()
+
+    def _features_to_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The network of :meth:`forward`, in the memory format of ``x``."""
         out = F.relu(self.conv_in(x))
         blocks = iter(self.blocks)
         for _ in range(self.num_pre_blocks):
