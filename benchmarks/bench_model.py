@@ -58,7 +58,6 @@ from spanetlib.models.official import load_pretrained
 from spanetlib.models.spanet import SPANet
 
 
-
 @dataclass
 class Timing:
     """Wall-clock seconds of the repeated runs of one configuration."""

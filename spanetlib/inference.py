@@ -131,7 +131,7 @@ def derain_array(model: nn.Module, image: np.ndarray, tile: int | None = None,
         precision: ``"fp32"`` (default), ``"bf16"`` (bfloat16 autocast, refused where it is
             not faster) or ``"auto"`` (bf16 where it is fast); see
             ``spanetlib.device.resolve_precision``. bf16 moves the authors' SPANet's output
-            on its reference case by up to about 1e-2 (``tests/test_inference.py``).
+            on its reference case by at most 0.021, PSNR 53.6 dB to the float32 output.
 
     Returns:
         ``(derained, attention)``: H x W x 3 float32 RGB clipped to [0, 1], and H x W float32
@@ -265,10 +265,10 @@ def derain_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
     """Derain image files and folders into ``out_dir`` (the ``spanet derain`` command).
 
     Every check (inputs exist, no output would be overwritten, device available, precision
-    supported, weights readable) happens before the first image is processed. Outputs are PNGs named after the
-    inputs, ``OUTDIR/<stem>.png``, plus ``OUTDIR/<stem>_attention.png`` (a JET heat map of
-    the first attention map, :func:`attention_heatmap`) with ``save_attention``; each file is
-    written atomically.
+    supported, weights readable) happens before the first image is processed. Outputs are
+    PNGs named after the inputs, ``OUTDIR/<stem>.png``, plus ``OUTDIR/<stem>_attention.png``
+    (a JET heat map of the first attention map, :func:`attention_heatmap`) with
+    ``save_attention``; each file is written atomically.
 
     Args:
         inputs: image files and/or folders (their images with a suffix in
