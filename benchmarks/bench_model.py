@@ -29,8 +29,9 @@ peak at 256 x 256 on two cores; bf16 at least 1.8x faster than fp32 where suppor
 
 The configurations are interleaved run by run in one process, so their ratios compare like
 with like on a shared machine; the load average before and after is printed. Peak memory:
-``--memory`` runs each configuration once more in a fresh subprocess and reports its peak
-resident set size (``VmHWM``, Linux only) and its growth over the size before the pass.
+``--memory`` runs each configuration once more in a fresh subprocess and reports the peak
+resident set size during the pass (``VmHWM``, reset before it; Linux only) and its growth
+over the size before the pass.
 
 Usage::
 
@@ -161,8 +162,11 @@ def status_mb(name: str) -> float:
 
 
 def memory_child(config: str, size: int) -> None:
-    configs = build(size, bf16=config.endswith("bf16"))
-    fn = configs[config][0]
+    with torch.no_grad():  # load the numba kernels and oneDNN outside the measurement
+        build(16, bf16=config.endswith("bf16"))[config][0]()
+    fn = build(size, bf16=config.endswith("bf16"))[config][0]
+    with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM: the pass's own peak
+        f.write("5")
     with torch.no_grad():
         before = status_mb("VmRSS")
         fn()
@@ -243,7 +247,8 @@ def main() -> None:
     bf16 = cpu_has_fast_bf16()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"{os.cpu_count()} CPU(s), fast bf16: "
-          f"{', '.join(cpu_bf16_features()) if bf16 else 'no (bf16 rows skipped)'}")
+          f"{', '.join(cpu_bf16_features()) if bf16 else 'no (bf16 rows skipped)'}, "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}")
     for size in args.sizes:
         report(size, args.repeats, args.threads, args.memory, bf16)
 

@@ -32,6 +32,16 @@ Parameter counts at ``channels=32`` (``TABLE4_PARAMETER_COUNTS``; a test checks 
 
 The training option "no attention loss" of Table 4 is not a model variant: it is the SPANet
 model trained with the attention loss weight (Eq. 7) set to 0 (see ``spanetlib.train``).
+
+On the CPU, :meth:`SPANet.forward` is fast without any preparation: it converts the input to
+channels-last once, so every convolution (oneDNN) and every IRNN (the numba kernel of the
+default ``irnn_backend="auto"``, which reads NHWC features and writes the four directions'
+concatenation in NHWC) runs on NHWC memory without a layout conversion; the outputs are
+returned as contiguous NCHW tensors. Without gradients the residual updates, the direction
+weighting and ReLUs work in place, and freed memory is reused during the pass
+(``spanetlib.device.reuse_freed_memory``). Results equal the plain NCHW computation up to
+float rounding, gradients included (``tests/test_spanet.py``); ``benchmarks/bench_model.py``
+measures the speed. On CUDA the memory format of the input is kept.
 """
 
 from __future__ import annotations
@@ -316,7 +326,7 @@ class SPANet(nn.Module):
 
         Returns:
             ``(derained, attention)``: B x 3 x H x W (unclamped) and A_1, B x 1 x H x W in
-            [0, 1], or ``None`` when ``sam_mode="none"``.
+            [0, 1], or ``None`` when ``sam_mode="none"``; contiguous (NCHW) on the CPU.
         """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a B x 3 x H x W tensor, got shape {tuple(x.shape)}")
