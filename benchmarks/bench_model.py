@@ -36,6 +36,7 @@ over the size before the pass.
 Usage::
 
     python benchmarks/bench_model.py [--sizes 256 512] [--repeats 5] [--threads N] [--memory]
+                                     [--profile]
 """
 
 from __future__ import annotations
@@ -152,6 +153,32 @@ def time_configs(configs: dict[str, tuple[Callable[[], object], torch.nn.Module]
     return timings
 
 
+def profile(size: int, bf16: bool) -> None:
+    """Where the time of ``SPANet()`` goes: torch's profiler, the IRNN calls as one row."""
+    from torch.profiler import ProfilerActivity, record_function
+    from torch.profiler import profile as torch_profile
+
+    configs = build(size, bf16)
+    real = irnn_module.irnn_concat
+
+    def recorded(*args: object, **kwargs: object) -> torch.Tensor:
+        with record_function("IRNN (numba)"):
+            return real(*args, **kwargs)
+
+    irnn_module.irnn_concat = recorded
+    try:
+        for name in ("SPANet()", "SPANet() bf16") if bf16 else ("SPANet()",):
+            fn = configs[name][0]
+            with torch.no_grad():
+                fn()
+                with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                    fn()
+            print(f"\nprofile of {name}, 1 x 3 x {size} x {size} (self CPU time, all threads)")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    finally:
+        irnn_module.irnn_concat = real
+
+
 def status_mb(name: str) -> float:
     """A memory field of /proc/self/status (VmRSS: now, VmHWM: peak) in MiB."""
     with open("/proc/self/status") as f:
@@ -233,6 +260,8 @@ def main() -> None:
                         help="torch and numba threads (default: torch's default)")
     parser.add_argument("--memory", action="store_true",
                         help="also measure peak memory (one subprocess per configuration)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch's profile of SPANet() at the first size")
     parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "SIZE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -251,6 +280,8 @@ def main() -> None:
           f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}")
     for size in args.sizes:
         report(size, args.repeats, args.threads, args.memory, bf16)
+    if args.profile:
+        profile(args.sizes[0], bf16)
 
 
 if __name__ == "__main__":

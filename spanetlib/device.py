@@ -224,10 +224,14 @@ def _glibc() -> ctypes.CDLL | None:
 def reuse_freed_memory() -> Iterator[None]:
     """Keep memory freed inside the block in the process and reuse it (glibc only).
 
-    SPANet's CPU forward pass enters it by itself; enter it around a loop of forward passes
-    (tiles, a test set) to reuse memory across them too. Nested and concurrent blocks are
-    counted: the memory is returned to the system when the last one ends. Elsewhere than on
-    Linux with glibc it does nothing.
+    Inside the block glibc serves every allocation from its heap and keeps what is freed
+    there, so a large tensor reuses memory already in the process instead of faulting in
+    fresh pages from the kernel. SPANet's CPU forward pass enters it by itself; enter it
+    around a loop of forward passes (tiles, a test set, training steps) to reuse memory
+    across them too. Nested and concurrent blocks are counted: when the last one ends, the
+    free memory is returned to the system (``malloc_trim``) and glibc's thresholds stay at the
+    values its own dynamic rule would reach (mmap above 32 MiB, trim above 64 MiB). Elsewhere
+    than on Linux with glibc it does nothing.
     """
     global _heap_depth
     libc = _glibc()
@@ -237,7 +241,8 @@ def reuse_freed_memory() -> Iterator[None]:
     with _heap_lock:
         _heap_depth += 1
         if _heap_depth == 1:
-            libc.mallopt(_M_MMAP_THRESHOLD, _DURING)
+            if not libc.mallopt(_M_MMAP_THRESHOLD, _DURING):  # older glibc: at most 32 MiB
+                libc.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
             libc.mallopt(_M_TRIM_THRESHOLD, _DURING)
     try:
         yield

@@ -344,12 +344,13 @@ def test_cpu_has_fast_bf16_needs_onednn(monkeypatch):
 
 
 class _FakeLibc:
-    def __init__(self):
+    def __init__(self, max_mmap_threshold=2**31 - 1):
         self.calls = []
+        self.max_mmap_threshold = max_mmap_threshold
 
     def mallopt(self, param, value):
         self.calls.append(("mallopt", param, value))
-        return 1
+        return int(param != -3 or value <= self.max_mmap_threshold)
 
     def malloc_trim(self, pad):
         self.calls.append(("malloc_trim", pad))
@@ -369,6 +370,11 @@ def test_reuse_freed_memory_counts_nested_blocks(monkeypatch):
     with pytest.raises(RuntimeError, match="boom"), reuse_freed_memory():
         raise RuntimeError("boom")
     assert [c[0] for c in libc.calls] == ["mallopt"] * 4 + ["malloc_trim"]  # restored anyway
+    old = _FakeLibc(max_mmap_threshold=32 << 20)  # glibc that caps the mmap threshold
+    monkeypatch.setattr(device, "_glibc", lambda: old)
+    with reuse_freed_memory():
+        assert old.calls == [("mallopt", -3, 2**31 - 1), ("mallopt", -3, 32 << 20),
+                             ("mallopt", -1, 2**31 - 1)]
     monkeypatch.setattr(device, "_glibc", lambda: None)  # not glibc: nothing to do
     with reuse_freed_memory():
         pass
