@@ -253,9 +253,11 @@ def plot_quality_validation(table: str | os.PathLike | object, threshold: float 
     """The no-reference quality score against the true PSNR, one point per clip.
 
     Reads what ``benchmarks/bench_quality.py`` writes (``results/quality_validation.csv``):
-    colour by preset, the accept threshold (horizontal) and the good-scene line (vertical)
-    drawn; accepted clips below ``good_db`` (false accepts) are ringed in red. Clips without
-    an estimate (no true PSNR) are counted in the title, not drawn.
+    colour by preset, dots for accepted clips and crosses for refused ones (a refusal may come
+    from a gate above the threshold: a veil, too few frames, frames not aligned), the accept
+    threshold (horizontal) and the good-scene line (vertical) drawn; accepted clips below
+    ``good_db`` (false accepts) are ringed in red. Clips without an estimate (no true PSNR)
+    are counted in the title, not drawn.
 
     Args:
         table: the CSV's path or a pandas DataFrame with its columns (at least ``split``,
@@ -264,7 +266,7 @@ def plot_quality_validation(table: str | os.PathLike | object, threshold: float 
             ``spanetlib.selection.QUALITY_ACCEPT_THRESHOLD``).
         good_db: the true PSNR (dB) that makes a scene good.
         split: the rows to plot (``"report"``: the clips the model was not fitted on;
-            ``"fit"``; None: all, the fit clips as open markers).
+            ``"fit"``; None: all, the fit clips paler).
         title: figure title.
         path: PNG to write.
 
@@ -291,13 +293,17 @@ def plot_quality_validation(table: str | os.PathLike | object, threshold: float 
     presets = sorted(df["preset"].unique())
     colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(presets), 2)))
     for preset, colour in zip(presets, colours, strict=False):
+        ax.scatter([], [], s=26, color=colour, label=preset)
         rows = shown[shown["preset"] == preset]
-        fit = rows["split"] == "fit"
-        ax.scatter(rows["true_psnr"][~fit], rows["score"][~fit], s=26, color=colour,
-                   label=preset, edgecolors="none")
-        if fit.any():
-            ax.scatter(rows["true_psnr"][fit], rows["score"][fit], s=26, facecolors="none",
-                       edgecolors=[colour])
+        for taken, marker in ((True, "o"), (False, "x")):
+            for part, alpha in (("fit", 0.45), ("report", 1.0)):
+                pick = rows[(accept[rows.index] == taken) & ((rows["split"] == "fit")
+                                                             == (part == "fit"))]
+                if len(pick):
+                    ax.scatter(pick["true_psnr"], pick["score"], s=28, color=colour,
+                               alpha=alpha, marker=marker, linewidths=1.2)
+    ax.scatter([], [], s=28, color="k", marker="o", label="accepted")
+    ax.scatter([], [], s=28, color="k", marker="x", label="refused")
     wrong = shown[accept[shown.index] & (shown["true_psnr"] < good_db)]
     if len(wrong):
         ax.scatter(wrong["true_psnr"], wrong["score"], s=110, facecolors="none",
