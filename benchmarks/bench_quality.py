@@ -18,8 +18,8 @@ correlation.
 **Split.** The model's gains (``QualityModel``) and ``QUALITY_ACCEPT_THRESHOLD`` were chosen
 on the *fit* clips (seeds 0-1, photos coffee and chelsea, 96 x 128) with ``--fit``; the
 numbers to quote are the *report* clips' (seeds 2-5, other photos: astronaut, rocket,
-motorcycle_left, grass; 96 x 128 to 144 x 192), never used for choosing anything. Both are
-printed.
+motorcycle_left, grass; 96 x 128 to 144 x 192), never used for choosing anything (nor for
+designing the cues: that used seeds 0-1 on coffee). Both are printed.
 
 **Goals** (report clips): Spearman correlation of score and true PSNR >= 0.8; auto-accept for
 "true PSNR >= 40 dB" with precision >= 0.95 at recall >= 0.5 (the point of auto-accept is
@@ -31,10 +31,9 @@ Per-clip rows go to ``results/quality_validation.csv`` (the figure:
 ``results/work/bench_quality/`` keyed by the clip and the source of the code that makes them,
 so a second run (or ``--fit``) is quick.
 
-    python benchmarks/bench_quality.py             # the report clips (about 5 min on 2 cores)
-    python benchmarks/bench_quality.py --split both  # and the fit clips, with the library's model
+    python benchmarks/bench_quality.py             # fit + report clips: ~7 min on 2 free cores
     python benchmarks/bench_quality.py --fit       # refit on the fit clips, report with that
-    python benchmarks/bench_quality.py --seeds 2 --variants static haze pan-off
+    python benchmarks/bench_quality.py --split report --seeds 2 --variants static haze pan-off
 """
 
 from __future__ import annotations
@@ -317,9 +316,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--split", choices=("both", *SPLITS), default="report",
-                        help="clips to run (default: the report clips; --fit adds the fit "
-                             "clips)")
+    parser.add_argument("--split", choices=("both", *SPLITS), default="both",
+                        help="clips to run (--fit always runs the fit clips too)")
     parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds of the split(s)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--fit", action="store_true",
