@@ -146,9 +146,9 @@ def test_y_matlab_float32_equals_its_uint8_conversion():
     pred[0, :3] = [1.3, -0.2, 0.5]
     target = rng.random((24, 24, 3)).astype(np.float32)
     assert psnr_ssim_np(pred, target, "y-matlab") == psnr_ssim_np(
-        to_uint8(pred), to_uint8(target), "y-matlab"
+        to_uint8(pred.clip(0, 1)), to_uint8(target), "y-matlab"
     )
-    from_u8 = psnr_ssim_np(to_uint8(pred), to_uint8(target), "y-matlab")[0]
+    from_u8 = psnr_ssim_np(to_uint8(pred.clip(0, 1)), to_uint8(target), "y-matlab")[0]
     assert psnr(image_to_tensor(pred), image_to_tensor(target), "y-matlab").item() == from_u8
 
 

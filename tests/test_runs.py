@@ -116,7 +116,7 @@ def test_load_trained_errors(tmp_path, save_checkpoint):
     with pytest.raises(InputError, match="not found"):
         runs.load_trained(tmp_path / "missing.pt")
     torch.save({"weights": {}}, tmp_path / "bad.pt")
-    with pytest.raises(InputError, match="nor a spanetlib training checkpoint"):
+    with pytest.raises(InputError, match="in no known format.*a spanetlib training checkpoint"):
         runs.load_trained(tmp_path / "bad.pt")
     save_checkpoint(tmp_path / "ddn.pt", "ddn", {"channels": 4, "num_blocks": 1})
     ckpt = torch.load(tmp_path / "ddn.pt", weights_only=True)
