@@ -12,6 +12,17 @@ weight 1; this module reproduces each term:
   scikit-image / ``metrics.ssim(convention="standard")`` value instead. The SSIM itself is
   :func:`spanetlib.metrics.ssim_map` (one implementation for metrics and losses).
 - Inputs are not clipped (the network output is unclamped during training).
+
+Deviation for sparse masks (``balanced=True``, used by the ``quick``/``smoke`` profiles and the
+shipped ``synthetic`` recipe): the attention MSE is averaged over the rain pixels and over the
+rain-free pixels separately, and the two means are averaged, so both classes weigh the same
+whatever their share. The plain mean (the paper's Eq. 7) is right for the authors' data, where
+M marks almost every pixel; on masks with few rain pixels (2-40 % of a patch in our §3 pairs
+at ``mask_threshold`` 10/255) it pushes A_1 towards 0 on the whole image at the start, and the
+sigmoid of SPANet's attention head (no bias, ``w . relu(features)``) overshoots into saturation
+within the first tens of Adam steps, where neither loss can pull it back: A_1 is then 0.000
+everywhere (the first shipped ``synthetic`` weights). Class balance removes that net push and
+keeps A_1 informative.
 """
 
 from __future__ import annotations
@@ -140,24 +151,35 @@ def ssim_loss(
 
 
 def attention_loss(
-    attention: torch.Tensor, mask: torch.Tensor, reduction: str = "mean"
+    attention: torch.Tensor, mask: torch.Tensor, reduction: str = "mean", balanced: bool = False
 ) -> torch.Tensor:
     r"""Attention loss (Eq. 7): mean squared error :math:`\frac{1}{N}\sum (A - M)^2`.
 
     A is the first attention map of SPANet, M the binary rain mask (1 where the rain image
     differs from the clean one). The authors use ``nn.MSELoss`` (mean over all pixels).
 
+    With ``balanced=True`` each pixel's squared error is weighted so that the rain pixels
+    (M = 1) and the rain-free pixels (M = 0) of the batch count the same:
+    :math:`\frac{1}{2}\big(\mathrm{mean}_{M=1}(A - 1)^2 + \mathrm{mean}_{M=0} A^2\big)`.
+    When the batch holds only one class, that class's mean is returned (the plain MSE). The
+    weights are ``N / (k N_class)`` (k: number of classes present), whose mean is 1, so
+    ``reduction="none"`` gives the weighted per-pixel errors and their mean is the loss. At a
+    constant A = 0.5 both forms give 0.25. See the module docstring for why sparse masks
+    need it.
+
     Args:
         attention: attention maps A.
         mask: rain masks M, float or bool; ``B x 1 x H x W`` or ``B x H x W``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        balanced: weight the rain and rain-free pixels equally (not in the paper).
 
     Returns:
         A scalar, or ``B x 1 x H x W`` with ``reduction="none"``.
 
     Shape:
         - attention: ``B x 1 x H x W`` in [0, 1] (a sigmoid output).
-        - mask: ``B x 1 x H x W`` or ``B x H x W``, values in {0, 1}.
+        - mask: ``B x 1 x H x W`` or ``B x H x W``, values in {0, 1} (> 0.5 counts as rain
+          for the balance).
 
     Raises:
         TypeError: ``attention`` is not a float tensor, or ``mask`` is not a tensor.
@@ -166,6 +188,12 @@ def attention_loss(
     Example:
         >>> attention_loss(torch.full((1, 1, 4, 4), 0.5), torch.ones(1, 1, 4, 4))
         tensor(0.2500)
+        >>> mask = torch.zeros(1, 1, 4, 4)
+        >>> mask[..., 0, 0] = 1                     # one rain pixel in 16
+        >>> attention_loss(torch.zeros(1, 1, 4, 4), mask)  # A = 0 is almost right ...
+        tensor(0.0625)
+        >>> attention_loss(torch.zeros(1, 1, 4, 4), mask, balanced=True)  # ... or half wrong
+        tensor(0.5000)
     """
     if not isinstance(attention, torch.Tensor) or not attention.is_floating_point():
         got = attention.dtype if isinstance(attention, torch.Tensor) else type(attention).__name__
@@ -184,7 +212,22 @@ def attention_loss(
             f"got {tuple(mask.shape)}"
         )
     _check_reduction(reduction)
-    return _reduce((attention - mask.to(attention.dtype)).pow(2), reduction)
+    mask = mask.to(attention.dtype)
+    error = (attention - mask).pow(2)
+    if balanced:
+        error = error * _class_balance_weights(mask > 0.5)
+    return _reduce(error, reduction)
+
+
+def _class_balance_weights(positive: torch.Tensor) -> torch.Tensor:
+    """Per-pixel weights ``N / (k N_class)`` (mean 1) giving both classes equal total weight."""
+    n = positive.numel()
+    n_pos = positive.sum()
+    n_neg = n - n_pos
+    classes = (n_pos > 0).to(torch.float32) + (n_neg > 0).to(torch.float32)
+    w_pos = n / (classes * n_pos.clamp(min=1))
+    w_neg = n / (classes * n_neg.clamp(min=1))
+    return torch.where(positive, w_pos, w_neg).detach()
 
 
 class L1Loss(nn.Module):
@@ -236,13 +279,16 @@ class SSIMLoss(nn.Module):
 class SPANetLoss(nn.Module):
     """SPANet's training objective (Eq. 6): ``w1 L1 + w2 (1 - SSIM) + w3 MSE(A_1, M)``.
 
-    With the default weights (all 1) this is the authors' loss. The attention term (Eq. 7) is
-    skipped when ``attention`` is ``None`` (models without attention) or its weight is 0.
+    With the default weights (all 1) and ``attention_balanced=False`` this is the authors'
+    loss. The attention term (Eq. 7) is skipped when ``attention`` is ``None`` (models without
+    attention) or its weight is 0.
 
     Args:
         l1_weight: weight of the L1 term.
         ssim_weight: weight of the ``1 - SSIM`` term (``padding="same"``, as the authors).
         attention_weight: weight of the attention term.
+        attention_balanced: weight rain and rain-free pixels equally in the attention MSE
+            (`attention_loss` with ``balanced=True``; needed when M marks few pixels).
 
     Shape:
         - pred, target: ``B x 3 x H x W``, nominally in [0, 1].
@@ -257,7 +303,8 @@ class SPANetLoss(nn.Module):
     """
 
     def __init__(
-        self, l1_weight: float = 1.0, ssim_weight: float = 1.0, attention_weight: float = 1.0
+        self, l1_weight: float = 1.0, ssim_weight: float = 1.0, attention_weight: float = 1.0,
+        attention_balanced: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -269,12 +316,18 @@ class SPANetLoss(nn.Module):
         self.l1_weight = float(l1_weight)
         self.ssim_weight = float(ssim_weight)
         self.attention_weight = float(attention_weight)
+        if not isinstance(attention_balanced, bool):
+            raise TypeError(
+                f"attention_balanced: expected a bool, got {type(attention_balanced).__name__}"
+            )
+        self.attention_balanced = attention_balanced
 
     def extra_repr(self) -> str:
-        """Show the three weights."""
+        """Show the three weights and the attention balance."""
         return (
             f"l1_weight={self.l1_weight}, ssim_weight={self.ssim_weight}, "
-            f"attention_weight={self.attention_weight}"
+            f"attention_weight={self.attention_weight}, "
+            f"attention_balanced={self.attention_balanced}"
         )
 
     def forward(
@@ -311,7 +364,7 @@ class SPANetLoss(nn.Module):
                     "mask: expected a B x 1 x H x W rain mask when attention is given and "
                     f"attention_weight={self.attention_weight} > 0, got None"
                 )
-            att = attention_loss(attention, mask)
+            att = attention_loss(attention, mask, balanced=self.attention_balanced)
             total = total + self.attention_weight * att
             parts["attention"] = float(att.detach())
         parts["total"] = float(total.detach())

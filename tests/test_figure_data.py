@@ -101,6 +101,54 @@ def test_attention_rows_show_each_models_map_and_the_mask(smoke_dataset, spanet,
         fd.attention_rows({"id": identity}, samples)
 
 
+class _RedAttention(torch.nn.Module):
+    """A derainer whose attention map is its input's red channel."""
+
+    def forward(self, x):
+        return x, x[:, :1]
+
+
+def test_attention_stats_means_on_and_off_the_rain(identity):
+    image = np.full((6, 8, 3), 0.2, np.float32)
+    mask = np.zeros((6, 8), bool)
+    mask[2:4, 1:7] = True
+    image[mask, 0] = 0.8
+    stats = fd.attention_stats(_RedAttention(), image, mask)
+    assert isinstance(stats, fd.AttentionStats) and isinstance(stats, tuple)
+    assert stats == pytest.approx((0.8, 0.2, 4.0))
+    image[..., 0] = 0.0
+    assert np.isnan(fd.attention_stats(_RedAttention(), image, mask).ratio)
+    image[mask, 0] = 0.5
+    assert fd.attention_stats(_RedAttention(), image, mask).ratio == np.inf
+    with pytest.raises(ValueError, match=r"mask: expected shape \(6, 8\).*got \(6, 7\)"):
+        fd.attention_stats(_RedAttention(), image, mask[:, :7])
+    with pytest.raises(ValueError, match="both rain and rain-free pixels, got no rain"):
+        fd.attention_stats(_RedAttention(), image, np.zeros((6, 8), bool))
+    with pytest.raises(ValueError, match="got only rain"):
+        fd.attention_stats(_RedAttention(), image, np.ones((6, 8), bool))
+    with pytest.raises(ValueError, match="returns no attention map"):
+        fd.attention_stats(identity, image, mask)
+
+
+def test_mean_attention_stats_masks_rain_against_the_true_background():
+    clean = np.full((6, 8, 3), 50, np.uint8)
+    rain = clean.copy()
+    rain[1, :, 0] = 250                    # a visible streak ...
+    rain[3, :, 0] = 55                     # ... and a faint one (<= 10/255: not rain)
+    estimate = clean.copy()                # an estimate that kept the visible streak: the
+    estimate[1] = rain[1]                  # truth, not this, must decide where the rain is
+    samples = [fd.Sample("a", rain, clean), fd.Sample("b", rain, estimate, clean)]
+    stats = fd.mean_attention_stats(_RedAttention(), samples)
+    off = (55 / 255 * 8 + 50 / 255 * 32) / 40
+    assert stats == pytest.approx((250 / 255, off, 250 / 255 / off))
+    faint = fd.mean_attention_stats(_RedAttention(), samples[:1], threshold=0)
+    assert faint.on_rain == pytest.approx((250 + 55) / 2 / 255)
+    with pytest.raises(ValueError, match="at least one sample"):
+        fd.mean_attention_stats(_RedAttention(), [])
+    with pytest.raises(ValueError, match="threshold must be >= 0"):
+        fd.mean_attention_stats(_RedAttention(), samples, threshold=-0.1)
+
+
 def test_difference_rows_and_map_captions(smoke_dataset):
     samples = fd.scene_samples(smoke_dataset, n=2)
     diff = fd.difference_rows(samples)

@@ -108,6 +108,61 @@ def test_attention_loss_is_mse():
     assert attention_loss(mask, mask).item() == 0.0
 
 
+def test_balanced_attention_loss_weighs_both_classes_equally():
+    g = torch.Generator().manual_seed(11)
+    attention = torch.rand(2, 1, 8, 8, generator=g)
+    mask = torch.rand(2, 1, 8, 8, generator=g) > 0.9       # few rain pixels
+    error = (attention - mask.float()).pow(2)
+    expected = 0.5 * (error[mask].mean() + error[~mask].mean())
+    torch.testing.assert_close(attention_loss(attention, mask, balanced=True), expected)
+    torch.testing.assert_close(attention_loss(attention, mask[:, 0].float(), balanced=True),
+                               expected)
+    weighted = attention_loss(attention, mask, "none", balanced=True)
+    assert weighted.shape == (2, 1, 8, 8)
+    torch.testing.assert_close(weighted.mean(), expected)    # the weights have mean 1
+    torch.testing.assert_close(attention_loss(attention, mask, "sum", balanced=True),
+                               expected * 128)
+    # A constant A: the plain MSE is smallest near the rain share, the balanced one at 0.5.
+    share = mask.float().mean().item()
+    levels = torch.linspace(0, 1, 101)
+    plain = [attention_loss(torch.full_like(attention, v), mask).item() for v in levels]
+    balanced = [attention_loss(torch.full_like(attention, v), mask, balanced=True).item()
+                for v in levels]
+    assert levels[int(torch.tensor(plain).argmin())].item() == pytest.approx(share, abs=0.01)
+    assert levels[int(torch.tensor(balanced).argmin())].item() == pytest.approx(0.5)
+    # At A = 0.5 the gradient on the rain pixels balances the one on the rest.
+    half = torch.full_like(attention, 0.5, requires_grad=True)
+    attention_loss(half, mask, balanced=True).backward()
+    assert half.grad[mask].sum().item() == pytest.approx(-half.grad[~mask].sum().item())
+
+
+def test_balanced_attention_loss_one_class_is_plain_mse():
+    attention = torch.rand(1, 1, 6, 6)
+    for mask in (torch.zeros(1, 1, 6, 6), torch.ones(1, 1, 6, 6)):
+        torch.testing.assert_close(attention_loss(attention, mask, balanced=True),
+                                   attention_loss(attention, mask))
+
+
+def test_gradcheck_balanced_attention_loss():
+    g = torch.Generator().manual_seed(12)
+    attention = torch.rand(2, 1, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(2, 1, 6, 6, generator=g) > 0.8
+    assert gradcheck(lambda a: attention_loss(a, mask, balanced=True), (attention,))
+
+
+def test_spanet_loss_attention_balanced():
+    pred, target = _images(seed=13)
+    attention = torch.rand(2, 1, 16, 16)
+    mask = torch.rand(2, 1, 16, 16) > 0.9
+    total, parts = SPANetLoss(attention_balanced=True)(pred, target, attention, mask)
+    balanced = attention_loss(attention, mask, balanced=True)
+    assert parts["attention"] == pytest.approx(balanced.item())
+    torch.testing.assert_close(total, l1_loss(pred, target) + ssim_loss(pred, target) + balanced)
+    assert "attention_balanced=True" in repr(SPANetLoss(attention_balanced=True))
+    with pytest.raises(TypeError, match="attention_balanced: expected a bool, got str"):
+        SPANetLoss(attention_balanced="yes")
+
+
 def test_spanet_loss_total_and_parts():
     pred, target = _images(seed=7)
     pred.requires_grad_(True)

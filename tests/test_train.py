@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from spanetlib.fileio import InputError
+from spanetlib.losses import SPANetLoss
 from spanetlib.models.spanet import SPANet
+from spanetlib.synthetic import SYNTHETIC_RECIPE
 from spanetlib.train import (
     MODEL_FACTORIES,
     TRAIN_PROFILES,
@@ -116,6 +118,7 @@ def test_make_config_overrides_and_per_model_kwargs():
     ({"lr": -1.0}, "lr: expected > 0"),
     ({"milestones": (10, 5)}, "milestones: expected increasing"),
     ({"attention_weight": -1.0}, "attention_weight: expected >= 0"),
+    ({"attention_balanced": 1}, "attention_balanced: expected true or false, got 1"),
     ({"model": "unet"}, "unknown model 'unet'"),
     ({"stepz": 3}, r"unknown TrainConfig field\(s\) \['stepz'\]"),
 ])
@@ -294,6 +297,29 @@ def test_no_attention_loss_option(tmp_path, config):
     train(config(tmp_path / "run2", steps=2), progress=False, callbacks=[seen.append])
     others = sum(v for k, v in seen[0].items() if k.startswith("loss_") and "att" not in k)
     assert seen[0]["loss"] > others + 1e-6
+
+
+def test_attention_balance_per_profile_reaches_the_loss(tmp_path, config, monkeypatch):
+    # The paper's plain MSE for the authors' dense masks; balanced for our sparse ones.
+    assert make_config("paper").attention_balanced is False
+    assert make_config("paper").mask_threshold == 0
+    for profile in ("quick", "smoke"):
+        cfg = make_config(profile)
+        assert cfg.attention_balanced is True and cfg.mask_threshold > 0
+    assert SYNTHETIC_RECIPE["train"]["attention_balanced"] is True
+    assert TrainConfig.from_dict({}).attention_balanced is False   # old checkpoints' configs
+    made = []
+
+    class Spy(SPANetLoss):
+        def __init__(self, **kwargs):
+            made.append(kwargs["attention_balanced"])
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr("spanetlib.train.SPANetLoss", Spy)
+    for balanced in (True, False):
+        train(config(tmp_path / str(balanced), steps=1, attention_balanced=balanced),
+              progress=False)
+    assert made == [True, False]
 
 
 @pytest.mark.parametrize(("name", "kwargs"), [
