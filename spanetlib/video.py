@@ -333,8 +333,10 @@ class SourceIdentity:
     digest: str
 
     def same_content(self, other: SourceIdentity) -> bool:
-        """Whether ``other`` holds the same frames (size, count and digest; the path may
-        differ: a moved folder is the same content)."""
+        """Whether ``other`` holds the same frames: size, count and digest (not the path).
+
+        A moved folder is the same content.
+        """
         return (self.size, self.frames, self.digest) == (other.size, other.frames, other.digest)
 
     def describe(self) -> str:

@@ -8,12 +8,12 @@ from spanetlib import video
 from spanetlib.fileio import InputError, write_image
 from spanetlib.rain import load_background, make_rain_video
 from spanetlib.video import (
+    IDENTITY_FRAMES,
     VIDEO_CODECS,
+    SourceIdentity,
     count_frames,
     list_scenes,
     read_sequence,
-    IDENTITY_FRAMES,
-    SourceIdentity,
     scene_name,
     source_identity,
     write_frames,
