@@ -62,7 +62,7 @@ def test_estimate_background_from_frame_folder(tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
-# ------------------------------------------------------------------ estimate-background on phone clips
+# ------------------------------------------------------- estimate-background on phone clips
 def _clip_folder(tmp_path, name, **changes):
     from spanetlib.rain import CLIP_PRESETS, make_rain_clip
     from spanetlib.video import write_frames
