@@ -95,7 +95,6 @@ __all__ = [
     "ReviewSession",
     "STATUSES",
     "clip_record",
-    "estimate_in_unit_range",
     "grow_n",
     "quality_record",
     "reliable_for_frame",
@@ -128,24 +127,6 @@ def _check_density(density: str) -> str:
     if density not in FRAME_COUNTS:
         raise ValueError(f"density must be one of {DENSITIES}, got {density!r}")
     return density
-
-
-def estimate_in_unit_range(image: np.ndarray, frames: np.ndarray) -> np.ndarray:
-    """A background estimate's image as float32 in [0, 1].
-
-    ``estimate_background`` keeps the frames' scale: 0-255 for uint8 frames, 0-1 for floats.
-
-    Args:
-        image: H x W x 3, the estimate of ``frames``.
-        frames: the N x H x W x 3 frames it was estimated from (only their dtype is used).
-
-    Example:
-        >>> frames = np.zeros((2, 1, 1, 3), np.uint8)
-        >>> estimate_in_unit_range(np.full((1, 1, 3), 51.0), frames)[0, 0]
-        array([0.2, 0.2, 0.2], dtype=float32)
-    """
-    image = np.asarray(image, dtype=np.float32)
-    return image / 255.0 if frames.dtype == np.uint8 else image
 
 
 def review_estimate(frames: np.ndarray, align: str = "auto") -> ClipEstimate:
