@@ -111,8 +111,8 @@ def period_strip(membership: np.ndarray, period: np.ndarray, width: int, height:
 
 
 def reliability_overlay(image: np.ndarray, unreliable: np.ndarray,
-                        unusable: np.ndarray | None = None, strength: float = 0.55
-                        ) -> np.ndarray:
+                        unusable: np.ndarray | None = None, strength: float = 0.55,
+                        reliable_strength: float = 0.0) -> np.ndarray:
     """An image with its unreliable pixels tinted red and its unusable ones tinted blue.
 
     Args:
@@ -122,6 +122,8 @@ def reliability_overlay(image: np.ndarray, unreliable: np.ndarray,
         unusable: H x W bool, pixels no pair may use (a passing object, outside the valid
             region); None for none.
         strength: tint opacity in [0, 1].
+        reliable_strength: opacity of a green tint on the other pixels (0: none), so that an
+            overlay with nothing to mark still shows it is on.
 
     Returns:
         H x W x 3 uint8 RGB.
@@ -131,11 +133,15 @@ def reliability_overlay(image: np.ndarray, unreliable: np.ndarray,
         raise ValueError(f"expected an H x W x 3 image and an H x W mask, got {base.shape} and "
                          f"{np.shape(unreliable)}")
     out = base.copy()
-    for mask, colour in ((unusable, (0.15, 0.35, 1.0)), (unreliable, (1.0, 0.1, 0.1))):
-        if mask is None:
+    unreliable = np.asarray(unreliable, bool)
+    marked = unreliable if unusable is None else unreliable | np.asarray(unusable, bool)
+    for mask, colour, alpha in ((~marked, (0.1, 0.85, 0.2), reliable_strength),
+                                (unusable, (0.15, 0.35, 1.0), strength),
+                                (unreliable, (1.0, 0.1, 0.1), strength)):
+        if mask is None or alpha == 0:
             continue
         mask = np.asarray(mask, bool)
-        out[mask] = (1 - strength) * out[mask] + strength * np.asarray(colour, np.float32)
+        out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
     return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 

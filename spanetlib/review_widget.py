@@ -101,10 +101,11 @@ class ReviewWidget:
     a frame slider, a zoomed crop of both (zoom factor and position controls), the difference
     map ``|rain - clean|``, and a toggle for the reliability overlay on the clean image
     (`spanetlib.figures.reliability_overlay`: red where rain does not explain the estimate,
-    blue where the frame's pixels would not be used in a pair). Then the buttons Accept /
-    Reject (add frames) / Skip, the density (sparse / normal / dense), "k of n reviewed", a
-    status line with N, the periods and their p, the measured camera motion, and the quality
-    score (`spanetlib.selection.scene_quality`) with what the batch review would decide.
+    blue where the frame's pixels would not be used in a pair, a light green elsewhere). Then
+    the buttons Accept / Reject (add frames) / Skip, the density (sparse / normal / dense),
+    "k of n reviewed", a status line with N, the periods and their p, the measured camera
+    motion, and the quality score (`spanetlib.selection.scene_quality`) with what the batch
+    review would decide.
 
     The handlers `on_accept`, `on_reject`, `on_skip` and `on_density` are plain methods bound
     to the buttons, so code and tests can drive the widget without a browser. After an accept
@@ -135,6 +136,7 @@ class ReviewWidget:
         self.motion = widgets.HTML()
         self.quality = widgets.HTML()
         self.frame_label = widgets.HTML()
+        self.overlay_legend = widgets.HTML()
         self.message = widgets.HTML()
         self.rain_image = widgets.Image(format="png")
         self.clean_image = widgets.Image(format="png")
@@ -180,7 +182,8 @@ class ReviewWidget:
                           column("clean image of its period", self.clean_image)]),
             column("stable periods (colour: period; light grey: not paired; dark grey: "
                    "transition)", self.timeline),
-            widgets.HBox([self.frame_slider, self.frame_label, self.overlay_toggle]),
+            widgets.HBox([self.frame_slider, self.frame_label, self.overlay_toggle,
+                          self.overlay_legend]),
             widgets.HBox([column("rain (zoom)", self.rain_zoom),
                           column("clean (zoom)", self.clean_zoom),
                           column("|rain - clean|", self.diff_image)]),
@@ -222,6 +225,7 @@ class ReviewWidget:
             self.status.value = (f"All {total} scenes are reviewed "
                                  f"({self._count('accepted')} accepted).")
             self.motion.value = self.quality.value = self.frame_label.value = ""
+            self.overlay_legend.value = ""
             for b in buttons:
                 b.disabled = True
             for image in (self.rain_image, self.clean_image, self.rain_zoom, self.clean_zoom,
@@ -315,8 +319,15 @@ class ReviewWidget:
             _show(self.rain_zoom, _fit(rain_u, max(16, self.max_display * 2 // 3)))
             return
         clean_u = _to_unit(clean)
-        shown = _to_unit(reliability_overlay(clean, unreliable, unusable)) \
-            if self.overlay_toggle.value else clean_u
+        shown = clean_u
+        self.overlay_legend.value = ""
+        if self.overlay_toggle.value:
+            shown = _to_unit(reliability_overlay(clean, unreliable, unusable,
+                                                 reliable_strength=0.12))
+            self.overlay_legend.value = (
+                f"&nbsp;<span style='color:#d00'>red</span>: {100 * unreliable.mean():.1f} % "
+                f"not explained by rain; <span style='color:#25f'>blue</span>: "
+                f"{100 * unusable.mean():.1f} % not used in a pair")
         _show(self.clean_image, _fit(shown, self.max_display))
         h, w = rain_u.shape[:2]
         zoom = int(self.zoom_factor.value)

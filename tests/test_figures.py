@@ -182,6 +182,8 @@ def test_reliability_overlay_tints_only_the_marked_pixels():
     out = figures.reliability_overlay(image, unreliable, unusable).astype(int)
     assert out[0, 0, 0] > out[0, 0, 2] and out[3, 4, 2] > out[3, 4, 0]  # red, blue
     np.testing.assert_array_equal(out[1:3], image[1:3])
+    green = figures.reliability_overlay(image, unreliable, unusable, reliable_strength=0.2)
+    assert green[1, 1, 1] > green[1, 1, 0] and (green[0, 0] == out[0, 0]).all()
     with pytest.raises(ValueError, match="expected an H x W x 3 image and an H x W mask"):
         figures.reliability_overlay(image, unreliable[:2])
 

@@ -98,12 +98,15 @@ def test_widget_shows_periods_reliability_and_quality(tmp_path):
     widget.overlay_toggle.value = True
     tinted = _decode(widget.clean_image)
     assert widget.overlay_toggle.description == "reliability overlay"
-    changed = (plain != tinted).any(axis=2)
+    assert "% not explained by rain" in widget.overlay_legend.value
     marked = ~result.usable_mask(index) | ~reliable_for_frame(result, index)
     assert marked.mean() > 0.005
-    assert changed[marked].mean() > 0.9 and changed[~marked].mean() < 0.05
+    shift = tinted - plain  # red or blue where marked, a light green elsewhere
+    assert (shift[marked][:, [0, 2]].max(axis=1) > shift[marked][:, 1]).mean() > 0.9
+    assert (shift[~marked][:, 1] > shift[~marked][:, [0, 2]].max(axis=1)).mean() > 0.9
     widget.overlay_toggle.value = False
     np.testing.assert_array_equal(_decode(widget.clean_image), plain)
+    assert widget.overlay_legend.value == ""
 
 
 def test_difference_heatmap_brightens_with_the_difference():
