@@ -206,12 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", type=Path, help="folder with one video file or frame folder per scene")
     p.add_argument("-o", "--output", type=Path, required=True, help="dataset folder")
     p.add_argument("--review-file", type=Path, default=None, help="decisions from a review")
-    p.add_argument("--auto-accept", action="store_true", help="export unreviewed scenes too")
+    p.add_argument("--auto-accept", action="store_true",
+                   help="export unreviewed scenes too, accepted by the no-reference quality "
+                   "score (frames added until it accepts; never accepted: not exported)")
     p.add_argument("--crop", type=_positive_int, default=256, help="patch size (default 256)")
     p.add_argument("--stride", type=_positive_int, default=None,
                    help="patch stride (default: crop)")
     p.add_argument("--frames-per-video", type=_positive_int, default=None,
-                   help="rain frames paired with each clean image (default: all used)")
+                   help="paired rain frames exported per scene, spread evenly over them "
+                   "(default: every paired frame)")
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of test scenes")
     p.add_argument("--workers", type=_positive_int, default=1, help="scenes in parallel")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")

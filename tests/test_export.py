@@ -113,6 +113,9 @@ def test_auto_export_layout_split_manifest_and_resume(tmp_path, src):
     assert read_image(out / scene / "reliability.png").shape == full.shape
     entry = manifest["scenes"][scene]
     assert entry["motion"]["warped"] == 0 and len(entry["periods"]) == 1
+    # the manifest summarises the reliability map written beside the clean image
+    reliable = read_image(out / scene / "reliability.png")[..., 0] > 127
+    assert abs(reliable.mean() - entry["periods"][0]["reliable_share"]) < 0.01
     assert f"{scene}/rain/0000_32_32.png {scene}/clean/32_32.png" in train + test
     entry = manifest["scenes"]["scene_002_dense"]
     assert entry["status"] == "exported" and entry["decision"] == "auto-accepted"
@@ -555,3 +558,19 @@ def test_build_dataset_refuses_a_review_made_on_other_content(tmp_path, scenes64
     moved = here.rename(tmp_path / "moved")
     assert _build(moved, "-o", tmp_path / "out", "--review-file", session.path,
                   "--crop", 32) == 0
+
+
+def test_an_older_review_file_is_exported_with_a_warning(tmp_path, src):
+    session = ReviewSession(tmp_path / "review.json")
+    name = session.add_scene("scene_000_sparse", src / "scene_000_sparse", density="sparse",
+                             n=8)["name"]
+    session.accept(name, session.estimate(name))
+    data = json.loads(session.path.read_text())
+    data["version"] = 1
+    for key in ("identity", "align", "clean_images", "periods", "motion", "quality"):
+        del data["scenes"][name][key]
+    session.path.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="no recorded source identity .* its export checks"):
+        summary = export_dataset(src, tmp_path / "out", review_file=session.path, crop=32,
+                                 progress=False)
+    assert summary.exported == [name] and summary.n_train_pairs + summary.n_test_pairs > 0
