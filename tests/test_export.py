@@ -43,9 +43,28 @@ def scenes64(tmp_path_factory):
                                         n_frames=24, size=(64, 96), seed=0)
 
 
+def _judge(min_frames):
+    """A stand-in for `scene_quality`: accepts estimates of at least ``min_frames`` frames."""
+    from spanetlib.selection import SceneQuality
+
+    def judge(estimate):
+        ok = estimate.n_frames >= min_frames
+        return SceneQuality(score=1.0 if ok else 0.25, cues={"frames": estimate.n_frames},
+                            accept=ok, reasons=[] if ok else [f"fewer than {min_frames} frames"])
+
+    return judge
+
+
 @pytest.fixture
-def src(tmp_path, scenes64):
-    """A copy of the scenes plus a fourth (sparse) one, so the split has 4 scenes."""
+def src(tmp_path, scenes64, monkeypatch):
+    """A copy of the scenes plus a fourth (sparse) one, so the split has 4 scenes.
+
+    The batch quality judgement accepts every estimate here: these tests check the export's
+    steps and files, `test_auto_accept_follows_the_quality_score` its use of the score.
+    """
+    from spanetlib import export
+
+    monkeypatch.setattr(export, "scene_quality", _judge(2))
     folder = tmp_path / "src"
     for path in scenes64:
         shutil.copytree(path, folder / path.name)
@@ -574,3 +593,33 @@ def test_an_older_review_file_is_exported_with_a_warning(tmp_path, src):
         summary = export_dataset(src, tmp_path / "out", review_file=session.path, crop=32,
                                  progress=False)
     assert summary.exported == [name] and summary.n_train_pairs + summary.n_test_pairs > 0
+
+
+def test_auto_accept_follows_the_quality_score(tmp_path, src, monkeypatch):
+    # --auto-accept is the batch review: frames are added until the score accepts; a scene
+    # it never accepts is not exported, with its score and reasons in the manifest.
+    from spanetlib import export
+
+    monkeypatch.setattr(export, "scene_quality", _judge(15))
+    out = tmp_path / "out"
+    summary = export_dataset(src, out, auto_accept=True, crop=32, density="sparse",
+                             frames_per_video=1, progress=False)
+    entry = _manifest(out)["scenes"]["scene_000_sparse"]
+    assert [(step["n"], step["accept"]) for step in entry["auto_review"]] == [(20, True)]
+    monkeypatch.setattr(export, "scene_quality", _judge(25))  # more frames than there are
+    again = export_dataset(src, tmp_path / "never", auto_accept=True, crop=32,
+                           density="sparse", frames_per_video=1, progress=False)
+    assert again.exported == [] and again.n_train_pairs == again.n_test_pairs == 0
+    reason = again.not_exported["scene_000_sparse"]
+    assert reason == ("auto-accept: quality 0.25 not accepted up to N = 24 (every frame): "
+                      "fewer than 25 frames")
+    entry = _manifest(tmp_path / "never")["scenes"]["scene_000_sparse"]
+    assert entry["status"] == "not-exported" and entry["reason"] == reason
+    assert [(step["n"], step["accept"]) for step in entry["auto_review"]] == [(20, False),
+                                                                             (24, False)]
+    assert entry["quality"]["reasons"] == ["fewer than 25 frames"]
+    # resumed: still not exported, never in a list
+    resumed = export_dataset(src, tmp_path / "never", auto_accept=True, crop=32,
+                             density="sparse", frames_per_video=1, progress=False)
+    assert resumed.resumed == [] and "scene_000_sparse" in resumed.not_exported
+    assert summary.n_train_pairs + summary.n_test_pairs > 0

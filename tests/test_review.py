@@ -176,7 +176,8 @@ def test_run_review_auto_follows_the_quality_score(start_review, tmp_path, tiny_
         return SceneQuality(score=0.9 if ok else 0.2, cues={"frames": estimate.n_frames},
                             accept=ok, reasons=[] if ok else ["too few frames"])
 
-    monkeypatch.setattr(review, "scene_quality", lambda e: SceneQuality(0.1, {}, False, ["no"]))
+    never_ok = SceneQuality(score=0.1, cues={}, accept=False, reasons=["no"])
+    monkeypatch.setattr(review, "scene_quality", lambda e: never_ok)
     never = start_review(tmp_path / "never", tiny_scenes[1:2], density="sparse", n=4)
     assert set(run_review(never, "auto", progress=False).values()) == {"exhausted"}
     history = next(iter(never.scenes.values()))["history"]
