@@ -18,15 +18,11 @@ This module holds only the rules; no state, no files, no user interface:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .background import estimate_background
-
-if TYPE_CHECKING:
-    from .clip_estimate import ClipEstimate
 
 __all__ = [
     "AUTO_THRESHOLD",
@@ -34,14 +30,11 @@ __all__ = [
     "DENSITY_THRESHOLDS",
     "FRAME_COUNTS",
     "GUESS_FRAMES",
-    "QUALITY_ACCEPT_THRESHOLD",
     "RAIN_DELTA",
     "REJECT_INCREMENT",
-    "SceneQuality",
     "guess_density",
     "passes_split_half",
     "rain_fraction",
-    "scene_quality",
     "split_half_change",
 ]
 
@@ -196,59 +189,3 @@ def passes_split_half(frames: np.ndarray, threshold: float = AUTO_THRESHOLD) -> 
         False
     """
     return len(frames) >= 4 and split_half_change(frames) <= threshold
-
-
-# --------------------------------------------------------------------------------------------
-# TEMP quality stand-in (helper sec3): a minimal placeholder so the review and the export run
-# until the quality helper's `scene_quality` is merged. The lead drops this commit at merge.
-# --------------------------------------------------------------------------------------------
-#: TEMP stand-in: `SceneQuality.score` at or above which a scene is accepted.
-QUALITY_ACCEPT_THRESHOLD = 0.75
-
-
-@dataclass(frozen=True)
-class SceneQuality:
-    """TEMP stand-in: a no-reference quality judgement of a clip estimate.
-
-    Attributes:
-        score: in [0, 1], higher is better.
-        cues: cue name -> value.
-        accept: whether the batch review accepts the scene.
-        reasons: short strings saying what lowered the score (empty when accepted).
-    """
-
-    score: float
-    cues: dict[str, float] = field(default_factory=dict)
-    accept: bool = False
-    reasons: list[str] = field(default_factory=list)
-
-
-def scene_quality(estimate: ClipEstimate) -> SceneQuality:
-    """TEMP stand-in: mean of the paired share, the reliable share and a frame-count cue.
-
-    Accepts when the score reaches `QUALITY_ACCEPT_THRESHOLD` and the longest period used at
-    least 4 frames.
-    """
-    segments = estimate.segments
-    paired = float((estimate.membership >= 0).mean())
-    used = [len(seg.frames) for seg in segments]
-    reliable = (sum(seg.reliability.reliable_share * n for seg, n in zip(segments, used,
-                                                                        strict=True))
-                / sum(used)) if used else 0.0
-    frames = max(used, default=0)
-    cues = {"paired_share": paired, "reliable_share": float(reliable),
-            "frames": float(frames)}
-    score = float(np.mean([paired, reliable, min(1.0, frames / 10.0)]))
-    reasons = []
-    if not segments:
-        reasons.append("no stable period")
-    if frames < 4:
-        reasons.append(f"{frames} frames in the longest period (< 4)")
-    if paired < 0.5:
-        reasons.append(f"{100 * paired:.0f} % of the frames paired")
-    if reliable < 0.9:
-        reasons.append(f"{100 * reliable:.0f} % of the pixels reliable")
-    accept = bool(segments) and frames >= 4 and score >= QUALITY_ACCEPT_THRESHOLD
-    if not accept and not reasons:
-        reasons.append(f"score {score:.2f} < {QUALITY_ACCEPT_THRESHOLD}")
-    return SceneQuality(score=score, cues=cues, accept=accept, reasons=[] if accept else reasons)
