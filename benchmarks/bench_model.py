@@ -1,31 +1,46 @@
-"""Benchmark the whole SPANet forward pass on the CPU: plain vs. fast configuration.
+"""SPANet's CPU forward pass as users call it, against a plain model and the machine's peak.
 
-SPANet at its default size (C = 32, shared SAM, ``direction_attention=False`` as in the
-authors' checkpoint), batch 1, eval mode under ``torch.inference_mode``:
+Every configuration runs SPANet at its default size (C = 32, shared SAM), batch 1, under
+``torch.no_grad()``, on a plain NCHW float32 input made by ``torch.rand``:
 
-- ``plain``: NCHW tensors, ``irnn_backend="reference"`` (the IRNN as a Python loop over the
-  rows and columns, then ``torch.cat`` of the four directions).
-- ``numba``: the same NCHW weights and input, but the compiled numba IRNN (which writes the
-  four directions concatenated, in channels-last memory).
-- ``fast``: what ``spanetlib.inference.prepare_model`` sets on the CPU (and ``derain_array``
-  / ``derain_files`` use): numba IRNN, channels-last (NHWC) weights and input, so every
-  convolution and every IRNN runs on NHWC data without a layout conversion.
+- ``plain``: the same network as plain PyTorch would run it: NCHW tensors throughout, the
+  IRNN as a vectorised scan (``irnn_backend="reference"``: each step of the recurrence
+  processes a whole row or column of every channel at once), then ``torch.cat`` of the four
+  directions, and none of the model's CPU measures below.
+- ``SPANet()``: ``SPANet()(x)``, no preparation: the model converts the input to
+  channels-last once, keeps its features NHWC (oneDNN convolutions, the numba IRNN, which
+  reads and writes NHWC), returns NCHW outputs, and reuses freed memory during the pass
+  (``spanetlib.device.reuse_freed_memory``).
+- ``official``: ``load_pretrained("official")(x)``, the authors' weights (no
+  direction-attention branch, so a little less work).
+- ``SPANet() bf16``: ``SPANet()(x)`` under the bf16 autocast of ``--precision bf16``
+  (``spanetlib.device.autocast``), on CPUs with fast bf16 only.
 
-Times are the median (and minimum) of ``--repeats`` runs after one warm-up, measured in one
-process with the configurations interleaved, so the ratio compares like with like on a shared
-machine. Both wall-clock and process CPU time are shown: with other jobs on the machine, wall
-time is noisy, and CPU time of a single-threaded run (``--threads 1``) is the steadier
-measure. Peak memory: each configuration runs once more in a fresh subprocess, which reports
-its peak resident set size (``VmHWM`` of /proc/self/status; Linux only) and the growth over
-the resident size just before the forward pass (weights, imports and the input excluded).
+Peak: a plain 32 -> 32 3x3 convolution (no bias) at the same spatial size, channels-last
+(the fastest layout for oneDNN here), float32, and in bf16 where the CPU has fast bf16: the
+best of ``--repeats`` runs, measured in the same process, interleaved with the model runs.
 
-Both configurations run with ``THP_MEM_ALLOC_ENABLE=1`` (large tensors on transparent huge
-pages, as the ``spanet`` command sets it; first-touch page faults otherwise cost tens of ms
-per forward pass); ``--no-thp`` measures without it.
+FLOPs: convolutions and matrix products counted by ``torch.utils.flop_counter`` (2 per
+multiply-add), plus 3 per IRNN output element (``w * h + b + x``); element-wise operations
+(ReLU, sigmoid, residual adds, attention products) are not counted, they are overhead. The
+"share of peak" is the model's achieved GFLOP/s over the peak convolution's, both from the
+best run; the same ratio from the median runs and from process CPU time is printed too. Goals
+(issue 10): at least 0.8 of the fp32 peak at 256 x 256 on two cores; bf16 at least 1.8x
+faster than fp32 where supported.
+
+The configurations are interleaved run by run in one process, so their ratios compare like
+with like on a shared machine; the load average before and after is printed. On a loaded
+machine wall-clock ratios favour the short convolution (it often runs within one time
+slice, a forward pass never does); CPU time is the steadier measure there, mostly with
+``--threads 1``. Peak memory:
+``--memory`` runs each configuration once more in a fresh subprocess and reports the peak
+resident set size during the pass (``VmHWM``, reset before it; Linux only) and its growth
+over the size before the pass.
 
 Usage::
 
-    python benchmarks/bench_model.py [--sizes 256 512] [--repeats 3] [--threads N]
+    python benchmarks/bench_model.py [--sizes 256 512] [--repeats 5] [--threads N] [--memory]
+                                     [--profile]
 """
 
 from __future__ import annotations
@@ -37,126 +52,248 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-CONFIGS = ("plain", "numba", "fast")
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from spanetlib.device import autocast, cpu_bf16_features, cpu_has_fast_bf16
+from spanetlib.models import irnn as irnn_module
+from spanetlib.models.pretrained import load_pretrained
+from spanetlib.models.spanet import SPANet
 
 
-def build(config: str, size: int):
-    import torch
+@dataclass
+class Timing:
+    """Wall-clock and process CPU seconds of the repeated runs of one configuration."""
 
-    from spanetlib.inference import prepare_model
-    from spanetlib.models.spanet import SPANet
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
 
+    @property
+    def best(self) -> float:
+        return min(self.wall)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def best_cpu(self) -> float:
+        return min(self.cpu)
+
+
+def _bf16(fn: Callable[[], object]) -> Callable[[], object]:
+    def run() -> object:
+        with autocast(torch.bfloat16, "cpu"):
+            return fn()
+    return run
+
+
+def build(size: int, bf16: bool) -> dict[str, tuple[Callable[[], object], torch.nn.Module]]:
+    """The configurations to time: name -> (zero-argument call, model or convolution)."""
     torch.manual_seed(0)
-    model = SPANet(direction_attention=False, irnn_backend="reference").eval()
     x = torch.rand(1, 3, size, size)
-    if config == "numba":
-        model.set_irnn_backend("numba")
-    elif config == "fast":
-        prepare_model(model, "cpu")
-        x = x.contiguous(memory_format=torch.channels_last)
-    return model, x
+    model = SPANet().eval()
+    plain = SPANet(irnn_backend="reference").eval()
+    plain.load_state_dict(model.state_dict())
+    official = load_pretrained("official")
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1, bias=False).eval()
+    conv = conv.to(memory_format=torch.channels_last)
+    features = torch.rand(1, 32, size, size).contiguous(memory_format=torch.channels_last)
+    configs: dict[str, tuple[Callable[[], object], torch.nn.Module]] = {
+        # the network without the model's own CPU measures: the NCHW path of forward
+        "plain": (lambda: plain._features_to_outputs(x), plain),
+        "SPANet()": (lambda: model(x), model),
+        "official": (lambda: official(x), official),
+        "peak conv fp32": (lambda: conv(features), conv),
+    }
+    if bf16:
+        configs["SPANet() bf16"] = (_bf16(lambda: model(x)), model)
+        configs["peak conv bf16"] = (_bf16(lambda: conv(features)), conv)
+    return configs
 
 
-def status_mb(field: str) -> float:
+def count_flops(fn: Callable[[], object]) -> float:
+    """FLOPs of one call: convolutions and matrix products, plus 3 per IRNN output."""
+    irnn_flops = 0
+    real = irnn_module.irnn_concat
+
+    def counting(x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        nonlocal irnn_flops
+        out = real(x, *args, **kwargs)
+        irnn_flops += 3 * out.numel()
+        return out
+
+    irnn_module.irnn_concat = counting
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            fn()
+    finally:
+        irnn_module.irnn_concat = real
+    return counter.get_total_flops() + irnn_flops
+
+
+def check_agreement(configs: dict[str, tuple[Callable[[], object], torch.nn.Module]]) -> None:
+    """The fast and plain configurations compute the same image (float32 rounding)."""
+    with torch.no_grad():
+        plain = configs["plain"][0]()[0]
+        fast = configs["SPANet()"][0]()[0]
+    err = (plain - fast).abs().max().item()
+    if err > 1e-4:
+        raise RuntimeError(f"SPANet() differs from the plain model by {err}")
+    if not fast.is_contiguous():
+        raise RuntimeError("SPANet() returned a non-contiguous (not NCHW) image")
+
+
+def time_configs(configs: dict[str, tuple[Callable[[], object], torch.nn.Module]],
+                 repeats: int) -> dict[str, Timing]:
+    timings = {name: Timing() for name in configs}
+    with torch.no_grad():
+        for fn, _ in configs.values():  # warm-up: numba kernels, oneDNN primitives
+            fn()
+        for _ in range(repeats):
+            for name, (fn, _) in configs.items():
+                start, start_cpu = time.perf_counter(), time.process_time()
+                fn()
+                timings[name].wall.append(time.perf_counter() - start)
+                timings[name].cpu.append(time.process_time() - start_cpu)
+    return timings
+
+
+def profile(size: int, bf16: bool) -> None:
+    """Where the time of ``SPANet()`` goes: torch's profiler, the IRNN calls as one row."""
+    from torch.profiler import ProfilerActivity, record_function
+    from torch.profiler import profile as torch_profile
+
+    configs = build(size, bf16)
+    real = irnn_module.irnn_concat
+
+    def recorded(*args: object, **kwargs: object) -> torch.Tensor:
+        with record_function("IRNN (numba)"):
+            return real(*args, **kwargs)
+
+    irnn_module.irnn_concat = recorded
+    try:
+        for name in ("SPANet()", "SPANet() bf16") if bf16 else ("SPANet()",):
+            fn = configs[name][0]
+            with torch.no_grad():
+                fn()
+                with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                    fn()
+            print(f"\nprofile of {name}, 1 x 3 x {size} x {size} (self CPU time, all threads)")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    finally:
+        irnn_module.irnn_concat = real
+
+
+def status_mb(name: str) -> float:
     """A memory field of /proc/self/status (VmRSS: now, VmHWM: peak) in MiB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith(field + ":"):
+            if line.startswith(name + ":"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    raise RuntimeError(f"{name} not in /proc/self/status")
 
 
 def memory_child(config: str, size: int) -> None:
-    import torch
-
-    model, x = build(config, size)
-    with torch.inference_mode():
-        model(torch.rand(1, 3, 16, 16))  # compile / load kernels outside the measurement
+    with torch.no_grad():  # load the numba kernels and oneDNN outside the measurement
+        build(16, bf16=config.endswith("bf16"))[config][0]()
+    fn = build(size, bf16=config.endswith("bf16"))[config][0]
+    with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM: the pass's own peak
+        f.write("5")
+    with torch.no_grad():
         before = status_mb("VmRSS")
-        model(x)
+        fn()
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec.
     peak = status_mb("VmHWM")
     print(json.dumps({"peak_mb": peak, "growth_mb": peak - before}))
 
 
-def measure_memory(config: str, size: int, threads: int | None) -> dict:
+def measure_memory(config: str, size: int, threads: int | None) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--memory-child", config, str(size)]
     if threads:
         cmd += ["--threads", str(threads)]
-    if "THP_MEM_ALLOC_ENABLE" not in os.environ:
-        cmd += ["--no-thp"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def time_configs(size: int, repeats: int) -> dict[str, dict[str, float]]:
-    import torch
+def report(size: int, repeats: int, threads: int | None, memory: bool, bf16: bool) -> None:
+    configs = build(size, bf16)
+    check_agreement(configs)
+    flops = {name: count_flops(fn) for name, (fn, _) in configs.items()
+             if not name.startswith("peak")}
+    flops["peak conv fp32"] = flops["peak conv bf16"] = 2 * 9 * 32 * 32 * size * size
+    load_before = os.getloadavg()[0]
+    timings = time_configs(configs, repeats)
+    load_after = os.getloadavg()[0]
+    mem = {name: measure_memory(name, size, threads) for name in configs
+           if memory and not name.startswith("peak")}
 
-    models = {c: build(c, size) for c in CONFIGS}
-    wall: dict[str, list[float]] = {c: [] for c in CONFIGS}
-    cpu: dict[str, list[float]] = {c: [] for c in CONFIGS}
-    with torch.inference_mode():
-        reference = models["plain"][0](models["plain"][1])[0]
-        for c in CONFIGS:  # warm-up, and check that every configuration computes the same
-            model, x = models[c]
-            err = (model(x)[0] - reference).abs().max().item()
-            if err > 1e-4:
-                raise RuntimeError(f"{c} differs from plain by {err}")
-        for _ in range(repeats):
-            for c in CONFIGS:
-                model, x = models[c]
-                t0, c0 = time.perf_counter(), time.process_time()
-                model(x)
-                wall[c].append(time.perf_counter() - t0)
-                cpu[c].append(time.process_time() - c0)
-    return {c: {"wall": statistics.median(wall[c]), "wall_min": min(wall[c]),
-                "cpu": statistics.median(cpu[c]), "cpu_min": min(cpu[c])} for c in CONFIGS}
+    print(f"\nSPANet forward, 1 x 3 x {size} x {size}, {repeats} runs per configuration "
+          f"(load average {load_before:.1f} before, {load_after:.1f} after)")
+    print(f"{'configuration':<16} {'best s':>8} {'median s':>9} {'cpu s':>7} {'GFLOP':>7} "
+          f"{'GFLOP/s':>8} {'of peak':>8} {'peak MB':>8} {'+pass MB':>9}")
+    peak = "peak conv fp32"
+    for name, t in timings.items():
+        rate = flops[name] / t.best
+        m = mem.get(name, {"peak_mb": float("nan"), "growth_mb": float("nan")})
+        print(f"{name:<16} {t.best:8.3f} {t.median:9.3f} {t.best_cpu:7.3f} "
+              f"{flops[name] / 1e9:7.2f} {rate / 1e9:8.1f} "
+              f"{rate / (flops[peak] / timings[peak].best):8.2f} {m['peak_mb']:8.0f} "
+              f"{m['growth_mb']:9.0f}")
+
+    def ratio(slow: str, fast: str, work: tuple[float, float] = (1.0, 1.0)) -> str:
+        """How many times faster ``fast`` runs (per unit of work): best, median, CPU time."""
+        a, b = timings[slow], timings[fast]
+        values = [(x / work[0]) / (y / work[1]) for x, y in
+                  ((a.best, b.best), (a.median, b.median), (a.best_cpu, b.best_cpu))]
+        return f"{values[0]:.2f} (medians: {values[1]:.2f}; CPU time: {values[2]:.2f})"
+
+    print(f"SPANet() vs plain: {ratio('plain', 'SPANet()')} times faster")
+    share = flops["SPANet()"] / timings["SPANet()"].best / (flops[peak] / timings[peak].best)
+    print(f"SPANet() share of the fp32 convolution peak: "
+          f"{ratio(peak, 'SPANet()', (flops[peak], flops['SPANet()']))}; goal 0.8 at "
+          f"256 x 256 on two cores: {'met' if share >= 0.8 else 'not met'}")
+    if bf16:
+        speedup = timings["SPANet()"].best / timings["SPANet() bf16"].best
+        print(f"SPANet() bf16 vs fp32: {ratio('SPANet()', 'SPANet() bf16')} times faster; "
+              f"goal 1.8x: {'met' if speedup >= 1.8 else 'not met'}; the convolution "
+              f"alone: {ratio(peak, 'peak conv bf16')}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and numba threads (default: torch's default)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
-    parser.add_argument("--no-thp", action="store_true",
-                        help="do not set THP_MEM_ALLOC_ENABLE=1 (huge pages for large tensors)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure peak memory (one subprocess per configuration)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch's profile of SPANet() at the first size")
     parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "SIZE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
-        os.environ["NUMBA_NUM_THREADS"] = str(args.threads)
-    if not args.no_thp:  # read by PyTorch at its first allocation: set it before importing
-        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    import torch
+        import numba
 
-    if args.threads:
         torch.set_num_threads(args.threads)
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     if args.memory_child:
         memory_child(args.memory_child[0], int(args.memory_child[1]))
         return
-
+    bf16 = cpu_has_fast_bf16()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-          f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, "
+          f"{os.cpu_count()} CPU(s), fast bf16: "
+          f"{', '.join(cpu_bf16_features()) if bf16 else 'no (bf16 rows skipped)'}, "
           f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}")
     for size in args.sizes:
-        times = time_configs(size, args.repeats)
-        mem = ({} if args.no_memory else
-               {c: measure_memory(c, size, args.threads) for c in CONFIGS})
-        print(f"\nSPANet forward, 1 x 3 x {size} x {size} (median of {args.repeats}; min)")
-        print(f"{'config':<20} {'wall s':>8} {'min':>7} {'cpu s':>8} {'min':>7} "
-              f"{'peak MB':>8} {'+fwd MB':>8}")
-        for c in CONFIGS:
-            t = times[c]
-            m = mem.get(c, {"peak_mb": float("nan"), "growth_mb": float("nan")})
-            print(f"{c:<20} {t['wall']:8.3f} {t['wall_min']:7.3f} {t['cpu']:8.3f} "
-                  f"{t['cpu_min']:7.3f} {m['peak_mb']:8.0f} {m['growth_mb']:8.0f}")
-        plain, fast = times["plain"], times["fast"]
-        print(f"speed-up fast vs plain: wall {plain['wall'] / fast['wall']:.2f}x "
-              f"(min {plain['wall_min'] / fast['wall_min']:.2f}x), cpu "
-              f"{plain['cpu'] / fast['cpu']:.2f}x (min {plain['cpu_min'] / fast['cpu_min']:.2f}x)")
+        report(size, args.repeats, args.threads, args.memory, bf16)
+    if args.profile:
+        profile(args.sizes[0], bf16)
 
 
 if __name__ == "__main__":

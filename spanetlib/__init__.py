@@ -10,10 +10,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "alignment", "background", "clip_estimate", "data", "datasets", "deviations", "evaluate",
-    "export", "field", "figure_data", "figures", "fileio", "inference", "layouts", "losses",
-    "metrics", "models", "profiles", "rain", "readme", "reproduce", "review", "review_widget",
-    "runs", "selection", "tables", "testsets", "train", "video",
+    "alignment", "background", "clip_estimate", "data", "datasets", "deviations", "device",
+    "evaluate", "export", "field", "figure_data", "figures", "fileio", "inference", "layouts",
+    "losses", "metrics", "models", "profiles", "rain", "readme", "reproduce", "review",
+    "review_widget", "runs", "selection", "tables", "testsets", "train", "video",
 )
 
 __all__ = sorted(("__version__", *_SUBMODULES))

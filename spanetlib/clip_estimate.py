@@ -33,6 +33,15 @@ estimate where it holds and says where it does not:
    moved against each other without being warped (align "off" on a moving clip) pairs no
    frame at all.
 
+5. **Quality evidence** (``quality=True``, the default): what the no-reference quality score
+   (:func:`spanetlib.selection.scene_quality`) needs from a period's aligned frames, which the
+   result does not keep, measured once per period into a :class:`SegmentEvidence`: the
+   estimates of the period's even and odd frames (interleaved halves: the same time span,
+   independent rain), detail against the frames, what one warp loses, how far unwarped
+   frames sit from each other, each frame's contrast and position against the estimate (a
+   veil, a registration gone wrong), the
+   rain fraction.
+
 Everything the export and the review need to never pair a rain frame with the wrong clean
 image comes back in one :class:`ClipEstimate`: ``membership[i]`` (the period of frame ``i``,
 -1 for none), :meth:`ClipEstimate.clean_for_frame` and :meth:`ClipEstimate.usable_mask`.
@@ -40,6 +49,7 @@ image comes back in one :class:`ClipEstimate`: ``membership[i]`` (the period of 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -68,10 +78,12 @@ from spanetlib.background import (
     reliability_map,
 )
 from spanetlib.fileio import InputError
+from spanetlib.selection import rain_fraction
 
 __all__ = [
     "ClipEstimate",
     "ClipSegment",
+    "SegmentEvidence",
     "estimate_clip",
     "pair_check",
 ]
@@ -87,6 +99,69 @@ _MIN_PERIOD = 4  # fewest frames on each side of a scene change (and 10 % of the
 _HOLD = 0.6  # share of each side's frames that must sit at its level on the changed blocks
 _DARK_RMS = 2.0  # a pair whose darker-than-clean RMS exceeds this many sigma (+ 1) is wrong
 _EDGE_PX = {True: 0.25, False: 0.1}  # misalignment tolerated at edges: warped / unwarped
+
+
+@dataclass(frozen=True)
+class SegmentEvidence:
+    """Measurements of one period's aligned frames for the no-reference quality score.
+
+    :func:`estimate_clip` fills one per period (``quality=True``);
+    :func:`spanetlib.selection.scene_quality` turns them into cues and a score. Luminance is
+    BT.601 in levels (0..255); "over the valid region" means the period's ``valid`` pixels.
+
+    Attributes:
+        half_difference: H x W float32, luminance of the estimate (Eqs. 2-4) of the period's
+            even frames less that of its odd frames. Rain falls anew every frame, so what one
+            half's estimate keeps of it (and its noise) the other's does not; a static scene
+            and anything that stays for the whole period cancel. All NaN when a half has
+            fewer than 2 frames.
+        sharpness: gradient energy of the estimate over the median of the frames' (up to 10
+            frames), both with thin bright structures (streaks) removed by a horizontal
+            opening and at half resolution (less noise), over the valid region. Smearing from
+            frames that moved against each other lowers it; a percentile of noisy frames sits
+            a little below 1.
+        gradient_rms: RMS luminance gradient (levels per pixel) of the estimate over the valid
+            region (what a displacement turns into an error).
+        warp_loss: RMS luminance change (levels) of the estimate shifted by half a pixel in x
+            and y with the mode's warp and back, halved, over the valid region less a
+            4-pixel border: the fine texture (near the sampling limit) a warp takes away.
+        frame_warp_loss: the same of the clip's reference frame (never warped, in the
+            estimate's coordinates) with the pixels rain brightens, or that differ from the
+            estimate by more than noise and blur explain, taken from the estimate, less what
+            its noise explains. Warped frames lose fine texture, so an estimate made of them
+            keeps less of it than the frame: ``frame_warp_loss - warp_loss`` measures that
+            loss.
+        warped_share: share of the used frames that were warped.
+        misregistration_px: RMS displacement (largest over the frame corners, pixels) between
+            pairs of used frames that were not warped; 0 when fewer than two.
+        frame_fit: F x 3 float64, per frame ``i`` of up to 25 used frames ``(a_i, b_i,
+            m_i)`` of ``Y_i ~ a_i Y(x + d_i(x)) + b_i`` with ``d_i`` an affine displacement
+            field, linearized around the estimate ``Y`` (``a_i Y + b_i + a_i d_i . grad Y``)
+            and fitted on up to 20000 pixels spread over the valid region (clipped levels
+            left out), leaving out the pixels far above the fit (rain: ``2.5 sigma + 1``
+            levels) or far below it (objects: ``4 sigma + 4``); ``m_i`` is the RMS of
+            ``|d_i|`` over those pixels: how far the aligned frame still sits from the
+            estimate. Frames registered wrongly (or moving and not warped) scatter around
+            it. A veil of rain that varies from frame to frame shows as gains ``a_i`` around
+            1 with offsets ``b_i = A (1 - a_i)`` for a bright level ``A`` (the airlight); an
+            exposure change as gains with no offset.
+        rain_fraction: :func:`spanetlib.selection.rain_fraction` of the frames against the
+            estimate (share of pixels per frame that rain brightens by more than 12 levels).
+        streak_energy: mean white top-hat (the horizontal opening's residue: thin bright
+            structures) of the estimate's luminance over the median of the frames', over the
+            valid region (rain left in the estimate raises it; so does scene texture).
+    """
+
+    half_difference: np.ndarray
+    sharpness: float
+    gradient_rms: float
+    warp_loss: float
+    frame_warp_loss: float
+    warped_share: float
+    misregistration_px: float
+    frame_fit: np.ndarray
+    rain_fraction: float
+    streak_energy: float
 
 
 @dataclass(frozen=True)
@@ -107,6 +182,8 @@ class ClipSegment:
         aligned: False when frames that were not warped moved against each other by more
             than twice the mode's ``min_motion_px`` (align mode "off" on a moving clip): the
             estimate is a smear and no frame is paired with it.
+        evidence: the :class:`SegmentEvidence` of the quality score (None when
+            :func:`estimate_clip` ran with ``quality=False``).
     """
 
     start: int
@@ -118,6 +195,7 @@ class ClipSegment:
     crop: tuple[int, int, int, int]
     noise_sigma: float
     aligned: bool = True
+    evidence: SegmentEvidence | None = None
 
     @property
     def image(self) -> np.ndarray:
@@ -200,21 +278,22 @@ class ClipEstimate:
             ValueError: ``segment`` is None and the frame belongs to no segment
                 (``membership[index] == -1``), or a bad index.
         """
-        if segment is None:
-            segment = self._segment_of(index)
-        else:
-            index = self._check_index(index)
-            if isinstance(segment, bool) or not isinstance(segment, (int, np.integer)) \
-                    or not 0 <= segment < len(self.segments):
-                raise ValueError(f"segment: expected an int in [0, {len(self.segments)}), got "
-                                 f"{segment!r}")
+        index, segment = self._frame_and_segment(index, segment)
         return _clean_for(self.segments[segment].image, self.motion, index,
                           bool(self.warped[index]), bool(self.exposed[index]), self.mode)
 
-    def valid_for_frame(self, index: int) -> np.ndarray:
-        """H x W bool: pixels of frame ``index`` inside its segment's valid region."""
-        seg = self._segment_of(index)
-        return _valid_for(self.segments[seg].valid, self.motion, index,
+    def valid_for_frame(self, index: int, segment: int | None = None) -> np.ndarray:
+        """H x W bool: pixels of frame ``index`` inside its segment's valid region.
+
+        Args:
+            index: the frame.
+            segment: map this segment's valid region instead (any frame, member or not).
+
+        Raises:
+            ValueError: as :meth:`clean_for_frame`.
+        """
+        index, segment = self._frame_and_segment(index, segment)
+        return _valid_for(self.segments[segment].valid, self.motion, index,
                           bool(self.warped[index]))
 
     def usable_mask(self, index: int) -> np.ndarray:
@@ -254,6 +333,16 @@ class ClipEstimate:
                 or not 0 <= index < n:
             raise ValueError(f"frame index: expected an int in [0, {n}), got {index!r}")
         return int(index)
+
+    def _frame_and_segment(self, index: int, segment: int | None) -> tuple[int, int]:
+        """The checked frame index and its segment (``segment``, or the frame's own)."""
+        if segment is None:
+            return self._check_index(index), self._segment_of(index)
+        if isinstance(segment, bool) or not isinstance(segment, (int, np.integer)) \
+                or not 0 <= segment < len(self.segments):
+            raise ValueError(f"segment: expected an int in [0, {len(self.segments)}), got "
+                             f"{segment!r}")
+        return self._check_index(index), int(segment)
 
     def _segment_of(self, index: int) -> int:
         index = self._check_index(index)
@@ -377,6 +466,146 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
         bad[max(0, y - my):min(h, y + bh + my), max(0, x - mx):min(w, x + bw + mx)] = 1
     bad = cv2.dilate(bad, np.ones((5, 5), np.uint8)) > 0
     return bad, dy
+
+
+# --------------------------------------------------------------------------------------------
+# Quality evidence
+# --------------------------------------------------------------------------------------------
+
+_EVIDENCE_FRAMES = 25  # most frames the frame fit (veil, residual motion) looks at
+_DETAIL_FRAMES = 10  # most frames the detail and streak references are the median of
+_EVIDENCE_POINTS = 20000  # most pixels per frame fit
+
+
+def _streak_opening(y: np.ndarray) -> np.ndarray:
+    """Luminance with thin bright structures removed (a horizontal opening wider than rain)."""
+    side = max(5, int(round(5.0 * y.shape[1] / 320.0)) | 1)
+    return cv2.morphologyEx(y, cv2.MORPH_OPEN, np.ones((1, side), np.uint8))
+
+
+def _detail(y: np.ndarray, inside: np.ndarray) -> float:
+    """Mean squared gradient of the opened luminance at half resolution over ``inside``."""
+    h, w = y.shape
+    small = cv2.resize(_streak_opening(y), (max(4, w // 2), max(4, h // 2)),
+                       interpolation=cv2.INTER_AREA)
+    keep = cv2.resize(inside.astype(np.uint8), small.shape[::-1],
+                      interpolation=cv2.INTER_NEAREST)
+    keep = cv2.erode(keep, np.ones((3, 3), np.uint8)) > 0
+    gx = cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    gy = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    energy = gx * gx + gy * gy
+    return float(energy[keep].mean()) if keep.any() else 0.0
+
+
+def _frame_fit(y: np.ndarray, design: np.ndarray, xn: np.ndarray, yn: np.ndarray,
+               sigma: float) -> tuple[float, float, float]:
+    """``(a, b, m)`` of one frame's samples ``y`` (see ``SegmentEvidence.frame_fit``).
+
+    ``design``'s columns: the estimate, 1, then ``gx, gy, xn gx, yn gx, xn gy, yn gy`` with
+    the estimate's gradients and the samples' coordinates ``xn, yn`` (centred, over the width).
+    """
+    # Start from the identity (the frames are aligned and exposure-corrected): in dense rain
+    # a first fit over every pixel would follow the rain.
+    coef = np.zeros(design.shape[1])
+    coef[0] = 1.0
+    r = y - design[:, 0]
+    keep = (r < 2.5 * sigma + 1.0) & (r > -4.0 * sigma - 4.0)
+    for _ in range(4):
+        if keep.sum() < 16:
+            break
+        coef = np.linalg.lstsq(design[keep], y[keep], rcond=None)[0]
+        r = y - design @ coef
+        keep = (r < 2.5 * sigma + 1.0) & (r > -4.0 * sigma - 4.0)
+    p = coef[2:] / (coef[0] if abs(coef[0]) > 1e-3 else 1.0)
+    dx = p[0] + p[2] * xn + p[3] * yn
+    dy = p[1] + p[4] * xn + p[5] * yn
+    return float(coef[0]), float(coef[1]), float(np.sqrt(np.mean(dx * dx + dy * dy)))
+
+
+_HALF_PIXEL = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+
+
+def _warp_loss(y: np.ndarray, inside: np.ndarray, mode: AlignMode) -> float:
+    """Half the RMS change of ``y`` warped by half a pixel and back, over ``inside`` less 4 px."""
+    there = warp_frame(y, _HALF_PIXEL, mode.interpolation, mode.dering)
+    back = warp_frame(there, np.linalg.inv(_HALF_PIXEL), mode.interpolation, mode.dering)
+    core = cv2.erode(inside.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    core = core if core.any() else inside
+    return 0.5 * float(np.sqrt(np.mean((back - y)[core] ** 2)))
+
+
+@functools.cache
+def _noise_warp_loss(interpolation: int, dering: bool) -> float:
+    """:func:`_warp_loss` of white Gaussian noise of unit sigma (a constant of the warp)."""
+    noise = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+    return _warp_loss(noise, np.ones(noise.shape, bool),
+                      AlignMode("noise", warp="always", interpolation=interpolation,
+                                dering=dering))
+
+
+def _segment_evidence(stack: np.ndarray, estimate: BackgroundEstimate, valid: np.ndarray,
+                      motion: Motion, used: np.ndarray, warped: np.ndarray, mode: AlignMode,
+                      sigma: float, reference_frame: np.ndarray) -> SegmentEvidence:
+    """The :class:`SegmentEvidence` of one period (``stack``: its aligned frames)."""
+    n = len(stack)
+    inside = valid if valid.any() else np.ones_like(valid)
+    est_y = _luma(np.clip(np.rint(estimate.image), 0, 255).astype(np.uint8))
+    halves = [stack[0::2], stack[1::2]]
+    if all(len(half) >= 2 for half in halves):
+        half_y = [_luma(np.clip(np.rint(estimate_background(half).image), 0, 255)
+                        .astype(np.uint8)) for half in halves]
+        half_difference = half_y[0] - half_y[1]
+    else:
+        half_difference = np.full(est_y.shape, np.nan, np.float32)
+
+    picks = np.unique(np.linspace(0, n - 1, min(n, _DETAIL_FRAMES)).round().astype(np.int64))
+    frames_y = [_luma(stack[k]) for k in picks]
+    frame_detail = float(np.median([_detail(y, inside) for y in frames_y]))
+    sharpness = _detail(est_y, inside) / max(frame_detail, 1e-6)
+    tophat = float(np.median([(y - _streak_opening(y))[inside].mean() for y in frames_y]))
+    streak_energy = float((est_y - _streak_opening(est_y))[inside].mean()) / max(tophat, 1e-6)
+    gx = cv2.Sobel(est_y, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    gy = cv2.Sobel(est_y, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    gradient_rms = float(np.sqrt((gx * gx + gy * gy)[inside].mean()))
+
+    warp_loss = _warp_loss(est_y, inside, mode)
+    # The reference frame where rain, objects or another scene state do not show: its pixels
+    # within noise (and what blur explains at edges) of the estimate; the estimate elsewhere.
+    ref_y = _luma(reference_frame)
+    allow = 3.5 * sigma + 2.0 + 0.5 * np.abs(cv2.Laplacian(est_y, cv2.CV_32F))
+    composite = np.where(np.abs(ref_y - est_y) <= allow, ref_y, est_y)
+    frame_loss = _warp_loss(composite, inside, mode)
+    frame_loss = math.sqrt(max(0.0, frame_loss ** 2 - (
+        _noise_warp_loss(mode.interpolation, mode.dering) * sigma) ** 2))
+
+    still = used[~warped[used]]
+    misregistration = 0.0
+    if len(still) >= 2:
+        mats = motion.matrices[still]
+        rel = np.linalg.inv(mats)[:, None] @ mats[None, :]
+        d = motion_displacement(rel.reshape(-1, 3, 3), motion.shape)
+        misregistration = float(np.sqrt(np.sum(d ** 2) / (len(still) * (len(still) - 1))))
+
+    ys, xs = np.nonzero(inside & (est_y > 3) & (est_y < 252))
+    if ys.size > _EVIDENCE_POINTS:
+        keep = np.linspace(0, ys.size - 1, _EVIDENCE_POINTS).astype(np.int64)
+        ys, xs = ys[keep], xs[keep]
+    h, w = est_y.shape
+    xn, yn = (xs - (w - 1) / 2.0) / w, (ys - (h - 1) / 2.0) / w
+    tgx, tgy = gx[ys, xs].astype(np.float64), gy[ys, xs].astype(np.float64)
+    design = np.stack([est_y[ys, xs].astype(np.float64), np.ones(ys.size), tgx, tgy,
+                       xn * tgx, yn * tgx, xn * tgy, yn * tgy], axis=1)
+    fit_frames = np.unique(np.linspace(0, n - 1, min(n, _EVIDENCE_FRAMES)).round()
+                           .astype(np.int64))
+    frame_fit = np.array([_frame_fit(_luma(stack[k])[ys, xs].astype(np.float64), design, xn,
+                                     yn, sigma) for k in fit_frames],
+                         np.float64).reshape(-1, 3)
+    return SegmentEvidence(
+        half_difference=half_difference.astype(np.float32), sharpness=float(sharpness),
+        gradient_rms=gradient_rms, warp_loss=warp_loss, frame_warp_loss=frame_loss,
+        warped_share=float(warped[used].mean()) if len(used) else 0.0,
+        misregistration_px=misregistration, frame_fit=frame_fit,
+        rain_fraction=rain_fraction(stack, estimate.image), streak_energy=streak_energy)
 
 
 # --------------------------------------------------------------------------------------------
@@ -533,7 +762,8 @@ def estimate_clip(frames: np.ndarray, align: str | AlignMode = "auto", *,
                   reference: int | None = None, segments: bool = True,
                   max_inconsistent: float = 0.5, min_frames: int = 5,
                   motion: Motion | None = None, models: tuple[str, ...] = MOTION_MODELS,
-                  max_side: int = 640, workers: int | None = None) -> ClipEstimate:
+                  max_side: int = 640, workers: int | None = None,
+                  quality: bool = True) -> ClipEstimate:
     """Background estimates of a rain clip, per stable period, with per-frame pair checks.
 
     See the module docstring for the steps. A static clip with no scene change gives one
@@ -553,6 +783,9 @@ def estimate_clip(frames: np.ndarray, align: str | AlignMode = "auto", *,
         models: richest motion model allowed (see :func:`spanetlib.alignment.measure_motion`).
         max_side: working size of the motion measurement.
         workers: threads (default: the CPU count, at most 4).
+        quality: measure each period's :class:`SegmentEvidence` for
+            :func:`spanetlib.selection.scene_quality` (two more estimates over half the
+            frames each, and a few cheap statistics).
 
     Returns:
         A :class:`ClipEstimate`.
@@ -600,10 +833,13 @@ def estimate_clip(frames: np.ndarray, align: str | AlignMode = "auto", *,
         aligned_ok = _mutually_registered(motion, used[~warped[used]], mode.min_motion_px)
         if aligned_ok:
             seg_of_period[int(k)] = len(found)
+        evidence = _segment_evidence(stack, estimate, valid, motion, used, warped, mode,
+                                     sigma, aligned.frames[motion.reference]) \
+            if quality else None
         found.append(ClipSegment(start=int(used[0]), stop=int(used[-1]) + 1, frames=used,
                                  estimate=estimate, reliability=reliability, valid=valid,
                                  crop=crop_box(valid), noise_sigma=sigma,
-                                 aligned=aligned_ok))
+                                 aligned=aligned_ok, evidence=evidence))
     membership = np.array([seg_of_period.get(int(k), -1) for k in period], np.int64)
     inconsistent = np.full(n, np.nan, np.float32)
     usable_share = np.zeros(n, np.float32)

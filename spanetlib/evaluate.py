@@ -51,11 +51,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .device import resolve_torch_device
 from .fileio import IMAGE_SUFFIXES, InputError, atomic_write_text, read_image, write_image
-from .inference import derain_array, prepare_model
+from .inference import derain_array
 from .layouts import FolderPairs, ImagePair, ImageRef, read_test_folder
 from .metrics import CONVENTIONS, METRIC_CONVENTIONS, image_to_tensor, psnr_ssim_np
-from .models.pretrained import PRETRAINED_NAMES, load_pretrained, resolve_torch_device
+from .models.pretrained import PRETRAINED_NAMES, load_pretrained
 from .testsets import build_heldout_rain_set
 
 __all__ = [
@@ -375,14 +376,8 @@ def _check_outputs(pairs: Sequence[Pair], folder: str | os.PathLike | None, over
 # --------------------------------------------------------------------------------------------
 def _derain_batch(model: nn.Module, images: list[np.ndarray], device: torch.device
                   ) -> list[np.ndarray]:
-    """Run ``model`` on same-sized images stacked into one batch; outputs clipped to [0, 1].
-
-    The model was set up by ``inference.prepare_model`` (channels-last weights on the CPU), so
-    the input is laid out the same way as ``derain_array`` does.
-    """
+    """Run ``model`` on same-sized images stacked into one batch; outputs clipped to [0, 1]."""
     x = torch.cat([image_to_tensor(img) for img in images]).to(device)
-    if device.type == "cpu":
-        x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         out, _ = model(x)
     out = out.clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
@@ -411,10 +406,9 @@ def evaluate_model(
     convention.
 
     Args:
-        model: a derainer (``forward(x) -> (image, attention)``; prepared in place by
-            `spanetlib.inference.prepare_model`: moved to ``device``, channels-last on the
-            CPU; its train/eval mode is restored afterwards), ``None`` or ``"input"`` to score
-            the rain input itself, or a weights name/path for
+        model: a derainer (``forward(x) -> (image, attention)``; moved to ``device`` and put
+            in eval mode in place; its train/eval mode is restored afterwards), ``None`` or
+            ``"input"`` to score the rain input itself, or a weights name/path for
             `spanetlib.models.pretrained.load_pretrained` ("official", "synthetic", a checkpoint).
         pairs: a test folder in any layout of `spanetlib.layouts` or a pair-list file, what
             `spanetlib.layouts.read_test_folder` returned, or a sequence of ``(rain, clean)`` /
@@ -468,7 +462,7 @@ def evaluate_model(
     net = _resolve_model(model, device)
     was_training = net.training if net is not None else False
     if net is not None:
-        prepare_model(net, device)  # eval mode on device, as derain_array would
+        net.eval().to(device)  # as derain_array does
 
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(items), desc=desc or ("input" if net is None else "evaluate"),

@@ -28,6 +28,7 @@ __all__ = [
     "plot_motion_trace",
     "plot_percentile_ranges",
     "plot_pixel_profile",
+    "plot_quality_validation",
     "plot_training_curves",
     "reliability_overlay",
     "save_figure",
@@ -388,6 +389,87 @@ def plot_training_curves(logs: Mapping[str, object], columns: Sequence[str] = ("
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+_QUALITY_COLUMNS = ("split", "preset", "true_psnr", "score", "accept")
+
+
+def plot_quality_validation(table: str | os.PathLike | object, threshold: float | None = None,
+                            good_db: float = 40.0, split: str | None = "report",
+                            title: str = "", path: str | os.PathLike | None = None
+                            ) -> plt.Figure:
+    """The no-reference quality score against the true PSNR, one point per clip.
+
+    Reads what ``benchmarks/bench_quality.py`` writes (``results/quality_validation.csv``):
+    colour by preset, dots for accepted clips and crosses for refused ones (a refusal may come
+    from a gate above the threshold: a veil, too few frames, frames not aligned), the accept
+    threshold (horizontal) and the good-scene line (vertical) drawn; accepted clips below
+    ``good_db`` (false accepts) are ringed in red. Clips without an estimate (no true PSNR)
+    are counted in the title, not drawn.
+
+    Args:
+        table: the CSV's path or a pandas DataFrame with its columns (at least ``split``,
+            ``preset``, ``true_psnr``, ``score``, ``accept``).
+        threshold: the accept threshold to draw (default
+            ``spanetlib.selection.QUALITY_ACCEPT_THRESHOLD``).
+        good_db: the true PSNR (dB) that makes a scene good.
+        split: the rows to plot (``"report"``: the clips the model was not fitted on;
+            ``"fit"``; None: all, the fit clips paler).
+        title: figure title.
+        path: PNG to write.
+
+    Raises:
+        ValueError: missing columns, or no row of that split.
+    """
+    import pandas as pd
+
+    from .selection import QUALITY_ACCEPT_THRESHOLD
+
+    df = table if isinstance(table, pd.DataFrame) else pd.read_csv(table)
+    missing = [c for c in _QUALITY_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"quality table: missing column(s) {missing}; expected the CSV of "
+                         "benchmarks/bench_quality.py")
+    if split is not None:
+        df = df[df["split"] == split]
+    if df.empty:
+        raise ValueError(f"quality table: no row of split {split!r}")
+    threshold = QUALITY_ACCEPT_THRESHOLD if threshold is None else float(threshold)
+    accept = df["accept"].astype(str).str.lower().isin(("true", "1"))
+    shown = df[np.isfinite(df["true_psnr"].astype(float))]
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    presets = sorted(df["preset"].unique())
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(presets), 2)))
+    for preset, colour in zip(presets, colours, strict=False):
+        ax.scatter([], [], s=26, color=colour, label=preset)
+        rows = shown[shown["preset"] == preset]
+        for taken, marker in ((True, "o"), (False, "x")):
+            for part, alpha in (("fit", 0.45), ("report", 1.0)):
+                pick = rows[(accept[rows.index] == taken) & ((rows["split"] == "fit")
+                                                             == (part == "fit"))]
+                if len(pick):
+                    ax.scatter(pick["true_psnr"], pick["score"], s=28, color=colour,
+                               alpha=alpha, marker=marker, linewidths=1.2)
+    ax.scatter([], [], s=28, color="k", marker="o", label="accepted")
+    ax.scatter([], [], s=28, color="k", marker="x", label="refused")
+    wrong = shown[accept[shown.index] & (shown["true_psnr"] < good_db)]
+    if len(wrong):
+        ax.scatter(wrong["true_psnr"], wrong["score"], s=110, facecolors="none",
+                   edgecolors="red", linewidths=1.4, label="accepted, < good")
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"accept threshold {threshold:.2f}")
+    ax.axvline(good_db, color="0.4", ls=":", lw=1.2, label=f"{good_db:.0f} dB")
+    ax.set_xlabel("true PSNR of the estimate (dB, worst period)")
+    ax.set_ylabel("quality score (no reference)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6.5, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    lost = len(df) - len(shown)
+    note = f" ({lost} clip(s) without an estimate not drawn)" if lost else ""
+    ax.set_title(title or f"No-reference quality score vs truth, {split or 'all'} clips{note}",
+                 fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
     return fig

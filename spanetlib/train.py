@@ -61,6 +61,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import PairDataset, find_pair_list
+from .device import cpu_has_fast_bf16, resolve_torch_device
 from .fileio import InputError, atomic_torch_save, atomic_write_text
 from .losses import SPANetLoss
 from .metrics import psnr, ssim
@@ -72,7 +73,6 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "build_model",
-    "cpu_has_fast_bf16",
     "load_config",
     "main",
     "make_config",
@@ -123,9 +123,9 @@ class TrainConfig:
         out_dir: folder of ``log.csv``, ``last.pt`` and ``final.pt``.
         device: "auto" (CUDA when available), "cpu" or "cuda".
         amp: bf16 autocast of the forward pass on CUDA.
-        amp_cpu: bf16 autocast of the forward pass on a CPU too, where the CPU has AMX bf16
-            units (`cpu_has_fast_bf16`; elsewhere the run stays in float32): about twice as
-            fast on such a CPU, at bf16 precision. Off by default.
+        amp_cpu: bf16 autocast of the forward pass on a CPU too, where the CPU has fast bf16
+            (AMX or AVX512-BF16: `spanetlib.device.cpu_has_fast_bf16`; elsewhere the run stays
+            in float32): about twice as fast on such a CPU, at bf16 precision. Off by default.
         channels_last: channels-last memory format (on CUDA and on the CPU, where oneDNN's
             convolutions and the numba IRNN are both faster in NHWC).
         max_val_images: the first N pairs of ``val_list`` are scored.
@@ -274,15 +274,6 @@ TRAIN_PROFILES: dict[str, dict[str, Any]] = {
         "max_val_images": 4, "val_crop": 64, "amp": False, "channels_last": False,
     },
 }
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU has AMX bf16 tiles (bf16 convolutions then beat float32 ones)."""
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent: assume no
-    try:
-        return bool(check is not None and check())
-    except RuntimeError:
-        return False
 
 
 def scale_milestones(milestones: Sequence[int], base_steps: int, steps: int
@@ -513,15 +504,14 @@ def _setup_distributed(device_name: str) -> _Dist:
 
 
 def _resolve_device(name: str, dist_info: _Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("device 'cuda' requested but CUDA is not available; use --device cpu")
-        index = dist_info.local_rank if dist_info.enabled else torch.cuda.current_device()
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    return torch.device("cpu")
+    """`spanetlib.device.resolve_torch_device`, with this process's GPU under DDP."""
+    dev = resolve_torch_device(name)
+    if dev.type != "cuda":
+        return dev
+    index = dist_info.local_rank if dist_info.enabled else (
+        dev.index if dev.index is not None else torch.cuda.current_device())
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def _param_digest(model: nn.Module) -> str:

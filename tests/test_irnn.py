@@ -214,6 +214,46 @@ def test_numba_half_precision_goes_through_float32():
         torch.testing.assert_close(a.float(), b, atol=0.05, rtol=0.02)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels-last"])
+def test_numba_bf16_without_grad_rounds_the_float32_scan_once(layout):
+    # Inference in bf16 reads and writes bf16 directly (no float32 copies) but must compute
+    # exactly what the float32 kernel gives on the widened input, rounded once to the nearest
+    # even bf16 as torch rounds: bit for bit, NaN and infinities in the input included.
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 5, 9, 21, generator=gen).mul_(3).bfloat16()
+    x[0, 1, 3, 4] = float("nan")
+    x[1, 2, 5, 6] = float("inf")
+    x[1, 3, 2, 2] = -float("inf")
+    x[0, 4, 7, 7] = 3.0e38  # w * h + x overflows to inf in float32
+    if layout == "channels-last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight, bias = _params(5)
+    weight[1, 4] = 1.0
+    with torch.no_grad():
+        got = irnn_concat(x, weight, bias, backend="numba")
+        expected = irnn_concat(x.float(), weight, bias, backend="numba").bfloat16()
+    assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got.view(torch.int16), expected.view(torch.int16))
+    assert torch.isinf(got).any()  # the special values reached the rounding
+    # the rounding is to nearest: not what truncating the float32 bits would give
+    truncated = (irnn_concat(x.float(), weight, bias, backend="numba").view(torch.int32)
+                 .bitwise_right_shift(16).to(torch.int16))
+    assert not torch.equal(got.view(torch.int16), truncated)
+
+
+def test_numba_bf16_with_grad_goes_through_float32():
+    x = torch.randn(1, 3, 5, 6).bfloat16().requires_grad_()
+    weight, bias = _params(3)
+    weight.requires_grad_()
+    out = irnn_concat(x, weight, bias, backend="numba")
+    assert out.dtype == torch.bfloat16 and out.grad_fn is not None
+    out.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16
+    assert weight.grad is not None and torch.isfinite(weight.grad).all()
+    with torch.no_grad():
+        torch.testing.assert_close(out, irnn_concat(x.detach(), weight, bias, backend="numba"))
+
+
 def test_small_problems_run_single_threaded_and_restore_threads(monkeypatch):
     import numba
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from spanetlib.device import resolve_torch_device
 from spanetlib.fileio import InputError
 from spanetlib.models import pretrained
 from spanetlib.models.pretrained import (
@@ -14,7 +15,6 @@ from spanetlib.models.pretrained import (
     load_official_spanet,
     load_pretrained,
     official_key,
-    resolve_torch_device,
 )
 from spanetlib.models.spanet import SPANet
 

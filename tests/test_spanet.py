@@ -1,6 +1,9 @@
+import contextlib
+
 import pytest
 import torch
 
+from spanetlib.models import spanet as spanet_module
 from spanetlib.models.irnn import IRNN
 from spanetlib.models.spanet import (
     TABLE4_PARAMETER_COUNTS,
@@ -154,3 +157,114 @@ def test_direction_maps_weight_their_own_direction(backend):
         swapped = maps.flip(1)  # the same maps on the wrong directions give another result
         sam.attention_layer.forward = lambda _x: swapped
         assert (sam(x) - expected).abs().max() > 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# The default CPU path (channels-last features, numba IRNN, in-place inference updates, heap
+# reuse) against the plain path: the same weights, NCHW throughout, the reference IRNN.
+# --------------------------------------------------------------------------------------------
+
+
+def fast_and_plain(**kwargs) -> tuple[SPANet, SPANet]:
+    """A default-backend model and its reference-IRNN twin (same weights)."""
+    torch.manual_seed(0)
+    fast = SPANet(channels=8, **kwargs)
+    with torch.no_grad():  # IRNN weights like trained ones (up to 1.0), so scans reach far
+        for name, param in fast.named_parameters():
+            if "irnn" in name and name.endswith(".weight"):
+                param.uniform_(-0.5, 1.0)
+    plain = SPANet(**{**fast.model_kwargs, "irnn_backend": "reference"})
+    plain.load_state_dict(fast.state_dict())
+    return fast, plain
+
+
+def plain_forward(model: SPANet, x: torch.Tensor):
+    """The network as plain PyTorch runs it: NCHW tensors, no CPU measures."""
+    return model._features_to_outputs(x)
+
+
+@pytest.mark.parametrize("name", list(TABLE4_VARIANTS))
+def test_default_forward_matches_plain_path(name):
+    fast, plain = fast_and_plain(**TABLE4_VARIANTS[name])
+    assert fast.irnn_backend == "auto"  # the numba kernel on the CPU
+    x = torch.rand(2, 3, 19, 26)
+    before = x.clone()
+    with torch.no_grad():
+        image, attention = fast.eval()(x)
+        expected, expected_attention = plain_forward(plain.eval(), x)
+    assert torch.equal(x, before)  # the in-place inference updates never touch the input
+    assert image.shape == (2, 3, 19, 26) and image.is_contiguous()  # NCHW, as before
+    torch.testing.assert_close(image, expected, atol=1e-5, rtol=1e-5)
+    if expected_attention is None:
+        assert attention is None
+    else:
+        assert attention.shape == (2, 1, 19, 26) and attention.is_contiguous()
+        torch.testing.assert_close(attention, expected_attention, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["Shared SAMs (SPANet)", "No direction attention"])
+def test_default_forward_gradients_match_plain_path(name):
+    # float64, so that the two paths agree to rounding of the order of 1e-12
+    fast, plain = fast_and_plain(**TABLE4_VARIANTS[name])
+    fast, plain = fast.double(), plain.double()
+    x = torch.rand(2, 3, 11, 14, dtype=torch.float64)
+    weights = torch.rand(2, 3, 11, 14, dtype=torch.float64)
+    grads = []
+    for model, run in ((fast, fast), (plain, lambda t: plain_forward(plain, t))):
+        model.zero_grad()
+        xg = x.clone().requires_grad_()
+        image, attention = run(xg)
+        ((image * weights).sum() + attention.square().sum()).backward()
+        grads.append({"x": xg.grad, **{n: p.grad for n, p in model.named_parameters()
+                                       if p.grad is not None}})
+    assert grads[0].keys() == grads[1].keys()
+    for key, grad in grads[1].items():
+        torch.testing.assert_close(grads[0][key], grad, atol=1e-10, rtol=1e-9,
+                                   msg=lambda m, k=key: f"gradient of {k}: {m}")
+
+
+def test_every_convolution_of_the_cpu_path_reads_channels_last():
+    # A convolution fed another layout copies its input first (a strided 128-channel copy
+    # after the direction weighting once cost a quarter of the forward pass).
+    fast, _ = fast_and_plain()
+    layouts = {}
+
+    def record(name, args):
+        layouts.setdefault(name, args[0].is_contiguous(memory_format=torch.channels_last))
+
+    for name, module in fast.named_modules():
+        if isinstance(module, torch.nn.Conv2d) and ".irnn" not in name:
+            module.register_forward_pre_hook(lambda _m, args, name=name: record(name, args))
+    with torch.no_grad():
+        fast.eval()(torch.rand(1, 3, 12, 10))
+    assert len(layouts) == sum(isinstance(m, torch.nn.Conv2d) for n, m in fast.named_modules()
+                               if ".irnn" not in n)
+    assert all(layouts.values()), [n for n, ok in layouts.items() if not ok]
+
+
+def test_bf16_autocast_close_to_float32():
+    fast, _ = fast_and_plain()
+    x = torch.rand(1, 3, 24, 31)
+    with torch.no_grad():
+        image, attention = fast.eval()(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            image16, attention16 = fast(x)
+    assert image16.dtype == torch.bfloat16 and image16.is_contiguous()
+    err = (image16.float() - image).abs().max().item()
+    assert 1e-4 < err < 0.05 * image.abs().max().item()  # bf16 was used, and it stays close
+    assert (attention16.float() - attention).abs().max().item() < 0.05
+
+
+def test_cpu_forward_reuses_freed_memory(monkeypatch):
+    entered = []
+
+    @contextlib.contextmanager
+    def spy():
+        entered.append(1)
+        yield
+
+    monkeypatch.setattr(spanet_module, "reuse_freed_memory", spy)
+    model, _ = fast_and_plain()
+    with torch.no_grad():
+        model.eval()(torch.rand(1, 3, 8, 8))
+    assert entered == [1]

@@ -45,7 +45,10 @@ from typing import Any
 import numba
 import numpy as np
 import torch
+from llvmlite import ir as llvm_ir
 from numba import njit, prange
+from numba.core import types as nb_types
+from numba.extending import intrinsic, overload
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -142,13 +145,80 @@ _NP = {torch.float32: np.float32, torch.float64: np.float64}
 _COL_BLOCK = 16
 
 
+# bfloat16 data is handed to the kernels as int16 arrays of its bits (numpy has no bf16):
+# `_load` widens an element to float32, `_store` rounds a float32 back to the nearest even
+# bf16 (NaN -> 0x7FC0, as torch rounds). For float arrays both are the identity.
+
+
+@intrinsic
+def _bf16_to_f32(typingctx: Any, bits: Any) -> Any:  # pragma: no cover - compiled
+    """The float32 whose upper 16 bits are ``bits`` (a 16-bit integer): bf16 -> float32."""
+    if not isinstance(bits, nb_types.Integer) or bits.bitwidth != 16:
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        wide = builder.zext(args[0], llvm_ir.IntType(32))
+        shifted = builder.shl(wide, llvm_ir.Constant(llvm_ir.IntType(32), 16))
+        return builder.bitcast(shifted, llvm_ir.FloatType())
+
+    return nb_types.float32(bits), codegen
+
+
+@intrinsic
+def _f32_bits(typingctx: Any, value: Any) -> Any:  # pragma: no cover - compiled
+    """The bits of a float32 as a uint32."""
+    if value != nb_types.float32:
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], llvm_ir.IntType(32))
+
+    return nb_types.uint32(value), codegen
+
+
+def _load(value: Any) -> Any:  # pragma: no cover - replaced by the overload in kernels
+    """An array element as a float (bf16 bits -> float32)."""
+    raise NotImplementedError
+
+
+def _store(value: Any, like: Any) -> Any:  # pragma: no cover - replaced by the overload
+    """A float as an element of an array whose elements look like ``like``."""
+    raise NotImplementedError
+
+
+@overload(_load, inline="always")
+def _load_overload(value):  # pragma: no cover - compiled
+    # (unannotated: numba compares this signature with the implementation's)
+    if isinstance(value, nb_types.Integer):
+        return lambda value: _bf16_to_f32(value)
+    return lambda value: value
+
+
+@overload(_store, inline="always")
+def _store_overload(value, like):  # pragma: no cover - compiled
+    if isinstance(like, nb_types.Integer):
+        def to_bf16(value, like):
+            if value != value:
+                return np.int16(0x7FC0)
+            bits = _f32_bits(np.float32(value))
+            rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
+            return np.int16(np.uint16(rounded >> np.uint32(16)))
+        return to_bf16
+    return lambda value, like: value
+
+
 @njit(parallel=True, cache=True, fastmath=False)
 def _concat_forward_kernel(x, weight, bias, zero, out):  # pragma: no cover - compiled
-    """x: N x H x W x C; out: N x H x W x 4C, the four directions' scans."""
+    """x: N x H x W x C; out: N x H x W x 4C, the four directions' scans.
+
+    x and out hold floats of weight's dtype, or both bf16 bits (int16; computed in float32).
+    The scans carry h in weight's dtype.
+    """
     n_img, height, width, ch = x.shape
     for task in prange(n_img * height):        # horizontal scans, one row per task
         n = task // height
         i = task - n * height
+        h = np.empty(ch, dtype=weight.dtype)
         for k in range(2):
             d = 1 + 2 * k                       # 1: right, 3: left
             o = d * ch
@@ -156,19 +226,23 @@ def _concat_forward_kernel(x, weight, bias, zero, out):  # pragma: no cover - co
             j = width - 1 if reverse else 0
             step = -1 if reverse else 1
             for c in range(ch):
-                a = x[n, i, j, c]
-                out[n, i, j, o + c] = a if a > zero else zero
+                a = _load(x[n, i, j, c])
+                a = a if a > zero else zero
+                h[c] = a
+                out[n, i, j, o + c] = _store(a, out[0, 0, 0, 0])
             for _ in range(1, width):
-                jp = j
                 j += step
                 for c in range(ch):
-                    a = weight[d, c] * out[n, i, jp, o + c] + bias[d, c] + x[n, i, j, c]
-                    out[n, i, j, o + c] = a if a > zero else zero
+                    a = weight[d, c] * h[c] + bias[d, c] + _load(x[n, i, j, c])
+                    a = a if a > zero else zero
+                    h[c] = a
+                    out[n, i, j, o + c] = _store(a, out[0, 0, 0, 0])
     n_blocks = (width + _COL_BLOCK - 1) // _COL_BLOCK
     for task in prange(n_img * n_blocks):      # vertical scans, one block of columns per task
         n = task // n_blocks
         j0 = (task - n * n_blocks) * _COL_BLOCK
         j1 = min(j0 + _COL_BLOCK, width)
+        h = np.empty((j1 - j0, ch), dtype=weight.dtype)
         for k in range(2):
             d = 2 * k                           # 0: up, 2: down
             o = d * ch
@@ -177,15 +251,18 @@ def _concat_forward_kernel(x, weight, bias, zero, out):  # pragma: no cover - co
             step = -1 if reverse else 1
             for j in range(j0, j1):
                 for c in range(ch):
-                    a = x[n, i, j, c]
-                    out[n, i, j, o + c] = a if a > zero else zero
+                    a = _load(x[n, i, j, c])
+                    a = a if a > zero else zero
+                    h[j - j0, c] = a
+                    out[n, i, j, o + c] = _store(a, out[0, 0, 0, 0])
             for _ in range(1, height):
-                ip = i
                 i += step
                 for j in range(j0, j1):
                     for c in range(ch):
-                        a = weight[d, c] * out[n, ip, j, o + c] + bias[d, c] + x[n, i, j, c]
-                        out[n, i, j, o + c] = a if a > zero else zero
+                        a = weight[d, c] * h[j - j0, c] + bias[d, c] + _load(x[n, i, j, c])
+                        a = a if a > zero else zero
+                        h[j - j0, c] = a
+                        out[n, i, j, o + c] = _store(a, out[0, 0, 0, 0])
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -277,12 +354,21 @@ def _nhwc(t: torch.Tensor) -> np.ndarray:
 
 def _numba_concat_forward(x: torch.Tensor, weight: torch.Tensor,
                           bias: torch.Tensor) -> torch.Tensor:
-    """Run the channels-last forward kernel; returns B x 4C x H x W in channels-last memory."""
+    """Run the channels-last forward kernel; returns B x 4C x H x W in channels-last memory.
+
+    x: float32, float64 (weight and bias of the same dtype) or bfloat16 (float32 weight and
+    bias; the scans run in float32, the output is rounded to bf16 once).
+    """
     bsz, ch, height, width = x.shape
-    xa = _nhwc(x.detach())
     out = torch.empty((bsz, height, width, 4 * ch), dtype=x.dtype)
-    _launch(_concat_forward_kernel, out.numel() // 4, xa, weight.detach().contiguous().numpy(),
-            bias.detach().contiguous().numpy(), xa.dtype.type(0), out.numpy())
+    nhwc = x.detach().permute(0, 2, 3, 1).contiguous()
+    if x.dtype == torch.bfloat16:
+        xa, oa = nhwc.view(torch.int16).numpy(), out.view(torch.int16).numpy()
+    else:
+        xa, oa = nhwc.numpy(), out.numpy()
+    wa = weight.detach().contiguous().numpy()
+    _launch(_concat_forward_kernel, out.numel() // 4, xa, wa, bias.detach().contiguous().numpy(),
+            wa.dtype.type(0), oa)
     return out.permute(0, 3, 1, 2)
 
 
@@ -324,16 +410,23 @@ def _irnn_numba(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> _O
 
 def _irnn_numba_concat(x: torch.Tensor, weight: torch.Tensor,
                        bias: torch.Tensor) -> torch.Tensor:
-    """Numba backend of :func:`irnn_concat` (float16 / bfloat16 through float32)."""
+    """Numba backend of :func:`irnn_concat`.
+
+    bfloat16 without gradients runs the kernel on bf16 data (float32 scans, one rounding of
+    the output); float16, and bfloat16 with gradients, go through a float32 copy.
+    """
     if x.device.type != "cpu":
         raise ValueError(f"backend 'numba' runs on CPU tensors only, got x on {x.device}; "
                          "use backend='triton' or 'auto' for CUDA tensors")
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                              or bias.requires_grad)
+    if x.dtype == torch.bfloat16 and not needs_grad:  # bf16 in and out, float32 inside
+        return _numba_concat_forward(x, weight.float(), bias.float())
     if x.dtype not in _NP:
         return _irnn_numba_concat(x.float(), weight, bias).to(x.dtype)
     weight = weight.to(x.dtype)
     bias = bias.to(x.dtype)
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                    or bias.requires_grad):
+    if needs_grad:
         return _NumbaIRNNConcat.apply(x, weight, bias)
     return _numba_concat_forward(x, weight, bias)
 

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from spanetlib.device import resolve_torch_device
 from spanetlib.fileio import InputError
 from spanetlib.models.factory import build_model
 from spanetlib.models.released import (
@@ -68,7 +69,6 @@ __all__ = [
     "load_pretrained",
     "official_key",
     "read_checkpoint",
-    "resolve_torch_device",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -128,33 +128,6 @@ def convert_official_state_dict(net: Mapping[str, torch.Tensor], rgb: bool = Tru
             if key in out:
                 out[key] = out[key].flip(0).contiguous()
     return out
-
-
-def resolve_torch_device(device: str | torch.device) -> torch.device:
-    """Parse a device name and check that it is usable here.
-
-    Args:
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"`` (CUDA when available, else
-            the CPU) or a ``torch.device``.
-
-    Returns:
-        The ``torch.device``.
-
-    Raises:
-        InputError: the name is not a device, or CUDA was asked for but is not available.
-    """
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as err:
-        raise InputError(f"unknown device {device!r}: expected auto, cpu or cuda") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available here; "
-                         "use --device cpu (or auto)")
-    if dev.type not in ("cpu", "cuda"):
-        raise InputError(f"unsupported device {device!r}: expected auto, cpu or cuda")
-    return dev
 
 
 def _first_line(err: BaseException) -> str:

@@ -32,6 +32,16 @@ Parameter counts at ``channels=32`` (``TABLE4_PARAMETER_COUNTS``; a test checks 
 
 The training option "no attention loss" of Table 4 is not a model variant: it is the SPANet
 model trained with the attention loss weight (Eq. 7) set to 0 (see ``spanetlib.train``).
+
+On the CPU, :meth:`SPANet.forward` is fast without any preparation: it converts the input to
+channels-last once, so every convolution (oneDNN) and every IRNN (the numba kernel of the
+default ``irnn_backend="auto"``, which reads NHWC features and writes the four directions'
+concatenation in NHWC) runs on NHWC memory without a layout conversion; the outputs are
+returned as contiguous NCHW tensors. Without gradients the residual updates, the direction
+weighting and ReLUs work in place, and freed memory is reused during the pass
+(``spanetlib.device.reuse_freed_memory``). Results equal the plain NCHW computation up to
+float rounding, gradients included (``tests/test_spanet.py``); ``benchmarks/bench_model.py``
+measures the speed. On CUDA the memory format of the input is kept.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from spanetlib.device import reuse_freed_memory
 from spanetlib.models.irnn import BACKENDS, IRNN
 
 __all__ = [
@@ -169,6 +180,13 @@ class SpatialAttentiveModule(nn.Module):
         """Weight direction k of the B x 4C x H x W IRNN output by map k of ``weights``."""
         if weights is None:
             return directions
+        if directions.is_contiguous(memory_format=torch.channels_last):
+            # the same products on the NHWC memory, so the result stays channels-last
+            nhwc = directions.permute(0, 2, 3, 1).unflatten(3, (4, -1))
+            maps = weights.permute(0, 2, 3, 1).unsqueeze(4)
+            # inference: the IRNN output is ours, scale it in place
+            scaled = nhwc * maps if torch.is_grad_enabled() else nhwc.mul_(maps)
+            return scaled.flatten(3, 4).permute(0, 3, 1, 2)
         return (directions.unflatten(1, (4, -1)) * weights.unsqueeze(2)).flatten(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,7 +201,7 @@ class SpatialAttentiveModule(nn.Module):
         weights = self.attention_layer(x) if self.direction_attention else None
         out = self.conv2(self._weighted(self.irnn1.forward_concat(self.conv_in(x)), weights))
         out = self.conv3(self._weighted(self.irnn2.forward_concat(out), weights))
-        return torch.sigmoid(self.conv_out(F.relu(out)))
+        return torch.sigmoid(self.conv_out(F.relu(out, inplace=not torch.is_grad_enabled())))
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -308,10 +326,19 @@ class SPANet(nn.Module):
 
         Returns:
             ``(derained, attention)``: B x 3 x H x W (unclamped) and A_1, B x 1 x H x W in
-            [0, 1], or ``None`` when ``sam_mode="none"``.
+            [0, 1], or ``None`` when ``sam_mode="none"``; contiguous (NCHW) on the CPU.
         """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a B x 3 x H x W tensor, got shape {tuple(x.shape)}")
+        if x.device.type != "cpu":
+            return self._features_to_outputs(x)
+        with reuse_freed_memory():
+            image, first = self._features_to_outputs(
+                x.contiguous(memory_format=torch.channels_last))
+            return image.contiguous(), first if first is None else first.contiguous()
+
+    def _features_to_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The network of :meth:`forward`, in the memory format of ``x``."""
         out = F.relu(self.conv_in(x))
         blocks = iter(self.blocks)
         for _ in range(self.num_pre_blocks):

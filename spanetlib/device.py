@@ -1,0 +1,255 @@
+"""Where and in which precision models run: devices, fast bf16 on the CPU, heap reuse.
+
+- :func:`resolve_torch_device` parses ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` and refuses a
+  device that is not usable here.
+- :func:`cpu_has_fast_bf16` says whether this CPU computes bfloat16 convolutions faster than
+  float32 ones: it has AMX-BF16 tiles (Intel Sapphire Rapids and later) or the AVX512-BF16
+  dot-product instructions (Intel Cooper Lake, AMD Zen 4 and later). Decided by capability,
+  read from ``torch.cpu.get_capabilities()`` (or torch's older private checks, or the flags
+  of /proc/cpuinfo). Elsewhere oneDNN emulates bf16 with float32 arithmetic, which is slower
+  than plain float32 and less accurate, so there is no reason to use it.
+- :func:`resolve_precision` turns a user's ``"fp32" | "bf16" | "auto"`` into a dtype, and
+  :func:`autocast` gives the matching context: bf16 means ``torch.autocast`` with bfloat16,
+  so convolutions (and matrix products) run in bf16 while the weights stay float32 and the
+  IRNN recurrence of SPANet is still computed in float32 (``spanetlib.models.irnn``).
+  ``"bf16"`` is refused with a one-line ``ValueError`` where it would not be faster (a CPU
+  without fast bf16, a GPU without bf16); ``"auto"`` picks bf16 exactly where it is fast.
+  The default everywhere is ``"fp32"``: bf16 changes the output. On the reference case of
+  the authors' checkpoint (96 x 128) the derained image moves by at most 0.021 (5 of 255
+  grey levels), 0.0017 on average, a PSNR of 53.6 dB against the float32 output, and the
+  attention map by at most 0.11; ``tests/test_inference.py`` bounds these.
+- :func:`reuse_freed_memory` keeps freed memory in the process while a CPU forward pass
+  runs (see there): fresh memory from the kernel costs a page fault per 4 KiB, which made
+  SPANet's CPU forward pass about a third slower than its arithmetic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+import platform
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+
+import torch
+
+from spanetlib.fileio import InputError
+
+__all__ = [
+    "PRECISIONS",
+    "autocast",
+    "cpu_bf16_features",
+    "cpu_has_fast_bf16",
+    "resolve_precision",
+    "resolve_torch_device",
+    "reuse_freed_memory",
+]
+
+#: Precisions understood by :func:`resolve_precision` (and ``spanet derain --precision``).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
+
+#: CPU features that make bf16 convolutions faster than float32 ones (names as in
+#: ``torch.cpu.get_capabilities()`` and /proc/cpuinfo).
+FAST_BF16_FEATURES: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
+
+
+def resolve_torch_device(device: str | torch.device) -> torch.device:
+    """Parse a device name and check that it is usable here.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"`` (CUDA when available, else
+            the CPU) or a ``torch.device``.
+
+    Returns:
+        The ``torch.device``.
+
+    Raises:
+        InputError: the name is not a device, or CUDA was asked for but is not available.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise InputError(f"unknown device {device!r}: expected auto, cpu or cuda") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available here; "
+                         "use --device cpu (or auto)")
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"unsupported device {device!r}: expected auto, cpu or cuda")
+    return dev
+
+
+def _torch_cpu_capabilities() -> dict[str, bool] | None:
+    """The fast-bf16 features as torch's CPU detection sees them; None if it cannot say."""
+    get = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.8
+    if get is not None:
+        try:
+            caps = get()
+        except RuntimeError:
+            caps = None
+        if caps is not None:
+            return {name: bool(caps.get(name, False)) for name in FAST_BF16_FEATURES}
+    checks = {"amx_bf16": getattr(torch.cpu, "_is_amx_tile_supported", None),  # older torch
+              "avx512_bf16": getattr(torch.cpu, "_is_avx512_bf16_supported", None)}
+    if any(check is None for check in checks.values()):
+        return None
+    try:
+        return {name: bool(check()) for name, check in checks.items()}
+    except RuntimeError:
+        return None
+
+
+def _proc_cpuinfo_flags() -> set[str]:
+    """The CPU flags listed in /proc/cpuinfo (empty where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_bf16_features() -> tuple[str, ...]:
+    """The features of :data:`FAST_BF16_FEATURES` this CPU has (empty: no fast bf16).
+
+    Read from ``torch.cpu.get_capabilities()`` (torch's older private checks, or the flags of
+    /proc/cpuinfo where torch cannot say).
+    """
+    caps = _torch_cpu_capabilities()
+    if caps is None:
+        flags = _proc_cpuinfo_flags()
+        caps = {name: name in flags for name in FAST_BF16_FEATURES}
+    return tuple(name for name in FAST_BF16_FEATURES if caps[name])
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions faster than float32 ones.
+
+    True on CPUs with AMX-BF16 tiles or AVX512-BF16 instructions, when PyTorch's oneDNN
+    backend (which uses them) is available; see :func:`cpu_bf16_features`.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return bool(cpu_bf16_features())
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> torch.dtype:
+    """The compute dtype for a precision name on a device.
+
+    Args:
+        precision: ``"fp32"`` (float32), ``"bf16"`` (bfloat16 autocast; refused where it is
+            not faster than float32), or ``"auto"`` (bf16 where it is fast: a CPU with
+            :func:`cpu_has_fast_bf16`, a CUDA GPU with bf16 support; float32 elsewhere).
+        device: the device the model runs on.
+
+    Returns:
+        ``torch.float32`` or ``torch.bfloat16``.
+
+    Raises:
+        ValueError: an unknown precision, or ``"bf16"`` where it would not be faster.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        fast = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        where = "this GPU has no bf16 support"
+    else:
+        fast = dev.type == "cpu" and cpu_has_fast_bf16()
+        where = ("this CPU has neither AMX nor AVX512-BF16, so bf16 would run slower than "
+                 "fp32" if dev.type == "cpu" else f"device {dev} has no known bf16 support")
+    if precision == "fp32" or (precision == "auto" and not fast):
+        return torch.float32
+    if not fast:
+        raise ValueError(f"precision 'bf16' refused: {where}; use fp32 or auto")
+    return torch.bfloat16
+
+
+def autocast(dtype: torch.dtype, device: str | torch.device) -> AbstractContextManager[object]:
+    """The context in which a model runs at ``dtype`` (from :func:`resolve_precision`).
+
+    Float32: no context. Bfloat16: ``torch.autocast(device_type, dtype=torch.bfloat16)``.
+
+    Raises:
+        ValueError: a dtype other than float32 or bfloat16.
+    """
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    if dtype != torch.bfloat16:
+        raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+# --------------------------------------------------------------------------------------------
+# Heap reuse on glibc
+# --------------------------------------------------------------------------------------------
+# PyTorch's CPU allocator calls malloc/free for every tensor. glibc serves blocks above its
+# mmap threshold (dynamic, at most 32 MiB) with fresh mmap'ed memory and returns them to the
+# kernel on free, so every large tensor is faulted in again, page by page (SPANet at 512 x 512:
+# about 800,000 faults per forward pass). Raising the mmap and trim thresholds makes glibc keep
+# freed blocks in its heap and reuse them. Only while a forward pass runs: at the end of the
+# outermost one the thresholds go to glibc's dynamic maxima (32 MiB / 64 MiB) and the freed
+# memory is returned (malloc_trim), so the process keeps no memory it would not otherwise.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_DURING = 2**31 - 1            # mallopt takes an int: as large as it goes
+_AFTER_MMAP = 32 << 20         # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit glibc
+_AFTER_TRIM = 64 << 20         # twice it, as glibc's dynamic rule sets it
+_heap_lock = threading.Lock()
+_heap_depth = 0
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc with ``mallopt`` and ``malloc_trim``, else None."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+@contextlib.contextmanager
+def reuse_freed_memory() -> Iterator[None]:
+    """Keep memory freed inside the block in the process and reuse it (glibc only).
+
+    Inside the block glibc serves every allocation from its heap and keeps what is freed
+    there, so a large tensor reuses memory already in the process instead of faulting in
+    fresh pages from the kernel. SPANet's CPU forward pass enters it by itself; enter it
+    around a loop of forward passes (tiles, a test set, training steps) to reuse memory
+    across them too. Nested and concurrent blocks are counted: when the last one ends, the
+    free memory is returned to the system (``malloc_trim``) and glibc's thresholds stay at the
+    values its own dynamic rule would reach (mmap above 32 MiB, trim above 64 MiB). Elsewhere
+    than on Linux with glibc it does nothing.
+    """
+    global _heap_depth
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    with _heap_lock:
+        _heap_depth += 1
+        if _heap_depth == 1:
+            if not libc.mallopt(_M_MMAP_THRESHOLD, _DURING):  # older glibc: at most 32 MiB
+                libc.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
+            libc.mallopt(_M_TRIM_THRESHOLD, _DURING)
+    try:
+        yield
+    finally:
+        with _heap_lock:
+            _heap_depth -= 1
+            if _heap_depth == 0:
+                libc.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
+                libc.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM)
+                libc.malloc_trim(0)
