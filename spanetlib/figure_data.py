@@ -44,6 +44,7 @@ __all__ = [
     "clip_estimate_images",
     "clip_motion",
     "clip_reliability_images",
+    "quality_validation_table",
     "derain_rows",
     "difference_rows",
     "failure_rows",
@@ -248,6 +249,17 @@ def clip_reliability_images(clip: RainClip, result: ClipEstimate
                                             ~seg.reliability.reliable & seg.valid, ~seg.valid)
         captions[label] = f"reliable {100 * seg.reliability.reliable_share:.1f} %"
     return images, captions
+
+
+def quality_validation_table() -> Path | None:
+    """The checkout's ``results/quality_validation.csv`` (``benchmarks/bench_quality.py``).
+
+    The quality score's validation against the truth of synthetic clips, for
+    `spanetlib.figures.plot_quality_validation`; None where the file is missing (an installed
+    package without the checkout, or the benchmark not run).
+    """
+    path = Path(__file__).resolve().parents[1] / "results" / "quality_validation.csv"
+    return path if path.is_file() else None
 
 
 # --------------------------------------------------------------------------------------------

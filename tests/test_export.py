@@ -513,13 +513,33 @@ def test_a_parked_object_leaving_never_makes_a_wrong_pair(tmp_path, clips, capsy
         in printed and "frame(s) left unpaired" in printed
 
 
+def _accepted_review(tmp_path, src, name, n):
+    """A person's review accepting scene ``name`` at ``n`` frames; returns the review file."""
+    session = ReviewSession(tmp_path / "review" / "review.json")
+    session.add_scene(name, src / name, density="sparse", n=n)
+    session.accept(name, session.estimate(name))
+    return session.path
+
+
 @pytest.mark.parametrize("name", ["handheld", "junction"])
-def test_moving_cameras_and_passing_cars_give_no_wrong_pixel(tmp_path, clips, name):
+def test_moving_cameras_and_passing_cars_give_no_wrong_pixel(tmp_path, clips, capsys, name):
     clip = clips[name]
     naive_psnr = _naive_pairs(clip)
     src = _scene_src(tmp_path, clip, name, as_video=False)
+    # unreviewed, the quality score decides: exported with right pairs, or left out saying why
+    auto = tmp_path / "auto"
+    assert _build(src, "-o", auto, "--auto-accept", "--crop", 32, "--test-fraction", 0) == 0
+    entry = _manifest(auto)["scenes"][name]
+    if entry["status"] == "exported":
+        assert (_pairs_against_truth(auto, clip)[0] >= 30).all()
+    else:
+        assert entry["reason"].startswith("auto-accept: quality ") and entry["quality"]["reasons"]
+        assert "1 not exported (see manifest.json)" in capsys.readouterr().out
+    # accepted in a review: every pair right
     out = tmp_path / "out"
-    assert _build(src, "-o", out, "--auto-accept", "--crop", 32, "--test-fraction", 0) == 0
+    review = _accepted_review(tmp_path, src, name, len(clip.frames))
+    assert _build(src, "-o", out, "--review-file", review, "--crop", 32,
+                  "--test-fraction", 0) == 0
     psnrs, object_errors = _pairs_against_truth(out, clip)
     assert (psnrs >= 30).all(), np.sort(psnrs)[:5]
     entry = _manifest(out)["scenes"][name]
@@ -535,13 +555,14 @@ def test_moving_cameras_and_passing_cars_give_no_wrong_pixel(tmp_path, clips, na
 def test_unreliable_mask_writes_a_mask_beside_every_rain_patch(tmp_path, clips):
     clip = clips["junction"]
     src = _scene_src(tmp_path, clip, "junction", as_video=False)
-    dropped = export_dataset(src, tmp_path / "drop", auto_accept=True, crop=32,
+    review = _accepted_review(tmp_path, src, "junction", len(clip.frames))
+    dropped = export_dataset(src, tmp_path / "drop", review_file=review, crop=32,
                              test_fraction=0, progress=False)
     out = tmp_path / "mask"
-    assert _build(src, "-o", out, "--auto-accept", "--crop", 32, "--test-fraction", 0,
+    assert _build(src, "-o", out, "--review-file", review, "--crop", 32, "--test-fraction", 0,
                   "--unreliable", "mask") == 0
     pairs = read_pair_list(out / "train.txt")
-    assert len(pairs) > dropped.n_train_pairs
+    assert len(pairs) > dropped.n_train_pairs > 0
     assert all(len(line.split()) == 2 for line in _lines(out / "train.txt"))  # SPA-Data format
     filled = 0
     for rain_path, clean_path in pairs:
