@@ -21,17 +21,26 @@ EXIT_PARTIAL_FAILURE = 1
 EXIT_INTERRUPTED = 130
 
 
-def _estimate_background(args: argparse.Namespace) -> int:
-    from .background import estimate_background
-    from .fileio import check_output_path, write_image
-    from .video import read_sequence
+def _align_option(args: argparse.Namespace) -> str:
+    """``--align`` with ``--stabilize`` as its deprecated alias for ``on``."""
+    if args.stabilize:
+        if args.align not in (None, "on"):
+            raise ValueError(f"--stabilize means --align on; it contradicts --align {args.align}")
+        warnings.warn("--stabilize is deprecated: it means --align on (every frame warped); "
+                      "the default --align auto warps only the frames that moved",
+                      FutureWarning, stacklevel=2)
+        return "on"
+    return args.align or "auto"
 
-    check_output_path(args.output, overwrite=args.overwrite, image=True)
-    frames = read_sequence(args.input, start=args.start, count=args.frames, progress=True,
-                           stabilize=args.stabilize)
-    estimate = estimate_background(frames)
-    write_image(args.output, estimate.image / 255.0)
-    print(f"{len(frames)} frames, percentile p = {estimate.percentile:.1f} -> {args.output}")
+
+def _estimate_background(args: argparse.Namespace) -> int:
+    from .export import export_clean_images
+
+    written = export_clean_images(args.input, args.output, frames=args.frames,
+                                  start=args.start, align=_align_option(args),
+                                  keep_size=args.keep_size, reliability=args.reliability,
+                                  overwrite=args.overwrite, progress=True)
+    print(written.describe())
     return 0
 
 
@@ -52,7 +61,10 @@ def _build_dataset(args: argparse.Namespace) -> int:
                              auto_accept=args.auto_accept, crop=args.crop, stride=args.stride,
                              frames_per_video=args.frames_per_video,
                              test_fraction=args.test_fraction, workers=args.workers,
-                             seed=args.seed, overwrite=args.overwrite)
+                             seed=args.seed, align=args.align, unreliable=args.unreliable,
+                             overwrite=args.overwrite)
+    for line in summary.scene_reports.values():
+        print(line)
     print(summary)
     return EXIT_PARTIAL_FAILURE if summary.failed else 0
 
@@ -136,6 +148,14 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+def _add_align(p: argparse.ArgumentParser, what: str = "", default: str | None = "auto") -> None:
+    """``--align``; ``default=None`` tells an explicit choice from none (``--stabilize``)."""
+    p.add_argument("--align", choices=("auto", "on", "off"), default=default,
+                   help=f"camera-motion alignment {what + ' ' if what else ''}(auto: warp only "
+                   "the frames that moved; on: every frame; off: measure and report only; "
+                   "default: auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``spanet`` and its subcommands."""
     from pathlib import Path
@@ -148,14 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spanetlib {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("estimate-background", help="clean image from a rain video (Eqs. 2-4)")
+    p = sub.add_parser("estimate-background", help="clean image from a rain video (Eqs. 2-4)",
+                       description="Clean image of a rain clip: camera motion measured and "
+                       "undone where it matters, one image per stable period of the scene "
+                       "(OUTPUT_period1.png, ... when the scene changed), cropped to the "
+                       "pixels every frame covers.")
     p.add_argument("input", type=Path, help="a video file or a folder of frames")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output image (.png, .jpg, .tif, ...)")
     p.add_argument("--frames", type=_positive_int, default=None, help="use N frames (default: all)")
     p.add_argument("--start", type=_nonnegative_int, default=0, help="first frame (default 0)")
-    p.add_argument("--stabilize", action="store_true", help="align frames to the first (ECC)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_align(p, default=None)
+    p.add_argument("--stabilize", action="store_true",
+                   help="deprecated alias of --align on (warp every frame)")
+    p.add_argument("--keep-size", action="store_true",
+                   help="keep the frames' size and write OUTPUT_valid.png marking the pixels "
+                   "every frame covers (default: crop to them)")
+    p.add_argument("--reliability", action="store_true",
+                   help="also write OUTPUT_reliability.png: where rain explains the estimate "
+                   "(255) or not (0)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(run=_estimate_background)
 
     p = sub.add_parser("derain", help="remove rain from photos with SPANet")
@@ -178,15 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", type=Path, help="folder with one video file or frame folder per scene")
     p.add_argument("-o", "--output", type=Path, required=True, help="dataset folder")
     p.add_argument("--review-file", type=Path, default=None, help="decisions from a review")
-    p.add_argument("--auto-accept", action="store_true", help="export unreviewed scenes too")
+    p.add_argument("--auto-accept", action="store_true",
+                   help="export unreviewed scenes too, accepted by the no-reference quality "
+                   "score (frames added until it accepts; never accepted: not exported)")
     p.add_argument("--crop", type=_positive_int, default=256, help="patch size (default 256)")
     p.add_argument("--stride", type=_positive_int, default=None,
                    help="patch stride (default: crop)")
     p.add_argument("--frames-per-video", type=_positive_int, default=None,
-                   help="rain frames paired with each clean image (default: all used)")
+                   help="paired rain frames exported per scene, spread evenly over them "
+                   "(default: every paired frame)")
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of test scenes")
     p.add_argument("--workers", type=_positive_int, default=1, help="scenes in parallel")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    _add_align(p, "of the scenes --auto-accept estimates (reviewed scenes keep their review's)")
+    p.add_argument("--unreliable", choices=("drop", "mask"), default="drop",
+                   help="patches with pixels rain does not explain (a passing car, a scene "
+                   "change, outside the valid region): drop those with more than 10 %% such "
+                   "pixels, or mask: keep those at least half usable and write a mask beside "
+                   "each (either way such pixels are made to agree with the clean patch; "
+                   "default: drop)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset in OUTPUT built with other settings (only its own "
                    "files are removed); the same settings resume without it")

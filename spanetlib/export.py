@@ -4,7 +4,8 @@
 the run, so each step can be read, tested and extended alone:
 
 1. `plan_export`: the scenes of ``SRC``, which of them are exported with which clean image
-   (the review's decisions, or auto-accept), one `SceneJob` each, and the split by scene;
+   (the review's decisions, or auto-accept), one `SceneJob` each, and the split by scene; a
+   review made on other content than ``SRC`` holds is refused here;
 2. `check_output`: ``OUT`` must be new, empty, or an export of the same settings (resumed);
    an export of other settings is replaced only with ``overwrite`` (its own files removed);
 3. `resume_exported`: scenes whose ``done.json`` records the same `SceneJob.key` are kept;
@@ -15,6 +16,17 @@ the run, so each step can be read, tested and extended alone:
 
 `ExportSettings` holds what decides the content of an export (recorded in the manifest);
 `ExportSummary` is what a run reports.
+
+Never a wrong pair: each scene's N frames go through the clip estimator
+(`spanetlib.clip_estimate.estimate_clip`, via `spanetlib.review.review_estimate`): camera
+motion is measured and undone where it matters, every stable period of the scene gets its own
+clean image, and each rain frame is paired only with the clean image of its own period,
+rendered in the frame's own pixels and exposure (`ClipEstimate.clean_for_frame`). Frames of no
+period (a scene change under way, content rain does not explain) are not paired. Within a
+paired frame, pixels outside the period's valid region, pixels its pair check flags (a car
+passing, an object the clean image does not show) and pixels where the clean image is not
+reliable (`spanetlib.background.reliability_map`) are unusable; `UNRELIABLE_POLICIES` says what
+happens to a patch holding some.
 """
 
 from __future__ import annotations
@@ -33,29 +45,45 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from .background import estimate_background
+from .alignment import ALIGN_MODES, crop_box, get_align_mode
+from .clip_estimate import ClipEstimate
 from .data import write_pair_list
 from .fileio import (
     InputError,
     atomic_write_json,
     check_output_folder,
+    check_output_path,
     read_image,
     write_image,
 )
-from .review import ReviewSession
-from .selection import FRAME_COUNTS, GUESS_FRAMES, guess_density
-from .video import count_frames, list_scenes, read_sequence, scene_name
+from .review import (
+    ReviewSession,
+    clip_record,
+    grow_n,
+    quality_record,
+    reliable_for_frame,
+    review_estimate,
+)
+from .selection import FRAME_COUNTS, GUESS_FRAMES, SceneQuality, guess_density, scene_quality
+from .video import count_frames, list_scenes, read_sequence, scene_name, source_identity
 
 __all__ = [
+    "DROP_MAX_UNUSABLE",
+    "MASK_MIN_USABLE",
+    "PAIR_MARGIN_PX",
+    "UNRELIABLE_POLICIES",
+    "CleanImages",
     "ExportPlan",
     "ExportSettings",
     "ExportSummary",
     "SceneJob",
     "SceneOutcome",
     "check_output",
+    "export_clean_images",
     "export_dataset",
     "export_scene",
     "export_scenes",
@@ -67,7 +95,30 @@ __all__ = [
 ]
 
 _MANIFEST_FORMAT = "spanetlib-export"
-_MANIFEST_VERSION = 1
+_MANIFEST_VERSION = 2
+
+#: What the export does with a patch holding unusable pixels (pixels rain does not explain,
+#: outside the valid region, or where the clean image is unreliable). Either way, the unusable
+#: pixels of a written rain patch take the clean patch's values, so the pair agrees there (no
+#: rain, no object): a trainer that ignores masks never learns from a wrong pixel.
+UNRELIABLE_POLICIES: dict[str, str] = {
+    "drop": "leave out patches with more than DROP_MAX_UNUSABLE unusable pixels",
+    "mask": "keep patches with at least MASK_MIN_USABLE usable pixels and write "
+            "mask/<frame>_<y>_<x>.png beside each rain patch (255: usable, 0: made to agree) "
+            "for a masked loss",
+}
+#: Policy "drop": the largest share of unusable pixels a written patch holds (scattered
+#: pixels of dense rain that the pair check or the reliability map cannot tell from a change).
+DROP_MAX_UNUSABLE = 0.1
+#: Policy "mask": the smallest share of usable pixels a written patch holds.
+MASK_MIN_USABLE = 0.5
+#: Pixels the regions a frame's pair check flags are grown by before patches are cut: an
+#: object's faint edge beside its flagged body (on the junction clip, a car's top rows) is
+#: then left out too. The reliability map's scattered pixels are not grown.
+PAIR_MARGIN_PX = 3
+#: An accepted clean image matches the estimate its frames give when fewer than this share of
+#: its pixels differ by more than 2 levels (rounding aside, the estimator is deterministic).
+_ACCEPTED_MISMATCH = 0.001
 
 
 def _check_positive(name: str, value: int | None, allow_none: bool = True) -> None:
@@ -97,10 +148,13 @@ class ExportSettings:
         seed: seed of the train/test split.
         auto_accept: export scenes without a decision too (see `export_dataset`).
         density: density of auto-accepted scenes (None: guess per scene).
+        align: align mode of auto-accepted scenes (`spanetlib.alignment.ALIGN_MODES`);
+            accepted scenes keep the mode their review used.
+        unreliable: a `UNRELIABLE_POLICIES` name: "drop" or "mask".
 
     Raises:
-        ValueError: a bad ``crop``, ``stride``, ``frames_per_video``, ``test_fraction`` or
-            ``density``.
+        ValueError: a bad ``crop``, ``stride``, ``frames_per_video``, ``test_fraction``,
+            ``density``, ``align`` or ``unreliable``.
 
     Example:
         >>> ExportSettings(crop=64).stride
@@ -118,6 +172,8 @@ class ExportSettings:
     seed: int = 0
     auto_accept: bool = False
     density: str | None = None
+    align: str = "auto"
+    unreliable: str = "drop"
 
     def __post_init__(self) -> None:
         _check_positive("crop", self.crop)
@@ -128,6 +184,11 @@ class ExportSettings:
         if self.density is not None and self.density not in FRAME_COUNTS:
             raise ValueError(f"density must be one of {tuple(FRAME_COUNTS)} or None, "
                              f"got {self.density!r}")
+        if self.align not in ALIGN_MODES:
+            raise ValueError(f"align must be one of {tuple(ALIGN_MODES)}, got {self.align!r}")
+        if self.unreliable not in UNRELIABLE_POLICIES:
+            raise ValueError(f"unreliable must be one of {tuple(UNRELIABLE_POLICIES)}, got "
+                             f"{self.unreliable!r}")
         if self.stride is None:  # frozen: the default is resolved once, here
             object.__setattr__(self, "stride", self.crop)
 
@@ -143,7 +204,9 @@ class SceneJob:
         settings: the export's settings.
         decision: ``"accepted"`` (in the review) or ``"auto-accepted"``.
         start: first frame used.
-        clean_image: the clean image saved at accept time (accepted scenes).
+        clean_images: the clean images saved at accept time, one per stable period (accepted
+            scenes); the export checks that its frames still give them.
+        align: align mode of the scene's estimate (the review's, or the settings').
         n: frames the clean image was estimated from (accepted scenes; auto-accepted: None,
             ``FRAME_COUNTS`` of the density).
         density: the review's density, or the one for auto-accepted scenes (None: guess).
@@ -158,7 +221,8 @@ class SceneJob:
     settings: ExportSettings
     decision: str
     start: int = 0
-    clean_image: Path | None = None
+    clean_images: list[Path] = field(default_factory=list)
+    align: str = "auto"
     n: int | None = None
     density: str | None = None
     percentile: float | None = None
@@ -171,7 +235,8 @@ class SceneJob:
         return {"crop": self.settings.crop, "stride": self.settings.stride,
                 "frames_per_video": self.settings.frames_per_video, "n": self.n,
                 "start": self.start, "decision": self.decision,
-                "accepted_at": self.accepted_at}
+                "accepted_at": self.accepted_at, "align": self.align,
+                "unreliable": self.settings.unreliable}
 
 
 @dataclass
@@ -204,6 +269,12 @@ class ExportSummary:
         test_scenes: scenes in ``test.txt``.
         n_train_pairs: lines of ``train.txt``.
         n_test_pairs: lines of ``test.txt``.
+        unpaired_frames: frames of the exported scenes' estimates paired with no clean image
+            (a scene change under way, content rain does not explain).
+        dropped_patches: patches left out for unusable pixels (policy "drop"), or with too
+            few usable pixels (policy "mask").
+        scene_reports: scene -> one line: motion, periods, frames paired, pairs, quality
+            (exported and resumed scenes).
 
     Example:
         >>> summary = ExportSummary(Path("out"), Path("out/train.txt"), Path("out/test.txt"),
@@ -230,10 +301,17 @@ class ExportSummary:
     test_scenes: list[str] = field(default_factory=list)
     n_train_pairs: int = 0
     n_test_pairs: int = 0
+    unpaired_frames: int = 0
+    dropped_patches: int = 0
+    scene_reports: dict[str, str] = field(default_factory=dict)
 
     def _contents(self) -> str:
         text = (f"{self.n_train_pairs} train pairs from {_scenes(len(self.train_scenes))}, "
                 f"{self.n_test_pairs} test pairs from {_scenes(len(self.test_scenes))}")
+        if self.unpaired_frames or self.dropped_patches:
+            text += (f"; {self.unpaired_frames} frame(s) left unpaired (scene changes, content "
+                     f"rain does not explain), {self.dropped_patches} patch(es) with unusable "
+                     "pixels left out")
         if self.not_exported:
             text += f"; {len(self.not_exported)} not exported (see manifest.json)"
         if self.renamed:
@@ -308,15 +386,45 @@ def _scene_job(name: str, source: Path, out: Path, session: ReviewSession | None
     entry = session.scene(name) if session is not None and name in session else None
     if entry is not None and entry["status"] == "accepted":
         return SceneJob(name, source, out, settings, "accepted", start=entry["start"],
-                        clean_image=session.clean_image_path(name), n=entry["n"],
-                        density=entry["density"], percentile=entry["percentile"],
+                        clean_images=session.clean_image_paths(name), align=entry["align"],
+                        n=entry["n"], density=entry["density"], percentile=entry["percentile"],
                         frames_available=entry["frames_available"],
                         accepted_at=entry["history"][-1]["timestamp"])
     if settings.auto_accept and (entry is None or entry["status"] == "pending"):
-        return SceneJob(name, source, out, settings, "auto-accepted", density=settings.density)
+        return SceneJob(name, source, out, settings, "auto-accepted", align=settings.align,
+                        density=settings.density)
     if entry is not None:
         return f"review status {entry['status']}"
     return "not in the review file (use --auto-accept to export it)"
+
+
+def _check_review_content(session: ReviewSession, jobs: Sequence[SceneJob]) -> None:
+    """Refuse a review whose accepted scenes were reviewed on other content than ``SRC``'s.
+
+    A scene of an older review file (no recorded identity) gets a warning; its export still
+    checks that the frames give the accepted clean image.
+    """
+    mismatched = []
+    for job in jobs:
+        if job.decision != "accepted":
+            continue
+        recorded = session.identity(job.scene)
+        if recorded is None:
+            warnings.warn(f"review file {session.path}: scene {job.scene!r} has no recorded "
+                          "source identity (an older review file); its export checks that "
+                          f"{job.source} still gives the accepted clean image", UserWarning,
+                          stacklevel=3)
+            continue
+        current = source_identity(job.source)
+        if not recorded.same_content(current):
+            mismatched.append(f"scene {job.scene!r} was reviewed on {recorded.describe()} but "
+                              f"the scene folder has {current.describe()}")
+    if mismatched:
+        more = f" (and {len(mismatched) - 1} more scene(s))" if len(mismatched) > 1 else ""
+        raise InputError(f"review file {session.path} was made on other content: "
+                         f"{mismatched[0]}{more}; refusing to pair these frames with that "
+                         "review's clean images (pass the review file made on these scenes, or "
+                         "review them anew)")
 
 
 def plan_export(src: str | os.PathLike, out: str | os.PathLike,
@@ -331,8 +439,9 @@ def plan_export(src: str | os.PathLike, out: str | os.PathLike,
 
     Raises:
         InputError: ``src`` or ``review_file`` is missing, ``src`` holds no scenes, two of its
-            scenes give the same name (``a.mp4`` and a folder ``a``), or neither
-            ``review_file`` nor ``settings.auto_accept`` is given.
+            scenes give the same name (``a.mp4`` and a folder ``a``), neither
+            ``review_file`` nor ``settings.auto_accept`` is given, or a scene accepted in the
+            review was reviewed on other content (`spanetlib.video.source_identity`).
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -376,6 +485,7 @@ def plan_export(src: str | os.PathLike, out: str | os.PathLike,
         for name in session.scenes:
             if name not in seen:
                 summary.not_exported[name] = f"in the review file but not in {src}"
+        _check_review_content(session, plan.jobs)
     plan.test_scenes = _split_scenes([job.scene for job in plan.jobs], settings.test_fraction,
                                      settings.seed)
     return plan
@@ -386,7 +496,8 @@ def plan_export(src: str | os.PathLike, out: str | os.PathLike,
 # --------------------------------------------------------------------------------------------
 #: The settings an existing export must share to be resumed (with ``src``). The decisions
 #: (the review file, auto-accept) may change: new accepts are added, changed ones redone.
-_RESUME_SETTINGS = ("crop", "stride", "frames_per_video", "test_fraction", "seed", "density")
+_RESUME_SETTINGS = ("crop", "stride", "frames_per_video", "test_fraction", "seed", "density",
+                    "align", "unreliable")
 
 
 def _temp_or(name: str) -> re.Pattern[str]:
@@ -397,8 +508,9 @@ def _temp_or(name: str) -> re.Pattern[str]:
 # The files an export writes, per folder (relative to OUT / a scene folder); only these are
 # ever removed.
 _TOP_FILES = _temp_or(r"train\.txt|test\.txt|manifest\.json")
-_SCENE_FILES = {".": _temp_or(r"clean\.png|done\.json"), "clean": _temp_or(r"\d+_\d+\.png"),
-                "rain": _temp_or(r"\d+_\d+_\d+\.png")}
+_SCENE_FILES = {".": _temp_or(r"(?:clean|reliability)(?:_period\d+)?\.png|done\.json"),
+                "clean": _temp_or(r"(?:period\d+_)?\d+_\d+\.png|\d+_\d+_\d+\.png"),
+                "rain": _temp_or(r"\d+_\d+_\d+\.png"), "mask": _temp_or(r"\d+_\d+_\d+\.png")}
 
 
 def _remove_matching(folder: Path, pattern: re.Pattern[str]) -> int:
@@ -420,7 +532,7 @@ def _remove_scene_files(scene_dir: Path) -> None:
     """
     if scene_dir.is_symlink() or not scene_dir.is_dir():
         return
-    for sub in ("clean", "rain"):
+    for sub in ("clean", "rain", "mask"):
         folder = scene_dir / sub
         if not folder.is_symlink() and folder.is_dir() \
                 and _remove_matching(folder, _SCENE_FILES[sub]) == 0:
@@ -524,7 +636,11 @@ def resume_exported(plan: ExportPlan) -> list[SceneJob]:
         done = _done_marker(plan.out / job.scene)
         if done is not None and done.get("key") == job.key:
             plan.records[job.scene] = done
-            plan.summary.resumed.append(job.scene)
+            reason = _rejection(done)
+            if reason is None:
+                plan.summary.resumed.append(job.scene)
+            else:
+                plan.summary.not_exported[job.scene] = reason
         else:
             todo.append(job)
     return todo
@@ -534,40 +650,87 @@ def resume_exported(plan: ExportPlan) -> list[SceneJob]:
 # Step 4: export the scenes
 # --------------------------------------------------------------------------------------------
 @dataclass
-class _SceneImages:
-    """A scene's clean image and the rain frames paired with it."""
+class _SceneEstimate:
+    """A scene's frames, their clip estimate, and how it was decided."""
 
-    clean: np.ndarray   # H x W x 3 uint8
-    frames: np.ndarray  # K x H x W x 3 uint8
+    frames: np.ndarray  # N x H x W x 3 uint8, the frames the estimate used
+    result: ClipEstimate | None  # None: auto-accept never accepted the scene
     n: int
     density: str
-    percentile: float | None
+    quality: SceneQuality
+    history: list[dict[str, Any]] = field(default_factory=list)  # auto-accept's judgements
 
 
-def _accepted_images(job: SceneJob) -> _SceneImages:
-    """The clean image accepted in the review and the first K frames."""
-    if job.clean_image is None:
+def _as_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def _check_accepted_images(job: SceneJob, result: ClipEstimate) -> None:
+    """The accepted clean images must be what the frames give now (the review's estimate)."""
+    if not job.clean_images:
         raise InputError(f"the review records {job.scene} as accepted without a clean image")
-    clean = read_image(job.clean_image)
-    count = min(job.settings.frames_per_video or job.n, job.frames_available)
-    frames = read_sequence(job.source, start=job.start, count=count, min_frames=1)
-    return _SceneImages(clean, frames, job.n, job.density, job.percentile)
+    made = [_as_uint8(seg.image) for seg in result.segments]
+    problem = None
+    if len(made) != len(job.clean_images):
+        problem = (f"{len(job.clean_images)} clean image(s) accepted, the frames give "
+                   f"{len(made)} stable period(s)")
+    else:
+        for path, image in zip(job.clean_images, made, strict=True):
+            accepted = read_image(path)
+            if accepted.shape != image.shape:
+                problem = (f"{path.name} is {accepted.shape[1]} x {accepted.shape[0]}, the "
+                           f"frames {image.shape[1]} x {image.shape[0]}")
+                break
+            off = (np.abs(accepted.astype(np.int16) - image).max(axis=2) > 2).mean()
+            if off > _ACCEPTED_MISMATCH:
+                problem = (f"{path.name} differs from the estimate in {100 * off:.1f} % of its "
+                           "pixels")
+                break
+    if problem is not None:
+        raise InputError(f"{job.scene}: the clean image accepted in the review is not the "
+                         f"estimate of its {job.n} frames ({problem}; align {job.align}); "
+                         "refusing to pair the frames with it: review the scene again")
 
 
-def _auto_accepted_images(job: SceneJob) -> _SceneImages:
-    """Auto-accept: density guessed (or given), N = ``FRAME_COUNTS``, estimate of N frames."""
-    available, per_video = job.frames_available, job.settings.frames_per_video
+def _accepted_estimate(job: SceneJob) -> _SceneEstimate:
+    """The review's N frames, their clip estimate, checked against the accepted images."""
+    count = min(job.n, job.frames_available)
+    frames = read_sequence(job.source, start=job.start, count=count, min_frames=2)
+    result = review_estimate(frames, job.align)
+    _check_accepted_images(job, result)
+    return _SceneEstimate(frames, result, len(frames), job.density, scene_quality(result))
+
+
+def _auto_estimate(job: SceneJob) -> _SceneEstimate:
+    """Auto-accept: the batch review of `spanetlib.review.run_review` without a review file.
+
+    Density guessed (or given), N = ``FRAME_COUNTS[density]``; the estimate is accepted iff
+    `spanetlib.selection.scene_quality` accepts it, else N grows by ``REJECT_INCREMENT``
+    until accepted or every frame is used (then the scene is not exported).
+    """
+    available = job.frames_available
     density = job.density
     if density is None:
         density = guess_density(read_sequence(job.source, start=job.start, min_frames=1,
                                               count=min(GUESS_FRAMES, available)))
-    n = min(FRAME_COUNTS[density], available)
-    count = min(max(n, per_video or n), available)
-    frames = read_sequence(job.source, start=job.start, count=count, min_frames=1)
-    n = min(n, len(frames))  # the container's frame count can be too high
-    estimate = estimate_background(frames[:n])
-    clean = np.clip(np.rint(estimate.image), 0, 255).astype(np.uint8)
-    return _SceneImages(clean, frames[:per_video or n], n, density, float(estimate.percentile))
+    n: int | None = min(FRAME_COUNTS[density], available)
+    frames = np.empty((0,), np.uint8)
+    history = []
+    while n is not None:
+        if len(frames) < n:
+            more = read_sequence(job.source, start=job.start + len(frames), min_frames=1,
+                                 count=n - len(frames))
+            frames = more if len(frames) == 0 else np.concatenate([frames, more])
+            if len(frames) < n:  # the container's frame count was too high
+                n = available = len(frames)
+        result = review_estimate(frames[:n], job.align)
+        quality = scene_quality(result)
+        history.append({"n": n, **quality_record(quality)})
+        if quality.accept:
+            return _SceneEstimate(frames[:n], result, n, density, quality, history)
+        last = n
+        n = grow_n(n, density, available)
+    return _SceneEstimate(frames, None, last, density, quality, history)
 
 
 def _patch_origins(size: int, crop: int | None, stride: int) -> list[int]:
@@ -580,64 +743,153 @@ def _patch_origins(size: int, crop: int | None, stride: int) -> list[int]:
     return starts
 
 
-def _write_patches(job: SceneJob, images: _SceneImages) -> tuple[list[list[str]], int]:
-    """Write ``clean.png``, the clean patches and every frame's rain patches.
+def _chosen_pairs(result: ClipEstimate, k: int | None) -> list[tuple[int, int]]:
+    """The ``(frame, period)`` pairs to export: all, or ``k`` spread evenly over them."""
+    pairs = result.pairs()
+    if k is None or k >= len(pairs):
+        return pairs
+    index = np.unique(np.linspace(0, len(pairs) - 1, k).round().astype(int))
+    return [pairs[i] for i in index]
+
+
+def _write_periods(scene_dir: Path, result: ClipEstimate) -> list[str]:
+    """Each period's clean image and reliability map; returns the clean patches' prefixes."""
+    several = len(result.segments) > 1
+    prefixes = []
+    for k, seg in enumerate(result.segments, start=1):
+        tag = f"_period{k}" if several else ""
+        write_image(scene_dir / f"clean{tag}.png", _as_uint8(seg.image))
+        score = np.where(seg.valid, seg.reliability.score, 0.0)
+        write_image(scene_dir / f"reliability{tag}.png", score.astype(np.float32))
+        prefixes.append(f"period{k}_" if several else "")
+    return prefixes
+
+
+@dataclass
+class _PatchCounts:
+    considered: int = 0
+    written: int = 0
+    dropped: int = 0
+    filled_pixels: int = 0
+    pixels: int = 0
+
+
+def _usable(result: ClipEstimate, index: int) -> np.ndarray:
+    """H x W bool: pixels of frame ``index`` a pair may use.
+
+    Inside its valid region, outside the regions its pair check flags grown by
+    `PAIR_MARGIN_PX`, and reliable (`spanetlib.review.reliable_for_frame`).
+    """
+    valid = result.valid_for_frame(index)
+    flagged = (valid & ~result.usable_mask(index)).astype(np.uint8)
+    side = 2 * PAIR_MARGIN_PX + 1
+    grown = cv2.dilate(flagged, np.ones((side, side), np.uint8)) > 0
+    return valid & ~grown & reliable_for_frame(result, index)
+
+
+def _write_patches(job: SceneJob, est: _SceneEstimate
+                   ) -> tuple[list[list[str]], _PatchCounts, int]:
+    """Write every chosen frame's patches with the clean patch of its own period.
 
     Returns:
-        The ``[rain, clean]`` pairs relative to ``job.out``, and the patches per frame.
+        The ``[rain, clean]`` pairs relative to ``job.out``, the patch counts, and the frames
+        exported.
     """
+    result, frames = est.result, est.frames
     scene_dir = job.out / job.scene
     crop, stride = job.settings.crop, job.settings.stride
-    clean, frames = images.clean, images.frames
-    h, w = clean.shape[:2]
-    boxes = [(y, x) for y in _patch_origins(h, crop, stride)
-             for x in _patch_origins(w, crop, stride)]
-    ph, pw = (h, w) if crop is None else (min(crop, h), min(crop, w))
-    write_image(scene_dir / "clean.png", clean)
-    for y, x in boxes:
-        write_image(scene_dir / "clean" / f"{y}_{x}.png", clean[y:y + ph, x:x + pw])
-    pairs = []
+    policy = job.settings.unreliable
+    prefixes = _write_periods(scene_dir, result)
+    chosen = _chosen_pairs(result, job.settings.frames_per_video)
     width = max(4, len(str(job.start + len(frames) - 1)))
-    for i, frame in enumerate(frames):
+    counts = _PatchCounts()
+    written_clean: set[str] = set()
+    pairs = []
+    for i, k in chosen:
         index = f"{job.start + i:0{width}d}"
-        for y, x in boxes:
-            rain_rel = f"{job.scene}/rain/{index}_{y}_{x}.png"
-            write_image(job.out / rain_rel, frame[y:y + ph, x:x + pw])
-            pairs.append([rain_rel, f"{job.scene}/clean/{y}_{x}.png"])
-    return pairs, len(boxes)
+        own = bool(result.warped[i] or result.exposed[i])  # its own clean image, else shared
+        clean = result.clean_for_frame(i)
+        usable = _usable(result, i)
+        y0, y1, x0, x1 = crop_box(result.valid_for_frame(i))
+        ph, pw = (y1 - y0, x1 - x0) if crop is None else (min(crop, y1 - y0), min(crop, x1 - x0))
+        for y in (y0 + o for o in _patch_origins(y1 - y0, crop, stride)):
+            for x in (x0 + o for o in _patch_origins(x1 - x0, crop, stride)):
+                counts.considered += 1
+                ok = usable[y:y + ph, x:x + pw]
+                share = float(ok.mean())
+                if share < (1.0 - DROP_MAX_UNUSABLE if policy == "drop" else MASK_MIN_USABLE):
+                    counts.dropped += 1
+                    continue
+                clean_rel = (f"{job.scene}/clean/{index}_{y}_{x}.png" if own else
+                             f"{job.scene}/clean/{prefixes[k]}{y}_{x}.png")
+                clean_patch = clean[y:y + ph, x:x + pw]
+                if clean_rel not in written_clean:
+                    write_image(job.out / clean_rel, clean_patch)
+                    written_clean.add(clean_rel)
+                rain_patch = np.where(ok[..., None], frames[i, y:y + ph, x:x + pw], clean_patch)
+                if policy == "mask":
+                    write_image(scene_dir / "mask" / f"{index}_{y}_{x}.png",
+                                ok.astype(np.uint8) * np.uint8(255))
+                counts.filled_pixels += int(ok.size - ok.sum())
+                counts.pixels += ok.size
+                rain_rel = f"{job.scene}/rain/{index}_{y}_{x}.png"
+                write_image(job.out / rain_rel, rain_patch)
+                pairs.append([rain_rel, clean_rel])
+                counts.written += 1
+    return pairs, counts, len(chosen)
+
+
+def _scene_record(job: SceneJob, est: _SceneEstimate) -> dict[str, Any]:
+    """What ``done.json`` and the manifest say about a scene, its pairs aside."""
+    record = {"scene": job.scene, "source": str(job.source), "key": job.key, "n": int(est.n),
+              "density": est.density, "decision": job.decision, "start": job.start,
+              "align": job.align, "quality": quality_record(est.quality)}
+    if est.history:
+        record["auto_review"] = est.history
+    if est.result is not None:
+        periods, motion = clip_record(est.result)
+        record.update(periods=periods, motion=motion, percentile=periods[0]["percentile"]
+                      if periods else None)
+    else:
+        record.update(periods=[], motion=None, percentile=None)
+    return record
 
 
 def export_scene(job: SceneJob) -> dict[str, Any]:
-    """Export one scene: ``clean.png``, the patch pairs, and ``done.json`` written last.
+    """Export one scene: its clean images, reliability maps, patch pairs, ``done.json`` last.
 
     What an earlier run left in the scene's folder (an interrupted run's partial export, or
     an export of another decision) is deleted first: the files an export writes, nothing
-    else. Runs in a worker process when `export_dataset` has ``workers > 1``.
+    else. Runs in a worker process when `export_dataset` has ``workers > 1``. An auto-accepted
+    scene whose quality is never accepted writes only ``done.json`` (no pairs, decision
+    ``"auto-rejected"``).
 
     Returns:
         The scene's record, as written to ``done.json`` (the resume marker).
 
     Raises:
-        InputError: the source, the frame count or the clean image cannot be read, or the
-            clean image's size differs from the frames'.
+        InputError: the source, the frame count or a clean image cannot be read, or the
+            accepted clean images are not what the frames give.
     """
     scene_dir = job.out / job.scene
     _remove_scene_files(scene_dir)
-    if job.decision == "accepted":
-        images = _accepted_images(job)
+    est = _accepted_estimate(job) if job.decision == "accepted" else _auto_estimate(job)
+    record = _scene_record(job, est)
+    if est.result is None:
+        record.update(decision="auto-rejected", pairs=[], frames=0, patches_per_frame=0)
     else:
-        images = _auto_accepted_images(job)
-    if images.clean.shape != images.frames.shape[1:]:
-        raise InputError(f"clean image size {images.clean.shape[:2]} does not match the frames "
-                         f"{images.frames.shape[1:3]} of {job.source}")
-    pairs, patches_per_frame = _write_patches(job, images)
-    record = {
-        "scene": job.scene, "source": str(job.source), "key": job.key, "n": int(images.n),
-        "percentile": images.percentile, "density": images.density,
-        "decision": job.decision, "frames": len(images.frames), "start": job.start,
-        "patches_per_frame": patches_per_frame, "pairs": pairs,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+        pairs, counts, exported = _write_patches(job, est)
+        filled = counts.filled_pixels / counts.pixels if counts.pixels else 0.0
+        record.update(
+            frames=exported, pairs=pairs,
+            frames_paired=len(est.result.pairs()), frames_unpaired=est.result.n_frames
+            - len(est.result.pairs()),
+            patches={"policy": job.settings.unreliable, "considered": counts.considered,
+                     "written": counts.written, "dropped": counts.dropped,
+                     "filled_pixel_share": filled},
+            patches_per_frame=counts.considered // max(1, exported))
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    scene_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(scene_dir / "done.json", record)  # the marker: written last
     return record
 
@@ -678,8 +930,22 @@ def record_outcome(plan: ExportPlan, outcome: SceneOutcome) -> None:
         plan.left_out[outcome.scene] = {"status": "failed", "error": outcome.error}
     else:
         plan.records[outcome.scene] = outcome.record
-        plan.summary.exported.append(outcome.scene)
+        reason = _rejection(outcome.record)
+        if reason is None:
+            plan.summary.exported.append(outcome.scene)
+        else:
+            plan.summary.not_exported[outcome.scene] = reason
     write_manifest(plan)
+
+
+def _rejection(record: dict[str, Any]) -> str | None:
+    """Why an auto-accepted scene was not exported (its quality never accepted), or None."""
+    if record.get("decision") != "auto-rejected":
+        return None
+    quality = record["quality"]
+    why = "; ".join(quality["reasons"]) or "not accepted"
+    return (f"auto-accept: quality {quality['score']:.2f} not accepted up to N = {record['n']} "
+            f"(every frame): {why}")
 
 
 def _export_in_workers(plan: ExportPlan, jobs: Sequence[SceneJob], workers: int,
@@ -745,10 +1011,14 @@ def write_lists(plan: ExportPlan) -> None:
     train: list[tuple[Path, Path]] = []
     test: list[tuple[Path, Path]] = []
     summary.train_scenes, summary.test_scenes = [], []
+    summary.unpaired_frames = summary.dropped_patches = 0
     for job in plan.jobs:
         record = plan.records.get(job.scene)
-        if record is None:
+        if record is None or _rejection(record) is not None:
             continue
+        summary.unpaired_frames += record.get("frames_unpaired", 0)
+        summary.dropped_patches += record.get("patches", {}).get("dropped", 0)
+        summary.scene_reports[job.scene] = _scene_line(record)
         pairs = [(plan.out / rain, plan.out / clean) for rain, clean in record["pairs"]]
         if job.scene in plan.test_scenes:
             test.extend(pairs)
@@ -761,17 +1031,45 @@ def write_lists(plan: ExportPlan) -> None:
     summary.n_train_pairs, summary.n_test_pairs = len(train), len(test)
 
 
+#: Record keys copied into a scene's manifest entry when present.
+_MANIFEST_KEYS = ("n", "percentile", "density", "decision", "frames", "frames_paired",
+                  "frames_unpaired", "align", "motion", "periods", "patches", "quality",
+                  "auto_review", "source")
+
+
+def _scene_line(record: dict[str, Any]) -> str:
+    """One line per exported scene: motion, periods, frames paired, pairs, quality."""
+    motion, patches = record.get("motion"), record.get("patches")
+    if motion is None or patches is None:  # a record of an older export
+        return f"{record['scene']}: {len(record['pairs'])} pairs"
+    periods = len(record["periods"])
+    return (f"{record['scene']}: N = {record['n']}, motion {motion['model']} up to "
+            f"{motion['largest_displacement_px']:.1f} px ({motion['warped']} warped), "
+            f"{periods} stable period{'s' if periods != 1 else ''}, {record['frames_paired']}/"
+            f"{record['n']} frames paired, {len(record['pairs'])} pairs ({patches['dropped']} "
+            f"patches dropped), quality {record['quality']['score']:.2f}")
+
+
 def _manifest_entry(plan: ExportPlan, record: dict[str, Any]) -> dict[str, Any]:
-    return {"status": "exported",
-            "split": "test" if record["scene"] in plan.test_scenes else "train",
-            "n": record["n"], "percentile": record["percentile"],
-            "density": record["density"], "decision": record["decision"],
-            "pairs": len(record["pairs"]), "frames": record["frames"],
-            "source": record["source"]}
+    reason = _rejection(record)
+    entry: dict[str, Any] = {"status": "exported" if reason is None else "not-exported"}
+    if reason is None:
+        entry["split"] = "test" if record["scene"] in plan.test_scenes else "train"
+    else:
+        entry["reason"] = reason
+    entry.update({key: record[key] for key in _MANIFEST_KEYS if key in record})
+    entry["pairs"] = len(record["pairs"])
+    return entry
 
 
 def write_manifest(plan: ExportPlan) -> None:
-    """Write ``manifest.json``: settings, and per scene N, p, density, decision, pairs, split.
+    """Write ``manifest.json``: settings, and per scene what was exported and why.
+
+    Per exported scene: N, p, density, decision, pairs, split, the align mode and measured
+    motion (model, largest displacement, median residual, frames warped, exposure-corrected,
+    paired, in transitions), each stable period (frames, p, reliable and valid shares, noise
+    sigma, aligned), the patches considered, written and dropped under the unreliable-pixel
+    policy, and the quality judgement (score, reasons; auto-accept: every judgement).
 
     Scenes planned but not done yet are ``"pending"`` (the manifest is first written before
     any scene, so it always names every folder the export may have written); a renamed
@@ -800,6 +1098,7 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
                    crop: int | None = 256, stride: int | None = None,
                    frames_per_video: int | None = None, test_fraction: float = 0.1,
                    workers: int = 1, seed: int = 0, density: str | None = None,
+                   align: str = "auto", unreliable: str = "drop",
                    overwrite: bool = False, progress: bool = True) -> ExportSummary:
     """Export reviewed rain videos as an SPA-Data style set of rain/clean patch pairs.
 
@@ -807,27 +1106,50 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
     frame folder per scene (`spanetlib.video.list_scenes`); a scene's name is the file's stem
     or the folder's name. Which scenes are exported, with which clean image:
 
-    - with ``review_file``: the scenes accepted there, with the clean image saved at accept
-      time (N, p and density from the review); other decisions are left out;
+    - with ``review_file``: the scenes accepted there, at the review's N, density and align
+      mode. The review must have been made on the same content (each scene's recorded
+      `spanetlib.video.source_identity`, else the run is refused before any work), and the
+      frames must still give the clean images accepted (else that scene fails);
     - with ``auto_accept``: scenes without a decision (not in the review file, or pending
-      there) too: density guessed (`spanetlib.selection.guess_density`, or ``density`` for
-      all), N = ``FRAME_COUNTS[density]`` (capped by the frames), ``estimate_background`` of
-      the first N frames.
+      there) too, reviewed in batch as `spanetlib.review.run_review` does in mode "auto":
+      density guessed (`spanetlib.selection.guess_density`, or ``density`` for all), N =
+      ``FRAME_COUNTS[density]`` (capped by the frames), the estimate accepted iff
+      `spanetlib.selection.scene_quality` accepts it, else N grows by ``REJECT_INCREMENT``;
+      a scene never accepted is not exported (the manifest gives its score and reasons).
+
+    Every scene's estimate is `spanetlib.review.review_estimate` of its N frames (the clip
+    estimator: alignment, stable periods, pair checks; see the module docstring). Each paired
+    frame is cut into ``crop x crop`` patches on a grid with step ``stride`` inside its valid
+    region (plus one row / column flush with the region's bottom / right border; a region
+    smaller than ``crop`` along an axis is used whole along it, and ``crop=None`` keeps the
+    whole region), each paired with the clean patch of the frame's own period. The unusable
+    pixels of a written rain patch take the clean patch's values (the pair agrees there);
+    ``unreliable`` (`UNRELIABLE_POLICIES`) decides which patches are written: ``"drop"``
+    (default) leaves out those with more than `DROP_MAX_UNUSABLE` unusable pixels, ``"mask"``
+    keeps those at least `MASK_MIN_USABLE` usable and writes a mask of the usable pixels.
 
     Layout (all paths in the lists relative to ``OUT``, ``/`` separators)::
 
-        OUT/<scene>/clean.png                 full clean image
-        OUT/<scene>/clean/<y>_<x>.png         clean patch at (y, x), shared by all frames
+        OUT/<scene>/clean.png                 clean image (reference frame's coordinates)
+        OUT/<scene>/reliability.png           its reliability map: 255 reliable, 0 not or
+                                              outside the valid region (8-bit score)
+        OUT/<scene>/clean_period<k>.png, reliability_period<k>.png
+                                              the same per stable period k = 1, 2, ... when
+                                              the scene changed
+        OUT/<scene>/clean/<y>_<x>.png         clean patch at (y, x), shared by the frames
+                                              that were not warped (period<k>_<y>_<x>.png
+                                              with several periods)
+        OUT/<scene>/clean/<frame>_<y>_<x>.png clean patch of a warped or exposure-corrected
+                                              frame (its clean image in its own pixels)
         OUT/<scene>/rain/<frame>_<y>_<x>.png  rain patch of frame <frame> (zero-padded index)
+        OUT/<scene>/mask/<frame>_<y>_<x>.png  policy "mask": its usable pixels (255)
         OUT/<scene>/done.json                 per-scene record, written last (resume marker)
         OUT/train.txt, OUT/test.txt           "rain clean" pair lists, split by scene
-        OUT/manifest.json                     scene -> N, p, density, decision, pairs, split
+        OUT/manifest.json                     per scene: N, p, density, decision, pairs,
+                                              split, motion, periods, patches, quality
 
-    Each of the first K frames (``frames_per_video``; default N, every frame the estimate
-    used) is cut into ``crop x crop`` patches on a grid with step ``stride``, plus one more
-    row / column flush with the bottom / right border so the whole image is covered; an image
-    smaller than ``crop`` along an axis is used whole along it (no padding), and
-    ``crop=None`` keeps whole images. The split is by scene, so no scene is in both lists:
+    ``frames_per_video`` K: export K of the paired frames, spread evenly over them (default:
+    every paired frame). The split is by scene, so no scene is in both lists:
     ``round(test_fraction * scenes)`` test scenes (at least one when there are >= 2 scenes),
     chosen by a hash of ``(seed, name)``, so it is deterministic and a scene keeps its side
     when others are added where the counts allow.
@@ -839,15 +1161,16 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
     give the same name (``a.mp4`` and a folder ``a``) are refused before any work.
 
     An existing ``OUT`` (`check_output`): an export made with the same settings is resumed;
-    one made with other settings (crop, stride, K, test fraction, seed, density, ``src``) is
-    refused, naming the differences, unless ``overwrite``, which deletes that export's own
-    files (nothing else) and starts afresh; a non-empty folder that holds no export is refused.
+    one made with other settings (crop, stride, K, test fraction, seed, density, align,
+    unreliable, ``src``) is refused, naming the differences, unless ``overwrite``, which
+    deletes that export's own files (nothing else) and starts afresh; a non-empty folder that
+    holds no export is refused.
 
-    Resume: a scene whose ``done.json`` exists (and was made with the same crop, stride, K
-    and decision, including the time of the accept) is kept; the export files of a scene
-    folder without it are deleted and the scene redone. The lists and the manifest are
-    rebuilt from the ``done.json`` files at every run (folders of scenes an earlier run
-    exported but this one does not select stay on disk, outside the lists).
+    Resume: a scene whose ``done.json`` exists (and was made with the same crop, stride, K,
+    align mode, policy and decision, including the time of the accept) is kept; the export
+    files of a scene folder without it are deleted and the scene redone. The lists and the
+    manifest are rebuilt from the ``done.json`` files at every run (folders of scenes an
+    earlier run exported but this one does not select stay on disk, outside the lists).
     A scene that cannot be read fails alone: the others are exported and
     `ExportSummary.failed` names it.
 
@@ -858,13 +1181,15 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
         auto_accept: export scenes without a decision, as described above.
         crop: patch size in pixels, or None for whole images.
         stride: patch step (default ``crop``: no overlap).
-        frames_per_video: rain frames K paired with the clean image (default: the N used).
+        frames_per_video: paired frames K exported per scene (default: all).
         test_fraction: share of scenes in the test list, in [0, 1).
         workers: scenes exported in parallel, in "spawn" worker processes (a script calling
             this with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard;
             if the workers cannot start, the scenes are exported in this process instead).
         seed: seed of the train/test split.
         density: density for auto-accepted scenes (None: guess per scene).
+        align: align mode of auto-accepted scenes ("auto", "on", "off").
+        unreliable: "drop" or "mask" (`UNRELIABLE_POLICIES`).
         overwrite: replace an export in ``out`` made with other settings (``--overwrite``).
         progress: show a tqdm progress bar.
 
@@ -873,14 +1198,15 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
 
     Raises:
         InputError: ``src`` or ``review_file`` is missing, ``src`` holds no scenes or two
-            scenes with one name, neither ``review_file`` nor ``auto_accept`` is given, or
-            ``out`` cannot be used (see `check_output`); all before any scene is exported.
+            scenes with one name, neither ``review_file`` nor ``auto_accept`` is given, the
+            review was made on other content, or ``out`` cannot be used (see
+            `check_output`); all before any scene is exported.
         ValueError: a bad ``crop``, ``stride``, ``frames_per_video``, ``test_fraction``,
-            ``workers`` or ``density``.
+            ``workers``, ``density``, ``align`` or ``unreliable``.
     """
     settings = ExportSettings(crop=crop, stride=stride, frames_per_video=frames_per_video,
                               test_fraction=test_fraction, seed=seed, auto_accept=auto_accept,
-                              density=density)
+                              density=density, align=align, unreliable=unreliable)
     _check_positive("workers", workers, allow_none=False)
     plan = plan_export(src, out, review_file, settings)
     check_output(plan, overwrite)
@@ -891,3 +1217,153 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
     write_lists(plan)
     write_manifest(plan)
     return plan.summary
+
+
+# --------------------------------------------------------------------------------------------
+# One clip's clean image(s): spanet estimate-background
+# --------------------------------------------------------------------------------------------
+@dataclass
+class CleanImages:
+    """What `export_clean_images` wrote, and the estimate it came from.
+
+    Attributes:
+        result: the clip estimate of the frames.
+        images: one path per stable period, in time order.
+        masks: the valid-region masks written (``keep_size``), one per period, or empty.
+        reliability: the reliability maps written, one per period, or empty.
+        crops: per period the ``(y0, y1, x0, x1)`` box written (the whole frame with
+            ``keep_size``).
+        keep_size: whether the images keep the frames' size (else cropped to the valid box).
+    """
+
+    result: ClipEstimate
+    images: list[Path]
+    masks: list[Path]
+    reliability: list[Path]
+    crops: list[tuple[int, int, int, int]]
+    keep_size: bool
+
+    def describe(self) -> str:
+        """The lines ``spanet estimate-background`` prints: motion, valid region, periods."""
+        result = self.result
+        motion = result.motion
+        n = result.n_frames
+        h, w = result.shape
+        lines = [f"{n} frames; motion: {motion.model}, largest displacement "
+                 f"{float(motion.displacement.max()):.2f} px, {int(result.warped.sum())}/{n} "
+                 f"frames warped, {int(result.exposed.sum())} exposure-corrected "
+                 f"(--align {result.mode.name})"]
+        left_out = n - sum(len(seg.frames) for seg in result.segments)
+        if len(result.segments) > 1:
+            lines.append(f"the scene changed: {len(result.segments)} stable periods, one clean "
+                         f"image each ({left_out} frames in transitions or too short periods "
+                         "left out)")
+        for k, (seg, path, box) in enumerate(zip(result.segments, self.images, self.crops,
+                                                 strict=True)):
+            y0, y1, x0, x1 = box
+            region = "whole frame" if seg.valid.all() else (
+                f"valid region {int(seg.valid.sum())} of {h * w} pixels" + (
+                    f", cropped to {x1 - x0} x {y1 - y0} at x {x0}, y {y0} (--keep-size keeps "
+                    f"{w} x {h})" if not self.keep_size else
+                    f", marked in {self.masks[k].name}"))
+            head = f"period {k + 1}: frames {seg.start}-{seg.stop - 1}, " if \
+                len(result.segments) > 1 else ""
+            reliable = 100 * seg.reliability.reliable_share
+            lines.append(f"{head}{len(seg.frames)} frames used, percentile p = "
+                         f"{seg.percentile:.1f}, reliable {reliable:.1f} %, {region} -> {path}")
+        return "\n".join(lines)
+
+
+def _period_paths(output: Path, count: int, extra: str = "") -> list[Path]:
+    if count == 1:
+        return [output.with_name(f"{output.stem}{extra}{output.suffix}")]
+    return [output.with_name(f"{output.stem}_period{k}{extra}{output.suffix}")
+            for k in range(1, count + 1)]
+
+
+def _check_period_outputs(output: Path, overwrite: bool) -> None:
+    """Refuse up front when an image of an earlier multi-period run would be replaced."""
+    pattern = re.compile(rf"{re.escape(output.stem)}_period\d+(?:_valid|_reliability)?"
+                         rf"{re.escape(output.suffix)}")
+    if overwrite or not output.parent.is_dir():
+        return
+    for path in output.parent.iterdir():
+        if pattern.fullmatch(path.name):
+            raise InputError(f"{path} exists (a clean image of a stable period); pass "
+                             "--overwrite (overwrite=True) to replace it")
+
+
+def export_clean_images(source: str | os.PathLike, output: str | os.PathLike, *,
+                        frames: int | None = None, start: int = 0, align: str = "auto",
+                        keep_size: bool = False, reliability: bool = False,
+                        overwrite: bool = False, progress: bool = False) -> CleanImages:
+    """The clean image of a rain clip, one per stable period: ``spanet estimate-background``.
+
+    The frames go through `spanetlib.review.review_estimate` (camera motion measured and
+    undone where it matters, stable periods of the scene, Eqs. 2-4 per period). Written:
+
+    - one stable period: ``output``; several (the scene changed: a car left, a light
+      switched): ``<stem>_period1<suffix>``, ``<stem>_period2<suffix>``, ... and no
+      ``output``, so no single image silently stands for two scene states;
+    - each image cropped to the largest box inside its valid region (the pixels every used
+      frame covers), or with ``keep_size`` at the frames' size plus ``<stem>_valid.png``
+      marking the valid pixels (255) where some are not;
+    - with ``reliability``, ``<stem>_reliability.png`` (per period likewise): the reliability
+      score, 255 reliable to 0 (`spanetlib.background.reliability_map`), cropped alike.
+
+    Outputs are checked before any frame is read (suffix, folder, existing files without
+    ``overwrite``, including the period images of an earlier run).
+
+    Args:
+        source: a video file or a folder of frames.
+        output: the image to write (its suffix names the format).
+        frames: use this many frames (default: all from ``start``).
+        start: first frame.
+        align: ``"auto"`` (default), ``"on"`` or ``"off"``.
+        keep_size: keep the frames' size and write a valid-region mask instead of cropping.
+        reliability: also write the reliability map(s).
+        overwrite: replace existing outputs.
+        progress: show a progress bar while reading.
+
+    Returns:
+        A `CleanImages` (``describe()`` gives the lines the command prints).
+
+    Raises:
+        InputError: bad source or output, or no stable period of enough frames.
+    """
+    output = check_output_path(output, overwrite=overwrite, image=True)
+    _check_period_outputs(output, overwrite)
+    mode = get_align_mode(align).name
+    clip = read_sequence(source, start=start, count=frames, progress=progress)
+    result = review_estimate(clip, mode)
+    if not result.segments:
+        raise InputError(f"{source}: no stable period of enough frames among {len(clip)} "
+                         f"({int((result.period < 0).sum())} in transitions or unregistered); "
+                         "use more frames")
+    count = len(result.segments)
+    images, masks, maps = (_period_paths(output, count), _period_paths(output, count, "_valid"),
+                           _period_paths(output, count, "_reliability"))
+    for path in images + (masks if keep_size else []) + (maps if reliability else []):
+        check_output_path(path, overwrite=overwrite, image=True)
+    for k, seg in enumerate(result.segments, start=1):
+        if not seg.aligned:
+            warnings.warn(f"{source}: the camera moved (up to "
+                          f"{float(result.motion.displacement.max()):.1f} px) and --align "
+                          f"{mode} warps no frame: the clean image of period {k} is smeared; "
+                          "use --align auto", UserWarning, stacklevel=2)
+    written = CleanImages(result, images, [], [], [], keep_size)
+    h, w = result.shape
+    for seg, image_path, mask_path, map_path in zip(result.segments, images, masks, maps,
+                                                    strict=True):
+        box = (0, h, 0, w) if keep_size else seg.crop
+        y0, y1, x0, x1 = box
+        write_image(image_path, _as_uint8(seg.image)[y0:y1, x0:x1])
+        if keep_size and not seg.valid.all():
+            write_image(mask_path, seg.valid.astype(np.uint8) * np.uint8(255))
+            written.masks.append(mask_path)
+        if reliability:
+            score = np.where(seg.valid, seg.reliability.score, 0.0).astype(np.float32)
+            write_image(map_path, score[y0:y1, x0:x1])
+            written.reliability.append(map_path)
+        written.crops.append(box)
+    return written

@@ -19,16 +19,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .background import BackgroundEstimate, luminance_levels
+from .alignment import crop_box, footprint_mask
+from .background import BackgroundEstimate, estimate_background, luminance_levels, reliability_map
+from .clip_estimate import ClipEstimate
 from .data import rain_mask, read_pair_list
 from .datasets import DatasetInfo
 from .evaluate import as_prediction
-from .figures import difference_map
+from .figures import difference_map, reliability_overlay
 from .fileio import InputError, read_image
 from .inference import derain_array
 from .layouts import FolderPairs
 from .metrics import psnr_ssim_np
-from .rain import IMAGE_RAIN_LEVELS, load_background, make_rain_image
+from .rain import IMAGE_RAIN_LEVELS, RainClip, load_background, make_rain_image
 from .runs import OURS
 from .tables import patch_position
 from .testsets import Table1Video, scene_ground_truth
@@ -40,6 +42,10 @@ __all__ = [
     "Sample",
     "attention_rows",
     "attention_stats",
+    "centre_shift",
+    "clip_estimate_images",
+    "clip_motion",
+    "clip_reliability_images",
     "derain_rows",
     "difference_rows",
     "failure_rows",
@@ -51,6 +57,7 @@ __all__ = [
     "pick_rainy_pixel",
     "pixel_profile",
     "psnr_captions",
+    "quality_validation_table",
     "scene_samples",
     "table1_images",
 ]
@@ -141,6 +148,121 @@ def table1_images(video: Table1Video,
                 for name, image in images.items()}
     images["Ground truth"] = video.clean
     return images, captions
+
+
+# --------------------------------------------------------------------------------------------
+# Phone clips (notebook 01): camera motion, estimates per align mode, reliability per period
+# --------------------------------------------------------------------------------------------
+def centre_shift(matrices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """N x 2: where each reference -> frame transform moves the frame centre, ``(dx, dy)`` px.
+
+    Example:
+        >>> shift = np.array([[[1.0, 0, 2.5], [0, 1, -1], [0, 0, 1]]])
+        >>> centre_shift(shift, (5, 9)).tolist()
+        [[2.5, -1.0]]
+    """
+    h, w = shape
+    centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0, 1.0])
+    moved = np.asarray(matrices, np.float64) @ centre
+    return moved[:, :2] / moved[:, 2:] - centre[:2]
+
+
+def clip_motion(clip: RainClip, result: ClipEstimate) -> tuple[np.ndarray, np.ndarray]:
+    """Measured and true camera motion of a synthetic clip: N x 2 centre shifts each.
+
+    Both relative to the estimate's reference frame (`centre_shift`).
+    """
+    shape = result.shape
+    return (centre_shift(result.motion.matrices, shape),
+            centre_shift(clip.true_motion(result.motion.reference), shape))
+
+
+def _segment_at(result: ClipEstimate, index: int) -> int:
+    """The segment holding frame ``index``, or the nearest one."""
+    return int(np.argmin([0 if seg.start <= index < seg.stop else
+                          min(abs(seg.start - index), abs(seg.stop - 1 - index))
+                          for seg in result.segments]))
+
+
+def clip_estimate_images(clip: RainClip, results: Mapping[str, ClipEstimate],
+                         convention: str = "standard"
+                         ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The clean image of one clip under several align modes, against the truth.
+
+    Each estimate is that of the period holding the reference frame, in the reference
+    frame's pixels (`ClipEstimate.clean_for_frame`); every image is cropped to the box that
+    every frame covers (true motion) inside every estimate's valid region, where the PSNR
+    captions are measured against that scene state's truth (`RainClip.state_truth`).
+
+    Args:
+        clip: a synthetic clip.
+        results: label -> its `spanetlib.clip_estimate.estimate_clip` (one reference frame).
+        convention: metric convention of the captions.
+
+    Returns:
+        ``(images, captions)``: the reference rain frame, one image per label, the truth.
+    """
+    references = {result.motion.reference for result in results.values()}
+    if len(references) != 1:
+        raise ValueError(f"expected estimates with one reference frame, got references "
+                         f"{sorted(references)}")
+    empty = [label for label, result in results.items() if not result.segments]
+    if empty:
+        raise ValueError(f"no stable period to show in {empty}")
+    ref = references.pop()
+    covered = np.ones(clip.frames.shape[1:3], bool)
+    for matrix in clip.true_motion(ref):
+        covered &= footprint_mask(matrix, covered.shape)
+    chosen = {label: _segment_at(result, ref) for label, result in results.items()}
+    for label, result in results.items():
+        covered &= result.segments[chosen[label]].valid
+    y0, y1, x0, x1 = crop_box(covered)
+    seg = next(iter(results.values())).segments[next(iter(chosen.values()))]
+    states = clip.state[seg.frames]
+    truth = clip.state_truth(int(np.bincount(states[states >= 0]).argmax()), ref)[y0:y1, x0:x1]
+    images = {"rain frame": clip.frames[ref, y0:y1, x0:x1]}
+    for label, result in results.items():
+        images[label] = result.clean_for_frame(ref, chosen[label])[y0:y1, x0:x1]
+    captions = {label: f"{psnr_ssim_np(as_prediction(image), truth, convention)[0]:.1f} dB"
+                for label, image in images.items()}
+    images["truth"] = truth
+    return images, captions
+
+
+def clip_reliability_images(clip: RainClip, result: ClipEstimate
+                            ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The paper's single estimate of all frames beside one per stable period, with overlays.
+
+    Each image carries its reliability overlay (`spanetlib.figures.reliability_overlay`: red
+    unreliable, blue outside the valid region).
+
+    Returns:
+        ``(images, captions)``: ``"one estimate of all frames"`` then ``"period k (frames
+        a-b)"`` per period; captions give the reliable share.
+    """
+    single = estimate_background(clip.frames)
+    reliability = reliability_map(clip.frames, single)
+    images = {"one estimate of all frames": reliability_overlay(
+        np.clip(single.image / 255.0, 0.0, 1.0), ~reliability.reliable)}
+    captions = {"one estimate of all frames":
+                f"reliable {100 * reliability.reliable_share:.1f} %"}
+    for k, seg in enumerate(result.segments, start=1):
+        label = f"period {k} (frames {seg.start}-{seg.stop - 1})"
+        images[label] = reliability_overlay(np.clip(seg.image / 255.0, 0.0, 1.0),
+                                            ~seg.reliability.reliable & seg.valid, ~seg.valid)
+        captions[label] = f"reliable {100 * seg.reliability.reliable_share:.1f} %"
+    return images, captions
+
+
+def quality_validation_table() -> Path | None:
+    """The checkout's ``results/quality_validation.csv`` (``benchmarks/bench_quality.py``).
+
+    The quality score's validation against the truth of synthetic clips, for
+    `spanetlib.figures.plot_quality_validation`; None where the file is missing (an installed
+    package without the checkout, or the benchmark not run).
+    """
+    path = Path(__file__).resolve().parents[1] / "results" / "quality_validation.csv"
+    return path if path.is_file() else None
 
 
 # --------------------------------------------------------------------------------------------

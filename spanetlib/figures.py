@@ -19,13 +19,18 @@ import numpy as np  # noqa: E402
 from .fileio import atomic_write  # noqa: E402
 
 __all__ = [
+    "PERIOD_COLOURS",
     "difference_map",
+    "period_strip",
     "plot_attention_maps",
+    "plot_clip_timeline",
     "plot_image_grid",
+    "plot_motion_trace",
     "plot_percentile_ranges",
     "plot_pixel_profile",
     "plot_quality_validation",
     "plot_training_curves",
+    "reliability_overlay",
     "save_figure",
 ]
 
@@ -52,6 +57,152 @@ def difference_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
     diff = np.abs(a - b)
     return diff.max(axis=-1) if diff.ndim == 3 else diff
+
+
+# --------------------------------------------------------------------------------------------
+# Phone clips: stable periods, reliability, camera motion (review widget and notebook 01)
+# --------------------------------------------------------------------------------------------
+#: RGB colours (0..255) of stable periods 1, 2, ... in timelines.
+PERIOD_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75))
+_UNPAIRED = (170, 170, 170)  # in a period, but its pair check failed
+_TRANSITION = (60, 60, 60)  # no period: the scene was changing, or registration failed
+
+
+def _frame_colours(membership: np.ndarray, period: np.ndarray) -> np.ndarray:
+    """N x 3 uint8: each frame's period colour, light grey unpaired, dark grey transition."""
+    membership, period = np.asarray(membership), np.asarray(period)
+    colours = np.empty((len(membership), 3), np.uint8)
+    colours[:] = _TRANSITION
+    colours[(membership < 0) & (period >= 0)] = _UNPAIRED
+    for k in np.unique(membership[membership >= 0]):
+        colours[membership == k] = PERIOD_COLOURS[int(k) % len(PERIOD_COLOURS)]
+    return colours
+
+
+def period_strip(membership: np.ndarray, period: np.ndarray, width: int, height: int = 14,
+                 current: int | None = None) -> np.ndarray:
+    """A clip's frames as a colour strip: one band per frame, coloured by its stable period.
+
+    Frames paired with period k take ``PERIOD_COLOURS[k]``; frames in a period whose pair
+    check failed are light grey; transitions (no period) dark grey. ``current`` is marked
+    with a white band.
+
+    Args:
+        membership: N int, a `spanetlib.clip_estimate.ClipEstimate`'s ``membership``.
+        period: N int, its ``period``.
+        width: strip width in pixels (>= N is sharpest).
+        height: strip height in pixels.
+        current: a frame to mark, or None.
+
+    Returns:
+        height x width x 3 uint8 RGB.
+    """
+    n = len(membership)
+    if n == 0 or width < 1 or height < 1:
+        raise ValueError(f"expected frames and a positive size, got {n} frames, {width} x "
+                         f"{height}")
+    colours = _frame_colours(membership, period)
+    index = np.minimum((np.arange(width) * n) // width, n - 1)
+    strip = np.repeat(colours[index][None], height, axis=0)
+    if current is not None:
+        strip[height // 3:, index == current] = 255
+    return strip
+
+
+def reliability_overlay(image: np.ndarray, unreliable: np.ndarray,
+                        unusable: np.ndarray | None = None, strength: float = 0.55,
+                        reliable_strength: float = 0.0) -> np.ndarray:
+    """An image with its unreliable pixels tinted red and its unusable ones tinted blue.
+
+    Args:
+        image: H x W x 3 RGB, uint8 or float in [0, 1].
+        unreliable: H x W bool, where the clean image is not explained by rain
+            (`spanetlib.background.Reliability.reliable` is False).
+        unusable: H x W bool, pixels no pair may use (a passing object, outside the valid
+            region); None for none.
+        strength: tint opacity in [0, 1].
+        reliable_strength: opacity of a green tint on the other pixels (0: none), so that an
+            overlay with nothing to mark still shows it is on.
+
+    Returns:
+        H x W x 3 uint8 RGB.
+    """
+    base = _as_float(image)
+    if base.ndim != 3 or np.shape(unreliable) != base.shape[:2]:
+        raise ValueError(f"expected an H x W x 3 image and an H x W mask, got {base.shape} and "
+                         f"{np.shape(unreliable)}")
+    out = base.copy()
+    unreliable = np.asarray(unreliable, bool)
+    marked = unreliable if unusable is None else unreliable | np.asarray(unusable, bool)
+    for mask, colour, alpha in ((~marked, (0.1, 0.85, 0.2), reliable_strength),
+                                (unusable, (0.15, 0.35, 1.0), strength),
+                                (unreliable, (1.0, 0.1, 0.1), strength)):
+        if mask is None or alpha == 0:
+            continue
+        mask = np.asarray(mask, bool)
+        out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
+    return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def plot_clip_timeline(membership: np.ndarray, period: np.ndarray,
+                       true_state: np.ndarray | None = None, title: str = "",
+                       path: str | os.PathLike | None = None) -> plt.Figure:
+    """The stable periods a clip estimate found, frame by frame, beside the true states.
+
+    Args:
+        membership: N int, the period each frame is paired with (-1: none).
+        period: N int, the period each frame falls in by the scene's signatures.
+        true_state: N int, the scene state of a synthetic clip (-1: in a transition), or None.
+        title: figure title.
+        path: PNG to write.
+    """
+    rows = [("periods found", _frame_colours(membership, period))]
+    if true_state is not None:
+        state = np.asarray(true_state)
+        rows.append(("true scene state", _frame_colours(state, np.where(state >= 0, 0, -1))))
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 0.9))
+    for r, (_, colours) in enumerate(rows):
+        ax.imshow(colours[None] / 255.0, aspect="auto", interpolation="nearest",
+                  extent=(-0.5, len(colours) - 0.5, r + 0.9, r + 0.1))
+    ax.set_ylim(len(rows), 0)
+    ax.set_yticks([r + 0.5 for r in range(len(rows))], [label for label, _ in rows])
+    ax.set_xlabel("frame (colour: stable period; light grey: not paired; dark grey: "
+                  "transition)", fontsize=8)
+    ax.set_title(title or "stable periods", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def plot_motion_trace(measured: np.ndarray, true: np.ndarray | None = None, title: str = "",
+                      path: str | os.PathLike | None = None) -> plt.Figure:
+    """Camera motion per frame: the frame centre's displacement (x, y), measured and true.
+
+    Args:
+        measured: N x 2 displacement in pixels (see `spanetlib.figure_data.centre_shift`).
+        true: N x 2 true displacement of a synthetic clip, or None.
+        title: figure title.
+        path: PNG to write.
+    """
+    measured = np.asarray(measured, float)
+    fig, ax = plt.subplots(figsize=(7.5, 2.6))
+    frames = np.arange(len(measured))
+    for axis, colour in ((0, "tab:blue"), (1, "tab:orange")):
+        name = "xy"[axis]
+        if true is not None:
+            ax.plot(frames, np.asarray(true, float)[:, axis], color=colour, lw=4, alpha=0.3,
+                    label=f"{name} true")
+        ax.plot(frames, measured[:, axis], color=colour, lw=1.2, marker=".",
+                label=f"{name} measured")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("displacement (px)")
+    ax.legend(fontsize=7, ncol=4, loc="best")
+    ax.set_title(title or "camera motion", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
 
 
 def plot_pixel_profile(intensities: np.ndarray, is_rain: np.ndarray, clean_value: float,

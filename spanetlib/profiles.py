@@ -62,11 +62,14 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {name: {p: {} for p 
                                                              for name in NOTEBOOKS}
 NOTEBOOK_PARAMETERS["01_dataset_generation"] = {
     "smoke": {"table1_videos": 2, "table1_frames": 24, "table1_size": [48, 64],
-              "rpca_max_iter": 30, "review_mode": "auto", "review_file": None},
+              "rpca_max_iter": 30, "review_mode": "auto", "review_file": None,
+              "clip_size": [120, 160], "clip_frames": 40},
     "quick": {"table1_videos": 10, "table1_frames": 100, "table1_size": [240, 320],
-              "rpca_max_iter": 100, "review_mode": "auto", "review_file": None},
+              "rpca_max_iter": 100, "review_mode": "auto", "review_file": None,
+              "clip_size": [240, 320], "clip_frames": 60},
     "paper": {"table1_videos": 10, "table1_frames": 100, "table1_size": [480, 640],
-              "rpca_max_iter": 200, "review_mode": "auto", "review_file": None},
+              "rpca_max_iter": 200, "review_mode": "auto", "review_file": None,
+              "clip_size": [360, 640], "clip_frames": 100},
 }
 # Notebooks 02-06 (spanetlib.runs, spanetlib.tables). ``train_steps`` is every run's budget and
 # must be equal in 02, 03, 05 and 06 (they share runs; None: the training profile's 60K).

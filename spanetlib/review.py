@@ -1,30 +1,52 @@
 """Reviewing clean-image estimates: the session of the paper's "Selection of N" loop (Sec. 3).
 
-For each rain video of a static scene a clean image is estimated from the first N frames
-(`spanetlib.background.estimate_background`, Eqs. 2-4); a person judges it, and N grows until
-the estimate is clean. The rules (initial N per density, frames added per rejection, the
-density guess, the batch acceptance check) live in `spanetlib.selection`.
+For each rain video a clean image is estimated from the first N frames; a person judges it,
+and N grows until the estimate is clean. The estimate is the clip estimator's
+(`spanetlib.clip_estimate.estimate_clip`, align mode ``"auto"`` by default): camera motion
+measured and undone where it matters, one estimate (Eqs. 2-4) per stable period of the scene,
+each with its reliability map. The rules (initial N per density, frames added per rejection,
+the density guess) live in `spanetlib.selection`, with the no-reference quality score that
+stands in for the person in batch runs (`spanetlib.selection.scene_quality`).
 
 - `ReviewSession` holds the decisions in a JSON file, rewritten atomically after every change,
-  so a crash or a kernel restart loses nothing and a new session object resumes.
+  so a crash or a kernel restart loses nothing and a new session object resumes. Each scene
+  records the identity of its source (`spanetlib.video.source_identity`: path, size, frame
+  count, a hash of the first decoded frames); a review is never applied to other content:
+  adding a scene under a name the file holds for other frames, or loading frames that changed
+  since, is refused with one line naming both.
 - `run_review` drives a session without a person, for batch runs (papermill): ``"auto"``
-  decides by the no-reference check (`spanetlib.selection.passes_split_half`), ``"file"``
-  replays a review file; ``"interactive"`` returns the notebook's
+  accepts a scene iff `spanetlib.selection.scene_quality` accepts its estimate, else rejects it
+  (adding frames) until accepted or exhausted, and records the score and its reasons;
+  ``"file"`` replays a review file; ``"interactive"`` returns the notebook's
   `spanetlib.review_widget.ReviewWidget`.
 
-Review file (JSON, ``"format": "spanetlib-review"``, ``"version": 1``)::
+Review file (JSON, ``"format": "spanetlib-review"``, ``"version": 2``)::
 
-    {"format": "spanetlib-review", "version": 1, "created": ISO-8601, "updated": ISO-8601,
+    {"format": "spanetlib-review", "version": 2, "created": ISO-8601, "updated": ISO-8601,
      "scenes": {NAME: {
         "name": NAME, "source": path of the video file or frame folder (absolute, or
             relative to the review file's folder),
+        "identity": {"path", "size", "frames", "digest"} (`spanetlib.video.SourceIdentity`),
+        "align": "auto" | "on" | "off" (`spanetlib.alignment.ALIGN_MODES`),
         "density": "sparse" | "normal" | "dense", "density_guessed": bool,
         "n": frames used now, "start": first frame, "frames_available": int,
         "status": "pending" | "accepted" | "rejected-needs-more" | "skipped" | "exhausted",
         "history": [{"decision": "accept" | "reject" | "skip", "n": int,
-                     "timestamp": ISO-8601}, ...],
-        "clean_image": "clean/NAME.png" (relative to the review file's folder) | null,
-        "percentile": p of the accepted estimate (Eq. 4, percent) | null}}}
+                     "timestamp": ISO-8601, "quality": QUALITY (batch decisions)}, ...],
+        "clean_image": the accepted clean image of the first period, relative to the review
+            file's folder ("clean/NAME.png") | null,
+        "clean_images": one per stable period ("clean/NAME.png", or "clean/NAME_period1.png",
+            "clean/NAME_period2.png", ... when the scene changed) | null,
+        "periods": [{"start", "stop", "frames", "percentile", "reliable_share", "valid_share",
+                     "noise_sigma", "aligned"}, ...] of the accepted estimate | null,
+        "motion": {"model", "largest_displacement_px", "median_residual", "warped",
+                   "exposure_corrected", "paired", "transitions"} of the accepted estimate,
+        "quality": {"score", "accept", "reasons", "cues"} of the last judged estimate | null,
+        "percentile": p of the first period (Eq. 4, percent) | null}}}
+
+Version 1 files (before source identities) are read: a scene without an identity is bound to
+the content at its recorded path on first use, with a warning; given another path it is
+refused (nothing tells the two apart).
 """
 
 from __future__ import annotations
@@ -33,37 +55,50 @@ import copy
 import json
 import os
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from .background import estimate_background
+from .alignment import ALIGN_MODES, get_align_mode, warp_frame
+from .clip_estimate import ClipEstimate, estimate_clip
 from .fileio import InputError, atomic_write_json, check_image_values, write_image
 from .selection import (
-    AUTO_THRESHOLD,
     DENSITIES,
     FRAME_COUNTS,
     GUESS_FRAMES,
     REJECT_INCREMENT,
+    SceneQuality,
     guess_density,
-    passes_split_half,
+    scene_quality,
 )
-from .video import SCENE_NAME_PATTERN, count_frames, read_sequence
+from .video import (
+    SCENE_NAME_PATTERN,
+    SourceIdentity,
+    read_sequence,
+    source_identity,
+)
 
 if TYPE_CHECKING:
     from .review_widget import ReviewWidget
 
 __all__ = [
+    "MIN_PERIOD_FRAMES",
     "PENDING_STATUSES",
     "REVIEW_MODES",
     "ReviewSession",
     "STATUSES",
-    "estimate_in_unit_range",
+    "clip_record",
+    "grow_n",
+    "quality_record",
+    "reliable_for_frame",
+    "review_estimate",
     "run_review",
 ]
 
@@ -76,7 +111,11 @@ REVIEW_MODES: tuple[str, ...] = ("auto", "file", "interactive")
 _DONE = ("accepted", "skipped", "exhausted")
 _DECISIONS = ("accept", "reject", "skip")
 _FORMAT = "spanetlib-review"
-_VERSION = 1
+_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+#: Fewest frames a stable period needs for its own estimate (fewer leave rain in it); a scene
+#: reviewed with fewer frames than this uses all of them.
+MIN_PERIOD_FRAMES = 5
 _NAME_RE = re.compile(f"^{SCENE_NAME_PATTERN}$")
 
 
@@ -90,22 +129,81 @@ def _check_density(density: str) -> str:
     return density
 
 
-def estimate_in_unit_range(image: np.ndarray, frames: np.ndarray) -> np.ndarray:
-    """A background estimate's image as float32 in [0, 1].
+def review_estimate(frames: np.ndarray, align: str = "auto") -> ClipEstimate:
+    """The estimate a review judges: `estimate_clip` of the frames, per stable period.
 
-    ``estimate_background`` keeps the frames' scale: 0-255 for uint8 frames, 0-1 for floats.
+    A period needs `MIN_PERIOD_FRAMES` frames (all of them when fewer are reviewed).
 
     Args:
-        image: H x W x 3, the estimate of ``frames``.
-        frames: the N x H x W x 3 frames it was estimated from (only their dtype is used).
+        frames: N x H x W x 3 uint8 RGB, N >= 2.
+        align: an `spanetlib.alignment.ALIGN_MODES` name.
+    """
+    return estimate_clip(frames, align, min_frames=max(2, min(MIN_PERIOD_FRAMES, len(frames))))
+
+
+def grow_n(n: int, density: str, available: int) -> int | None:
+    """N after a rejection: ``n + REJECT_INCREMENT[density]`` capped by ``available``.
+
+    Returns None when ``n`` already uses every available frame (the scene is exhausted).
 
     Example:
-        >>> frames = np.zeros((2, 1, 1, 3), np.uint8)
-        >>> estimate_in_unit_range(np.full((1, 1, 3), 51.0), frames)[0, 0]
-        array([0.2, 0.2, 0.2], dtype=float32)
+        >>> grow_n(20, "sparse", 100), grow_n(95, "sparse", 100), grow_n(100, "sparse", 100)
+        (30, 100, None)
     """
-    image = np.asarray(image, dtype=np.float32)
-    return image / 255.0 if frames.dtype == np.uint8 else image
+    if n >= available:
+        return None
+    return min(n + REJECT_INCREMENT[_check_density(density)], available)
+
+
+def quality_record(quality: SceneQuality) -> dict[str, Any]:
+    """A `spanetlib.selection.SceneQuality` as JSON: score, accept, reasons, cues."""
+    return {"score": float(quality.score), "accept": bool(quality.accept),
+            "reasons": [str(r) for r in quality.reasons],
+            "cues": {str(k): float(v) for k, v in quality.cues.items()}}
+
+
+def clip_record(result: ClipEstimate) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """What a review file and an export manifest say about a clip estimate.
+
+    Returns:
+        ``(periods, motion)``: per stable period its frames (start, stop, frames used),
+        percentile p, reliable and valid shares, noise sigma and whether its frames were
+        aligned; for the clip the motion model, the largest displacement (pixels), the median
+        registration residual (levels), the frames warped, exposure-corrected, paired and in
+        transitions.
+    """
+    periods = [{"start": seg.start, "stop": seg.stop, "frames": len(seg.frames),
+                "percentile": float(seg.percentile),
+                "reliable_share": float(seg.reliability.reliable_share),
+                "valid_share": float(seg.valid.mean()), "noise_sigma": float(seg.noise_sigma),
+                "aligned": bool(seg.aligned)} for seg in result.segments]
+    residual = result.motion.residual
+    motion = {"model": result.motion.model, "align": result.mode.name,
+              "largest_displacement_px": float(result.motion.displacement.max()),
+              "median_residual": float(np.nanmedian(residual)) if np.isfinite(residual).any()
+              else None,
+              "warped": int(result.warped.sum()), "exposure_corrected": int(result.exposed.sum()),
+              "paired": int((result.membership >= 0).sum()),
+              "transitions": int((result.period < 0).sum()), "frames": result.n_frames}
+    return periods, motion
+
+
+def reliable_for_frame(result: ClipEstimate, index: int) -> np.ndarray:
+    """H x W bool: pixels of frame ``index`` where its period's estimate is valid and reliable.
+
+    The period's `spanetlib.background.Reliability` map (reference coordinates) brought into
+    the frame's pixels (nearest neighbour) when the frame was warped.
+
+    Raises:
+        ValueError: the frame belongs to no period.
+    """
+    valid = result.valid_for_frame(index)  # checks the index and the frame's period
+    reliable = result.segments[int(result.membership[index])].reliability.reliable
+    if not result.warped[index]:
+        return reliable & valid
+    back = warp_frame(reliable.astype(np.uint8), np.linalg.inv(result.motion.matrices[index]),
+                      cv2.INTER_NEAREST, dering=False)
+    return (back > 0) & valid
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,20 +221,30 @@ class ReviewSession:
     write succeeded, so memory and disk always agree. ``ReviewSession(path)`` on an existing
     file resumes where the last one stopped. See the module docstring for the file's schema.
 
+    Every scene is bound to its source's content (`spanetlib.video.source_identity`): the
+    first time a session reads a scene's frames, and whenever `add_scene` meets a name the file
+    already holds, the source is identified again and compared; other content is refused.
+
     Args:
         path: the review file (created on the first change; its folder also gets ``clean/``).
         cache_scenes: how many scenes' frames to keep in memory for `estimate`.
+        align: align mode of the scenes this session adds (`spanetlib.alignment.ALIGN_MODES`:
+            "auto", the default, warps only frames that moved; "on"; "off").
 
     Raises:
         InputError: the file exists but is not a valid review file (it is left unchanged).
+        ValueError: an unknown ``align``.
     """
 
-    def __init__(self, path: str | os.PathLike, cache_scenes: int = 2) -> None:
+    def __init__(self, path: str | os.PathLike, cache_scenes: int = 2,
+                 align: str = "auto") -> None:
         self.path = Path(path)
         self.root = self.path.absolute().parent
         self.cache_scenes = max(1, int(cache_scenes))
+        self.align = get_align_mode(align).name
         self._frames: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._estimates: dict[tuple[str, int], Any] = {}
+        self._estimates: dict[tuple[str, int], ClipEstimate] = {}
+        self._bound: set[str] = set()
         if self.path.exists():
             self._data = self._load()
         else:
@@ -158,7 +266,7 @@ class ReviewSession:
             raise InputError(f"cannot read review file {self.path}: {err}") from None
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise self._corrupt(f"expected a JSON object with \"format\": \"{_FORMAT}\"")
-        if data.get("version") != _VERSION:
+        if data.get("version") not in _READABLE_VERSIONS:
             raise self._corrupt(f"unsupported version {data.get('version')!r}")
         scenes = data.get("scenes")
         if not isinstance(scenes, dict):
@@ -167,6 +275,8 @@ class ReviewSession:
             problem = self._entry_problem(name, entry)
             if problem:
                 raise self._corrupt(f"scene {name!r}: {problem}")
+            entry.setdefault("align", "auto")  # version 1: before alignment, "auto" now
+        data["version"] = _VERSION  # written as version 2 from the next change on
         return data
 
     @staticmethod
@@ -184,6 +294,17 @@ class ReviewSession:
                 return f"{key} is not a non-negative integer"
         if not isinstance(entry.get("source"), str):
             return "source is not a string"
+        if entry.get("align", "auto") not in ALIGN_MODES:
+            return f"align {entry.get('align')!r} not in {tuple(ALIGN_MODES)}"
+        if entry.get("identity") is not None:
+            try:
+                SourceIdentity.from_dict(entry["identity"])
+            except ValueError as err:
+                return str(err)
+        images = entry.get("clean_images")
+        if images is not None and not (isinstance(images, list)
+                                       and all(isinstance(x, str) for x in images)):
+            return "clean_images is not a list of paths"
         history = entry.get("history")
         if not isinstance(history, list) or not all(
                 isinstance(h, dict) and h.get("decision") in _DECISIONS for h in history):
@@ -216,10 +337,23 @@ class ReviewSession:
         source = Path(self._entry(name)["source"])
         return source if source.is_absolute() else self.root / source
 
+    def identity(self, name: str) -> SourceIdentity | None:
+        """The recorded identity of the scene's source (None: a version 1 entry)."""
+        recorded = self._entry(name).get("identity")
+        return None if recorded is None else SourceIdentity.from_dict(recorded)
+
     def clean_image_path(self, name: str) -> Path | None:
-        """The accepted clean image's absolute path, or None when not accepted."""
+        """The accepted clean image's absolute path (the first period's), or None."""
         rel = self._entry(name).get("clean_image")
         return None if rel is None else self.root / rel
+
+    def clean_image_paths(self, name: str) -> list[Path]:
+        """The accepted clean images, one per stable period (empty when not accepted)."""
+        entry = self._entry(name)
+        rels = entry.get("clean_images")
+        if rels is None:  # version 1: one image
+            rels = [] if entry.get("clean_image") is None else [entry["clean_image"]]
+        return [self.root / rel for rel in rels]
 
     def pending(self) -> list[str]:
         """Scenes still waiting for a judgement (new, or rejected with frames to add)."""
@@ -251,10 +385,58 @@ class ReviewSession:
         done, total = self.progress()
         return f"ReviewSession({str(self.path)!r}: {done} of {total} reviewed)"
 
+    # ---------------------------------------------------------------- source identity
+    def check_source(self, name: str, source: str | os.PathLike | None = None,
+                     record: bool = True) -> None:
+        """Refuse to review ``name`` on content other than the file records for it.
+
+        ``source`` (default: the recorded one) is identified (`spanetlib.video.source_identity`)
+        and compared with the recorded identity: the same frames pass (a moved folder too:
+        the recorded path is updated); other frames are refused. A version 1 entry (no
+        identity) is bound to its recorded path's content, with a warning; another path is
+        refused (nothing tells the two apart).
+
+        Args:
+            name: a scene of this session.
+            source: the video file or frame folder to check (default: the recorded one).
+            record: write a new path or a first identity into the file (False: only check).
+
+        Raises:
+            InputError: one line naming the review file, the recorded and the given source.
+        """
+        entry = self._entry(name)
+        given = self.source(name) if source is None else Path(source)
+        current = source_identity(given)
+        recorded = self.identity(name)
+        if recorded is None:
+            if Path(current.path) != self.source(name).resolve():
+                raise InputError(
+                    f"review file {self.path}: scene {name!r} was reviewed on "
+                    f"{self.source(name)} by an older spanetlib that did not record its "
+                    f"content, so {current.path} cannot be told apart from it; review "
+                    f"{current.path} in a new review file")
+            warnings.warn(f"review file {self.path}: scene {name!r} has no recorded source "
+                          f"identity (an older review file); binding it to the frames now at "
+                          f"{current.describe()}", UserWarning, stacklevel=3)
+        elif not recorded.same_content(current):
+            raise InputError(
+                f"review file {self.path}: scene {name!r} was reviewed on "
+                f"{recorded.describe()} but {current.describe()} holds other frames; refusing "
+                "to apply that review to it (review it in a new review file)")
+        if record and (recorded != current or entry["source"] != current.path):
+            data = copy.deepcopy(self._data)
+            data["scenes"][name].update(identity=current.to_dict(), source=current.path)
+            self._commit(data)
+        self._bound.add(name)
+
     # ---------------------------------------------------------------- changes
     def add_scene(self, name: str, source: str | os.PathLike, density: str | None = None,
-                  n: int | None = None, start: int = 0) -> dict[str, Any]:
+                  n: int | None = None, start: int = 0, align: str | None = None
+                  ) -> dict[str, Any]:
         """Add a scene (idempotent: a scene already there keeps its state).
+
+        A scene already there must be the same content (`check_source`): a review file made
+        on another folder whose scenes have the same names is refused, not resumed.
 
         Args:
             name: letters, digits, ``.``, ``_``, ``-`` (it names files); see
@@ -265,21 +447,25 @@ class ReviewSession:
             n: initial frame count N (>= 2); None uses ``FRAME_COUNTS[density]``. Capped by
                 the frames available after ``start``.
             start: first frame used.
+            align: align mode of its estimate (default: the session's).
 
         Returns:
             A copy of the scene's state.
 
         Raises:
-            ValueError: a bad name, density, ``n`` or ``start``.
-            InputError: the source is missing or unreadable, or has no frame at ``start``.
+            ValueError: a bad name, density, ``n``, ``start`` or ``align``.
+            InputError: the source is missing or unreadable, has no frame at ``start``, or
+                differs from the content recorded under ``name``.
         """
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise ValueError(f"scene name must match {_NAME_RE.pattern} (it names files), "
                              f"got {name!r}")
         if name in self._data["scenes"]:
+            self.check_source(name, source)
             return self.scene(name)
         if density is not None:
             _check_density(density)
+        align = self.align if align is None else get_align_mode(align).name
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
             raise ValueError(f"n must be an int >= 2 or None, got {n!r}")
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
@@ -287,7 +473,8 @@ class ReviewSession:
         source_path = Path(source)
         if not source_path.exists():
             raise InputError(f"scene source not found: {source_path}")
-        available = count_frames(source_path) - start
+        identity = source_identity(source_path)
+        available = identity.frames - start
         if available < 2:
             raise InputError(f"{source_path} has {max(available, 0)} frame(s) from frame "
                              f"{start}; a background estimate needs at least 2")
@@ -298,7 +485,9 @@ class ReviewSession:
         n = FRAME_COUNTS[density] if n is None else n
         entry = {
             "name": name,
-            "source": str(source_path.resolve()),
+            "source": identity.path,
+            "identity": identity.to_dict(),
+            "align": align,
             "density": density,
             "density_guessed": guessed,
             "n": min(n, available),
@@ -307,32 +496,47 @@ class ReviewSession:
             "status": "pending",
             "history": [],
             "clean_image": None,
+            "clean_images": None,
+            "periods": None,
+            "motion": None,
+            "quality": None,
             "percentile": None,
         }
         data = copy.deepcopy(self._data)
         data["scenes"][name] = entry
         self._commit(data)
+        self._bound.add(name)
         return copy.deepcopy(entry)
 
-    def _decide(self, name: str, decision: str, **changes: Any) -> dict[str, Any]:
+    def _decide(self, name: str, decision: str, quality: SceneQuality | None = None,
+                **changes: Any) -> dict[str, Any]:
         data = copy.deepcopy(self._data)
         entry = data["scenes"][name]
-        entry["history"].append({"decision": decision, "n": entry["n"], "timestamp": _now()})
+        step = {"decision": decision, "n": entry["n"], "timestamp": _now()}
+        if quality is not None:
+            step["quality"] = quality_record(quality)
+            changes["quality"] = step["quality"]
+        entry["history"].append(step)
         entry.update(changes)
         self._commit(data)
         return copy.deepcopy(entry)
 
-    def accept(self, name: str, clean_image: Any, percentile: float | None = None
-               ) -> dict[str, Any]:
-        """Accept the scene's clean image: write ``clean/<name>.png`` and record it.
+    def accept(self, name: str, clean_image: Any, percentile: float | None = None,
+               quality: SceneQuality | None = None) -> dict[str, Any]:
+        """Accept the scene's clean image(s): write them under ``clean/`` and record them.
 
         Args:
             name: a scene of this session.
-            clean_image: H x W x 3 RGB uint8 or float in [0, 1], or a ``BackgroundEstimate``
-                (its image in the frames' scale, 0-255 for uint8 frames as `estimate` gives),
-                the size of the scene's frames.
-            percentile: p of the estimate (Eq. 4); taken from a ``BackgroundEstimate`` or the
-                cached estimate at the current N when not given.
+            clean_image: the `spanetlib.clip_estimate.ClipEstimate` of the scene's N frames
+                (`estimate`): one image per stable period is written (``clean/<name>.png``,
+                or ``clean/<name>_period<k>.png``, k = 1, 2, ... when the scene changed), and
+                its periods and motion are recorded. Or one H x W x 3 RGB image (uint8 or
+                float in [0, 1]) or a ``BackgroundEstimate`` (its image in the frames'
+                scale): written as ``clean/<name>.png``; an export pairs frames with it only
+                if it is what the frames give (`spanetlib.export`).
+            percentile: p of a single image (Eq. 4); taken from the estimate when not given.
+            quality: the `spanetlib.selection.SceneQuality` that decided (batch review);
+                None computes it for a `ClipEstimate`.
 
         Returns:
             A copy of the scene's new state.
@@ -340,9 +544,11 @@ class ReviewSession:
         Raises:
             TypeError, ValueError: an image that is not uint8 or float in [0, 1] (a float
                 image in 0-255 is refused, not clipped), not H x W x 3, or not the size of the
-                scene's frames. Nothing is written then.
+                scene's frames; an estimate with no stable period. Nothing is written then.
         """
-        entry = self._entry(name)
+        self._entry(name)
+        if isinstance(clean_image, ClipEstimate):
+            return self._accept_clip(name, clean_image, quality)
         if hasattr(clean_image, "image"):
             if percentile is None:
                 percentile = float(clean_image.percentile)
@@ -355,43 +561,71 @@ class ReviewSession:
         else:
             image = np.asarray(clean_image)
         image = check_image_values(image, "clean image")
+        self._check_size(name, image)
+        rel = f"clean/{name}.png"
+        write_image(self.root / rel, image)
+        return self._decide(name, "accept", quality, status="accepted", clean_image=rel,
+                            clean_images=[rel], periods=None, motion=None,
+                            percentile=None if percentile is None else float(percentile))
+
+    def _check_size(self, name: str, image: np.ndarray) -> None:
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"clean image must be H x W x 3, got shape {image.shape}")
         frames = self._frames.get(name)
         if frames is None:
-            frames = _read_frames(self.source(name), entry["start"], 1)
+            frames = _read_frames(self.source(name), self._entry(name)["start"], 1)
         if image.shape[:2] != frames.shape[1:3]:
             raise ValueError(f"clean image is {image.shape[0]} x {image.shape[1]} but the "
                              f"scene's frames are {frames.shape[1]} x {frames.shape[2]}")
-        if percentile is None:
-            cached = self._estimates.get((name, entry["n"]))
-            percentile = None if cached is None else float(cached.percentile)
-        rel = f"clean/{name}.png"
-        write_image(self.root / rel, image)
-        return self._decide(name, "accept", status="accepted", clean_image=rel,
-                            percentile=None if percentile is None else float(percentile))
 
-    def reject(self, name: str) -> dict[str, Any]:
+    def _accept_clip(self, name: str, result: ClipEstimate, quality: SceneQuality | None
+                     ) -> dict[str, Any]:
+        if not result.segments:
+            raise ValueError(f"scene {name!r}: the estimate has no stable period of "
+                             f"{MIN_PERIOD_FRAMES} frames to accept; reject it (add frames) or "
+                             "skip it")
+        images = [np.clip(np.rint(seg.image), 0, 255).astype(np.uint8)
+                  for seg in result.segments]
+        for image in images:
+            self._check_size(name, image)
+        if quality is None:
+            quality = scene_quality(result)
+        rels = [f"clean/{name}.png"] if len(images) == 1 else \
+            [f"clean/{name}_period{k}.png" for k in range(1, len(images) + 1)]
+        for rel, image in zip(rels, images, strict=True):
+            write_image(self.root / rel, image)
+        periods, motion = clip_record(result)
+        return self._decide(name, "accept", quality, status="accepted", clean_image=rels[0],
+                            clean_images=rels, periods=periods, motion=motion,
+                            percentile=periods[0]["percentile"])
+
+    def reject(self, name: str, quality: SceneQuality | None = None) -> dict[str, Any]:
         """Reject the estimate: N grows by ``REJECT_INCREMENT[density]``, capped by the frames.
 
         When N already uses every available frame the scene is marked ``"exhausted"``
         (reviewed, not accepted).
 
+        Args:
+            name: a scene of this session.
+            quality: the judgement that rejected it (batch review), recorded.
+
         Returns:
             A copy of the scene's new state.
         """
         entry = self._entry(name)
-        if entry["n"] >= entry["frames_available"]:
-            return self._decide(name, "reject", status="exhausted", clean_image=None,
-                                percentile=None)
-        n = min(entry["n"] + REJECT_INCREMENT[entry["density"]], entry["frames_available"])
-        return self._decide(name, "reject", status="rejected-needs-more", clean_image=None,
-                            percentile=None, n=n)
+        cleared = dict(clean_image=None, clean_images=None, periods=None, motion=None,
+                       percentile=None)
+        n = grow_n(entry["n"], entry["density"], entry["frames_available"])
+        if n is None:
+            return self._decide(name, "reject", quality, status="exhausted", **cleared)
+        return self._decide(name, "reject", quality, status="rejected-needs-more", n=n,
+                            **cleared)
 
     def skip(self, name: str) -> dict[str, Any]:
         """Skip the scene (reviewed, not exported). Returns a copy of its new state."""
         self._entry(name)
-        return self._decide(name, "skip", status="skipped", clean_image=None, percentile=None)
+        return self._decide(name, "skip", status="skipped", clean_image=None,
+                            clean_images=None, periods=None, motion=None, percentile=None)
 
     def set_density(self, name: str, density: str) -> dict[str, Any]:
         """Set the scene's density; before any decision N is reset to ``FRAME_COUNTS``.
@@ -426,6 +660,8 @@ class ReviewSession:
                ) -> np.ndarray:
         """The scene's first N frames (N x H x W x 3 uint8 RGB), cached between calls.
 
+        The first read of a scene in a session checks its source (`check_source`).
+
         Args:
             name: a scene of this session.
             frames_loader: ``(source, start, count) -> frames``; default
@@ -433,6 +669,9 @@ class ReviewSession:
                 only the added frames are read.
         """
         entry = self._entry(name)
+        if name not in self._bound:
+            self.check_source(name)
+            entry = self._entry(name)
         loader = frames_loader or _read_frames
         n, start = entry["n"], entry["start"]
         cached = self._frames.get(name)
@@ -456,34 +695,36 @@ class ReviewSession:
         return cached[:n]
 
     def estimate(self, name: str,
-                 frames_loader: Callable[[Path, int, int], np.ndarray] | None = None) -> Any:
-        """The background estimate of the scene's first N frames (cached per scene and N).
+                 frames_loader: Callable[[Path, int, int], np.ndarray] | None = None
+                 ) -> ClipEstimate:
+        """The clip estimate of the scene's first N frames (cached per scene and N).
 
         Returns:
-            ``BackgroundEstimate`` from ``estimate_background`` (its image H x W x 3 float32
-            in 0-255, since the frames are uint8).
+            `review_estimate` of the frames with the scene's align mode: per stable period an
+            estimate (Eqs. 2-4) with its reliability map, and per frame its period.
         """
         frames = self.frames(name, frames_loader)
         key = (name, len(frames))
         if key not in self._estimates:
-            self._estimates[key] = estimate_background(frames)
+            self._estimates[key] = review_estimate(frames, self._entry(name)["align"])
         return self._estimates[key]
 
 
 # --------------------------------------------------------------------------------------------
 # Batch review
 # --------------------------------------------------------------------------------------------
-def _review_auto(session: ReviewSession, threshold: float,
+def _review_auto(session: ReviewSession,
                  frames_loader: Callable[[Path, int, int], np.ndarray] | None,
                  progress: bool) -> None:
     for name in tqdm(session.pending(), desc="auto review", unit="scene",
                      disable=not progress):
         while session.scene(name)["status"] in PENDING_STATUSES:
-            frames = session.frames(name, frames_loader)
-            if passes_split_half(frames, threshold):
-                session.accept(name, session.estimate(name, frames_loader))
+            estimate = session.estimate(name, frames_loader)
+            quality = scene_quality(estimate)
+            if quality.accept:
+                session.accept(name, estimate, quality=quality)
             else:
-                session.reject(name)
+                session.reject(name, quality=quality)
 
 
 def _review_replay(session: ReviewSession, review_file: Path,
@@ -491,10 +732,14 @@ def _review_replay(session: ReviewSession, review_file: Path,
     """Replay another review file's decisions into ``session``, re-estimating accepts."""
     recorded = ReviewSession(review_file)
     for name, entry in recorded.scenes.items():
+        # the decisions were made on the content recorded there (that file is only read)
+        recorded.check_source(name, record=False)
         if name not in session:
             first_n = entry["history"][0]["n"] if entry["history"] else entry["n"]
             session.add_scene(name, recorded.source(name), density=entry["density"],
-                              n=first_n, start=entry["start"])
+                              n=first_n, start=entry["start"], align=entry["align"])
+        else:
+            session.check_source(name, recorded.source(name))
         if session.scene(name)["history"] == entry["history"]:
             continue
         if session.scene(name)["history"]:
@@ -516,33 +761,37 @@ def _restore_clean_images(session: ReviewSession,
                           frames_loader: Callable[[Path, int, int], np.ndarray] | None) -> None:
     """Rewrite accepted clean images that are missing on disk (same N: same estimate)."""
     for name, entry in session.scenes.items():
-        path = session.clean_image_path(name)
-        if entry["status"] == "accepted" and (path is None or not path.is_file()):
-            estimate = session.estimate(name, frames_loader)
-            frames = session.frames(name, frames_loader)
-            write_image(session.root / f"clean/{name}.png",
-                        estimate_in_unit_range(estimate.image, frames))
+        paths = session.clean_image_paths(name)
+        if entry["status"] != "accepted" or (paths and all(p.is_file() for p in paths)):
+            continue
+        if entry.get("periods") is None:  # one image accepted as it was: not re-made
+            raise InputError(f"review file {session.path}: the clean image accepted for "
+                             f"{name!r} is missing ({paths[0] if paths else 'no path'}) and "
+                             "was not an estimate of the frames; review the scene again")
+        result = session.estimate(name, frames_loader)
+        if len(result.segments) != len(paths):
+            raise InputError(f"review file {session.path}: {name!r} was accepted with "
+                             f"{len(paths)} period(s), its frames give {len(result.segments)} "
+                             "now; review the scene again")
+        for path, seg in zip(paths, result.segments, strict=True):
+            write_image(path, np.clip(np.rint(seg.image), 0, 255).astype(np.uint8))
 
 
 def run_review(session: ReviewSession, mode: str, review_file: str | os.PathLike | None = None,
-               *, threshold: float = AUTO_THRESHOLD,
-               frames_loader: Callable[[Path, int, int], np.ndarray] | None = None,
+               *, frames_loader: Callable[[Path, int, int], np.ndarray] | None = None,
                progress: bool = True) -> dict[str, str] | ReviewWidget:
     """Review a session in batch (papermill) or return the interactive widget.
 
     Modes:
 
-    - ``"auto"``: each pending scene is judged by `spanetlib.selection.passes_split_half`
-      (`spanetlib.selection.split_half_change`, the share of pixels
-      whose estimates from the first and the second half of the N frames differ by more than
-      12/255): at or below ``threshold`` (default `AUTO_THRESHOLD` = 0.3 %) the estimate of
-      all N frames is accepted, else the scene is rejected, adding frames
-      (``REJECT_INCREMENT``), until accepted or the frames are exhausted. N < 4 counts as a
-      rejection (too few frames to check). On `spanetlib.rain`'s presets the check passes
-      from about 6 (sparse), 10-20 (normal) and 50 (dense) frames, well below the paper's
-      initial N.
+    - ``"auto"``: each pending scene's estimate (`ReviewSession.estimate`) is judged by
+      `spanetlib.selection.scene_quality`: accepted iff the judgement accepts it, else
+      rejected, adding frames (``REJECT_INCREMENT``), until accepted or the frames are
+      exhausted. Every judgement's score, cues and reasons are recorded with the decision.
     - ``"file"``: replays the decisions recorded in ``review_file`` (a review made by a person
-      earlier) into ``session``, re-estimating each accepted scene at its recorded N. With
+      earlier) into ``session``, re-estimating each accepted scene at its recorded N. The
+      recorded sources must still hold the frames that were reviewed, and a scene the session
+      already has must be the same content (`ReviewSession.check_source`). With
       ``review_file`` None or equal to the session's own file, the recorded decisions are kept
       and only missing clean images are rewritten.
     - ``"interactive"``: returns a `spanetlib.review_widget.ReviewWidget` (display it in the
@@ -552,7 +801,6 @@ def run_review(session: ReviewSession, mode: str, review_file: str | os.PathLike
         session: the session to review (its file is updated after every decision).
         mode: "auto", "file" or "interactive".
         review_file: the decisions to replay (mode "file").
-        threshold: acceptance threshold of mode "auto".
         frames_loader: passed to `ReviewSession.estimate`.
         progress: show a tqdm bar (mode "auto").
 
@@ -561,7 +809,8 @@ def run_review(session: ReviewSession, mode: str, review_file: str | os.PathLike
 
     Raises:
         ValueError: unknown mode.
-        InputError: ``review_file`` is missing or not a review file.
+        InputError: ``review_file`` is missing or not a review file, or was made on other
+            content.
     """
     if mode not in REVIEW_MODES:
         raise ValueError(f"mode must be one of {REVIEW_MODES}, got {mode!r}")
@@ -572,9 +821,7 @@ def run_review(session: ReviewSession, mode: str, review_file: str | os.PathLike
 
         return ReviewWidget(session, frames_loader=frames_loader)
     if mode == "auto":
-        if not threshold >= 0:
-            raise ValueError(f"threshold must be >= 0, got {threshold}")
-        _review_auto(session, threshold, frames_loader, progress)
+        _review_auto(session, frames_loader, progress)
     else:
         own = review_file is None or (
             Path(review_file).exists() and session.path.exists()

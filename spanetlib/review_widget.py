@@ -1,9 +1,12 @@
 """The notebook's review view: an ipywidgets widget over a `spanetlib.review.ReviewSession`.
 
 Notebook 01 shows it (``run_review(session, "interactive")``); the browser test drives it in
-JupyterLab. It shows the rain frame, the estimated clean image, zoomed crops and the difference
-map, with Accept / Reject (add frames) / Skip and the density buttons; every click goes to
-the session, which saves it at once.
+JupyterLab. It shows the rain frame and the clean image it would be paired with (its stable
+period's estimate, in the frame's own pixels), zoomed crops and the difference map, the
+clip's stable periods as a timeline, a reliability overlay (toggle: red where rain does not
+explain the estimate, blue where the frame's pixels would not be used in a pair), the camera
+motion and the no-reference quality score, with Accept / Reject (add frames) / Skip and the
+density buttons; every click goes to the session, which saves it at once.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import IPython.display
 import ipywidgets as widgets
 import numpy as np
 
-from .figures import difference_map
+from .clip_estimate import ClipEstimate
+from .figures import difference_map, period_strip, reliability_overlay
 from .fileio import to_uint8
-from .review import PENDING_STATUSES, ReviewSession, estimate_in_unit_range
-from .selection import DENSITIES
+from .review import PENDING_STATUSES, ReviewSession, reliable_for_frame
+from .selection import DENSITIES, scene_quality
 
 __all__ = ["ReviewWidget", "difference_heatmap"]
 
@@ -89,11 +93,19 @@ def difference_heatmap(rain: np.ndarray, clean: np.ndarray) -> np.ndarray:
 class ReviewWidget:
     """An ipywidgets view of a `ReviewSession`: judge one scene's estimate at a time.
 
-    Shows the current scene's rain frame and estimated clean image side by side (resized so
-    the longer side is ``max_display`` pixels: area filter down, nearest-pixel up), a zoomed
-    crop of both (zoom factor and position controls), the difference map ``|rain - clean|``,
-    buttons Accept / Reject (add frames) / Skip, the density (sparse / normal / dense),
-    "k of n reviewed" and a status line with N and p.
+    Shows the current scene's rain frame and the clean image it would be paired with side by
+    side (resized so the longer side is ``max_display`` pixels: area filter down,
+    nearest-pixel up): the estimate of the frame's stable period, in the frame's pixels and
+    exposure (`spanetlib.clip_estimate.ClipEstimate.clean_for_frame`). Below: the clip's
+    stable periods as a timeline (`spanetlib.figures.period_strip`, the shown frame marked),
+    a frame slider, a zoomed crop of both (zoom factor and position controls), the difference
+    map ``|rain - clean|``, and a toggle for the reliability overlay on the clean image
+    (`spanetlib.figures.reliability_overlay`: red where rain does not explain the estimate,
+    blue where the frame's pixels would not be used in a pair, a light green elsewhere). Then
+    the buttons Accept / Reject (add frames) / Skip, the density (sparse / normal / dense),
+    "k of n reviewed", a status line with N, the periods and their p, the measured camera
+    motion, and the quality score (`spanetlib.selection.scene_quality`) with what the batch
+    review would decide.
 
     The handlers `on_accept`, `on_reject`, `on_skip` and `on_density` are plain methods bound
     to the buttons, so code and tests can drive the widget without a browser. After an accept
@@ -115,19 +127,29 @@ class ReviewWidget:
         self.frames_loader = frames_loader
         self.current: str | None = None
         self._updating = False
-        self._estimate: Any = None
+        self._estimate: ClipEstimate | None = None
         self._frames: np.ndarray | None = None
 
         self.title = widgets.HTML()
         self.progress_label = widgets.Label()
         self.status = widgets.HTML()
+        self.motion = widgets.HTML()
+        self.quality = widgets.HTML()
+        self.frame_label = widgets.HTML()
+        self.overlay_legend = widgets.HTML()
         self.message = widgets.HTML()
         self.rain_image = widgets.Image(format="png")
         self.clean_image = widgets.Image(format="png")
         self.rain_zoom = widgets.Image(format="png")
         self.clean_zoom = widgets.Image(format="png")
         self.diff_image = widgets.Image(format="png")
+        self.timeline = widgets.Image(format="png")
         self.frame_slider = widgets.IntSlider(value=0, min=0, max=0, description="frame")
+        self.overlay_toggle = widgets.ToggleButton(
+            value=False, description="reliability overlay", icon="eye",
+            tooltip="red: the estimate is not explained by rain there; blue: the frame's "
+                    "pixels are not used in a pair (moving objects, outside the valid region)",
+            layout=widgets.Layout(width="180px"))
         self.zoom_factor = widgets.Dropdown(options=[2, 3, 4], value=3, description="zoom",
                                             layout=widgets.Layout(width="150px"))
         self.zoom_x = widgets.IntSlider(value=50, min=0, max=100, description="x %")
@@ -147,7 +169,8 @@ class ReviewWidget:
         self.reject_button.on_click(lambda _: self._safe(self.on_reject))
         self.skip_button.on_click(lambda _: self._safe(self.on_skip))
         self.density_buttons.observe(self._density_changed, names="value")
-        for control in (self.frame_slider, self.zoom_factor, self.zoom_x, self.zoom_y):
+        for control in (self.frame_slider, self.zoom_factor, self.zoom_x, self.zoom_y,
+                        self.overlay_toggle):
             control.observe(lambda _: self._safe(self._draw), names="value")
 
         def column(label: str, image: Any) -> Any:
@@ -156,8 +179,11 @@ class ReviewWidget:
         self.box = widgets.VBox([
             widgets.HBox([self.title, self.progress_label]),
             widgets.HBox([column("rain frame", self.rain_image),
-                          column("estimated clean image", self.clean_image)]),
-            widgets.HBox([self.frame_slider]),
+                          column("clean image of its period", self.clean_image)]),
+            column("stable periods (colour: period; light grey: not paired; dark grey: "
+                   "transition)", self.timeline),
+            widgets.HBox([self.frame_slider, self.frame_label, self.overlay_toggle,
+                          self.overlay_legend]),
             widgets.HBox([column("rain (zoom)", self.rain_zoom),
                           column("clean (zoom)", self.clean_zoom),
                           column("|rain - clean|", self.diff_image)]),
@@ -165,6 +191,8 @@ class ReviewWidget:
             self.density_buttons,
             widgets.HBox([self.accept_button, self.reject_button, self.skip_button]),
             self.status,
+            self.motion,
+            self.quality,
             self.message,
         ])
         self.show(session.next_pending())
@@ -196,10 +224,12 @@ class ReviewWidget:
             self.title.value = "<b>All scenes reviewed</b>"
             self.status.value = (f"All {total} scenes are reviewed "
                                  f"({self._count('accepted')} accepted).")
+            self.motion.value = self.quality.value = self.frame_label.value = ""
+            self.overlay_legend.value = ""
             for b in buttons:
                 b.disabled = True
             for image in (self.rain_image, self.clean_image, self.rain_zoom, self.clean_zoom,
-                          self.diff_image):
+                          self.diff_image, self.timeline):
                 image.value = b""
             return
         for b in buttons:
@@ -219,32 +249,95 @@ class ReviewWidget:
         finally:
             self._updating = False
         self.title.value = f"<b>{html.escape(name)}</b>&nbsp;&nbsp;"
-        guessed = " (guessed)" if entry["density_guessed"] else ""
-        self.status.value = (f"N = {entry['n']} of {entry['frames_available']} frames, "
-                             f"p = {self._estimate.percentile:.1f}, density "
-                             f"{entry['density']}{guessed}, status {entry['status']}")
+        self._describe(entry)
         self._draw()
+
+    def _describe(self, entry: dict[str, Any]) -> None:
+        """Status, motion and quality lines of the current estimate."""
+        result = self._estimate
+        guessed = " (guessed)" if entry["density_guessed"] else ""
+        periods = "; ".join(
+            f"period {k + 1}: frames {seg.start}-{seg.stop - 1}, p = {seg.percentile:.1f}, "
+            f"reliable {100 * seg.reliability.reliable_share:.0f} %"
+            for k, seg in enumerate(result.segments)) or "no stable period"
+        self.status.value = (f"N = {entry['n']} of {entry['frames_available']} frames, "
+                             f"density {entry['density']}{guessed}, status {entry['status']}"
+                             f"<br>{html.escape(periods)}; "
+                             f"{int((result.membership >= 0).sum())}/{result.n_frames} frames "
+                             "paired")
+        motion = result.motion
+        self.motion.value = (f"camera motion: {motion.model}, largest displacement "
+                             f"{float(motion.displacement.max()):.2f} px, "
+                             f"{int(result.warped.sum())} frames warped, "
+                             f"{int(result.exposed.sum())} exposure-corrected "
+                             f"(align {result.mode.name})")
+        quality = scene_quality(result)
+        verdict = "accept" if quality.accept else "reject"
+        why = f": {html.escape('; '.join(quality.reasons))}" if quality.reasons else ""
+        colour = "#070" if quality.accept else "#b50"
+        self.quality.value = (f"quality score <b style='color:{colour}'>{quality.score:.2f}"
+                              f"</b> (the batch review would {verdict}){why}")
 
     def _count(self, status: str) -> int:
         return sum(e["status"] == status for e in self.session.scenes.values())
 
+    def _clean_for(self, index: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """The clean image shown beside frame ``index``, and its unreliable / unusable pixels.
+
+        A frame of no period is shown with the nearest period's estimate, all of it unusable.
+        """
+        result = self._estimate
+        h, w = result.shape
+        if not result.segments:
+            return None, np.zeros((h, w), bool), np.ones((h, w), bool)
+        if result.membership[index] >= 0:
+            valid = result.valid_for_frame(index)
+            return (result.clean_for_frame(index), valid & ~reliable_for_frame(result, index),
+                    ~result.usable_mask(index))
+        nearest = int(np.argmin([min(abs(seg.start - index), abs(seg.stop - 1 - index))
+                                 for seg in result.segments]))
+        return (result.clean_for_frame(index, nearest),
+                ~result.segments[nearest].reliability.reliable, np.ones((h, w), bool))
+
     def _draw(self) -> None:
         if self._updating or self._frames is None or self._estimate is None:
             return
-        rain = self._frames[min(self.frame_slider.value, len(self._frames) - 1)]
-        clean = estimate_in_unit_range(self._estimate.image, self._frames)
-        rain_u = _to_unit(rain)
+        result = self._estimate
+        index = min(self.frame_slider.value, len(self._frames) - 1)
+        rain_u = _to_unit(self._frames[index])
+        clean, unreliable, unusable = self._clean_for(index)
+        seg = int(result.membership[index])
+        self.frame_label.value = (f"&nbsp;frame {index}: paired with period {seg + 1}" if seg >= 0
+                                  else f"&nbsp;frame {index}: <b>not paired</b> (a transition "
+                                  "or content rain does not explain)")
+        _show(self.timeline, period_strip(result.membership, result.period,
+                                          width=self.max_display, current=index))
         _show(self.rain_image, _fit(rain_u, self.max_display))
-        _show(self.clean_image, _fit(clean, self.max_display))
-        h, w = rain.shape[:2]
+        if clean is None:
+            for image in (self.clean_image, self.clean_zoom, self.diff_image):
+                image.value = b""
+            _show(self.rain_zoom, _fit(rain_u, max(16, self.max_display * 2 // 3)))
+            return
+        clean_u = _to_unit(clean)
+        shown = clean_u
+        self.overlay_legend.value = ""
+        if self.overlay_toggle.value:
+            shown = _to_unit(reliability_overlay(clean, unreliable, unusable,
+                                                 reliable_strength=0.12))
+            self.overlay_legend.value = (
+                f"&nbsp;<span style='color:#d00'>red</span>: {100 * unreliable.mean():.1f} % "
+                f"not explained by rain; <span style='color:#25f'>blue</span>: "
+                f"{100 * unusable.mean():.1f} % not used in a pair")
+        _show(self.clean_image, _fit(shown, self.max_display))
+        h, w = rain_u.shape[:2]
         zoom = int(self.zoom_factor.value)
         ch, cw = max(1, h // zoom), max(1, w // zoom)
         cy = int(round(self.zoom_y.value / 100 * (h - ch)))
         cx = int(round(self.zoom_x.value / 100 * (w - cw)))
         side = max(16, self.max_display * 2 // 3)
-        for target, image in ((self.rain_zoom, rain_u), (self.clean_zoom, clean)):
+        for target, image in ((self.rain_zoom, rain_u), (self.clean_zoom, shown)):
             _show(target, _fit(image[cy:cy + ch, cx:cx + cw], side))
-        _show(self.diff_image, _fit(difference_heatmap(rain_u, clean), side))
+        _show(self.diff_image, _fit(difference_heatmap(rain_u, clean_u), side))
 
     # ---------------------------------------------------------------- handlers
     def _require_scene(self) -> str:

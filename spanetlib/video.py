@@ -8,8 +8,11 @@ frames smaller than `spanetlib.fileio.MIN_IMAGE_SIDE`). A video whose container 
 frames than decode (a truncated or damaged file) is read as far as it decodes, with a
 `PartialVideoWarning` giving both counts; `count_frames` checks the container's count the same
 way.
-``stabilize_to_first`` removes small camera shake by aligning every frame to the first with
-OpenCV's ECC (a Euclidean motion: rotation and translation).
+``read_sequence(..., stabilize=True)`` warps every frame to the middle one with
+`spanetlib.alignment.align_frames` (mode "on"), the one alignment of the package; the clip
+estimator (`spanetlib.clip_estimate.estimate_clip`) aligns by default and only where it matters.
+`source_identity` names a sequence's content (path, size, frame count, a hash of decoded frames),
+so a review made on one clip is never applied to another.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -36,16 +41,18 @@ from spanetlib.fileio import (
 )
 
 __all__ = [
+    "IDENTITY_FRAMES",
+    "PartialVideoWarning",
     "SCENE_NAME_PATTERN",
+    "SourceIdentity",
     "VIDEO_CODECS",
     "VIDEO_SUFFIXES",
-    "PartialVideoWarning",
     "count_frames",
     "list_frame_files",
     "list_scenes",
     "read_sequence",
     "scene_name",
-    "stabilize_to_first",
+    "source_identity",
     "write_frames",
     "write_video",
 ]
@@ -201,7 +208,10 @@ def read_sequence(source: str | os.PathLike, start: int = 0, count: int | None =
         start: index of the first frame to read (>= 0).
         count: number of frames to read from ``start`` (``None``: all the rest).
         progress: show a tqdm progress bar while reading.
-        stabilize: align every frame to the first with ``stabilize_to_first``.
+        stabilize: warp every frame to the middle one (`spanetlib.alignment.align_frames`,
+            mode "on": measured camera motion and exposure). Kept for scripts; the clip
+            estimator `spanetlib.clip_estimate.estimate_clip` aligns by itself (mode "auto"),
+            warping only frames that moved.
         min_frames: fewest frames accepted (>= 1).
 
     Returns:
@@ -233,7 +243,9 @@ def read_sequence(source: str | os.PathLike, start: int = 0, count: int | None =
         frames = _read_video(path, int(start), count, int(min_frames), progress)
     check_image_size(frames[0], f"frame {start} of {path}")
     if stabilize:
-        frames = stabilize_to_first(frames)
+        from .alignment import align_frames  # numba kernels: only when asked
+
+        frames = align_frames(frames, "on").frames
     return frames
 
 
@@ -299,6 +311,95 @@ def count_frames(source: str | os.PathLike) -> int:
     return decoded
 
 
+#: Frames decoded for a `SourceIdentity` hash (the first ones: cheap to decode).
+IDENTITY_FRAMES = 3
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """What a rain sequence holds, to bind a review to its content (`source_identity`).
+
+    Attributes:
+        path: the resolved path of the video file or frame folder when it was identified.
+        size: bytes of the video file, or of the folder's frame files together.
+        frames: the frame count (`count_frames`).
+        digest: SHA-256 (hex) of the first `IDENTITY_FRAMES` decoded frames (shape and RGB
+            bytes), so a re-encoded or edited copy differs even at the same size.
+    """
+
+    path: str
+    size: int
+    frames: int
+    digest: str
+
+    def same_content(self, other: SourceIdentity) -> bool:
+        """Whether ``other`` holds the same frames: size, count and digest (not the path).
+
+        A moved folder is the same content.
+        """
+        return (self.size, self.frames, self.digest) == (other.size, other.frames, other.digest)
+
+    def describe(self) -> str:
+        """One phrase for messages: ``PATH (N frames, B bytes, frames hash 0123456789ab)``."""
+        return (f"{self.path} ({self.frames} frames, {self.size} bytes, frames hash "
+                f"{self.digest[:12]})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (a review file's ``identity``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SourceIdentity:
+        """Read the JSON form back.
+
+        Raises:
+            ValueError: not an object with ``path`` (str), ``size``, ``frames`` (ints >= 0)
+                and ``digest`` (64 hex digits).
+        """
+        ok = (isinstance(data, dict) and isinstance(data.get("path"), str)
+              and all(isinstance(data.get(k), int) and not isinstance(data.get(k), bool)
+                      and data[k] >= 0 for k in ("size", "frames"))
+              and isinstance(data.get("digest"), str)
+              and re.fullmatch(r"[0-9a-f]{64}", data["digest"]) is not None)
+        if not ok:
+            raise ValueError(f"source identity: expected {{path, size, frames, digest}}, got "
+                             f"{data!r}")
+        return cls(data["path"], data["size"], data["frames"], data["digest"])
+
+
+def source_identity(source: str | os.PathLike) -> SourceIdentity:
+    """The identity of a video file or frame folder: path, size, frame count, frames hash.
+
+    Decodes only the first `IDENTITY_FRAMES` frames; the count comes from `count_frames`.
+
+    Raises:
+        InputError: the source is missing or unreadable.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     a = write_frames(Path(tmp, "a"), np.zeros((4, 8, 8, 3), np.uint8))[0].parent
+        ...     b = write_frames(Path(tmp, "b"), np.ones((4, 8, 8, 3), np.uint8))[0].parent
+        ...     source_identity(a).same_content(source_identity(b))
+        False
+    """
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"scene source not found: {path}")
+    path = path.resolve()
+    if path.is_dir():
+        size = sum(p.stat().st_size for p in list_frame_files(path))
+    else:
+        size = path.stat().st_size
+    count = count_frames(path)
+    frames = read_sequence(path, count=IDENTITY_FRAMES, min_frames=1)
+    digest = hashlib.sha256()
+    for frame in frames:
+        digest.update(repr(frame.shape).encode())
+        digest.update(np.ascontiguousarray(frame).tobytes())
+    return SourceIdentity(str(path), int(size), int(count), digest.hexdigest())
+
+
 def _check_frames(frames: np.ndarray | Sequence[np.ndarray], name: str = "frames") -> np.ndarray:
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
@@ -306,76 +407,6 @@ def _check_frames(frames: np.ndarray | Sequence[np.ndarray], name: str = "frames
     if frames.dtype != np.uint8 and frames.dtype.kind != "f":
         raise ValueError(f"{name}: expected uint8 or float frames, got dtype {frames.dtype}")
     return frames
-
-
-def _gray_for_ecc(frame: np.ndarray, scale: float) -> np.ndarray:
-    image = frame.astype(np.float32)
-    if frame.dtype == np.uint8:
-        image /= 255.0
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    if scale != 1.0:
-        h, w = gray.shape
-        size = (max(8, round(w * scale)), max(8, round(h * scale)))
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-    return gray
-
-
-def stabilize_to_first(frames: np.ndarray, max_iter: int = 50, eps: float = 1e-4,
-                       max_side: int = 512) -> np.ndarray:
-    """Align every frame to the first one (camera shake removal).
-
-    Each frame is registered to frame 0 on grayscale copies downscaled so the longer side is at
-    most ``max_side``: a phase correlation gives the initial translation, then OpenCV's ECC
-    (``cv2.findTransformECC``, ``MOTION_EUCLIDEAN``: rotation and translation) refines it; the
-    translation is scaled back to full resolution and the frame is warped with bilinear
-    interpolation and a reflected border. A frame whose ECC does not converge is kept as it
-    is, with a ``RuntimeWarning`` naming the frame indices.
-
-    Args:
-        frames: N x H x W x 3 RGB, uint8 or float.
-        max_iter: ECC iteration limit.
-        eps: ECC convergence threshold on the correlation increment.
-        max_side: longest side of the copies used for registration.
-
-    Returns:
-        N x H x W x 3 aligned frames, same dtype; frame 0 is unchanged.
-    """
-    frames = _check_frames(frames)
-    if max_iter < 1 or eps <= 0 or max_side < 8:
-        raise ValueError(f"expected max_iter >= 1, eps > 0, max_side >= 8; got max_iter="
-                         f"{max_iter}, eps={eps}, max_side={max_side}")
-    out = frames.copy()
-    n, h, w = frames.shape[:3]
-    if n < 2:
-        return out
-    scale = min(1.0, max_side / max(h, w))
-    template = _gray_for_ecc(frames[0], scale)
-    window = cv2.createHanningWindow(template.shape[::-1], cv2.CV_32F)
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, int(max_iter), float(eps))
-    failed: list[int] = []
-    for i in range(1, n):
-        moving = _gray_for_ecc(frames[i], scale)
-        # Copies: OpenCV 5.0's phaseCorrelate applies the window to its inputs in place.
-        (sx, sy), _ = cv2.phaseCorrelate(template.copy(), moving.copy(), window)
-        warp = np.array([[1.0, 0.0, sx], [0.0, 1.0, sy]], np.float32)
-        try:
-            _, warp = cv2.findTransformECC(template, moving, warp, cv2.MOTION_EUCLIDEAN,
-                                           criteria, None, 5)
-        except cv2.error:
-            failed.append(i)
-            continue
-        if not np.all(np.isfinite(warp)):
-            failed.append(i)
-            continue
-        warp = warp.astype(np.float64)
-        warp[:, 2] /= scale
-        out[i] = cv2.warpAffine(frames[i], warp, (w, h),
-                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                borderMode=cv2.BORDER_REFLECT_101)
-    if failed:
-        warnings.warn(f"stabilize_to_first: ECC did not converge for frame(s) {failed}; "
-                      "kept them unaligned", RuntimeWarning, stacklevel=2)
-    return out
 
 
 def write_frames(folder: str | os.PathLike, frames: np.ndarray | Sequence[np.ndarray],

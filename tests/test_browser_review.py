@@ -1,5 +1,8 @@
 """A real browser drives notebook 01's review widget: JupyterLab + headless Chromium.
 
+The test runs the notebook's review cells, turns the reliability overlay on (the clean image
+is drawn again and the legend appears), then clicks Accept and checks the review file.
+
 Playwright drives Debian's Chromium (never `playwright install`). The screenshot is written to
 ``figures/review_widget.png`` (the README shows it) only when ``SPANET_UPDATE_FIGURES=1``, so a
 test run leaves the checkout as it was. Skips only when /usr/bin/chromium or Playwright is
@@ -180,6 +183,19 @@ def test_accept_in_browser_writes_review_file(review_notebook, tmp_path):
                 widget = page.locator(".jp-OutputArea-output .widget-vbox").first
                 widget.scroll_into_view_if_needed()
                 page.wait_for_timeout(500)  # let the images decode
+                # the stable periods timeline, the motion and the quality score are shown
+                for text in ("stable periods", "camera motion:", "quality score"):
+                    widget.get_by_text(text).first.wait_for(timeout=30_000)
+                clean = widget.locator("img").nth(1)
+                before = clean.get_attribute("src")
+                toggle = page.locator("button.jupyter-button", has_text="reliability overlay")
+                toggle.first.click()
+                page.locator("button.jupyter-button.mod-active",
+                             has_text="reliability overlay").first.wait_for(timeout=30_000)
+                widget.get_by_text("not explained by rain").first.wait_for(timeout=30_000)
+                page.wait_for_function("([img, old]) => img.src !== old",
+                                       arg=[clean.element_handle(), before], timeout=30_000)
+                page.wait_for_timeout(500)
                 widget.screenshot(path=str(shot))
                 accept.click()
                 state = _wait_for_review(review_file, 60)

@@ -62,6 +62,110 @@ def test_estimate_background_from_frame_folder(tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
+# ------------------------------------------------------- estimate-background on phone clips
+def _clip_folder(tmp_path, name, **changes):
+    from spanetlib.rain import CLIP_PRESETS, make_rain_clip
+    from spanetlib.video import write_frames
+
+    spec = CLIP_PRESETS[name].replace(**{"size": (96, 128), "n_frames": 30, **changes})
+    clip = make_rain_clip(spec)
+    return clip, write_frames(tmp_path / name, clip.frames)[0].parent
+
+
+def _psnr(a, b):
+    d = a.astype(float) - b.astype(float)
+    return 10 * np.log10(255.0 ** 2 / max((d ** 2).mean(), 1e-12))
+
+
+def test_estimate_background_writes_one_image_per_stable_period(tmp_path, capsys):
+    from spanetlib.fileio import read_image
+
+    clip, folder = _clip_folder(tmp_path, "parked-leaves", n_frames=40)
+    out = tmp_path / "clean.png"
+    assert cli.main(["estimate-background", str(folder), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "the scene changed: 2 stable periods, one clean image each" in printed
+    assert "motion: translation, largest displacement 0.0" in printed
+    assert not out.exists()  # no single image stands for two scene states
+    reference = 20
+    for state in (0, 1):
+        path = tmp_path / f"clean_period{state + 1}.png"
+        assert f"-> {path}" in printed
+        truth = clip.state_truth(state, reference)
+        other = clip.state_truth(1 - state, reference)
+        image = read_image(path)
+        assert _psnr(image, truth) > 35 and _psnr(image, other) < 30
+    # a second run refuses to replace the period images, before reading any frame
+    assert cli.main(["estimate-background", str(folder), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "clean_period1.png exists" in err and len(err.strip().splitlines()) == 1
+
+
+def test_estimate_background_aligns_by_default_and_crops_to_the_valid_region(tmp_path,
+                                                                            capsys):
+    from spanetlib.background import estimate_background
+    from spanetlib.fileio import read_image
+
+    clip, folder = _clip_folder(tmp_path, "handheld")
+    reference = 15
+    truth = clip.state_truth(0, reference)
+    auto = tmp_path / "auto.png"
+    assert cli.main(["estimate-background", str(folder), "-o", str(auto)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"motion: (translation|euclidean|homography), largest displacement "
+                     r"\d+\.\d+ px, (2[5-9]|29)/30 frames warped", printed)
+    match = re.search(r"cropped to (\d+) x (\d+) at x (\d+), y (\d+)", printed)
+    assert match and "--keep-size keeps 128 x 96" in printed
+    w, h, x0, y0 = (int(v) for v in match.groups())
+    image = read_image(auto)
+    assert image.shape == (h, w, 3) and w < 128 and h < 96
+    crop = truth[y0:y0 + h, x0:x0 + w]
+    unaligned = np.rint(estimate_background(clip.frames).image)[y0:y0 + h, x0:x0 + w]
+    assert _psnr(image, crop) > 30 and _psnr(image, crop) > _psnr(unaligned, crop) + 5
+    # --keep-size: the frame's size and a mask of the valid region
+    kept = tmp_path / "kept.png"
+    assert cli.main(["estimate-background", str(folder), "-o", str(kept), "--keep-size",
+                     "--reliability"]) == 0
+    assert "marked in kept_valid.png" in capsys.readouterr().out
+    valid = read_image(tmp_path / "kept_valid.png")[..., 0] > 0
+    assert read_image(kept).shape == (96, 128, 3) and 0.6 < valid.mean() < 1
+    np.testing.assert_array_equal(read_image(kept)[y0:y0 + h, x0:x0 + w], image)
+    assert read_image(tmp_path / "kept_reliability.png").shape == (96, 128, 3)
+    # --align off measures and says the estimate is smeared
+    assert cli.main(["estimate-background", str(folder), "-o", str(tmp_path / "off.png"),
+                     "--align", "off"]) == 0
+    captured = capsys.readouterr()
+    assert "0/30 frames warped" in captured.out and "(--align off)" in captured.out
+    assert "warning: " in captured.err and "is smeared; use --align auto" in captured.err
+
+
+def test_estimate_background_of_a_static_clip_is_the_papers_estimate(tmp_path, capsys):
+    from spanetlib.background import estimate_background
+    from spanetlib.fileio import read_image
+
+    clip, folder = _clip_folder(tmp_path, "static")
+    out = tmp_path / "clean.png"
+    assert cli.main(["estimate-background", str(folder), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "0/30 frames warped" in printed and "whole frame" in printed
+    np.testing.assert_array_equal(read_image(out),
+                                  np.rint(estimate_background(clip.frames).image))
+
+
+def test_stabilize_is_an_alias_of_align_on(tmp_path, capsys):
+    _, folder = _clip_folder(tmp_path, "static", n_frames=8)
+    out = tmp_path / "clean.png"
+    assert cli.main(["estimate-background", str(folder), "-o", str(out), "--stabilize"]) == 0
+    captured = capsys.readouterr()
+    assert "(--align on)" in captured.out and "7/8 frames warped" in captured.out
+    assert "warning: --stabilize is deprecated: it means --align on" in captured.err
+    assert cli.main(["estimate-background", str(folder), "-o", str(out), "--stabilize",
+                     "--align", "off", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "--stabilize means --align on; it contradicts --align off" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_select_notebooks_by_prefix_and_name():
     assert select_notebooks(["03", "figures"]) == ["03_table2", "06_figures"]
     assert select_notebooks(None)[0] == "01_dataset_generation"

@@ -68,3 +68,21 @@ def test_describe_a_given_dataset_counts_its_lists(tmp_path, write_pairs):
     empty = DatasetInfo(tmp_path, info.train_list, info.train_list, None, False, "")
     (tmp_path / "data" / "train.txt").write_text("")
     assert empty.describe().endswith(": 0 train pairs, 0 test pairs")
+
+
+def test_a_review_file_of_other_scenes_is_refused(built, tmp_path):
+    # Another seed makes other frames under the same scene names: the review of the first
+    # set must not be resumed on them (issue 11 item 5).
+    import shutil
+
+    from spanetlib.fileio import InputError
+
+    work, _ = built
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copyfile(work / "review.json", other / "review.json")
+    with pytest.raises(InputError, match=r"scene 'scene_000_sparse' was reviewed on .*"
+                                         r"work.*scene_000_sparse .* but .*other.*"
+                                         r"scene_000_sparse .* holds other frames"):
+        ensure_dataset("smoke", other, seed=1)
+    assert not (other / "dataset").exists()

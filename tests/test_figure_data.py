@@ -213,3 +213,33 @@ def test_level_samples(tmp_path):
     # heavier rain changes more of the image
     changes = [np.abs(s.rain.astype(int) - s.clean).mean() for s in levels]
     assert changes == sorted(changes)
+
+
+# ------------------------------------------------------------------ phone clips (notebook 01)
+def test_clip_figures_show_motion_alignment_and_periods():
+    from spanetlib.clip_estimate import estimate_clip
+    from spanetlib.rain import CLIP_PRESETS, make_rain_clip
+
+    clip = make_rain_clip(CLIP_PRESETS["handheld"].replace(size=(64, 96), n_frames=20))
+    results = {mode: estimate_clip(clip.frames, mode) for mode in ("off", "auto")}
+    measured, true = fd.clip_motion(clip, results["auto"])
+    assert measured.shape == true.shape == (20, 2)
+    assert np.abs(measured - true).max() < 0.3 and np.abs(true).max() > 2
+    images, captions = fd.clip_estimate_images(clip, results)
+    assert list(images) == ["rain frame", "off", "auto", "truth"]
+    assert len({image.shape for image in images.values()}) == 1
+    db = {label: float(text.split()[0]) for label, text in captions.items()}
+    assert db["auto"] > 35 and db["auto"] > db["off"] + 10 and db["auto"] > db["rain frame"]
+    with pytest.raises(ValueError, match="one reference frame"):
+        fd.clip_estimate_images(clip, {"a": results["auto"],
+                                       "b": estimate_clip(clip.frames, reference=3)})
+    pan = make_rain_clip(CLIP_PRESETS["pan"].replace(size=(64, 96), n_frames=20))
+    with pytest.raises(ValueError, match=r"no stable period to show in \['off'\]"):
+        fd.clip_estimate_images(pan, {"off": estimate_clip(pan.frames, "off")})
+    parked = make_rain_clip(CLIP_PRESETS["parked-leaves"])
+    result = estimate_clip(parked.frames)
+    images, captions = fd.clip_reliability_images(parked, result)
+    assert list(images)[0] == "one estimate of all frames" and len(images) == 1 + len(
+        result.segments) == 3
+    shares = [float(text.split()[1]) for text in captions.values()]
+    assert shares[0] < min(shares[1:])  # the single estimate mixes the two states
