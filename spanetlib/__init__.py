@@ -13,7 +13,7 @@ _SUBMODULES = (
     "alignment", "background", "clip_estimate", "data", "datasets", "deviations", "evaluate",
     "export", "field", "figure_data", "figures", "fileio", "inference", "layouts", "losses",
     "metrics", "models", "profiles", "rain", "readme", "reproduce", "review", "review_widget",
-    "runs", "selection", "tables", "testsets", "train", "video",
+    "runs", "selection", "tables", "testsets", "train", "video", "video_derain",
 )
 
 __all__ = sorted(("__version__", *_SUBMODULES))
