@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -198,6 +199,44 @@ def test_score_clip_agrees_with_the_metrics_module():
     assert score_clip(still, still).temporal_change == 0.0
     with pytest.raises(ValueError, match="equal N x H x W x 3 shapes"):
         score_clip(noisy[:2], truth)
+
+
+def comparison_table(hybrid_static=45.0, hybrid_passing=38.0, hybrid_object=26.0):
+    rows = []
+    for clip, spanet, obj in (("static", 31.0, np.nan), ("passing", 30.0, 26.5)):
+        hybrid = hybrid_static if clip == "static" else hybrid_passing
+        rows += [
+            {"clip": clip, "method": "rain input", "weights": "", "psnr": 23.0,
+             "object_psnr": obj, "temporal_change": 11.0, "spanet_share": 0.0},
+            {"clip": clip, "method": "per-frame SPANet", "weights": "synthetic",
+             "psnr": spanet, "object_psnr": obj, "temporal_change": 3.5, "spanet_share": 1.0},
+            {"clip": clip, "method": "per-frame SPANet", "weights": "official",
+             "psnr": spanet - 3, "object_psnr": obj - 3, "temporal_change": 4.0,
+             "spanet_share": 1.0},
+            {"clip": clip, "method": "hybrid", "weights": "synthetic", "psnr": hybrid,
+             "object_psnr": hybrid_object if clip == "passing" else np.nan,
+             "temporal_change": 0.5, "spanet_share": 0.1},
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_goal_verdicts_and_summary_follow_the_numbers():
+    table = comparison_table()
+    assert video_derain.best_spanet_weights(table) == "synthetic"
+    lines = video_derain.goal_verdicts(table)
+    assert lines[1] == "  static: whole frame +14.0 dB PASS"
+    assert lines[2] == "  passing: whole frame +8.0 dB FAIL; moving objects -0.50 dB PASS"
+    assert lines[3] == "  all clips: whole frame +11.0 dB PASS; moving objects -0.50 dB PASS"
+    summary = video_derain.goal_summary(table)
+    assert "met on static and missed on passing (+8.0 dB)" in summary
+    assert "the 1 dB goal is met" in summary
+    worse = video_derain.goal_verdicts(comparison_table(hybrid_object=25.0))
+    assert worse[2].endswith("moving objects -1.50 dB FAIL")
+    assert "is missed" in video_derain.goal_summary(comparison_table(hybrid_object=25.0))
+    view = video_derain.methods_view(table)
+    assert list(view.columns[:5]) == ["method", "weights", "static", "passing", "mean"]
+    hybrid = view[view["method"] == "hybrid"].iloc[0]
+    assert hybrid["mean"] == pytest.approx(41.5) and hybrid["in objects"] == 26.0
 
 
 def test_derain_clip_bad_arguments(identity):
