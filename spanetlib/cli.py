@@ -54,6 +54,16 @@ def _derain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _derain_video(args: argparse.Namespace) -> int:
+    from .video_derain import derain_video
+
+    summary = derain_video(args.input, args.output, weights=args.weights, align=args.align,
+                           window=args.window, tile=args.tile, device=args.device,
+                           precision=args.precision, fps=args.fps, overwrite=args.overwrite)
+    print(summary)
+    return 0
+
+
 def _build_dataset(args: argparse.Namespace) -> int:
     from .export import export_dataset
 
@@ -205,6 +215,43 @@ def build_parser() -> argparse.ArgumentParser:
                         "GPUs with bf16, refused elsewhere; changes outputs by up to about "
                         "5/255 (PSNR ~54 dB to fp32); auto: bf16 where it is faster")
     p.set_defaults(run=_derain)
+
+    p = sub.add_parser("derain-video",
+                       help="derain a clip: the temporal estimate where the scene is still, "
+                       "SPANet where it moves",
+                       description="Derain a video file or a folder of frames. Where the "
+                       "scene is still, each frame takes the background estimated from the "
+                       "frames around it (aligned, per stable period, Eqs. 2-4); where "
+                       "something moves or changes, SPANet's output for that frame, blended "
+                       "with a soft mask.")
+    p.add_argument("input", type=Path, help="a video file or a folder of frames")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="a video file (.avi or .mkv: lossless FFV1; .mp4: mp4v, lossy) or a "
+                   "folder for PNG frames named after the input frames (frame_00000.png ... "
+                   "for a video input); a folder output resumes an interrupted run")
+    p.add_argument("--weights", default="official",
+                   help="SPANet weights: official | synthetic | PATH to a checkpoint "
+                   "(default: official)")
+    p.add_argument("--align", choices=("auto", "on", "off"), default="auto",
+                   help="camera alignment: auto warps only frames that moved, on warps every "
+                   "frame, off never warps (default: auto)")
+    # The library's DEFAULT_WINDOW (a test keeps them equal; importing it here would load torch).
+    p.add_argument("--window", type=_positive_int, default=60,
+                   help="frames around each frame used for its temporal estimate; longer "
+                   "clips are processed in overlapping windows (default: %(default)s)")
+    p.add_argument("--tile", type=_positive_int, default=512,
+                   help="SPANet tile size for large frames (default: 512)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where SPANet runs (default: auto, CUDA when available)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="SPANet's precision where derain offers it (default: fp32)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of a video output (default: the input video's, 25 for "
+                   "a folder of frames)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output video, or a frame folder derained with "
+                   "other settings (default: refuse; the same settings resume)")
+    p.set_defaults(run=_derain_video)
 
     p = sub.add_parser("build-dataset", help="rain videos -> SPA-Data style training pairs")
     p.add_argument("src", type=Path, help="folder with one video file or frame folder per scene")

@@ -95,6 +95,18 @@ TOPICS: dict[str, str] = {
         "(`tests/data/prenet`), so their rows test the loader, not PReNet; the loader "
         "reproduces the authors' network outputs to 1e-5 on those files "
         "(`tests/test_released.py`)."),
+    "video_method": (
+        "*Beyond the paper.* The paper derains single images and uses its temporal estimate "
+        "(§3) only to make training pairs. Deraining whole clips by taking that estimate where "
+        "the scene is still and SPANet's output where it moves is spanetlib's own method "
+        "(`spanetlib.video_derain`); the paper has no number to compare with."),
+    "video_data": (
+        "*Clips.* Real rain clips with rain-free ground truth do not exist, so the clips are "
+        "**synthetic** (`spanetlib.rain.make_rain_clip`: a photo seen through a static, "
+        "hand-held or panning camera, passing and parked objects, exposure flicker, rain "
+        "streaks and sensor noise) and every frame's rain-free rendering is the truth. Our "
+        "`synthetic` weights were trained on rain from the same synthesizer (other photos), "
+        "which favours them here."),
 }
 
 #: The topics each notebook shows, in order.
@@ -108,6 +120,7 @@ NOTEBOOK_TOPICS: dict[str, tuple[str, ...]] = {
     "06_figures": ("data", "photos", "budget", "official_weights", "direction_attention",
                    "rain_mask"),
     "07_field": ("field_data", "released_weights", "official_weights", "metrics"),
+    "08_video_deraining": ("video_method", "video_data", "official_weights"),
 }
 
 _PURPOSE = {

@@ -28,6 +28,7 @@ NOTEBOOKS = (
     "05_table4",
     "06_figures",
     "07_field",
+    "08_video_deraining",
 )
 
 # Relative to the notebooks/ folder: where a notebook run by hand or by nbval writes.
@@ -167,4 +168,19 @@ NOTEBOOK_PARAMETERS["07_field"] = {
               "n_pairs": 6, "folder_size": [160, 224], "max_images": None, "n_show": 1},
     "paper": {"weights": dict(_FIELD_WEIGHTS), "conventions": ["y-matlab", "y-matlab-builtin"],
               "n_pairs": 20, "folder_size": [321, 481], "max_images": None, "n_show": 2},
+}
+
+# Notebook 08 (spanetlib.video_derain): synthetic clips with known rain-free frames. `quick`
+# runs exactly what benchmarks/bench_video_derain.py runs by default (the README's table).
+_VIDEO_CLIPS = ["static", "handheld", "passing", "parked-leaves", "flicker"]
+NOTEBOOK_PARAMETERS["08_video_deraining"] = {
+    "smoke": {"clip_names": ["static", "passing"], "clip_size": [64, 96], "n_frames": 12,
+              "weights": ["synthetic", "official"], "window": 60, "show_clip": "passing",
+              "n_show": 2},
+    "quick": {"clip_names": list(_VIDEO_CLIPS), "clip_size": [120, 160], "n_frames": 40,
+              "weights": ["synthetic", "official"], "window": 60, "show_clip": "passing",
+              "n_show": 3},
+    "paper": {"clip_names": list(_VIDEO_CLIPS), "clip_size": [360, 640], "n_frames": 100,
+              "weights": ["synthetic", "official"], "window": 60, "show_clip": "passing",
+              "n_show": 3},
 }

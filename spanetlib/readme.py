@@ -119,6 +119,13 @@ def _conventions_table(results: Path) -> str:
     return "\n".join(lines)
 
 
+def _video_derain_summary(results: Path) -> str:
+    """`spanetlib.video_derain.goal_summary` of ``video_derain.csv``."""
+    from .video_derain import goal_summary
+
+    return goal_summary(_read_csv(results, "video_derain").fillna({"weights": ""}))
+
+
 #: Region name -> ``render(results_dir) -> text``.
 REGIONS: dict[str, Callable[[Path], str]] = {
     "table1": lambda r: _markdown_table(r, "table1"),
@@ -134,6 +141,8 @@ REGIONS: dict[str, Callable[[Path], str]] = {
     "heldout-summary": _heldout_summary,
     "layouts": _layouts_table,
     "conventions": _conventions_table,
+    "video-derain": lambda r: _markdown_table(r, "video_derain"),
+    "video-derain-summary": _video_derain_summary,
 }
 
 

@@ -64,8 +64,9 @@ def test_notebooks_call_the_library_for_shared_text(name):
     assert sum(f'render_deviations("{name}", profile)' in src for src in code) == 1
     assert not any("Deviations from the paper" in text for text in prose)
     assert not any(".summary" in src or ".split(" in src for src in code)
-    describe = ("print(field.describe_folders(folders))" if name == "07_field"
-                else "print(dataset.describe())")
+    describe = {"07_field": "print(field.describe_folders(folders))",
+                "08_video_deraining": "print(video_derain.describe_clips(clips))",
+                }.get(name, "print(dataset.describe())")
     assert any(describe in src for src in code)
 
 

@@ -1,0 +1,464 @@
+"""Deraining whole clips (`spanetlib.video_derain`, ``spanet derain-video``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from spanetlib import cli, video_derain
+from spanetlib.fileio import InputError, read_image, write_image
+from spanetlib.inference import derain_array
+from spanetlib.metrics import psnr as metric_psnr
+from spanetlib.models import load_pretrained
+from spanetlib.rain import CLIP_PRESETS, make_rain_clip
+from spanetlib.video import list_frame_files, read_sequence, write_frames, write_video
+from spanetlib.video_derain import (
+    DEFAULT_WINDOW,
+    MANIFEST_NAME,
+    MIN_FRAMES,
+    blend_weight,
+    derain_clip,
+    derain_video,
+    derain_windows,
+    score_clip,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def tiny_clip(preset: str, size=(48, 64), n_frames=12, seed=0):
+    return make_rain_clip(CLIP_PRESETS[preset].replace(size=size, n_frames=n_frames), seed)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_pretrained("synthetic")
+
+
+@pytest.fixture(scope="module")
+def static_results(synthetic):
+    clip = tiny_clip("static")
+    return clip, {method: derain_clip(clip.frames, synthetic, method=method)
+                  for method in ("hybrid", "temporal", "spanet")}
+
+
+@pytest.fixture(scope="module")
+def passing_results(synthetic):
+    clip = tiny_clip("passing", size=(64, 96), n_frames=16)
+    return clip, {method: derain_clip(clip.frames, synthetic, method=method)
+                  for method in ("hybrid", "temporal", "spanet")}
+
+
+@pytest.fixture
+def tiny_weights(tmp_path, save_checkpoint, tiny_spanet):
+    """A tiny random SPANet saved as a checkpoint (fast; its outputs are not rain-free)."""
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, "spanet", tiny_spanet)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Windows and blending
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, window", [(5, 60), (60, 60), (61, 60), (200, 60), (23, 6),
+                                       (7, 5)])
+def test_windows_partition_the_clip_and_centre_each_block(n, window):
+    plan = derain_windows(n, window)
+    outputs = [i for win in plan for i in range(win.out_start, win.out_stop)]
+    assert outputs == list(range(n))
+    for win in plan:
+        assert 0 <= win.start <= win.out_start < win.out_stop <= win.stop <= n
+        assert win.stop - win.start == min(n, window)
+        if n > window:  # at least a quarter window on each side, unless at the clip's ends
+            assert win.out_start - win.start >= window // 4 or win.start == 0
+            assert win.stop - win.out_stop >= window // 4 - 1 or win.stop == n
+
+
+def test_windows_bad_arguments():
+    with pytest.raises(ValueError, match=f"window: expected an int >= {MIN_FRAMES}"):
+        derain_windows(10, MIN_FRAMES - 1)
+    with pytest.raises(ValueError, match="n_frames: expected an int >= 1"):
+        derain_windows(0)
+
+
+def test_blend_weight_is_one_on_content_and_fades_outside():
+    content = np.zeros((60, 80), bool)
+    content[20:30, 30:40] = True
+    weight = blend_weight(content, radius=4)
+    assert weight.dtype == np.float32 and weight.shape == content.shape
+    assert (weight[content] == 1).all()
+    assert weight.min() == 0 and weight.max() == 1
+    assert 0 < weight[25, 42] < 1  # the feather, just outside the content
+    assert (weight[:10] == 0).all() and (weight[:, :20] == 0).all()  # far away: background
+    assert (blend_weight(np.zeros((8, 8), bool)) == 0).all()
+    with pytest.raises(ValueError, match="H x W mask"):
+        blend_weight(np.zeros((2, 8, 8), bool))
+
+
+# --------------------------------------------------------------------------------------------
+# The method on clips with a known truth
+# --------------------------------------------------------------------------------------------
+
+
+def test_hybrid_beats_per_frame_spanet_on_a_static_clip(static_results):
+    clip, results = static_results
+    hybrid = score_clip(results["hybrid"].frames, clip.truth)
+    spanet = score_clip(results["spanet"].frames, clip.truth)
+    assert hybrid.psnr > spanet.psnr + 8.0, (hybrid, spanet)
+    # ... and is stable where SPANet flickers.
+    assert hybrid.temporal_change < 0.5 * spanet.temporal_change
+
+
+def test_hybrid_is_the_background_where_its_weight_is_zero(static_results):
+    _, results = static_results
+    hybrid, temporal = results["hybrid"], results["temporal"]
+    zero = hybrid.weight == 0
+    assert zero.mean() > 0.5  # a still scene: mostly background
+    assert np.array_equal(hybrid.frames[zero], temporal.frames[zero])
+    assert all(r.segment == 0 and r.window == (0, 12) for r in hybrid.records)
+    assert (results["spanet"].weight == 1).all() and (temporal.weight == 0).all()
+
+
+def test_spanet_method_is_derain_array_per_frame(static_results, synthetic):
+    clip, results = static_results
+    expected, _ = derain_array(synthetic, clip.frames[3])
+    assert np.array_equal(results["spanet"].frames[3],
+                          np.clip(np.rint(expected * 255.0), 0, 255).astype(np.uint8))
+
+
+def test_hybrid_keeps_a_passing_object(passing_results):
+    clip, results = passing_results
+    assert clip.object_mask.any()
+    scores = {m: score_clip(r.frames, clip.truth, clip.object_mask) for m, r in results.items()}
+    # The temporal estimate erases the objects; the hybrid keeps SPANet's result there ...
+    assert scores["temporal"].object_psnr < scores["spanet"].object_psnr - 8.0, scores
+    assert scores["hybrid"].object_psnr > scores["spanet"].object_psnr - 1.0, scores
+    # ... and beats per-frame SPANet over the whole frame.
+    assert scores["hybrid"].psnr > scores["spanet"].psnr + 3.0, scores
+    weight = results["hybrid"].weight
+    assert (weight[clip.object_mask] > 0.99).mean() > 0.99  # objects are SPANet's
+
+
+def test_hand_held_clip_is_warped_back(synthetic):
+    clip = tiny_clip("handheld", n_frames=10)
+    result = derain_clip(clip.frames, synthetic)
+    spanet = derain_clip(clip.frames, synthetic, method="spanet")
+    hybrid, alone = (score_clip(r.frames, clip.truth) for r in (result, spanet))
+    assert hybrid.psnr > alone.psnr + 1.0, (hybrid, alone)
+    # The camera moved: the frame borders the estimate does not cover are SPANet's.
+    assert all(r.outside_share > 0 for r in result.records)
+    assert np.mean([r.spanet_share for r in result.records]) < 0.6
+
+
+def test_sliding_windows_follow_the_plan(synthetic):
+    clip = tiny_clip("static", n_frames=14)
+    result = derain_clip(clip.frames, synthetic, window=6)
+    plan = derain_windows(14, 6)
+    for win in plan:
+        for i in range(win.out_start, win.out_stop):
+            assert result.records[i].window == (win.start, win.stop)
+    spanet = derain_clip(clip.frames, synthetic, method="spanet")
+    assert score_clip(result.frames, clip.truth).psnr > score_clip(spanet.frames,
+                                                                   clip.truth).psnr + 3.0
+
+
+def test_frames_are_read_one_window_at_a_time(identity):
+    clip = tiny_clip("static", n_frames=20)
+    pulled = []
+
+    def frames_from(start):
+        for i in range(start, 20):
+            pulled.append(i)
+            yield clip.frames[i]
+
+    stream = video_derain._derain_stream(
+        frames_from, 20, model=identity, method="hybrid", align=video_derain.get_align_mode("off"),
+        window=6, tile=None, device="cpu", precision="fp32")
+    first = next(stream)
+    assert first[0] == 0 and len(pulled) == 6  # one window, not the clip
+    assert [i for i, *_ in stream] == list(range(1, 20))
+
+
+def test_score_clip_agrees_with_the_metrics_module():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    noisy = np.clip(truth + rng.normal(0, 5, truth.shape), 0, 255).astype(np.uint8)
+    scores = score_clip(noisy, truth)
+    expected = metric_psnr(torch.from_numpy(noisy / 255.0).permute(0, 3, 1, 2),
+                           torch.from_numpy(truth / 255.0).permute(0, 3, 1, 2))
+    assert scores.psnr == pytest.approx(float(expected.mean()), abs=1e-6)
+    assert np.isnan(scores.object_psnr)
+    still = np.repeat(truth[:1], 3, axis=0)
+    assert score_clip(still, still).temporal_change == 0.0
+    with pytest.raises(ValueError, match="equal N x H x W x 3 shapes"):
+        score_clip(noisy[:2], truth)
+
+
+def comparison_table(hybrid_static=45.0, hybrid_passing=38.0, hybrid_object=26.0):
+    rows = []
+    for clip, spanet, obj in (("static", 31.0, np.nan), ("passing", 30.0, 26.5)):
+        hybrid = hybrid_static if clip == "static" else hybrid_passing
+        rows += [
+            {"clip": clip, "method": "rain input", "weights": "", "psnr": 23.0,
+             "object_psnr": obj, "temporal_change": 11.0, "spanet_share": 0.0},
+            {"clip": clip, "method": "per-frame SPANet", "weights": "synthetic",
+             "psnr": spanet, "object_psnr": obj, "temporal_change": 3.5, "spanet_share": 1.0},
+            {"clip": clip, "method": "per-frame SPANet", "weights": "official",
+             "psnr": spanet - 3, "object_psnr": obj - 3, "temporal_change": 4.0,
+             "spanet_share": 1.0},
+            {"clip": clip, "method": "hybrid", "weights": "synthetic", "psnr": hybrid,
+             "object_psnr": hybrid_object if clip == "passing" else np.nan,
+             "temporal_change": 0.5, "spanet_share": 0.1},
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_goal_verdicts_and_summary_follow_the_numbers():
+    table = comparison_table()
+    assert video_derain.best_spanet_weights(table) == "synthetic"
+    lines = video_derain.goal_verdicts(table)
+    assert lines[1] == "  static: whole frame +14.0 dB PASS"
+    assert lines[2] == "  passing: whole frame +8.0 dB FAIL; moving objects -0.50 dB PASS"
+    assert lines[3] == "  all clips: whole frame +11.0 dB PASS; moving objects -0.50 dB PASS"
+    summary = video_derain.goal_summary(table)
+    assert "met on static and missed on passing (+8.0 dB)" in summary
+    assert "the 1 dB goal is met" in summary
+    worse = video_derain.goal_verdicts(comparison_table(hybrid_object=25.0))
+    assert worse[2].endswith("moving objects -1.50 dB FAIL")
+    assert "is missed" in video_derain.goal_summary(comparison_table(hybrid_object=25.0))
+    view = video_derain.methods_view(table)
+    assert list(view.columns[:5]) == ["method", "weights", "static", "passing", "mean"]
+    hybrid = view[view["method"] == "hybrid"].iloc[0]
+    assert hybrid["mean"] == pytest.approx(41.5) and hybrid["in objects"] == 26.0
+
+
+def test_derain_clip_bad_arguments(identity):
+    frames = tiny_clip("static", n_frames=6).frames
+    with pytest.raises(InputError, match=f"at least {MIN_FRAMES} frames"):
+        derain_clip(frames[:MIN_FRAMES - 1], identity)
+    with pytest.raises(InputError, match="N x H x W x 3 uint8"):
+        derain_clip(frames.astype(np.float32), identity)
+    with pytest.raises(ValueError, match="method: expected one of"):
+        derain_clip(frames, identity, method="median")
+    with pytest.raises(ValueError, match="needs a model"):
+        derain_clip(frames, None)
+    with pytest.raises(ValueError, match="window: expected an int >= 5"):
+        derain_clip(frames, identity, window=3)
+    with pytest.raises(ValueError, match="unknown align mode"):
+        derain_clip(frames, identity, align="maybe")
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------
+
+
+def run(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, message):
+    assert code == 2
+    assert message in err, err
+    lines = [line for line in err.strip().splitlines() if "derain-video" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+
+
+def test_cli_default_window_is_the_library_default():
+    sub = cli.build_parser()._subparsers._group_actions[0].choices["derain-video"]
+    assert sub.get_default("window") == DEFAULT_WINDOW
+    text = sub.format_help()
+    for option in ("--weights", "--align", "--window", "--tile", "--device", "--precision",
+                   "--fps", "--overwrite"):
+        help_text = next(a.help for a in sub._actions if option in a.option_strings)
+        assert "default" in help_text, option
+    assert "derain-video" in cli.build_parser().format_help()
+    assert "lossless" in text
+
+
+def test_command_on_a_video_file(tmp_path, capsys, synthetic):
+    clip = tiny_clip("static", n_frames=8)
+    source = write_video(tmp_path / "rain.avi", clip.frames)
+    out = tmp_path / "out.avi"
+    code, printed, err = run(capsys, "derain-video", source, "-o", out, "--weights",
+                             "synthetic", "--device", "cpu")
+    assert code == 0, err
+    assert "derained 8 of 8 frames" in printed
+    written = read_sequence(out)
+    expected = derain_clip(clip.frames, synthetic, tile=512).frames
+    assert np.array_equal(written, expected)  # FFV1: lossless
+    # An existing output is refused, in one line, before any work.
+    code, _, err = run(capsys, "derain-video", source, "-o", out)
+    assert_one_line_error(code, err, "exists; pass --overwrite")
+    # .mp4 is written too (lossy).
+    code, _, err = run(capsys, "derain-video", source, "-o", tmp_path / "out.mp4", "--weights",
+                       "synthetic", "--device", "cpu")
+    assert code == 0, err
+    assert len(read_sequence(tmp_path / "out.mp4")) == 8
+
+
+def test_command_on_a_frame_folder_of_a_hand_held_clip(tmp_path, capsys, synthetic):
+    clip = tiny_clip("handheld", n_frames=10)
+    folder = tmp_path / "rain"
+    for i, frame in enumerate(clip.frames):
+        write_image(folder / f"shot{i}.png", frame)  # natural order: shot2 before shot10
+    out = tmp_path / "derained"
+    code, _, err = run(capsys, "derain-video", folder, "-o", out, "--weights", "synthetic",
+                       "--device", "cpu", "--window", "8")
+    assert code == 0, err
+    names = sorted(p.name for p in list_frame_files(out))
+    assert names == sorted(f"shot{i}.png" for i in range(10))
+    derained = np.stack([read_image(out / f"shot{i}.png") for i in range(10)])
+    expected = derain_clip(clip.frames, synthetic, window=8, tile=512).frames
+    assert np.array_equal(derained, expected)
+    assert score_clip(derained, clip.truth).psnr > score_clip(clip.frames, clip.truth).psnr + 5
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["settings"]["window"] == 8 and manifest["settings"]["align"] == "auto"
+
+
+def test_video_input_gives_numbered_frames(tmp_path, capsys, tiny_weights):
+    clip = tiny_clip("static", n_frames=6)
+    source = write_video(tmp_path / "rain.mkv", clip.frames)
+    out = tmp_path / "frames"
+    code, _, err = run(capsys, "derain-video", source, "-o", out, "--weights", tiny_weights,
+                       "--device", "cpu")
+    assert code == 0, err
+    assert [p.name for p in list_frame_files(out)] == [f"frame_{i:05d}.png" for i in range(6)]
+
+
+def test_resume_keeps_written_frames_and_refuses_other_settings(tmp_path, capsys,
+                                                                tiny_weights):
+    clip = tiny_clip("static", n_frames=14)
+    folder = tmp_path / "rain"
+    write_frames(folder, clip.frames)
+    out = tmp_path / "out"
+    args = ("derain-video", folder, "-o", out, "--weights", tiny_weights, "--device", "cpu",
+            "--window", "6")
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    first = {p.name: p.read_bytes() for p in list_frame_files(out)}
+    assert len(first) == 14
+    # An interrupted run: frames 5-13 missing; frame 2 marked to see that it is kept.
+    for name in sorted(first)[5:]:
+        (out / name).unlink()
+    marked = read_image(out / "frame_00002.png")
+    marked[0, 0] = (255 - marked[0, 0]).astype(np.uint8)
+    write_image(out / "frame_00002.png", marked)
+    code, printed, err = run(capsys, *args)
+    assert code == 0, err
+    assert "derained 9 of 14 frames (5 kept from an earlier run)" in printed
+    again = {p.name: p.read_bytes() for p in list_frame_files(out)}
+    assert np.array_equal(read_image(out / "frame_00002.png"), marked)  # kept, not redone
+    for name in sorted(first)[5:]:
+        assert again[name] == first[name], name  # resumed frames are bit-identical
+    # Other settings: refused in one line, unless --overwrite.
+    code, _, err = run(capsys, *args[:-1], "8")
+    assert_one_line_error(code, err, "other settings (window differ)")
+    code, printed, err = run(capsys, *args[:-1], "8", "--overwrite")
+    assert code == 0, err
+    assert "derained 14 of 14 frames" in printed
+    assert json.loads((out / MANIFEST_NAME).read_text())["settings"]["window"] == 8
+
+
+def test_an_interrupted_run_resumes_to_the_same_frames(tmp_path, monkeypatch, tiny_weights):
+    clip = tiny_clip("static", n_frames=14)
+    source = write_video(tmp_path / "rain.avi", clip.frames)
+    options = {"weights": tiny_weights, "window": 6, "device": "cpu", "progress": False}
+    whole = derain_video(source, tmp_path / "whole", **options)
+    assert whole.written == 14
+    calls = []
+    real_write = video_derain.write_image
+
+    def write_then_stop(path, image):
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        calls.append(path)
+        return real_write(path, image)
+
+    monkeypatch.setattr(video_derain, "write_image", write_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        derain_video(source, tmp_path / "resumed", **options)
+    assert len(list_frame_files(tmp_path / "resumed")) == 7
+    monkeypatch.setattr(video_derain, "write_image", real_write)
+    summary = derain_video(source, tmp_path / "resumed", **options)
+    assert (summary.kept, summary.written) == (7, 7)
+    for path in list_frame_files(tmp_path / "whole"):
+        assert (tmp_path / "resumed" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_a_folder_of_other_frames_is_not_replaced(tmp_path, capsys, tiny_weights):
+    clip = tiny_clip("static", n_frames=6)
+    folder = tmp_path / "rain"
+    write_frames(folder, clip.frames)
+    out = tmp_path / "out"
+    write_image(out / "frame_00003.png", clip.frames[0])  # someone else's frame
+    code, _, err = run(capsys, "derain-video", folder, "-o", out, "--weights", tiny_weights)
+    assert_one_line_error(code, err, "holds no derain-video manifest")
+    code, _, err = run(capsys, "derain-video", folder, "-o", folder, "--weights", tiny_weights,
+                       "--overwrite")
+    assert_one_line_error(code, err, "is the input folder")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "missing.mp4", "input not found"),
+    (lambda tmp: (tmp / "notes.mp4").write_text("not a video") and tmp / "notes.mp4",
+     "cannot"),
+    (lambda tmp: write_image(tmp / "photo.png", np.zeros((16, 16, 3), np.uint8)),
+     "got an image"),
+    (lambda tmp: write_frames(tmp / "few", np.zeros((3, 16, 16, 3), np.uint8))[0].parent,
+     f"found 3 frame(s) in {{tmp}}/few; a clip needs at least {MIN_FRAMES} frames"),
+    (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "no image frames"),
+])
+def test_bad_input_gives_one_line(tmp_path, capsys, make, message):
+    source = make(tmp_path)
+    code, _, err = run(capsys, "derain-video", source, "-o", tmp_path / "out.avi")
+    assert_one_line_error(code, err, message.format(tmp=tmp_path))
+
+
+def test_bad_output_and_options_fail_before_any_work(tmp_path, capsys, monkeypatch):
+    clip = tiny_clip("static", n_frames=6)
+    source = write_video(tmp_path / "rain.avi", clip.frames)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("heavy work started")
+
+    monkeypatch.setattr(video_derain, "estimate_clip", no_work)
+    monkeypatch.setattr(video_derain, "_load_model", no_work)
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (("-o", tmp_path / "file" / "out.avi"), "is not a folder"),
+        (("-o", tmp_path / "out.png"), "expected a video file"),
+        (("-o", tmp_path / "out.avi", "--window", "3"), "window: expected an int >= 5"),
+        (("-o", source, "--overwrite"), "is the input video"),
+    ]
+    for extra, message in cases:
+        code, _, err = run(capsys, "derain-video", source, *extra)
+        assert_one_line_error(code, err, message)
+
+
+def test_unsupported_precision_is_refused(tmp_path, identity):
+    if "precision" in video_derain.inspect.signature(derain_array).parameters:
+        pytest.skip("derain_array takes a precision here")
+    frames = tiny_clip("static", n_frames=6).frames
+    with pytest.raises(ValueError, match="fp32 only"):
+        derain_clip(frames, identity, precision="bf16")
+
+
+def test_library_writes_only_through_checked_paths(tmp_path, identity):
+    """derain_video with a model object and a video output path."""
+    clip = tiny_clip("static", n_frames=6)
+    source = write_video(tmp_path / "rain.avi", clip.frames)
+    summary = derain_video(source, tmp_path / "out.mkv", identity, device="cpu",
+                           progress=False)
+    assert summary.written == 6 and summary.kept == 0
+    assert Path(summary.output).is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
