@@ -42,7 +42,7 @@ def _derain(args: argparse.Namespace) -> int:
                            tile=args.tile, save_attention=args.save_attention,
                            overwrite=args.overwrite, precision=args.precision)
     print(summary)
-    return 0
+    return EXIT_PARTIAL_FAILURE if summary.failed else 0
 
 
 def _build_dataset(args: argparse.Namespace) -> int:
