@@ -58,6 +58,7 @@ __all__ = [
     "blend_window",
     "derain_array",
     "derain_files",
+    "is_out_of_memory",
     "tile_starts",
 ]
 
@@ -273,7 +274,13 @@ def auto_tile(height: int, width: int, dtype: torch.dtype = torch.float32,
     return None if max(height, width) <= side else side
 
 
-def _is_out_of_memory(err: BaseException) -> bool:
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether an exception says that memory ran out (CPU, CUDA or Python).
+
+    True for ``MemoryError``, CUDA's ``OutOfMemoryError`` and the ``RuntimeError`` of
+    PyTorch's CPU allocator ("DefaultCPUAllocator: not enough memory", "can't allocate
+    memory"); other errors are bugs or bad input and keep their own message.
+    """
     if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
         return True
     text = str(err)
@@ -382,7 +389,7 @@ def derain_array(model: nn.Module, image: np.ndarray, tile: int | None = None,
             else:
                 out, attention = _run_tiled(model, x, dev, tile, overlap, progress)
     except (RuntimeError, MemoryError) as err:
-        if isinstance(err, DerainMemoryError) or not _is_out_of_memory(err):
+        if isinstance(err, DerainMemoryError) or not is_out_of_memory(err):
             raise
         raise _memory_error(err, height, width, None if whole else tile, overlap, dev,
                             dtype) from err
