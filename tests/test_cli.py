@@ -67,6 +67,39 @@ def test_select_notebooks_by_prefix_and_name():
     assert select_notebooks(None)[0] == "01_dataset_generation"
 
 
+def test_reproduce_never_replaces_a_non_regular_file(tmp_path, monkeypatch):
+    import papermill
+
+    from spanetlib import reproduce
+    from spanetlib.fileio import InputError
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    (notebooks / "06_figures.ipynb").write_text("{}")
+    runs = []
+
+    def execute(source, output, **kwargs):
+        runs.append(source)
+        Path(output).write_text('{"executed": true}')
+
+    monkeypatch.setattr(reproduce, "find_notebooks_dir", lambda: notebooks)
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    executed = tmp_path / "out" / "results" / "notebooks"
+    (executed / "06_figures.ipynb").mkdir(parents=True)  # in the way: refused before running
+    with pytest.raises(InputError, match="06_figures.ipynb is not a regular file"):
+        reproduce.run_notebooks("smoke", out_dir=tmp_path / "out", only=["06"], progress=False)
+    assert runs == []
+    (executed / "06_figures.ipynb").rmdir()
+    (tmp_path / "kept.ipynb").write_text("old")  # a link is written through, as by open()
+    (executed / "06_figures.ipynb").symlink_to(tmp_path / "kept.ipynb")
+    summary = reproduce.run_notebooks("smoke", out_dir=tmp_path / "out", only=["06"],
+                                      progress=False)
+    assert (executed / "06_figures.ipynb").is_symlink()
+    assert (tmp_path / "kept.ipynb").read_text() == '{"executed": true}'
+    assert summary.executed == {"06_figures": executed / "06_figures.ipynb"}
+    assert not list(executed.glob(".*"))  # no partial or temporary file left
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     from spanetlib.testsets import build_synthetic_video_scenes
