@@ -1,7 +1,9 @@
 """The ``spanet`` command: thin wrappers over the library (one function call per subcommand).
 
 Bad input never ends in a traceback: `InputError`, `ValueError` and `OSError` become one line
-on stderr and exit status 2; Ctrl-C exits with 130 after the library has saved its state.
+on stderr and exit status 2, and so does running out of memory (with what to ask for less of);
+Ctrl-C exits with 130 after the library has saved its state. A command that skips bad items
+and does the rest (``derain``, ``build-dataset``) names them and exits with 1.
 Warnings (a video that decodes fewer frames than its container says, ...) are one line each,
 ``spanet COMMAND: warning: ...``.
 """
@@ -51,7 +53,7 @@ def _derain(args: argparse.Namespace) -> int:
                            tile=args.tile, save_attention=args.save_attention,
                            overwrite=args.overwrite, precision=args.precision)
     print(summary)
-    return 0
+    return EXIT_PARTIAL_FAILURE if summary.failed else 0
 
 
 def _derain_video(args: argparse.Namespace) -> int:
@@ -86,7 +88,7 @@ def _train(args: argparse.Namespace) -> int:
                                    "val_list": args.val}.items() if v is not None}
     result = train_command(profile=args.profile, train_list=args.data, out_dir=args.out,
                            model=args.model, steps=args.steps, resume=args.resume,
-                           device=args.device, **overrides)
+                           device=args.device, overwrite=args.overwrite, **overrides)
     print(result)
     return 0
 
@@ -95,7 +97,7 @@ def _train_synthetic(args: argparse.Namespace) -> int:
     from .synthetic import train_synthetic_weights
 
     path = train_synthetic_weights(args.out, steps=args.steps, resume=args.resume,
-                                   export_to=args.export)
+                                   export_to=args.export, overwrite=args.overwrite)
     print(f"weights -> {path}")
     return 0
 
@@ -107,7 +109,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                      conventions=args.convention or DEFAULT_CONVENTIONS,
                      device=args.device, tile=args.tile, max_images=args.max_images,
                      layout=args.layout, save_outputs=args.save_outputs,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, precision=args.precision)
     return 0
 
 
@@ -149,6 +151,10 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def _tile(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
 
 
 def _nonnegative_int(text: str) -> int:
@@ -205,15 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--weights", default="official",
                    help="official | synthetic | PATH to a checkpoint (default: official)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--tile", type=_positive_int, default=512,
-                   help="tile size for large images (default 512)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the model runs (default: auto, CUDA when available)")
+    p.add_argument("--tile", type=_tile, default="auto",
+                   help="tile size in pixels for large images, or auto: the largest tile "
+                   "that fits in half the memory available now (128 to 2048; smaller images "
+                   "are derained whole) (default: auto)")
     p.add_argument("--save-attention", action="store_true", help="also save attention heat maps")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-                   help="fp32 (default); bf16: faster on CPUs with AMX or AVX512-BF16 and on "
-                        "GPUs with bf16, refused elsewhere; changes outputs by up to about "
-                        "5/255 (PSNR ~54 dB to fp32); auto: bf16 where it is faster")
+                   help="bf16: faster on CPUs with AMX or AVX512-BF16 and on GPUs with bf16, "
+                        "refused elsewhere; changes outputs by up to about 5/255 (PSNR ~54 dB "
+                        "to fp32); auto: bf16 where it is faster (default: fp32)")
     p.set_defaults(run=_derain)
 
     p = sub.add_parser("derain-video",
@@ -256,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build-dataset", help="rain videos -> SPA-Data style training pairs")
     p.add_argument("src", type=Path, help="folder with one video file or frame folder per scene")
     p.add_argument("-o", "--output", type=Path, required=True, help="dataset folder")
-    p.add_argument("--review-file", type=Path, default=None, help="decisions from a review")
+    p.add_argument("--review-file", type=Path, default=None,
+                   help="decisions from a review (default: none)")
     p.add_argument("--auto-accept", action="store_true",
                    help="export unreviewed scenes too, accepted by the no-reference quality "
                    "score (frames added until it accepts; never accepted: not exported)")
@@ -266,9 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames-per-video", type=_positive_int, default=None,
                    help="paired rain frames exported per scene, spread evenly over them "
                    "(default: every paired frame)")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="share of test scenes")
-    p.add_argument("--workers", type=_positive_int, default=1, help="scenes in parallel")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    p.add_argument("--test-fraction", type=float, default=0.1,
+                   help="share of test scenes (default: 0.1)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="scenes in parallel (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split (default: 0)")
     _add_align(p, "of the scenes --auto-accept estimates (reviewed scenes keep their review's)")
     p.add_argument("--unreliable", choices=("drop", "mask"), default="drop",
                    help="patches with pixels rain does not explain (a passing car, a scene "
@@ -282,26 +294,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_build_dataset)
 
     p = sub.add_parser("train", help="train SPANet or a baseline")
-    p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick")
+    p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick",
+                   help="the settings to start from: smoke (seconds, for tests), quick (a CPU), "
+                   "paper (the paper's, for a GPU) (default: quick)")
     p.add_argument("--data", type=Path, required=True,
                    help="a pair list or a dataset folder (ours or SPA-Data's layout)")
-    p.add_argument("--val", type=Path, default=None, help="validation pair list")
-    p.add_argument("--model", default="spanet", help="spanet | ddn | rescan | prenet")
-    p.add_argument("--steps", type=_positive_int, default=None)
-    p.add_argument("--batch-size", type=_positive_int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--out", type=Path, default=Path("runs/spanet"), help="checkpoint folder")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--val", type=Path, default=None,
+                   help="validation pair list or dataset folder (default: none)")
+    p.add_argument("--model", default="spanet",
+                   help="spanet | ddn | rescan | prenet (default: spanet)")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="optimizer steps; the learning-rate schedule is scaled to them "
+                   "(default: the profile's)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="pairs per step (default: the profile's)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="initial learning rate (default: the profile's)")
+    p.add_argument("--out", type=Path, default=Path("runs/spanet"),
+                   help="run folder: final.pt, last.pt, log.csv (default: runs/spanet)")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in OUT (its final.pt, last.pt and log.csv only)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train (default: auto, CUDA when available)")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("train-synthetic",
                        help="make the shipped 'synthetic' weights (spanetlib.synthetic recipe)")
-    p.add_argument("--out", type=Path, default=Path("runs/synthetic"), help="work folder")
-    p.add_argument("--steps", type=_positive_int, default=None, help="default: the recipe's")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/run/last.pt")
+    p.add_argument("--out", type=Path, default=Path("runs/synthetic"),
+                   help="work folder: scenes, dataset, run (default: runs/synthetic)")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="optimizer steps (default: the recipe's)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/run/last.pt (checked against the recipe first)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in OUT/run and the weights file")
     p.add_argument("--export", type=Path, default=None,
-                   help="weights file to write (default OUT/spanet_synthetic.pth)")
+                   help="weights file to write (default: OUT/spanet_synthetic.pth)")
     p.set_defaults(run=_train_synthetic)
 
     p = sub.add_parser("evaluate", help="PSNR/SSIM of a model over a test folder or pair list",
@@ -335,13 +364,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "the input's size (default: not written)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing result files and output images (default: refuse)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="compute precision, as for derain: bf16 only where it is faster "
+                   "(default: fp32)")
     p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("reproduce", help="run notebooks 01-07 (tables and figures)")
-    p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick")
+    p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick",
+                   help="smoke (minutes, CI), quick (the README's numbers, a CPU), paper (the "
+                   "paper's scale, a GPU) (default: quick)")
     p.add_argument("--out", type=Path, default=None,
                    help="output root (default: the checkout's results/ and figures/)")
-    p.add_argument("--only", nargs="+", default=None, help="notebook names or prefixes (e.g. 03)")
+    p.add_argument("--only", nargs="+", default=None,
+                   help="notebook names or prefixes, e.g. 03 (default: all)")
     p.set_defaults(run=_reproduce)
     return parser
 
@@ -376,6 +411,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # InputError is a ValueError
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"spanet {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (MemoryError, RuntimeError) as err:  # CUDA's OutOfMemoryError is a RuntimeError
+        from .inference import is_out_of_memory
+
+        if not is_out_of_memory(err):
+            raise
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        print(f"spanet {args.command}: error: out of memory ({reason}); ask for less: a "
+              "smaller --tile, --batch-size or image, or --precision bf16 where supported",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

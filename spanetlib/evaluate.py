@@ -51,8 +51,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .device import resolve_torch_device
-from .fileio import IMAGE_SUFFIXES, InputError, atomic_write_text, read_image, write_image
+from .device import autocast, resolve_precision, resolve_torch_device
+from .fileio import (
+    IMAGE_SUFFIXES,
+    ImageFormat,
+    InputError,
+    atomic_write_text,
+    check_image_values,
+    read_image_with_format,
+    restore_format,
+    write_image,
+)
 from .inference import derain_array
 from .layouts import FolderPairs, ImagePair, ImageRef, read_test_folder
 from .metrics import CONVENTIONS, METRIC_CONVENTIONS, image_to_tensor, psnr_ssim_np
@@ -243,17 +252,33 @@ def as_prediction(image: np.ndarray) -> np.ndarray:
     return image_to_tensor(image)[0].permute(1, 2, 0).numpy()
 
 
-def _read(value: Any, name: str, what: str) -> np.ndarray:
+def _read(value: Any, name: str, what: str) -> tuple[np.ndarray, ImageFormat | None]:
+    """An image of a pair as H x W x 3 RGB, and its file's format (None for an array).
+
+    Files keep their precision (16-bit as float in [0, 1]); arrays are checked for their
+    value range (a 0-255 float image is refused, never clipped).
+    """
     if isinstance(value, Path):
-        return read_image(value)
+        return read_image_with_format(value)
     if isinstance(value, ImageRef):
-        return value.read()
+        return value.read_with_format()
     img = np.asarray(value)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"{name}: expected an H x W x 3 {what} image, got shape {img.shape}")
     if img.dtype != np.uint8 and not np.issubdtype(img.dtype, np.floating):
         raise TypeError(f"{name}: expected a uint8 or float {what} image, got dtype {img.dtype}")
-    return img
+    return check_image_values(img, f"{name}: {what} image"), None
+
+
+def _as_scored(pred: np.ndarray, reference: ImageFormat | None) -> np.ndarray:
+    """The prediction as it is scored against a reference (its file's format, or None).
+
+    Against a gray reference file: gray, the mean of its channels (what `spanet derain`
+    writes for a gray input); otherwise unchanged.
+    """
+    if reference is None or not reference.gray:
+        return pred
+    return np.repeat(pred.mean(axis=2, keepdims=True, dtype=np.float32), 3, axis=2)
 
 
 def _resolve_model(model: ModelLike, device: torch.device) -> nn.Module | None:
@@ -374,11 +399,11 @@ def _check_outputs(pairs: Sequence[Pair], folder: str | os.PathLike | None, over
 # --------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------
-def _derain_batch(model: nn.Module, images: list[np.ndarray], device: torch.device
-                  ) -> list[np.ndarray]:
+def _derain_batch(model: nn.Module, images: list[np.ndarray], device: torch.device,
+                  dtype: torch.dtype) -> list[np.ndarray]:
     """Run ``model`` on same-sized images stacked into one batch; outputs clipped to [0, 1]."""
     x = torch.cat([image_to_tensor(img) for img in images]).to(device)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(dtype, device):
         out, _ = model(x)
     out = out.clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
     return list(out)
@@ -397,13 +422,16 @@ def evaluate_model(
     desc: str | None = None,
     save_outputs: str | os.PathLike | None = None,
     overwrite: bool = False,
+    precision: str = "fp32",
 ) -> pd.DataFrame:
     """PSNR and SSIM of one derainer on every image pair: the package's one scoring loop.
 
     Each rain image is derained once with `spanetlib.inference.derain_array` (output clipped
     to [0, 1], kept in float; `as_prediction` of the rain image for the input row) and scored
     against each of its references with `spanetlib.metrics.psnr_ssim_np` under every
-    convention.
+    convention. Image files keep their precision (16-bit files are read as float in [0, 1]);
+    against a grayscale reference the prediction is scored gray (the mean of its channels, as
+    `spanet derain` writes a gray input); an alpha channel is not scored.
 
     Args:
         model: a derainer (``forward(x) -> (image, attention)``; moved to ``device`` and put
@@ -429,9 +457,12 @@ def evaluate_model(
             `spanetlib.testsets.build_synthetic_test_set`); unmatched pairs get NaN.
         desc: progress-bar label.
         save_outputs: a folder: write each derained image there as ``<name>.png`` (lossless,
-            the rain image's size; `output_paths`).
+            the rain image's size and kind: gray, 16-bit, alpha as in the rain file;
+            `output_paths`).
         overwrite: replace existing output images (otherwise refused before the model is
             loaded).
+        precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` (`spanetlib.device.resolve_precision`;
+            checked before the model is loaded): the compute precision of every forward pass.
 
     Returns:
         One row per pair and reference: ``reference`` (only when a pair has a reference other
@@ -459,6 +490,7 @@ def evaluate_model(
     named = any(list(item.references) != [CLEAN] for item in items)
     outputs = _check_outputs(items, save_outputs, overwrite)
     device = resolve_torch_device(device)
+    dtype = resolve_precision(precision, device)
     net = _resolve_model(model, device)
     was_training = net.training if net is not None else False
     if net is not None:
@@ -470,21 +502,24 @@ def evaluate_model(
     try:
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            rains = [_read(item.rain, item.name, "rain") for item in chunk]
-            preds = _derain_chunk(net, rains, device, tile)
+            read = [_read(item.rain, item.name, "rain") for item in chunk]
+            rains = [image for image, _ in read]
+            preds = _derain_chunk(net, rains, device, tile, dtype, progress)
             if outputs is not None:
-                for path, pred in zip(outputs[start:start + batch_size], preds, strict=True):
-                    write_image(path, pred)
+                for path, pred, (_, fmt) in zip(outputs[start:start + batch_size], preds, read,
+                                                strict=True):
+                    write_image(path, pred if fmt is None else restore_format(pred, fmt))
             for item, rain, pred in zip(chunk, rains, preds, strict=True):
                 for reference, value in item.references.items():
-                    target = _read(value, item.name, reference)
+                    target, target_fmt = _read(value, item.name, reference)
                     if target.shape != rain.shape:
                         raise InputError(f"{item.name}: rain and {reference} sizes differ: "
                                          f"{rain.shape[:2]} vs {target.shape[:2]}")
+                    scored = _as_scored(pred, target_fmt)
                     row: dict[str, Any] = {"reference": reference} if named else {}
                     row["name"] = item.name
                     for conv in conventions:
-                        p, q = psnr_ssim_np(pred, target, conv)
+                        p, q = psnr_ssim_np(scored, target, conv)
                         row[metric_column("psnr", conv)] = p
                         row[metric_column("ssim", conv)] = q
                     rows.append(row)
@@ -524,7 +559,7 @@ def _merge_labels(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _derain_chunk(net: nn.Module | None, rains: list[np.ndarray], device: torch.device,
-                  tile: int | None) -> list[np.ndarray]:
+                  tile: int | None, dtype: torch.dtype, progress: bool) -> list[np.ndarray]:
     if net is None:
         return [as_prediction(rain) for rain in rains]
     if tile is None and len(rains) > 1:
@@ -534,10 +569,12 @@ def _derain_chunk(net: nn.Module | None, rains: list[np.ndarray], device: torch.
             stop = start + 1
             while stop < len(rains) and rains[stop].shape == rains[start].shape:
                 stop += 1
-            preds.extend(_derain_batch(net, rains[start:stop], device))
+            preds.extend(_derain_batch(net, rains[start:stop], device, dtype))
             start = stop
         return preds
-    return [derain_array(net, rain, tile=tile, device=device)[0] for rain in rains]
+    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+    return [derain_array(net, rain, tile=tile, device=device, precision=precision,
+                         progress=progress)[0] for rain in rains]
 
 
 def compare_models(
@@ -553,6 +590,7 @@ def compare_models(
     by: str | Sequence[str] | None = None,
     save_outputs: str | os.PathLike | None = None,
     overwrite: bool = False,
+    precision: str = "fp32",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate several models on the same pairs (the rows of Tables 2-4).
 
@@ -571,6 +609,7 @@ def compare_models(
         save_outputs: a folder: each model's derained images go to ``<folder>/<model>/``
             (as for `evaluate_model`); every model's files are checked before the first runs.
         overwrite: replace existing output images.
+        precision: as for `evaluate_model`.
 
     Returns:
         ``(per_image, summary)``: the per-image table with a leading ``model`` column, and
@@ -598,7 +637,7 @@ def compare_models(
                             max_images=max_images, progress=progress, batch_size=batch_size,
                             labels=labels,
                             desc=str(name), save_outputs=folders[str(name)],
-                            overwrite=overwrite)
+                            overwrite=overwrite, precision=precision)
         df.insert(0, "model", str(name))
         frames.append(df)
     per_image = pd.concat(frames, ignore_index=True)
@@ -824,6 +863,7 @@ def evaluate_command(
     layout: str | None = None,
     save_outputs: str | os.PathLike | None = None,
     overwrite: bool = False,
+    precision: str = "fp32",
 ) -> pd.DataFrame:
     """The ``spanet evaluate`` command: score one model over a test folder and write the tables.
 
@@ -848,6 +888,7 @@ def evaluate_command(
         layout: a name of `spanetlib.layouts.LAYOUTS` to use instead of detecting one.
         save_outputs: a folder for the derained images (``<name>.png``, see `output_paths`).
         overwrite: replace existing result files and output images.
+        precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` (see `evaluate_model`).
 
     Returns:
         The summary table (one row: ``model``, metric means, ``n``).
@@ -862,13 +903,15 @@ def evaluate_command(
     _refuse_existing(results, overwrite, "result")
     conventions = _check_conventions(conventions)
     device = resolve_torch_device(device)
+    resolve_precision(precision, device)  # refused before the folder is read
     found = read_test_folder(test_path, layout=layout)
     print(found.describe())
     label = os.fspath(model_spec)  # the weights as given: a name or the path
     per_image = evaluate_model(label, found, conventions=conventions, device=device, tile=tile,
                                max_images=max_images, progress=progress,
                                desc=label if label in PRETRAINED_NAMES else Path(label).stem,
-                               save_outputs=save_outputs, overwrite=overwrite)
+                               save_outputs=save_outputs, overwrite=overwrite,
+                               precision=precision)
     per_image.insert(0, "model", label)
     summary = summarize(per_image)
     per_image_path = atomic_write_text(results[2], per_image.to_csv(index=False))

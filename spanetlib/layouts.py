@@ -46,14 +46,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .data import find_pair_list, read_pair_list
-from .fileio import InputError, read_image
+from .fileio import ImageFormat, InputError, read_image, read_image_with_format
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -97,6 +97,14 @@ class ImageRef:
         if self.half not in _HALVES:
             raise ValueError(f"half must be one of {_HALVES}, got {self.half!r}")
 
+    def _columns(self, width: int) -> slice:
+        """The columns of this half in a file ``width`` pixels wide."""
+        if self.half == "full":
+            return slice(None)
+        if width % 2:
+            raise InputError(f"{self.path}: a side-by-side pair needs an even width, got {width}")
+        return slice(0, width // 2) if self.half == "left" else slice(width // 2, None)
+
     def read(self) -> np.ndarray:
         """The image as H x W x 3 uint8 RGB (W halved for a half).
 
@@ -104,13 +112,23 @@ class ImageRef:
             InputError: the file is missing or unreadable, or a split file has an odd width.
         """
         image = read_image(self.path)
-        if self.half == "full":
-            return image
-        width = image.shape[1]
-        if width % 2:
-            raise InputError(f"{self.path}: a side-by-side pair needs an even width, got {width}")
-        half = width // 2
-        return np.ascontiguousarray(image[:, :half] if self.half == "left" else image[:, half:])
+        return np.ascontiguousarray(image[:, self._columns(image.shape[1])])
+
+    def read_with_format(self) -> tuple[np.ndarray, ImageFormat]:
+        """The image and what the file held, halved like `read`.
+
+        As `spanetlib.fileio.read_image_with_format` gives them: 16-bit as float in [0, 1],
+        gray and alpha noted in the `ImageFormat` (its alpha plane halved too).
+
+        Raises:
+            InputError: as `read`, and for files `read_image_with_format` refuses (smaller
+                than 8 x 8, float samples).
+        """
+        image, fmt = read_image_with_format(self.path)
+        columns = self._columns(image.shape[1])
+        if fmt.alpha is not None:
+            fmt = replace(fmt, alpha=np.ascontiguousarray(fmt.alpha[:, columns]))
+        return np.ascontiguousarray(image[:, columns]), fmt
 
     def __str__(self) -> str:
         return str(self.path) if self.half == "full" else f"{self.path} ({self.half} half)"

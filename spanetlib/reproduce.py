@@ -2,18 +2,21 @@
 
 Each notebook has a cell tagged ``parameters`` whose values are the ``smoke`` profile; this
 module injects the chosen profile's values (``spanetlib.profiles``) and the output folders, and
-writes the executed notebook under ``OUT/results/notebooks/``.
+writes the executed notebook under ``OUT/results/notebooks/`` (papermill writes a hidden
+partial file beside it, moved into place by the atomic writer once the notebook has run: a
+non-regular file there is refused before any notebook runs, a symlink is written through).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fileio import InputError
+from .fileio import InputError, atomic_write, check_output_path
 from .profiles import NOTEBOOKS, PROFILE_NAMES, notebook_parameters, output_dirs
 
 __all__ = ["ReproduceSummary", "find_notebooks_dir", "run_notebooks", "select_notebooks"]
@@ -92,10 +95,13 @@ def run_notebooks(profile: str = "quick", out_dir: str | os.PathLike | None = No
     executed_dir = Path(dirs["results_dir"]) / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
     summary = ReproduceSummary(profile=profile, out_dir=Path(dirs["results_dir"]))
-    for name in names:
+    for name in names:  # every notebook and output checked before the first one runs
         source = notebooks_dir / f"{name}.ipynb"
         if not source.is_file():
             raise InputError(f"notebook missing: {source}")
+        check_output_path(executed_dir / f"{name}.ipynb", overwrite=True)
+    for name in names:
+        source = notebooks_dir / f"{name}.ipynb"
         params = notebook_parameters(name, profile, dirs)
         target = executed_dir / f"{name}.ipynb"
         partial = executed_dir / f".{name}.running.ipynb"
@@ -108,7 +114,8 @@ def run_notebooks(profile: str = "quick", out_dir: str | os.PathLike | None = No
         except PapermillExecutionError as err:
             raise InputError(f"notebook {name} failed in cell {err.exec_count}: {err.ename}: "
                              f"{err.evalue} (partial output: {partial})") from err
-        os.replace(partial, target)
+        atomic_write(target, lambda tmp, done=partial: shutil.copyfile(done, tmp))
+        partial.unlink()
         summary.seconds[name] = time.perf_counter() - start
         summary.executed[name] = target
         print(f"[{profile}] {name} done in {summary.seconds[name]:.0f} s -> {target}", flush=True)

@@ -211,7 +211,8 @@ def ensure_trained(name: str, model: str, model_kwargs: Mapping[str, Any] | None
     saved = _read_config(last)
     resume = (saved is not None and _same(saved[0], wanted, _NOT_WEIGHTS | _SCHEDULE)
               and 0 <= saved[1] <= config.steps)
-    return train(config, resume=resume, progress=progress).checkpoint
+    # Deliberate: a run of other settings is replaced (overwrite), one of these is resumed.
+    return train(config, resume=resume, overwrite=not resume, progress=progress).checkpoint
 
 
 def ensure_run(spec: RunSpec, dataset: DatasetInfo, work_dir: str | os.PathLike, profile: str,

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from .export import export_dataset
-from .fileio import InputError, atomic_torch_save
+from .fileio import InputError, atomic_torch_save, check_output_path
 from .models import read_checkpoint
 from .rain import TRAINING_BACKGROUND_NAMES
 from .testsets import build_synthetic_video_scenes
-from .train import CHECKPOINT_FORMAT, make_config, scale_milestones, train
+from .train import CHECKPOINT_FORMAT, TrainConfig, check_run, make_config, scale_milestones, train
 
 __all__ = ["SYNTHETIC_RECIPE", "build_training_set", "export_weights", "train_synthetic_weights"]
 
@@ -98,11 +98,39 @@ def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike) -> Pa
     return dest
 
 
+def _recipe_config(work: Path, steps: int | None, train_list: Path, test_list: Path
+                   ) -> TrainConfig:
+    """The training settings of the recipe for a work folder (``steps`` rescales the schedule)."""
+    settings = dict(SYNTHETIC_RECIPE["train"])
+    if steps is not None:
+        settings["steps"] = steps
+        settings["milestones"] = scale_milestones(SYNTHETIC_RECIPE["train"]["milestones"],
+                                                  SYNTHETIC_RECIPE["train"]["steps"], steps)
+    return make_config("quick", train_list=str(train_list), val_list=str(test_list),
+                       out_dir=str(work / "run"), **settings)
+
+
+def _check_recipe(config: TrainConfig, ckpt: dict[str, Any], path: Path) -> None:
+    """Refuse to resume a run made with other settings than the recipe's (steps may differ)."""
+    current, saved = config.to_dict(), ckpt.get("config", {})
+    for key in SYNTHETIC_RECIPE["train"]:
+        if key not in ("steps", "milestones") and saved.get(key) != current[key]:
+            raise InputError(f"cannot resume from {path}: it was not made by the recipe: {key} "
+                             f"is {saved.get(key)!r} in the checkpoint but {current[key]!r} in "
+                             "the recipe; use another --out or --overwrite")
+
+
 def train_synthetic_weights(work_dir: str | os.PathLike = "runs/synthetic",
                             steps: int | None = None, resume: bool = False,
                             export_to: str | os.PathLike | None = None,
-                            progress: bool = True) -> Path:
+                            progress: bool = True, overwrite: bool = False) -> Path:
     """Run the whole recipe; returns the exported weights (``work_dir/spanet_synthetic.pth``).
+
+    Before the data set is built (about 40 s), the run folder and the weights file are checked:
+    with ``resume``, ``work_dir/run/last.pt`` must be a readable training checkpoint of the
+    recipe (`spanetlib.train.check_run`, then every recipe setting but the number of steps);
+    without it, a run already there is refused unless ``overwrite``. An existing weights file
+    is replaced only with ``overwrite`` or ``resume`` (the resumed run's own export).
 
     Args:
         work_dir: folder of the scenes, the dataset, the run and the exported weights.
@@ -110,15 +138,20 @@ def train_synthetic_weights(work_dir: str | os.PathLike = "runs/synthetic",
         resume: continue the run from ``work_dir/run/last.pt``.
         export_to: where to write the weights (default ``work_dir/spanet_synthetic.pth``).
         progress: progress bars.
+        overwrite: replace a run in ``work_dir/run`` and the weights file.
+
+    Raises:
+        InputError: see above; also the errors of `spanetlib.train.train`.
     """
     work = Path(work_dir)
+    export = Path(export_to) if export_to is not None else work / "spanet_synthetic.pth"
+    dataset = work / "dataset"  # where build_training_set's export writes its lists
+    config = _recipe_config(work, steps, dataset / "train.txt", dataset / "test.txt")
+    ckpt = check_run(config, resume=resume, overwrite=overwrite)
+    if ckpt is not None:
+        _check_recipe(config, ckpt, Path(config.out_dir) / "last.pt")
+    check_output_path(export, overwrite=overwrite or resume)
     train_list, test_list = build_training_set(work, progress=progress)
-    settings = dict(SYNTHETIC_RECIPE["train"])
-    if steps is not None:
-        settings["steps"] = steps
-        settings["milestones"] = scale_milestones(SYNTHETIC_RECIPE["train"]["milestones"],
-                                                  SYNTHETIC_RECIPE["train"]["steps"], steps)
-    config = make_config("quick", train_list=str(train_list), val_list=str(test_list),
-                         out_dir=str(work / "run"), **settings)
-    result = train(config, resume=resume, progress=progress)
-    return export_weights(result.checkpoint, export_to or work / "spanet_synthetic.pth")
+    config = _recipe_config(work, steps, train_list, test_list)
+    result = train(config, resume=resume, overwrite=overwrite, progress=progress)
+    return export_weights(result.checkpoint, export)

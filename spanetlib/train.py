@@ -22,6 +22,9 @@ Files written under ``out_dir`` (rank 0 only):
   (one SHA-1 of the parameters per rank, equal when the ranks were in sync). All entries load
   with ``torch.load(path, weights_only=True)``.
 
+A folder that already holds a run (`RUN_FILES`) is refused before any work unless the run is
+resumed (``resume=True``) or replaced (``overwrite=True``: those files only; `check_run`).
+
 Interruption: SIGINT (Ctrl+C, a notebook's interrupt) and SIGTERM stop the loop between two
 steps; ``last.pt`` is saved, then SIGINT raises ``KeyboardInterrupt`` and SIGTERM exits with
 status 143. A second Ctrl+C stops at once. ``train(config, resume=True)`` continues exactly.
@@ -62,17 +65,25 @@ from tqdm.auto import tqdm
 
 from .data import PairDataset, find_pair_list
 from .device import cpu_has_fast_bf16, resolve_torch_device
-from .fileio import InputError, atomic_torch_save, atomic_write_text
+from .fileio import (
+    InputError,
+    atomic_torch_save,
+    atomic_write_text,
+    check_output_folder,
+    check_output_path,
+)
 from .losses import SPANetLoss
 from .metrics import psnr, ssim
 from .models import MODEL_FACTORIES, build_model, read_checkpoint
 
 __all__ = [
     "MODEL_FACTORIES",
+    "RUN_FILES",
     "TRAIN_PROFILES",
     "TrainConfig",
     "TrainResult",
     "build_model",
+    "check_run",
     "load_config",
     "main",
     "make_config",
@@ -86,6 +97,8 @@ CHECKPOINT_VERSION = 1
 # Config entries that must equal the checkpoint's when resuming (the rest may change, e.g.
 # ``steps`` to train longer).
 _RESUME_MUST_MATCH = ("model", "model_kwargs")
+#: The files a run writes in its folder: what ``overwrite=True`` replaces, nothing else.
+RUN_FILES = ("final.pt", "last.pt", "log.csv")
 
 
 # --------------------------------------------------------------------------------------------
@@ -680,6 +693,46 @@ def _check_resume_config(config: TrainConfig, saved: dict[str, Any], path: Path)
                              f"checkpoint but {current.get(key)!r} now")
 
 
+def check_run(config: TrainConfig, resume: bool = False, overwrite: bool = False
+              ) -> dict[str, Any] | None:
+    """Check a run's folder before any heavy work; return the checkpoint to resume from.
+
+    The folder ``config.out_dir`` must be, or be creatable as, a writable folder. Without
+    ``resume``, a folder that holds a run (any of `RUN_FILES`) is refused unless
+    ``overwrite``; with ``resume``, ``last.pt`` must be a training checkpoint of the same model
+    and model arguments. Nothing is read but ``last.pt``, nothing is written.
+
+    Args:
+        config: the run's settings.
+        resume: continue from ``out_dir/last.pt``.
+        overwrite: replace the run's own files (`RUN_FILES`; other files stay).
+
+    Returns:
+        The checkpoint (``resume``) or None.
+
+    Raises:
+        InputError: a bad folder, a run in the way, ``resume`` and ``overwrite`` together,
+            nothing to resume, or a checkpoint that is unreadable or of another model.
+    """
+    out_dir = check_output_folder(config.out_dir)
+    if resume and overwrite:
+        raise InputError("resume and overwrite exclude each other: --resume continues the run "
+                         f"in {out_dir}, --overwrite replaces it")
+    if resume:
+        last_path = out_dir / "last.pt"
+        ckpt = _load_checkpoint(last_path)
+        _check_resume_config(config, ckpt["config"], last_path)
+        return ckpt
+    found = [name for name in RUN_FILES if os.path.lexists(out_dir / name)]
+    if found and not overwrite:
+        raise InputError(f"{out_dir} holds a training run ({', '.join(found)}); pass --resume "
+                         "(resume=True) to continue it or --overwrite (overwrite=True) to "
+                         "replace it")
+    for name in found:  # only regular files (or links to them) are ever replaced
+        check_output_path(out_dir / name, overwrite=True)
+    return None
+
+
 class _Stop(Exception):
     """Internal: a signal asked the loop to stop between steps."""
 
@@ -825,6 +878,10 @@ def _open_outputs(state: _TrainState, resumed: bool) -> None:
         return
     state.log = _CsvLog(state.log_path, state.step if resumed else None)
     state.out_dir.mkdir(parents=True, exist_ok=True)
+    if not resumed:  # a replaced run's checkpoints (check_run allowed it); log.csv is gone
+        for path in (state.last_path, state.final_path):
+            if path.exists():
+                path.unlink()
     try:
         from torch.utils.tensorboard import SummaryWriter  # optional dependency
     except ImportError:
@@ -980,12 +1037,16 @@ def _finish(state: _TrainState) -> TrainResult:
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True,
-          callbacks: Sequence[Callable[[dict[str, Any]], None]] | None = None) -> TrainResult:
+          callbacks: Sequence[Callable[[dict[str, Any]], None]] | None = None,
+          overwrite: bool = False) -> TrainResult:
     """Train a derainer as ``config`` says; write ``log.csv``, ``last.pt`` and ``final.pt``.
 
     Sampling is reproducible: epoch e shuffles with ``seed + e`` and the dataset's crops are
     keyed by ``set_epoch``; a resumed run restores every RNG and the position in the epoch, so
     N steps + resume + N steps gives the same weights as 2N steps (on CPU, ``num_workers=0``).
+
+    The folder is checked first (`check_run`): a run already there is continued only with
+    ``resume`` and replaced only with ``overwrite``.
 
     The run is a sequence of named steps on one `_TrainState`: `_open_data`, `_build_state`,
     `_restore` (resume), `_open_outputs`, `_run_steps` (`_optimizer_step`,
@@ -1000,24 +1061,24 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             (``loss_l1`` ...), ``psnr`` (this step's batch) and, at validation
             steps, ``val_psnr``/``val_ssim``. An exception raised by a callback (e.g.
             KeyboardInterrupt) stops training after ``last.pt`` is saved.
+        overwrite: replace a run in ``out_dir`` (its `RUN_FILES`, removed when training
+            starts); without it (or ``resume``) such a folder is refused.
 
     Returns:
         The `TrainResult`.
 
     Raises:
-        InputError: missing train list, empty or too small data set, ``resume`` without a
+        InputError: missing train list, empty or too small data set, an unusable output
+            folder, a run there without ``resume`` or ``overwrite``, ``resume`` without a
             checkpoint or with a mismatched one, CUDA requested but absent.
         FloatingPointError: the loss became NaN or infinite.
         KeyboardInterrupt: SIGINT (saved ``last.pt`` first).
         SystemExit: SIGTERM (status 143, saved ``last.pt`` first).
     """
     config = TrainConfig.from_dict(config.to_dict())        # private, validated copy
+    ckpt = check_run(config, resume=resume, overwrite=overwrite)
     train_path = _check_list(config.train_list, "train")
     val_path = _check_list(config.val_list, "validation") if config.val_list else None
-    last_path = Path(config.out_dir) / "last.pt"
-    ckpt = _load_checkpoint(last_path) if resume else None
-    if ckpt is not None:
-        _check_resume_config(config, ckpt["config"], last_path)
 
     dist = _setup_distributed("cuda" if config.device == "cuda" or (
         config.device == "auto" and torch.cuda.is_available()) else "cpu")
@@ -1091,7 +1152,8 @@ def _resolve_list(path: str | os.PathLike, split: str) -> Path:
 def train_command(profile: str = "quick", train_list: str | os.PathLike | None = None,
                   out_dir: str | os.PathLike | None = None, model: str = "spanet",
                   steps: int | None = None, resume: bool = False, device: str = "auto",
-                  progress: bool = True, **overrides: Any) -> TrainResult:
+                  progress: bool = True, overwrite: bool = False, **overrides: Any
+                  ) -> TrainResult:
     """The library side of ``spanet train``: a profile plus overrides, then `train`.
 
     Args:
@@ -1103,13 +1165,15 @@ def train_command(profile: str = "quick", train_list: str | os.PathLike | None =
         resume: continue from ``out_dir/last.pt``.
         device: "auto", "cpu" or "cuda".
         progress: show a progress bar.
+        overwrite: replace a run already in ``out_dir`` (see `train`).
         **overrides: other `TrainConfig` fields (``batch_size``, ``lr``, ``val_list`` ...).
 
     Returns:
         The `TrainResult`.
 
     Raises:
-        InputError: bad data paths, unknown profile/model/field, a value out of range.
+        InputError: bad data paths, unknown profile/model/field, a value out of range, a run
+            in ``out_dir`` without ``resume`` or ``overwrite`` (see `check_run`).
     """
     if train_list is None:
         raise InputError("no training data given (a pair list or a dataset folder)")
@@ -1131,7 +1195,7 @@ def train_command(profile: str = "quick", train_list: str | os.PathLike | None =
         base = TRAIN_PROFILES[profile]
         config.milestones = scale_milestones(base["milestones"], base["steps"], steps)
         config.validate()
-    return train(config, resume=resume, progress=progress)
+    return train(config, resume=resume, progress=progress, overwrite=overwrite)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1141,11 +1205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="JSON file of TrainConfig "
                         "fields (optionally 'profile' to start from one)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a run in OUT (its final.pt, last.pt and log.csv)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         result = train(load_config(args.config), resume=args.resume,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, overwrite=args.overwrite)
     except (InputError, OSError) as exc:
         print(f"spanetlib.train: {exc}", file=sys.stderr)
         return 2

@@ -171,6 +171,39 @@ def test_select_notebooks_by_prefix_and_name():
     assert select_notebooks(None)[0] == "01_dataset_generation"
 
 
+def test_reproduce_never_replaces_a_non_regular_file(tmp_path, monkeypatch):
+    import papermill
+
+    from spanetlib import reproduce
+    from spanetlib.fileio import InputError
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    (notebooks / "06_figures.ipynb").write_text("{}")
+    runs = []
+
+    def execute(source, output, **kwargs):
+        runs.append(source)
+        Path(output).write_text('{"executed": true}')
+
+    monkeypatch.setattr(reproduce, "find_notebooks_dir", lambda: notebooks)
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    executed = tmp_path / "out" / "results" / "notebooks"
+    (executed / "06_figures.ipynb").mkdir(parents=True)  # in the way: refused before running
+    with pytest.raises(InputError, match="06_figures.ipynb is not a regular file"):
+        reproduce.run_notebooks("smoke", out_dir=tmp_path / "out", only=["06"], progress=False)
+    assert runs == []
+    (executed / "06_figures.ipynb").rmdir()
+    (tmp_path / "kept.ipynb").write_text("old")  # a link is written through, as by open()
+    (executed / "06_figures.ipynb").symlink_to(tmp_path / "kept.ipynb")
+    summary = reproduce.run_notebooks("smoke", out_dir=tmp_path / "out", only=["06"],
+                                      progress=False)
+    assert (executed / "06_figures.ipynb").is_symlink()
+    assert (tmp_path / "kept.ipynb").read_text() == '{"executed": true}'
+    assert summary.executed == {"06_figures": executed / "06_figures.ipynb"}
+    assert not list(executed.glob(".*"))  # no partial or temporary file left
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     from spanetlib.testsets import build_synthetic_video_scenes
@@ -197,6 +230,16 @@ def test_build_dataset_train_evaluate_from_the_command_line(scenes, tmp_path):
                       "--out", run, "--device", "cpu")
     assert trained.returncode == 0, trained.stderr
     assert (run / "final.pt").is_file() and (run / "log.csv").is_file()
+    before = (run / "final.pt").read_bytes()
+    again = run_cli("train", "--data", dataset, "--profile", "smoke", "--steps", "3",
+                    "--out", run, "--device", "cpu")
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
+    assert "holds a training run (final.pt, last.pt, log.csv); pass --resume" in again.stderr
+    assert "--overwrite" in again.stderr and (run / "final.pt").read_bytes() == before
+    replaced = run_cli("train", "--data", dataset, "--profile", "smoke", "--steps", "3",
+                       "--out", run, "--device", "cpu", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert "trained 3 steps" in replaced.stdout
 
     out = tmp_path / "scores"
     scored = run_cli("evaluate", dataset / "test.txt", "-o", out, "--weights", run / "final.pt",
@@ -332,15 +375,71 @@ def test_evaluate_save_outputs_and_overwrite_from_the_command_line(layout_folder
     assert forced.returncode == 0, forced.stderr
 
 
-def test_evaluate_help_shows_every_default():
-    parser = cli.build_parser()
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    evaluate = sub.choices["evaluate"]
-    options = [a for a in evaluate._actions
-               if a.option_strings and not a.required and a.dest != "help"]
-    assert {a.dest for a in options} >= {"weights", "layout", "convention", "device", "tile",
-                                         "max_images", "save_outputs", "overwrite"}
-    for action in options:
-        assert "(default: " in action.help, action.dest
+    return sub.choices
+
+
+def test_every_option_of_every_command_shows_its_default():
+    flags = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction,
+             argparse._VersionAction)
+    checked = 0
+    for name, command in _subparsers(cli.build_parser()).items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if not action.option_strings or action.required or isinstance(action, flags):
+                continue
+            text = formatter._expand_help(action) if action.help else ""
+            where = f"{name} {action.option_strings[-1]}"
+            assert re.search(r"\(default:? ", text), f"{where}: no default in {text!r}"
+            if action.default is not None:
+                assert str(action.default) in text.split("default")[-1], where
+            checked += 1
+    assert checked >= 30
+    evaluate = _subparsers(cli.build_parser())["evaluate"]
     text = evaluate.format_help()
     assert "y-matlab-builtin" in text and "rain1400" in text  # choices from the library
+
+
+def test_derain_tile_and_train_synthetic_options(monkeypatch):
+    parser = cli.build_parser()
+    assert parser.parse_args(["derain", "x.png", "-o", "out"]).tile == "auto"
+    assert parser.parse_args(["derain", "x.png", "-o", "out", "--tile", "300"]).tile == 300
+    assert parser.parse_args(["derain", "x.png", "-o", "out", "--tile", "auto"]).tile == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["derain", "x.png", "-o", "out", "--tile", "0"])
+    seen = {}
+    monkeypatch.setattr("spanetlib.synthetic.train_synthetic_weights",
+                        lambda out, **kwargs: seen.update(kwargs) or out / "w.pth")
+    assert cli.main(["train-synthetic", "--out", "x", "--overwrite"]) == 0
+    assert seen["overwrite"] is True and seen["resume"] is False
+
+
+def test_out_of_memory_anywhere_is_one_line(monkeypatch, capsys):
+    import torch
+
+    def run(args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\n"
+                                          "GPU 0 has a total capacity of 8 GiB")
+
+    monkeypatch.setattr(cli, "_evaluate", run)
+    assert cli.main(["evaluate", "folder", "-o", "results/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "spanet evaluate: error: out of memory (CUDA out of memory. Tried to allocate 20.00 "
+        "GiB GPU 0 has") and "--tile" in err
+
+    def bug(args):
+        raise RuntimeError("a bug, not bad input")
+
+    monkeypatch.setattr(cli, "_evaluate", bug)
+    with pytest.raises(RuntimeError, match="a bug"):  # programming errors keep their traceback
+        cli.main(["evaluate", "folder", "-o", "results/x"])
+
+
+def test_evaluate_precision_is_checked_first(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("spanetlib.device.cpu_has_fast_bf16", lambda: False)
+    assert cli.main(["evaluate", str(tmp_path / "missing"), "-o", str(tmp_path / "r"),
+                     "--precision", "bf16", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "precision 'bf16' refused" in err

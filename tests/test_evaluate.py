@@ -433,3 +433,135 @@ def test_convention_note_names_the_published_numbers() -> None:
     assert "PRN6_r 27.43 / 0.874" in note[3]
     assert ev.convention_note("standard").startswith("No published numbers")
     assert ev.DEFAULT_CONVENTIONS == CONVS
+
+
+# ------------------------------------------------------------------ formats and precision
+
+class ChannelScale(nn.Module):
+    """Scales the channels unequally: a gray input gives three unequal output channels."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return x * torch.tensor([1.0, 0.8, 0.6]).view(1, 3, 1, 1), None
+
+
+def _gray_rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[..., None], 3, axis=2)
+
+
+def test_gray_16_bit_and_alpha_test_images(tmp_path: Path, identity) -> None:
+    import cv2
+
+    rng = np.random.default_rng(5)
+    clean = rng.integers(60, 200, (24, 32), dtype=np.uint8)
+    rain = np.clip(clean + rng.integers(0, 50, clean.shape), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "rain_gray.png"), rain)
+    cv2.imwrite(str(tmp_path / "clean_gray.png"), clean)
+    pairs = [(tmp_path / "rain_gray.png", tmp_path / "clean_gray.png", "gray")]
+    # A gray reference is scored against the gray output (the mean of the channels, what
+    # `spanet derain` writes), never against three unequal channels.
+    df = evaluate_model(ChannelScale(), pairs, conventions="standard", progress=False,
+                        save_outputs=tmp_path / "out")
+    pred = _gray_rgb(rain).astype(np.float32) / 255 * np.float32([1.0, 0.8, 0.6])
+    gray = np.repeat(pred.mean(axis=2, keepdims=True), 3, axis=2)
+    target = _gray_rgb(clean)
+    assert df["psnr[standard]"][0] == pytest.approx(psnr_ssim_np(gray, target, "standard")[0])
+    assert abs(df["psnr[standard]"][0] - psnr_ssim_np(pred, target, "standard")[0]) > 0.1
+    saved = cv2.imread(str(tmp_path / "out" / "gray.png"), cv2.IMREAD_UNCHANGED)
+    assert saved.shape == (24, 32)  # the saved output is gray too
+
+    # 16-bit: scored at 16-bit precision, saved as 16-bit.
+    clean16 = rng.integers(15000, 50000, (24, 32, 3), dtype=np.uint16)
+    rain16 = (clean16 + rng.integers(0, 4000, clean16.shape)).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "rain16.png"), rain16[..., ::-1])
+    cv2.imwrite(str(tmp_path / "clean16.png"), clean16[..., ::-1])
+    pairs = [(tmp_path / "rain16.png", tmp_path / "clean16.png", "deep")]
+    df = evaluate_model(identity, pairs, conventions="standard", progress=False,
+                        save_outputs=tmp_path / "out")
+    exact = psnr_ssim_np(rain16.astype(np.float32) / 65535, clean16.astype(np.float32) / 65535,
+                         "standard")[0]
+    eight = psnr_ssim_np(read_image(tmp_path / "rain16.png"),
+                         read_image(tmp_path / "clean16.png"), "standard")[0]
+    assert df["psnr[standard]"][0] == pytest.approx(exact, abs=1e-4)
+    assert abs(exact - eight) > 1e-3
+    saved = cv2.imread(str(tmp_path / "out" / "deep.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(saved[..., ::-1], rain16)  # identity, losslessly
+
+    # Alpha: not scored, carried over to the saved output.
+    alpha = np.tile(np.arange(32, dtype=np.uint8) * 8, (24, 1))
+    cv2.imwrite(str(tmp_path / "rgba.png"), np.dstack([_gray_rgb(rain)[..., ::-1], alpha]))
+    pairs = [(tmp_path / "rgba.png", tmp_path / "clean_gray.png", "rgba")]
+    df = evaluate_model(identity, pairs, conventions="standard", progress=False,
+                        save_outputs=tmp_path / "out")
+    saved = cv2.imread(str(tmp_path / "out" / "rgba.png"), cv2.IMREAD_UNCHANGED)
+    assert saved.shape == (24, 32, 4) and (saved[..., 3] == alpha).all()
+    # Arrays are checked at the entry: a 0-255 float image is refused, never clipped.
+    with pytest.raises(ValueError, match=r"x: clean image: expected uint8, or float in \[0, 1\].*"
+                       "divide it by 255"):
+        evaluate_model(None, [(_gray_rgb(rain), _gray_rgb(clean).astype(np.float32), "x")],
+                       progress=False)
+
+
+def test_side_by_side_16_bit_halves(tmp_path: Path) -> None:
+    import cv2
+
+    from spanetlib.layouts import ImageRef
+
+    both = np.random.default_rng(1).integers(0, 65535, (16, 24, 3), dtype=np.uint16)
+    both[..., 3:] = 0
+    cv2.imwrite(str(tmp_path / "pair.png"), both[..., ::-1])
+    image, fmt = ImageRef(tmp_path / "pair.png", "right").read_with_format()
+    assert fmt.bit_depth == 16 and image.shape == (16, 12, 3)
+    np.testing.assert_array_equal(np.round(image * 65535).astype(np.uint16), both[:, 12:])
+
+
+class DtypeRecorder(nn.Module):
+    """Returns its input; records the dtype a convolution computes in (bf16 under autocast)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.dtypes: list[torch.dtype] = []
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        self.dtypes.append(self.conv(x).dtype)
+        return x, None
+
+
+def test_precision_reaches_every_forward_pass(monkeypatch, tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    images = [(rng.uniform(0.2, 0.8, (48, 80, 3)).astype(np.float32),) * 2 + (f"i{k}",)
+              for k in range(3)]
+    monkeypatch.setattr("spanetlib.device.cpu_has_fast_bf16", lambda: False)
+    with pytest.raises(ValueError, match="precision 'bf16' refused"):  # before the weights
+        evaluate_model(tmp_path / "missing.pth", images, precision="bf16", progress=False)
+    with pytest.raises(ValueError, match="precision 'bf16' refused"):
+        evaluate_command(tmp_path / "missing.pth", tmp_path, tmp_path / "r", precision="bf16",
+                         progress=False)
+    monkeypatch.setattr("spanetlib.device.cpu_has_fast_bf16", lambda: True)
+    for kwargs in ({"batch_size": 2}, {"tile": 40}, {}):
+        for precision, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+            model = DtypeRecorder()
+            evaluate_model(model, images, conventions="y-matlab", progress=False,
+                           precision=precision, **kwargs)
+            assert model.dtypes and set(model.dtypes) == {dtype}, (kwargs, precision)
+
+
+def test_tiled_evaluation_shows_tile_progress(monkeypatch) -> None:
+    from spanetlib import inference
+
+    shown = []
+
+    class Bar:
+        def __init__(self, *args, desc=None, disable=False, **kwargs):
+            shown.append((desc, disable))
+
+        def update(self, n=1):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(inference, "tqdm", Bar)
+    image = np.random.default_rng(2).uniform(0.2, 0.8, (48, 80, 3)).astype(np.float32)
+    evaluate_model(ShapeRecorder(), [(image, image, "a")], tile=40, progress=True)
+    assert ("tiles", False) in shown

@@ -1,6 +1,8 @@
 import os
+import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import skimage.data
@@ -15,7 +17,7 @@ from spanetlib.device import (
     resolve_precision,
     reuse_freed_memory,
 )
-from spanetlib.fileio import InputError, read_image, write_image
+from spanetlib.fileio import ImageFormat, InputError, read_image, restore_format, write_image
 from spanetlib.inference import (
     attention_heatmap,
     blend_window,
@@ -165,14 +167,16 @@ def test_derain_files_refuses_to_overwrite(tmp_path, image_dir):
     derain_files([image_dir / "a.png"], out, weights=model, device="cpu", progress=False)
     stamp = (out / "a.png").stat().st_mtime_ns
     os.utime(out / "a.png", ns=(stamp - 10**9, stamp - 10**9))
-    with pytest.raises(InputError, match=r"a.png already exists; pass --overwrite"):
+    with pytest.raises(InputError, match=r"a.png exists; pass --overwrite"):
         derain_files([image_dir], out, weights=model, device="cpu", progress=False)
     assert not (out / "b.png").exists()  # refused before doing any work
     derain_files([image_dir], out, weights=model, device="cpu", overwrite=True, progress=False)
     assert (out / "b.png").exists() and (out / "a.png").stat().st_mtime_ns > stamp - 10**9
 
 
-def test_derain_files_tiles_only_large_images(tmp_path, image_dir, monkeypatch):
+@pytest.fixture()
+def tiles_seen(monkeypatch):
+    """The ``tile`` of every `derain_array` call that `derain_files` makes, in order."""
     seen = []
     real = inference.derain_array
 
@@ -181,6 +185,11 @@ def test_derain_files_tiles_only_large_images(tmp_path, image_dir, monkeypatch):
         return real(model, image, tile=tile, **kwargs)
 
     monkeypatch.setattr(inference, "derain_array", spy)
+    return seen
+
+
+def test_derain_files_tiles_only_large_images(tmp_path, image_dir, tiles_seen):
+    seen = tiles_seen
     derain_files([image_dir], tmp_path / "o", weights=tiny_model(), device="cpu", tile=30,
                  overlap=8, progress=False)
     assert seen == [30, 30]  # 24 x 32 and 20 x 36 exceed 30 in width
@@ -195,8 +204,8 @@ def test_derain_files_errors(tmp_path, image_dir, monkeypatch):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(InputError, match="cannot read image: .*broken.png"):
-        derain_files([bad], tmp_path / "o", weights=model, device="cpu", progress=False)
+    summary = derain_files([bad], tmp_path / "o", weights=model, device="cpu", progress=False)
+    assert summary.outputs == [] and "cannot read image: " in summary.failed[bad / "broken.png"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no images found"):
         derain_files([tmp_path / "empty"], tmp_path / "o2", weights=model, progress=False)
@@ -378,3 +387,255 @@ def test_reuse_freed_memory_counts_nested_blocks(monkeypatch):
     monkeypatch.setattr(device, "_glibc", lambda: None)  # not glibc: nothing to do
     with reuse_freed_memory():
         pass
+
+
+# ------------------------------------------------------------------ bad input (issue 12)
+class _Failing(torch.nn.Module):
+    """A model whose forward pass raises ``error`` (an allocation failure, say)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        raise self.error
+
+
+_OUT_OF_MEMORY = [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough "
+                 "memory: you tried to allocate 4294967296 bytes."),
+    MemoryError(),
+    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+]
+
+
+@pytest.mark.parametrize("error", _OUT_OF_MEMORY, ids=["cpu", "python", "cuda"])
+def test_out_of_memory_is_one_line_suggesting_a_smaller_tile(photo, error):
+    model = _Failing(error)
+    with pytest.raises(inference.DerainMemoryError,
+                       match=r"out of memory deraining a 200 x 300 image in tiles of 128 x 128 "
+                             r"on cpu .*; use a smaller --tile \(e.g. --tile 64\)") as info:
+        derain_array(model, photo, tile=128, device="cpu")
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value, MemoryError) and isinstance(info.value, InputError)
+    with pytest.raises(inference.DerainMemoryError, match=r"200 x 300 image whole on cpu .*; "
+                       r"use --tile \(e.g. --tile 128\)"):
+        derain_array(model, photo, device="cpu")
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(photo):
+    with pytest.raises(RuntimeError, match="shape mismatch") as info:
+        derain_array(_Failing(RuntimeError("shape mismatch")), photo[:32, :32])
+    assert not isinstance(info.value, MemoryError)
+
+
+def test_cli_derain_out_of_memory_is_one_line(tmp_path, photo, monkeypatch, capsys):
+    write_image(tmp_path / "huge.png", photo)
+    monkeypatch.setattr(inference, "load_pretrained",
+                        lambda *args, **kwargs: _Failing(_OUT_OF_MEMORY[0]))
+    assert cli_main(["derain", str(tmp_path / "huge.png"), "-o", str(tmp_path / "out"),
+                     "--tile", "160", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err  # progress bars, then the error
+    line = err[err.index("spanet derain: error:"):]
+    assert line.count("\n") == 1 and "Traceback" not in err
+    assert line.startswith("spanet derain: error: out of memory deraining a 200 x 300 image in "
+                           "tiles of 160 x 160") and "--tile 64" in line
+
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(("height", "width", "available", "dtype", "expected"), [
+    # (available / 2 - 64 B per image pixel) / bytes per tile pixel, side rounded down to 64
+    (1000, 1000, 2 * GIB, torch.float32, 640),     # sqrt(1009741824 / 2300) = 662
+    (2000, 2000, 2 * GIB, torch.bfloat16, 960),    # sqrt(817741824 / 850) = 981
+    (2000, 2000, 2 * GIB, torch.float32, 576),     # sqrt(817741824 / 2300) = 596
+    (300, 200, 2 * GIB, torch.float32, None),      # fits whole
+    (4000, 3000, 1024 * GIB, torch.float32, 2048),  # at most 2048
+    (4000, 3000, GIB // 4, torch.float32, 128),    # at least 128
+    (4000, 3000, None, torch.float32, 512),        # memory unknown
+])
+def test_auto_tile_from_available_memory(height, width, available, dtype, expected):
+    assert inference.auto_tile(height, width, dtype, available) == expected
+
+
+def test_derain_files_default_tile_follows_available_memory(tmp_path, photo, monkeypatch,
+                                                            tiles_seen):
+    write_image(tmp_path / "in" / "p.png", photo)  # 200 x 300
+    monkeypatch.setattr(inference, "available_memory", lambda device: 64 << 20)
+    derain_files([tmp_path / "in"], tmp_path / "a", weights=tiny_model(), device="cpu",
+                 progress=False)
+    monkeypatch.setattr(inference, "available_memory", lambda device: GIB)
+    derain_files([tmp_path / "in"], tmp_path / "b", weights=tiny_model(), device="cpu",
+                 progress=False)
+    assert tiles_seen == [128, None]
+
+
+def test_available_memory_reads_meminfo_and_cgroup_limits(tmp_path, monkeypatch):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemAvailable:    8000000 kB\n")
+    root = tmp_path / "cgroup"
+    leaf = root / "app.slice" / "job"
+    leaf.mkdir(parents=True)
+    (root / "memory.max").write_text("max\n")
+    (tmp_path / "self_cgroup").write_text("0::/app.slice/job\n")
+    monkeypatch.setitem(sys.modules, "psutil", None)  # not installed
+    monkeypatch.setattr(inference, "_MEMINFO", meminfo)
+    monkeypatch.setattr(inference, "_CGROUP_ROOT", root)
+    monkeypatch.setattr(inference, "_PROC_CGROUP", tmp_path / "self_cgroup")
+    assert inference.available_memory("cpu") == 8000000 * 1024  # no limit
+    (leaf / "memory.max").write_text(f"{2 * GIB}\n")
+    (leaf / "memory.current").write_text(f"{GIB}\n")
+    (leaf / "memory.stat").write_text(f"anon {GIB}\ninactive_file {GIB // 4}\n")
+    assert inference.available_memory("cpu") == GIB + GIB // 4  # the container's limit
+    (leaf / "memory.max").write_text("max\n")  # a limit further up counts too
+    (root / "app.slice" / "memory.max").write_text(f"{3 * GIB}\n")
+    (root / "app.slice" / "memory.current").write_text(f"{GIB}\n")
+    assert inference.available_memory("cpu") == 2 * GIB
+    v1 = tmp_path / "v1" / "memory"  # cgroup v1
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{GIB}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{GIB // 2}\n")
+    monkeypatch.setattr(inference, "_CGROUP_ROOT", tmp_path / "v1")
+    assert inference.available_memory("cpu") == GIB // 2
+    meminfo.unlink()  # no /proc/meminfo: sysconf
+    monkeypatch.setattr(inference, "_CGROUP_ROOT", tmp_path / "none")
+    monkeypatch.setattr(os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 1000,
+                                                     "SC_PAGE_SIZE": 4096}[name])
+    assert inference.available_memory("cpu") == 4096000
+
+    class _Psutil:
+        @staticmethod
+        def virtual_memory():
+            return type("Memory", (), {"available": 12345})()
+
+    monkeypatch.setitem(sys.modules, "psutil", _Psutil)
+    assert inference.available_memory("cpu") == 12345
+
+
+def test_derain_files_reports_and_skips_bad_images(tmp_path, image_dir, checkpoint, capsys):
+    (image_dir / "broken.png").write_bytes(b"not a png")
+    write_image(image_dir / "tiny.png", np.zeros((1, 1, 3), np.uint8))
+    write_image(image_dir / "z.png", np.zeros((16, 16, 3), np.uint8))
+    summary = derain_files([image_dir], tmp_path / "out", weights=tiny_model(), device="cpu",
+                           progress=False)
+    assert [p.name for p in summary.outputs] == ["a.png", "b.png", "z.png"]  # all good ones
+    assert list(summary.failed) == [image_dir / "broken.png", image_dir / "tiny.png"]
+    assert "cannot read image" in summary.failed[image_dir / "broken.png"]
+    assert "is 1 x 1 pixels; images must be at least 8 x 8" in summary.failed[
+        image_dir / "tiny.png"]
+    assert "2 FAILED" in str(summary) and "broken.png" in str(summary)
+    args = ["derain", str(image_dir), "-o", str(tmp_path / "cli"), "--weights", str(checkpoint),
+            "--device", "cpu"]
+    assert cli_main(args) == 1
+    out = capsys.readouterr().out
+    assert "derained 3 image(s)" in out and "broken.png" in out and "tiny.png" in out
+
+
+def test_derain_files_checks_every_output_before_loading_the_model(tmp_path, image_dir,
+                                                                   monkeypatch, capsys):
+    def no_model(*args, **kwargs):
+        raise AssertionError("model loaded")
+
+    monkeypatch.setattr(inference, "load_pretrained", no_model)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="cannot create .*file/out: .*file is not a folder"):
+        derain_files([image_dir], tmp_path / "file" / "out", progress=False)
+    out = tmp_path / "out"
+    (out / "b.png").mkdir(parents=True)
+    with pytest.raises(InputError, match="b.png is not a regular file"):
+        derain_files([image_dir], out, overwrite=True, progress=False)
+    (out / "b.png").rmdir()
+    (out / "a_attention.png").write_bytes(b"old")
+    with pytest.raises(InputError, match=r"a_attention.png exists; pass --overwrite"):
+        derain_files([image_dir], out, save_attention=True, progress=False)
+    assert cli_main(["derain", str(image_dir), "-o", str(out), "--save-attention"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Errno" not in err and "a_attention.png exists" in err
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(InputError, match="cannot write to .*locked: permission denied"):
+            derain_files([image_dir], locked / "out", progress=False)
+
+
+def test_derain_keeps_gray_16_bit_and_alpha(tmp_path, photo):
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    crop = photo[:40, :48]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    deep = crop.astype(np.uint16) * 257 + rng.integers(0, 200, crop.shape, dtype=np.uint16)
+    alpha = np.tile(np.linspace(0, 255, 48).astype(np.uint8), (40, 1))
+    cv2.imwrite(str(folder / "gray.png"), gray)
+    cv2.imwrite(str(folder / "deep.png"), deep[..., ::-1])
+    cv2.imwrite(str(folder / "rgba.png"), cv2.cvtColor(np.dstack([crop, alpha]),
+                                                       cv2.COLOR_RGBA2BGRA))
+    derain_files([folder], tmp_path / "out", weights=model, device="cpu", progress=False)
+
+    def written(name):
+        return cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)
+
+    out = written("gray.png")
+    assert out.shape == (40, 48) and out.dtype == np.uint8  # gray stays gray
+    out = written("deep.png")
+    assert out.shape == (40, 48, 3) and out.dtype == np.uint16
+    expected = derain_array(model, deep.astype(np.float32) / 65535)[0]
+    np.testing.assert_array_equal(out[..., ::-1],
+                                  restore_format(expected, ImageFormat(False, 16)))
+    assert (out % 257 != 0).any()  # more than 8 bits of precision kept
+    out = written("rgba.png")
+    assert out.shape == (40, 48, 4) and (out[..., 3] == alpha).all()
+
+
+def test_derain_array_checks_values_and_size(photo):
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"image: expected uint8, or float in \[0, 1\]; got "
+                                         r"float32 with values in \[164, 192\] \(a 0-255 "
+                                         r"float image\? divide it by 255\)"):
+        derain_array(model, photo[:16, :16].astype(np.float32))
+    with pytest.raises(InputError, match="image is 1 x 1 pixels; images must be at least 8 x 8"):
+        derain_array(model, np.zeros((1, 1, 3), np.uint8))
+
+
+class _RecordingBar:
+    """A stand-in for tqdm that records what the bars were told."""
+
+    bars: list["_RecordingBar"] = []
+
+    def __init__(self, iterable=None, total=None, desc=None, disable=False, **kwargs):
+        self.iterable, self.total, self.desc, self.disable, self.n = (iterable, total, desc,
+                                                                      disable, 0)
+        _RecordingBar.bars.append(self)
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.n += 1
+
+    def update(self, n=1):
+        self.n += n
+
+    def set_postfix_str(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_large_images_show_tile_progress(tmp_path, photo, monkeypatch):
+    _RecordingBar.bars.clear()
+    monkeypatch.setattr(inference, "tqdm", _RecordingBar)
+    write_image(tmp_path / "in" / "big.png", photo)  # 200 x 300
+    derain_files([tmp_path / "in"], tmp_path / "out", weights=tiny_model(), device="cpu",
+                 tile=96, overlap=32)
+    images, tiles = _RecordingBar.bars
+    assert (images.desc, images.n) == ("derain", 1)
+    n_tiles = len(tile_starts(200, 96, 32)) * len(tile_starts(300, 96, 32))
+    assert (tiles.desc, tiles.total, tiles.n, tiles.disable) == ("tiles", n_tiles, n_tiles,
+                                                                  False)
+    _RecordingBar.bars.clear()
+    derain_array(tiny_model(), photo, tile=96, overlap=32)  # no bar unless asked for
+    assert all(bar.disable for bar in _RecordingBar.bars)

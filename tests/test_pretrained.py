@@ -1,4 +1,7 @@
 import fractions
+import io
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +164,63 @@ def test_error_unreadable_file(tmp_path):
     path.write_bytes(b"this is not a checkpoint")
     with pytest.raises(InputError, match="cannot read checkpoint .*garbage.pth"):
         load_pretrained(path)
+
+
+def _saved(obj, legacy: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer, _use_new_zipfile_serialization=not legacy)
+    return buffer.getvalue()
+
+
+class _Custom:
+    pass
+
+
+_STATE = {"w": torch.ones(64)}
+_RANDOM = bytes(np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", r"cannot read checkpoint .*x.pth: empty file \(0 bytes\)"),
+    (b"hello", r"x.pth: not a PyTorch checkpoint \(no zip or pickle header; it starts with "
+               r"'hello'\)"),
+    (_RANDOM, r"x.pth: not a PyTorch checkpoint \(no zip or pickle header; it starts with "
+              r"bytes 0x"),
+    (b"<!DOCTYPE html>\n<html>404</html>\n", r"starts with '<!DOCTYPE html>' \(a web page"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n",
+     r"x.pth: a Git LFS pointer, not the file itself: run 'git lfs pull'"),
+    (_saved(_STATE)[:-200], r"x.pth: truncated \(the zip archive's directory at its end is "
+                            r"missing: an interrupted download or copy\?\)"),
+    (_saved(_STATE, legacy=True)[:-100], r"x.pth: truncated \(it ends before"),
+    (pickle.dumps({"w": 1}), r"x.pth: a Python pickle, not a PyTorch checkpoint"),
+    (_saved({"w": Path("a"), "c": _Custom(), "t": torch.ones(1)}),
+     r"checkpoint .*x.pth holds Python objects besides tensors and plain containers: "
+     r"pathlib.PosixPath, test_pretrained._Custom; load it with "
+     r"load_pretrained\(path, trusted=True\) only if you trust its source"),
+    (_saved({"c": _Custom()}, legacy=True), r"x.pth holds Python objects besides tensors "
+                                             r"and plain containers: test_pretrained._Custom;"),
+], ids=["empty", "text", "random", "html", "git-lfs", "truncated-zip", "truncated-legacy",
+        "plain-pickle", "objects-zip", "objects-legacy"])
+def test_unreadable_checkpoints_say_what_is_wrong(tmp_path, content, message):
+    path = tmp_path / "x.pth"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message) as info:
+        pretrained.read_checkpoint(path)
+    assert "\n" not in str(info.value) and "Weights only load failed" not in str(info.value)
+    assert "holds Python objects" not in str(info.value) or "trusted=True" in str(info.value)
+
+
+def test_error_message_of_a_zip_that_is_no_checkpoint(tmp_path):
+    path = tmp_path / "x.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "hi")
+    with pytest.raises(InputError, match=r"x.pth: a zip archive but not a PyTorch checkpoint "
+                       r"\(no data.pkl in it\)"):
+        pretrained.read_checkpoint(path)
+    path.write_bytes(_saved(_STATE))
+    assert torch.equal(pretrained.read_checkpoint(path)["w"], _STATE["w"])
+    path.write_bytes(_saved(_STATE, legacy=True))
+    assert torch.equal(pretrained.read_checkpoint(path)["w"], _STATE["w"])
 
 
 def test_error_wrong_shapes(tmp_path, raw_net):

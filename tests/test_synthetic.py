@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from spanetlib import synthetic
 from spanetlib.evaluate import heldout_check
 from spanetlib.fileio import InputError, atomic_torch_save, read_image
 from spanetlib.models import build_model, load_pretrained
@@ -20,7 +21,7 @@ from spanetlib.rain import (
     load_background,
     make_rain_image,
 )
-from spanetlib.synthetic import SYNTHETIC_RECIPE, export_weights
+from spanetlib.synthetic import SYNTHETIC_RECIPE, export_weights, train_synthetic_weights
 from spanetlib.train import make_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -92,3 +93,46 @@ def test_derain_cli_with_synthetic_weights(tmp_path):
     error_before = np.abs(rain.astype(float) - clean).mean()
     error_after = np.abs(out - clean).mean()
     assert error_after < 0.7 * error_before
+
+
+def _recipe_checkpoint(path, **changes):
+    """A training checkpoint of the recipe's run (``changes`` to its settings), no weights."""
+    settings = {**SYNTHETIC_RECIPE["train"], **changes}
+    config = make_config("quick", train_list="train.txt", **settings)
+    atomic_torch_save({"format": "spanetlib-train", "version": 1, "model": {},
+                       "config": config.to_dict(), "step": 3}, path)
+
+
+def test_train_synthetic_checks_the_run_before_building_data(tmp_path, monkeypatch):
+    """--resume: the checkpoint is validated first; no --resume: a run there is refused."""
+    def build(*args, **kwargs):
+        raise AssertionError("dataset built")
+
+    monkeypatch.setattr(synthetic, "build_training_set", build)
+    run = tmp_path / "run"
+    with pytest.raises(InputError, match="nothing to resume: .*run/last.pt not found"):
+        train_synthetic_weights(tmp_path, resume=True, progress=False)
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"")
+    with pytest.raises(InputError, match="cannot read checkpoint .*last.pt: empty file"):
+        train_synthetic_weights(tmp_path, resume=True, progress=False)
+    torch.save({"net": {}}, run / "last.pt")
+    with pytest.raises(InputError, match="not a spanetlib training checkpoint"):
+        train_synthetic_weights(tmp_path, resume=True, progress=False)
+    _recipe_checkpoint(run / "last.pt", crop=64)
+    with pytest.raises(InputError, match=r"cannot resume .*last.pt: it was not made by the "
+                       r"recipe: crop is 64 in the checkpoint but 96 in the recipe"):
+        train_synthetic_weights(tmp_path, resume=True, progress=False)
+    with pytest.raises(InputError, match=r"holds a training run \(last.pt\); pass --resume"):
+        train_synthetic_weights(tmp_path, progress=False)
+    (run / "last.pt").unlink()
+    (tmp_path / "spanet_synthetic.pth").write_bytes(b"earlier weights")
+    with pytest.raises(InputError, match=r"spanet_synthetic.pth exists; pass --overwrite"):
+        train_synthetic_weights(tmp_path, progress=False)
+    # A matching checkpoint (other steps are fine) passes: only then is the data built; the
+    # run's weights file is then replaced with --resume or --overwrite.
+    _recipe_checkpoint(run / "last.pt", steps=300, milestones=(200,))
+    with pytest.raises(AssertionError, match="dataset built"):
+        train_synthetic_weights(tmp_path, resume=True, steps=400, progress=False)
+    with pytest.raises(AssertionError, match="dataset built"):
+        train_synthetic_weights(tmp_path, overwrite=True, progress=False)

@@ -253,6 +253,50 @@ def test_resume_errors(tmp_path, config, tiny_spanet):
               resume=True, progress=False)
 
 
+def test_existing_run_is_refused_without_resume_or_overwrite(tmp_path, config, monkeypatch):
+    run = tmp_path / "run"
+    train(config(run, steps=2), progress=False)
+    (run / "notes.txt").write_text("mine")
+    before = {name: (run / name).read_bytes() for name in ("final.pt", "last.pt", "log.csv")}
+
+    def heavy(*args, **kwargs):
+        raise AssertionError("data or model built before the output check")
+
+    with monkeypatch.context() as patch:   # refused before any data or model is built
+        patch.setattr("spanetlib.train.PairDataset", heavy)
+        patch.setattr("spanetlib.train.build_model", heavy)
+        with pytest.raises(InputError, match=r"holds a training run \(final.pt, last.pt, "
+                           r"log.csv\); pass --resume .* or --overwrite"):
+            train(config(run, steps=3), progress=False)
+        with pytest.raises(InputError, match="resume and overwrite"):
+            train(config(run, steps=3), resume=True, overwrite=True, progress=False)
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+    def stop_at_1(info):
+        raise KeyboardInterrupt
+
+    # --overwrite: the run's own files go (no stale final.pt beside a new last.pt), the rest stays.
+    with pytest.raises(KeyboardInterrupt):
+        train(config(run, steps=3, checkpoint_every=0), overwrite=True, progress=False,
+              callbacks=[stop_at_1])
+    assert not (run / "final.pt").exists() and _load(run / "last.pt")["step"] == 1
+    assert [r["step"] for r in _read_log(run / "log.csv")] == ["1"]
+    assert (run / "notes.txt").read_text() == "mine"
+    result = train(config(run, steps=3), overwrite=True, progress=False)
+    assert _load(result.checkpoint)["step"] == 3
+
+
+def test_output_folder_is_checked_before_the_data(tmp_path, config, data_list):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="cannot create .*file/run: .*file is not a folder"):
+        train(config(tmp_path / "file" / "run", train_list=str(tmp_path / "nope.txt")),
+              progress=False)
+    train(config(tmp_path / "a", steps=1), progress=False)
+    with pytest.raises(InputError, match=r"holds a training run.*--overwrite"):
+        train_command("smoke", train_list=data_list, out_dir=tmp_path / "a", steps=1,
+                      device="cpu", progress=False)
+
+
 def test_keyboard_interrupt_saves_last_and_resumes(tmp_path, config):
     def stop_at_3(info):
         if info["step"] == 3:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,8 +132,75 @@ def convert_official_state_dict(net: Mapping[str, torch.Tensor], rgb: bool = Tru
 
 
 def _first_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
+    text = " ".join(str(err).split()) or type(err).__name__
     return text[:300] + ("..." if len(text) > 300 else "")
+
+
+# What `torch.save` files start with: a zip archive (torch >= 1.6), or the legacy format, a
+# sequence of pickles (protocol 2 by default) whose first is this magic number.
+_ZIP_HEADER = b"PK"
+_PICKLE_HEADER = b"\x80"
+_LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
+_TRUNCATED = "truncated"
+
+
+def _describe_start(head: bytes) -> str:
+    """How a file that is no checkpoint starts, for the message: text or hex bytes."""
+    first = head.split(b"\n", 1)[0].strip()[:24]
+    try:
+        text = first.decode("ascii")
+    except UnicodeDecodeError:
+        text = ""
+    if not text or not text.isprintable():
+        return f"it starts with bytes 0x{head[:8].hex()}"
+    hint = (" (a web page: download the file itself, not the page that links to it)"
+            if text.startswith("<") else "")
+    return f"it starts with {text!r}{hint}"
+
+
+def _header_problem(head: bytes, size: int) -> str | None:
+    """What is wrong with a file from its size and first bytes alone (None: nothing seen)."""
+    if size == 0:
+        return "empty file (0 bytes)"
+    if head.startswith(_ZIP_HEADER):
+        return None
+    if head.startswith(b"version https://git-lfs"):
+        return ("a Git LFS pointer, not the file itself: run 'git lfs pull' in the repository "
+                "it came from")
+    if not head.startswith(_PICKLE_HEADER):
+        return f"not a PyTorch checkpoint (no zip or pickle header; {_describe_start(head)})"
+    if _LEGACY_MAGIC not in head[:32]:
+        return ("a Python pickle, not a PyTorch checkpoint (torch.save writes a zip archive, "
+                "or a legacy file that starts with its magic number)")
+    return None
+
+
+def _unsafe_globals(path: Path, err: BaseException) -> list[str]:
+    """The classes and functions that kept a file from loading weights-only (may be empty)."""
+    names = _UNSAFE_GLOBAL.findall(str(err))
+    lister = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)  # >= 2.5
+    if lister is not None and zipfile.is_zipfile(path):
+        try:
+            names = [*lister(path), *names]
+        except Exception:  # noqa: BLE001 - the name in torch's own error is enough
+            pass
+    return sorted(set(names))
+
+
+def _load_problem(path: Path, head: bytes, err: BaseException) -> str:
+    """What is wrong with a file that has a checkpoint's header but did not load."""
+    text = str(err)
+    if head.startswith(_ZIP_HEADER):
+        if not zipfile.is_zipfile(path):
+            return (f"{_TRUNCATED} (the zip archive's directory at its end is missing: an "
+                    "interrupted download or copy?)")
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                return "a zip archive but not a PyTorch checkpoint (no data.pkl in it)"
+    elif isinstance(err, EOFError) or "EOF" in text or "truncated" in text:
+        return f"{_TRUNCATED} (it ends before its data does: an interrupted download or copy?)"
+    return _first_line(err)
 
 
 def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Any:
@@ -147,8 +215,10 @@ def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Any:
         What ``torch.load`` returns (for our checkpoints a dict; see `spanetlib.train`).
 
     Raises:
-        InputError: the file is missing, not a file, unreadable, or (untrusted) holds Python
-            objects besides tensors and plain containers; the message is one line.
+        InputError: one line saying what is wrong: the file is missing or not a file; empty;
+            not a PyTorch checkpoint (no zip or pickle header: text, a web page, a Git LFS
+            pointer, a plain pickle); truncated; or (untrusted) it holds Python objects
+            besides tensors and plain containers (their class names are listed).
 
     Example:
         >>> import tempfile
@@ -167,14 +237,27 @@ def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Any:
     if not path.is_file():
         raise InputError(f"checkpoint is not a file: {path}")
     try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+        size = path.stat().st_size
+    except OSError as err:
+        raise InputError(f"cannot read checkpoint {path}: {_first_line(err)}") from err
+    problem = _header_problem(head, size)
+    if problem is not None:
+        raise InputError(f"cannot read checkpoint {path}: {problem}")
+    try:
         return torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as err:  # torch raises many types for unreadable files
-        if "Weights only load failed" in str(err):
+        problem = _load_problem(path, head, err)
+        unsafe = (_unsafe_globals(path, err)
+                  if "Weights only load failed" in str(err) and not problem.startswith(_TRUNCATED)
+                  else [])
+        if unsafe:
             raise InputError(
-                f"checkpoint {path} holds Python objects besides tensors and plain containers;"
-                " load it with load_pretrained(path, trusted=True) only if you trust its source"
-            ) from err
-        raise InputError(f"cannot read checkpoint {path}: {_first_line(err)}") from err
+                f"checkpoint {path} holds Python objects besides tensors and plain containers: "
+                f"{', '.join(unsafe)}; load it with load_pretrained(path, trusted=True) only if "
+                "you trust its source") from err
+        raise InputError(f"cannot read checkpoint {path}: {problem}") from err
 
 
 def _describe(model: nn.Module) -> str:
