@@ -167,9 +167,9 @@ def _nonnegative_int(text: str) -> int:
 def _add_align(p: argparse.ArgumentParser, what: str = "", default: str | None = "auto") -> None:
     """``--align``; ``default=None`` tells an explicit choice from none (``--stabilize``)."""
     p.add_argument("--align", choices=("auto", "on", "off"), default=default,
-                   help=f"camera-motion alignment {what + ' ' if what else ''}(auto: warp only "
-                   "the frames that moved; on: every frame; off: measure and report only; "
-                   "default: auto)")
+                   help=f"camera-motion alignment {what + ' ' if what else ''}(default: auto): "
+                   "auto warps only the frames that moved, on warps every frame, off measures "
+                   "and reports only")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,10 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_align(p, "of the scenes --auto-accept estimates (reviewed scenes keep their review's)")
     p.add_argument("--unreliable", choices=("drop", "mask"), default="drop",
                    help="patches with pixels rain does not explain (a passing car, a scene "
-                   "change, outside the valid region): drop those with more than 10 %% such "
-                   "pixels, or mask: keep those at least half usable and write a mask beside "
-                   "each (either way such pixels are made to agree with the clean patch; "
-                   "default: drop)")
+                   "change, outside the valid region) (default: drop): drop those with more "
+                   "than 10 %% such pixels, or mask: keep those at least half usable and write "
+                   "a mask beside each; either way such pixels are made to agree with the "
+                   "clean patch")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset in OUTPUT built with other settings (only its own "
                    "files are removed); the same settings resume without it")

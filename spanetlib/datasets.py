@@ -7,20 +7,23 @@ notebooks 02-06 call `ensure_dataset` with the same arguments and reuse what exi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .data import find_pair_list, rain_mask, read_pair_list
 from .export import ExportSummary, export_dataset
-from .fileio import read_image
+from .fileio import atomic_write_json, read_image
 from .profiles import DATASET_PARAMETERS
 from .review import REVIEW_MODES, ReviewSession, run_review
-from .testsets import build_synthetic_video_scenes
+from .testsets import build_single_image_train_set, build_synthetic_video_scenes
 
-__all__ = ["DatasetInfo", "dataset_examples", "ensure_dataset", "prepare_review"]
+__all__ = ["DatasetInfo", "dataset_examples", "ensure_dataset", "ensure_single_image_set",
+           "prepare_review"]
 
 def _count(k: int, noun: str) -> str:
     return f"{k} {noun}" if k == 1 else f"{k} {noun}s"
@@ -143,7 +146,9 @@ def ensure_dataset(profile: str, work_dir: str | os.PathLike, data_root: str | o
     synthetic rain videos (`spanetlib.testsets.build_synthetic_video_scenes`, sizes from
     `spanetlib.profiles.DATASET_PARAMETERS`) are reviewed (`spanetlib.review.run_review`, mode
     ``review_mode``: "auto" or "file") and exported (`spanetlib.export.export_dataset`) under
-    ``work_dir``. Every step resumes: a second call reuses what exists.
+    ``work_dir``. Every step resumes: a second call reuses what exists. The export is this
+    work folder's cache: one made with other settings (an older version of the pipeline) is
+    replaced deliberately; the review file, the human decisions, is kept.
 
     Args:
         profile: a name from `spanetlib.profiles.PROFILE_NAMES` (dataset sizes).
@@ -179,8 +184,49 @@ def ensure_dataset(profile: str, work_dir: str | os.PathLike, data_root: str | o
                              crop=params["crop"], stride=params["stride"],
                              frames_per_video=params["frames_per_video"],
                              test_fraction=params["test_fraction"], seed=seed,
-                             progress=progress)
+                             overwrite=True, progress=progress)
     if summary.failed:
         raise RuntimeError(f"dataset export failed: {summary}")
     return DatasetInfo(summary.out, summary.train_list, summary.test_list, scenes_dir, True,
                        str(summary), summary)
+
+
+def ensure_single_image_set(dataset: DatasetInfo, work_dir: str | os.PathLike, seed: int = 0
+                            ) -> DatasetInfo:
+    """The single-image synthetic training set beside a §3 dataset, built once.
+
+    Table 2's "original" rows are trained on it: `spanetlib.testsets.build_single_image_train_set`
+    adds single-image synthetic rain to the clean images of ``dataset.train_list`` (the role of
+    Rain100H / Rain1400), in ``work_dir/single_image``; it is kept while ``params.json`` there
+    records the same source list (path and content hash) and seed.
+
+    Args:
+        dataset: the §3 dataset (its training list gives the clean images).
+        work_dir: the run's work folder.
+        seed: seed of the rain.
+
+    Returns:
+        A `DatasetInfo` with the new training list and the §3 test list (validation and
+        scoring stay on the §3 test set), not synthetic-scene based.
+
+    Raises:
+        InputError: a missing or empty training list.
+    """
+    folder = Path(work_dir) / "single_image"
+    source = Path(dataset.train_list)
+    params = {"source": str(source.absolute()),
+              "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest()
+              if source.is_file() else None,
+              "seed": int(seed)}
+    train_list = folder / "train.txt"
+    try:
+        old = json.loads((folder / "params.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if old != params or not train_list.is_file():
+        build_single_image_train_set(source, folder, seed=seed)
+        atomic_write_json(folder / "params.json", params)
+    n = len(read_pair_list(train_list))
+    return replace(dataset, root=folder, train_list=train_list, scenes_dir=None, synthetic=True,
+                   summary=f"single-image synthetic rain on the {n} clean images of "
+                   f"{source}", export=None)

@@ -7,13 +7,19 @@ shared SAMs (`SPANET_RUN`) is trained once (notebook 02) and used by Tables 2, 3
 figures. Table 4's runs are derived from the SPANet variants of
 `spanetlib.models.spanet.TABLE4_VARIANTS`, plus "No attention loss" (the shared-SAM model
 trained with the attention-loss weight 0).
+
+Table 2 scores each derainer twice, as the paper does: *retrained* on the §3 pairs
+(`TABLE2_RUNS`) and *original*, trained on single-image synthetic rain (`TABLE2_ORIGINAL_RUNS`,
+`ORIGINAL_OF`; the set is `spanetlib.datasets.ensure_single_image_set`). Every run is trained
+once per seed (`ensure_seed_runs`; folder ``<run>_seed<k>``), so the tables can show the spread
+over seeds and decide the paper's claims by paired tests (`spanetlib.claims`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +36,20 @@ from .train import TRAIN_PROFILES, make_config, scale_milestones, train
 
 __all__ = [
     "OFFICIAL",
+    "ORIGINAL_OF",
     "OURS",
     "RAIN_INPUT",
+    "SECTION3",
+    "SINGLE_IMAGE",
     "SPANET_RUN",
+    "TABLE2_ORIGINAL_RUNS",
     "TABLE2_RUNS",
     "TABLE4_RUNS",
     "RunSpec",
     "describe_runs",
     "ensure_run",
     "ensure_runs",
+    "ensure_seed_runs",
     "ensure_trained",
     "load_trained",
     "parameter_counts",
@@ -51,6 +62,10 @@ RAIN_INPUT = "Rain input"
 OFFICIAL = "SPANet (authors' weights)"
 OURS = "SPANet (ours)"
 
+#: Training sets of a run: the §3 pairs, or single-image synthetic rain on the same clean images.
+SECTION3 = "section3"
+SINGLE_IMAGE = "single-image"
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -62,12 +77,20 @@ class RunSpec:
         model_kwargs: constructor arguments added to the training profile's (e.g. SPANet's
             ``sam_mode``; the profile sets SPANet's ``channels``).
         attention_weight: weight of the attention loss (Eq. 7); None keeps the profile's (1).
+        training_set: `SECTION3` (the §3 pairs) or `SINGLE_IMAGE` (single-image synthetic
+            rain, Table 2's "original" rows).
     """
 
     run: str
     model: str
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     attention_weight: float | None = None
+    training_set: str = SECTION3
+
+    def __post_init__(self) -> None:
+        if self.training_set not in (SECTION3, SINGLE_IMAGE):
+            raise ValueError(f"training_set must be {SECTION3!r} or {SINGLE_IMAGE!r}, got "
+                             f"{self.training_set!r}")
 
 
 #: SPANet as the paper trains it (shared SAMs, attention loss): trained in notebook 02.
@@ -80,6 +103,18 @@ TABLE2_RUNS: dict[str, RunSpec] = {
     "PReNet": RunSpec("prenet", "prenet"),
     OURS: SPANET_RUN,
 }
+
+#: Table 2's "original" rows: each trained row of `TABLE2_RUNS` trained on single-image
+#: synthetic rain instead (the role of the weights its authors released, trained on Rain100H /
+#: Rain1400), display name -> run.
+TABLE2_ORIGINAL_RUNS: dict[str, RunSpec] = {
+    f"{label} (original)": RunSpec(f"{spec.run}_original", spec.model, dict(spec.model_kwargs),
+                                   spec.attention_weight, SINGLE_IMAGE)
+    for label, spec in TABLE2_RUNS.items()
+}
+
+#: Retrained row -> its original row (``"DDN" -> "DDN (original)"``).
+ORIGINAL_OF: dict[str, str] = dict(zip(TABLE2_RUNS, TABLE2_ORIGINAL_RUNS, strict=True))
 
 # Run folders of Table 4's variants (names only; the settings are TABLE4_VARIANTS').
 _TABLE4_FOLDERS = {
@@ -215,18 +250,50 @@ def ensure_trained(name: str, model: str, model_kwargs: Mapping[str, Any] | None
     return train(config, resume=resume, overwrite=not resume, progress=progress).checkpoint
 
 
+def _training_data(spec: RunSpec, dataset: DatasetInfo, single_image: DatasetInfo | None
+                   ) -> DatasetInfo:
+    if spec.training_set == SECTION3:
+        return dataset
+    if single_image is None:
+        raise ValueError(f"run {spec.run!r} trains on single-image synthetic rain: pass "
+                         "single_image (spanetlib.datasets.ensure_single_image_set)")
+    return single_image
+
+
 def ensure_run(spec: RunSpec, dataset: DatasetInfo, work_dir: str | os.PathLike, profile: str,
-               steps: int | None = None, seed: int = 0, progress: bool = False) -> Path:
-    """`ensure_trained` for one `RunSpec`; returns its ``final.pt``."""
-    return ensure_trained(spec.run, spec.model, spec.model_kwargs, dataset, work_dir, profile,
-                          steps=steps, attention_weight=spec.attention_weight, seed=seed,
-                          progress=progress)
+               steps: int | None = None, seed: int = 0, progress: bool = False,
+               single_image: DatasetInfo | None = None) -> Path:
+    """`ensure_trained` for one `RunSpec` and seed, in ``work_dir/runs/<run>_seed<seed>``.
+
+    Args:
+        spec: the run.
+        dataset: the §3 dataset (the training set of `SECTION3` runs; its test list validates
+            every run).
+        work_dir: the work folder.
+        profile: a training profile name.
+        steps: optimizer steps (None: the profile's).
+        seed: training seed.
+        progress: show the trainer's progress bar.
+        single_image: the training set of `SINGLE_IMAGE` runs
+            (`spanetlib.datasets.ensure_single_image_set`).
+
+    Returns:
+        The run's ``final.pt``.
+
+    Raises:
+        ValueError: a `SINGLE_IMAGE` run without ``single_image``, or as `ensure_trained`.
+    """
+    data = _training_data(spec, dataset, single_image)
+    return ensure_trained(f"{spec.run}_seed{int(seed)}", spec.model, spec.model_kwargs, data,
+                          work_dir, profile, steps=steps, attention_weight=spec.attention_weight,
+                          seed=seed, progress=progress)
 
 
 def ensure_runs(specs: Mapping[str, RunSpec], dataset: DatasetInfo,
                 work_dir: str | os.PathLike, profile: str, steps: int | None = None,
-                seed: int = 0, progress: bool = False) -> dict[str, Path]:
-    """`ensure_run` for every run of a table (all at the same budget), in order.
+                seed: int = 0, progress: bool = False,
+                single_image: DatasetInfo | None = None) -> dict[str, Path]:
+    """`ensure_run` for every run of a table (all at the same budget and seed), in order.
 
     Args:
         specs: display name -> run, e.g. `TABLE2_RUNS` or `TABLE4_RUNS`.
@@ -236,17 +303,38 @@ def ensure_runs(specs: Mapping[str, RunSpec], dataset: DatasetInfo,
         steps: steps of every run (None: the profile's).
         seed: training seed.
         progress: show progress bars.
+        single_image: the training set of `SINGLE_IMAGE` runs.
 
     Returns:
         Display name -> ``final.pt``.
 
     Raises:
-        ValueError: no runs, or as `ensure_trained`.
+        ValueError: no runs, or as `ensure_run`.
     """
     if not specs:
         raise ValueError("expected at least one run, got none")
     return {label: ensure_run(spec, dataset, work_dir, profile, steps=steps, seed=seed,
-                              progress=progress) for label, spec in specs.items()}
+                              progress=progress, single_image=single_image)
+            for label, spec in specs.items()}
+
+
+def ensure_seed_runs(specs: Mapping[str, RunSpec], dataset: DatasetInfo,
+                     work_dir: str | os.PathLike, profile: str, seeds: Sequence[int],
+                     steps: int | None = None, progress: bool = False,
+                     single_image: DatasetInfo | None = None) -> dict[int, dict[str, Path]]:
+    """`ensure_runs` once per training seed: seed -> display name -> ``final.pt``.
+
+    Raises:
+        ValueError: no seeds, a repeated or non-integer seed, or as `ensure_runs`.
+    """
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("expected at least one seed, got none")
+    if any(isinstance(k, bool) or not isinstance(k, int) for k in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct integers, got {seeds}")
+    return {k: ensure_runs(specs, dataset, work_dir, profile, steps=steps, seed=k,
+                           progress=progress, single_image=single_image) for k in seeds}
 
 
 def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
@@ -313,7 +401,7 @@ def parameter_counts(runs: Mapping[str, str | os.PathLike]) -> dict[str, int]:
 
 
 def describe_runs(specs: Mapping[str, RunSpec]) -> pd.DataFrame:
-    """The runs of a table as a DataFrame: ``row, run, model, model_kwargs, attention loss``.
+    """The runs of a table: ``row, run, model, model_kwargs, attention loss, training set``.
 
     ``attention loss`` is the weight of Eq. 7 ("profile" when the profile's is kept).
 
@@ -324,10 +412,12 @@ def describe_runs(specs: Mapping[str, RunSpec]) -> pd.DataFrame:
         model                               spanet
         model_kwargs          {'sam_mode': 'shared'}
         attention loss                         0.0
+        training set                      section3
         Name: 0, dtype: object
     """
     return pd.DataFrame([{"row": label, "run": spec.run, "model": spec.model,
                           "model_kwargs": dict(spec.model_kwargs),
                           "attention loss": ("profile" if spec.attention_weight is None
-                                             else spec.attention_weight)}
+                                             else spec.attention_weight),
+                          "training set": spec.training_set}
                          for label, spec in specs.items()])

@@ -8,6 +8,8 @@ used, from `spanetlib.rain` over scikit-image's photos, each with its ground tru
   (`scene_ground_truth`);
 - `make_table1_videos`: rain videos in memory with their truth and rain masks (Table 1);
 - `build_synthetic_test_set`: single rain images at the rain levels (the paper's Rain1200 role);
+- `build_single_image_train_set`: single-image rain added to the clean images of a pair list,
+  the training set of Table 2's "original" rows (the role of Rain100H / Rain1400);
 - `build_heldout_rain_set`: rain outside the synthesizer's presets
   (`HELDOUT_RAIN_CONDITIONS`), on photos held out from training;
 - `build_layout_test_folders`: tiny test folders in each layout of the field
@@ -32,8 +34,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .data import write_pair_list
-from .fileio import InputError, atomic_write_json, atomic_write_text, write_image
+from .data import read_pair_list, write_pair_list
+from .fileio import InputError, atomic_write_json, atomic_write_text, read_image, write_image
 from .layouts import read_test_folder
 from .rain import (
     BACKGROUND_NAMES,
@@ -52,6 +54,7 @@ __all__ = [
     "Table1Video",
     "build_heldout_rain_set",
     "build_layout_test_folders",
+    "build_single_image_train_set",
     "build_synthetic_test_set",
     "build_synthetic_video_scenes",
     "make_table1_videos",
@@ -178,6 +181,62 @@ def build_synthetic_test_set(out: str | os.PathLike, n_per_level: int = 100,
             photo = BACKGROUND_NAMES[len(jobs) % len(BACKGROUND_NAMES)]
             jobs.append((f"{level}_{i:04d}", photo, {"level": level}, (level,)))
     return _write_rain_image_set(Path(out), jobs, ("level",), size, seed)
+
+
+def build_single_image_train_set(pair_list: str | os.PathLike, out: str | os.PathLike,
+                                 seed: int = 0,
+                                 levels: Sequence[str] = ("light", "medium", "heavy")) -> Path:
+    """Single-image synthetic rain on the clean images of a pair list: a Rain100H-style set.
+
+    The paper's Table 2 scores each earlier derainer twice: with its original weights, trained
+    on single-image synthetic rain (Rain100H, Rain1400: rain rendered on clean photos, exact
+    ground truth), and retrained on the new dataset. This makes the first kind of training set
+    from the second: each pair ``(rain, clean)`` of ``pair_list`` gives one new pair, rain from
+    ``rain.make_rain_image`` (level ``levels`` in turn, a seed per image) on that clean image.
+    So both training sets hold the same clean images, as many pairs, and differ only in the
+    rain and in how the pairs were made. Output::
+
+        out/rain/<i>.png, out/clean/<i>.png
+        out/train.txt    the pair list (see `spanetlib.data.read_pair_list`)
+
+    Args:
+        pair_list: the pair list whose clean images to use (e.g. a §3 ``train.txt``).
+        out: output folder (created; files of the same names are replaced).
+        seed: seed of the rain.
+        levels: names from ``rain.IMAGE_RAIN_LEVELS``, used in turn.
+
+    Returns:
+        The pair list ``out/train.txt``.
+
+    Raises:
+        ValueError: an unknown level, or no level.
+        InputError: a missing or empty pair list, an unreadable clean image.
+
+    Example:
+        >>> import tempfile
+        >>> from spanetlib.data import read_pair_list
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     clean = write_image(Path(tmp) / "c.png", np.full((40, 40, 3), 90, np.uint8))
+        ...     source = write_pair_list(Path(tmp) / "src.txt", [(clean, clean)] * 2)
+        ...     pairs = read_pair_list(build_single_image_train_set(source, Path(tmp) / "s"))
+        ...     [(rain.name, bool(read_image(rain).mean() > 90)) for rain, _ in pairs]
+        [('000000.png', True), ('000001.png', True)]
+    """
+    if not levels:
+        raise ValueError("expected at least one rain level, got none")
+    for level in levels:
+        if level not in IMAGE_RAIN_LEVELS:
+            raise ValueError(f"level must be one of {tuple(IMAGE_RAIN_LEVELS)}, got {level!r}")
+    pairs = read_pair_list(pair_list)
+    out = Path(out)
+    seeds = np.random.SeedSequence(seed).generate_state(len(pairs))
+    written = []
+    for i, (_, clean_path) in enumerate(pairs):
+        image = make_rain_image(read_image(clean_path), level=levels[i % len(levels)],
+                                seed=int(seeds[i]))
+        written.append((write_image(out / "rain" / f"{i:06d}.png", image.rain),
+                        write_image(out / "clean" / f"{i:06d}.png", image.clean)))
+    return write_pair_list(out / "train.txt", written)
 
 
 # Held-out rain. The presets the synthetic training data is made with span: angle 5 to 15

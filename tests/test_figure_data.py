@@ -109,8 +109,8 @@ class _RedAttention(torch.nn.Module):
 
 
 def test_attention_stats_means_on_and_off_the_rain(identity):
-    image = np.full((6, 8, 3), 0.2, np.float32)
-    mask = np.zeros((6, 8), bool)
+    image = np.full((8, 8, 3), 0.2, np.float32)
+    mask = np.zeros((8, 8), bool)
     mask[2:4, 1:7] = True
     image[mask, 0] = 0.8
     stats = fd.attention_stats(_RedAttention(), image, mask)
@@ -120,18 +120,18 @@ def test_attention_stats_means_on_and_off_the_rain(identity):
     assert np.isnan(fd.attention_stats(_RedAttention(), image, mask).ratio)
     image[mask, 0] = 0.5
     assert fd.attention_stats(_RedAttention(), image, mask).ratio == np.inf
-    with pytest.raises(ValueError, match=r"mask: expected shape \(6, 8\).*got \(6, 7\)"):
+    with pytest.raises(ValueError, match=r"mask: expected shape \(8, 8\).*got \(8, 7\)"):
         fd.attention_stats(_RedAttention(), image, mask[:, :7])
     with pytest.raises(ValueError, match="both rain and rain-free pixels, got no rain"):
-        fd.attention_stats(_RedAttention(), image, np.zeros((6, 8), bool))
+        fd.attention_stats(_RedAttention(), image, np.zeros((8, 8), bool))
     with pytest.raises(ValueError, match="got only rain"):
-        fd.attention_stats(_RedAttention(), image, np.ones((6, 8), bool))
+        fd.attention_stats(_RedAttention(), image, np.ones((8, 8), bool))
     with pytest.raises(ValueError, match="returns no attention map"):
         fd.attention_stats(identity, image, mask)
 
 
 def test_mean_attention_stats_masks_rain_against_the_true_background():
-    clean = np.full((6, 8, 3), 50, np.uint8)
+    clean = np.full((8, 8, 3), 50, np.uint8)
     rain = clean.copy()
     rain[1, :, 0] = 250                    # a visible streak ...
     rain[3, :, 0] = 55                     # ... and a faint one (<= 10/255: not rain)
@@ -139,7 +139,7 @@ def test_mean_attention_stats_masks_rain_against_the_true_background():
     estimate[1] = rain[1]                  # truth, not this, must decide where the rain is
     samples = [fd.Sample("a", rain, clean), fd.Sample("b", rain, estimate, clean)]
     stats = fd.mean_attention_stats(_RedAttention(), samples)
-    off = (55 / 255 * 8 + 50 / 255 * 32) / 40
+    off = (55 / 255 * 8 + 50 / 255 * 48) / 56
     assert stats == pytest.approx((250 / 255, off, 250 / 255 / off))
     faint = fd.mean_attention_stats(_RedAttention(), samples[:1], threshold=0)
     assert faint.on_rain == pytest.approx((250 + 55) / 2 / 255)
