@@ -81,6 +81,11 @@ def _seed_key(frame: pd.DataFrame) -> pd.Series:
                      dtype=object)
 
 
+def _seed_labels(seeds: pd.Series) -> pd.Series:
+    """Seeds as group labels ("-" where missing): pandas' groupby would drop missing keys."""
+    return seeds.map(lambda s: "-" if s is None or pd.isna(s) else str(int(s)))
+
+
 def _check_column(frame: pd.DataFrame, column: str) -> None:
     if column not in frame.columns:
         raise ValueError(f"column {column!r} is not in the per-image table; its metric "
@@ -103,7 +108,7 @@ def _per_seed(rows: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataF
     if missing.any() and not missing.all():
         raise ValueError(f"{what}: some rows have a seed and some do not; a model is either "
                          f"trained per seed or scored once")
-    keyed = rows.assign(_seed=seeds.astype(str))
+    keyed = rows.assign(_seed=_seed_labels(seeds))
     if keyed.duplicated(["_seed", "name"]).any():
         raise ValueError(f"{what}: a test image appears twice under one seed; group by every "
                          f"column that tells such rows apart (e.g. reference)")
@@ -347,7 +352,7 @@ def _pair(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> pd.DataFr
     if merged.empty:
         raise ValueError(f"{names[0]!r} and {names[1]!r} have no test image in common")
     merged["diff"] = merged["value_a"] - merged["value_b"]
-    counts = merged.groupby(merged["seed"].astype(str)).size()
+    counts = merged.groupby(_seed_labels(merged["seed"])).size()
     if counts.nunique() > 1:
         raise ValueError(f"{names[0]!r} and {names[1]!r} share different numbers of test images "
                          f"per seed {dict(counts)}; expected the same images for every seed")
@@ -410,7 +415,7 @@ def paired_test(per_image: pd.DataFrame, a: str, b: str, reference: str | None =
     rows, reference = _select_reference(per_image, reference)
     pairs = _pair(_scores(rows, a, column), _scores(rows, b, column), (a, b))
     diffs = pairs["diff"].to_numpy()
-    per_seed = pairs.groupby(pairs["seed"].astype(str))["diff"].mean().to_numpy()
+    per_seed = pairs.groupby(_seed_labels(pairs["seed"]))["diff"].mean().to_numpy()
     n_seeds, n_images = len(per_seed), len(pairs) // len(per_seed)
     if n_seeds >= 2:
         mean_diff = float(per_seed.mean())
