@@ -76,9 +76,15 @@ def _seed_key(frame: pd.DataFrame) -> pd.Series:
     """The ``seed`` column as objects, None where missing (or everywhere without the column)."""
     if "seed" not in frame.columns:
         return pd.Series([None] * len(frame), index=frame.index, dtype=object)
-    seeds = frame["seed"]
-    return pd.Series([None if pd.isna(s) else int(s) for s in seeds], index=frame.index,
-                     dtype=object)
+    out = []
+    for s in frame["seed"]:
+        if s is None or pd.isna(s):
+            out.append(None)
+        elif isinstance(s, (int, np.integer, float, np.floating)) and float(s).is_integer():
+            out.append(int(s))
+        else:
+            raise ValueError(f"seed must be an integer or missing, got {s!r}")
+    return pd.Series(out, index=frame.index, dtype=object)
 
 
 def _seed_labels(seeds: pd.Series) -> pd.Series:

@@ -259,6 +259,14 @@ def test_refuses_mixed_repeated_unbalanced_and_infinite_rows():
         claims.paired_test(infinite, "A", "B")
 
 
+@pytest.mark.parametrize("seed", [0.5, "zero"])
+def test_refuses_non_integer_seed(seed):
+    per_image = frame({"A": 1.0, "B": 0.0}).astype({"seed": object})
+    per_image.loc[0, "seed"] = seed
+    with pytest.raises(ValueError, match=r"seed must be an integer or missing, got"):
+        claims.paired_test(per_image, "A", "B")
+
+
 def test_refuses_pairs_unbalanced_across_seeds():
     a = frame({"A": 1.0}, seeds=(0, 1), n_images=6)
     b = frame({"B": 0.0}, seeds=(0, 1), n_images=6)
