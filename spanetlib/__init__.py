@@ -10,10 +10,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "alignment", "background", "clip_estimate", "data", "datasets", "deviations", "device",
-    "evaluate", "export", "field", "figure_data", "figures", "fileio", "inference", "layouts",
-    "losses", "metrics", "models", "profiles", "rain", "readme", "reproduce", "review",
-    "review_widget", "runs", "selection", "tables", "testsets", "train", "video", "video_derain",
+    "alignment", "background", "claims", "clip_estimate", "data", "datasets", "deviations",
+    "device", "evaluate", "export", "field", "figure_data", "figures", "fileio", "inference",
+    "layouts", "losses", "metrics", "models", "profiles", "rain", "readme", "reproduce",
+    "review", "review_widget", "runs", "selection", "tables", "testsets", "train", "video",
+    "video_derain",
 )
 
 __all__ = sorted(("__version__", *_SUBMODULES))
