@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,8 @@ __all__ = [
     "Claim",
     "PairedTest",
     "beats_all",
+    "claim_rows",
+    "claims_from_rows",
     "decide_claim",
     "mean_std_view",
     "paired_test",
@@ -551,3 +554,34 @@ def pairs_improve(per_image: pd.DataFrame, pairs: Sequence[tuple[str, str]], cla
     tests = [paired_test(per_image, better, worse, reference, convention, alpha)
              for better, worse in pairs]
     return decide_claim(claim, tests, "all")
+
+
+def claim_rows(claims: Sequence[Claim]) -> pd.DataFrame:
+    """One row per comparison of each claim, for ``results/`` (`claims_from_rows` reads it back).
+
+    Columns ``claim, rule, claim verdict`` and every field of `PairedTest`.
+    """
+    fields = [f.name for f in dataclass_fields(PairedTest)]
+    rows = [{"claim": c.name, "rule": c.rule, "claim verdict": c.verdict,
+             **{k: getattr(t, k) for k in fields}} for c in claims for t in c.tests]
+    return pd.DataFrame(rows, columns=["claim", "rule", "claim verdict", *fields])
+
+
+def claims_from_rows(rows: pd.DataFrame) -> list[Claim]:
+    """The claims of a `claim_rows` table (e.g. read from its CSV), in their order.
+
+    Raises:
+        ValueError: a column of `claim_rows` is missing.
+    """
+    fields = [f.name for f in dataclass_fields(PairedTest)]
+    missing = [c for c in ["claim", "rule", "claim verdict", *fields] if c not in rows.columns]
+    if missing:
+        raise ValueError(f"expected the columns of claim_rows; missing {missing}")
+    out = []
+    for name, group in rows.groupby("claim", sort=False):
+        tests = tuple(PairedTest(**{k: (None if pd.isna(rec[k]) else rec[k]) if k == "reference"
+                                    else rec[k] for k in fields})
+                      for _, rec in group.iterrows())
+        out.append(Claim(str(name), str(group["rule"].iloc[0]), tests,
+                         str(group["claim verdict"].iloc[0])))
+    return out

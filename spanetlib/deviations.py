@@ -58,6 +58,20 @@ TOPICS: dict[str, str] = {
         "trainer, crops, schedule and loss (L1 + (1 - SSIM); they have no attention map, so "
         "no attention term) at the same budget as our SPANet, not with their authors' code, "
         "losses and schedules."),
+    "original_rows": (
+        "*Original rows.* The paper's \"original\" rows use the weights each derainer's "
+        "authors released, trained with their own code on Rain100H, Rain1400 and the like. "
+        "Ours are our re-implementations trained by our trainer, at the same budget and seeds "
+        "as the retrained rows, on single-image synthetic rain (`spanetlib.rain`) rendered on "
+        "the clean images of the §3 training pairs "
+        "(`spanetlib.datasets.ensure_single_image_set`): the two training sets differ only in "
+        "the rain and in how the pairs were made. Give `prenet_weights` (your download of "
+        "PReNet's released weights) to use them as PReNet's original row."),
+    "seeds": (
+        "*Seeds.* The paper reports one training run per model. Here each run is trained once "
+        "per seed in `seeds`; tables show the mean ± std over seeds and each finding is "
+        "decided by a paired test over the seeds (one seed: over the test images), "
+        "`spanetlib.claims`."),
     "official_weights": (
         "*The authors' weights.* `load_pretrained(\"official\")` is the checkpoint the authors "
         "released, trained on the **real** SPA-Data (40K steps, lr 5e-4, batch 16, not the "
@@ -112,11 +126,12 @@ TOPICS: dict[str, str] = {
 #: The topics each notebook shows, in order.
 NOTEBOOK_TOPICS: dict[str, tuple[str, ...]] = {
     "01_dataset_generation": ("data_videos", "table1_baselines", "review", "table1_scale"),
-    "02_training": ("data", "budget", "direction_attention", "rain_mask"),
-    "03_table2": ("data", "budget", "baselines", "official_weights", "direction_attention",
-                  "metrics"),
-    "04_table3": ("data_levels", "budget", "baselines", "official_weights", "metrics"),
-    "05_table4": ("data", "budget", "direction_attention", "rain_mask", "metrics"),
+    "02_training": ("data", "budget", "seeds", "direction_attention", "rain_mask"),
+    "03_table2": ("data", "budget", "seeds", "baselines", "original_rows", "official_weights",
+                  "direction_attention", "metrics"),
+    "04_table3": ("data_levels", "budget", "seeds", "baselines", "original_rows",
+                  "official_weights", "metrics"),
+    "05_table4": ("data", "budget", "seeds", "direction_attention", "rain_mask", "metrics"),
     "06_figures": ("data", "photos", "budget", "official_weights", "direction_attention",
                    "rain_mask"),
     "07_field": ("field_data", "released_weights", "official_weights", "metrics"),
@@ -145,13 +160,15 @@ def _and(items: list[str]) -> str:
 def _run_budget(notebook: str, profile: str) -> str:
     """How one profile trains every run of ``notebook``, in a few words."""
     values: dict[str, Any] = TRAIN_PROFILES[profile]
-    steps = NOTEBOOK_PARAMETERS[notebook][profile].get("train_steps") or values["steps"]
+    params = NOTEBOOK_PARAMETERS[notebook][profile]
+    steps = params.get("train_steps") or values["steps"]
     drops = _and([_fraction(m, values["steps"]) for m in values["milestones"]])
     channels = values["model_kwargs"]["spanet"]["channels"]
+    seeds = len(params.get("seeds", [0]))
     return (f"`{profile}` ({_PURPOSE[profile]}): {_thousands(steps)} steps of batch "
             f"{values['batch_size']} on {values['crop']} x {values['crop']} crops, "
             f"{channels}-channel SPANet, lr {values['lr']:g} (x{values['gamma']:g} at {drops} "
-            "of the run)")
+            f"of the run), {seeds} seed{'s' if seeds > 1 else ''} per run")
 
 
 def _budget(notebook: str, profile: str) -> str:
@@ -164,8 +181,9 @@ def _budget(notebook: str, profile: str) -> str:
         "`train_steps` steps of the training profile (`spanetlib.train.TRAIN_PROFILES`); this "
         f"notebook runs at **`{profile}`**:"]
     lines += [f"  - {_run_budget(notebook, name)}" for name in PROFILE_NAMES]
-    lines.append("  At `smoke` and `quick` the networks are far from converged: the numbers "
-                 "show that the pipeline works, not the paper's accuracy.")
+    lines.append("  At `smoke` the networks are untrained in all but name. At `quick` they are "
+                 "small CPU runs (notebook 02 shows whether SPANet's validation curve has "
+                 "flattened): the numbers compare models at this budget, not at the paper's.")
     return "\n".join(lines)
 
 
@@ -191,7 +209,13 @@ def _rain_mask(notebook: str, profile: str) -> str:
             "marks every pixel that differs at all. Our synthetic videos carry sensor noise, "
             "so at threshold 0 M is 1 at almost every pixel and the attention loss teaches "
             f"little; the `{profile}` profile uses {used}. Fig. 7 (notebook 06) shows M at 0 "
-            "and at 10/255; Table 4's \"No attention loss\" row removes this signal.")
+            "and at 10/255; Table 4's \"No attention loss\" row removes this signal."
+            + (" With so sparse a mask the paper's plain mean squared error is smallest for a "
+               "nearly constant A_1 and, early in training, pushes A_1 down everywhere until "
+               "the attention's sigmoid saturates at 0 and never recovers (our first "
+               "`synthetic` weights: A_1 = 0.000 everywhere); this profile weighs rain and "
+               "rain-free pixels equally in Eq. 7 (`TrainConfig.attention_balanced`)."
+               if TRAIN_PROFILES[profile].get("attention_balanced") else ""))
 
 
 _RENDERED = {"budget": _budget, "table1_scale": _table1_scale, "rain_mask": _rain_mask}

@@ -73,37 +73,52 @@ NOTEBOOK_PARAMETERS["01_dataset_generation"] = {
               "clip_size": [360, 640], "clip_frames": 100},
 }
 # Notebooks 02-06 (spanetlib.runs, spanetlib.tables). ``train_steps`` is every run's budget and
-# must be equal in 02, 03, 05 and 06 (they share runs; None: the training profile's 60K).
-# ``quick``: 300 steps of 8 x 64 x 64 for each of the 9 runs, about 9 CPU-s per step for all of
-# them together (measured on one core: SPANet 1.2 s, the 5 ablations 0.4-1.2 s, DDN 0.2, RESCAN
-# 1.4, PReNet 1.6): about
-# 45 CPU-min of training, 25-40 min on a 2-core CPU, plus 3-5 min of evaluation.
+# must be equal in 02-06 (they share runs; None: the training profile's 60K), as must ``seeds``
+# (each run is trained once per seed; tables show mean ± std over seeds and the claims are
+# decided by paired tests over them, `spanetlib.claims`). ``train_workers``: runs trained side
+# by side, one thread each (None: one per CPU core; `spanetlib.runs.ensure_seed_runs`).
+# ``quick``: 3 seeds x 13 runs (Table 2: 4 derainers x original/retrained; Table 4: 5 more
+# SPANet variants), 300 steps of 8 x 48 x 48 crops with bf16 autocast where the CPU has it.
+# Measured on the 2-core AVX512-BF16 machine, one thread, bf16, per step of 8 x 48 x 48:
+# SPANet 0.37 s, DDN 0.06, RESCAN 0.36, PReNet 0.45; the Table 4 variants 0.13-0.36 (8 x 64 x 64:
+# SPANet 0.55, PReNet 0.82): about 15 CPU-s per step for all 39 runs with the trainer's overhead,
+# i.e. about 40 min of training on 2 cores, plus the scoring.
+_SEEDS = {"smoke": [0], "quick": [0, 1, 2], "paper": [2019]}
+_WORKERS = {"smoke": 1, "quick": None, "paper": 1}
+_STEPS = {"smoke": 10, "quick": 300, "paper": None}
+
+
+def _runs(profile: str) -> dict[str, Any]:
+    return {"train_steps": _STEPS[profile], "seeds": list(_SEEDS[profile]),
+            "train_workers": _WORKERS[profile]}
+
+
 NOTEBOOK_PARAMETERS["02_training"] = {
-    "smoke": {"train_steps": 10, "n_show": 2},
-    "quick": {"train_steps": 300, "n_show": 3},
-    "paper": {"train_steps": None, "n_show": 4},
+    "smoke": {**_runs("smoke"), "n_show": 2},
+    "quick": {**_runs("quick"), "n_show": 3},
+    "paper": {**_runs("paper"), "n_show": 4},
 }
 NOTEBOOK_PARAMETERS["03_table2"] = {
-    "smoke": {"train_steps": 10, "max_test_images": 8},
-    "quick": {"train_steps": 300, "max_test_images": None},
-    "paper": {"train_steps": None, "max_test_images": None},
+    "smoke": {**_runs("smoke"), "max_test_images": 8, "prenet_weights": None},
+    "quick": {**_runs("quick"), "max_test_images": None, "prenet_weights": None},
+    "paper": {**_runs("paper"), "max_test_images": None, "prenet_weights": None},
 }
 NOTEBOOK_PARAMETERS["04_table3"] = {
-    "smoke": {"train_steps": 10, "n_per_level": 2, "level_size": [48, 48]},
-    "quick": {"train_steps": 300, "n_per_level": 20, "level_size": [128, 128]},
-    "paper": {"train_steps": None, "n_per_level": 400, "level_size": [512, 512]},
+    "smoke": {**_runs("smoke"), "n_per_level": 2, "level_size": [48, 48]},
+    "quick": {**_runs("quick"), "n_per_level": 20, "level_size": [128, 128]},
+    "paper": {**_runs("paper"), "n_per_level": 400, "level_size": [512, 512]},
 }
 NOTEBOOK_PARAMETERS["05_table4"] = {
-    "smoke": {"train_steps": 10, "max_test_images": 8},
-    "quick": {"train_steps": 300, "max_test_images": None},
-    "paper": {"train_steps": None, "max_test_images": None},
+    "smoke": {**_runs("smoke"), "max_test_images": 8},
+    "quick": {**_runs("quick"), "max_test_images": None},
+    "paper": {**_runs("paper"), "max_test_images": None},
 }
 NOTEBOOK_PARAMETERS["06_figures"] = {
-    "smoke": {"train_steps": 10, "n_samples": 2, "n_per_level": 2, "level_size": [48, 48],
+    "smoke": {**_runs("smoke"), "n_samples": 2, "n_per_level": 2, "level_size": [48, 48],
               "photo_size": [64, 96]},
-    "quick": {"train_steps": 300, "n_samples": 3, "n_per_level": 20, "level_size": [128, 128],
+    "quick": {**_runs("quick"), "n_samples": 3, "n_per_level": 20, "level_size": [128, 128],
               "photo_size": [240, 320]},
-    "paper": {"train_steps": None, "n_samples": 3, "n_per_level": 400, "level_size": [512, 512],
+    "paper": {**_runs("paper"), "n_samples": 3, "n_per_level": 400, "level_size": [512, 512],
               "photo_size": [480, 640]},
 }
 

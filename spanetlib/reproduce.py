@@ -9,17 +9,22 @@ non-regular file there is refused before any notebook runs, a symlink is written
 
 from __future__ import annotations
 
+import datetime
 import os
+import platform
 import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fileio import InputError, atomic_write, check_output_path
+import pandas as pd
+
+from .fileio import InputError, atomic_write, atomic_write_text, check_output_path
 from .profiles import NOTEBOOKS, PROFILE_NAMES, notebook_parameters, output_dirs
 
-__all__ = ["ReproduceSummary", "find_notebooks_dir", "run_notebooks", "select_notebooks"]
+__all__ = ["ReproduceSummary", "find_notebooks_dir", "record_time", "run_notebooks",
+           "select_notebooks"]
 
 
 @dataclass
@@ -62,6 +67,41 @@ def select_notebooks(only: Sequence[str] | None = None) -> list[str]:
             raise InputError(f"unknown notebook {item!r}; choose from: {', '.join(NOTEBOOKS)}")
         chosen.extend(h for h in hits if h not in chosen)
     return [name for name in NOTEBOOKS if name in chosen]
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def record_time(results_dir: str | os.PathLike, profile: str, notebook: str, seconds: float
+                ) -> Path:
+    """Add one notebook's run time to ``results_dir/reproduce_times.csv`` (the README's source).
+
+    The file keeps one row per profile and notebook (a rerun replaces its row): ``profile,
+    notebook, seconds, finished`` (UTC) and the machine (``cpu``, ``cores``).
+
+    Returns:
+        The CSV's path.
+    """
+    path = Path(results_dir) / "reproduce_times.csv"
+    row = {"profile": profile, "notebook": notebook, "seconds": round(float(seconds), 1),
+           "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+           "cpu": _cpu_name(), "cores": os.cpu_count()}
+    table = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=list(row))
+    table = table[~((table["profile"] == profile) & (table["notebook"] == notebook))]
+    table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+    order = {name: i for i, name in enumerate(NOTEBOOKS)}
+    table = table.sort_values(["profile", "notebook"], key=lambda c: c.map(order).fillna(-1)
+                              if c.name == "notebook" else c, kind="stable")
+    atomic_write_text(path, table.to_csv(index=False))
+    return path
 
 
 def run_notebooks(profile: str = "quick", out_dir: str | os.PathLike | None = None,
@@ -118,5 +158,6 @@ def run_notebooks(profile: str = "quick", out_dir: str | os.PathLike | None = No
         partial.unlink()
         summary.seconds[name] = time.perf_counter() - start
         summary.executed[name] = target
+        record_time(dirs["results_dir"], profile, name, summary.seconds[name])
         print(f"[{profile}] {name} done in {summary.seconds[name]:.0f} s -> {target}", flush=True)
     return summary

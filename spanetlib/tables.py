@@ -34,6 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .background import TABLE1_METHODS, robust_pca_background
+from .claims import Claim, beats_all, claim_rows, mean_std_view, pairs_improve, seed_summary
 from .datasets import DatasetInfo
 from .evaluate import (
     CLEAN,
@@ -49,25 +50,41 @@ from .evaluate import (
 from .fileio import atomic_write_json, atomic_write_text, read_image
 from .metrics import psnr_ssim_np
 from .models import count_parameters, load_pretrained
-from .runs import OFFICIAL, OURS, RAIN_INPUT, load_trained
+from .runs import (
+    OFFICIAL,
+    ORIGINAL_OF,
+    OURS,
+    RAIN_INPUT,
+    TABLE2_ORIGINAL_RUNS,
+    TABLE2_RUNS,
+    TABLE4_RUNS,
+    RunSpec,
+    load_trained,
+)
 from .testsets import Table1Video, build_synthetic_test_set, scene_ground_truth
 
 __all__ = [
     "ESTIMATED_CLEAN",
     "TRUE_BACKGROUND",
     "PatchPosition",
-    "ablation_findings",
     "ensure_level_set",
     "main_view",
     "models_for_tables",
     "patch_position",
     "reference_pairs",
     "run_table1",
-    "save_table",
+    "save_claims",
+    "save_seed_table",
+    "score_over_seeds",
     "table1_methods",
     "table2",
+    "table2_claims",
+    "table2_rows",
+    "table2_view",
     "table3",
     "table4",
+    "table4_claims",
+    "table4_view",
 ]
 
 #: The two references of the §3 test set (the ``reference`` column of Tables 2 and 4).
@@ -349,73 +366,217 @@ def table4(runs: Mapping[str, str | os.PathLike], dataset: DatasetInfo,
 
 
 # --------------------------------------------------------------------------------------------
-# Verdicts and views
+# Several training seeds
 # --------------------------------------------------------------------------------------------
-def ablation_findings(summary: pd.DataFrame, full: str = "Shared SAMs (SPANet)",
-                      reference: str = ESTIMATED_CLEAN, convention: str = "standard",
-                      tolerance: float = 0.1,
-                      claim: str = "that every part of the SAM helps",
-                      others: str = "variants") -> str:
-    """Say in words whether one row (the full model) beats every other row, as the paper found.
-
-    Used for Table 4 (the full model against its ablations) and Table 2 (our SPANet against
-    the rain input and the other derainers).
+def score_over_seeds(score: Callable[[dict[str, nn.Module | None]],
+                                     tuple[pd.DataFrame, pd.DataFrame]],
+                     seed_runs: Mapping[int, Mapping[str, str | os.PathLike]],
+                     fixed: Mapping[str, nn.Module | None] | None = None,
+                     device: str | torch.device = "cpu") -> pd.DataFrame:
+    """The per-image scores of every seed's runs and of seed-independent rows, in one table.
 
     Args:
-        summary: the summary of `table4` / `table2` (any summary with a ``model`` column).
-        full: the row of the complete model.
-        reference: the ``reference`` rows to compare (when the summary has that column).
-        convention: metric convention of the PSNR compared.
-        tolerance: PSNR differences (dB) within this are called "no clear difference".
-        claim: the paper's finding, as the end of "does not reproduce the paper's finding ...".
-        others: what the other rows are called ("variants", "rows").
+        score: a table function of the models, e.g. ``partial(table2, dataset=dataset)``
+            (returns ``(per_image, summary)``).
+        seed_runs: seed -> display name -> ``final.pt`` (`spanetlib.runs.ensure_seed_runs`).
+        fixed: rows that do not depend on the training seed, scored once: the rain input
+            (None), released weights.
+        device: where to load the trained models.
 
     Returns:
-        A few lines: the full model's PSNR, the difference to each variant, and a verdict.
+        The per-image table of ``score`` with a ``seed`` column first (missing for the
+        ``fixed`` rows, which come first), the input of `spanetlib.claims`.
 
     Raises:
-        ValueError: ``full`` or ``reference`` is not in the summary, or fewer than two rows.
-
-    Example:
-        >>> summary = pd.DataFrame({"model": ["A", "Shared SAMs (SPANet)"],
-        ...                         "psnr[standard]": [20.0, 21.0]})
-        >>> print(ablation_findings(summary))
-        Shared SAMs (SPANet): 21.00 dB PSNR (standard, vs. estimated clean).
-        - A: 20.00 dB (-1.00 dB against the full model)
-        As in the paper, Shared SAMs (SPANet) beats every one of the variants by more than 0.1 dB.
+        ValueError: no seeds and no fixed rows.
     """
-    column = metric_column("psnr", convention)
-    if column not in summary.columns:
-        raise ValueError(f"convention {convention!r} is not in the summary")
-    rows = summary
-    if "reference" in summary.columns:
-        rows = summary[summary["reference"] == reference]
-        if rows.empty:
-            raise ValueError(f"reference {reference!r} is not in the summary; it has "
-                             f"{sorted(summary['reference'].unique())}")
-    psnr = dict(zip(rows["model"], rows[column], strict=True))
-    if full not in psnr or len(psnr) < 2:
-        raise ValueError(f"expected the row {full!r} and at least one other, got {list(psnr)}")
-    base = psnr.pop(full)
-    lines = [f"{full}: {base:.2f} dB PSNR ({convention}, vs. {reference})."]
-    better, unclear, worse = [], [], []
-    for label, value in psnr.items():
-        diff = base - value
-        (better if diff > tolerance else worse if diff < -tolerance else unclear).append(label)
-        lines.append(f"- {label}: {value:.2f} dB ({-diff:+.2f} dB against the full model)")
-    if len(better) == len(psnr):
-        lines.append(f"As in the paper, {full} beats every one of the {others} by more than "
-                     f"{tolerance} dB.")
-    else:
-        lines.append(f"{full} beats {len(better)} of {len(psnr)} {others} by more "
-                     f"than {tolerance} dB; " + "; ".join(
-                         part for part in (
-                             f"no clear difference to {', '.join(unclear)}" if unclear else "",
-                             f"worse than {', '.join(worse)}" if worse else "") if part)
-                     + f". So this run does not reproduce the paper's finding {claim}.")
-    return "\n".join(lines)
+    if not seed_runs and not fixed:
+        raise ValueError("expected runs of at least one seed or a fixed row, got neither")
+    frames = []
+    if fixed:
+        per_image, _ = score(dict(fixed))
+        per_image.insert(0, "seed", np.nan)
+        frames.append(per_image)
+    for seed, runs in seed_runs.items():
+        per_image, _ = score({label: load_trained(path, device) for label, path in runs.items()})
+        per_image.insert(0, "seed", float(seed))
+        frames.append(per_image)
+    return pd.concat(frames, ignore_index=True)
 
 
+def _table2_order(model: str) -> int:
+    """Rain input, the earlier derainers, the authors' SPANet, ours, then any other row."""
+    order = [RAIN_INPUT, *(m for m in TABLE2_RUNS if m != OURS), OFFICIAL, OURS]
+    return order.index(model) if model in order else len(order)
+
+
+def table2_view(summary: pd.DataFrame, original_of: Mapping[str, str] | None = None,
+                digits: int = 2) -> pd.DataFrame:
+    """Table 2 as the paper prints it: each derainer's cell "original (retrained)".
+
+    Args:
+        summary: `spanetlib.claims.seed_summary` of the Table 2 scores (by model and
+            reference).
+        original_of: retrained row -> its original row (default `spanetlib.runs.ORIGINAL_OF`;
+            e.g. ``{"PReNet": "PReNet (released weights)"}`` added for a user's download).
+        digits: decimals of PSNR.
+
+    Returns:
+        Columns ``model`` and ``PSNR (<reference>)`` / ``SSIM (<reference>)``: "mean ± std"
+        over seeds; a derainer with both rows reads "original (retrained)", a row with one
+        (the rain input, the authors' weights) its single value. Order: rain input, the
+        earlier derainers, the authors' SPANet, ours.
+    """
+    original_of = dict(ORIGINAL_OF if original_of is None else original_of)
+    view = mean_std_view(summary, by="reference", digits=digits).set_index("model")
+    columns = list(view.columns)
+    originals = {o for r, o in original_of.items() if r in view.index and o in view.index}
+    rows = []
+    for model in view.index:
+        if model in originals:
+            continue
+        original = original_of.get(model)
+        if original in view.index:
+            cells = {c: f"{view.at[original, c]} ({view.at[model, c]})" for c in columns}
+        else:
+            cells = {c: view.at[model, c] for c in columns}
+        rows.append({"model": model, **cells})
+    rows.sort(key=lambda row: _table2_order(row["model"]))
+    return pd.DataFrame(rows, columns=["model", *columns])
+
+
+#: Table 2's row for a user's download of PReNet's released weights (its "original" row).
+RELEASED_PRENET = "PReNet (released weights)"
+
+
+def table2_rows(released_prenet: str | os.PathLike | None = None,
+                device: str | torch.device = "cpu"
+                ) -> tuple[dict[str, RunSpec], dict[str, nn.Module | None], dict[str, str]]:
+    """What Table 2 trains and what it scores once, and which row is whose original.
+
+    Args:
+        released_prenet: a file of PReNet's released weights (loaded by
+            `spanetlib.models.load_pretrained`; never shipped or downloaded): it replaces the
+            PReNet trained on single-image rain as PReNet's "original" row.
+        device: where to load the seed-independent models.
+
+    Returns:
+        ``(runs, fixed, original_of)``: the runs to train per seed (`TABLE2_RUNS` and
+        `TABLE2_ORIGINAL_RUNS`); the rows scored once (rain input, the authors' SPANet, the
+        released PReNet); retrained row -> original row.
+
+    Raises:
+        InputError: ``released_prenet`` cannot be loaded.
+    """
+    specs = {**TABLE2_RUNS, **TABLE2_ORIGINAL_RUNS}
+    original_of = dict(ORIGINAL_OF)
+    fixed = models_for_tables({}, include_official=True, device=device)
+    if released_prenet is not None:
+        del specs[original_of["PReNet"]]
+        original_of["PReNet"] = RELEASED_PRENET
+        fixed[RELEASED_PRENET] = load_pretrained(Path(released_prenet), device=device)
+    return specs, fixed, original_of
+
+
+def table2_claims(per_image: pd.DataFrame, original_of: Mapping[str, str] | None = None,
+                  alpha: float = 0.05) -> list[Claim]:
+    """The paper's Table 2 findings, decided by `spanetlib.claims` for every reference.
+
+    - "SPANet beats the earlier derainers": our SPANet against DDN, RESCAN and PReNet, all
+      retrained on the §3 pairs;
+    - "retraining on the §3 pairs helps": each derainer retrained against its original row.
+
+    Args:
+        per_image: `score_over_seeds` of Table 2.
+        original_of: retrained row -> original row (default `spanetlib.runs.ORIGINAL_OF`).
+        alpha: significance level of each comparison.
+
+    Returns:
+        The claims, per reference in the order of the table.
+    """
+    original_of = dict(ORIGINAL_OF if original_of is None else original_of)
+    models = set(per_image["model"])
+    earlier = [m for m in TABLE2_RUNS if m != OURS and m in models]
+    pairs = [(m, o) for m, o in original_of.items() if m in models and o in models]
+    references = (list(dict.fromkeys(per_image["reference"])) if "reference" in per_image
+                  else [None])
+    found = []
+    for reference in references:
+        where = f" (vs. the {reference})" if reference is not None else ""
+        found.append(beats_all(per_image, OURS, earlier,
+                               f"SPANet beats the earlier derainers{where}",
+                               reference=reference, alpha=alpha))
+        found.append(pairs_improve(per_image, pairs,
+                                   f"retraining on the §3 pairs helps{where}",
+                                   reference=reference, alpha=alpha))
+    return found
+
+
+def table4_view(summary: pd.DataFrame, parameters: Mapping[str, int], digits: int = 2
+                ) -> pd.DataFrame:
+    """Table 4 over seeds: "mean ± std" cells and each variant's number of parameters."""
+    view = mean_std_view(summary, by="reference", digits=digits)
+    view.insert(1, "parameters", view["model"].map(dict(parameters)).astype("Int64"))
+    return view
+
+
+def table4_claims(per_image: pd.DataFrame, full: str = "Shared SAMs (SPANet)",
+                  alpha: float = 0.05) -> list[Claim]:
+    """"Every part of the SAM helps": the full model against each ablation, per reference."""
+    variants = [m for m in TABLE4_RUNS if m != full and m in set(per_image["model"])]
+    references = (list(dict.fromkeys(per_image["reference"])) if "reference" in per_image
+                  else [None])
+    return [beats_all(per_image, full, variants,
+                      "the full SPANet (shared SAMs) beats every ablation"
+                      + (f" (vs. the {reference})" if reference is not None else ""),
+                      reference=reference, alpha=alpha)
+            for reference in references]
+
+
+def save_seed_table(per_image: pd.DataFrame, path_stem: str | os.PathLike,
+                    by: str | None = "reference", caption: str | None = None,
+                    view: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+                    convention: str = "standard") -> pd.DataFrame:
+    """Write a table over seeds: ``<stem>.md`` (mean ± std), ``<stem>.csv``, per-image scores.
+
+    Args:
+        per_image: scores of every seed (`score_over_seeds`).
+        path_stem: ``results/table2`` writes ``table2.md``, ``table2.csv`` (the
+            `spanetlib.claims.seed_summary`: means, stds, seeds, images) and
+            ``table2_per_image.csv``.
+        by: the group column (``"reference"``, ``"level"``).
+        caption: the Markdown table's caption.
+        view: the readable table from the summary (default: `spanetlib.claims.mean_std_view`).
+        convention: the metric convention shown.
+
+    Returns:
+        The readable table.
+    """
+    keys = ("model",) if by is None else ("model", by)
+    summary = seed_summary(per_image, convention=convention, by=keys)
+    table = (view(summary) if view is not None else mean_std_view(summary, by=by))
+    stem = Path(path_stem)
+    write_table(table, stem, caption=caption)
+    atomic_write_text(stem.parent / f"{stem.name}.csv", summary.to_csv(index=False))
+    atomic_write_text(stem.parent / f"{stem.name}_per_image.csv", per_image.to_csv(index=False))
+    return table
+
+
+def save_claims(claims: Sequence[Claim], path_stem: str | os.PathLike) -> pd.DataFrame:
+    """Write the claims' comparisons: ``<stem>.csv`` (`spanetlib.claims.claim_rows`).
+
+    Returns:
+        The rows written.
+    """
+    rows = claim_rows(claims)
+    stem = Path(path_stem)
+    atomic_write_text(stem.parent / f"{stem.name}.csv", rows.to_csv(index=False))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Verdicts and views
+# --------------------------------------------------------------------------------------------
 def main_view(summary: pd.DataFrame, by: str | None = None, convention: str = "standard"
               ) -> pd.DataFrame:
     """The readable table: one row per model, PSNR and SSIM of one convention per group.

@@ -382,3 +382,15 @@ def test_mean_std_view_refuses_wrong_summary():
         claims.mean_std_view(summary.drop(columns="psnr_std"))
     with pytest.raises(ValueError, match=r"several summary rows share one model"):
         claims.mean_std_view(summary, by=None)
+
+
+def test_claim_rows_round_trip(tmp_path):
+    per_image = frame({"A": 1.0, "B": 0.0, "C": 0.2}, reference="estimated clean")
+    claim = claims.beats_all(per_image, "A", ["B", "C"], "A wins",
+                             reference="estimated clean")
+    path = tmp_path / "c.csv"
+    claims.claim_rows([claim]).to_csv(path, index=False)
+    (back,) = claims.claims_from_rows(pd.read_csv(path))
+    assert back.describe() == claim.describe()
+    with pytest.raises(ValueError, match="missing"):
+        claims.claims_from_rows(pd.DataFrame({"claim": ["x"]}))

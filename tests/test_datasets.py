@@ -5,9 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spanetlib.datasets import DatasetInfo, dataset_examples, ensure_dataset, prepare_review
+from spanetlib.data import read_pair_list
+from spanetlib.datasets import (
+    DatasetInfo,
+    dataset_examples,
+    ensure_dataset,
+    ensure_single_image_set,
+    prepare_review,
+)
 from spanetlib.export import ExportSummary
-from spanetlib.fileio import write_image
+from spanetlib.fileio import InputError, read_image, write_image
+from spanetlib.testsets import build_single_image_train_set
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +94,36 @@ def test_a_review_file_of_other_scenes_is_refused(built, tmp_path):
                                          r"scene_000_sparse .* holds other frames"):
         ensure_dataset("smoke", other, seed=1)
     assert not (other / "dataset").exists()
+
+
+def test_single_image_set_adds_rain_to_the_same_clean_images(smoke_dataset, tmp_path):
+    single = ensure_single_image_set(smoke_dataset, tmp_path, seed=3)
+    source, made = read_pair_list(smoke_dataset.train_list), read_pair_list(single.train_list)
+    assert len(made) == len(source)
+    assert single.test_list == smoke_dataset.test_list  # validated and scored on the §3 set
+    rain_differs = []
+    for (_, clean), (new_rain, new_clean) in zip(source, made, strict=True):
+        clean_img, new_clean_img, rain_img = map(read_image, (clean, new_clean, new_rain))
+        np.testing.assert_array_equal(new_clean_img, clean_img)
+        assert (rain_img >= clean_img).all()  # screen-blended streaks only brighten
+        rain_differs.append((rain_img > clean_img).mean())
+    assert np.mean(rain_differs) > 0.01
+    # reused while the source list and the seed are the same; rebuilt when they change
+    mtime = single.train_list.stat().st_mtime_ns
+    assert ensure_single_image_set(smoke_dataset, tmp_path, seed=3).train_list == \
+        single.train_list
+    assert single.train_list.stat().st_mtime_ns == mtime
+    first_rain = read_image(made[0][0])
+    ensure_single_image_set(smoke_dataset, tmp_path, seed=4)
+    assert not np.array_equal(read_image(read_pair_list(single.train_list)[0][0]), first_rain)
+
+
+def test_single_image_set_errors(tmp_path, write_pairs):
+    with pytest.raises(InputError):
+        build_single_image_train_set(tmp_path / "missing.txt", tmp_path / "out")
+    source = write_pairs(tmp_path / "src" / "train.txt",
+                         [(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16, 3), np.uint8))])
+    with pytest.raises(ValueError, match="level must be one of"):
+        build_single_image_train_set(source, tmp_path / "out", levels=("drizzle",))
+    with pytest.raises(ValueError, match="at least one rain level"):
+        build_single_image_train_set(source, tmp_path / "out", levels=())

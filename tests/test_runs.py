@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -138,7 +139,8 @@ def test_parameter_counts(tmp_path, tiny_spanet, save_checkpoint):
 def test_describe_runs():
     table = runs.describe_runs(runs.TABLE4_RUNS)
     assert list(table["row"]) == list(runs.TABLE4_RUNS)
-    assert list(table.columns) == ["row", "run", "model", "model_kwargs", "attention loss"]
+    assert list(table.columns) == ["row", "run", "model", "model_kwargs", "attention loss",
+                                   "training set"]
     assert table["attention loss"].tolist()[-1] == 0.0
     assert table["attention loss"].tolist()[0] == "profile"
 
@@ -156,3 +158,72 @@ def test_training_summary_and_log(tmp_path):
     assert len(runs.read_log(run)) == 3
     with pytest.raises(InputError, match="training log not found"):
         runs.read_log(tmp_path)
+
+
+def test_original_runs_mirror_the_retrained_ones():
+    assert list(runs.ORIGINAL_OF) == list(runs.TABLE2_RUNS)
+    assert list(runs.ORIGINAL_OF.values()) == list(runs.TABLE2_ORIGINAL_RUNS)
+    assert runs.ORIGINAL_OF[runs.OURS] == "SPANet (ours, original)"
+    for label, spec in runs.TABLE2_RUNS.items():
+        original = runs.TABLE2_ORIGINAL_RUNS[runs.ORIGINAL_OF[label]]
+        assert (original.model, original.model_kwargs) == (spec.model, spec.model_kwargs)
+        assert (spec.training_set, original.training_set) == (runs.SECTION3, runs.SINGLE_IMAGE)
+        assert original.run == f"{spec.run}_original"
+    with pytest.raises(ValueError, match="training_set must be"):
+        runs.RunSpec("x", "ddn", training_set="rain100h")
+
+
+def test_seed_runs_in_one_or_two_processes_give_the_same_weights(smoke_dataset, tiny_spanet,
+                                                                 tmp_path, single_thread):
+    single = dataclasses.replace(smoke_dataset, train_list=smoke_dataset.test_list)
+    specs = {"a": runs.RunSpec("a", "spanet", tiny_spanet),
+             "a (original)": runs.RunSpec("a_original", "spanet", tiny_spanet,
+                                          training_set=runs.SINGLE_IMAGE)}
+    with pytest.raises(ValueError, match="pass single_image"):
+        runs.ensure_seed_runs(specs, smoke_dataset, tmp_path, "smoke", [0], steps=2)
+    for bad in ([], [0, 0], [0.5], [True]):
+        with pytest.raises(ValueError, match="seed"):
+            runs.ensure_seed_runs(specs, smoke_dataset, tmp_path, "smoke", bad, steps=2,
+                                  single_image=single)
+    with pytest.raises(ValueError, match="workers must be"):
+        runs.ensure_seed_runs(specs, smoke_dataset, tmp_path, "smoke", [0], steps=2,
+                              single_image=single, workers=0)
+    one = runs.ensure_seed_runs(specs, smoke_dataset, tmp_path / "one", "smoke", [0, 1],
+                                steps=2, single_image=single)
+    two = runs.ensure_seed_runs(specs, smoke_dataset, tmp_path / "two", "smoke", [0, 1],
+                                steps=2, single_image=single, workers=2)
+    assert list(one) == list(two) == [0, 1] and list(two[1]) == list(specs)
+    assert two[1]["a (original)"] == tmp_path / "two" / "runs" / "a_original_seed1" / "final.pt"
+    for k in (0, 1):
+        for label in specs:
+            a, b = (torch.load(r[k][label], weights_only=True) for r in (one, two))
+            assert a["config"]["seed"] == k
+            assert a["config"]["train_list"].endswith(
+                "test.txt" if label.endswith("(original)") else "train.txt")
+            for name, tensor in a["model"].items():
+                assert torch.equal(tensor, b["model"][name]), (k, label, name)
+    # the seeds and the training sets give different weights
+    w = {(k, label): torch.load(one[k][label], weights_only=True)["model"]
+         for k in (0, 1) for label in specs}
+    first = next(iter(w[0, "a"]))
+    assert not torch.equal(w[0, "a"][first], w[1, "a"][first])
+
+
+def test_validation_gain(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    pd.DataFrame({"step": range(1, 11), "val_psnr": [20, None, 24, None, 26, None, 27,
+                                                     None, 27.5, 27.6]}).to_csv(
+        run / "log.csv", index=False)
+    (row,) = runs.validation_gain({"m": run}).to_dict("records")
+    # the last quarter starts at the first validation at or after step 7.5: step 9
+    assert row == pytest.approx({"model": "m", "first": 20, "start": 27.5, "end": 27.6,
+                                 "late_gain": 0.1, "total_gain": 7.6})
+    (row,) = runs.validation_gain({"m": run}, fraction=0.5).to_dict("records")
+    assert row["start"] == 26 and row["late_gain"] == pytest.approx(1.6)
+    pd.DataFrame({"step": [1, 2], "val_psnr": [None, 20]}).to_csv(run / "log.csv", index=False)
+    assert runs.validation_gain({"m": run})["late_gain"].isna().all()
+    with pytest.raises(ValueError, match="fraction must be in"):
+        runs.validation_gain({"m": run}, fraction=1)
+    with pytest.raises(InputError, match="training log not found"):
+        runs.validation_gain({"m": tmp_path / "none"})

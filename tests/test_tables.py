@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from spanetlib import tables
+from spanetlib import claims, runs, tables
 from spanetlib.data import read_pair_list
 from spanetlib.evaluate import as_prediction
-from spanetlib.fileio import read_image
+from spanetlib.fileio import InputError, read_image
 from spanetlib.metrics import psnr_ssim_np
 from spanetlib.models import count_parameters
 from spanetlib.runs import OFFICIAL, OURS, RAIN_INPUT
@@ -198,26 +199,120 @@ def test_table4_adds_parameter_counts(smoke_dataset, tiny_spanet, tmp_path,
     assert list(view.columns[:2]) == ["model", "parameters"]
 
 
-def _ablation_summary(values):
-    return pd.DataFrame({"model": list(values), "reference": "estimated clean",
-                         "psnr[standard]": list(values.values())})
+def _seeded(values: dict[str, list[list[float]] | list[float]], reference="estimated clean"):
+    """A per-image frame: model -> per-seed lists of per-image PSNRs (a flat list: no seed)."""
+    rows = []
+    for model, seeds in values.items():
+        if not isinstance(seeds[0], list):
+            seeds, seed_ids = [seeds], [np.nan]
+        else:
+            seed_ids = [float(k) for k in range(len(seeds))]
+        for k, scores in zip(seed_ids, seeds, strict=True):
+            rows += [{"seed": k, "model": model, "reference": reference, "name": f"i{i}",
+                      "psnr[standard]": v, "ssim[standard]": v / 100}
+                     for i, v in enumerate(scores)]
+    return pd.DataFrame(rows)
 
 
-def test_ablation_findings_verdicts():
-    text = tables.ablation_findings(_ablation_summary({"A": 20.0, "Shared SAMs (SPANet)": 21.0}))
-    assert text.splitlines()[0].startswith("Shared SAMs (SPANet): 21.00 dB")
-    assert "- A: 20.00 dB (-1.00 dB against the full model)" in text
-    assert "As in the paper" in text
-    text = tables.ablation_findings(_ablation_summary(
-        {"A": 20.0, "B": 21.05, "C": 22.0, "Shared SAMs (SPANet)": 21.0}))
-    assert "Shared SAMs (SPANet) beats 1 of 3 variants" in text
-    assert "no clear difference to B" in text and "worse than C" in text
-    assert "does not reproduce the paper's finding that every part of the SAM helps" in text
-    text = tables.ablation_findings(_ablation_summary({"Rain input": 20.0, "X": 23.0, "Ours": 22}),
-                                    full="Ours", claim="that SPANet wins", others="rows")
-    assert "Ours beats 1 of 2 rows" in text and "finding that SPANet wins" in text
-    with pytest.raises(ValueError, match="expected the row 'full'"):
-        tables.ablation_findings(_ablation_summary({"A": 1.0, "B": 2.0}), full="full")
-    with pytest.raises(ValueError, match="reference 'true background' is not in the summary"):
-        tables.ablation_findings(_ablation_summary({"A": 1.0, "Shared SAMs (SPANet)": 2.0}),
-                                 reference="true background")
+def test_score_over_seeds_scores_each_seed_and_fixed_rows_once(smoke_dataset, tiny_spanet,
+                                                               tmp_path, save_checkpoint):
+    save_checkpoint(tmp_path / "a.pt", "spanet", tiny_spanet)
+    save_checkpoint(tmp_path / "b.pt", "spanet", {**tiny_spanet, "sam_mode": "none"})
+    score = partial(tables.table2, dataset=smoke_dataset, max_images=2,
+                    conventions=("standard",))
+    per_image = tables.score_over_seeds(score, {0: {"m": tmp_path / "a.pt"},
+                                                1: {"m": tmp_path / "b.pt"}},
+                                        fixed={RAIN_INPUT: None})
+    assert list(per_image.columns[:3]) == ["seed", "model", "reference"]
+    assert per_image.groupby("model", sort=False).size().to_dict() == {RAIN_INPUT: 4, "m": 8}
+    assert per_image.loc[per_image["model"] == RAIN_INPUT, "seed"].isna().all()
+    assert sorted(per_image.loc[per_image["model"] == "m", "seed"].unique()) == [0.0, 1.0]
+    # each seed's rows are that seed's model: the two checkpoints differ
+    m = per_image[per_image["model"] == "m"]
+    assert not np.allclose(m[m["seed"] == 0]["psnr[standard]"].to_numpy(),
+                           m[m["seed"] == 1]["psnr[standard]"].to_numpy())
+    with pytest.raises(ValueError, match="at least one seed or a fixed row"):
+        tables.score_over_seeds(score, {})
+
+
+def test_table2_view_reads_original_then_retrained():
+    per_image = _seeded({RAIN_INPUT: [20.0, 22.0],
+                         "DDN (original)": [[24.0, 26.0], [26.0, 28.0]],
+                         "DDN": [[27.0, 29.0], [28.0, 30.0]],
+                         runs.OFFICIAL: [21.0, 23.0],
+                         runs.OURS: [[30.0, 30.0], [31.0, 31.0]]})
+    view = tables.table2_view(claims.seed_summary(per_image))
+    assert list(view["model"]) == [RAIN_INPUT, "DDN", runs.OFFICIAL, runs.OURS]
+    cells = dict(zip(view["model"], view["PSNR (estimated clean)"], strict=True))
+    # DDN original: seed means 25, 27 -> 26.00 ± 1.41; retrained: 28, 29 -> 28.50 ± 0.71
+    assert cells["DDN"] == "26.00 ± 1.41 (28.50 ± 0.71)"
+    assert cells[RAIN_INPUT] == "21.00"
+    assert cells[runs.OURS] == "30.50 ± 0.71"  # no original row: the retrained value alone
+    released = {**runs.ORIGINAL_OF, "DDN": tables.RELEASED_PRENET}
+    per_image.loc[per_image["model"] == "DDN (original)", "model"] = tables.RELEASED_PRENET
+    per_image.loc[per_image["model"] == tables.RELEASED_PRENET, "seed"] = np.nan
+    per_image = per_image.drop_duplicates(["model", "seed", "name"])
+    view = tables.table2_view(claims.seed_summary(per_image), released)
+    assert dict(zip(view["model"], view["PSNR (estimated clean)"], strict=True))["DDN"] == \
+        "25.00 (28.50 ± 0.71)"
+
+
+def test_table2_rows_with_released_prenet():
+    specs, fixed, original_of = tables.table2_rows()
+    assert set(specs) == {*runs.TABLE2_RUNS, *runs.TABLE2_ORIGINAL_RUNS}
+    assert list(fixed) == [RAIN_INPUT, runs.OFFICIAL] and fixed[RAIN_INPUT] is None
+    assert original_of == runs.ORIGINAL_OF
+    released = Path(__file__).parent / "data" / "prenet" / "PReNet6_random.pth"
+    specs, fixed, original_of = tables.table2_rows(released_prenet=released)
+    assert "PReNet (original)" not in specs and "PReNet" in specs
+    assert original_of["PReNet"] == tables.RELEASED_PRENET
+    assert isinstance(fixed[tables.RELEASED_PRENET], torch.nn.Module)
+    with pytest.raises(InputError):
+        tables.table2_rows(released_prenet=Path(__file__).parent / "missing.pth")
+
+
+def test_table2_claims_decide_by_paired_tests():
+    gain = [[0.0, 0.1, -0.1]] * 3
+    base = np.array([25.0, 26.0, 27.0])
+    per_image = _seeded({
+        RAIN_INPUT: list(base - 3),
+        "DDN (original)": [list(base - 1 + s / 10) for s in range(3)],
+        "DDN": [list(base + s / 10) for s in range(3)],          # retraining helps: +1 dB
+        "PReNet (original)": [list(base + 0.5 + g) for g in gain[0]],
+        "PReNet": [list(base + 0.5 + 0.5 * (-1) ** s) for s in range(3)],  # undecided
+        runs.OURS: [list(base + 3 + s / 10) for s in range(3)],   # beats both earlier rows
+    })
+    found = tables.table2_claims(per_image)
+    assert [c.name for c in found] == ["SPANet beats the earlier derainers (vs. the estimated "
+                                       "clean)", "retraining on the §3 pairs helps (vs. the "
+                                       "estimated clean)"]
+    assert found[0].verdict == "holds"
+    assert [t.b for t in found[0].tests] == ["DDN", "PReNet"]
+    assert [(t.a, t.b, t.verdict) for t in found[1].tests] == [
+        ("DDN", "DDN (original)", "holds"), ("PReNet", "PReNet (original)", "undecided")]
+    assert found[1].verdict == "undecided"
+
+
+def test_table4_view_and_claims():
+    per_image = _seeded({"Shared SAMs (SPANet)": [[30.0, 31.0], [30.2, 31.2], [30.1, 31.1]],
+                         "Single SAM": [[29.0, 30.0], [29.1, 30.1], [29.0, 30.0]]})
+    summary = claims.seed_summary(per_image)
+    view = tables.table4_view(summary, {"Shared SAMs (SPANet)": 10, "Single SAM": 7})
+    assert list(view.columns[:2]) == ["model", "parameters"]
+    assert list(view["parameters"]) == [10, 7]
+    (claim,) = tables.table4_claims(per_image)
+    assert claim.verdict == "holds" and [t.b for t in claim.tests] == ["Single SAM"]
+
+
+def test_save_seed_table_and_claims(tmp_path):
+    per_image = _seeded({"A": [[20.0, 21.0], [20.5, 21.5]], "B": [18.0, 19.0]})
+    shown = tables.save_seed_table(per_image, tmp_path / "t", caption="T")
+    assert list(shown["model"]) == ["A", "B"]
+    assert (tmp_path / "t.md").read_text().startswith("T")
+    summary = pd.read_csv(tmp_path / "t.csv")
+    assert list(summary["n_seeds"]) == [2, 1]
+    assert summary.loc[0, "psnr_mean"] == pytest.approx(20.75)
+    assert len(pd.read_csv(tmp_path / "t_per_image.csv")) == len(per_image)
+    rows = tables.save_claims([claims.beats_all(per_image, "A", ["B"], "A wins")], tmp_path / "c")
+    back = pd.read_csv(tmp_path / "c.csv")
+    assert list(back["claim"]) == ["A wins"] and list(back["verdict"]) == list(rows["verdict"])
