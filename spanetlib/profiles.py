@@ -78,14 +78,13 @@ NOTEBOOK_PARAMETERS["01_dataset_generation"] = {
 # decided by paired tests over them, `spanetlib.claims`). ``train_workers``: runs trained side
 # by side, one thread each (None: one per CPU core; `spanetlib.runs.ensure_seed_runs`).
 # ``quick``: 3 seeds x 13 runs (Table 2: 4 derainers x original/retrained; Table 4: 5 more
-# SPANet variants), 300 steps of 8 x 48 x 48 crops with bf16 autocast where the CPU has it.
-# Measured on the 2-core AVX512-BF16 machine, one thread, bf16, per step of 8 x 48 x 48:
-# SPANet 0.37 s, DDN 0.06, RESCAN 0.36, PReNet 0.45; the Table 4 variants 0.13-0.36 (8 x 64 x 64:
-# SPANet 0.55, PReNet 0.82): about 15 CPU-s per step for all 39 runs with the trainer's overhead,
-# i.e. about 40 min of training on 2 cores, plus the scoring.
+# SPANet variants), 240 steps of 4 x 48 x 48 crops with bf16 autocast where the CPU has it, two
+# runs side by side. Chosen so that the whole `spanet reproduce --profile quick` fits in an hour
+# on the 2-core AVX512-BF16 machine (the README has the measured time per notebook): with the
+# whole trainer on one thread, SPANet took about 0.8 CPU-s per step of 8 x 48 x 48 crops.
 _SEEDS = {"smoke": [0], "quick": [0, 1, 2], "paper": [2019]}
 _WORKERS = {"smoke": 1, "quick": None, "paper": 1}
-_STEPS = {"smoke": 10, "quick": 300, "paper": None}
+_STEPS = {"smoke": 10, "quick": 240, "paper": None}
 
 
 def _runs(profile: str) -> dict[str, Any]:

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .claims import claims_from_rows
 from .fileio import InputError, atomic_write_text
 from .layouts import LAYOUTS
 from .metrics import METRIC_CONVENTIONS
-from .runs import OURS
-from .tables import ablation_findings
 
 __all__ = ["REGIONS", "main", "render_region", "update_readme"]
 
@@ -64,11 +63,35 @@ def _table1_dense(results: Path) -> str:
             f"and ours {dense['Ours (Eqs. 2-4)']:.1f} dB")
 
 
-def _verdict(results: Path, name: str, full: str, claim: str, others: str) -> str:
-    """`spanetlib.tables.ablation_findings` of a table, as paragraph, list, paragraph."""
-    lines = ablation_findings(_read_csv(results, name), full=full, claim=claim,
-                              others=others).splitlines()
-    return "\n".join([lines[0], "", *lines[1:-1], "", lines[-1]])
+def _claims(results: Path, name: str) -> str:
+    """The claims of ``<name>.csv`` (`spanetlib.claims.claim_rows`) as notebooks print them."""
+    found = claims_from_rows(_read_csv(results, name))
+    blocks = []
+    for claim in found:
+        lines = claim.describe().splitlines()
+        blocks.append("\n".join([f"**{lines[0]}**", "", *lines[1:]]))
+    return "\n\n".join(blocks)
+
+
+def _convergence(results: Path) -> str:
+    """Notebook 02's validation gains per seed, in one sentence."""
+    table = _read_csv(results, "training_convergence")
+    late, total = table["late_gain"], table["total_gain"]
+    return (f"over the last quarter of its {len(table)} runs SPANet's validation PSNR still "
+            f"rose by {late.min():+.2f} to {late.max():+.2f} dB, against {total.min():+.2f} "
+            f"to {total.max():+.2f} dB over the whole run")
+
+
+def _reproduce_times(results: Path) -> str:
+    """The ``quick`` time per notebook from ``reproduce_times.csv`` and the machine."""
+    table = _read_csv(results, "reproduce_times")
+    table = table[table["profile"] == "quick"]
+    lines = ["| notebook | minutes | finished (UTC) |", "|---|---:|---|"]
+    lines += [f"| {row.notebook} | {row.seconds / 60:.1f} | {row.finished} |"
+              for row in table.itertuples()]
+    lines.append(f"| **all** | **{table['seconds'].sum() / 60:.1f}** | |")
+    machines = sorted({f"{row.cpu}, {row.cores} cores" for row in table.itertuples()})
+    return "\n".join(lines) + "\n\nMachine: " + "; ".join(machines) + "."
 
 
 def _heldout_gains(results: Path) -> pd.DataFrame:
@@ -103,6 +126,21 @@ def _heldout_summary(results: Path) -> str:
             f"weights {authors[weakest]:+.1f} dB)")
 
 
+def _synthetic_run(results: Path) -> str:
+    """The shipped weights' training run from ``synthetic_weights_log.csv``, in words."""
+    log = _read_csv(results, "synthetic_weights_log")
+    return f"{int(log['step'].iloc[-1]):,} steps"
+
+
+def _attention_weights(results: Path) -> str:
+    """``attention_weights.md`` (benchmarks/check_synthetic_weights.py) and the goal verdict."""
+    table = _read_csv(results, "attention_weights")
+    verdicts = [f"`{row.weights}` {'meets' if row.goal_met else 'misses'} it"
+                for row in table.itertuples()]
+    return _markdown_table(results, "attention_weights") + "\n\nGoal (mean A_1 on rain >= " \
+        "0.2 and at least 1.5x that off the rain): " + "; ".join(verdicts) + "."
+
+
 def _layouts_table(results: Path) -> str:
     """Every test-folder layout `spanetlib.layouts.read_test_folder` detects (no results used)."""
     lines = ["| layout | the folder holds | read this way by |", "|---|---|---|"]
@@ -131,13 +169,15 @@ REGIONS: dict[str, Callable[[Path], str]] = {
     "table1": lambda r: _markdown_table(r, "table1"),
     "table1-dense": _table1_dense,
     "table2": lambda r: _markdown_table(r, "table2"),
-    "table2-verdict": lambda r: _verdict(r, "table2", OURS, "that SPANet beats the earlier "
-                                         "derainers", "other rows"),
+    "table2-claims": lambda r: _claims(r, "claims_table2"),
     "table3": lambda r: _markdown_table(r, "table3"),
     "table4": lambda r: _markdown_table(r, "table4"),
-    "table4-verdict": lambda r: _verdict(r, "table4", "Shared SAMs (SPANet)",
-                                         "that every part of the SAM helps", "variants"),
+    "table4-claims": lambda r: _claims(r, "claims_table4"),
+    "training-convergence": _convergence,
+    "reproduce-times": _reproduce_times,
     "heldout": _heldout_table,
+    "synthetic-run": _synthetic_run,
+    "attention-weights": _attention_weights,
     "heldout-summary": _heldout_summary,
     "layouts": _layouts_table,
     "conventions": _conventions_table,

@@ -12,8 +12,11 @@ puts them together:
 - Table 3 (`table3`): single synthetic rain images at three levels (`ensure_level_set`).
 
 Scores are kept for every metric convention of `spanetlib.metrics`; the tables' main view
-uses one (`main_view`, "standard" by default) and `save_table` writes both. `findings` says in
-words whether a run reproduces a finding of the paper.
+uses one (`main_view`, "standard" by default) and `save_table` writes both. Over several
+training seeds (`score_over_seeds`, `save_seed_table`) cells are mean ± std, Table 2 reads
+"original (retrained)" (`table2_rows`, `table2_view`), and the paper's findings are decided by
+paired tests (`table2_claims`, `table4_claims`, `save_claims`; the tests are
+`spanetlib.claims`').
 """
 
 from __future__ import annotations

@@ -258,11 +258,12 @@ class TrainConfig:
 # batch 32, 256 x 256 crops, L1 + (1 - SSIM) + attention loss with weights 1, seed 2019.
 # NOTE: the authors' released checkpoint (spanet_official_latest.pth) was trained otherwise:
 # lr 5e-4, batch 16, one drop (x0.1) at 30K steps, 40K steps in all.
-# ``quick``: the paper's SPANet (32 channels, numba IRNN) on 48 x 48 crops, batch 8, 600 steps,
-# bf16 autocast where the CPU has fast bf16: about 4 minutes on one core of the AVX512-BF16
-# machine (measured 0.37 s per step on one thread). Small crops keep the 39 runs of notebooks
-# 02-06 (13 models x 3 seeds) within the hour. Adam at 1e-3 (5e-3 is for batch 32 and 60K
-# steps), x0.1 at 2/3 and 11/12 of the run.
+# ``quick``: the paper's SPANet (32 channels, numba IRNN) on 48 x 48 crops, batch 4, 600 steps,
+# bf16 autocast where the CPU has fast bf16. Small crops and batches keep the 39 runs of
+# notebooks 02-06 (13 models x 3 seeds) within the hour on a 2-core CPU: SPANet took about
+# 0.8 CPU-s per step of batch 8 with the whole trainer (validation, data, losses) on one thread
+# of the AVX512-BF16 machine. Adam at 1e-3 (5e-3 is for batch 32 and 60K steps), x0.1 at 2/3
+# and 11/12 of the run.
 # ``smoke``: seconds (8 channels, 32 x 32 crops, batch 2, 10 steps), for CI and notebooks.
 # ``mask_threshold``: ``paper`` keeps the authors' 0 ("any difference" between the rain and the
 # clean patch). ``quick`` and ``smoke`` train on our synthetic videos, whose sensor noise makes
@@ -284,7 +285,7 @@ TRAIN_PROFILES: dict[str, dict[str, Any]] = {
     },
     "quick": {
         "model_kwargs": {"spanet": {"channels": 32}},
-        "crop": 48, "batch_size": 8, "steps": 600, "lr": 1e-3,
+        "crop": 48, "batch_size": 4, "steps": 600, "lr": 1e-3,
         "milestones": (400, 550), "gamma": 0.1, "betas": (0.9, 0.999),
         "l1_weight": 1.0, "ssim_weight": 1.0, "attention_weight": 1.0, "seed": 2019,
         "mask_threshold": 10 / 255, "attention_balanced": True,

@@ -29,15 +29,23 @@ def test_a_changed_result_changes_the_readme(tmp_path):
     results = tmp_path / "results"
     shutil.copytree(ROOT / "results", results, ignore=shutil.ignore_patterns("notebooks"))
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    table4 = pd.read_csv(results / "table4.csv")
-    table4.loc[table4["model"] == "Single SAM", "psnr[standard]"] += 5.0
-    table4.to_csv(results / "table4.csv", index=False)
-    md = (results / "table3.md").read_text().replace("| 30.87 |", "| 99.99 |")
-    (results / "table3.md").write_text(md)
+    md = (results / "table3.md").read_text().splitlines()
+    row = next(i for i, line in enumerate(md) if line.startswith("| SPANet (ours) |"))
+    cells = md[row].split(" | ")
+    cells[1] = "99.99"
+    md[row] = " | ".join(cells)
+    (results / "table3.md").write_text("\n".join(md) + "\n")
+    rows = pd.read_csv(results / "claims_table4.csv")
+    rows.loc[0, "verdict"] = rows.loc[0, "claim verdict"] = "changed verdict"
+    rows.to_csv(results / "claims_table4.csv", index=False)
+    times = pd.read_csv(results / "reproduce_times.csv")
+    times.loc[times["profile"] == "quick", "seconds"] = 60.0
+    times.to_csv(results / "reproduce_times.csv", index=False)
     new = readme.update_readme(text, results)
     assert "| SPANet (ours) | 99.99 |" in new and "| SPANet (ours) | 99.99 |" not in text
-    assert "Shared SAMs (SPANet) beats 4 of 5 variants" in new
-    assert "As in the paper, Shared SAMs (SPANet) beats every one" in text
+    assert ": changed verdict**" in new and "changed verdict" not in text
+    n = int((times["profile"] == "quick").sum())
+    assert f"| **all** | **{n:.1f}** | |" in new
 
 
 def test_main_writes_and_checks(tmp_path, capsys):

@@ -11,6 +11,7 @@ import torch
 
 from spanetlib import synthetic
 from spanetlib.evaluate import heldout_check
+from spanetlib.figure_data import Sample, mean_attention_stats
 from spanetlib.fileio import InputError, atomic_torch_save, read_image
 from spanetlib.models import build_model, load_pretrained
 from spanetlib.models.pretrained import SYNTHETIC_WEIGHTS
@@ -136,3 +137,16 @@ def test_train_synthetic_checks_the_run_before_building_data(tmp_path, monkeypat
         train_synthetic_weights(tmp_path, resume=True, steps=400, progress=False)
     with pytest.raises(AssertionError, match="dataset built"):
         train_synthetic_weights(tmp_path, overwrite=True, progress=False)
+
+
+def test_shipped_weights_attend_to_the_rain():
+    # Issue 15's goal for the shipped weights: mean A_1 on the rain pixels >= 0.2 and at least
+    # 1.5x that on the rain-free pixels (the first shipped weights had A_1 = 0 everywhere).
+    samples = []
+    for i, name in enumerate(("coffee", "rocket", "clock")):
+        clean = load_background(name, size=(96, 96))
+        for j, level in enumerate(("light", "medium", "heavy")):
+            rain = make_rain_image(clean, level=level, seed=10 * i + j).rain
+            samples.append(Sample(f"{name} {level}", rain, clean, clean))
+    stats = mean_attention_stats(load_pretrained("synthetic"), samples)
+    assert stats.on_rain >= 0.2 and stats.ratio >= 1.5, stats
