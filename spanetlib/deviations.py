@@ -238,7 +238,7 @@ def render_deviations(notebook: str, profile: str) -> str:
         >>> text = render_deviations("02_training", "quick")
         >>> text.splitlines()[0]
         '**Deviations from the paper**'
-        >>> "`quick` (small-scale numbers on a CPU): 300 steps of batch 8" in text
+        >>> "`quick` (small-scale numbers on a CPU): 240 steps of batch 4" in text
         True
     """
     if notebook not in NOTEBOOK_TOPICS:

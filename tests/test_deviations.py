@@ -41,7 +41,7 @@ def test_text_follows_the_profile_tables(monkeypatch):
     params["02_training"]["quick"]["train_steps"] = 1234
     params["01_dataset_generation"]["smoke"]["table1_videos"] = 7
     monkeypatch.setattr(deviations, "NOTEBOOK_PARAMETERS", params)
-    assert "1234 steps of batch 8" in render_deviations("02_training", "smoke")
+    assert "1234 steps of batch 4" in render_deviations("02_training", "smoke")
     assert "`smoke` 7 videos x 24 frames of 48 x 64" in render_deviations(
         "01_dataset_generation", "quick")
     assert "the `paper` profile uses the authors' 0" in render_deviations("05_table4", "paper")
