@@ -362,7 +362,7 @@ def ensure_seed_runs(specs: Mapping[str, RunSpec], dataset: DatasetInfo,
         profile: a training profile name.
         seeds: training seeds (distinct integers).
         steps: steps of every run (None: the profile's).
-        progress: a progress bar over the runs (one process) or their count (several).
+        progress: each run's progress bar (one process) or a bar over the runs (several).
         single_image: the training set of `SINGLE_IMAGE` runs.
         workers: processes (None: one per CPU core, at most one per run; 1: in this process).
 
@@ -385,12 +385,10 @@ def ensure_seed_runs(specs: Mapping[str, RunSpec], dataset: DatasetInfo,
         raise ValueError(f"workers must be a positive int or None, got {workers!r}")
     for _, _, spec in jobs:  # refuse a missing training set before any run starts
         _training_data(spec, dataset, single_image)
-    out: dict[int, dict[str, Path]] = {k: {} for k in seeds}
     if workers == 1:
-        for k, label, spec in tqdm(jobs, desc="runs", disable=not progress):
-            out[k][label] = ensure_run(spec, dataset, work_dir, profile, steps=steps, seed=k,
-                                       single_image=single_image)
-        return out
+        return {k: ensure_runs(specs, dataset, work_dir, profile, steps=steps, seed=k,
+                               progress=progress, single_image=single_image) for k in seeds}
+    out: dict[int, dict[str, Path]] = {k: {} for k in seeds}
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(_run_job, spec, dataset, str(work_dir), profile, steps, k,

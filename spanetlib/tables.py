@@ -5,10 +5,11 @@ puts them together:
 
 - Table 1 (`run_table1`): the background estimators of §3 on synthetic rain videos, scored
   against the true background.
-- Tables 2 and 4 (`table2`, `table4`): the derainers on the §3 test set. When the set is
-  synthetic each rain image is scored against two references (`reference_pairs`): the
-  *estimated* clean image that the dataset pipeline made (what the paper does: its ground
-  truth is that estimate) and the *true* background that only synthetic rain gives us.
+- Tables 2 and 4 (`table2`; `table4_view` adds parameter counts): the derainers on the §3
+  test set. When the set is synthetic each rain image is scored against two references
+  (`reference_pairs`): the *estimated* clean image that the dataset pipeline made (what the
+  paper does: its ground truth is that estimate) and the *true* background that only
+  synthetic rain gives us.
 - Table 3 (`table3`): single synthetic rain images at three levels (`ensure_level_set`).
 
 Scores are kept for every metric convention of `spanetlib.metrics`; the tables' main view
@@ -52,7 +53,7 @@ from .evaluate import (
 )
 from .fileio import atomic_write_json, atomic_write_text, read_image
 from .metrics import psnr_ssim_np
-from .models import count_parameters, load_pretrained
+from .models import load_pretrained
 from .runs import (
     OFFICIAL,
     ORIGINAL_OF,
@@ -85,7 +86,6 @@ __all__ = [
     "table2_rows",
     "table2_view",
     "table3",
-    "table4",
     "table4_claims",
     "table4_view",
 ]
@@ -167,7 +167,7 @@ def models_for_tables(runs: Mapping[str, str | os.PathLike], include_input: bool
     """The rows of Tables 2 and 3: rain input, the trained runs, the authors' SPANet.
 
     Args:
-        runs: display name -> ``final.pt`` (e.g. from ``ensure_runs(TABLE2_RUNS, ...)``).
+        runs: display name -> ``final.pt`` (e.g. one seed of ``ensure_seed_runs``).
         include_input: start with the "Rain input" row (model None: the input is scored).
         include_official: add the authors' released SPANet (`load_pretrained("official")`,
             trained on the real SPA-Data) just before `OURS` (at the end without it).
@@ -340,32 +340,6 @@ def table3(models: Mapping[str, Any], test_list: str | os.PathLike,
                           conventions=tuple(conventions or DEFAULT_CONVENTIONS), device=device,
                           max_images=max_images, progress=progress, batch_size=8,
                           labels=labels, by="level")
-
-
-def table4(runs: Mapping[str, str | os.PathLike], dataset: DatasetInfo,
-           conventions: Sequence[str] | None = None, device: str | torch.device = "auto",
-           max_images: int | None = None, progress: bool = False
-           ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Table 4: the SPANet ablations on the §3 test set, with their parameter counts.
-
-    Args:
-        runs: display name -> ``final.pt`` (from ``ensure_runs(TABLE4_RUNS, ...)``).
-        dataset: the §3 dataset of the run.
-        conventions: metric conventions (default: all).
-        device: "auto" (CUDA when available), "cpu" or "cuda".
-        max_images: only the first test pairs.
-        progress: show progress bars.
-
-    Returns:
-        ``(per_image, summary)`` as `table2`, the summary with a ``parameters`` column (all
-        parameters of each model, used or not, as `spanetlib.models.count_parameters`).
-    """
-    models = {label: load_trained(path, device) for label, path in runs.items()}
-    counts = {label: count_parameters(net, trainable_only=False)
-              for label, net in models.items()}
-    per_image, summary = table2(models, dataset, conventions, device, max_images, progress)
-    summary.insert(2, "parameters", summary["model"].map(counts).astype(int))
-    return per_image, summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -585,7 +559,7 @@ def main_view(summary: pd.DataFrame, by: str | None = None, convention: str = "s
     """The readable table: one row per model, PSNR and SSIM of one convention per group.
 
     Args:
-        summary: a summary from `table2`, `table3` or `table4`.
+        summary: a summary from `table2` or `table3`.
         by: the group column spread into columns (``"reference"``, ``"level"``); None: the
             summary has one row per model.
         convention: the metric convention shown.

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from spanetlib import cli
@@ -443,3 +444,17 @@ def test_evaluate_precision_is_checked_first(monkeypatch, tmp_path, capsys):
                      "--precision", "bf16", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "precision 'bf16' refused" in err
+
+
+def test_reproduce_records_one_time_per_profile_and_notebook(tmp_path):
+    from spanetlib.reproduce import record_time
+
+    record_time(tmp_path, "quick", "03_table2", 12.34)
+    record_time(tmp_path, "quick", "01_dataset_generation", 5)
+    path = record_time(tmp_path, "quick", "03_table2", 20)  # a rerun replaces its row
+    record_time(tmp_path, "smoke", "03_table2", 1)
+    table = pd.read_csv(path)
+    assert list(zip(table["profile"], table["notebook"], table["seconds"], strict=True)) == [
+        ("quick", "01_dataset_generation", 5.0), ("quick", "03_table2", 20.0),
+        ("smoke", "03_table2", 1.0)]
+    assert (table["cores"] >= 1).all() and table["cpu"].notna().all()

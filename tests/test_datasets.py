@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -127,3 +129,18 @@ def test_single_image_set_errors(tmp_path, write_pairs):
         build_single_image_train_set(source, tmp_path / "out", levels=("drizzle",))
     with pytest.raises(ValueError, match="at least one rain level"):
         build_single_image_train_set(source, tmp_path / "out", levels=())
+
+
+def test_ensure_dataset_replaces_its_own_export_made_with_other_settings(built):
+    # An export left by an older pipeline (other settings in its manifest) is this work
+    # folder's cache: rebuilt, not refused; the review file (the human decisions) is kept.
+    work, first = built
+    manifest_path = first.root / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["params"]["unreliable"] = None
+    manifest_path.write_text(json.dumps(manifest))
+    review = (work / "review.json").read_bytes()
+    again = ensure_dataset("smoke", work)
+    assert json.loads(manifest_path.read_text())["params"]["unreliable"] == "drop"
+    assert again.train_list.read_text() == first.train_list.read_text()
+    assert (work / "review.json").read_bytes() == review

@@ -16,7 +16,6 @@ from spanetlib.data import read_pair_list
 from spanetlib.evaluate import as_prediction
 from spanetlib.fileio import InputError, read_image
 from spanetlib.metrics import psnr_ssim_np
-from spanetlib.models import count_parameters
 from spanetlib.runs import OFFICIAL, OURS, RAIN_INPUT
 from spanetlib.testsets import make_table1_videos, scene_ground_truth
 
@@ -183,20 +182,6 @@ def test_table3_by_level(tmp_path, identity):
                                   "SSIM (medium)", "PSNR (heavy)", "SSIM (heavy)"]
     tables.ensure_level_set(tmp_path, 2, (24, 24), seed=0)  # other settings: rebuilt
     assert len(pd.read_csv(labels)) == 6
-
-
-def test_table4_adds_parameter_counts(smoke_dataset, tiny_spanet, tmp_path,
-                                      save_checkpoint):
-    a = save_checkpoint(tmp_path / "a.pt", "spanet", {**tiny_spanet, "sam_mode": "none"})
-    b = save_checkpoint(tmp_path / "b.pt", "spanet", tiny_spanet)
-    _, summary = tables.table4({"no SAM": tmp_path / "a.pt", "shared": tmp_path / "b.pt"},
-                               smoke_dataset, conventions=("standard",), max_images=2)
-    counts = dict(zip(summary["model"], summary["parameters"], strict=False))
-    assert counts == {"no SAM": sum(p.numel() for p in a.parameters()),
-                      "shared": count_parameters(b)}
-    assert counts["shared"] > counts["no SAM"]
-    view = tables.main_view(summary, by="reference")
-    assert list(view.columns[:2]) == ["model", "parameters"]
 
 
 def _seeded(values: dict[str, list[list[float]] | list[float]], reference="estimated clean"):
