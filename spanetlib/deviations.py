@@ -168,7 +168,15 @@ def _run_budget(notebook: str, profile: str) -> str:
     return (f"`{profile}` ({_PURPOSE[profile]}): {_thousands(steps)} steps of batch "
             f"{values['batch_size']} on {values['crop']} x {values['crop']} crops, "
             f"{channels}-channel SPANet, lr {values['lr']:g} (x{values['gamma']:g} at {drops} "
-            f"of the run), {seeds} seed{'s' if seeds > 1 else ''} per run")
+            f"of the run), {seeds} seed{'s' if seeds > 1 else ''} per run, "
+            f"{_precision(values)}")
+
+
+def _precision(values: dict[str, Any]) -> str:
+    """The arithmetic of a training profile (the paper trains in float32)."""
+    if values.get("amp_cpu"):
+        return "bf16 autocast on GPUs and on CPUs with fast bf16 (AMX or AVX512-BF16)"
+    return "bf16 autocast on GPUs, float32 on CPUs" if values.get("amp") else "float32"
 
 
 def _budget(notebook: str, profile: str) -> str:

@@ -80,8 +80,8 @@ NOTEBOOK_PARAMETERS["01_dataset_generation"] = {
 # ``quick``: 3 seeds x 13 runs (Table 2: 4 derainers x original/retrained; Table 4: 5 more
 # SPANet variants), 240 steps of 4 x 48 x 48 crops with bf16 autocast where the CPU has it, two
 # runs side by side. Chosen so that the whole `spanet reproduce --profile quick` fits in an hour
-# on the 2-core AVX512-BF16 machine (the README has the measured time per notebook): with the
-# whole trainer on one thread, SPANet took about 0.8 CPU-s per step of 8 x 48 x 48 crops.
+# on the 2-core AVX512-BF16 machine (the README has the measured time per notebook, and
+# `benchmarks/bench_training_step.py` the seconds per training step of every model).
 _SEEDS = {"smoke": [0], "quick": [0, 1, 2], "paper": [2019]}
 _WORKERS = {"smoke": 1, "quick": None, "paper": 1}
 _STEPS = {"smoke": 10, "quick": 240, "paper": None}

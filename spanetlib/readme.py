@@ -28,8 +28,12 @@ from .claims import claims_from_rows
 from .fileio import InputError, atomic_write_text
 from .layouts import LAYOUTS
 from .metrics import METRIC_CONVENTIONS
+from .profiles import NOTEBOOKS
 
-__all__ = ["REGIONS", "main", "render_region", "update_readme"]
+__all__ = ["QUICK_GOAL_MINUTES", "REGIONS", "main", "render_region", "update_readme"]
+
+#: What the whole ``spanet reproduce --profile quick`` should take on a 2-core CPU (issue 15).
+QUICK_GOAL_MINUTES = 60
 
 _MARKER = re.compile(r"<!-- (/?)results: ([\w-]+) -->")
 
@@ -54,6 +58,13 @@ def _markdown_table(results: Path, name: str) -> str:
     if start is None:
         raise InputError(f"{path} holds no markdown table")
     return "\n".join(lines[start:])
+
+
+def _captioned_table(results: Path, name: str) -> str:
+    """``<name>.md`` whole: its caption (what was measured, where), a blank line, the table."""
+    table = _markdown_table(results, name)
+    caption = (results / f"{name}.md").read_text(encoding="utf-8").split("\n|", 1)[0].strip()
+    return f"{caption}\n\n{table}" if caption and not caption.startswith("|") else table
 
 
 def _table1_dense(results: Path) -> str:
@@ -83,15 +94,27 @@ def _convergence(results: Path) -> str:
 
 
 def _reproduce_times(results: Path) -> str:
-    """The ``quick`` time per notebook from ``reproduce_times.csv`` and the machine."""
+    """The ``quick`` time per notebook from ``reproduce_times.csv``, with the machine.
+
+    Then whether the whole profile met `QUICK_GOAL_MINUTES`, or which notebooks lack a time.
+    """
     table = _read_csv(results, "reproduce_times")
     table = table[table["profile"] == "quick"]
     lines = ["| notebook | minutes | finished (UTC) |", "|---|---:|---|"]
     lines += [f"| {row.notebook} | {row.seconds / 60:.1f} | {row.finished} |"
               for row in table.itertuples()]
-    lines.append(f"| **all** | **{table['seconds'].sum() / 60:.1f}** | |")
+    total = table["seconds"].sum() / 60
+    lines.append(f"| **all** | **{total:.1f}** | |")
     machines = sorted({f"{row.cpu}, {row.cores} cores" for row in table.itertuples()})
-    return "\n".join(lines) + "\n\nMachine: " + "; ".join(machines) + "."
+    missing = [name for name in NOTEBOOKS if name not in set(table["notebook"])]
+    if missing:
+        verdict = (f"Not timed with this profile: {', '.join(missing)}, so whether the whole "
+                   f"profile fits in {QUICK_GOAL_MINUTES} minutes is not known.")
+    else:
+        verdict = (f"All {len(NOTEBOOKS)} notebooks: {total:.1f} minutes, "
+                   + ("within" if total <= QUICK_GOAL_MINUTES else "**over**")
+                   + f" the {QUICK_GOAL_MINUTES} minutes the quick profile aims for.")
+    return ("\n".join(lines) + "\n\nMachine: " + "; ".join(machines) + ". " + verdict)
 
 
 def _heldout_gains(results: Path) -> pd.DataFrame:
@@ -182,6 +205,7 @@ REGIONS: dict[str, Callable[[Path], str]] = {
     "layouts": _layouts_table,
     "conventions": _conventions_table,
     "video-derain": lambda r: _markdown_table(r, "video_derain"),
+    "training-step": lambda r: _captioned_table(r, "training_step"),
     "video-derain-summary": _video_derain_summary,
 }
 

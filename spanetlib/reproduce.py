@@ -23,8 +23,8 @@ import pandas as pd
 from .fileio import InputError, atomic_write, atomic_write_text, check_output_path
 from .profiles import NOTEBOOKS, PROFILE_NAMES, notebook_parameters, output_dirs
 
-__all__ = ["ReproduceSummary", "find_notebooks_dir", "record_time", "run_notebooks",
-           "select_notebooks"]
+__all__ = ["ReproduceSummary", "cpu_name", "find_notebooks_dir", "record_time",
+           "run_notebooks", "select_notebooks"]
 
 
 @dataclass
@@ -69,7 +69,8 @@ def select_notebooks(only: Sequence[str] | None = None) -> list[str]:
     return [name for name in NOTEBOOKS if name in chosen]
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, or what the platform module says."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
@@ -93,7 +94,7 @@ def record_time(results_dir: str | os.PathLike, profile: str, notebook: str, sec
     path = Path(results_dir) / "reproduce_times.csv"
     row = {"profile": profile, "notebook": notebook, "seconds": round(float(seconds), 1),
            "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-           "cpu": _cpu_name(), "cores": os.cpu_count()}
+           "cpu": cpu_name(), "cores": os.cpu_count()}
     table = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=list(row))
     table = table[~((table["profile"] == profile) & (table["notebook"] == notebook))]
     table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
@@ -107,7 +108,7 @@ def record_time(results_dir: str | os.PathLike, profile: str, notebook: str, sec
 def run_notebooks(profile: str = "quick", out_dir: str | os.PathLike | None = None,
                   only: Sequence[str] | None = None, kernel_name: str | None = None,
                   progress: bool = True) -> ReproduceSummary:
-    """Execute notebooks 01-07 in order with a profile's parameters.
+    """Execute notebooks 01-08 (`profiles.NOTEBOOKS`) in order with a profile's parameters.
 
     Args:
         profile: one of ``spanetlib.profiles.PROFILE_NAMES``.

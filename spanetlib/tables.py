@@ -289,9 +289,10 @@ def table2(models: Mapping[str, Any], dataset: DatasetInfo,
         reference, name, psnr[...], ssim[...]``; the summary has the means per model and
         reference and ``n``.
     """
+    # Exported test patches share one size, so they go through the models 16 at a time.
     return compare_models(models, reference_pairs(dataset, max_images),
                           conventions=tuple(conventions or DEFAULT_CONVENTIONS), device=device,
-                          progress=progress, by="reference")
+                          progress=progress, batch_size=16, by="reference")
 
 
 def ensure_level_set(work_dir: str | os.PathLike, n_per_level: int, size: Sequence[int],

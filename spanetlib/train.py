@@ -52,6 +52,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import PairDataset, find_pair_list
-from .device import cpu_has_fast_bf16, resolve_torch_device
+from .device import bf16_training_faults, cpu_has_fast_bf16, resolve_torch_device
 from .fileio import (
     InputError,
     atomic_torch_save,
@@ -84,6 +85,7 @@ __all__ = [
     "TrainResult",
     "build_model",
     "check_run",
+    "checked_cpu_bf16",
     "load_config",
     "main",
     "make_config",
@@ -259,11 +261,12 @@ class TrainConfig:
 # NOTE: the authors' released checkpoint (spanet_official_latest.pth) was trained otherwise:
 # lr 5e-4, batch 16, one drop (x0.1) at 30K steps, 40K steps in all.
 # ``quick``: the paper's SPANet (32 channels, numba IRNN) on 48 x 48 crops, batch 4, 600 steps,
-# bf16 autocast where the CPU has fast bf16. Small crops and batches keep the 39 runs of
-# notebooks 02-06 (13 models x 3 seeds) within the hour on a 2-core CPU: SPANet took about
-# 0.8 CPU-s per step of batch 8 with the whole trainer (validation, data, losses) on one thread
-# of the AVX512-BF16 machine. Adam at 1e-3 (5e-3 is for batch 32 and 60K steps), x0.1 at 2/3
-# and 11/12 of the run.
+# bf16 autocast where the CPU has fast bf16 (``amp_cpu``). Small crops and batches keep the 39
+# runs of notebooks 02-06 (13 models x 3 seeds) within the hour on a 2-core CPU: on one thread
+# of the AVX512-BF16 machine a step of 4 x 48 x 48 crops took SPANet 0.27 s in bf16 and 0.47 s
+# in float32, PReNet 0.38 s and 0.66 s (model, losses and update, measured on a quiet machine:
+# `benchmarks/bench_training_step.py`). Adam at 1e-3 (5e-3 is for batch 32 and 60K steps),
+# x0.1 at 2/3 and 11/12 of the run.
 # ``smoke``: seconds (8 channels, 32 x 32 crops, batch 2, 10 steps), for CI and notebooks.
 # ``mask_threshold``: ``paper`` keeps the authors' 0 ("any difference" between the rain and the
 # clean patch). ``quick`` and ``smoke`` train on our synthetic videos, whose sensor noise makes
@@ -290,7 +293,8 @@ TRAIN_PROFILES: dict[str, dict[str, Any]] = {
         "l1_weight": 1.0, "ssim_weight": 1.0, "attention_weight": 1.0, "seed": 2019,
         "mask_threshold": 10 / 255, "attention_balanced": True,
         "num_workers": 0, "checkpoint_every": 100, "val_every": 200, "log_every": 10,
-        "max_val_images": 20, "val_crop": 128, "amp": True, "channels_last": True,
+        "max_val_images": 20, "val_crop": 128, "amp": True, "amp_cpu": True,
+        "channels_last": True,
     },
     "smoke": {
         "model_kwargs": {"spanet": {"channels": 8}},
@@ -771,6 +775,7 @@ class _TrainState:
     scheduler: torch.optim.lr_scheduler.MultiStepLR
     criterion: SPANetLoss
     memory_format: torch.memory_format
+    cpu_bf16: bool = False        # bf16 autocast on the CPU (`checked_cpu_bf16`)
     step: int = 0
     epoch: int = 0
     batches_done: int = 0
@@ -808,7 +813,7 @@ class _TrainState:
         """bf16 autocast where the config asks for it and the device runs it fast."""
         if self.on_cuda and self.config.amp:
             return torch.autocast("cuda", dtype=torch.bfloat16)
-        if not self.on_cuda and self.config.amp_cpu and cpu_has_fast_bf16():
+        if not self.on_cuda and self.cpu_bf16:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -841,6 +846,10 @@ def _build_state(config: TrainConfig, dist: _Dist, device: torch.device,
     _seed_everything(config.seed)
     model = build_model(config.model, **config.model_kwargs).to(device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    cpu_bf16 = device.type != "cuda" and config.amp_cpu and cpu_has_fast_bf16()
+    if cpu_bf16:
+        cpu_bf16, memory_format = checked_cpu_bf16(model, config.channels_last,
+                                                    data.loader.batch_size or 1, config.crop)
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones),
@@ -851,7 +860,30 @@ def _build_state(config: TrainConfig, dist: _Dist, device: torch.device,
     return _TrainState(config=config, dist=dist, device=device,
                        out_dir=Path(config.out_dir), data=data, model=model, net=model,
                        optimizer=optimizer, scheduler=scheduler, criterion=criterion,
-                       memory_format=memory_format)
+                       memory_format=memory_format, cpu_bf16=cpu_bf16)
+
+
+def checked_cpu_bf16(model: nn.Module, channels_last: bool, batch: int, crop: int
+                      ) -> tuple[bool, torch.memory_format]:
+    """Whether to train in CPU bf16, and in which memory format, after checking the model.
+
+    bf16 is kept only if every convolution's bf16 gradients are right on this CPU
+    (`spanetlib.device.bf16_training_faults`): in the requested format, else in NCHW (with a
+    warning), else the run trains in float32 (with a warning).
+    """
+    wanted = torch.channels_last if channels_last else torch.contiguous_format
+    faults = bf16_training_faults(model, channels_last, batch, crop)
+    if not faults:
+        return True, wanted
+    what = faults[0] + (f" and {len(faults) - 1} more" if len(faults) > 1 else "")
+    if channels_last and not bf16_training_faults(model, False, batch, crop):
+        warnings.warn(f"bf16 weight gradients of {what} are wrong in channels-last memory on "
+                      "this CPU (oneDNN); training in bf16 with NCHW memory instead",
+                      RuntimeWarning, stacklevel=2)
+        return True, torch.contiguous_format
+    warnings.warn(f"bf16 weight gradients of {what} are wrong on this CPU (oneDNN); training "
+                  "in float32 instead", RuntimeWarning, stacklevel=2)
+    return False, wanted
 
 
 def _restore(state: _TrainState, ckpt: dict[str, Any]) -> None:

@@ -48,6 +48,19 @@ def test_a_changed_result_changes_the_readme(tmp_path):
     assert f"| **all** | **{n:.1f}** | |" in new
 
 
+@pytest.mark.parametrize(("minutes", "verdict"), [(7.0, "within the 60 minutes"),
+                                                  (8.0, "**over** the 60 minutes")])
+def test_reproduce_times_say_whether_the_hour_is_met(tmp_path, minutes, verdict):
+    rows = [{"profile": "quick", "notebook": name, "seconds": minutes * 60, "finished": "x",
+             "cpu": "CPU", "cores": 2} for name in readme.NOTEBOOKS]
+    pd.DataFrame(rows).to_csv(tmp_path / "reproduce_times.csv", index=False)
+    text = readme.render_region("reproduce-times", tmp_path)
+    assert verdict in text and f"All {len(rows)} notebooks: {minutes * len(rows):.1f}" in text
+    pd.DataFrame(rows[:-1]).to_csv(tmp_path / "reproduce_times.csv", index=False)
+    text = readme.render_region("reproduce-times", tmp_path)
+    assert f"Not timed with this profile: {readme.NOTEBOOKS[-1]}" in text and verdict not in text
+
+
 def test_main_writes_and_checks(tmp_path, capsys):
     page = tmp_path / "README.md"
     page.write_text("Dense: <!-- results: table1-dense -->stale<!-- /results: table1-dense -->\n")

@@ -15,6 +15,7 @@ import torch
 
 from spanetlib.fileio import InputError
 from spanetlib.losses import SPANetLoss
+from spanetlib.models.baselines import RESCAN
 from spanetlib.models.spanet import SPANet
 from spanetlib.synthetic import SYNTHETIC_RECIPE
 from spanetlib.train import (
@@ -471,3 +472,32 @@ def test_amp_cpu_autocasts_only_where_bf16_is_fast(tmp_path, config, monkeypatch
     train(config(tmp_path / "b", **kw), progress=False)
     train(config(tmp_path / "c", **{**kw, "amp_cpu": False}), progress=False)
     assert dtypes == [torch.bfloat16, torch.float32, torch.float32]
+
+
+def test_cpu_bf16_falls_back_where_its_gradients_are_wrong(tmp_path, config, monkeypatch):
+    """RESCAN's dilated 24-channel convolutions gave NaN gradients in channels-last bf16."""
+    formats, autocast = [], []
+    real_forward = RESCAN.forward
+
+    def spy(self, x):
+        out = real_forward(self, x)
+        formats.append(x.is_contiguous(memory_format=torch.channels_last)
+                       and x.stride(1) == 1)
+        autocast.append(torch.is_autocast_enabled("cpu"))  # RESCAN's output is x - R: float32
+        return out
+
+    monkeypatch.setattr(RESCAN, "forward", spy)
+    monkeypatch.setattr("spanetlib.train.cpu_has_fast_bf16", lambda: True)
+    rescan = {"channels": 8, "stages": 2, "depth": 5}  # dilations 1, 1, 2 on 8 channels
+    kw = {"model": "rescan", "model_kwargs": rescan, "steps": 2, "milestones": (),
+          "checkpoint_every": 0, "amp_cpu": True, "channels_last": True}
+    with pytest.warns(RuntimeWarning, match="wrong in channels-last .* NCHW memory instead"):
+        result = train(config(tmp_path / "a", **kw), progress=False)
+    assert formats == [False, False] and autocast == [True, True]
+    assert np.isfinite(result.metrics["loss"]) and np.isfinite(result.metrics["psnr"])
+    formats.clear()
+    autocast.clear()
+    monkeypatch.setattr("spanetlib.train.bf16_training_faults", lambda *a: ["conv (x)"])
+    with pytest.warns(RuntimeWarning, match="training in float32 instead"):
+        train(config(tmp_path / "b", **kw), progress=False)
+    assert formats == [True, True] and autocast == [False, False]
