@@ -468,3 +468,16 @@ def test_errors():
         IRNN(2, backend="fast")
     with pytest.raises(ValueError, match="channels must be a positive int, got 0"):
         IRNN(0)
+
+
+def test_numba_leaves_torch_thread_count_alone():
+    """Numba's first parallel launch starts OpenMP, which used to reset torch's thread count."""
+    code = ("import torch; torch.set_num_threads(1)\n"
+            "from spanetlib.models.irnn import irnn_concat\n"
+            "x = torch.rand(1, 8, 160, 160).contiguous(memory_format=torch.channels_last)\n"
+            "irnn_concat(x, torch.full((4, 8), 0.2), torch.zeros(4, 8), backend='numba')\n"
+            "print(torch.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True, timeout=300)
+    assert out.stdout.split()[-1] == "1"

@@ -125,16 +125,26 @@ _SMALL_PROBLEM = 1 << 16
 
 
 def _launch(kernel: Any, numel: int, *args: Any) -> None:
-    """Call a parallel numba kernel, single-threaded for small problems."""
+    """Call a parallel numba kernel, single-threaded for small problems.
+
+    Numba's first parallel launch starts its OpenMP layer, which sets the OpenMP thread count
+    that PyTorch reads: a user's ``torch.set_num_threads(1)`` became 2 after the first SPANet
+    forward pass. PyTorch's setting is put back (numba keeps its own count).
+    """
+    torch_threads = torch.get_num_threads()
     threads = numba.get_num_threads()
-    if numel >= _SMALL_PROBLEM or threads == 1:
-        kernel(*args)
-        return
-    numba.set_num_threads(1)  # thread-local setting
     try:
-        kernel(*args)
+        if numel >= _SMALL_PROBLEM or threads == 1:
+            kernel(*args)
+            return
+        numba.set_num_threads(1)  # thread-local setting
+        try:
+            kernel(*args)
+        finally:
+            numba.set_num_threads(threads)
     finally:
-        numba.set_num_threads(threads)
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
 
 
 
