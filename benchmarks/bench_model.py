@@ -40,7 +40,10 @@ over the size before the pass.
 Usage::
 
     python benchmarks/bench_model.py [--sizes 256 512] [--repeats 5] [--threads N] [--memory]
-                                     [--profile]
+                                     [--profile] [--out results]
+
+With ``--out results`` the table and the verdicts go to ``results/model_speed.csv``/``.md``,
+which README.md copies.
 """
 
 from __future__ import annotations
@@ -54,14 +57,18 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from spanetlib.device import autocast, cpu_bf16_features, cpu_has_fast_bf16
+from spanetlib.evaluate import write_table
 from spanetlib.models import irnn as irnn_module
 from spanetlib.models.pretrained import load_pretrained
 from spanetlib.models.spanet import SPANet
+from spanetlib.reproduce import cpu_name
 
 
 @dataclass
@@ -220,7 +227,9 @@ def measure_memory(config: str, size: int, threads: int | None) -> dict[str, flo
     return json.loads(out.strip().splitlines()[-1])
 
 
-def report(size: int, repeats: int, threads: int | None, memory: bool, bf16: bool) -> None:
+def report(size: int, repeats: int, threads: int | None, memory: bool, bf16: bool
+           ) -> tuple[list[dict[str, object]], list[str]]:
+    """Time every configuration at one size; print them; return the table rows and verdicts."""
     configs = build(size, bf16)
     check_agreement(configs)
     flops = {name: count_flops(fn) for name, (fn, _) in configs.items()
@@ -237,9 +246,13 @@ def report(size: int, repeats: int, threads: int | None, memory: bool, bf16: boo
     print(f"{'configuration':<16} {'best s':>8} {'median s':>9} {'cpu s':>7} {'GFLOP':>7} "
           f"{'GFLOP/s':>8} {'of peak':>8} {'peak MB':>8} {'+pass MB':>9}")
     peak = "peak conv fp32"
+    rows: list[dict[str, object]] = []
     for name, t in timings.items():
         rate = flops[name] / t.best
         m = mem.get(name, {"peak_mb": float("nan"), "growth_mb": float("nan")})
+        rows.append({"size": size, "configuration": name, "best s": t.best,
+                     "median s": t.median, "cpu s": t.best_cpu, "GFLOP/s": rate / 1e9,
+                     "of fp32 peak": rate / (flops[peak] / timings[peak].best)})
         print(f"{name:<16} {t.best:8.3f} {t.median:9.3f} {t.best_cpu:7.3f} "
               f"{flops[name] / 1e9:7.2f} {rate / 1e9:8.1f} "
               f"{rate / (flops[peak] / timings[peak].best):8.2f} {m['peak_mb']:8.0f} "
@@ -252,16 +265,20 @@ def report(size: int, repeats: int, threads: int | None, memory: bool, bf16: boo
                   ((a.best, b.best), (a.median, b.median), (a.best_cpu, b.best_cpu))]
         return f"{values[0]:.2f} (medians: {values[1]:.2f}; CPU time: {values[2]:.2f})"
 
-    print(f"SPANet() vs plain: {ratio('plain', 'SPANet()')} times faster")
     share = flops["SPANet()"] / timings["SPANet()"].best / (flops[peak] / timings[peak].best)
-    print(f"SPANet() share of the fp32 convolution peak: "
-          f"{ratio(peak, 'SPANet()', (flops[peak], flops['SPANet()']))}; goal 0.8 at "
-          f"256 x 256 on two cores: {'met' if share >= 0.8 else 'not met'}")
+    lines = [f"{size} x {size} (load average {load_before:.1f} before, {load_after:.1f} "
+             f"after): SPANet() vs plain: {ratio('plain', 'SPANet()')} times faster",
+             f"{size} x {size}: SPANet() share of the fp32 convolution peak: "
+             f"{ratio(peak, 'SPANet()', (flops[peak], flops['SPANet()']))}; goal 0.8 at "
+             f"256 x 256 on two cores: {'met' if share >= 0.8 else 'not met'}"]
     if bf16:
         speedup = timings["SPANet()"].best / timings["SPANet() bf16"].best
-        print(f"SPANet() bf16 vs fp32: {ratio('SPANet()', 'SPANet() bf16')} times faster; "
-              f"goal 1.8x: {'met' if speedup >= 1.8 else 'not met'}; the convolution "
-              f"alone: {ratio(peak, 'peak conv bf16')}")
+        lines.append(f"{size} x {size}: SPANet() bf16 vs fp32: "
+                     f"{ratio('SPANet()', 'SPANet() bf16')} times faster; goal 1.8x: "
+                     f"{'met' if speedup >= 1.8 else 'not met'}; the convolution alone: "
+                     f"{ratio(peak, 'peak conv bf16')}")
+    print("\n".join(lines))
+    return rows, lines
 
 
 def main() -> None:
@@ -274,6 +291,8 @@ def main() -> None:
                         help="also measure peak memory (one subprocess per configuration)")
     parser.add_argument("--profile", action="store_true",
                         help="also print torch's profile of SPANet() at the first size")
+    parser.add_argument("--out", default=None,
+                        help="also write <OUT>/model_speed.csv/.md (README: results/)")
     parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "SIZE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -290,8 +309,20 @@ def main() -> None:
           f"{os.cpu_count()} CPU(s), fast bf16: "
           f"{', '.join(cpu_bf16_features()) if bf16 else 'no (bf16 rows skipped)'}, "
           f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}")
+    rows: list[dict[str, object]] = []
+    verdicts: list[str] = []
     for size in args.sizes:
-        report(size, args.repeats, args.threads, args.memory, bf16)
+        size_rows, size_lines = report(size, args.repeats, args.threads, args.memory, bf16)
+        rows += size_rows
+        verdicts += size_lines
+    if args.out:
+        caption = (f"SPANet forward (batch 1, no_grad), best of {args.repeats} per "
+                   f"configuration, torch {torch.__version__}, {torch.get_num_threads()} "
+                   f"thread(s), {cpu_name()}, {os.cpu_count()} cores. "
+                   + ". ".join(verdicts) + ".")
+        write_table(pd.DataFrame(rows), Path(args.out) / "model_speed",
+                    float_format={"best s": "%.3f", "median s": "%.3f", "cpu s": "%.3f",
+                                  "GFLOP/s": "%.1f", "of fp32 peak": "%.2f"}, caption=caption)
     if args.profile:
         profile(args.sizes[0], bf16)
 

@@ -206,6 +206,7 @@ REGIONS: dict[str, Callable[[Path], str]] = {
     "conventions": _conventions_table,
     "video-derain": lambda r: _markdown_table(r, "video_derain"),
     "training-step": lambda r: _captioned_table(r, "training_step"),
+    "model-speed": lambda r: _captioned_table(r, "model_speed"),
     "video-derain-summary": _video_derain_summary,
 }
 
