@@ -144,7 +144,10 @@ class TrainConfig:
         amp: bf16 autocast of the forward pass on CUDA.
         amp_cpu: bf16 autocast of the forward pass on a CPU too, where the CPU has fast bf16
             (AMX or AVX512-BF16: `spanetlib.device.cpu_has_fast_bf16`; elsewhere the run stays
-            in float32): about twice as fast on such a CPU, at bf16 precision. Off by default.
+            in float32) and the model's convolutions pass the bf16 gradient check
+            (`checked_cpu_bf16`: else NCHW memory, else float32, with a warning). A step is
+            1.4-1.9x faster on the AVX512-BF16 machine (`benchmarks/bench_training_step.py`),
+            at bf16 precision. Off by default.
         channels_last: channels-last memory format (on CUDA and on the CPU, where oneDNN's
             convolutions and the numba IRNN are both faster in NHWC).
         max_val_images: the first N pairs of ``val_list`` are scored.
