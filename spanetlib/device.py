@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import ctypes.util
 import functools
@@ -215,42 +216,33 @@ def _bf16_conv_gradients_ok(key: tuple[object, ...], channels_last: bool, batch:
     cin, cout, kernel, stride, padding, dilation, groups, bias, mode = key
     if channels_last and max(dilation) > 1 and cin % 16:  # type: ignore[call-overload]
         return False  # the known fault: not run, it can also write out of bounds (segfault)
-    conv = torch.nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding,  # type: ignore[arg-type]
-                           dilation=dilation, groups=groups, bias=bias,  # type: ignore[arg-type]
-                           padding_mode=mode)  # type: ignore[arg-type]
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, cin, size, size, generator=gen)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    conv = conv.to(memory_format=fmt)
-    x = x.contiguous(memory_format=fmt).requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = conv(x)
-    grad = torch.randn(out.shape, generator=gen)
-    (out.float() * grad).sum().backward()
-    ref_conv = _float32_reference(conv)
-    ref_x = x.detach().bfloat16().float().requires_grad_()
-    (ref_conv(ref_x) * grad.bfloat16().float()).sum().backward()
-    pairs = [(conv.weight.grad, ref_conv.weight.grad), (x.grad, ref_x.grad)]
-    for got, want in pairs:
+    # The check builds layers and draws inputs: keep the caller's (seeded) RNG untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(cin, cout, kernel, stride=stride,  # type: ignore[arg-type]
+                               padding=padding, dilation=dilation,  # type: ignore[arg-type]
+                               groups=groups, bias=bias,  # type: ignore[arg-type]
+                               padding_mode=mode).to(memory_format=fmt)  # type: ignore[arg-type]
+        x = torch.rand(batch, cin, size, size).contiguous(memory_format=fmt).requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(x)
+        grad = torch.randn(out.shape)
+        (out.float() * grad).sum().backward()
+        # Reference: float32 NCHW on the same bf16-rounded weights, input and gradient.
+        ref = copy.deepcopy(conv).to(memory_format=torch.contiguous_format)
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.copy_(p.bfloat16().float())
+        ref_x = x.detach().bfloat16().float().contiguous().requires_grad_()
+        (ref(ref_x) * grad.bfloat16().float()).sum().backward()
+    for got, want in ((conv.weight.grad, ref.weight.grad), (x.grad, ref_x.grad)):
         if got is None or want is None or not bool(torch.isfinite(got).all()):
             return False
         scale = float(want.abs().max()) or 1.0
         if float((got - want).abs().max()) / scale > _BF16_CHECK_TOLERANCE:
             return False
     return True
-
-
-def _float32_reference(conv: torch.nn.Conv2d) -> torch.nn.Conv2d:
-    """A float32 NCHW copy of ``conv`` with its parameters rounded to bf16 (the reference)."""
-    ref = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,  # type: ignore[arg-type]
-                          stride=conv.stride, padding=conv.padding,  # type: ignore[arg-type]
-                          dilation=conv.dilation, groups=conv.groups,  # type: ignore[arg-type]
-                          bias=conv.bias is not None, padding_mode=conv.padding_mode)
-    with torch.no_grad():
-        ref.weight.copy_(conv.weight.bfloat16().float())
-        if conv.bias is not None and ref.bias is not None:
-            ref.bias.copy_(conv.bias.bfloat16().float())
-    return ref
 
 
 def bf16_training_faults(model: torch.nn.Module, channels_last: bool, batch: int,

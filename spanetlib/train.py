@@ -265,11 +265,9 @@ class TrainConfig:
 # lr 5e-4, batch 16, one drop (x0.1) at 30K steps, 40K steps in all.
 # ``quick``: the paper's SPANet (32 channels, numba IRNN) on 48 x 48 crops, batch 4, 600 steps,
 # bf16 autocast where the CPU has fast bf16 (``amp_cpu``). Small crops and batches keep the 39
-# runs of notebooks 02-06 (13 models x 3 seeds) within the hour on a 2-core CPU: on one thread
-# of the AVX512-BF16 machine a step of 4 x 48 x 48 crops took SPANet 0.27 s in bf16 and 0.47 s
-# in float32, PReNet 0.38 s and 0.66 s (model, losses and update, measured on a quiet machine:
-# `benchmarks/bench_training_step.py`). Adam at 1e-3 (5e-3 is for batch 32 and 60K steps),
-# x0.1 at 2/3 and 11/12 of the run.
+# runs of notebooks 02-06 (13 models x 3 seeds) within the hour on a 2-core CPU (seconds per
+# step of every model, float32 and bf16: `benchmarks/bench_training_step.py`, in the README).
+# Adam at 1e-3 (5e-3 is for batch 32 and 60K steps), x0.1 at 2/3 and 11/12 of the run.
 # ``smoke``: seconds (8 channels, 32 x 32 crops, batch 2, 10 steps), for CI and notebooks.
 # ``mask_threshold``: ``paper`` keeps the authors' 0 ("any difference" between the rain and the
 # clean patch). ``quick`` and ``smoke`` train on our synthetic videos, whose sensor noise makes

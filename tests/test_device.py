@@ -43,3 +43,12 @@ def test_each_distinct_convolution_is_reported_by_name():
                               torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2))
     faults = device.bf16_training_faults(net, channels_last=True, batch=1, size=24)
     assert faults == ["1 (8 -> 8, kernel 3, dilation 2)", "2 (8 -> 8, kernel 3, dilation 2)"]
+
+
+def test_the_check_leaves_the_callers_random_state_alone():
+    net = _net(16, 1)
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    assert device.bf16_training_faults(net, channels_last=True, batch=2, size=24) == []
+    assert torch.equal(torch.rand(4), expected)
