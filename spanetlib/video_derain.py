@@ -52,7 +52,6 @@ uninterrupted one bit for bit); other settings are refused unless ``overwrite``.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -78,6 +77,7 @@ from spanetlib.clip_estimate import (
     estimate_clip,
     pair_check,
 )
+from spanetlib.device import resolve_precision, resolve_torch_device
 from spanetlib.fileio import (
     IMAGE_SUFFIXES,
     InputError,
@@ -384,19 +384,16 @@ def _spanet_where(model: nn.Module, frame: np.ndarray, need: np.ndarray,
 def _derainer(model: nn.Module | None, tile: int | None, device: str, precision: str
               ) -> Callable[[np.ndarray], np.ndarray]:
     """``run(image uint8) -> H x W x 3 float32 in 0..255`` with the given options."""
-    options: dict[str, object] = {}
-    if "precision" in inspect.signature(derain_array).parameters:
-        options["precision"] = precision
-    elif precision != "fp32":
-        raise ValueError(f"precision {precision!r}: this spanetlib's derain_array runs in fp32 "
-                         "only")
+    # Refused before the first frame (a still clip may never run the model).
+    resolve_precision(precision, resolve_torch_device(device))
 
     def run(image: np.ndarray) -> np.ndarray:
         if model is None:
             raise ValueError("method needs a model")
         h, w = image.shape[:2]
         use_tile = tile if tile is not None and max(h, w) > tile else None
-        derained, _ = derain_array(model, image, tile=use_tile, device=device, **options)
+        derained, _ = derain_array(model, image, tile=use_tile, device=device,
+                                   precision=precision)
         return derained * np.float32(255.0)
 
     return run
