@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from spanetlib.background import estimate_background
+from spanetlib.pipeline.background import estimate_background
 
 
 def make_frames(n: int, height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

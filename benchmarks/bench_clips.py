@@ -1,7 +1,7 @@
 """Background estimates of phone-like rain clips against their truth (issue 11's goals).
 
-For every synthetic clip (``spanetlib.rain.CLIP_PRESETS``, seeded, no downloads) the clip
-estimator (``spanetlib.clip_estimate.estimate_clip``) runs with ``align`` "off", "on",
+For every synthetic clip (``spanetlib.synthesis.rain.CLIP_PRESETS``, seeded, no downloads) the clip
+estimator (``spanetlib.pipeline.clip_estimate.estimate_clip``) runs with ``align`` "off", "on",
 "auto", and with the clip's true camera motion and exposure ("true": perfectly aligned
 frames, same warp). Printed per clip and mode:
 
@@ -32,10 +32,10 @@ import time
 
 import numpy as np
 
-from spanetlib.alignment import Motion, footprint_mask
-from spanetlib.background import estimate_background
-from spanetlib.clip_estimate import ClipEstimate, estimate_clip
-from spanetlib.rain import CLIP_PRESETS, RainClip, make_rain_clip
+from spanetlib.pipeline.alignment import Motion, footprint_mask
+from spanetlib.pipeline.background import estimate_background
+from spanetlib.pipeline.clip_estimate import ClipEstimate, estimate_clip
+from spanetlib.synthesis.rain import CLIP_PRESETS, RainClip, make_rain_clip
 
 CLIPS = ("static", "passing", "handheld", "pan", "parked-leaves", "flicker", "light-switch",
          "dense", "few-frames")

@@ -10,11 +10,11 @@ Every configuration runs SPANet at its default size (C = 32, shared SAM), batch 
 - ``SPANet()``: ``SPANet()(x)``, no preparation: the model converts the input to
   channels-last once, keeps its features NHWC (oneDNN convolutions, the numba IRNN, which
   reads and writes NHWC), returns NCHW outputs, and reuses freed memory during the pass
-  (``spanetlib.device.reuse_freed_memory``).
+  (``spanetlib.models.memory.reuse_freed_memory``).
 - ``official``: ``load_pretrained("official")(x)``, the authors' weights (no
   direction-attention branch, so a little less work).
 - ``SPANet() bf16``: ``SPANet()(x)`` under the bf16 autocast of ``--precision bf16``
-  (``spanetlib.device.autocast``), on CPUs with fast bf16 only.
+  (``spanetlib.models.device.autocast``), on CPUs with fast bf16 only.
 
 Peak: a plain 32 -> 32 3x3 convolution (no bias) at the same spatial size, channels-last
 (the fastest layout for oneDNN here), float32, and in bf16 where the CPU has fast bf16: the
@@ -63,12 +63,12 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from spanetlib.device import autocast, cpu_bf16_features, cpu_has_fast_bf16
-from spanetlib.evaluate import write_table
+from spanetlib.evaluation.evaluate import write_table
 from spanetlib.models import irnn as irnn_module
+from spanetlib.models.device import autocast, cpu_bf16_features, cpu_has_fast_bf16
 from spanetlib.models.pretrained import load_pretrained
 from spanetlib.models.spanet import SPANet
-from spanetlib.reproduce import cpu_name
+from spanetlib.paper.reproduce import cpu_name
 
 
 @dataclass

@@ -1,8 +1,8 @@
-"""Validation of the no-reference quality score (``spanetlib.selection.scene_quality``).
+"""Validation of the no-reference quality score (``spanetlib.pipeline.quality.scene_quality``).
 
 The score predicts, with no clean image, how close a clip estimate
-(``spanetlib.clip_estimate.estimate_clip``) is to the truth. Here it is checked on synthetic
-phone-like clips whose truth is known (``spanetlib.rain.make_rain_clip``): every preset
+(``spanetlib.pipeline.clip_estimate.estimate_clip``) is to the truth. Here it is checked on synthetic
+phone-like clips whose truth is known (``spanetlib.synthesis.rain.make_rain_clip``): every preset
 (static, passing, hand-held, pan, parked objects, flicker, light switch, cloud, sparse to
 very dense rain, haze, few frames, junction) and deliberately bad cases (too few frames for
 dense rain, align "off" on moving clips, haze-like veils of several strengths and densities).
@@ -27,7 +27,7 @@ never accepting a bad scene; a person reviews the rest); every haze-like and eve
 moving-camera clip refused with a reason.
 
 Per-clip rows go to ``results/quality_validation.csv`` (the figure:
-``spanetlib.figures.plot_quality_validation``). Each clip's cues and truth are cached under
+``spanetlib.paper.figures.plot_quality_validation``). Each clip's cues and truth are cached under
 ``results/work/bench_quality/`` keyed by the clip and the source of the code that makes them,
 so a second run (or ``--fit``) is quick.
 
@@ -53,18 +53,19 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, stats
 
-from spanetlib import alignment, background, clip_estimate, rain
-from spanetlib.clip_estimate import ClipEstimate, estimate_clip
-from spanetlib.fileio import atomic_write, atomic_write_text
-from spanetlib.rain import CLIP_PRESETS, RainClip, make_rain_clip
-from spanetlib.selection import (
-    AUTO_THRESHOLD,
+from spanetlib.io.files import atomic_write, atomic_write_text
+from spanetlib.pipeline import alignment, background, clip_estimate
+from spanetlib.pipeline.clip_estimate import ClipEstimate, estimate_clip
+from spanetlib.pipeline.quality import (
     QUALITY_ACCEPT_THRESHOLD,
     QUALITY_MODEL,
     QualityModel,
     period_cues,
     quality_from_cues,
 )
+from spanetlib.pipeline.selection import AUTO_THRESHOLD
+from spanetlib.synthesis import rain
+from spanetlib.synthesis.rain import CLIP_PRESETS, RainClip, make_rain_clip
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_clips import psnr  # noqa: E402

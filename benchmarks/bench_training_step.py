@@ -1,9 +1,9 @@
 """One training step of every model of Tables 2 and 4 at a training profile's sizes, fp32 vs bf16.
 
-What `spanet reproduce` spends most of its time on: ``spanetlib.runs.ensure_seed_runs`` trains
+What `spanet reproduce` spends most of its time on: ``spanetlib.paper.runs.ensure_seed_runs`` trains
 each run in a one-thread process (two runs side by side on two cores). This benchmark builds
 every distinct model of those runs as the trainer does (`spanetlib.models.build_model` with the
-profile's arguments, Adam, `spanetlib.losses.SPANetLoss` with the profile's weights) and times
+profile's arguments, Adam, `spanetlib.training.losses.SPANetLoss` with the profile's weights) and times
 one optimizer step on random crops of the profile's size and batch, on one thread (torch and
 numba), two ways, interleaved step by step so their ratio compares like with like on a shared
 machine:
@@ -11,7 +11,7 @@ machine:
 - ``float32``: channels-last float32, the trainer without ``amp_cpu``;
 - ``trainer``: what the trainer runs with ``amp_cpu=True`` on this CPU: bf16 autocast where the
   CPU has fast bf16 and the model's convolutions pass the gradient check
-  (`spanetlib.train.checked_cpu_bf16`: RESCAN's dilated 24-channel layers train in NCHW
+  (`spanetlib.training.train.checked_cpu_bf16`: RESCAN's dilated 24-channel layers train in NCHW
   memory), float32 elsewhere.
 
 It writes ``results/training_step.csv`` and ``.md`` (README.md copies the table): per model,
@@ -40,13 +40,13 @@ import numba
 import pandas as pd
 import torch
 
-from spanetlib.device import cpu_has_fast_bf16
-from spanetlib.evaluate import write_table
-from spanetlib.losses import SPANetLoss
+from spanetlib.evaluation.evaluate import write_table
 from spanetlib.models import build_model
-from spanetlib.reproduce import cpu_name
-from spanetlib.runs import TABLE2_ORIGINAL_RUNS, TABLE2_RUNS, TABLE4_RUNS, RunSpec
-from spanetlib.train import TRAIN_PROFILES, checked_cpu_bf16
+from spanetlib.models.device import cpu_has_fast_bf16
+from spanetlib.paper.reproduce import cpu_name
+from spanetlib.paper.runs import TABLE2_ORIGINAL_RUNS, TABLE2_RUNS, TABLE4_RUNS, RunSpec
+from spanetlib.training.losses import SPANetLoss
+from spanetlib.training.train import TRAIN_PROFILES, checked_cpu_bf16
 
 
 def model_key(spec: RunSpec) -> str:

@@ -1,8 +1,8 @@
 """Deraining whole clips: per-frame SPANet, the temporal estimate alone and the hybrid (issue 14).
 
-On the project's synthetic clips with known rain-free frames (``spanetlib.rain.CLIP_PRESETS``:
+On the project's synthetic clips with known rain-free frames (``spanetlib.synthesis.rain.CLIP_PRESETS``:
 static camera, hand-held, passing objects, a parked object leaving, exposure flicker; seeded,
-no downloads), ``spanetlib.video_derain.compare_methods`` scores the rain input, the temporal
+no downloads), ``spanetlib.derain.video.compare_methods`` scores the rain input, the temporal
 estimate alone, per-frame SPANet and the hybrid (``derain_clip``) with each weights:
 
 * **PSNR** (dB): mean over frames, whole frame, against each frame's rain-free truth;
@@ -14,7 +14,7 @@ estimate alone, per-frame SPANet and the hybrid (``derain_clip``) with each weig
 Goals (verdicts printed, per clip and over all clips): the hybrid at least 10 dB above the
 better per-frame SPANet over whole frames, and within 1 dB of it inside the moving objects.
 Writes ``results/video_derain.csv`` (every clip and method) and ``results/video_derain.md``
-(one row per method, what README.md shows; ``python -m spanetlib.readme`` copies it).
+(one row per method, what README.md shows; ``python -m spanetlib.paper.readme`` copies it).
 
     python benchmarks/bench_video_derain.py                   # 120 x 160, 40 frames, ~10 min
     python benchmarks/bench_video_derain.py --size 64 96 --frames 16 --clips static passing
@@ -29,9 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from spanetlib.rain import CLIP_PRESETS
-from spanetlib.video_derain import (
-    DEFAULT_WINDOW,
+from spanetlib.derain.video import DEFAULT_WINDOW
+from spanetlib.paper.video_experiment import (
     compare_methods,
     goal_verdicts,
     methods_caption,
@@ -39,6 +38,7 @@ from spanetlib.video_derain import (
     synthetic_clips,
     write_methods_table,
 )
+from spanetlib.synthesis.rain import CLIP_PRESETS
 
 CLIPS = ("static", "handheld", "passing", "parked-leaves", "flicker")
 ROOT = Path(__file__).resolve().parents[1]

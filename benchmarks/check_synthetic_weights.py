@@ -11,9 +11,9 @@ train-synthetic`` and before shipping its weights)::
 
 The attention goal of issue 15: on rain images with a known rain layer, mean A_1 on the rain
 pixels >= 0.2 and at least 1.5x that on the rain-free pixels. The images are the held-out
-photos (`spanetlib.rain.HELDOUT_BACKGROUND_NAMES`) with rain at each level of
-`spanetlib.rain.IMAGE_RAIN_LEVELS`; rain pixels are where the rain image exceeds the clean one
-by more than 10/255 (`spanetlib.figure_data.mean_attention_stats`).
+photos (`spanetlib.synthesis.rain.HELDOUT_BACKGROUND_NAMES`) with rain at each level of
+`spanetlib.synthesis.rain.IMAGE_RAIN_LEVELS`; rain pixels are where the rain image exceeds the clean one
+by more than 10/255 (`spanetlib.paper.figure_data.mean_attention_stats`).
 
     python benchmarks/check_synthetic_weights.py [--weights synthetic official] [--out results]
         [--log runs/synthetic/run/log.csv]
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from spanetlib.evaluate import heldout_check, write_table
-from spanetlib.figure_data import Sample, mean_attention_stats
-from spanetlib.figures import plot_training_curves
-from spanetlib.fileio import atomic_write_text
+from spanetlib.evaluation.evaluate import heldout_check, write_table
+from spanetlib.io.files import atomic_write_text
 from spanetlib.models import load_pretrained
-from spanetlib.rain import (
+from spanetlib.paper.figure_data import Sample, mean_attention_stats
+from spanetlib.paper.figures import plot_training_curves
+from spanetlib.synthesis.rain import (
     HELDOUT_BACKGROUND_NAMES,
     IMAGE_RAIN_LEVELS,
     load_background,

@@ -1,7 +1,15 @@
 """spanetlib: SPANet (CVPR 2019) rain removal, real rain/clean pairs from videos, reproduction.
 
-Submodules are imported on first use (``spanetlib.background``, ``spanetlib.models`` ...), so
-``import spanetlib`` stays cheap and the CLI starts quickly.
+Sub-packages, lowest layer first (a layer imports only those before it):
+
+- `io`: files, videos, test-folder layouts, pair lists;
+- `pipeline`: paper §3, rain videos to pairs; `synthesis`: synthetic rain with its truth;
+- `models`: SPANet (§4), its variants, baselines, pretrained weights;
+- `derain`: photos and clips; `evaluation`: metrics and scoring; `training`: the trainer;
+- `paper`: the notebooks' experiments, tables and figures;
+- `cli`: the ``spanet`` command.
+
+Sub-packages are imported on first use, so ``import spanetlib`` stays cheap.
 """
 
 from importlib import import_module
@@ -9,18 +17,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = (
-    "alignment", "background", "claims", "clip_estimate", "data", "datasets", "deviations",
-    "device", "evaluate", "export", "field", "figure_data", "figures", "fileio", "inference",
-    "layouts", "losses", "metrics", "models", "profiles", "rain", "readme", "reproduce",
-    "review", "review_widget", "runs", "selection", "tables", "testsets", "train", "video",
-    "video_derain",
-)
+SUBPACKAGES = ("derain", "evaluation", "io", "models", "paper", "pipeline", "synthesis",
+               "training")
 
-__all__ = sorted(("__version__", *_SUBMODULES))
+__all__ = sorted(("SUBPACKAGES", "__version__", *SUBPACKAGES))
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
+    if name in SUBPACKAGES:
         return import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,23 +23,11 @@ EXIT_PARTIAL_FAILURE = 1
 EXIT_INTERRUPTED = 130
 
 
-def _align_option(args: argparse.Namespace) -> str:
-    """``--align`` with ``--stabilize`` as its deprecated alias for ``on``."""
-    if args.stabilize:
-        if args.align not in (None, "on"):
-            raise ValueError(f"--stabilize means --align on; it contradicts --align {args.align}")
-        warnings.warn("--stabilize is deprecated: it means --align on (every frame warped); "
-                      "the default --align auto warps only the frames that moved",
-                      FutureWarning, stacklevel=2)
-        return "on"
-    return args.align or "auto"
-
-
 def _estimate_background(args: argparse.Namespace) -> int:
-    from .export import export_clean_images
+    from spanetlib.pipeline.export import export_clean_images
 
     written = export_clean_images(args.input, args.output, frames=args.frames,
-                                  start=args.start, align=_align_option(args),
+                                  start=args.start, align=args.align,
                                   keep_size=args.keep_size, reliability=args.reliability,
                                   overwrite=args.overwrite, progress=True)
     print(written.describe())
@@ -47,7 +35,7 @@ def _estimate_background(args: argparse.Namespace) -> int:
 
 
 def _derain(args: argparse.Namespace) -> int:
-    from .inference import derain_files
+    from spanetlib.derain.images import derain_files
 
     summary = derain_files(args.inputs, args.output, weights=args.weights, device=args.device,
                            tile=args.tile, save_attention=args.save_attention,
@@ -57,7 +45,7 @@ def _derain(args: argparse.Namespace) -> int:
 
 
 def _derain_video(args: argparse.Namespace) -> int:
-    from .video_derain import derain_video
+    from spanetlib.derain.video import derain_video
 
     summary = derain_video(args.input, args.output, weights=args.weights, align=args.align,
                            window=args.window, tile=args.tile, device=args.device,
@@ -67,7 +55,7 @@ def _derain_video(args: argparse.Namespace) -> int:
 
 
 def _build_dataset(args: argparse.Namespace) -> int:
-    from .export import export_dataset
+    from spanetlib.pipeline.export import export_dataset
 
     summary = export_dataset(args.src, args.output, review_file=args.review_file,
                              auto_accept=args.auto_accept, crop=args.crop, stride=args.stride,
@@ -82,7 +70,7 @@ def _build_dataset(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import train_command
+    from spanetlib.training.train import train_command
 
     overrides = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr,
                                    "val_list": args.val}.items() if v is not None}
@@ -94,7 +82,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_synthetic(args: argparse.Namespace) -> int:
-    from .synthetic import train_synthetic_weights
+    from spanetlib.paper.shipped_weights import train_synthetic_weights
 
     path = train_synthetic_weights(args.out, steps=args.steps, resume=args.resume,
                                    export_to=args.export, overwrite=args.overwrite)
@@ -103,7 +91,7 @@ def _train_synthetic(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import DEFAULT_CONVENTIONS, evaluate_command
+    from spanetlib.evaluation.evaluate import DEFAULT_CONVENTIONS, evaluate_command
 
     evaluate_command(args.weights, args.test, args.output,
                      conventions=args.convention or DEFAULT_CONVENTIONS,
@@ -114,7 +102,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import run_notebooks
+    from spanetlib.paper.reproduce import run_notebooks
 
     summary = run_notebooks(args.profile, out_dir=args.out, only=args.only)
     total = sum(summary.seconds.values())
@@ -164,9 +152,9 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
-def _add_align(p: argparse.ArgumentParser, what: str = "", default: str | None = "auto") -> None:
-    """``--align``; ``default=None`` tells an explicit choice from none (``--stabilize``)."""
-    p.add_argument("--align", choices=("auto", "on", "off"), default=default,
+def _add_align(p: argparse.ArgumentParser, what: str = "") -> None:
+    """The ``--align`` option."""
+    p.add_argument("--align", choices=("auto", "on", "off"), default="auto",
                    help=f"camera-motion alignment {what + ' ' if what else ''}(default: auto): "
                    "auto warps only the frames that moved, on warps every frame, off measures "
                    "and reports only")
@@ -176,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``spanet`` and its subcommands."""
     from pathlib import Path
 
-    from . import __version__
+    from spanetlib import __version__
 
     parser = argparse.ArgumentParser(
         prog="spanet", description="SPANet rain removal: real rain/clean pairs from videos, "
@@ -194,9 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output image (.png, .jpg, .tif, ...)")
     p.add_argument("--frames", type=_positive_int, default=None, help="use N frames (default: all)")
     p.add_argument("--start", type=_nonnegative_int, default=0, help="first frame (default 0)")
-    _add_align(p, default=None)
-    p.add_argument("--stabilize", action="store_true",
-                   help="deprecated alias of --align on (warp every frame)")
+    _add_align(p)
     p.add_argument("--keep-size", action="store_true",
                    help="keep the frames' size and write OUTPUT_valid.png marking the pixels "
                    "every frame covers (default: crop to them)")
@@ -320,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_train)
 
     p = sub.add_parser("train-synthetic",
-                       help="make the shipped 'synthetic' weights (spanetlib.synthetic recipe)")
+                       help="make the shipped 'synthetic' weights (spanetlib.paper.shipped_weights recipe)")
     p.add_argument("--out", type=Path, default=Path("runs/synthetic"),
                    help="work folder: scenes, dataset, run (default: runs/synthetic)")
     p.add_argument("--steps", type=_positive_int, default=None,
@@ -345,11 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="official | synthetic | input (score the rain input) | PATH (a "
                    "spanetlib checkpoint, the authors' SPANet file or PReNet's net_latest.pth)"
                    " (default: official)")
-    p.add_argument("--layout", choices=_LibraryNames("layouts", "LAYOUTS"), default=None,
+    p.add_argument("--layout", choices=_LibraryNames("io.layouts", "LAYOUTS"), default=None,
                    metavar="NAME", help="use this layout instead of detecting it, one of "
                    "%(choices)s (default: detect)")
     p.add_argument("--convention", nargs="+", default=None,
-                   choices=_LibraryNames("metrics", "CONVENTIONS"), metavar="NAME",
+                   choices=_LibraryNames("evaluation.metrics", "CONVENTIONS"), metavar="NAME",
                    help="metric conventions, of %(choices)s: y-matlab as Restormer's and "
                    "DRSformer's tables, y-matlab-builtin as PReNet's README, spanet-paper as the "
                    "SPANet paper (default: all)")
@@ -413,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spanet {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (MemoryError, RuntimeError) as err:  # CUDA's OutOfMemoryError is a RuntimeError
-        from .inference import is_out_of_memory
+        from spanetlib.derain.images import is_out_of_memory
 
         if not is_out_of_memory(err):
             raise

@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from spanetlib.data import write_pair_list
-from spanetlib.datasets import DatasetInfo, ensure_dataset
-from spanetlib.fileio import write_image
+from spanetlib.io.files import write_image
+from spanetlib.io.pairs import write_pair_list
+from spanetlib.io.video import scene_name
 from spanetlib.models import build_model
-from spanetlib.review import ReviewSession
-from spanetlib.testsets import build_synthetic_video_scenes
-from spanetlib.video import scene_name
+from spanetlib.paper.datasets import DatasetInfo, ensure_dataset
+from spanetlib.pipeline.review import ReviewSession
+from spanetlib.synthesis.testsets import build_synthetic_video_scenes
 
 
 class Identity(nn.Module):

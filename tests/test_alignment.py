@@ -1,13 +1,13 @@
-"""Tests for spanetlib.alignment: motion against the synthetic clips' truth, modes, warps."""
+"""Tests for spanetlib.pipeline.alignment: motion against the synthetic clips' truth, modes, warps."""
 
 import cv2
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from spanetlib import alignment as al
-from spanetlib.fileio import InputError
-from spanetlib.rain import CLIP_PRESETS, RainParams, make_rain_clip
+from spanetlib.io.errors import InputError
+from spanetlib.pipeline import alignment as al
+from spanetlib.synthesis.rain import CLIP_PRESETS, RainParams, make_rain_clip
 
 SIZE = dict(size=(96, 128), n_frames=16)
 
@@ -203,7 +203,7 @@ def test_valid_region_matches_every_footprint():
 
 
 def test_public_names_are_sorted_and_exist():
-    from spanetlib import clip_estimate
+    from spanetlib.pipeline import clip_estimate
 
     for module in (al, clip_estimate):
         assert module.__all__ == sorted(module.__all__)

@@ -2,7 +2,7 @@
 
 With the paper's plain MSE (Eq. 7) against a sparse rain mask M (a few per cent of the pixels,
 as in our thresholded §3 pairs), A_1 collapses to 0 everywhere within a few tens of steps
-and stays there; `spanetlib.losses.attention_loss` with ``balanced=True`` (the ``smoke``,
+and stays there; `spanetlib.training.losses.attention_loss` with ``balanced=True`` (the ``smoke``,
 ``quick`` and synthetic-recipe setting) keeps it informative. The run below, with
 ``attention_balanced=False``, ends with A_1 at 0.000 on and off the rain, so the test fails.
 """
@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spanetlib.data import rain_mask
-from spanetlib.figure_data import Sample, mean_attention_stats
 from spanetlib.models import load_pretrained
-from spanetlib.rain import (
+from spanetlib.paper.figure_data import Sample, mean_attention_stats
+from spanetlib.synthesis.rain import (
     HELDOUT_BACKGROUND_NAMES,
     TRAINING_BACKGROUND_NAMES,
     load_background,
     make_rain_image,
 )
-from spanetlib.train import make_config, train
+from spanetlib.training.data import rain_mask
+from spanetlib.training.train import make_config, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -1,12 +1,12 @@
-"""Tests for spanetlib.background: the fast kernels against a slow, plain reference."""
+"""Tests for spanetlib.pipeline.background: the fast kernels against a slow, plain reference."""
 
 import math
 
 import numpy as np
 import pytest
 
-from spanetlib import background as bg
-from spanetlib.fileio import InputError
+from spanetlib.io.errors import InputError
+from spanetlib.pipeline import background as bg
 
 # ---------------------------------------------------------------------------------------------
 # Plain reference (pure Python loops / np.percentile on small arrays)
@@ -469,7 +469,7 @@ def test_noise_sigma_recovers_gaussian_noise_under_rain():
 
 
 def test_reliability_flags_a_parked_object_but_not_rain():
-    from spanetlib.rain import CLIP_PRESETS, make_rain_clip
+    from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
 
     spec = dict(size=(96, 128), n_frames=30)
     clip = make_rain_clip(CLIP_PRESETS["dense"].replace(**spec), 0)

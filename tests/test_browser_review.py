@@ -57,7 +57,7 @@ def review_notebook(tmp_path: Path) -> tuple[Path, Path]:
     """
     import nbformat
 
-    from spanetlib.profiles import smoke_defaults
+    from spanetlib.paper.profiles import smoke_defaults
 
     source_nb = nbformat.read(REPO / "notebooks" / "01_dataset_generation.ipynb", as_version=4)
     tagged = {tag: c.source for c in source_nb.cells if c.cell_type == "code"

@@ -1,4 +1,4 @@
-"""Tests of spanetlib.claims: seed summaries, paired tests, claims, on frames with known effects."""
+"""Tests of spanetlib.paper.claims: seed summaries, paired tests, claims, on frames with known effects."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from spanetlib import claims
+from spanetlib.paper import claims
 
 PSNR, SSIM = "psnr[standard]", "ssim[standard]"
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from spanetlib import cli
-from spanetlib.fileio import write_image
-from spanetlib.reproduce import select_notebooks
+from spanetlib.io.files import write_image
+from spanetlib.paper.reproduce import select_notebooks
 
 
 def run_cli(*args):
@@ -56,7 +56,7 @@ def test_estimate_background_from_frame_folder(tmp_path):
     out = tmp_path / "clean.png"
     result = run_cli("estimate-background", frames, "-o", out)
     assert result.returncode == 0, result.stderr
-    from spanetlib.fileio import read_image
+    from spanetlib.io.files import read_image
     estimate = read_image(out).astype(int)
     assert (estimate == clean).all(axis=-1).mean() > 0.99
     again = run_cli("estimate-background", frames, "-o", out)
@@ -65,8 +65,8 @@ def test_estimate_background_from_frame_folder(tmp_path):
 
 # ------------------------------------------------------- estimate-background on phone clips
 def _clip_folder(tmp_path, name, **changes):
-    from spanetlib.rain import CLIP_PRESETS, make_rain_clip
-    from spanetlib.video import write_frames
+    from spanetlib.io.video import write_frames
+    from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
 
     spec = CLIP_PRESETS[name].replace(**{"size": (96, 128), "n_frames": 30, **changes})
     clip = make_rain_clip(spec)
@@ -79,7 +79,7 @@ def _psnr(a, b):
 
 
 def test_estimate_background_writes_one_image_per_stable_period(tmp_path, capsys):
-    from spanetlib.fileio import read_image
+    from spanetlib.io.files import read_image
 
     clip, folder = _clip_folder(tmp_path, "parked-leaves", n_frames=40)
     out = tmp_path / "clean.png"
@@ -104,8 +104,8 @@ def test_estimate_background_writes_one_image_per_stable_period(tmp_path, capsys
 
 def test_estimate_background_aligns_by_default_and_crops_to_the_valid_region(tmp_path,
                                                                             capsys):
-    from spanetlib.background import estimate_background
-    from spanetlib.fileio import read_image
+    from spanetlib.io.files import read_image
+    from spanetlib.pipeline.background import estimate_background
 
     clip, folder = _clip_folder(tmp_path, "handheld")
     reference = 15
@@ -141,8 +141,8 @@ def test_estimate_background_aligns_by_default_and_crops_to_the_valid_region(tmp
 
 
 def test_estimate_background_of_a_static_clip_is_the_papers_estimate(tmp_path, capsys):
-    from spanetlib.background import estimate_background
-    from spanetlib.fileio import read_image
+    from spanetlib.io.files import read_image
+    from spanetlib.pipeline.background import estimate_background
 
     clip, folder = _clip_folder(tmp_path, "static")
     out = tmp_path / "clean.png"
@@ -153,20 +153,6 @@ def test_estimate_background_of_a_static_clip_is_the_papers_estimate(tmp_path, c
                                   np.rint(estimate_background(clip.frames).image))
 
 
-def test_stabilize_is_an_alias_of_align_on(tmp_path, capsys):
-    _, folder = _clip_folder(tmp_path, "static", n_frames=8)
-    out = tmp_path / "clean.png"
-    assert cli.main(["estimate-background", str(folder), "-o", str(out), "--stabilize"]) == 0
-    captured = capsys.readouterr()
-    assert "(--align on)" in captured.out and "7/8 frames warped" in captured.out
-    assert "warning: --stabilize is deprecated: it means --align on" in captured.err
-    assert cli.main(["estimate-background", str(folder), "-o", str(out), "--stabilize",
-                     "--align", "off", "--overwrite"]) == 2
-    err = capsys.readouterr().err
-    assert "--stabilize means --align on; it contradicts --align off" in err
-    assert len(err.strip().splitlines()) == 1
-
-
 def test_select_notebooks_by_prefix_and_name():
     assert select_notebooks(["03", "figures"]) == ["03_table2", "06_figures"]
     assert select_notebooks(None)[0] == "01_dataset_generation"
@@ -175,8 +161,8 @@ def test_select_notebooks_by_prefix_and_name():
 def test_reproduce_never_replaces_a_non_regular_file(tmp_path, monkeypatch):
     import papermill
 
-    from spanetlib import reproduce
-    from spanetlib.fileio import InputError
+    from spanetlib.io.errors import InputError
+    from spanetlib.paper import reproduce
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
@@ -207,7 +193,7 @@ def test_reproduce_never_replaces_a_non_regular_file(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    from spanetlib.testsets import build_synthetic_video_scenes
+    from spanetlib.synthesis.testsets import build_synthetic_video_scenes
 
     root = tmp_path_factory.mktemp("scenes")
     build_synthetic_video_scenes(root, n_scenes=2, n_frames=10, size=(40, 48),
@@ -267,7 +253,7 @@ def test_estimate_background_checks_the_output_before_reading(tmp_path, monkeypa
                                                               output, message):
     import os
 
-    from spanetlib import video
+    from spanetlib.io import video
 
     frames = _frames(tmp_path / "frames")
     (tmp_path / "blocker").write_text("a file")
@@ -310,7 +296,7 @@ def test_build_dataset_refuses_other_settings_and_overwrites_on_request(scenes, 
 
 @pytest.fixture(scope="module")
 def layout_folders(tmp_path_factory):
-    from spanetlib.testsets import build_layout_test_folders
+    from spanetlib.synthesis.testsets import build_layout_test_folders
 
     return build_layout_test_folders(tmp_path_factory.mktemp("layouts"), n_pairs=2,
                                      size=(24, 32))
@@ -321,7 +307,7 @@ def layout_folders(tmp_path_factory):
 def test_evaluate_detects_and_reports_each_layout(layout, layout_folders, tmp_path, capsys):
     import pandas as pd
 
-    from spanetlib.layouts import read_test_folder
+    from spanetlib.io.layouts import read_test_folder
 
     stem = tmp_path / "scores"
     assert cli.main(["evaluate", str(layout_folders[layout]), "-o", str(stem), "--weights",
@@ -354,7 +340,7 @@ def test_evaluate_forced_layout_and_folder_errors(layout_folders, tmp_path, caps
 
 
 def test_evaluate_save_outputs_and_overwrite_from_the_command_line(layout_folders, tmp_path):
-    from spanetlib.fileio import read_image
+    from spanetlib.io.files import read_image
 
     folder, out, stem = layout_folders["input-target"], tmp_path / "derained", tmp_path / "r"
     weights = Path(__file__).parent / "data" / "prenet" / "PRN6_r_random.pth"
@@ -410,7 +396,7 @@ def test_derain_tile_and_train_synthetic_options(monkeypatch):
     with pytest.raises(SystemExit):
         parser.parse_args(["derain", "x.png", "-o", "out", "--tile", "0"])
     seen = {}
-    monkeypatch.setattr("spanetlib.synthetic.train_synthetic_weights",
+    monkeypatch.setattr("spanetlib.paper.shipped_weights.train_synthetic_weights",
                         lambda out, **kwargs: seen.update(kwargs) or out / "w.pth")
     assert cli.main(["train-synthetic", "--out", "x", "--overwrite"]) == 0
     assert seen["overwrite"] is True and seen["resume"] is False
@@ -439,7 +425,7 @@ def test_out_of_memory_anywhere_is_one_line(monkeypatch, capsys):
 
 
 def test_evaluate_precision_is_checked_first(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr("spanetlib.device.cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr("spanetlib.models.device.cpu_has_fast_bf16", lambda: False)
     assert cli.main(["evaluate", str(tmp_path / "missing"), "-o", str(tmp_path / "r"),
                      "--precision", "bf16", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
@@ -447,7 +433,7 @@ def test_evaluate_precision_is_checked_first(monkeypatch, tmp_path, capsys):
 
 
 def test_reproduce_records_one_time_per_profile_and_notebook(tmp_path):
-    from spanetlib.reproduce import record_time
+    from spanetlib.paper.reproduce import record_time
 
     record_time(tmp_path, "quick", "03_table2", 12.34)
     record_time(tmp_path, "quick", "01_dataset_generation", 5)

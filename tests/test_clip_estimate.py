@@ -1,13 +1,13 @@
-"""Tests for spanetlib.clip_estimate: issue 11's goals at CI size, checked against the truth."""
+"""Tests for spanetlib.pipeline.clip_estimate: issue 11's goals at CI size, checked against the truth."""
 
 import numpy as np
 import pytest
 
-from spanetlib.alignment import Motion, footprint_mask
-from spanetlib.background import estimate_background
-from spanetlib.clip_estimate import estimate_clip, pair_check
-from spanetlib.fileio import InputError
-from spanetlib.rain import CLIP_PRESETS, make_rain_clip
+from spanetlib.io.errors import InputError
+from spanetlib.pipeline.alignment import Motion, footprint_mask
+from spanetlib.pipeline.background import estimate_background
+from spanetlib.pipeline.clip_estimate import estimate_clip, pair_check
+from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
 
 SIZE = dict(size=(96, 128), n_frames=30)
 

@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from spanetlib.data import (
-    PairDataset,
-    find_pair_list,
-    rain_mask,
-    random_resized_crop_box,
-    read_pair_list,
-    write_pair_list,
-)
-from spanetlib.fileio import InputError, write_image
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import write_image
+from spanetlib.io.pairs import find_pair_list, read_pair_list, write_pair_list
+from spanetlib.training.data import PairDataset, rain_mask, random_resized_crop_box
 
 
 # ------------------------------------------------------------------ rain mask

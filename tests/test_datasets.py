@@ -7,17 +7,18 @@ import json
 import numpy as np
 import pytest
 
-from spanetlib.data import read_pair_list
-from spanetlib.datasets import (
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import read_image, write_image
+from spanetlib.io.pairs import read_pair_list
+from spanetlib.paper.datasets import (
     DatasetInfo,
     dataset_examples,
     ensure_dataset,
     ensure_single_image_set,
     prepare_review,
 )
-from spanetlib.export import ExportSummary
-from spanetlib.fileio import InputError, read_image, write_image
-from spanetlib.testsets import build_single_image_train_set
+from spanetlib.pipeline.export import ExportSummary
+from spanetlib.synthesis.testsets import build_single_image_train_set
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_a_review_file_of_other_scenes_is_refused(built, tmp_path):
     # set must not be resumed on them (issue 11 item 5).
     import shutil
 
-    from spanetlib.fileio import InputError
+    from spanetlib.io.errors import InputError
 
     work, _ = built
     other = tmp_path / "other"

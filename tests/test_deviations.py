@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from spanetlib import deviations, profiles
-from spanetlib.deviations import NOTEBOOK_TOPICS, TOPICS, render_deviations
-from spanetlib.train import TRAIN_PROFILES
+from spanetlib.paper import deviations, profiles
+from spanetlib.paper.deviations import NOTEBOOK_TOPICS, TOPICS, render_deviations
+from spanetlib.training.train import TRAIN_PROFILES
 
 
 def test_every_notebook_has_topics_and_every_topic_is_shown():

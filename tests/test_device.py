@@ -1,9 +1,9 @@
-"""The checked CPU bf16 training path of `spanetlib.device` (other device tests: test_inference)."""
+"""The checked CPU bf16 training path of `spanetlib.models.device` (other device tests: test_inference)."""
 
 import pytest
 import torch
 
-from spanetlib import device
+from spanetlib.models import device
 
 
 @pytest.fixture(autouse=True)

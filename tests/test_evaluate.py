@@ -1,4 +1,4 @@
-"""Tests for spanetlib.evaluate on tiny pairs made here."""
+"""Tests for spanetlib.evaluation.evaluate on tiny pairs made here."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from spanetlib import evaluate as ev
-from spanetlib.evaluate import (
+from spanetlib.evaluation import evaluate as ev
+from spanetlib.evaluation.evaluate import (
     compare_models,
     evaluate_command,
     evaluate_model,
@@ -22,8 +22,9 @@ from spanetlib.evaluate import (
     summarize,
     write_table,
 )
-from spanetlib.fileio import InputError, read_image, write_image
-from spanetlib.metrics import psnr_ssim_np
+from spanetlib.evaluation.metrics import psnr_ssim_np
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import read_image, write_image
 
 CONVS = ("standard", "spanet-paper", "y-matlab", "y-matlab-builtin")
 LEVELS = ("light", "heavy", "light")
@@ -80,7 +81,7 @@ def test_all_sorted() -> None:
 
 def test_input_row_equals_direct_metrics(pairs_dir: Path, identity) -> None:
     df = evaluate_model(None, pairs_dir / "test.txt", progress=False)
-    assert list(df["name"]) == ["0", "1", "2"]  # as spanetlib.layouts names list pairs
+    assert list(df["name"]) == ["0", "1", "2"]  # as spanetlib.io.layouts names list pairs
     assert list(df.columns) == ["name"] + [metric_column(m, c) for c in CONVS
                                            for m in ("psnr", "ssim")]
     for i, row in df.iterrows():
@@ -293,15 +294,15 @@ def test_tile_and_batch_reach_the_model() -> None:
 
 @pytest.fixture(scope="module")
 def layout_folders(tmp_path_factory) -> dict[str, Path]:
-    """Every layout of spanetlib.layouts, 2 pairs of 24 x 32 (Rain1400: 2 x 2 rain images)."""
-    from spanetlib.testsets import build_layout_test_folders
+    """Every layout of spanetlib.io.layouts, 2 pairs of 24 x 32 (Rain1400: 2 x 2 rain images)."""
+    from spanetlib.synthesis.testsets import build_layout_test_folders
 
     return build_layout_test_folders(tmp_path_factory.mktemp("layouts"), n_pairs=2,
                                      size=(24, 32))
 
 
 def test_every_layout_is_scored_with_its_pair_names(layout_folders: dict[str, Path]) -> None:
-    from spanetlib.layouts import LAYOUTS, read_test_folder
+    from spanetlib.io.layouts import LAYOUTS, read_test_folder
 
     assert set(layout_folders) == set(LAYOUTS)
     for name, folder in layout_folders.items():
@@ -321,7 +322,7 @@ def test_every_layout_is_scored_with_its_pair_names(layout_folders: dict[str, Pa
 
 def test_read_pairs_keeps_list_order_and_forced_layout(layout_folders: dict[str, Path],
                                                        tmp_path: Path) -> None:
-    from spanetlib.layouts import read_test_folder
+    from spanetlib.io.layouts import read_test_folder
 
     spa = layout_folders["spa-data"]  # its real_test_1000.txt agrees with the folders
     assert read_test_folder(spa).also_matched == ("pair-list",)
@@ -339,7 +340,7 @@ def test_read_pairs_keeps_list_order_and_forced_layout(layout_folders: dict[str,
 
 def test_save_outputs_names_sizes_and_no_replace(layout_folders: dict[str, Path], tmp_path: Path,
                                                  identity) -> None:
-    from spanetlib.layouts import read_test_folder
+    from spanetlib.io.layouts import read_test_folder
 
     found = read_test_folder(layout_folders["rain1400"])
     out = tmp_path / "out"
@@ -504,7 +505,7 @@ def test_gray_16_bit_and_alpha_test_images(tmp_path: Path, identity) -> None:
 def test_side_by_side_16_bit_halves(tmp_path: Path) -> None:
     import cv2
 
-    from spanetlib.layouts import ImageRef
+    from spanetlib.io.layouts import ImageRef
 
     both = np.random.default_rng(1).integers(0, 65535, (16, 24, 3), dtype=np.uint16)
     both[..., 3:] = 0
@@ -531,13 +532,13 @@ def test_precision_reaches_every_forward_pass(monkeypatch, tmp_path: Path) -> No
     rng = np.random.default_rng(2)
     images = [(rng.uniform(0.2, 0.8, (48, 80, 3)).astype(np.float32),) * 2 + (f"i{k}",)
               for k in range(3)]
-    monkeypatch.setattr("spanetlib.device.cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr("spanetlib.models.device.cpu_has_fast_bf16", lambda: False)
     with pytest.raises(ValueError, match="precision 'bf16' refused"):  # before the weights
         evaluate_model(tmp_path / "missing.pth", images, precision="bf16", progress=False)
     with pytest.raises(ValueError, match="precision 'bf16' refused"):
         evaluate_command(tmp_path / "missing.pth", tmp_path, tmp_path / "r", precision="bf16",
                          progress=False)
-    monkeypatch.setattr("spanetlib.device.cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr("spanetlib.models.device.cpu_has_fast_bf16", lambda: True)
     for kwargs in ({"batch_size": 2}, {"tile": 40}, {}):
         for precision, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
             model = DtypeRecorder()
@@ -547,7 +548,7 @@ def test_precision_reaches_every_forward_pass(monkeypatch, tmp_path: Path) -> No
 
 
 def test_tiled_evaluation_shows_tile_progress(monkeypatch) -> None:
-    from spanetlib import inference
+    from spanetlib.derain import images as inference
 
     shown = []
 

@@ -9,17 +9,18 @@ import shutil
 import numpy as np
 import pytest
 
-from spanetlib.data import read_pair_list
-from spanetlib.export import (
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import read_image
+from spanetlib.io.pairs import read_pair_list
+from spanetlib.io.video import scene_name
+from spanetlib.pipeline.export import (
     ExportSettings,
     _patch_origins,
     export_dataset,
     plan_export,
     resume_exported,
 )
-from spanetlib.fileio import InputError, read_image
-from spanetlib.review import ReviewSession
-from spanetlib.video import scene_name
+from spanetlib.pipeline.review import ReviewSession
 
 
 def _lines(path):
@@ -37,7 +38,7 @@ def scenes64(tmp_path_factory):
     64 x 96, not the 32 x 48 of ``tiny_scenes``: at 32 x 48 the camera-motion measurement can
     read a static scene as moving (too few samples for its model choice).
     """
-    from spanetlib.testsets import build_synthetic_video_scenes
+    from spanetlib.synthesis.testsets import build_synthetic_video_scenes
 
     return build_synthetic_video_scenes(tmp_path_factory.mktemp("scenes64"), n_scenes=3,
                                         n_frames=24, size=(64, 96), seed=0)
@@ -45,7 +46,7 @@ def scenes64(tmp_path_factory):
 
 def _judge(min_frames):
     """A stand-in for `scene_quality`: accepts estimates of at least ``min_frames`` frames."""
-    from spanetlib.selection import SceneQuality
+    from spanetlib.pipeline.quality import SceneQuality
 
     def judge(estimate):
         ok = estimate.n_frames >= min_frames
@@ -62,7 +63,7 @@ def src(tmp_path, scenes64, monkeypatch):
     The batch quality judgement accepts every estimate here: these tests check the export's
     steps and files, `test_auto_accept_follows_the_quality_score` its use of the score.
     """
-    from spanetlib import export
+    from spanetlib.pipeline import export
 
     monkeypatch.setattr(export, "scene_quality", _judge(2))
     folder = tmp_path / "src"
@@ -394,7 +395,7 @@ def test_scene_names_with_whitespace_are_exported_under_safe_names(tmp_path, src
 
 
 def test_scenes_that_would_share_a_name_are_refused_before_any_work(tmp_path, src):
-    from spanetlib.video import write_video
+    from spanetlib.io.video import write_video
 
     write_video(src / "scene_000_sparse.avi", np.zeros((3, 64, 96, 3), np.uint8))
     with pytest.raises(InputError, match=r"scene_000_sparse and scene_000_sparse.avi in .* "
@@ -404,7 +405,7 @@ def test_scenes_that_would_share_a_name_are_refused_before_any_work(tmp_path, sr
 
 
 def test_a_truncated_video_is_exported_as_far_as_it_decodes_with_a_warning(tmp_path, src):
-    from spanetlib.video import PartialVideoWarning, write_video
+    from spanetlib.io.video import PartialVideoWarning, write_video
 
     frames = np.stack([read_image(p) for p in sorted((src / "scene_000_sparse").iterdir())
                        if p.suffix == ".png"])
@@ -420,17 +421,17 @@ def test_a_truncated_video_is_exported_as_far_as_it_decodes_with_a_warning(tmp_p
 
 # ------------------------------------------------------------------ issue 11: phone clips
 # The goals, end to end through `spanet build-dataset`, on synthetic phone-like clips whose
-# rain-free truth is known for every frame (spanetlib.rain.make_rain_clip).
+# rain-free truth is known for every frame (spanetlib.synthesis.rain.make_rain_clip).
 @pytest.fixture(scope="module")
 def clips():
     """Phone-like clips of 120 x 160 (40 frames; the junction 10), made once."""
-    from spanetlib.rain import make_rain_clip
+    from spanetlib.synthesis.rain import make_rain_clip
 
     return {name: make_rain_clip(name) for name in ("parked-leaves", "handheld", "junction")}
 
 
 def _scene_src(tmp_path, clip, name, as_video):
-    from spanetlib.video import write_frames, write_video
+    from spanetlib.io.video import write_frames, write_video
 
     src = tmp_path / "src"
     if as_video:
@@ -472,7 +473,7 @@ def _pairs_against_truth(out, clip):
 
 def _naive_pairs(clip, crop=32):
     """What the old export wrote: every frame, whole grid, one estimate of all frames."""
-    from spanetlib.background import estimate_background
+    from spanetlib.pipeline.background import estimate_background
 
     clean = np.rint(estimate_background(clip.frames).image)
     h, w = clip.frames.shape[1:3]
@@ -578,7 +579,7 @@ def test_unreliable_mask_writes_a_mask_beside_every_rain_patch(tmp_path, clips):
 
 
 def test_build_dataset_refuses_a_review_made_on_other_content(tmp_path, scenes64, capsys):
-    from spanetlib.review import run_review
+    from spanetlib.pipeline.review_widget import run_review
 
     here, there = tmp_path / "here", tmp_path / "there"
     for path in scenes64[:2]:
@@ -619,7 +620,7 @@ def test_an_older_review_file_is_exported_with_a_warning(tmp_path, src):
 def test_auto_accept_follows_the_quality_score(tmp_path, src, monkeypatch):
     # --auto-accept is the batch review: frames are added until the score accepts; a scene
     # it never accepts is not exported, with its score and reasons in the manifest.
-    from spanetlib import export
+    from spanetlib.pipeline import export
 
     monkeypatch.setattr(export, "scene_quality", _judge(15))
     out = tmp_path / "out"

@@ -9,14 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spanetlib import field
-from spanetlib.evaluate import as_prediction, evaluate_model
-from spanetlib.figure_data import derain_rows, folder_samples
-from spanetlib.fileio import InputError, write_image
-from spanetlib.layouts import LAYOUTS, read_test_folder
-from spanetlib.metrics import psnr_ssim_np
+from spanetlib.evaluation.evaluate import as_prediction, evaluate_model
+from spanetlib.evaluation.metrics import psnr_ssim_np
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import write_image
+from spanetlib.io.layouts import LAYOUTS, read_test_folder
 from spanetlib.models import load_pretrained
-from spanetlib.testsets import LAYOUT_TEST_FOLDERS, build_layout_test_folders
+from spanetlib.paper import released_weights as field
+from spanetlib.paper.figure_data import derain_rows, folder_samples
+from spanetlib.synthesis.testsets import LAYOUT_TEST_FOLDERS, build_layout_test_folders
 
 PRENET = Path(__file__).parent / "data" / "prenet"
 
@@ -133,7 +134,7 @@ def test_load_models_and_samples_for_the_figure(folders) -> None:
 
 
 def test_field_tables_are_written(folders, tmp_path: Path, identity) -> None:
-    from spanetlib.tables import save_table
+    from spanetlib.paper.tables import save_table
 
     per_image, summary = field.evaluate_folders({"Rain input": None, "identity": identity},
                                                 {"rain100": folders["rain100"]},

@@ -1,4 +1,4 @@
-"""Tests of spanetlib.figure_data: samples, rows of images and captions for the figures."""
+"""Tests of spanetlib.paper.figure_data: samples, rows of images and captions for the figures."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from spanetlib import figure_data as fd
-from spanetlib.background import estimate_background, luminance_levels
-from spanetlib.data import rain_mask
-from spanetlib.evaluate import as_prediction
-from spanetlib.inference import derain_array
-from spanetlib.metrics import psnr_ssim_np
+from spanetlib.derain.images import derain_array
+from spanetlib.evaluation.evaluate import as_prediction
+from spanetlib.evaluation.metrics import psnr_ssim_np
 from spanetlib.models.spanet import SPANet
-from spanetlib.tables import ensure_level_set
-from spanetlib.testsets import make_table1_videos
+from spanetlib.paper import figure_data as fd
+from spanetlib.paper.tables import ensure_level_set
+from spanetlib.pipeline.background import estimate_background, luminance_levels
+from spanetlib.synthesis.testsets import make_table1_videos
+from spanetlib.training.data import rain_mask
 
 
 @pytest.fixture(scope="module")
@@ -217,8 +217,8 @@ def test_level_samples(tmp_path):
 
 # ------------------------------------------------------------------ phone clips (notebook 01)
 def test_clip_figures_show_motion_alignment_and_periods():
-    from spanetlib.clip_estimate import estimate_clip
-    from spanetlib.rain import CLIP_PRESETS, make_rain_clip
+    from spanetlib.pipeline.clip_estimate import estimate_clip
+    from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
 
     clip = make_rain_clip(CLIP_PRESETS["handheld"].replace(size=(64, 96), n_frames=20))
     results = {mode: estimate_clip(clip.frames, mode) for mode in ("off", "auto")}

@@ -1,4 +1,4 @@
-"""Tests of spanetlib.figures: each figure is drawn and shows what it was given."""
+"""Tests of spanetlib.paper.figures: each figure is drawn and shows what it was given."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from matplotlib import colormaps
 
-from spanetlib import figures
-from spanetlib.fileio import read_image
+from spanetlib.io.files import read_image
+from spanetlib.paper import figures
+from spanetlib.pipeline import review_images
 
 
 def panel_pixels(fig: plt.Figure, ax: plt.Axes) -> np.ndarray:
@@ -153,7 +154,7 @@ def test_figure_argument_errors():
     with pytest.raises(ValueError, match="at least one image"):
         figures.plot_image_grid({})
     with pytest.raises(ValueError, match="differ in shape"):
-        figures.difference_map(np.zeros((2, 2, 3)), np.zeros((2, 3, 3)))
+        review_images.difference_map(np.zeros((2, 2, 3)), np.zeros((2, 3, 3)))
     with pytest.raises(ValueError, match="none of the requested columns"):
         figures.plot_training_curves({"r": pd.DataFrame({"step": [1]})}, columns=("loss",))
 
@@ -162,15 +163,15 @@ def test_figure_argument_errors():
 def test_period_strip_colours_frames_by_period():
     membership = np.array([0, 0, -1, -1, 1, 1])
     period = np.array([0, 0, -1, 1, 2, 2])
-    strip = figures.period_strip(membership, period, width=12, height=6, current=5)
+    strip = review_images.period_strip(membership, period, width=12, height=6, current=5)
     assert strip.shape == (6, 12, 3) and strip.dtype == np.uint8
     top = [tuple(c) for c in strip[0, ::2]]
-    assert top[0] == top[1] == figures.PERIOD_COLOURS[0]
-    assert top[4] == figures.PERIOD_COLOURS[1]
-    assert top[2] != top[3] and top[2] not in figures.PERIOD_COLOURS  # transition, unpaired
+    assert top[0] == top[1] == review_images.PERIOD_COLOURS[0]
+    assert top[4] == review_images.PERIOD_COLOURS[1]
+    assert top[2] != top[3] and top[2] not in review_images.PERIOD_COLOURS  # transition, unpaired
     assert (strip[3:, 10:] == 255).all() and (strip[0, 10:] != 255).any()  # frame 5 marked
     with pytest.raises(ValueError, match="expected frames and a positive size"):
-        figures.period_strip(membership, period, width=0)
+        review_images.period_strip(membership, period, width=0)
 
 
 def test_reliability_overlay_tints_only_the_marked_pixels():
@@ -179,13 +180,13 @@ def test_reliability_overlay_tints_only_the_marked_pixels():
     unreliable[0, 0] = True
     unusable = np.zeros((4, 5), bool)
     unusable[3, 4] = True
-    out = figures.reliability_overlay(image, unreliable, unusable).astype(int)
+    out = review_images.reliability_overlay(image, unreliable, unusable).astype(int)
     assert out[0, 0, 0] > out[0, 0, 2] and out[3, 4, 2] > out[3, 4, 0]  # red, blue
     np.testing.assert_array_equal(out[1:3], image[1:3])
-    green = figures.reliability_overlay(image, unreliable, unusable, reliable_strength=0.2)
+    green = review_images.reliability_overlay(image, unreliable, unusable, reliable_strength=0.2)
     assert green[1, 1, 1] > green[1, 1, 0] and (green[0, 0] == out[0, 0]).all()
     with pytest.raises(ValueError, match="expected an H x W x 3 image and an H x W mask"):
-        figures.reliability_overlay(image, unreliable[:2])
+        review_images.reliability_overlay(image, unreliable[:2])
 
 
 def test_clip_timeline_and_motion_trace_draw(tmp_path):
@@ -194,7 +195,7 @@ def test_clip_timeline_and_motion_trace_draw(tmp_path):
                                      path=tmp_path / "timeline.png")
     pixels = panel_pixels(fig, fig.axes[0])
     colours = {tuple(c) for c in pixels.reshape(-1, 3)}
-    assert figures.PERIOD_COLOURS[0] in colours and figures.PERIOD_COLOURS[1] in colours
+    assert review_images.PERIOD_COLOURS[0] in colours and review_images.PERIOD_COLOURS[1] in colours
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["periods found",
                                                                      "true scene state"]
     plt.close(fig)

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from spanetlib import fileio
-from spanetlib.fileio import InputError
+from spanetlib.io import files as fileio
+from spanetlib.io.errors import InputError
 
 
 def test_image_round_trip_keeps_rgb_order(tmp_path):

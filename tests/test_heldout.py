@@ -14,11 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from spanetlib import rain
-from spanetlib.data import read_pair_list
-from spanetlib.evaluate import heldout_check
-from spanetlib.fileio import read_image
-from spanetlib.testsets import HELDOUT_RAIN_CONDITIONS, build_heldout_rain_set
+from spanetlib.evaluation.evaluate import heldout_check
+from spanetlib.io.files import read_image
+from spanetlib.io.pairs import read_pair_list
+from spanetlib.synthesis import rain
+from spanetlib.synthesis.testsets import HELDOUT_RAIN_CONDITIONS, build_heldout_rain_set
 
 SIZE = (32, 32)
 HALVING_GAIN_DB = 20 * math.log10(2)  # error halved everywhere: MSE / 4

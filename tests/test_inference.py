@@ -8,23 +8,25 @@ import pytest
 import skimage.data
 import torch
 
-from spanetlib import device, inference
 from spanetlib.cli import main as cli_main
-from spanetlib.device import (
-    autocast,
-    cpu_bf16_features,
-    cpu_has_fast_bf16,
-    resolve_precision,
-    reuse_freed_memory,
-)
-from spanetlib.fileio import ImageFormat, InputError, read_image, restore_format, write_image
-from spanetlib.inference import (
+from spanetlib.derain import images as inference
+from spanetlib.derain.images import (
     attention_heatmap,
     blend_window,
     derain_array,
     derain_files,
     tile_starts,
 )
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import ImageFormat, read_image, restore_format, write_image
+from spanetlib.models import device, memory
+from spanetlib.models.device import (
+    autocast,
+    cpu_bf16_features,
+    cpu_has_fast_bf16,
+    resolve_precision,
+)
+from spanetlib.models.memory import reuse_freed_memory
 from spanetlib.models.pretrained import load_official_spanet
 from spanetlib.models.spanet import SPANet
 
@@ -368,7 +370,7 @@ class _FakeLibc:
 
 def test_reuse_freed_memory_counts_nested_blocks(monkeypatch):
     libc = _FakeLibc()
-    monkeypatch.setattr(device, "_glibc", lambda: libc)
+    monkeypatch.setattr(memory, "_glibc", lambda: libc)
     with reuse_freed_memory():
         with reuse_freed_memory():
             pass
@@ -380,11 +382,11 @@ def test_reuse_freed_memory_counts_nested_blocks(monkeypatch):
         raise RuntimeError("boom")
     assert [c[0] for c in libc.calls] == ["mallopt"] * 4 + ["malloc_trim"]  # restored anyway
     old = _FakeLibc(max_mmap_threshold=32 << 20)  # glibc that caps the mmap threshold
-    monkeypatch.setattr(device, "_glibc", lambda: old)
+    monkeypatch.setattr(memory, "_glibc", lambda: old)
     with reuse_freed_memory():
         assert old.calls == [("mallopt", -3, 2**31 - 1), ("mallopt", -3, 32 << 20),
                              ("mallopt", -1, 2**31 - 1)]
-    monkeypatch.setattr(device, "_glibc", lambda: None)  # not glibc: nothing to do
+    monkeypatch.setattr(memory, "_glibc", lambda: None)  # not glibc: nothing to do
     with reuse_freed_memory():
         pass
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spanetlib.fileio import InputError, read_image, write_image
-from spanetlib.layouts import LAYOUTS, ImagePair, ImageRef, read_test_folder
-from spanetlib.rain import load_background, make_rain_image
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import read_image, write_image
+from spanetlib.io.layouts import LAYOUTS, ImagePair, ImageRef, read_test_folder
+from spanetlib.synthesis.rain import load_background, make_rain_image
 
 
 def _noise(seed: int, shape: tuple[int, int] = (12, 16)) -> np.ndarray:

@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from spanetlib import losses
-from spanetlib.losses import (
+from spanetlib.evaluation.metrics import ssim
+from spanetlib.training import losses
+from spanetlib.training.losses import (
     L1Loss,
     SPANetLoss,
     SSIMLoss,
@@ -11,7 +12,6 @@ from spanetlib.losses import (
     l1_loss,
     ssim_loss,
 )
-from spanetlib.metrics import ssim
 
 
 def _images(seed=0, shape=(2, 3, 16, 16), dtype=torch.float32):

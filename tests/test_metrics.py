@@ -6,18 +6,18 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from spanetlib import metrics
-from spanetlib.metrics import (
+from spanetlib.evaluation import metrics
+from spanetlib.evaluation.metrics import (
     CONVENTIONS,
     METRIC_CONVENTIONS,
     MetricConvention,
     get_convention,
-    image_to_tensor,
     psnr,
     psnr_ssim_np,
     ssim,
     ssim_map,
 )
+from spanetlib.models.convert import image_to_tensor
 
 
 def _pair(seed=0, shape=(40, 48), noise=0.08):
@@ -137,7 +137,7 @@ def test_y_matlab_rounds_half_away_from_zero():
 
 
 def test_y_matlab_float32_equals_its_uint8_conversion():
-    from spanetlib.fileio import to_uint8
+    from spanetlib.io.files import to_uint8
 
     rng = np.random.default_rng(8)
     # values at and around the k + 0.5 rounding boundaries, plus out-of-range values
@@ -289,7 +289,7 @@ def test_ssim_map_same_padding_matches_2d_conv_reference():
 
 
 # ------------------------------------------------- the field's MATLAB scripts, re-derived here
-# Independent of spanetlib.metrics: plain numpy/scipy transliterations of the two MATLAB
+# Independent of spanetlib.evaluation.metrics: plain numpy/scipy transliterations of the two MATLAB
 # recipes, with the 2-D window built from its formula (not separably) and explicit loops.
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from spanetlib import profiles
-from spanetlib.reproduce import find_notebooks_dir
+from spanetlib.paper import profiles
+from spanetlib.paper.reproduce import find_notebooks_dir
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -57,7 +57,7 @@ def test_output_dirs_keep_quick_results_in_the_checkout(tmp_path):
 
 @pytest.mark.parametrize("name", profiles.NOTEBOOKS)
 def test_notebooks_call_the_library_for_shared_text(name):
-    """The deviations come from `spanetlib.deviations`, the data line from a `describe()`."""
+    """The deviations come from `spanetlib.paper.deviations`, the data line from a `describe()`."""
     notebook = json.loads((NOTEBOOKS_DIR / f"{name}.ipynb").read_text())
     code = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
     prose = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown"]
@@ -65,7 +65,7 @@ def test_notebooks_call_the_library_for_shared_text(name):
     assert not any("Deviations from the paper" in text for text in prose)
     assert not any(".summary" in src or ".split(" in src for src in code)
     describe = {"07_field": "print(field.describe_folders(folders))",
-                "08_video_deraining": "print(video_derain.describe_clips(clips))",
+                "08_video_deraining": "print(video_experiment.describe_clips(clips))",
                 }.get(name, "print(dataset.describe())")
     assert any(describe in src for src in code)
 
@@ -80,7 +80,7 @@ def test_field_notebook_parameters():
     assert len(prenet) == 4
     for path in prenet:  # relative to notebooks/, where papermill runs
         assert (NOTEBOOKS_DIR / path).resolve().is_file(), path
-    from spanetlib.metrics import CONVENTIONS
+    from spanetlib.evaluation.metrics import CONVENTIONS
     for profile in profiles.PROFILE_NAMES:
         params = profiles.NOTEBOOK_PARAMETERS["07_field"][profile]
         assert set(params["conventions"]) <= set(CONVENTIONS)

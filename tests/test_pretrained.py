@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from spanetlib.device import resolve_torch_device
-from spanetlib.fileio import InputError
+from spanetlib.io.errors import InputError
 from spanetlib.models import pretrained
+from spanetlib.models.device import resolve_torch_device
 from spanetlib.models.pretrained import (
     OFFICIAL_LICENSE,
     OFFICIAL_WEIGHTS,

@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spanetlib.clip_estimate import SegmentEvidence, estimate_clip
-from spanetlib.figures import plot_quality_validation
-from spanetlib.rain import CLIP_PRESETS, make_rain_clip
-from spanetlib.selection import (
+from spanetlib.paper.figures import plot_quality_validation
+from spanetlib.pipeline.clip_estimate import SegmentEvidence, estimate_clip
+from spanetlib.pipeline.quality import (
     QUALITY_ACCEPT_THRESHOLD,
     QUALITY_MODEL,
     QualityModel,
@@ -21,6 +20,7 @@ from spanetlib.selection import (
     quality_from_cues,
     scene_quality,
 )
+from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
 
 SIZE = (72, 96)
 

@@ -3,8 +3,8 @@ import socket
 import numpy as np
 import pytest
 
-from spanetlib import rain
-from spanetlib.rain import (
+from spanetlib.synthesis import rain
+from spanetlib.synthesis.rain import (
     BACKGROUND_NAMES,
     DENSITY_PRESETS,
     IMAGE_RAIN_LEVELS,
@@ -322,7 +322,7 @@ def test_clip_without_rain_or_noise_is_its_truth():
 
 def test_clip_frames_are_warps_of_the_scene():
     # Frame i resampled at the true motion shows what the reference frame shows.
-    from spanetlib.alignment import bspline_coefficients, bspline_sample
+    from spanetlib.pipeline.alignment import bspline_coefficients, bspline_sample
 
     clip = _clip("handheld", size=(72, 96), density=rain.RainParams(density=0.0),
                  noise_sigma=0.0)

@@ -1,4 +1,4 @@
-"""README.md's result regions are what results/ gives (python -m spanetlib.readme)."""
+"""README.md's result regions are what results/ gives (python -m spanetlib.paper.readme)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from spanetlib import readme
+from spanetlib.paper import readme
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_readme_agrees_with_the_results_files():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert readme.update_readme(text, ROOT / "results") == text, (
-        "README.md differs from results/: run `python -m spanetlib.readme`")
+        "README.md differs from results/: run `python -m spanetlib.paper.readme`")
 
 
 def test_every_region_is_in_the_readme():

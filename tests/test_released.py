@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from spanetlib.fileio import InputError, to_uint8
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import to_uint8
 from spanetlib.models import count_parameters, load_pretrained
 from spanetlib.models.baselines import PRENET_FAMILIES, PReNet
 from spanetlib.models.pretrained import describe_weights
@@ -229,8 +230,8 @@ def test_describe_weights_names_family_and_training_set(tmp_path: Path) -> None:
 
 def test_derain_command_with_released_weights(tmp_path: Path) -> None:
     """`spanet derain --weights PRN6_r_random.pth` end to end: the file's model, clamped."""
-    from spanetlib.fileio import read_image, write_image
-    from spanetlib.inference import derain_array
+    from spanetlib.derain.images import derain_array
+    from spanetlib.io.files import read_image, write_image
 
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)

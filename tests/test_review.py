@@ -8,11 +8,13 @@ import pathlib
 import numpy as np
 import pytest
 
-from spanetlib.fileio import InputError, read_image
-from spanetlib.review import ReviewSession, run_review
-from spanetlib.selection import FRAME_COUNTS
-from spanetlib.testsets import scene_ground_truth
-from spanetlib.video import scene_name
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import read_image
+from spanetlib.io.video import scene_name
+from spanetlib.pipeline.review import ReviewSession
+from spanetlib.pipeline.review_widget import run_review
+from spanetlib.pipeline.selection import FRAME_COUNTS
+from spanetlib.synthesis.testsets import scene_ground_truth
 
 
 def test_add_scene_persists_and_resumes(start_review, tmp_path, tiny_scenes):
@@ -82,7 +84,7 @@ def test_reject_increments_until_exhausted(start_review, tmp_path, tiny_scenes):
 
     def loader(source, start, count):
         calls.append((start, count))
-        from spanetlib.video import read_sequence
+        from spanetlib.io.video import read_sequence
         return read_sequence(source, start=start, count=count, min_frames=1)
 
     assert len(session.frames(name, loader)) == 5
@@ -165,8 +167,8 @@ def test_run_review_auto_follows_the_quality_score(start_review, tmp_path, tiny_
                                                     monkeypatch):
     # The batch review accepts iff scene_quality accepts; a rejection adds frames. A stand-in
     # judge that wants 14 frames makes the loop's steps visible.
-    from spanetlib import review
-    from spanetlib.selection import SceneQuality
+    from spanetlib.pipeline import review
+    from spanetlib.pipeline.quality import SceneQuality
 
     judged = []
 
@@ -254,7 +256,7 @@ def _copy_scenes(scenes, folder, change=False):
     """Copies of the scenes in ``folder`` (the same names); ``change`` alters every frame."""
     import shutil
 
-    from spanetlib.fileio import write_image
+    from spanetlib.io.files import write_image
 
     out = []
     for path in scenes:
@@ -297,7 +299,7 @@ def test_frames_changed_since_the_review_are_refused(start_review, tmp_path, tin
     name = scene_name(scene)
     session.accept(name, session.estimate(name))
     frame = sorted(scene.iterdir())[0]
-    from spanetlib.fileio import write_image
+    from spanetlib.io.files import write_image
 
     write_image(frame, 255 - read_image(frame))
     with pytest.raises(InputError, match=rf"scene '{name}' was reviewed on .*frames hash "
@@ -331,8 +333,8 @@ def test_version_1_review_files_are_read_and_bound(start_review, tmp_path, tiny_
 
 
 def test_accept_writes_one_clean_image_per_stable_period(tmp_path):
-    from spanetlib.rain import CLIP_PRESETS, make_rain_clip
-    from spanetlib.video import write_frames
+    from spanetlib.io.video import write_frames
+    from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
 
     clip = make_rain_clip(CLIP_PRESETS["parked-leaves"].replace(size=(96, 128), n_frames=40))
     folder = write_frames(tmp_path / "parked", clip.frames)[0].parent

@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from spanetlib.review import run_review
-from spanetlib.review_widget import ReviewWidget, difference_heatmap
+from spanetlib.pipeline.review_widget import ReviewWidget, difference_heatmap, run_review
 
 
 def test_widget_handlers(start_review, tmp_path, tiny_scenes):
@@ -64,9 +63,9 @@ def _decode(widget_image):
 def test_widget_shows_periods_reliability_and_quality(tmp_path):
     # A clip where a parked object leaves: two stable periods, the frame's own period's
     # clean image beside it, unpaired frames said so, and the reliability overlay.
-    from spanetlib.rain import CLIP_PRESETS, make_rain_clip
-    from spanetlib.review import ReviewSession
-    from spanetlib.video import write_frames
+    from spanetlib.io.video import write_frames
+    from spanetlib.pipeline.review import ReviewSession
+    from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
 
     clip = make_rain_clip(CLIP_PRESETS["parked-leaves"].replace(size=(96, 128), n_frames=40))
     folder = write_frames(tmp_path / "parked", clip.frames)[0].parent
@@ -90,7 +89,7 @@ def test_widget_shows_periods_reliability_and_quality(tmp_path):
     widget.frame_slider.value = unpaired
     assert "not paired" in widget.frame_label.value
     # the overlay: off shows the clean image, on tints unreliable red and unusable blue
-    from spanetlib.review import reliable_for_frame
+    from spanetlib.pipeline.review import reliable_for_frame
 
     index = min((i for i, _ in result.pairs()), key=lambda i: result.usable_share[i])
     widget.frame_slider.value = int(index)

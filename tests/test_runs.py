@@ -1,4 +1,4 @@
-"""Tests of spanetlib.runs: run specs, training reuse/resume, loading, logs and summaries."""
+"""Tests of spanetlib.paper.runs: run specs, training reuse/resume, loading, logs and summaries."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from spanetlib import runs
-from spanetlib.fileio import InputError
+from spanetlib.io.errors import InputError
 from spanetlib.models import count_parameters
 from spanetlib.models.spanet import TABLE4_VARIANTS
+from spanetlib.paper import runs
 
 
 def _log(run: Path) -> pd.DataFrame:

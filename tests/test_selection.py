@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spanetlib.rain import BACKGROUND_NAMES, load_background, make_rain_video
-from spanetlib.selection import (
+from spanetlib.pipeline.selection import (
     AUTO_THRESHOLD,
     DENSITIES,
     FRAME_COUNTS,
@@ -16,7 +15,8 @@ from spanetlib.selection import (
     rain_fraction,
     split_half_change,
 )
-from spanetlib.testsets import _random_crop
+from spanetlib.synthesis.rain import BACKGROUND_NAMES, load_background, make_rain_video
+from spanetlib.synthesis.testsets import _random_crop
 
 
 def test_paper_frame_counts():

@@ -9,21 +9,27 @@ import numpy as np
 import pytest
 import torch
 
-from spanetlib import synthetic
-from spanetlib.evaluate import heldout_check
-from spanetlib.figure_data import Sample, mean_attention_stats
-from spanetlib.fileio import InputError, atomic_torch_save, read_image
+from spanetlib.evaluation.evaluate import heldout_check
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import read_image
 from spanetlib.models import build_model, load_pretrained
 from spanetlib.models.pretrained import SYNTHETIC_WEIGHTS
-from spanetlib.rain import (
+from spanetlib.paper import shipped_weights as synthetic
+from spanetlib.paper.figure_data import Sample, mean_attention_stats
+from spanetlib.paper.shipped_weights import (
+    SYNTHETIC_RECIPE,
+    export_weights,
+    train_synthetic_weights,
+)
+from spanetlib.synthesis.rain import (
     BACKGROUND_NAMES,
     HELDOUT_BACKGROUND_NAMES,
     TRAINING_BACKGROUND_NAMES,
     load_background,
     make_rain_image,
 )
-from spanetlib.synthetic import SYNTHETIC_RECIPE, export_weights, train_synthetic_weights
-from spanetlib.train import make_config
+from spanetlib.training.checkpoints import atomic_torch_save
+from spanetlib.training.train import make_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -82,7 +88,7 @@ def test_shipped_weights_clearly_improve_heldout_rain(tmp_path):
 def test_derain_cli_with_synthetic_weights(tmp_path):
     clean = load_background("coffee", size=(96, 128))
     rain = make_rain_image(clean, level="medium", seed=3).rain
-    from spanetlib.fileio import write_image
+    from spanetlib.io.files import write_image
 
     write_image(tmp_path / "photo.png", rain)
     result = subprocess.run([sys.executable, "-m", "spanetlib.cli", "derain",

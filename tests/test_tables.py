@@ -1,4 +1,4 @@
-"""Tests of spanetlib.tables: Table 1, the §3 test pairs and their references, Tables 2-4."""
+"""Tests of spanetlib.paper.tables: Table 1, the §3 test pairs and their references, Tables 2-4."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from spanetlib import claims, runs, tables
-from spanetlib.data import read_pair_list
-from spanetlib.evaluate import as_prediction
-from spanetlib.fileio import InputError, read_image
-from spanetlib.metrics import psnr_ssim_np
-from spanetlib.runs import OFFICIAL, OURS, RAIN_INPUT
-from spanetlib.testsets import make_table1_videos, scene_ground_truth
+from spanetlib.evaluation.evaluate import as_prediction
+from spanetlib.evaluation.metrics import psnr_ssim_np
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import read_image
+from spanetlib.io.pairs import read_pair_list
+from spanetlib.paper import claims, runs, tables
+from spanetlib.paper.runs import OFFICIAL, OURS, RAIN_INPUT
+from spanetlib.synthesis.testsets import make_table1_videos, scene_ground_truth
 
 METRICS = ["psnr[standard]", "ssim[standard]", "psnr[y-matlab]", "ssim[y-matlab]"]
 

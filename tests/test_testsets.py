@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spanetlib import rain
-from spanetlib.data import rain_mask, read_pair_list
-from spanetlib.fileio import read_image
-from spanetlib.testsets import (
+from spanetlib.io.files import read_image
+from spanetlib.io.pairs import read_pair_list
+from spanetlib.synthesis import rain
+from spanetlib.synthesis.testsets import (
     HELDOUT_RAIN_CONDITIONS,
     build_heldout_rain_set,
     build_synthetic_test_set,
@@ -22,6 +22,7 @@ from spanetlib.testsets import (
     make_table1_videos,
     scene_ground_truth,
 )
+from spanetlib.training.data import rain_mask
 
 SIZE = (32, 32)
 NUMERIC_FIELDS = ("angle", "length", "density", "width", "blur")

@@ -1,4 +1,4 @@
-"""Tests of spanetlib.train: profiles, the loop, checkpoints, exact resume, interruption."""
+"""Tests of spanetlib.training.train: profiles, the loop, checkpoints, exact resume, interruption."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from spanetlib.fileio import InputError
-from spanetlib.losses import SPANetLoss
+from spanetlib.io.errors import InputError
 from spanetlib.models.baselines import RESCAN
 from spanetlib.models.spanet import SPANet
-from spanetlib.synthetic import SYNTHETIC_RECIPE
-from spanetlib.train import (
+from spanetlib.paper.shipped_weights import SYNTHETIC_RECIPE
+from spanetlib.training.losses import SPANetLoss
+from spanetlib.training.train import (
     MODEL_FACTORIES,
     TRAIN_PROFILES,
     TrainConfig,
@@ -264,8 +264,8 @@ def test_existing_run_is_refused_without_resume_or_overwrite(tmp_path, config, m
         raise AssertionError("data or model built before the output check")
 
     with monkeypatch.context() as patch:   # refused before any data or model is built
-        patch.setattr("spanetlib.train.PairDataset", heavy)
-        patch.setattr("spanetlib.train.build_model", heavy)
+        patch.setattr("spanetlib.training.train.PairDataset", heavy)
+        patch.setattr("spanetlib.training.train.build_model", heavy)
         with pytest.raises(InputError, match=r"holds a training run \(final.pt, last.pt, "
                            r"log.csv\); pass --resume .* or --overwrite"):
             train(config(run, steps=3), progress=False)
@@ -360,7 +360,7 @@ def test_attention_balance_per_profile_reaches_the_loss(tmp_path, config, monkey
             made.append(kwargs["attention_balanced"])
             super().__init__(**kwargs)
 
-    monkeypatch.setattr("spanetlib.train.SPANetLoss", Spy)
+    monkeypatch.setattr("spanetlib.training.train.SPANetLoss", Spy)
     for balanced in (True, False):
         train(config(tmp_path / str(balanced), steps=1, attention_balanced=balanced),
               progress=False)
@@ -466,9 +466,9 @@ def test_amp_cpu_autocasts_only_where_bf16_is_fast(tmp_path, config, monkeypatch
 
     monkeypatch.setattr(SPANet, "forward", spy)
     kw = {"steps": 1, "milestones": (), "checkpoint_every": 0, "amp_cpu": True}
-    monkeypatch.setattr("spanetlib.train.cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr("spanetlib.training.train.cpu_has_fast_bf16", lambda: True)
     train(config(tmp_path / "a", **kw), progress=False)
-    monkeypatch.setattr("spanetlib.train.cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr("spanetlib.training.train.cpu_has_fast_bf16", lambda: False)
     train(config(tmp_path / "b", **kw), progress=False)
     train(config(tmp_path / "c", **{**kw, "amp_cpu": False}), progress=False)
     assert dtypes == [torch.bfloat16, torch.float32, torch.float32]
@@ -487,7 +487,7 @@ def test_cpu_bf16_falls_back_where_its_gradients_are_wrong(tmp_path, config, mon
         return out
 
     monkeypatch.setattr(RESCAN, "forward", spy)
-    monkeypatch.setattr("spanetlib.train.cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr("spanetlib.training.train.cpu_has_fast_bf16", lambda: True)
     rescan = {"channels": 8, "stages": 2, "depth": 5}  # dilations 1, 1, 2 on 8 channels
     kw = {"model": "rescan", "model_kwargs": rescan, "steps": 2, "milestones": (),
           "checkpoint_every": 0, "amp_cpu": True, "channels_last": True}
@@ -497,7 +497,7 @@ def test_cpu_bf16_falls_back_where_its_gradients_are_wrong(tmp_path, config, mon
     assert np.isfinite(result.metrics["loss"]) and np.isfinite(result.metrics["psnr"])
     formats.clear()
     autocast.clear()
-    monkeypatch.setattr("spanetlib.train.bf16_training_faults", lambda *a: ["conv (x)"])
+    monkeypatch.setattr("spanetlib.training.train.bf16_training_faults", lambda *a: ["conv (x)"])
     with pytest.warns(RuntimeWarning, match="training in float32 instead"):
         train(config(tmp_path / "b", **kw), progress=False)
     assert formats == [True, True] and autocast == [False, False]

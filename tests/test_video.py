@@ -4,10 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
-from spanetlib import video
-from spanetlib.fileio import InputError, write_image
-from spanetlib.rain import load_background, make_rain_video
-from spanetlib.video import (
+from spanetlib.io import video
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import write_image
+from spanetlib.io.video import (
     IDENTITY_FRAMES,
     VIDEO_CODECS,
     SourceIdentity,
@@ -19,6 +19,7 @@ from spanetlib.video import (
     write_frames,
     write_video,
 )
+from spanetlib.synthesis.rain import load_background, make_rain_video
 
 
 @pytest.fixture(scope="module")
@@ -170,22 +171,20 @@ def test_video_start_past_the_end(tmp_path, frames):
         read_sequence(path, start=2)
 
 
-# ----------------------------------------------------------------------------- stabilize
+# ----------------------------------------------------------------------------- aligned read
 def _shift(image, dx, dy):
     m = np.float32([[1, 0, dx], [0, 1, dy]])
     h, w = image.shape[:2]
     return cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT_101)
 
 
-def test_stabilize_goes_through_the_alignment_module(tmp_path):
-    # One implementation: read_sequence(stabilize=True) is align_frames(frames, "on").
-    from spanetlib.alignment import align_frames
+def test_frames_read_from_a_folder_align_to_the_middle_frame(tmp_path):
+    from spanetlib.pipeline.alignment import align_frames
 
     bg = load_background("motorcycle_left", (96, 128))
     video_ = make_rain_video(bg, 5, "normal", seed=1, jitter_px=4.0)
     write_frames(tmp_path / "rainy", video_.frames)
-    steady = read_sequence(tmp_path / "rainy", stabilize=True)
-    np.testing.assert_array_equal(steady, align_frames(video_.frames, "on").frames)
+    steady = align_frames(read_sequence(tmp_path / "rainy"), "on").frames
     # aligned to the middle frame: compare with the background as that frame sees it
     ref = video_.shifts[len(video_.frames) // 2]
     target = _shift(bg, *ref)[8:-8, 8:-8].astype(float)
@@ -198,7 +197,6 @@ def test_stabilize_goes_through_the_alignment_module(tmp_path):
     best = np.abs(ideal[inner].astype(float) - target).mean()
     assert after < 0.4 * before
     assert after < 1.15 * best
-    assert not hasattr(video, "stabilize_to_first")
 
 
 # ----------------------------------------------------------------------------- identity
@@ -366,7 +364,7 @@ def test_frames_below_the_minimum_size_are_refused(tmp_path):
     write_frames(tmp_path / "tiny", np.zeros((3, 1, 1, 3), np.uint8))
     with pytest.raises(InputError, match=r"frame 0 of .*tiny is 1 x 1 pixels; images must be "
                                          r"at least 8 x 8"):
-        read_sequence(tmp_path / "tiny", stabilize=True)
+        read_sequence(tmp_path / "tiny")
 
 
 # ----------------------------------------------------------------------------- scene names

@@ -1,4 +1,4 @@
-"""Deraining whole clips (`spanetlib.video_derain`, ``spanet derain-video``)."""
+"""Deraining whole clips (`spanetlib.derain.video`, ``spanet derain-video``)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from spanetlib import cli, video_derain
-from spanetlib.fileio import InputError, read_image, write_image
-from spanetlib.inference import derain_array
-from spanetlib.metrics import psnr as metric_psnr
-from spanetlib.models import load_pretrained
-from spanetlib.rain import CLIP_PRESETS, make_rain_clip
-from spanetlib.video import list_frame_files, read_sequence, write_frames, write_video
-from spanetlib.video_derain import (
+from spanetlib import cli
+from spanetlib.derain import video as video_derain
+from spanetlib.derain.images import derain_array
+from spanetlib.derain.video import (
     DEFAULT_WINDOW,
     MANIFEST_NAME,
     MIN_FRAMES,
@@ -25,8 +21,15 @@ from spanetlib.video_derain import (
     derain_clip,
     derain_video,
     derain_windows,
-    score_clip,
 )
+from spanetlib.evaluation.metrics import psnr as metric_psnr
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import read_image, write_image
+from spanetlib.io.video import list_frame_files, read_sequence, write_frames, write_video
+from spanetlib.models import load_pretrained
+from spanetlib.paper import video_experiment
+from spanetlib.paper.video_experiment import score_clip
+from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -222,18 +225,18 @@ def comparison_table(hybrid_static=45.0, hybrid_passing=38.0, hybrid_object=26.0
 
 def test_goal_verdicts_and_summary_follow_the_numbers():
     table = comparison_table()
-    assert video_derain.best_spanet_weights(table) == "synthetic"
-    lines = video_derain.goal_verdicts(table)
+    assert video_experiment.best_spanet_weights(table) == "synthetic"
+    lines = video_experiment.goal_verdicts(table)
     assert lines[1] == "  static: whole frame +14.0 dB PASS"
     assert lines[2] == "  passing: whole frame +8.0 dB FAIL; moving objects -0.50 dB PASS"
     assert lines[3] == "  all clips: whole frame +11.0 dB PASS; moving objects -0.50 dB PASS"
-    summary = video_derain.goal_summary(table)
+    summary = video_experiment.goal_summary(table)
     assert "met on static and missed on passing (+8.0 dB)" in summary
     assert "the 1 dB goal is met" in summary
-    worse = video_derain.goal_verdicts(comparison_table(hybrid_object=25.0))
+    worse = video_experiment.goal_verdicts(comparison_table(hybrid_object=25.0))
     assert worse[2].endswith("moving objects -1.50 dB FAIL")
-    assert "is missed" in video_derain.goal_summary(comparison_table(hybrid_object=25.0))
-    view = video_derain.methods_view(table)
+    assert "is missed" in video_experiment.goal_summary(comparison_table(hybrid_object=25.0))
+    view = video_experiment.methods_view(table)
     assert list(view.columns[:5]) == ["method", "weights", "static", "passing", "mean"]
     hybrid = view[view["method"] == "hybrid"].iloc[0]
     assert hybrid["mean"] == pytest.approx(41.5) and hybrid["in objects"] == 26.0

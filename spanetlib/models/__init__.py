@@ -7,11 +7,13 @@ Every model's ``forward(x)`` takes B x 3 x H x W RGB in [0, 1] and returns
 
 from __future__ import annotations
 
-from .baselines import BASELINES, DDN, RESCAN, PReNet
-from .factory import MODEL_FACTORIES, build_model, count_parameters
-from .irnn import IRNN  # the function `irnn` stays in `spanetlib.models.irnn` (same name)
-from .pretrained import load_official_spanet, load_pretrained, read_checkpoint
-from .spanet import TABLE4_VARIANTS, SPANet
+from spanetlib.models.baselines import BASELINES, DDN, RESCAN, PReNet
+from spanetlib.models.factory import MODEL_FACTORIES, build_model, count_parameters
+from spanetlib.models.irnn import (
+    IRNN,  # the function `irnn` stays in `spanetlib.models.irnn` (same name)
+)
+from spanetlib.models.pretrained import load_official_spanet, load_pretrained, read_checkpoint
+from spanetlib.models.spanet import TABLE4_VARIANTS, SPANet
 
 __all__ = [
     "BASELINES",

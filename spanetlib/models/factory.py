@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from .baselines import DDN, RESCAN, PReNet
-from .spanet import SPANet
+from spanetlib.models.baselines import DDN, RESCAN, PReNet
+from spanetlib.models.spanet import SPANet
 
 __all__ = ["MODEL_FACTORIES", "build_model", "count_parameters"]
 

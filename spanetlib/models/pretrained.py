@@ -43,8 +43,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from spanetlib.device import resolve_torch_device
-from spanetlib.fileio import InputError
+from spanetlib.io.errors import InputError
+from spanetlib.models.device import resolve_torch_device
 from spanetlib.models.factory import build_model
 from spanetlib.models.released import (
     describe_released_formats,
@@ -77,7 +77,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 OFFICIAL_WEIGHTS: Path = WEIGHTS_DIR / "spanet_official.pth"
 #: The license under which :data:`OFFICIAL_WEIGHTS` is redistributed (ships beside it).
 OFFICIAL_LICENSE: Path = WEIGHTS_DIR / "LICENSE-SPANet.txt"
-#: Our own SPANet weights trained on synthetic rain (package data; recipe: ``spanetlib.synthetic``).
+#: Our own SPANet weights trained on synthetic rain (package data; recipe: ``spanetlib.paper.shipped_weights``).
 SYNTHETIC_WEIGHTS: Path = WEIGHTS_DIR / "spanet_synthetic.pth"
 #: Names that :func:`load_pretrained` understands besides paths.
 PRETRAINED_NAMES: tuple[str, ...] = ("official", "synthetic")
@@ -212,7 +212,7 @@ def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Any:
             by default the file is loaded weights-only (tensors and plain containers).
 
     Returns:
-        What ``torch.load`` returns (for our checkpoints a dict; see `spanetlib.train`).
+        What ``torch.load`` returns (for our checkpoints a dict; see `spanetlib.training.train`).
 
     Raises:
         InputError: one line saying what is wrong: the file is missing or not a file; empty;
@@ -229,7 +229,7 @@ def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Any:
         >>> read_checkpoint(path.with_name("missing.pt"))
         Traceback (most recent call last):
         ...
-        spanetlib.fileio.InputError: checkpoint not found: ...missing.pt
+        spanetlib.io.errors.InputError: checkpoint not found: ...missing.pt
     """
     path = Path(path)
     if not path.exists():
@@ -424,9 +424,9 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
 
     Args:
         name_or_path: ``"official"`` (the authors' weights, packaged), ``"synthetic"`` (our
-            SPANet trained on synthetic rain by ``spanetlib.synthetic``, packaged), or a path
+            SPANet trained on synthetic rain by ``spanetlib.paper.shipped_weights``, packaged), or a path
             to a file in one of the formats of `checkpoint_format`: the authors' format (a dict
-            with ``net``), a ``spanetlib.train`` checkpoint (a dict with ``model``, the state
+            with ``net``), a ``spanetlib.training.train`` checkpoint (a dict with ``model``, the state
             dict, and ``config`` holding ``model`` (the name) and ``model_kwargs``), or
             released weights (PReNet's ``net_latest.pth`` of any family, loaded as the matching
             `spanetlib.models.baselines.PReNet`).
@@ -510,7 +510,7 @@ def describe_weights(name_or_path: str | os.PathLike, trusted: bool = False) -> 
         train_list = config.get("train_list")
         trained_on = (f"the pairs of {train_list}" if train_list else "not recorded in the file")
         if spec == "synthetic":
-            trained_on = "our synthetic rain only (spanetlib.synthetic recipe)"
+            trained_on = "our synthetic rain only (spanetlib.paper.shipped_weights recipe)"
     else:
         folders = (path.resolve().parent.name, path.resolve().parent.parent.name)
         sets = [PRENET_SETS[name] for name in folders if name in PRENET_SETS]

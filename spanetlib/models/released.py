@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spanetlib.fileio import InputError
+from spanetlib.io.errors import InputError
 from spanetlib.models.baselines import PReNet, prenet6, prenet6_r, prn6, prn6_r
 
 __all__ = [

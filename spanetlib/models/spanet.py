@@ -31,7 +31,7 @@ Parameter counts at ``channels=32`` (``TABLE4_PARAMETER_COUNTS``; a test checks 
     No direction attention:   283,716   (276,704 of them used; the branch's 7,012 are idle)
 
 The training option "no attention loss" of Table 4 is not a model variant: it is the SPANet
-model trained with the attention loss weight (Eq. 7) set to 0 (see ``spanetlib.train``).
+model trained with the attention loss weight (Eq. 7) set to 0 (see ``spanetlib.training.train``).
 
 On the CPU, :meth:`SPANet.forward` is fast without any preparation: it converts the input to
 channels-last once, so every convolution (oneDNN) and every IRNN (the numba kernel of the
@@ -39,7 +39,7 @@ default ``irnn_backend="auto"``, which reads NHWC features and writes the four d
 concatenation in NHWC) runs on NHWC memory without a layout conversion; the outputs are
 returned as contiguous NCHW tensors. Without gradients the residual updates, the direction
 weighting and ReLUs work in place, and freed memory is reused during the pass
-(``spanetlib.device.reuse_freed_memory``). Results equal the plain NCHW computation up to
+(``spanetlib.models.memory.reuse_freed_memory``). Results equal the plain NCHW computation up to
 float rounding, gradients included (``tests/test_spanet.py``); ``benchmarks/bench_model.py``
 measures the speed. On CUDA the memory format of the input is kept.
 """
@@ -52,8 +52,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from spanetlib.device import reuse_freed_memory
 from spanetlib.models.irnn import BACKENDS, IRNN
+from spanetlib.models.memory import reuse_freed_memory
 
 __all__ = [
     "IRNN_BACKENDS",

@@ -1,0 +1,10 @@
+"""Files, videos and the field's folder layouts; the lowest layer (numpy and OpenCV, no torch).
+
+- `errors`: `InputError`, the one exception for a user's bad input;
+- `files`: atomic writes, image reading and writing, uint8 conversion;
+- `video`: frames from any container FFmpeg reads or a frame folder, streaming video writing;
+- `layouts`: the field's test-folder layouts (Rain100H/L, Rain1400, Rain1200, SPA-Data, ...);
+- `pairs`: SPA-Data pair lists.
+
+May import: numpy, OpenCV and the standard library only.
+"""

@@ -1,0 +1,84 @@
+"""Keep freed memory in the process during CPU forward passes (glibc's heap thresholds).
+
+Fresh memory from the kernel costs a page fault per 4 KiB; SPANet's CPU forward pass and
+loops of forward passes enter `reuse_freed_memory` so large tensors reuse memory already in
+the process (``benchmarks/bench_model.py`` measures the effect).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+import platform
+import threading
+from collections.abc import Iterator
+
+__all__ = ["reuse_freed_memory"]
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch's CPU allocator calls malloc/free for every tensor. glibc serves blocks above its
+# mmap threshold (dynamic, at most 32 MiB) with fresh mmap'ed memory and returns them to the
+# kernel on free, so every large tensor is faulted in again, page by page (SPANet at 512 x 512:
+# about 800,000 faults per forward pass). Raising the mmap and trim thresholds makes glibc keep
+# freed blocks in its heap and reuse them. Only while a forward pass runs: at the end of the
+# outermost one the thresholds go to glibc's dynamic maxima (32 MiB / 64 MiB) and the freed
+# memory is returned (malloc_trim), so the process keeps no memory it would not otherwise.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_DURING = 2**31 - 1            # mallopt takes an int: as large as it goes
+_AFTER_MMAP = 32 << 20         # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit glibc
+_AFTER_TRIM = 64 << 20         # twice it, as glibc's dynamic rule sets it
+_heap_lock = threading.Lock()
+_heap_depth = 0
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc with ``mallopt`` and ``malloc_trim``, else None."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+@contextlib.contextmanager
+def reuse_freed_memory() -> Iterator[None]:
+    """Keep memory freed inside the block in the process and reuse it (glibc only).
+
+    Inside the block glibc serves every allocation from its heap and keeps what is freed
+    there, so a large tensor reuses memory already in the process instead of faulting in
+    fresh pages from the kernel. SPANet's CPU forward pass enters it by itself; enter it
+    around a loop of forward passes (tiles, a test set, training steps) to reuse memory
+    across them too. Nested and concurrent blocks are counted: when the last one ends, the
+    free memory is returned to the system (``malloc_trim``) and glibc's thresholds stay at the
+    values its own dynamic rule would reach (mmap above 32 MiB, trim above 64 MiB). Elsewhere
+    than on Linux with glibc it does nothing.
+    """
+    global _heap_depth
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    with _heap_lock:
+        _heap_depth += 1
+        if _heap_depth == 1:
+            if not libc.mallopt(_M_MMAP_THRESHOLD, _DURING):  # older glibc: at most 32 MiB
+                libc.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
+            libc.mallopt(_M_TRIM_THRESHOLD, _DURING)
+    try:
+        yield
+    finally:
+        with _heap_lock:
+            _heap_depth -= 1
+            if _heap_depth == 0:
+                libc.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
+                libc.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM)
+                libc.malloc_trim(0)

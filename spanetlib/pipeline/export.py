@@ -1,0 +1,1370 @@
+"""Dataset export (``spanet build-dataset``): reviewed rain videos to SPA-Data style patch pairs.
+
+`export_dataset` is the entry point. It runs as named steps on one `ExportPlan`, the state of
+the run, so each step can be read, tested and extended alone:
+
+1. `plan_export`: the scenes of ``SRC``, which of them are exported with which clean image
+   (the review's decisions, or auto-accept), one `SceneJob` each, and the split by scene; a
+   review made on other content than ``SRC`` holds is refused here;
+2. `check_output`: ``OUT`` must be new, empty, or an export of the same settings (resumed);
+   an export of other settings is replaced only with ``overwrite`` (its own files removed);
+3. `resume_exported`: scenes whose ``done.json`` records the same `SceneJob.key` are kept;
+4. `export_scenes`: `export_scene` for each remaining job (in worker processes with
+   ``workers > 1``), each outcome recorded in the manifest as it arrives (`record_outcome`);
+5. `write_lists` and `write_manifest`: ``train.txt``, ``test.txt`` and ``manifest.json``,
+   rebuilt from the per-scene records at every run.
+
+`ExportSettings` holds what decides the content of an export (recorded in the manifest);
+`ExportSummary` is what a run reports.
+
+Never a wrong pair: each scene's N frames go through the clip estimator
+(`spanetlib.pipeline.clip_estimate.estimate_clip`, via `spanetlib.pipeline.review.review_estimate`): camera
+motion is measured and undone where it matters, every stable period of the scene gets its own
+clean image, and each rain frame is paired only with the clean image of its own period,
+rendered in the frame's own pixels and exposure (`ClipEstimate.clean_for_frame`). Frames of no
+period (a scene change under way, content rain does not explain) are not paired. Within a
+paired frame, pixels outside the period's valid region, pixels its pair check flags (a car
+passing, an object the clean image does not show) and pixels where the clean image is not
+reliable (`spanetlib.pipeline.background.reliability_map`) are unusable; `UNRELIABLE_POLICIES` says what
+happens to a patch holding some.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import time
+import warnings
+from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from spanetlib.io.errors import InputError
+from spanetlib.io.files import (
+    atomic_write_json,
+    check_output_folder,
+    check_output_path,
+    read_image,
+    write_image,
+)
+from spanetlib.io.pairs import write_pair_list
+from spanetlib.io.video import count_frames, list_scenes, read_sequence, scene_name, source_identity
+from spanetlib.pipeline.alignment import ALIGN_MODES, crop_box, get_align_mode
+from spanetlib.pipeline.clip_estimate import ClipEstimate
+from spanetlib.pipeline.quality import SceneQuality, scene_quality
+from spanetlib.pipeline.review import (
+    ReviewSession,
+    clip_record,
+    grow_n,
+    quality_record,
+    reliable_for_frame,
+    review_estimate,
+)
+from spanetlib.pipeline.selection import FRAME_COUNTS, GUESS_FRAMES, guess_density
+
+__all__ = [
+    "DROP_MAX_UNUSABLE",
+    "MASK_MIN_USABLE",
+    "PAIR_MARGIN_PX",
+    "UNRELIABLE_POLICIES",
+    "CleanImages",
+    "ExportPlan",
+    "ExportSettings",
+    "ExportSummary",
+    "SceneJob",
+    "SceneOutcome",
+    "check_output",
+    "export_clean_images",
+    "export_dataset",
+    "export_scene",
+    "export_scenes",
+    "plan_export",
+    "record_outcome",
+    "resume_exported",
+    "write_lists",
+    "write_manifest",
+]
+
+_MANIFEST_FORMAT = "spanetlib-export"
+_MANIFEST_VERSION = 2
+
+#: What the export does with a patch holding unusable pixels (pixels rain does not explain,
+#: outside the valid region, or where the clean image is unreliable). Either way, the unusable
+#: pixels of a written rain patch take the clean patch's values, so the pair agrees there (no
+#: rain, no object): a trainer that ignores masks never learns from a wrong pixel.
+UNRELIABLE_POLICIES: dict[str, str] = {
+    "drop": "leave out patches with more than DROP_MAX_UNUSABLE unusable pixels",
+    "mask": "keep patches with at least MASK_MIN_USABLE usable pixels and write "
+            "mask/<frame>_<y>_<x>.png beside each rain patch (255: usable, 0: made to agree) "
+            "for a masked loss",
+}
+#: Policy "drop": the largest share of unusable pixels a written patch holds (scattered
+#: pixels of dense rain that the pair check or the reliability map cannot tell from a change).
+DROP_MAX_UNUSABLE = 0.1
+#: Policy "mask": the smallest share of usable pixels a written patch holds.
+MASK_MIN_USABLE = 0.5
+#: Pixels the regions a frame's pair check flags are grown by before patches are cut: an
+#: object's faint edge beside its flagged body (on the junction clip, a car's top rows) is
+#: then left out too. The reliability map's scattered pixels are not grown.
+PAIR_MARGIN_PX = 3
+#: An accepted clean image matches the estimate its frames give when fewer than this share of
+#: its pixels differ by more than 2 levels (rounding aside, the estimator is deterministic).
+_ACCEPTED_MISMATCH = 0.001
+
+
+def _check_positive(name: str, value: int | None, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, "
+                         f"got {value!r}")
+
+
+def _scenes(k: int) -> str:
+    return f"{k} scene" if k == 1 else f"{k} scenes"
+
+
+# --------------------------------------------------------------------------------------------
+# Settings, jobs, state, summary
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExportSettings:
+    """What decides the content of an export; the manifest records them as ``params``.
+
+    Attributes:
+        crop: patch size in pixels, or None for whole images.
+        stride: patch step; None means ``crop`` (no overlap) and is resolved on construction.
+        frames_per_video: rain frames K paired with the clean image (None: the N used).
+        test_fraction: share of scenes in the test list, in [0, 1).
+        seed: seed of the train/test split.
+        auto_accept: export scenes without a decision too (see `export_dataset`).
+        density: density of auto-accepted scenes (None: guess per scene).
+        align: align mode of auto-accepted scenes (`spanetlib.pipeline.alignment.ALIGN_MODES`);
+            accepted scenes keep the mode their review used.
+        unreliable: a `UNRELIABLE_POLICIES` name: "drop" or "mask".
+
+    Raises:
+        ValueError: a bad ``crop``, ``stride``, ``frames_per_video``, ``test_fraction``,
+            ``density``, ``align`` or ``unreliable``.
+
+    Example:
+        >>> ExportSettings(crop=64).stride
+        64
+        >>> ExportSettings(test_fraction=1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: test_fraction must be in [0, 1), got 1.0
+    """
+
+    crop: int | None = 256
+    stride: int | None = None
+    frames_per_video: int | None = None
+    test_fraction: float = 0.1
+    seed: int = 0
+    auto_accept: bool = False
+    density: str | None = None
+    align: str = "auto"
+    unreliable: str = "drop"
+
+    def __post_init__(self) -> None:
+        _check_positive("crop", self.crop)
+        _check_positive("stride", self.stride)
+        _check_positive("frames_per_video", self.frames_per_video)
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+        if self.density is not None and self.density not in FRAME_COUNTS:
+            raise ValueError(f"density must be one of {tuple(FRAME_COUNTS)} or None, "
+                             f"got {self.density!r}")
+        if self.align not in ALIGN_MODES:
+            raise ValueError(f"align must be one of {tuple(ALIGN_MODES)}, got {self.align!r}")
+        if self.unreliable not in UNRELIABLE_POLICIES:
+            raise ValueError(f"unreliable must be one of {tuple(UNRELIABLE_POLICIES)}, got "
+                             f"{self.unreliable!r}")
+        if self.stride is None:  # frozen: the default is resolved once, here
+            object.__setattr__(self, "stride", self.crop)
+
+
+@dataclass
+class SceneJob:
+    """One scene to export: its source and the clean image it is paired with.
+
+    Attributes:
+        scene: the scene's name (`spanetlib.io.video.scene_name`), its folder under ``out``.
+        source: the scene's video file or frame folder (absolute).
+        out: the dataset folder (absolute).
+        settings: the export's settings.
+        decision: ``"accepted"`` (in the review) or ``"auto-accepted"``.
+        start: first frame used.
+        clean_images: the clean images saved at accept time, one per stable period (accepted
+            scenes); the export checks that its frames still give them.
+        align: align mode of the scene's estimate (the review's, or the settings').
+        n: frames the clean image was estimated from (accepted scenes; auto-accepted: None,
+            ``FRAME_COUNTS`` of the density).
+        density: the review's density, or the one for auto-accepted scenes (None: guess).
+        percentile: p of the accepted estimate (Eq. 4).
+        frames_available: frames from ``start`` on (None: counted before the export).
+        accepted_at: the time of the accept in the review.
+    """
+
+    scene: str
+    source: Path
+    out: Path
+    settings: ExportSettings
+    decision: str
+    start: int = 0
+    clean_images: list[Path] = field(default_factory=list)
+    align: str = "auto"
+    n: int | None = None
+    density: str | None = None
+    percentile: float | None = None
+    frames_available: int | None = None
+    accepted_at: str | None = None
+
+    @property
+    def key(self) -> dict[str, Any]:
+        """What a scene's ``done.json`` must record for a later run to keep it."""
+        return {"crop": self.settings.crop, "stride": self.settings.stride,
+                "frames_per_video": self.settings.frames_per_video, "n": self.n,
+                "start": self.start, "decision": self.decision,
+                "accepted_at": self.accepted_at, "align": self.align,
+                "unreliable": self.settings.unreliable}
+
+
+@dataclass
+class SceneOutcome:
+    """What exporting one scene gave: its ``done.json`` record, or why it failed."""
+
+    scene: str
+    record: dict[str, Any] | None = None
+    error: str | None = None
+    warnings: list[tuple[str, type[Warning]]] = field(default_factory=list)
+
+
+@dataclass
+class ExportSummary:
+    """What `export_dataset` did.
+
+    Attributes:
+        out: the dataset folder.
+        train_list: ``OUT/train.txt``.
+        test_list: ``OUT/test.txt``.
+        manifest: ``OUT/manifest.json``.
+        exported: scenes exported by this run.
+        resumed: scenes already exported by an earlier run (kept as they were).
+        not_exported: scene -> why it was left out (not accepted in the review, ...).
+        failed: scene -> error message; the other scenes are exported regardless.
+        renamed: scene -> its name in ``SRC``, for names made safe by
+            `spanetlib.io.video.scene_name` (whitespace and other characters a pair list or a
+            file name cannot hold); also in the manifest, as ``original_name``.
+        train_scenes: scenes in ``train.txt``.
+        test_scenes: scenes in ``test.txt``.
+        n_train_pairs: lines of ``train.txt``.
+        n_test_pairs: lines of ``test.txt``.
+        unpaired_frames: frames of the exported scenes' estimates paired with no clean image
+            (a scene change under way, content rain does not explain).
+        dropped_patches: patches left out for unusable pixels (policy "drop"), or with too
+            few usable pixels (policy "mask").
+        scene_reports: scene -> one line: motion, periods, frames paired, pairs, quality
+            (exported and resumed scenes).
+
+    Example:
+        >>> summary = ExportSummary(Path("out"), Path("out/train.txt"), Path("out/test.txt"),
+        ...                         Path("out/manifest.json"), exported=["a"], resumed=["b"],
+        ...                         train_scenes=["a"], test_scenes=["b"], n_train_pairs=12,
+        ...                         n_test_pairs=6)
+        >>> print(summary)  # doctest: +NORMALIZE_WHITESPACE
+        2 scenes in out (1 exported now, 1 already done): 12 train pairs from 1 scene,
+        6 test pairs from 1 scene
+        >>> summary.describe()
+        '2 scenes: 12 train pairs from 1 scene, 6 test pairs from 1 scene'
+    """
+
+    out: Path
+    train_list: Path
+    test_list: Path
+    manifest: Path
+    exported: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    not_exported: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
+    train_scenes: list[str] = field(default_factory=list)
+    test_scenes: list[str] = field(default_factory=list)
+    n_train_pairs: int = 0
+    n_test_pairs: int = 0
+    unpaired_frames: int = 0
+    dropped_patches: int = 0
+    scene_reports: dict[str, str] = field(default_factory=dict)
+
+    def _contents(self) -> str:
+        text = (f"{self.n_train_pairs} train pairs from {_scenes(len(self.train_scenes))}, "
+                f"{self.n_test_pairs} test pairs from {_scenes(len(self.test_scenes))}")
+        if self.unpaired_frames or self.dropped_patches:
+            text += (f"; {self.unpaired_frames} frame(s) left unpaired (scene changes, content "
+                     f"rain does not explain), {self.dropped_patches} patch(es) with unusable "
+                     "pixels left out")
+        if self.not_exported:
+            text += f"; {len(self.not_exported)} not exported (see manifest.json)"
+        if self.renamed:
+            text += (f"; {_scenes(len(self.renamed))} renamed to names a pair list can hold "
+                     "(see manifest.json)")
+        if self.failed:
+            text += f"; {len(self.failed)} FAILED: " + "; ".join(
+                f"{name}: {msg}" for name, msg in self.failed.items())
+        return text
+
+    def describe(self) -> str:
+        """The dataset in one line: scenes and pairs per split, without folder or run counts."""
+        return f"{_scenes(len(self.train_scenes) + len(self.test_scenes))}: {self._contents()}"
+
+    def __str__(self) -> str:
+        return (f"{_scenes(len(self.train_scenes) + len(self.test_scenes))} in {self.out} "
+                f"({len(self.exported)} exported now, {len(self.resumed)} already done): "
+                f"{self._contents()}")
+
+
+@dataclass
+class ExportPlan:
+    """The state of one export run: its scenes, its split and what is done so far.
+
+    Attributes:
+        src: the folder of scenes.
+        out: the dataset folder.
+        review_file: the review whose decisions are exported (None: auto-accept only).
+        settings: the export's settings.
+        jobs: the scenes to export, in ``src`` order.
+        test_scenes: names of the jobs that go to the test list.
+        summary: the run's `ExportSummary`, filled in by the steps.
+        records: scene -> its ``done.json`` record (exported by this run or an earlier one).
+        left_out: scene -> the manifest entry of a scene not exported (not selected, failed).
+    """
+
+    src: Path
+    out: Path
+    review_file: Path | None
+    settings: ExportSettings
+    jobs: list[SceneJob]
+    test_scenes: set[str]
+    summary: ExportSummary
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    left_out: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 1: plan
+# --------------------------------------------------------------------------------------------
+def _split_rank(seed: int, name: str) -> str:
+    return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
+
+
+def _split_scenes(names: Sequence[str], test_fraction: float, seed: int) -> set[str]:
+    """Test scenes: the ``round(fraction * n)`` scenes ranked first by a seeded hash.
+
+    At least one test scene when there are >= 2 scenes and ``test_fraction > 0``, and at least
+    one training scene. A scene keeps its side when other scenes are added, as far as the
+    counts allow.
+    """
+    n = len(names)
+    if n < 2 or test_fraction <= 0:
+        return set()
+    n_test = min(max(1, round(test_fraction * n)), n - 1)
+    return set(sorted(names, key=lambda s: _split_rank(seed, s))[:n_test])
+
+
+def _scene_job(name: str, source: Path, out: Path, session: ReviewSession | None,
+               settings: ExportSettings) -> SceneJob | str:
+    """The scene's job, or why it is not exported."""
+    entry = session.scene(name) if session is not None and name in session else None
+    if entry is not None and entry["status"] == "accepted":
+        return SceneJob(name, source, out, settings, "accepted", start=entry["start"],
+                        clean_images=session.clean_image_paths(name), align=entry["align"],
+                        n=entry["n"], density=entry["density"], percentile=entry["percentile"],
+                        frames_available=entry["frames_available"],
+                        accepted_at=entry["history"][-1]["timestamp"])
+    if settings.auto_accept and (entry is None or entry["status"] == "pending"):
+        return SceneJob(name, source, out, settings, "auto-accepted", align=settings.align,
+                        density=settings.density)
+    if entry is not None:
+        return f"review status {entry['status']}"
+    return "not in the review file (use --auto-accept to export it)"
+
+
+def _check_review_content(session: ReviewSession, jobs: Sequence[SceneJob]) -> None:
+    """Refuse a review whose accepted scenes were reviewed on other content than ``SRC``'s.
+
+    A scene of an older review file (no recorded identity) gets a warning; its export still
+    checks that the frames give the accepted clean image.
+    """
+    mismatched = []
+    for job in jobs:
+        if job.decision != "accepted":
+            continue
+        recorded = session.identity(job.scene)
+        if recorded is None:
+            warnings.warn(f"review file {session.path}: scene {job.scene!r} has no recorded "
+                          "source identity (an older review file); its export checks that "
+                          f"{job.source} still gives the accepted clean image", UserWarning,
+                          stacklevel=3)
+            continue
+        current = source_identity(job.source)
+        if not recorded.same_content(current):
+            mismatched.append(f"scene {job.scene!r} was reviewed on {recorded.describe()} but "
+                              f"the scene folder has {current.describe()}")
+    if mismatched:
+        more = f" (and {len(mismatched) - 1} more scene(s))" if len(mismatched) > 1 else ""
+        raise InputError(f"review file {session.path} was made on other content: "
+                         f"{mismatched[0]}{more}; refusing to pair these frames with that "
+                         "review's clean images (pass the review file made on these scenes, or "
+                         "review them anew)")
+
+
+def plan_export(src: str | os.PathLike, out: str | os.PathLike,
+                review_file: str | os.PathLike | None, settings: ExportSettings) -> ExportPlan:
+    """Step 1: which scenes of ``src`` are exported, with which clean image, on which side.
+
+    Reads the review file, writes nothing. See `export_dataset` for the rules.
+
+    Returns:
+        The plan: its jobs, test scenes, and the scenes left out (in ``summary.not_exported``
+        and ``left_out``).
+
+    Raises:
+        InputError: ``src`` or ``review_file`` is missing, ``src`` holds no scenes, two of its
+            scenes give the same name (``a.mp4`` and a folder ``a``), neither
+            ``review_file`` nor ``settings.auto_accept`` is given, or a scene accepted in the
+            review was reviewed on other content (`spanetlib.io.video.source_identity`).
+    """
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise InputError(f"scene folder not found: {src}")
+    if review_file is None and not settings.auto_accept:
+        raise InputError("nothing to export without a review: pass a review file "
+                         "(--review-file F: export the scenes accepted there) or --auto-accept "
+                         "(estimate every scene unreviewed, N from its guessed density)")
+    session = None
+    if review_file is not None:
+        review_file = Path(review_file)
+        if not review_file.is_file():
+            raise InputError(f"review file not found: {review_file}")
+        session = ReviewSession(review_file)
+    out_resolved = out.resolve()
+    scenes = [p for p in list_scenes(src) if p.resolve() != out_resolved]
+    if not scenes:
+        raise InputError(f"no scenes (video files or frame folders) in {src}")
+
+    summary = ExportSummary(out=out, train_list=out / "train.txt", test_list=out / "test.txt",
+                            manifest=out / "manifest.json")
+    plan = ExportPlan(src, out, review_file, settings, [], set(), summary)
+    seen: dict[str, Path] = {}
+    for path in scenes:
+        name, source = scene_name(path), path.resolve()
+        if name in seen:
+            raise InputError(f"{seen[name].name} and {path.name} in {src} both give the scene "
+                             f"name {name!r}; rename one of them")
+        seen[name] = path
+        original = path.stem if path.is_file() else path.name
+        if original != name:
+            summary.renamed[name] = original
+        job = _scene_job(name, source, out_resolved, session, settings)
+        if isinstance(job, SceneJob):
+            plan.jobs.append(job)
+        else:
+            summary.not_exported[name] = job
+            plan.left_out[name] = {"status": "not-exported", "reason": job,
+                                   "source": str(source)}
+    if session is not None:
+        for name in session.scenes:
+            if name not in seen:
+                summary.not_exported[name] = f"in the review file but not in {src}"
+        _check_review_content(session, plan.jobs)
+    plan.test_scenes = _split_scenes([job.scene for job in plan.jobs], settings.test_fraction,
+                                     settings.seed)
+    return plan
+
+
+# --------------------------------------------------------------------------------------------
+# Step 2: the output folder
+# --------------------------------------------------------------------------------------------
+#: The settings an existing export must share to be resumed (with ``src``). The decisions
+#: (the review file, auto-accept) may change: new accepts are added, changed ones redone.
+_RESUME_SETTINGS = ("crop", "stride", "frames_per_video", "test_fraction", "seed", "density",
+                    "align", "unreliable")
+
+
+def _temp_or(name: str) -> re.Pattern[str]:
+    """``name`` (a regex), or a temporary file `spanetlib.io.files.atomic_write` made for it."""
+    return re.compile(rf"^(?:{name}|\.(?:{name})\.[0-9a-z_]+\.tmp\.[a-z]+)$")
+
+
+# The files an export writes, per folder (relative to OUT / a scene folder); only these are
+# ever removed.
+_TOP_FILES = _temp_or(r"train\.txt|test\.txt|manifest\.json")
+_SCENE_FILES = {".": _temp_or(r"(?:clean|reliability)(?:_period\d+)?\.png|done\.json"),
+                "clean": _temp_or(r"(?:period\d+_)?\d+_\d+\.png|\d+_\d+_\d+\.png"),
+                "rain": _temp_or(r"\d+_\d+_\d+\.png"), "mask": _temp_or(r"\d+_\d+_\d+\.png")}
+
+
+def _remove_matching(folder: Path, pattern: re.Pattern[str]) -> int:
+    """Delete the regular files of ``folder`` whose names match; returns how many others stay."""
+    kept = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and pattern.match(entry.name):
+                os.unlink(entry.path)
+            else:
+                kept += 1
+    return kept
+
+
+def _remove_scene_files(scene_dir: Path) -> None:
+    """Delete what `export_scene` writes in ``scene_dir``, and the folders left empty.
+
+    Other files (a user's notes) stay; a symbolic link is never followed.
+    """
+    if scene_dir.is_symlink() or not scene_dir.is_dir():
+        return
+    for sub in ("clean", "rain", "mask"):
+        folder = scene_dir / sub
+        if not folder.is_symlink() and folder.is_dir() \
+                and _remove_matching(folder, _SCENE_FILES[sub]) == 0:
+            folder.rmdir()
+    if _remove_matching(scene_dir, _SCENE_FILES["."]) == 0:
+        scene_dir.rmdir()
+
+
+def _is_plain_name(name: Any) -> bool:
+    return (isinstance(name, str) and name not in ("", ".", "..")
+            and not any(c in name for c in "/\\\0"))
+
+
+def _remove_export(out: Path, manifest: dict[str, Any]) -> None:
+    """Delete the files of the export ``manifest`` describes: its scenes' and its lists."""
+    for name in manifest.get("scenes", {}):
+        if _is_plain_name(name):
+            _remove_scene_files(out / name)
+    _remove_matching(out, _TOP_FILES)
+
+
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest of an export in ``out``, None when there is none; refuses a foreign one."""
+    path = out / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != _MANIFEST_FORMAT \
+            or not isinstance(manifest.get("params"), dict) \
+            or not isinstance(manifest.get("scenes"), dict):
+        raise InputError(f"{path} is not a spanetlib export manifest; choose another output "
+                         "folder")
+    return manifest
+
+
+def _differences(plan: ExportPlan, manifest: dict[str, Any]) -> list[str]:
+    old, new = manifest["params"], asdict(plan.settings)
+    diffs = [f"{key.replace('_', '-')} {old.get(key)!r} -> {new[key]!r}"
+             for key in _RESUME_SETTINGS if old.get(key) != new[key]]
+    src = str(plan.src.resolve())
+    if manifest.get("src") != src:
+        diffs.append(f"source {manifest.get('src')} -> {src}")
+    return diffs
+
+
+def check_output(plan: ExportPlan, overwrite: bool = False) -> None:
+    """Step 2: make sure writing the export into ``plan.out`` replaces nothing unasked.
+
+    ``OUT`` may be new, an empty folder (hidden files aside), or an export made with the same
+    settings (``crop``, ``stride``, ``frames_per_video``, ``test_fraction``, ``seed``,
+    ``density`` and ``src``), which is then resumed. An export made with other settings is
+    refused, naming the differences, unless ``overwrite``: then its files are deleted (only
+    those an export writes, found by name in the folders its manifest lists, never through a
+    symbolic link; anything else, a user's notes, stays) and the export starts afresh. A
+    folder holding other files is never used. Writes nothing otherwise.
+
+    Raises:
+        InputError: one line saying why ``OUT`` cannot be used and what to do.
+    """
+    out = check_output_folder(plan.out)
+    if not out.exists():
+        return
+    manifest = _read_manifest(out)
+    if manifest is None:
+        if any(not p.name.startswith(".") for p in out.iterdir()):
+            raise InputError(f"{out} is not empty and holds no spanetlib export (no "
+                             "manifest.json); choose a new or empty folder")
+        return
+    diffs = _differences(plan, manifest)
+    if not diffs:
+        return
+    if not overwrite:
+        raise InputError(f"{out} was built with other settings ({', '.join(diffs)}); pass "
+                         "--overwrite (overwrite=True) to replace it, or choose another "
+                         "output folder")
+    _remove_export(out, manifest)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 3: resume
+# --------------------------------------------------------------------------------------------
+def _done_marker(scene_dir: Path) -> dict[str, Any] | None:
+    try:
+        done = json.loads((scene_dir / "done.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) and isinstance(done.get("pairs"), list) else None
+
+
+def resume_exported(plan: ExportPlan) -> list[SceneJob]:
+    """Step 3: keep the scenes an earlier run finished with the same `SceneJob.key`.
+
+    Returns:
+        The jobs still to do, in plan order.
+    """
+    todo = []
+    for job in plan.jobs:
+        done = _done_marker(plan.out / job.scene)
+        if done is not None and done.get("key") == job.key:
+            plan.records[job.scene] = done
+            reason = _rejection(done)
+            if reason is None:
+                plan.summary.resumed.append(job.scene)
+            else:
+                plan.summary.not_exported[job.scene] = reason
+        else:
+            todo.append(job)
+    return todo
+
+
+# --------------------------------------------------------------------------------------------
+# Step 4: export the scenes
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _SceneEstimate:
+    """A scene's frames, their clip estimate, and how it was decided."""
+
+    frames: np.ndarray  # N x H x W x 3 uint8, the frames the estimate used
+    result: ClipEstimate | None  # None: auto-accept never accepted the scene
+    n: int
+    density: str
+    quality: SceneQuality
+    history: list[dict[str, Any]] = field(default_factory=list)  # auto-accept's judgements
+
+
+def _as_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def _check_accepted_images(job: SceneJob, result: ClipEstimate) -> None:
+    """The accepted clean images must be what the frames give now (the review's estimate)."""
+    if not job.clean_images:
+        raise InputError(f"the review records {job.scene} as accepted without a clean image")
+    made = [_as_uint8(seg.image) for seg in result.segments]
+    problem = None
+    if len(made) != len(job.clean_images):
+        problem = (f"{len(job.clean_images)} clean image(s) accepted, the frames give "
+                   f"{len(made)} stable period(s)")
+    else:
+        for path, image in zip(job.clean_images, made, strict=True):
+            accepted = read_image(path)
+            if accepted.shape != image.shape:
+                problem = (f"{path.name} is {accepted.shape[1]} x {accepted.shape[0]}, the "
+                           f"frames {image.shape[1]} x {image.shape[0]}")
+                break
+            off = (np.abs(accepted.astype(np.int16) - image).max(axis=2) > 2).mean()
+            if off > _ACCEPTED_MISMATCH:
+                problem = (f"{path.name} differs from the estimate in {100 * off:.1f} % of its "
+                           "pixels")
+                break
+    if problem is not None:
+        raise InputError(f"{job.scene}: the clean image accepted in the review is not the "
+                         f"estimate of its {job.n} frames ({problem}; align {job.align}); "
+                         "refusing to pair the frames with it: review the scene again")
+
+
+def _accepted_estimate(job: SceneJob) -> _SceneEstimate:
+    """The review's N frames, their clip estimate, checked against the accepted images."""
+    count = min(job.n, job.frames_available)
+    frames = read_sequence(job.source, start=job.start, count=count, min_frames=2)
+    result = review_estimate(frames, job.align)
+    _check_accepted_images(job, result)
+    return _SceneEstimate(frames, result, len(frames), job.density, scene_quality(result))
+
+
+def _auto_estimate(job: SceneJob) -> _SceneEstimate:
+    """Auto-accept: the batch review of `spanetlib.pipeline.review_widget.run_review` without a review file.
+
+    Density guessed (or given), N = ``FRAME_COUNTS[density]``; the estimate is accepted iff
+    `spanetlib.pipeline.quality.scene_quality` accepts it, else N grows by ``REJECT_INCREMENT``
+    until accepted or every frame is used (then the scene is not exported).
+    """
+    available = job.frames_available
+    density = job.density
+    if density is None:
+        density = guess_density(read_sequence(job.source, start=job.start, min_frames=1,
+                                              count=min(GUESS_FRAMES, available)))
+    n: int | None = min(FRAME_COUNTS[density], available)
+    frames = np.empty((0,), np.uint8)
+    history = []
+    while n is not None:
+        if len(frames) < n:
+            more = read_sequence(job.source, start=job.start + len(frames), min_frames=1,
+                                 count=n - len(frames))
+            frames = more if len(frames) == 0 else np.concatenate([frames, more])
+            if len(frames) < n:  # the container's frame count was too high
+                n = available = len(frames)
+        result = review_estimate(frames[:n], job.align)
+        quality = scene_quality(result)
+        history.append({"n": n, **quality_record(quality)})
+        if quality.accept:
+            return _SceneEstimate(frames[:n], result, n, density, quality, history)
+        last = n
+        n = grow_n(n, density, available)
+    return _SceneEstimate(frames, None, last, density, quality, history)
+
+
+def _patch_origins(size: int, crop: int | None, stride: int) -> list[int]:
+    """Patch starts along one axis: a regular grid plus the last full patch at the border."""
+    if crop is None or size <= crop:
+        return [0]
+    starts = list(range(0, size - crop + 1, stride))
+    if starts[-1] != size - crop:
+        starts.append(size - crop)
+    return starts
+
+
+def _chosen_pairs(result: ClipEstimate, k: int | None) -> list[tuple[int, int]]:
+    """The ``(frame, period)`` pairs to export: all, or ``k`` spread evenly over them."""
+    pairs = result.pairs()
+    if k is None or k >= len(pairs):
+        return pairs
+    index = np.unique(np.linspace(0, len(pairs) - 1, k).round().astype(int))
+    return [pairs[i] for i in index]
+
+
+def _write_periods(scene_dir: Path, result: ClipEstimate) -> list[str]:
+    """Each period's clean image and reliability map; returns the clean patches' prefixes."""
+    several = len(result.segments) > 1
+    prefixes = []
+    for k, seg in enumerate(result.segments, start=1):
+        tag = f"_period{k}" if several else ""
+        write_image(scene_dir / f"clean{tag}.png", _as_uint8(seg.image))
+        score = np.where(seg.valid, seg.reliability.score, 0.0)
+        write_image(scene_dir / f"reliability{tag}.png", score.astype(np.float32))
+        prefixes.append(f"period{k}_" if several else "")
+    return prefixes
+
+
+@dataclass
+class _PatchCounts:
+    considered: int = 0
+    written: int = 0
+    dropped: int = 0
+    filled_pixels: int = 0
+    pixels: int = 0
+
+
+def _usable(result: ClipEstimate, index: int) -> np.ndarray:
+    """H x W bool: pixels of frame ``index`` a pair may use.
+
+    Inside its valid region, outside the regions its pair check flags grown by
+    `PAIR_MARGIN_PX`, and reliable (`spanetlib.pipeline.review.reliable_for_frame`).
+    """
+    valid = result.valid_for_frame(index)
+    flagged = (valid & ~result.usable_mask(index)).astype(np.uint8)
+    side = 2 * PAIR_MARGIN_PX + 1
+    grown = cv2.dilate(flagged, np.ones((side, side), np.uint8)) > 0
+    return valid & ~grown & reliable_for_frame(result, index)
+
+
+def _write_patches(job: SceneJob, est: _SceneEstimate
+                   ) -> tuple[list[list[str]], _PatchCounts, int]:
+    """Write every chosen frame's patches with the clean patch of its own period.
+
+    Returns:
+        The ``[rain, clean]`` pairs relative to ``job.out``, the patch counts, and the frames
+        exported.
+    """
+    result, frames = est.result, est.frames
+    scene_dir = job.out / job.scene
+    crop, stride = job.settings.crop, job.settings.stride
+    policy = job.settings.unreliable
+    prefixes = _write_periods(scene_dir, result)
+    chosen = _chosen_pairs(result, job.settings.frames_per_video)
+    width = max(4, len(str(job.start + len(frames) - 1)))
+    counts = _PatchCounts()
+    written_clean: set[str] = set()
+    pairs = []
+    for i, k in chosen:
+        index = f"{job.start + i:0{width}d}"
+        own = bool(result.warped[i] or result.exposed[i])  # its own clean image, else shared
+        clean = result.clean_for_frame(i)
+        usable = _usable(result, i)
+        y0, y1, x0, x1 = crop_box(result.valid_for_frame(i))
+        ph, pw = (y1 - y0, x1 - x0) if crop is None else (min(crop, y1 - y0), min(crop, x1 - x0))
+        for y in (y0 + o for o in _patch_origins(y1 - y0, crop, stride)):
+            for x in (x0 + o for o in _patch_origins(x1 - x0, crop, stride)):
+                counts.considered += 1
+                ok = usable[y:y + ph, x:x + pw]
+                share = float(ok.mean())
+                if share < (1.0 - DROP_MAX_UNUSABLE if policy == "drop" else MASK_MIN_USABLE):
+                    counts.dropped += 1
+                    continue
+                clean_rel = (f"{job.scene}/clean/{index}_{y}_{x}.png" if own else
+                             f"{job.scene}/clean/{prefixes[k]}{y}_{x}.png")
+                clean_patch = clean[y:y + ph, x:x + pw]
+                if clean_rel not in written_clean:
+                    write_image(job.out / clean_rel, clean_patch)
+                    written_clean.add(clean_rel)
+                rain_patch = np.where(ok[..., None], frames[i, y:y + ph, x:x + pw], clean_patch)
+                if policy == "mask":
+                    write_image(scene_dir / "mask" / f"{index}_{y}_{x}.png",
+                                ok.astype(np.uint8) * np.uint8(255))
+                counts.filled_pixels += int(ok.size - ok.sum())
+                counts.pixels += ok.size
+                rain_rel = f"{job.scene}/rain/{index}_{y}_{x}.png"
+                write_image(job.out / rain_rel, rain_patch)
+                pairs.append([rain_rel, clean_rel])
+                counts.written += 1
+    return pairs, counts, len(chosen)
+
+
+def _scene_record(job: SceneJob, est: _SceneEstimate) -> dict[str, Any]:
+    """What ``done.json`` and the manifest say about a scene, its pairs aside."""
+    record = {"scene": job.scene, "source": str(job.source), "key": job.key, "n": int(est.n),
+              "density": est.density, "decision": job.decision, "start": job.start,
+              "align": job.align, "quality": quality_record(est.quality)}
+    if est.history:
+        record["auto_review"] = est.history
+    if est.result is not None:
+        periods, motion = clip_record(est.result)
+        record.update(periods=periods, motion=motion, percentile=periods[0]["percentile"]
+                      if periods else None)
+    else:
+        record.update(periods=[], motion=None, percentile=None)
+    return record
+
+
+def export_scene(job: SceneJob) -> dict[str, Any]:
+    """Export one scene: its clean images, reliability maps, patch pairs, ``done.json`` last.
+
+    What an earlier run left in the scene's folder (an interrupted run's partial export, or
+    an export of another decision) is deleted first: the files an export writes, nothing
+    else. Runs in a worker process when `export_dataset` has ``workers > 1``. An auto-accepted
+    scene whose quality is never accepted writes only ``done.json`` (no pairs, decision
+    ``"auto-rejected"``).
+
+    Returns:
+        The scene's record, as written to ``done.json`` (the resume marker).
+
+    Raises:
+        InputError: the source, the frame count or a clean image cannot be read, or the
+            accepted clean images are not what the frames give.
+    """
+    scene_dir = job.out / job.scene
+    _remove_scene_files(scene_dir)
+    est = _accepted_estimate(job) if job.decision == "accepted" else _auto_estimate(job)
+    record = _scene_record(job, est)
+    if est.result is None:
+        record.update(decision="auto-rejected", pairs=[], frames=0, patches_per_frame=0)
+    else:
+        pairs, counts, exported = _write_patches(job, est)
+        filled = counts.filled_pixels / counts.pixels if counts.pixels else 0.0
+        record.update(
+            frames=exported, pairs=pairs,
+            frames_paired=len(est.result.pairs()), frames_unpaired=est.result.n_frames
+            - len(est.result.pairs()),
+            patches={"policy": job.settings.unreliable, "considered": counts.considered,
+                     "written": counts.written, "dropped": counts.dropped,
+                     "filled_pixel_share": filled},
+            patches_per_frame=counts.considered // max(1, exported))
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    scene_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(scene_dir / "done.json", record)  # the marker: written last
+    return record
+
+
+def _run_job(job: SceneJob) -> SceneOutcome:
+    # Warnings are carried back (a worker process's would print there, unformatted) and
+    # re-emitted by record_outcome in the calling process.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            outcome = SceneOutcome(job.scene, record=export_scene(job))
+        except Exception as err:  # one bad scene must not stop the others
+            message = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+            outcome = SceneOutcome(job.scene, error=message)
+    outcome.warnings = [(str(w.message), w.category) for w in caught]
+    return outcome
+
+
+def _count_available(job: SceneJob) -> str | None:
+    """Fill in ``job.frames_available`` where the review did not; returns an error or None."""
+    if job.frames_available is None:
+        try:
+            job.frames_available = count_frames(job.source) - job.start
+        except Exception as err:  # an unreadable scene fails alone
+            return str(err)
+    return None
+
+
+def record_outcome(plan: ExportPlan, outcome: SceneOutcome) -> None:
+    """Add one scene's outcome to the plan's summary and records, and rewrite the manifest.
+
+    Warnings raised while the scene was exported are issued again here.
+    """
+    for message, category in outcome.warnings:
+        warnings.warn(message, category, stacklevel=2)
+    if outcome.error is not None:
+        plan.summary.failed[outcome.scene] = outcome.error
+        plan.left_out[outcome.scene] = {"status": "failed", "error": outcome.error}
+    else:
+        plan.records[outcome.scene] = outcome.record
+        reason = _rejection(outcome.record)
+        if reason is None:
+            plan.summary.exported.append(outcome.scene)
+        else:
+            plan.summary.not_exported[outcome.scene] = reason
+    write_manifest(plan)
+
+
+def _rejection(record: dict[str, Any]) -> str | None:
+    """Why an auto-accepted scene was not exported (its quality never accepted), or None."""
+    if record.get("decision") != "auto-rejected":
+        return None
+    quality = record["quality"]
+    why = "; ".join(quality["reasons"]) or "not accepted"
+    return (f"auto-accept: quality {quality['score']:.2f} not accepted up to N = {record['n']} "
+            f"(every frame): {why}")
+
+
+def _export_in_workers(plan: ExportPlan, jobs: Sequence[SceneJob], workers: int,
+                       bar: tqdm) -> list[SceneJob]:
+    """Export ``jobs`` in worker processes; returns the jobs whose worker could not run."""
+    # "spawn": fork is unsafe after torch / numba started threads in this process
+    context = multiprocessing.get_context("spawn")
+    broken = []
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                                mp_context=context) as pool:
+        futures = {pool.submit(_run_job, job): job for job in jobs}
+        for future in cf.as_completed(futures):
+            try:
+                outcome = future.result()
+            except BrokenProcessPool:
+                broken.append(futures[future])
+                continue
+            record_outcome(plan, outcome)
+            bar.update()
+    return broken
+
+
+def export_scenes(plan: ExportPlan, jobs: Sequence[SceneJob], workers: int = 1,
+                  progress: bool = True) -> None:
+    """Step 4: export ``jobs``, recording each outcome (`record_outcome`) as it arrives.
+
+    Args:
+        plan: the run's state.
+        jobs: the scenes to export (`resume_exported` gives them).
+        workers: scenes exported in parallel, in "spawn" worker processes; if they cannot
+            start, the scenes are exported in this process, with a ``RuntimeWarning``.
+        progress: show a tqdm progress bar.
+    """
+    with tqdm(total=len(jobs), desc="export", unit="scene", disable=not progress) as bar:
+        runnable = []
+        for job in jobs:
+            error = _count_available(job)
+            if error is None:
+                runnable.append(job)
+            else:
+                record_outcome(plan, SceneOutcome(job.scene, error=error))
+                bar.update()
+        if workers > 1 and len(runnable) > 1:
+            runnable = _export_in_workers(plan, runnable, workers, bar)
+            if runnable:  # workers could not start (e.g. a script without a __main__ guard)
+                warnings.warn(f"export_dataset: worker processes failed ({len(runnable)} "
+                              "scenes left); exporting those in this process", RuntimeWarning,
+                              stacklevel=3)
+        for job in runnable:
+            record_outcome(plan, _run_job(job))
+            bar.update()
+
+
+# --------------------------------------------------------------------------------------------
+# Step 5: lists and manifest
+# --------------------------------------------------------------------------------------------
+def write_lists(plan: ExportPlan) -> None:
+    """Step 5: write ``train.txt`` and ``test.txt`` from the records, split by scene.
+
+    Sets the summary's scenes and pair counts per split.
+    """
+    summary = plan.summary
+    train: list[tuple[Path, Path]] = []
+    test: list[tuple[Path, Path]] = []
+    summary.train_scenes, summary.test_scenes = [], []
+    summary.unpaired_frames = summary.dropped_patches = 0
+    for job in plan.jobs:
+        record = plan.records.get(job.scene)
+        if record is None or _rejection(record) is not None:
+            continue
+        summary.unpaired_frames += record.get("frames_unpaired", 0)
+        summary.dropped_patches += record.get("patches", {}).get("dropped", 0)
+        summary.scene_reports[job.scene] = _scene_line(record)
+        pairs = [(plan.out / rain, plan.out / clean) for rain, clean in record["pairs"]]
+        if job.scene in plan.test_scenes:
+            test.extend(pairs)
+            summary.test_scenes.append(job.scene)
+        else:
+            train.extend(pairs)
+            summary.train_scenes.append(job.scene)
+    write_pair_list(summary.train_list, train)
+    write_pair_list(summary.test_list, test)
+    summary.n_train_pairs, summary.n_test_pairs = len(train), len(test)
+
+
+#: Record keys copied into a scene's manifest entry when present.
+_MANIFEST_KEYS = ("n", "percentile", "density", "decision", "frames", "frames_paired",
+                  "frames_unpaired", "align", "motion", "periods", "patches", "quality",
+                  "auto_review", "source")
+
+
+def _scene_line(record: dict[str, Any]) -> str:
+    """One line per exported scene: motion, periods, frames paired, pairs, quality."""
+    motion, patches = record.get("motion"), record.get("patches")
+    if motion is None or patches is None:  # a record of an older export
+        return f"{record['scene']}: {len(record['pairs'])} pairs"
+    periods = len(record["periods"])
+    return (f"{record['scene']}: N = {record['n']}, motion {motion['model']} up to "
+            f"{motion['largest_displacement_px']:.1f} px ({motion['warped']} warped), "
+            f"{periods} stable period{'s' if periods != 1 else ''}, {record['frames_paired']}/"
+            f"{record['n']} frames paired, {len(record['pairs'])} pairs ({patches['dropped']} "
+            f"patches dropped), quality {record['quality']['score']:.2f}")
+
+
+def _manifest_entry(plan: ExportPlan, record: dict[str, Any]) -> dict[str, Any]:
+    reason = _rejection(record)
+    entry: dict[str, Any] = {"status": "exported" if reason is None else "not-exported"}
+    if reason is None:
+        entry["split"] = "test" if record["scene"] in plan.test_scenes else "train"
+    else:
+        entry["reason"] = reason
+    entry.update({key: record[key] for key in _MANIFEST_KEYS if key in record})
+    entry["pairs"] = len(record["pairs"])
+    return entry
+
+
+def write_manifest(plan: ExportPlan) -> None:
+    """Write ``manifest.json``: settings, and per scene what was exported and why.
+
+    Per exported scene: N, p, density, decision, pairs, split, the align mode and measured
+    motion (model, largest displacement, median residual, frames warped, exposure-corrected,
+    paired, in transitions), each stable period (frames, p, reliable and valid shares, noise
+    sigma, aligned), the patches considered, written and dropped under the unreliable-pixel
+    policy, and the quality judgement (score, reasons; auto-accept: every judgement).
+
+    Scenes planned but not done yet are ``"pending"`` (the manifest is first written before
+    any scene, so it always names every folder the export may have written); a renamed
+    scene's entry has its name in ``SRC`` as ``original_name``.
+    """
+    scenes = {job.scene: {"status": "pending", "source": str(job.source)} for job in plan.jobs}
+    scenes.update(plan.left_out)
+    scenes.update({name: _manifest_entry(plan, record) for name, record in plan.records.items()})
+    for name, original in plan.summary.renamed.items():
+        if name in scenes:
+            scenes[name]["original_name"] = original
+    atomic_write_json(plan.out / "manifest.json", {
+        "format": _MANIFEST_FORMAT, "version": _MANIFEST_VERSION,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "src": str(plan.src.resolve()),
+        "review_file": None if plan.review_file is None else str(plan.review_file.resolve()),
+        "params": asdict(plan.settings),
+        "scenes": {name: scenes[name] for name in sorted(scenes)},
+    })
+
+
+# --------------------------------------------------------------------------------------------
+# The whole export
+# --------------------------------------------------------------------------------------------
+def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
+                   review_file: str | os.PathLike | None = None, auto_accept: bool = False,
+                   crop: int | None = 256, stride: int | None = None,
+                   frames_per_video: int | None = None, test_fraction: float = 0.1,
+                   workers: int = 1, seed: int = 0, density: str | None = None,
+                   align: str = "auto", unreliable: str = "drop",
+                   overwrite: bool = False, progress: bool = True) -> ExportSummary:
+    """Export reviewed rain videos as an SPA-Data style set of rain/clean patch pairs.
+
+    The library side of ``spanet build-dataset SRC -o OUT``. ``SRC`` holds one video file or
+    frame folder per scene (`spanetlib.io.video.list_scenes`); a scene's name is the file's stem
+    or the folder's name. Which scenes are exported, with which clean image:
+
+    - with ``review_file``: the scenes accepted there, at the review's N, density and align
+      mode. The review must have been made on the same content (each scene's recorded
+      `spanetlib.io.video.source_identity`, else the run is refused before any work), and the
+      frames must still give the clean images accepted (else that scene fails);
+    - with ``auto_accept``: scenes without a decision (not in the review file, or pending
+      there) too, reviewed in batch as `spanetlib.pipeline.review_widget.run_review` does in mode "auto":
+      density guessed (`spanetlib.pipeline.selection.guess_density`, or ``density`` for all), N =
+      ``FRAME_COUNTS[density]`` (capped by the frames), the estimate accepted iff
+      `spanetlib.pipeline.quality.scene_quality` accepts it, else N grows by ``REJECT_INCREMENT``;
+      a scene never accepted is not exported (the manifest gives its score and reasons).
+
+    Every scene's estimate is `spanetlib.pipeline.review.review_estimate` of its N frames (the clip
+    estimator: alignment, stable periods, pair checks; see the module docstring). Each paired
+    frame is cut into ``crop x crop`` patches on a grid with step ``stride`` inside its valid
+    region (plus one row / column flush with the region's bottom / right border; a region
+    smaller than ``crop`` along an axis is used whole along it, and ``crop=None`` keeps the
+    whole region), each paired with the clean patch of the frame's own period. The unusable
+    pixels of a written rain patch take the clean patch's values (the pair agrees there);
+    ``unreliable`` (`UNRELIABLE_POLICIES`) decides which patches are written: ``"drop"``
+    (default) leaves out those with more than `DROP_MAX_UNUSABLE` unusable pixels, ``"mask"``
+    keeps those at least `MASK_MIN_USABLE` usable and writes a mask of the usable pixels.
+
+    Layout (all paths in the lists relative to ``OUT``, ``/`` separators)::
+
+        OUT/<scene>/clean.png                 clean image (reference frame's coordinates)
+        OUT/<scene>/reliability.png           its reliability map: 255 reliable, 0 not or
+                                              outside the valid region (8-bit score)
+        OUT/<scene>/clean_period<k>.png, reliability_period<k>.png
+                                              the same per stable period k = 1, 2, ... when
+                                              the scene changed
+        OUT/<scene>/clean/<y>_<x>.png         clean patch at (y, x), shared by the frames
+                                              that were not warped (period<k>_<y>_<x>.png
+                                              with several periods)
+        OUT/<scene>/clean/<frame>_<y>_<x>.png clean patch of a warped or exposure-corrected
+                                              frame (its clean image in its own pixels)
+        OUT/<scene>/rain/<frame>_<y>_<x>.png  rain patch of frame <frame> (zero-padded index)
+        OUT/<scene>/mask/<frame>_<y>_<x>.png  policy "mask": its usable pixels (255)
+        OUT/<scene>/done.json                 per-scene record, written last (resume marker)
+        OUT/train.txt, OUT/test.txt           "rain clean" pair lists, split by scene
+        OUT/manifest.json                     per scene: N, p, density, decision, pairs,
+                                              split, motion, periods, patches, quality
+
+    ``frames_per_video`` K: export K of the paired frames, spread evenly over them (default:
+    every paired frame). The split is by scene, so no scene is in both lists:
+    ``round(test_fraction * scenes)`` test scenes (at least one when there are >= 2 scenes),
+    chosen by a hash of ``(seed, name)``, so it is deterministic and a scene keeps its side
+    when others are added where the counts allow.
+
+    Scene names: a scene's name (`spanetlib.io.video.scene_name`) names its folder and goes into
+    the pair lists, whose format cannot hold whitespace; a name with whitespace or other
+    unsafe characters is replaced by a safe one (``my street`` -> ``my_street-3abb2a40``),
+    recorded in the manifest (``original_name``) and `ExportSummary.renamed`. Two scenes that
+    give the same name (``a.mp4`` and a folder ``a``) are refused before any work.
+
+    An existing ``OUT`` (`check_output`): an export made with the same settings is resumed;
+    one made with other settings (crop, stride, K, test fraction, seed, density, align,
+    unreliable, ``src``) is refused, naming the differences, unless ``overwrite``, which
+    deletes that export's own files (nothing else) and starts afresh; a non-empty folder that
+    holds no export is refused.
+
+    Resume: a scene whose ``done.json`` exists (and was made with the same crop, stride, K,
+    align mode, policy and decision, including the time of the accept) is kept; the export
+    files of a scene folder without it are deleted and the scene redone. The lists and the
+    manifest are rebuilt from the ``done.json`` files at every run (folders of scenes an
+    earlier run exported but this one does not select stay on disk, outside the lists).
+    A scene that cannot be read fails alone: the others are exported and
+    `ExportSummary.failed` names it.
+
+    Args:
+        src: folder of scenes.
+        out: dataset folder (created).
+        review_file: a `spanetlib.pipeline.review.ReviewSession` file.
+        auto_accept: export scenes without a decision, as described above.
+        crop: patch size in pixels, or None for whole images.
+        stride: patch step (default ``crop``: no overlap).
+        frames_per_video: paired frames K exported per scene (default: all).
+        test_fraction: share of scenes in the test list, in [0, 1).
+        workers: scenes exported in parallel, in "spawn" worker processes (a script calling
+            this with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard;
+            if the workers cannot start, the scenes are exported in this process instead).
+        seed: seed of the train/test split.
+        density: density for auto-accepted scenes (None: guess per scene).
+        align: align mode of auto-accepted scenes ("auto", "on", "off").
+        unreliable: "drop" or "mask" (`UNRELIABLE_POLICIES`).
+        overwrite: replace an export in ``out`` made with other settings (``--overwrite``).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        An `ExportSummary`.
+
+    Raises:
+        InputError: ``src`` or ``review_file`` is missing, ``src`` holds no scenes or two
+            scenes with one name, neither ``review_file`` nor ``auto_accept`` is given, the
+            review was made on other content, or ``out`` cannot be used (see
+            `check_output`); all before any scene is exported.
+        ValueError: a bad ``crop``, ``stride``, ``frames_per_video``, ``test_fraction``,
+            ``workers``, ``density``, ``align`` or ``unreliable``.
+    """
+    settings = ExportSettings(crop=crop, stride=stride, frames_per_video=frames_per_video,
+                              test_fraction=test_fraction, seed=seed, auto_accept=auto_accept,
+                              density=density, align=align, unreliable=unreliable)
+    _check_positive("workers", workers, allow_none=False)
+    plan = plan_export(src, out, review_file, settings)
+    check_output(plan, overwrite)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    todo = resume_exported(plan)
+    write_manifest(plan)
+    export_scenes(plan, todo, workers=workers, progress=progress)
+    write_lists(plan)
+    write_manifest(plan)
+    return plan.summary
+
+
+# --------------------------------------------------------------------------------------------
+# One clip's clean image(s): spanet estimate-background
+# --------------------------------------------------------------------------------------------
+@dataclass
+class CleanImages:
+    """What `export_clean_images` wrote, and the estimate it came from.
+
+    Attributes:
+        result: the clip estimate of the frames.
+        images: one path per stable period, in time order.
+        masks: the valid-region masks written (``keep_size``), one per period, or empty.
+        reliability: the reliability maps written, one per period, or empty.
+        crops: per period the ``(y0, y1, x0, x1)`` box written (the whole frame with
+            ``keep_size``).
+        keep_size: whether the images keep the frames' size (else cropped to the valid box).
+    """
+
+    result: ClipEstimate
+    images: list[Path]
+    masks: list[Path]
+    reliability: list[Path]
+    crops: list[tuple[int, int, int, int]]
+    keep_size: bool
+
+    def describe(self) -> str:
+        """The lines ``spanet estimate-background`` prints: motion, valid region, periods."""
+        result = self.result
+        motion = result.motion
+        n = result.n_frames
+        h, w = result.shape
+        lines = [f"{n} frames; motion: {motion.model}, largest displacement "
+                 f"{float(motion.displacement.max()):.2f} px, {int(result.warped.sum())}/{n} "
+                 f"frames warped, {int(result.exposed.sum())} exposure-corrected "
+                 f"(--align {result.mode.name})"]
+        left_out = n - sum(len(seg.frames) for seg in result.segments)
+        if len(result.segments) > 1:
+            lines.append(f"the scene changed: {len(result.segments)} stable periods, one clean "
+                         f"image each ({left_out} frames in transitions or too short periods "
+                         "left out)")
+        for k, (seg, path, box) in enumerate(zip(result.segments, self.images, self.crops,
+                                                 strict=True)):
+            y0, y1, x0, x1 = box
+            region = "whole frame" if seg.valid.all() else (
+                f"valid region {int(seg.valid.sum())} of {h * w} pixels" + (
+                    f", cropped to {x1 - x0} x {y1 - y0} at x {x0}, y {y0} (--keep-size keeps "
+                    f"{w} x {h})" if not self.keep_size else
+                    f", marked in {self.masks[k].name}"))
+            head = f"period {k + 1}: frames {seg.start}-{seg.stop - 1}, " if \
+                len(result.segments) > 1 else ""
+            reliable = 100 * seg.reliability.reliable_share
+            lines.append(f"{head}{len(seg.frames)} frames used, percentile p = "
+                         f"{seg.percentile:.1f}, reliable {reliable:.1f} %, {region} -> {path}")
+        return "\n".join(lines)
+
+
+def _period_paths(output: Path, count: int, extra: str = "") -> list[Path]:
+    if count == 1:
+        return [output.with_name(f"{output.stem}{extra}{output.suffix}")]
+    return [output.with_name(f"{output.stem}_period{k}{extra}{output.suffix}")
+            for k in range(1, count + 1)]
+
+
+def _check_period_outputs(output: Path, overwrite: bool) -> None:
+    """Refuse up front when an image of an earlier multi-period run would be replaced."""
+    pattern = re.compile(rf"{re.escape(output.stem)}_period\d+(?:_valid|_reliability)?"
+                         rf"{re.escape(output.suffix)}")
+    if overwrite or not output.parent.is_dir():
+        return
+    for path in output.parent.iterdir():
+        if pattern.fullmatch(path.name):
+            raise InputError(f"{path} exists (a clean image of a stable period); pass "
+                             "--overwrite (overwrite=True) to replace it")
+
+
+def export_clean_images(source: str | os.PathLike, output: str | os.PathLike, *,
+                        frames: int | None = None, start: int = 0, align: str = "auto",
+                        keep_size: bool = False, reliability: bool = False,
+                        overwrite: bool = False, progress: bool = False) -> CleanImages:
+    """The clean image of a rain clip, one per stable period: ``spanet estimate-background``.
+
+    The frames go through `spanetlib.pipeline.review.review_estimate` (camera motion measured and
+    undone where it matters, stable periods of the scene, Eqs. 2-4 per period). Written:
+
+    - one stable period: ``output``; several (the scene changed: a car left, a light
+      switched): ``<stem>_period1<suffix>``, ``<stem>_period2<suffix>``, ... and no
+      ``output``, so no single image silently stands for two scene states;
+    - each image cropped to the largest box inside its valid region (the pixels every used
+      frame covers), or with ``keep_size`` at the frames' size plus ``<stem>_valid.png``
+      marking the valid pixels (255) where some are not;
+    - with ``reliability``, ``<stem>_reliability.png`` (per period likewise): the reliability
+      score, 255 reliable to 0 (`spanetlib.pipeline.background.reliability_map`), cropped alike.
+
+    Outputs are checked before any frame is read (suffix, folder, existing files without
+    ``overwrite``, including the period images of an earlier run).
+
+    Args:
+        source: a video file or a folder of frames.
+        output: the image to write (its suffix names the format).
+        frames: use this many frames (default: all from ``start``).
+        start: first frame.
+        align: ``"auto"`` (default), ``"on"`` or ``"off"``.
+        keep_size: keep the frames' size and write a valid-region mask instead of cropping.
+        reliability: also write the reliability map(s).
+        overwrite: replace existing outputs.
+        progress: show a progress bar while reading.
+
+    Returns:
+        A `CleanImages` (``describe()`` gives the lines the command prints).
+
+    Raises:
+        InputError: bad source or output, or no stable period of enough frames.
+    """
+    output = check_output_path(output, overwrite=overwrite, image=True)
+    _check_period_outputs(output, overwrite)
+    mode = get_align_mode(align).name
+    clip = read_sequence(source, start=start, count=frames, progress=progress)
+    result = review_estimate(clip, mode)
+    if not result.segments:
+        raise InputError(f"{source}: no stable period of enough frames among {len(clip)} "
+                         f"({int((result.period < 0).sum())} in transitions or unregistered); "
+                         "use more frames")
+    count = len(result.segments)
+    images, masks, maps = (_period_paths(output, count), _period_paths(output, count, "_valid"),
+                           _period_paths(output, count, "_reliability"))
+    for path in images + (masks if keep_size else []) + (maps if reliability else []):
+        check_output_path(path, overwrite=overwrite, image=True)
+    for k, seg in enumerate(result.segments, start=1):
+        if not seg.aligned:
+            warnings.warn(f"{source}: the camera moved (up to "
+                          f"{float(result.motion.displacement.max()):.1f} px) and --align "
+                          f"{mode} warps no frame: the clean image of period {k} is smeared; "
+                          "use --align auto", UserWarning, stacklevel=2)
+    written = CleanImages(result, images, [], [], [], keep_size)
+    h, w = result.shape
+    for seg, image_path, mask_path, map_path in zip(result.segments, images, masks, maps,
+                                                    strict=True):
+        box = (0, h, 0, w) if keep_size else seg.crop
+        y0, y1, x0, x1 = box
+        write_image(image_path, _as_uint8(seg.image)[y0:y1, x0:x1])
+        if keep_size and not seg.valid.all():
+            write_image(mask_path, seg.valid.astype(np.uint8) * np.uint8(255))
+            written.masks.append(mask_path)
+        if reliability:
+            score = np.where(seg.valid, seg.reliability.score, 0.0).astype(np.float32)
+            write_image(map_path, score[y0:y1, x0:x1])
+            written.reliability.append(map_path)
+        written.crops.append(box)
+    return written
