@@ -159,15 +159,25 @@ def float32_atol() -> Callable[[float, int], float]:
     return _float32_atol
 
 
-def _rain_clip(name: str, seed: int = 0, **changes: Any) -> RainClip:
-    """The phone-like clip preset ``name`` with ``changes`` to its `ClipSpec` (size, frames...)."""
-    return make_rain_clip(CLIP_PRESETS[name].replace(**changes), seed)
+def _rain_clip(name: str, seed: int = 0, defaults: dict | None = None, **changes: Any
+               ) -> RainClip:
+    """The clip preset ``name``, its `ClipSpec` changed by ``defaults``, then by ``changes``."""
+    return make_rain_clip(CLIP_PRESETS[name].replace(**{**(defaults or {}), **changes}), seed)
 
 
-@pytest.fixture(scope="session")
-def rain_clip() -> Callable[..., RainClip]:
-    """``rain_clip(name, seed=0, **changes)``: a `CLIP_PRESETS` clip with changed fields."""
-    return _rain_clip
+@pytest.fixture
+def rain_clip(request: pytest.FixtureRequest) -> Callable[..., RainClip]:
+    """``rain_clip(name, seed=0, **changes)``: a `CLIP_PRESETS` clip with changed fields.
+
+    A test module's ``CLIP_SIZE`` dict (e.g. ``dict(size=(96, 128), n_frames=16)``), when it has
+    one, is applied first, so the module's clips share a size unless a test changes it.
+    """
+    defaults = getattr(request.module, "CLIP_SIZE", None)
+
+    def clip(name: str, seed: int = 0, **changes: Any) -> RainClip:
+        return _rain_clip(name, seed, defaults, **changes)
+
+    return clip
 
 
 def _psnr255(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
