@@ -113,19 +113,6 @@ def single_thread():
     numba.set_num_threads(saved[1])
 
 
-@pytest.fixture(scope="module")
-def single_torch_thread():
-    """One torch thread for a test module, numba left as it is (``pytest.mark.usefixtures``).
-
-    For modules that never run numba kernels: tiny convolutions on a busy 2-core machine run
-    much slower with 2 threads than with one.
-    """
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 # --------------------------------------------------------------------------------------------
 # Helpers shared by several test files
 # --------------------------------------------------------------------------------------------

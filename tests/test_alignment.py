@@ -196,11 +196,3 @@ def test_valid_region_matches_every_footprint():
         warped = np.ones(len(sub), bool)
         warped[0] = False
         np.testing.assert_array_equal(al.valid_region(motion, warped), expected)
-
-
-def test_public_names_are_sorted_and_exist():
-    from spanetlib.pipeline import clip_estimate
-
-    for module in (al, clip_estimate):
-        assert module.__all__ == sorted(module.__all__)
-        assert all(hasattr(module, name) for name in module.__all__)
