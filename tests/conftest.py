@@ -28,8 +28,13 @@ from spanetlib.synthesis.rain import CLIP_PRESETS, RainClip, make_rain_clip
 from spanetlib.synthesis.testsets import build_layout_test_folders, build_synthetic_video_scenes
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the notebooks that nbval collects (``*.ipynb`` items) ``slow``."""
+    """Mark the notebooks that nbval collects (``*.ipynb`` items) ``slow``.
+
+    A session-wide hook: it sees the notebooks whenever this folder is collected too (plain
+    ``pytest`` collects both); ``pytest -m "not slow" notebooks`` alone does not load it.
+    """
     for item in items:
         if item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.slow)
