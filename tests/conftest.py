@@ -1,7 +1,12 @@
-"""Shared fixtures: tiny models, tiny synthetic rain scenes, one-thread torch."""
+"""Shared fixtures: tiny models, tiny synthetic rain scenes, one-thread torch, test helpers.
+
+Also marks every item collected from a notebook (nbval) ``slow``: ``pytest -m "not slow"`` is
+the quick inner loop, plain ``pytest`` still runs everything.
+"""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -12,13 +17,27 @@ import pytest
 import torch
 from torch import nn
 
+from spanetlib.evaluation.metrics import psnr
 from spanetlib.io.files import write_image
 from spanetlib.io.pairs import write_pair_list
 from spanetlib.io.video import scene_name
 from spanetlib.models import build_model
 from spanetlib.paper.datasets import DatasetInfo, ensure_dataset
 from spanetlib.pipeline.review import ReviewSession
-from spanetlib.synthesis.testsets import build_synthetic_video_scenes
+from spanetlib.synthesis.rain import CLIP_PRESETS, RainClip, make_rain_clip
+from spanetlib.synthesis.testsets import build_layout_test_folders, build_synthetic_video_scenes
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the notebooks that nbval collects (``*.ipynb`` items) ``slow``.
+
+    A session-wide hook: it sees the notebooks whenever this folder is collected too (plain
+    ``pytest`` collects both); ``pytest -m "not slow" notebooks`` alone does not load it.
+    """
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
 
 
 class Identity(nn.Module):
@@ -89,7 +108,7 @@ def single_thread():
     """One torch and one numba thread for a test module (use via ``pytest.mark.usefixtures``).
 
     On a CPU shared with other jobs, two OpenMP runtimes spinning on 2 threads each make small
-    forward passes up to 20x slower.
+    forward passes many times slower.
     """
     saved = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
@@ -97,6 +116,98 @@ def single_thread():
     yield
     torch.set_num_threads(saved[0])
     numba.set_num_threads(saved[1])
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by several test files
+# --------------------------------------------------------------------------------------------
+#: Machine epsilon of float32 (2 ** -23): the relative rounding error of one float32 operation
+#: is at most half of it.
+FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
+
+
+def _float32_atol(magnitude: float, roundings: int) -> float:
+    """Absolute tolerance of a float32 result that passed ``roundings`` rounded steps in sequence.
+
+    Each float32 operation on the longest path to a value (a convolution's sum, a bias or
+    residual add, a gate's product) rounds with a relative error of at most eps / 2 of what it
+    carries, and a sum's own accumulation error stays of the order of eps times the sum when its
+    terms have random signs; these errors add up along the path. So ``eps * roundings *
+    magnitude`` (``magnitude`` the largest value on the path, taken from the result) bounds how
+    far a float32 result lands from the exact one, whatever the summation order of the CPU's
+    kernels (AVX2, AVX-512, AMX, another machine that computed a stored reference). It is not a
+    worst-case bound (that grows with the accumulation length), but no machine's setting either.
+    """
+    return FLOAT32_EPS * roundings * float(magnitude)
+
+
+@pytest.fixture(scope="session")
+def float32_atol() -> Callable[[float, int], float]:
+    """``float32_atol(magnitude, roundings)``: a float32 result's tolerance (see `_float32_atol`).
+
+    Compare a float64 recomputation (exact to ~1e-16) with a stored float32 reference, or this
+    machine's float32 result with its float64 recomputation, each within this tolerance.
+    """
+    return _float32_atol
+
+
+def _rain_clip(name: str, seed: int = 0, defaults: dict | None = None, **changes: Any
+               ) -> RainClip:
+    """The clip preset ``name``, its `ClipSpec` changed by ``defaults``, then by ``changes``."""
+    return make_rain_clip(CLIP_PRESETS[name].replace(**{**(defaults or {}), **changes}), seed)
+
+
+@pytest.fixture
+def rain_clip(request: pytest.FixtureRequest) -> Callable[..., RainClip]:
+    """``rain_clip(name, seed=0, **changes)``: a `CLIP_PRESETS` clip with changed fields.
+
+    A test module's ``CLIP_SIZE`` dict (e.g. ``dict(size=(96, 128), n_frames=16)``), when it has
+    one, is applied first, so the module's clips share a size unless a test changes it.
+    """
+    defaults = getattr(request.module, "CLIP_SIZE", None)
+
+    def clip(name: str, seed: int = 0, **changes: Any) -> RainClip:
+        return _rain_clip(name, seed, defaults, **changes)
+
+    return clip
+
+
+def _psnr255(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR (dB) of two ``H x W x 3`` images in 0..255 (uint8 or float) by `metrics.psnr`.
+
+    ``mask`` (``H x W`` bool) keeps only those pixels. Identical images give ``inf``.
+    """
+    a, b = (np.asarray(t, np.float64) / 255.0 for t in (a, b))
+    if mask is not None:
+        a, b = a[mask][:, None], b[mask][:, None]  # N x 1 x 3: the kept pixels as one column
+    as_tensor = (torch.from_numpy(np.ascontiguousarray(t)).permute(2, 0, 1)[None] for t in (a, b))
+    return float(psnr(*as_tensor)[0])
+
+
+@pytest.fixture(scope="session")
+def psnr255() -> Callable[..., float]:
+    """``psnr255(a, b, mask=None)``: PSNR of images in 0..255 (see `_psnr255`)."""
+    return _psnr255
+
+
+def _free_port() -> int:
+    """A TCP port on localhost that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A free TCP port on localhost (for a server or a torchrun rendezvous)."""
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def layout_folders(tmp_path_factory) -> dict[str, Path]:
+    """Every layout of spanetlib.io.layouts, 2 pairs of 24 x 32 (Rain1400: 2 x 2 rain images)."""
+    return build_layout_test_folders(tmp_path_factory.mktemp("layouts"), n_pairs=2,
+                                     size=(24, 32))
 
 
 # --------------------------------------------------------------------------------------------

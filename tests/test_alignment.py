@@ -1,4 +1,4 @@
-"""Tests for spanetlib.pipeline.alignment: motion against the synthetic clips' truth, modes, warps."""
+"""Tests for spanetlib.pipeline.alignment: motion against the synthetic clips' truth, warps."""
 
 import cv2
 import numpy as np
@@ -7,13 +7,9 @@ from scipy import ndimage
 
 from spanetlib.io.errors import InputError
 from spanetlib.pipeline import alignment as al
-from spanetlib.synthesis.rain import CLIP_PRESETS, RainParams, make_rain_clip
+from spanetlib.synthesis.rain import RainParams
 
-SIZE = dict(size=(96, 128), n_frames=16)
-
-
-def _clip(name, seed=0, **changes):
-    return make_rain_clip(CLIP_PRESETS[name].replace(**{**SIZE, **changes}), seed)
+CLIP_SIZE = dict(size=(96, 128), n_frames=16)
 
 
 def _errors(clip, motion):
@@ -77,8 +73,8 @@ def test_crop_box_inside_a_rotated_footprint():
 
 
 # ----------------------------------------------------------------------------- measurement
-def test_static_clip_measures_no_motion_and_auto_keeps_every_pixel():
-    clip = _clip("dense")
+def test_static_clip_measures_no_motion_and_auto_keeps_every_pixel(rain_clip):
+    clip = rain_clip("dense")
     result = al.align_frames(clip.frames, "auto")
     assert result.frames is clip.frames  # bit-identical: nothing was resampled
     assert not result.warped.any() and not result.exposed.any() and not result.moved.any()
@@ -90,8 +86,8 @@ def test_static_clip_measures_no_motion_and_auto_keeps_every_pixel():
 @pytest.mark.parametrize(("name", "model", "mean_px", "max_px"),
                          [("handheld", "euclidean", 0.06, 0.15), ("pan", "translation", 0.03,
                                                                    0.08)])
-def test_motion_is_sub_pixel_accurate_through_rain(name, model, mean_px, max_px):
-    clip = _clip(name)
+def test_motion_is_sub_pixel_accurate_through_rain(name, model, mean_px, max_px, rain_clip):
+    clip = rain_clip(name)
     motion = al.measure_motion(clip.frames)
     err = _errors(clip, motion)
     assert motion.model == model and motion.ok.all()
@@ -114,8 +110,8 @@ def test_motion_is_sub_pixel_accurate_through_rain(name, model, mean_px, max_px)
     assert np.mean(plain) > 1.5 * err[[0, 5, 15]].mean()
 
 
-def test_align_modes_warp_as_named():
-    clip = _clip("handheld")
+def test_align_modes_warp_as_named(rain_clip):
+    clip = rain_clip("handheld")
     motion = al.measure_motion(clip.frames)
     off = al.align_frames(clip.frames, "off", motion=motion)
     assert off.frames is clip.frames and not off.warped.any() and off.moved.sum() >= 10
@@ -133,15 +129,15 @@ def test_align_modes_warp_as_named():
     assert after < 0.5 * before
 
 
-def test_pan_valid_region_is_the_common_footprint():
-    clip = _clip("pan")
+def test_pan_valid_region_is_the_common_footprint(rain_clip):
+    clip = rain_clip("pan")
     result = al.align_frames(clip.frames, "auto")
     y0, y1, x0, x1 = result.crop
     assert (y1 - y0) >= 94 and 128 - 32 <= (x1 - x0) <= 128 - 29  # 30 px of pan
 
 
-def test_exposure_gain_is_measured_and_corrected():
-    clip = _clip("flicker", n_frames=20)
+def test_exposure_gain_is_measured_and_corrected(rain_clip):
+    clip = rain_clip("flicker", n_frames=20)
     motion = al.measure_motion(clip.frames)
     anchor = motion.exposure_reference
     truth = clip.gains / clip.gains[anchor]
@@ -155,8 +151,8 @@ def test_exposure_gain_is_measured_and_corrected():
     assert before > 4.0 and after < 0.4 * before
 
 
-def test_regional_light_change_is_not_read_as_exposure():
-    clip = _clip("light-switch", n_frames=20, density=RainParams(density=0.0))
+def test_regional_light_change_is_not_read_as_exposure(rain_clip):
+    clip = rain_clip("light-switch", n_frames=20, density=RainParams(density=0.0))
     motion = al.measure_motion(clip.frames)
     assert motion.exposure_change.max() < 3.0  # left to the scene-change logic
 
@@ -200,11 +196,3 @@ def test_valid_region_matches_every_footprint():
         warped = np.ones(len(sub), bool)
         warped[0] = False
         np.testing.assert_array_equal(al.valid_region(motion, warped), expected)
-
-
-def test_public_names_are_sorted_and_exist():
-    from spanetlib.pipeline import clip_estimate
-
-    for module in (al, clip_estimate):
-        assert module.__all__ == sorted(module.__all__)
-        assert all(hasattr(module, name) for name in module.__all__)

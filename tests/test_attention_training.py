@@ -25,7 +25,8 @@ from spanetlib.synthesis.rain import (
 from spanetlib.training.data import rain_mask
 from spanetlib.training.train import make_config, train
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.usefixtures("single_thread"),
+              pytest.mark.slow]  # trains a SPANet for hundreds of steps
 
 SIZE = (64, 64)
 

@@ -127,11 +127,6 @@ def assert_matches_reference(frames):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_public_names_are_sorted_and_exist():
-    assert bg.__all__ == sorted(bg.__all__)
-    assert all(hasattr(bg, name) for name in bg.__all__)
-
-
 def test_luminance_level_is_bt601_rounded():
     frames = np.zeros((2, 1, 3, 3), np.uint8)
     frames[:, 0, 0] = (100, 50, 200)  # 0.299*100 + 0.587*50 + 0.114*200 = 82.05

@@ -17,7 +17,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -75,12 +74,6 @@ def review_notebook(tmp_path: Path) -> tuple[Path, Path]:
     path = tmp_path / "review_test.ipynb"
     nbformat.write(nb, path)
     return path, tmp_path / "work" / "review.json"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _api(base: str, token: str, path: str, method: str = "GET") -> object:
@@ -132,12 +125,12 @@ def _wait_for_review(review_file: Path, timeout: float) -> dict:
     pytest.fail(f"no scene was accepted within {timeout} s; review file: {state}")
 
 
-def test_accept_in_browser_writes_review_file(review_notebook, tmp_path):
+def test_accept_in_browser_writes_review_file(review_notebook, tmp_path, free_port):
     _requirements()
     from playwright.sync_api import sync_playwright
 
     notebook, review_file = review_notebook
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port, secrets.token_hex(16)
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),

@@ -73,12 +73,7 @@ def _clip_folder(tmp_path, name, **changes):
     return clip, write_frames(tmp_path / name, clip.frames)[0].parent
 
 
-def _psnr(a, b):
-    d = a.astype(float) - b.astype(float)
-    return 10 * np.log10(255.0 ** 2 / max((d ** 2).mean(), 1e-12))
-
-
-def test_estimate_background_writes_one_image_per_stable_period(tmp_path, capsys):
+def test_estimate_background_writes_one_image_per_stable_period(tmp_path, capsys, psnr255):
     from spanetlib.io.files import read_image
 
     clip, folder = _clip_folder(tmp_path, "parked-leaves", n_frames=40)
@@ -95,7 +90,7 @@ def test_estimate_background_writes_one_image_per_stable_period(tmp_path, capsys
         truth = clip.state_truth(state, reference)
         other = clip.state_truth(1 - state, reference)
         image = read_image(path)
-        assert _psnr(image, truth) > 35 and _psnr(image, other) < 30
+        assert psnr255(image, truth) > 35 and psnr255(image, other) < 30
     # a second run refuses to replace the period images, before reading any frame
     assert cli.main(["estimate-background", str(folder), "-o", str(out)]) == 2
     err = capsys.readouterr().err
@@ -103,7 +98,7 @@ def test_estimate_background_writes_one_image_per_stable_period(tmp_path, capsys
 
 
 def test_estimate_background_aligns_by_default_and_crops_to_the_valid_region(tmp_path,
-                                                                            capsys):
+                                                                            capsys, psnr255):
     from spanetlib.io.files import read_image
     from spanetlib.pipeline.background import estimate_background
 
@@ -122,7 +117,7 @@ def test_estimate_background_aligns_by_default_and_crops_to_the_valid_region(tmp
     assert image.shape == (h, w, 3) and w < 128 and h < 96
     crop = truth[y0:y0 + h, x0:x0 + w]
     unaligned = np.rint(estimate_background(clip.frames).image)[y0:y0 + h, x0:x0 + w]
-    assert _psnr(image, crop) > 30 and _psnr(image, crop) > _psnr(unaligned, crop) + 5
+    assert psnr255(image, crop) > 30 and psnr255(image, crop) > psnr255(unaligned, crop) + 5
     # --keep-size: the frame's size and a mask of the valid region
     kept = tmp_path / "kept.png"
     assert cli.main(["estimate-background", str(folder), "-o", str(kept), "--keep-size",
@@ -293,13 +288,6 @@ def test_build_dataset_refuses_other_settings_and_overwrites_on_request(scenes, 
 
 
 # ------------------------------------------------------------------ spanet evaluate on folders
-
-@pytest.fixture(scope="module")
-def layout_folders(tmp_path_factory):
-    from spanetlib.synthesis.testsets import build_layout_test_folders
-
-    return build_layout_test_folders(tmp_path_factory.mktemp("layouts"), n_pairs=2,
-                                     size=(24, 32))
 
 
 @pytest.mark.parametrize("layout", ["input-target", "rain100", "rain1400", "spa-data",

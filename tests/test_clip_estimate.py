@@ -1,4 +1,4 @@
-"""Tests for spanetlib.pipeline.clip_estimate: issue 11's goals at CI size, checked against the truth."""
+"""Tests for spanetlib.pipeline.clip_estimate: issue 11's goals at CI size, against the truth."""
 
 import numpy as np
 import pytest
@@ -7,36 +7,26 @@ from spanetlib.io.errors import InputError
 from spanetlib.pipeline.alignment import Motion, footprint_mask
 from spanetlib.pipeline.background import estimate_background
 from spanetlib.pipeline.clip_estimate import estimate_clip, pair_check
-from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
+from spanetlib.synthesis.rain import CLIP_PRESETS
 
-SIZE = dict(size=(96, 128), n_frames=30)
-
-
-def _clip(name, seed=0, **changes):
-    return make_rain_clip(CLIP_PRESETS[name].replace(**{**SIZE, **changes}), seed)
+CLIP_SIZE = dict(size=(96, 128), n_frames=30)
 
 
-def _psnr(a, b, mask=None):
-    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    d = d if mask is None else d[mask]
-    return 10 * np.log10(255.0 ** 2 / max(d.mean(), 1e-12))
-
-
-def _pair_psnrs(clip, result):
-    return np.array([_psnr(result.clean_for_frame(i), clip.truth[i], result.usable_mask(i))
+def _pair_psnrs(psnr, clip, result):
+    return np.array([psnr(result.clean_for_frame(i), clip.truth[i], result.usable_mask(i))
                      for i, _ in result.pairs()])
 
 
-def _estimate_psnr(clip, result, segment=0):
+def _estimate_psnr(psnr, clip, result, segment=0):
     r = result.motion.reference
     covered = np.ones(clip.frames.shape[1:3], bool)
     for m in clip.true_motion(r):
         covered &= footprint_mask(m, covered.shape)
-    return _psnr(result.clean_for_frame(r, segment), clip.state_truth(0, r), covered)
+    return psnr(result.clean_for_frame(r, segment), clip.state_truth(0, r), covered)
 
 
-def test_static_clip_is_the_papers_estimate_exactly():
-    clip = _clip("static")
+def test_static_clip_is_the_papers_estimate_exactly(rain_clip):
+    clip = rain_clip("static")
     result = estimate_clip(clip.frames, "auto")
     assert len(result.segments) == 1 and not result.warped.any() and not result.exposed.any()
     seg = result.segments[0]
@@ -49,17 +39,17 @@ def test_static_clip_is_the_papers_estimate_exactly():
     assert "1 stable period(s); 30/30 frames paired" in result.describe()
 
 
-def test_parked_object_leaving_never_makes_a_wrong_pair():
+def test_parked_object_leaving_never_makes_a_wrong_pair(rain_clip, psnr255):
     # Issue 11: a parked object leaves after 60 % of the frames.
-    clip = _clip("parked-leaves", n_frames=40)
+    clip = rain_clip("parked-leaves", n_frames=40)
     naive = estimate_background(clip.frames).image
-    naive_pairs = np.array([_psnr(naive, t) for t in clip.truth])
+    naive_pairs = np.array([psnr255(naive, t) for t in clip.truth])
     assert (naive_pairs < 30).sum() >= 10  # the paper's single estimate pairs wrongly
     result = estimate_clip(clip.frames)
     assert len(result.segments) >= 2
     for seg in result.segments:  # no period mixes the two scene states
         assert len(set(clip.state[seg.frames]) - {-1}) == 1
-    pairs = _pair_psnrs(clip, result)
+    pairs = _pair_psnrs(psnr255, clip, result)
     assert (pairs >= 30).all(), pairs
     assert len(pairs) >= len(clip.frames) / 4
     # Every pair's clean image shows its rain frame's state; transitions are left out.
@@ -69,12 +59,12 @@ def test_parked_object_leaving_never_makes_a_wrong_pair():
         assert clip.state[i] == np.bincount(states[states >= 0]).argmax()
 
 
-def test_passing_objects_are_ignored_by_the_estimate_and_masked_in_pairs():
-    clip = _clip("passing", n_frames=40)
+def test_passing_objects_are_ignored_by_the_estimate_and_masked_in_pairs(rain_clip, psnr255):
+    clip = rain_clip("passing", n_frames=40)
     result = estimate_clip(clip.frames)
     assert len(result.segments) == 1  # short-lived: no scene change
-    assert _estimate_psnr(clip, result) > 40
-    pairs = _pair_psnrs(clip, result)
+    assert _estimate_psnr(psnr255, clip, result) > 40
+    pairs = _pair_psnrs(psnr255, clip, result)
     assert (pairs >= 30).all() and len(pairs) >= 20
     leaks = []
     for i, _ in result.pairs():
@@ -86,40 +76,42 @@ def test_passing_objects_are_ignored_by_the_estimate_and_masked_in_pairs():
 
 
 @pytest.mark.parametrize("name", ["handheld", "pan"])
-def test_moving_camera_auto_is_close_to_perfect_alignment(name):
-    clip = _clip(name)
+def test_moving_camera_auto_is_close_to_perfect_alignment(name, rain_clip, psnr255):
+    clip = rain_clip(name)
     r = len(clip.frames) // 2
     auto = estimate_clip(clip.frames, "auto")
     perfect = estimate_clip(clip.frames, "on",
-                            motion=Motion.from_matrices(clip.true_motion(r), SIZE["size"], r))
+                            motion=Motion.from_matrices(clip.true_motion(r), CLIP_SIZE["size"], r))
     off = estimate_clip(clip.frames, "off", segments=False)
-    assert _estimate_psnr(clip, auto) >= _estimate_psnr(clip, perfect) - 3.0
-    assert _estimate_psnr(clip, off) < _estimate_psnr(clip, auto) - 10.0  # smeared
-    assert (_pair_psnrs(clip, auto) >= 30).all() and len(auto.pairs()) >= 25
+    estimate_psnr = {mode: _estimate_psnr(psnr255, clip, result)
+                     for mode, result in (("auto", auto), ("perfect", perfect), ("off", off))}
+    assert estimate_psnr["auto"] >= estimate_psnr["perfect"] - 3.0
+    assert estimate_psnr["off"] < estimate_psnr["auto"] - 10.0  # smeared
+    assert (_pair_psnrs(psnr255, clip, auto) >= 30).all() and len(auto.pairs()) >= 25
     # "off" on a moving clip: the estimates are smears, and no frame is paired with them.
     assert not any(seg.aligned for seg in off.segments) and not off.pairs()
     assert "NOT ALIGNED" in off.describe()
 
 
-def test_exposure_flicker_pairs_get_their_frame_exposure():
-    clip = _clip("flicker")
+def test_exposure_flicker_pairs_get_their_frame_exposure(rain_clip, psnr255):
+    clip = rain_clip("flicker")
     naive = estimate_background(clip.frames).image
-    assert min(_psnr(naive, t) for t in clip.truth) < 30
+    assert min(psnr255(naive, t) for t in clip.truth) < 30
     result = estimate_clip(clip.frames)
     assert result.exposed.sum() >= 5
-    pairs = _pair_psnrs(clip, result)
+    pairs = _pair_psnrs(psnr255, clip, result)
     assert (pairs >= 30).all() and len(pairs) == len(clip.frames)
 
 
-def test_light_switch_splits_the_clip():
-    clip = _clip("light-switch")
+def test_light_switch_splits_the_clip(rain_clip, psnr255):
+    clip = rain_clip("light-switch")
     result = estimate_clip(clip.frames)
     assert len(result.segments) == 2
-    assert (_pair_psnrs(clip, result) >= 30).all() and len(result.pairs()) >= 20
+    assert (_pair_psnrs(psnr255, clip, result) >= 30).all() and len(result.pairs()) >= 20
 
 
-def test_pair_check_flags_objects_and_darkening_not_streaks():
-    clip = _clip("static", density=CLIP_PRESETS["static"].density)
+def test_pair_check_flags_objects_and_darkening_not_streaks(rain_clip):
+    clip = rain_clip("static", density=CLIP_PRESETS["static"].density)
     clean = clip.truth[0]
     rainy = clip.frames[0]
     bad, dy = pair_check(rainy, clean, sigma=2.0)
@@ -135,8 +127,8 @@ def test_pair_check_flags_objects_and_darkening_not_streaks():
         pair_check(rainy, clean[:10], 2.0)
 
 
-def test_estimate_clip_errors():
-    clip = _clip("parked-leaves", n_frames=20)
+def test_estimate_clip_errors(rain_clip):
+    clip = rain_clip("parked-leaves", n_frames=20)
     with pytest.raises(InputError, match=r"expected N x H x W x 3 uint8 RGB with N >= 2"):
         estimate_clip(clip.frames[:1])
     with pytest.raises(ValueError, match=r"max_inconsistent: expected a share in \[0, 1\]"):

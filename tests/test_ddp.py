@@ -6,7 +6,6 @@ import csv
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +16,9 @@ import torch
 
 from spanetlib.training.train import build_model, make_config
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
-                                reason="torch.distributed is not available")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytestmark = [pytest.mark.slow,  # torchrun starts two Python processes that train
+              pytest.mark.skipif(not torch.distributed.is_available(),
+                                 reason="torch.distributed is not available")]
 
 
 def _digest(state: dict[str, torch.Tensor]) -> str:
@@ -35,7 +29,7 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
     return sha.hexdigest()
 
 
-def test_torchrun_two_cpu_ranks(tmp_path: Path, write_pairs, tiny_spanet: dict):
+def test_torchrun_two_cpu_ranks(tmp_path: Path, write_pairs, tiny_spanet: dict, free_port):
     rng = np.random.default_rng(0)
     images = []
     for i in range(8):
@@ -53,8 +47,9 @@ def test_torchrun_two_cpu_ranks(tmp_path: Path, write_pairs, tiny_spanet: dict):
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-           "-m", "spanetlib.training.train", "--config", str(tmp_path / "cfg.json"), "--no-progress"]
+           "--master_addr=127.0.0.1", f"--master_port={free_port}",
+           "-m", "spanetlib.training.train", "--config", str(tmp_path / "cfg.json"),
+           "--no-progress"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

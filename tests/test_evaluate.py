@@ -75,10 +75,6 @@ def _flat_images(value: float, n: int = 2) -> list[tuple[np.ndarray, np.ndarray,
     return out
 
 
-def test_all_sorted() -> None:
-    assert ev.__all__ == sorted(ev.__all__)
-
-
 def test_input_row_equals_direct_metrics(pairs_dir: Path, identity) -> None:
     df = evaluate_model(None, pairs_dir / "test.txt", progress=False)
     assert list(df["name"]) == ["0", "1", "2"]  # as spanetlib.io.layouts names list pairs
@@ -291,14 +287,6 @@ def test_tile_and_batch_reach_the_model() -> None:
 
 
 # ------------------------------------------------------------------ test folders and outputs
-
-@pytest.fixture(scope="module")
-def layout_folders(tmp_path_factory) -> dict[str, Path]:
-    """Every layout of spanetlib.io.layouts, 2 pairs of 24 x 32 (Rain1400: 2 x 2 rain images)."""
-    from spanetlib.synthesis.testsets import build_layout_test_folders
-
-    return build_layout_test_folders(tmp_path_factory.mktemp("layouts"), n_pairs=2,
-                                     size=(24, 32))
 
 
 def test_every_layout_is_scored_with_its_pair_names(layout_folders: dict[str, Path]) -> None:

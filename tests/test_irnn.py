@@ -89,7 +89,6 @@ def test_directions_and_backends_constants():
     assert DIRECTIONS == ("up", "right", "down", "left")
     assert BACKENDS == tuple(sorted(BACKENDS))
     assert set(BACKENDS) == {"auto", "numba", "reference", "triton"}
-    assert irnn_mod.__all__ == sorted(irnn_mod.__all__)
 
 
 # ------------------------------------------------------------------------- numba

@@ -290,16 +290,12 @@ def test_make_rain_image_overrides_and_noise():
 
 
 # ----------------------------------------------------------------------------- phone-like clips
-SMALL = dict(size=(48, 64), n_frames=12)
-
-
-def _clip(name, seed=0, **changes):
-    return rain.make_rain_clip(rain.CLIP_PRESETS[name].replace(**{**SMALL, **changes}), seed)
+CLIP_SIZE = dict(size=(48, 64), n_frames=12)
 
 
 @pytest.mark.parametrize("name", sorted(rain.CLIP_PRESETS))
-def test_every_clip_preset_renders_with_its_truth(name):
-    clip = _clip(name)
+def test_every_clip_preset_renders_with_its_truth(name, rain_clip):
+    clip = rain_clip(name)
     n = len(clip.frames)
     h, w = clip.spec.size
     assert clip.frames.shape == clip.truth.shape == (n, h, w, 3)
@@ -310,21 +306,21 @@ def test_every_clip_preset_renders_with_its_truth(name):
     # Rain only brightens under the screen blend: frames exceed the truth where rain is.
     rainy = clip.rain_mask & ~clip.object_mask
     assert (clip.frames[rainy].astype(int).mean() > clip.truth[rainy].astype(int).mean())
-    np.testing.assert_array_equal(clip.frames, _clip(name).frames)  # seeded
-    assert not np.array_equal(clip.frames, _clip(name, seed=1).frames)
+    np.testing.assert_array_equal(clip.frames, rain_clip(name).frames)  # seeded
+    assert not np.array_equal(clip.frames, rain_clip(name, seed=1).frames)
 
 
-def test_clip_without_rain_or_noise_is_its_truth():
-    clip = _clip("handheld", density=rain.RainParams(density=0.0), noise_sigma=0.0)
+def test_clip_without_rain_or_noise_is_its_truth(rain_clip):
+    clip = rain_clip("handheld", density=rain.RainParams(density=0.0), noise_sigma=0.0)
     np.testing.assert_array_equal(clip.frames, clip.truth)
     assert not clip.rain_mask.any()
 
 
-def test_clip_frames_are_warps_of_the_scene():
+def test_clip_frames_are_warps_of_the_scene(rain_clip):
     # Frame i resampled at the true motion shows what the reference frame shows.
     from spanetlib.pipeline.alignment import bspline_coefficients, bspline_sample
 
-    clip = _clip("handheld", size=(72, 96), density=rain.RainParams(density=0.0),
+    clip = rain_clip("handheld", size=(72, 96), density=rain.RainParams(density=0.0),
                  noise_sigma=0.0)
     ref = 6
     moves = clip.true_motion(ref)
@@ -342,18 +338,18 @@ def test_clip_frames_are_warps_of_the_scene():
         assert errors[0] < 4.0 and errors[0] < 0.5 * errors[1], errors
 
 
-def test_pan_travels_its_distance_and_rotation_stays_small():
-    clip = _clip("pan")
+def test_pan_travels_its_distance_and_rotation_stays_small(rain_clip):
+    clip = rain_clip("pan")
     moves = clip.true_motion(0)
     assert moves[-1, 0, 2] == pytest.approx(-30.0, abs=1e-9)  # scene moves left in the frame
     assert abs(moves[-1, 1, 2]) < 1e-9
-    shaky = _clip("handheld").true_motion(0)
+    shaky = rain_clip("handheld").true_motion(0)
     angles = np.degrees(np.arctan2(shaky[:, 1, 0], shaky[:, 0, 0]))
     assert 0.05 < np.abs(angles).max() < 3.0
 
 
-def test_parked_object_leaves_after_its_share():
-    clip = _clip("parked-leaves", n_frames=20)
+def test_parked_object_leaves_after_its_share(rain_clip):
+    clip = rain_clip("parked-leaves", n_frames=20)
     # leaves at round(0.6 * 20) = 12, driving off over 2 transition frames
     np.testing.assert_array_equal(clip.state, [0] * 12 + [-1, -1] + [1] * 6)
     before, after = clip.state_truth(0, 0), clip.state_truth(1, 0)
@@ -362,12 +358,12 @@ def test_parked_object_leaves_after_its_share():
     np.testing.assert_array_equal(clip.truth[0], before)
     np.testing.assert_array_equal(clip.truth[-1], after)
     assert clip.object_mask[12:14].any() and not clip.object_mask[:12].any()
-    arrives = _clip("parked-arrives", n_frames=20)
+    arrives = rain_clip("parked-arrives", n_frames=20)
     np.testing.assert_array_equal(arrives.state_truth(1, 0), before)
 
 
-def test_light_switch_changes_the_left_part_only():
-    clip = _clip("light-switch")
+def test_light_switch_changes_the_left_part_only(rain_clip):
+    clip = rain_clip("light-switch")
     a, b = clip.state_truth(0, 0).astype(int), clip.state_truth(1, 0).astype(int)
     w = a.shape[1]
     assert (b[:, : w // 2 - 4] <= a[:, : w // 2 - 4]).all()
@@ -375,8 +371,8 @@ def test_light_switch_changes_the_left_part_only():
     np.testing.assert_array_equal(a[:, w // 2 + 4:], b[:, w // 2 + 4:])
 
 
-def test_flicker_scales_the_truth_by_each_frame_gain():
-    clip = _clip("flicker")
+def test_flicker_scales_the_truth_by_each_frame_gain(rain_clip):
+    clip = rain_clip("flicker")
     assert clip.gains.std() > 0.01
     for i in (0, 5):
         ref = clip.state_truth(0, i)  # rendered with frame i's exposure
@@ -385,8 +381,8 @@ def test_flicker_scales_the_truth_by_each_frame_gain():
     assert ratio == pytest.approx(clip.gains[1] / clip.gains[0], rel=0.02)
 
 
-def test_passing_objects_are_marked_and_truth_matches_state_elsewhere():
-    clip = _clip("passing", n_frames=24)
+def test_passing_objects_are_marked_and_truth_matches_state_elsewhere(rain_clip):
+    clip = rain_clip("passing", n_frames=24)
     assert clip.object_mask.any(axis=(1, 2)).sum() >= 4
     for i in range(len(clip.frames)):
         free = ~clip.object_mask[i]
@@ -394,7 +390,7 @@ def test_passing_objects_are_marked_and_truth_matches_state_elsewhere():
         assert diff[free].max() <= 1 or (diff[free] > 1).mean() < 0.01
 
 
-def test_clip_spec_validation_and_presets():
+def test_clip_spec_validation_and_presets(rain_clip):
     with pytest.raises(ValueError, match=r"ClipSpec.n_frames: expected an int >= 2, got 1"):
         rain.ClipSpec(n_frames=1)
     with pytest.raises(ValueError, match=r"ClipSpec.parked: expected a share in \(0, 1\)"):
@@ -408,6 +404,6 @@ def test_clip_spec_validation_and_presets():
     with pytest.raises(ValueError, match=r"unknown clip preset 'rainy'"):
         rain.make_rain_clip("rainy")
     with pytest.raises(ValueError, match=r"state: expected an int in \[0, 2\)"):
-        _clip("parked-leaves").state_truth(2, 0)
+        rain_clip("parked-leaves").state_truth(2, 0)
     with pytest.raises(ValueError, match=r"frame index: expected an int in \[0, 12\)"):
-        _clip("static").true_motion(12)
+        rain_clip("static").true_motion(12)

@@ -1,4 +1,4 @@
-"""Tests of spanetlib.training.train: profiles, the loop, checkpoints, exact resume, interruption."""
+"""Tests of spanetlib.training.train: profiles, loop, checkpoints, exact resume, interruption."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ from spanetlib.training.train import (
     train_command,
 )
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny convolutions: 2 threads are slower
+
 
 def _write_dataset(write_pairs, root: Path, n: int = 6, size: int = 24, seed: int = 0) -> Path:
     """n smooth clean images; rain = clean + bright vertical stripes (trivially learnable)."""
@@ -45,15 +47,6 @@ def _write_dataset(write_pairs, root: Path, n: int = 6, size: int = 24, seed: in
         images.append((rain.clip(0, 1), clean))
     write_pairs(root / "test.txt", images[:2], clean_name="gt/{i}gt.png")
     return write_pairs(root / "train.txt", images, clean_name="gt/{i}gt.png")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run ~100x slower with 2 threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +169,7 @@ def test_too_few_pairs_for_the_batch(tmp_path, config):
         train(config(tmp_path / "run", batch_size=8), progress=False)
 
 
+@pytest.mark.slow  # enough steps for the loss to fall: seconds, not a unit test
 def test_loss_decreases_on_a_learnable_task(tmp_path, config):
     losses: list[float] = []
     cfg = config(tmp_path / "run", steps=30, lr=1e-2, milestones=(), checkpoint_every=0,

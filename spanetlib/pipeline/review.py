@@ -81,12 +81,12 @@ from spanetlib.pipeline.selection import (
 )
 
 __all__ = [
+    "BATCH_REVIEW_MODES",
     "MIN_PERIOD_FRAMES",
     "PENDING_STATUSES",
-    "BATCH_REVIEW_MODES",
     "REVIEW_MODES",
-    "ReviewSession",
     "STATUSES",
+    "ReviewSession",
     "clip_record",
     "grow_n",
     "quality_record",
