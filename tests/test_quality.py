@@ -1,4 +1,4 @@
-"""The no-reference quality score of clip estimates (selection.scene_quality), against truth."""
+"""The no-reference quality score of clip estimates (quality.scene_quality), against truth."""
 
 from __future__ import annotations
 
