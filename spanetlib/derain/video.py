@@ -1,8 +1,9 @@
 """Derain a whole clip: the temporal estimate where the scene is still, SPANet where it moves.
 
-The §3 estimate (Eqs. 2-4 over aligned frames, :func:`spanetlib.pipeline.clip_estimate.estimate_clip`)
-is exact wherever the scene is still but erases whatever moves; SPANet (per frame) keeps what
-moves but leaves some rain, flickers and softens texture. :func:`derain_clip` takes each where
+The §3 estimate (Eqs. 2-4 over aligned frames,
+:func:`spanetlib.pipeline.clip_estimate.estimate_clip`) is exact wherever the scene is still
+but erases whatever moves; SPANet (per frame) keeps what moves but leaves some rain, flickers
+and softens texture. :func:`derain_clip` takes each where
 it is right. For every window of frames (:func:`derain_windows`):
 
 1. **Estimate.** ``estimate_clip`` aligns the window's frames (``align``: camera motion and
@@ -63,9 +64,18 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+import torch
 from torch import nn
 
-from spanetlib.derain.images import derain_array
+from spanetlib.derain.images import (
+    FORWARD_BYTES_PER_PIXEL,
+    MEMORY_SHARE,
+    DerainMemoryError,
+    auto_tile,
+    available_memory,
+    derain_array,
+    is_out_of_memory,
+)
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import (
     IMAGE_SUFFIXES,
@@ -78,8 +88,10 @@ from spanetlib.io.files import (
     write_image,
 )
 from spanetlib.io.video import VIDEO_CODECS, count_frames, list_frame_files
-from spanetlib.models.device import resolve_precision, resolve_torch_device
-from spanetlib.pipeline.alignment import AlignMode, get_align_mode
+from spanetlib.models.convert import image_to_tensor
+from spanetlib.models.device import autocast, resolve_precision, resolve_torch_device
+from spanetlib.models.memory import reuse_freed_memory
+from spanetlib.pipeline.alignment import AlignMode, get_align_mode, motion_displacement
 from spanetlib.pipeline.clip_estimate import (
     EDGE_TOLERANCE_PX,
     ClipEstimate,
@@ -115,8 +127,23 @@ METHODS = ("hybrid", "temporal", "spanet")
 #: The manifest a frame-folder output keeps (settings and input identity).
 MANIFEST_NAME = "derain_video.json"
 
-_CONTEXT = 32  # pixels of context around a SPANet crop (derain_array's default tile overlap)
-_WHOLE_FRAME_SHARE = 0.5  # crops covering more than this share of the frame: whole frame
+#: Pixels of context SPANet sees around the part of a crop whose output is used
+#: (:func:`spanetlib.derain.images.derain_array`'s default tile overlap).
+SPANET_CONTEXT = 32
+#: Side of the grid cells SPANet is run on where the frame needs it (each in a crop of
+#: ``SPANET_CORE + 2 * SPANET_CONTEXT`` pixels, several per forward pass).
+SPANET_CORE = 96
+#: Memory SPANet's forward passes may take at once (bytes): caps the crops per pass and the
+#: ``auto`` tile of whole frames, so a 1080p clip stays within its memory goal.
+SPANET_MEMORY = 512 << 20
+#: Overlay candidates (:func:`frame_fixed_candidates`): constant in frame coordinates in at
+#: least this share of consecutive frame pairs, in a window where the camera moved at least
+#: ``OVERLAY_MIN_MOTION_PX`` pixels.
+OVERLAY_STABLE_SHARE = 0.7
+OVERLAY_MIN_MOTION_PX = 2.0
+#: Fewest pixels of a bright part that :func:`_persistent_bright` may call content.
+PERSIST_MIN_AREA = 4
+_WHOLE_FRAME_SHARE = 0.7  # crops reading more than this share of the frame: whole frame
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,6 +167,8 @@ class FrameRecord:
         outside_share: share outside the period's valid region (camera motion).
         spanet_share: mean SPANet weight over the frame (0: background everywhere).
         spanet_run_share: share of the frame's pixels SPANet was run on (crops with context).
+        overlay_share: share of the frame taken as an overlay fixed to the frame (logo,
+            timestamp, subtitle, watermark) and kept from frame coordinates.
     """
 
     index: int
@@ -150,6 +179,7 @@ class FrameRecord:
     outside_share: float
     spanet_share: float
     spanet_run_share: float
+    overlay_share: float = 0.0
 
 
 @dataclass
@@ -285,11 +315,19 @@ class _Background:
     content: np.ndarray  # H x W bool: pair check flags, inside the valid region
     valid: np.ndarray  # H x W bool
     paired: bool
+    overlay: np.ndarray  # H x W bool: frame-fixed overlay, taken from frame coordinates
+    bright: np.ndarray  # H x W bool: brighter than the background, not flagged (rain?)
 
 
-def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray
+def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray,
+                      candidates: np.ndarray | None = None, fixed: np.ndarray | None = None
                       ) -> _Background | None:
     """The background of window frame ``local`` from its period or the best neighbouring one.
+
+    Where ``candidates`` (pixels constant in frame coordinates while the camera moved,
+    :func:`frame_fixed_candidates`) disagree with the period's background, the background
+    takes ``fixed`` (their value in frame coordinates): an overlay fixed to the frame, which
+    the scene-coordinate estimate smears along the camera's path.
 
     None when the window has no usable period or the frame's registration failed.
     """
@@ -300,59 +338,200 @@ def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray
         return None
     member = int(estimate.membership[local])
     if member >= 0:
-        candidates = [member]
+        candidates_k = [member]
     else:
         # The nearest usable period before and after the frame (or containing it).
         before = [k for k in usable if estimate.segments[k].start <= local]
         after = [k for k in usable if estimate.segments[k].stop > local]
-        candidates = sorted({*before[-1:], *after[:1]})
+        candidates_k = sorted({*before[-1:], *after[:1]})
     best: _Background | None = None
     warped = bool(estimate.warped[local])
-    for k in candidates:
+    for k in candidates_k:
         seg = estimate.segments[k]
         clean = estimate.clean_for_frame(local, k)
         valid = frame_valid_region(seg.valid, estimate.motion, local, warped)
-        bad, _ = pair_check(frame, clean, seg.noise_sigma, EDGE_TOLERANCE_PX[warped])
+        overlay = np.zeros(valid.shape, bool)
+        if candidates is not None and fixed is not None:
+            tol = 3.5 * float(seg.noise_sigma) + 2.0
+            differ = np.abs(_luma_u8(clean).astype(np.int16)
+                            - _luma_u8(fixed).astype(np.int16)) > tol
+            overlay = cv2.dilate((candidates & differ).astype(np.uint8),
+                                 np.ones((3, 3), np.uint8)) > 0
+            overlay &= candidates
+            if overlay.any():
+                clean = clean.copy()
+                clean[overlay] = fixed[overlay]
+                valid = valid | overlay
+        bad, dy = pair_check(frame, clean, seg.noise_sigma, EDGE_TOLERANCE_PX[warped])
         content = bad & valid
         if best is None or content.sum() < best.content.sum():
-            best = _Background(k, clean, content, valid, k == member)
+            tol = 3.5 * float(seg.noise_sigma) + 2.0
+            bright = (dy > 1.5 * tol) & valid & ~bad
+            best = _Background(k, clean, content, valid, k == member, overlay, bright)
     return best
 
 
-def _crop_boxes(need: np.ndarray) -> list[tuple[int, int, int, int]] | None:
-    """Boxes ``(y0, y1, x0, x1)`` covering ``need`` with ``_CONTEXT`` pixels of context.
+def _edge_depths(need: np.ndarray, limit: int) -> tuple[int, int, int, int]:
+    """How deep ``need`` reaches in from each side as an unbroken run: top, bottom, left, right.
 
-    Each box holds one connected part of ``need`` grown by the context; None when the boxes
-    would cover most of the frame (run on the whole frame instead).
+    A side's depth is the longest run of needed pixels starting at that edge, over all rows
+    or columns (0: none touches it); a depth over ``limit`` counts as 0 (not a thin band:
+    the grid covers it).
+    """
+    def depth(mask: np.ndarray) -> int:  # runs down the rows of ``mask``, from row 0
+        if not mask[0].any():
+            return 0
+        first_gap = np.argmin(mask, axis=0)  # first False per column (0 if all True)
+        first_gap[mask.all(axis=0)] = mask.shape[0]
+        d = int(first_gap.max())
+        return d if d <= limit else 0
+
+    return depth(need), depth(need[::-1]), depth(need.T), depth(need.T[::-1])
+
+
+def _spanet_plan(need: np.ndarray) -> list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]:
+    """Where SPANet runs to cover ``need``: groups of equal-size crops, each one batch.
+
+    Each item is ``(crop, core)``: the crop fed to SPANet (frame slices) and the part of the
+    frame whose output it gives (inside the crop, with :data:`SPANET_CONTEXT` pixels of
+    context on every side that is not the frame's edge). Thin bands along the frame's edges
+    (what the period's valid region misses when the camera moved) are run as strips; the rest
+    as a grid of :data:`SPANET_CORE`-pixel cores in crops of one size, clamped inside the
+    frame. An empty plan: nothing needed. None of this depends on anything but ``need``, so a
+    frame is derained the same way in every run.
     """
     h, w = need.shape
-    side = 2 * _CONTEXT + 1
-    grown = cv2.dilate(need.astype(np.uint8), np.ones((side, side), np.uint8))
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
-    boxes = [(int(y), int(y + bh), int(x), int(x + bw)) for x, y, bw, bh, _ in stats[1:count]]
-    if sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes) > _WHOLE_FRAME_SHARE * h * w:
-        return None
-    return boxes
+    m = SPANET_CONTEXT
+    rest = need.copy()
+    groups: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]] = []
+    top, bottom, left, right = _edge_depths(need, max(8, min(h, w) // 6))
+    rows = max(top, bottom)
+    if rows:
+        band = min(h, rows + m)
+        group = []
+        if top:
+            group.append(((slice(0, band), slice(0, w)), (slice(0, top), slice(0, w))))
+            rest[:top] = False
+        if bottom:
+            group.append(((slice(h - band, h), slice(0, w)), (slice(h - bottom, h), slice(0, w))))
+            rest[h - bottom:] = False
+        groups.append(group)
+    cols = max(left, right)
+    if cols and rest.any():
+        band = min(w, cols + m)
+        group = []
+        if left and rest[:, :left].any():
+            group.append(((slice(0, h), slice(0, band)), (slice(0, h), slice(0, left))))
+            rest[:, :left] = False
+        if right and rest[:, w - right:].any():
+            group.append(((slice(0, h), slice(w - band, w)),
+                          (slice(0, h), slice(w - right, w))))
+            rest[:, w - right:] = False
+        if group:
+            groups.append(group)
+    if not rest.any():
+        return groups
+    c = SPANET_CORE
+    sy, sx = min(h, c + 2 * m), min(w, c + 2 * m)
+    ny, nx = -(-h // c), -(-w // c)
+    # Which cores hold a needed pixel: a max over each core (padded to whole cores).
+    padded = np.zeros((ny * c, nx * c), bool)
+    padded[:h, :w] = rest
+    hit = padded.reshape(ny, c, nx, c).any(axis=(1, 3))
+    tiles = []
+    for ty, tx in zip(*np.nonzero(hit), strict=True):
+        y0, x0 = int(ty) * c, int(tx) * c
+        cy0 = min(max(0, y0 - m), h - sy)
+        cx0 = min(max(0, x0 - m), w - sx)
+        tiles.append(((slice(cy0, cy0 + sy), slice(cx0, cx0 + sx)),
+                      (slice(y0, min(h, y0 + c)), slice(x0, min(w, x0 + c)))))
+    groups.append(tiles)
+    return groups
 
 
-def _spanet_where(model: nn.Module, frame: np.ndarray, need: np.ndarray,
-                  run: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, float]:
-    """SPANet's output (H x W x 3 float32, 0..255) wherever ``need``; elsewhere zeros.
+def _plan_area(groups: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]) -> int:
+    """Pixels SPANet reads for a plan (crops, overlaps counted)."""
+    return sum((crop[0].stop - crop[0].start) * (crop[1].stop - crop[1].start)
+               for group in groups for crop, _ in group)
 
-    Returns the output and the share of the frame SPANet ran on.
-    """
-    h, w = need.shape
-    out = np.zeros((h, w, 3), np.float32)
-    if not need.any():
-        return out, 0.0
-    boxes = _crop_boxes(need)
-    if boxes is None:
-        return run(frame), 1.0
-    area = 0
-    for y0, y1, x0, x1 in boxes:
-        out[y0:y1, x0:x1] = run(frame[y0:y1, x0:x1])
-        area += (y1 - y0) * (x1 - x0)
-    return out, area / float(h * w)
+
+class _Spanet:
+    """SPANet on a whole frame (``whole``) or on the crops of a plan (``where``), batched."""
+
+    def __init__(self, model: nn.Module | None, tile: int | str | None, device: str,
+                 precision: str) -> None:
+        # Refused before the first frame (a still clip may never run the model).
+        self.dev = resolve_torch_device(device)
+        self.dtype = resolve_precision(precision, self.dev)
+        if tile is not None and tile != "auto" and (isinstance(tile, bool)
+                                                    or not isinstance(tile, (int, np.integer))
+                                                    or tile <= 32):
+            raise ValueError(f"tile: expected 'auto', None or an int > 32 (the tile overlap), "
+                             f"got {tile!r}")
+        self.model, self.tile, self.precision = model, tile, precision
+
+    def _tile_for(self, h: int, w: int) -> int | None:
+        if self.tile == "auto":
+            budget = min(SPANET_MEMORY, available_memory(self.dev) or SPANET_MEMORY)
+            return auto_tile(h, w, self.dtype, int(budget / MEMORY_SHARE))
+        return self.tile if self.tile is not None and max(h, w) > self.tile else None
+
+    def whole(self, image: np.ndarray) -> np.ndarray:
+        """``derain_array`` on the whole frame (tiled as set): H x W x 3 float32, 0..255."""
+        if self.model is None:
+            raise ValueError("method needs a model")
+        h, w = image.shape[:2]
+        derained, _ = derain_array(self.model, image, tile=self._tile_for(h, w),
+                                   device=self.dev, precision=self.precision)
+        return derained * np.float32(255.0)
+
+    def where(self, frame: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, float]:
+        """SPANet's output (H x W x 3 float32, 0..255) wherever ``need``; zeros elsewhere.
+
+        Runs on the crops of :func:`_spanet_plan`, several per forward pass, or on the whole
+        frame when they would read most of it. Returns the output and the share of the
+        frame's pixels SPANet read.
+        """
+        h, w = need.shape
+        out = np.zeros((h, w, 3), np.float32)
+        if not need.any():
+            return out, 0.0
+        plan = _spanet_plan(need)
+        area = _plan_area(plan)
+        if area > _WHOLE_FRAME_SHARE * h * w:
+            return self.whole(frame), 1.0
+        if self.model is None:
+            raise ValueError("method needs a model")
+        self.model.eval().to(self.dev)
+        for group in plan:
+            crop_pixels = _plan_area([group[:1]])
+            per_pass = max(1, int(SPANET_MEMORY // (crop_pixels * FORWARD_BYTES_PER_PIXEL.get(
+                self.dtype, FORWARD_BYTES_PER_PIXEL[torch.float32]))))
+            for k in range(0, len(group), per_pass):
+                part = group[k:k + per_pass]
+                batch = np.stack([frame[crop] for crop, _ in part])
+                for (crop, core), result in zip(part, self._forward(batch), strict=True):
+                    oy, ox = crop[0].start, crop[1].start
+                    out[core] = result[core[0].start - oy:core[0].stop - oy,
+                                       core[1].start - ox:core[1].stop - ox]
+        return out, area / float(h * w)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """B x h x w x 3 uint8 -> B x h x w x 3 float32 in 0..255 (clipped as derain_array)."""
+        x = image_to_tensor(batch, dtype=torch.float32).to(self.dev)
+        try:
+            with torch.inference_mode(), reuse_freed_memory(), autocast(self.dtype, self.dev):
+                result = self.model(x)
+        except (RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err):
+                raise
+            raise DerainMemoryError(
+                f"out of memory running SPANet on {len(batch)} crops of {batch.shape[2]} x "
+                f"{batch.shape[1]} on {self.dev}; free memory or use --precision bf16 "
+                "where offered") from err
+        image = result if isinstance(result, torch.Tensor) else result[0]
+        image = image.float().cpu().numpy().transpose(0, 2, 3, 1)
+        return np.clip(image, 0.0, 1.0) * np.float32(255.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,44 +539,158 @@ def _spanet_where(model: nn.Module, frame: np.ndarray, need: np.ndarray,
 # --------------------------------------------------------------------------------------------
 
 
-def _derainer(model: nn.Module | None, tile: int | None, device: str, precision: str
-              ) -> Callable[[np.ndarray], np.ndarray]:
-    """``run(image uint8) -> H x W x 3 float32 in 0..255`` with the given options."""
-    # Refused before the first frame (a still clip may never run the model).
-    resolve_precision(precision, resolve_torch_device(device))
+def _luma_u8(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
-    def run(image: np.ndarray) -> np.ndarray:
-        if model is None:
-            raise ValueError("method needs a model")
-        h, w = image.shape[:2]
-        use_tile = tile if tile is not None and max(h, w) > tile else None
-        derained, _ = derain_array(model, image, tile=use_tile, device=device,
-                                   precision=precision)
-        return derained * np.float32(255.0)
 
-    return run
+def frame_fixed_candidates(frames: np.ndarray, motion_px: float, tol: float = 4.0
+                           ) -> np.ndarray:
+    """Pixels that stay nearly constant in FRAME coordinates over a window: overlay candidates.
+
+    A logo, timestamp, subtitle or watermark burned into the footage stays at the same pixel
+    of every frame while the camera moves the scene under it. A pixel is a candidate when its
+    luminance changes by at most ``tol`` levels between consecutive frames in at least
+    :data:`OVERLAY_STABLE_SHARE` of the pairs (rain falls on a pixel in few frames, so it
+    does not break the count). Without camera motion (``motion_px`` under
+    :data:`OVERLAY_MIN_MOTION_PX`) the scene is just as constant, and the window's background
+    shows what is fixed: no candidates.
+
+    Args:
+        frames: N x H x W x 3 uint8, the window's frames in their own coordinates.
+        motion_px: the largest camera displacement over the window (pixels).
+        tol: luminance change (levels) still counted as constant.
+
+    Returns:
+        H x W bool.
+    """
+    n, h, w = frames.shape[:3]
+    if n < 3 or motion_px < OVERLAY_MIN_MOTION_PX:
+        return np.zeros((h, w), bool)
+    stable = np.zeros((h, w), np.uint16)
+    prev = _luma_u8(frames[0])
+    for k in range(1, n):
+        cur = _luma_u8(frames[k])
+        stable += cv2.absdiff(cur, prev) <= tol
+        prev = cur
+    candidates = stable >= OVERLAY_STABLE_SHARE * (n - 1)
+    # Single pixels and thin lines are noise (flat scene parts, edges along the motion).
+    return cv2.morphologyEx(candidates.astype(np.uint8), cv2.MORPH_OPEN,
+                            np.ones((3, 3), np.uint8)) > 0
+
+
+@dataclass
+class _Analysis:
+    """One window frame's background and what the checks flag (frame coordinates)."""
+
+    background: _Background | None
+    bright: np.ndarray | None  # H x W bool: brighter than the background, taken for rain
+
+
+class _WindowAnalysis:
+    """The window's estimate, its frame-fixed overlays, and each frame's analysis (cached)."""
+
+    def __init__(self, frames: np.ndarray, align: AlignMode, temporal: bool) -> None:
+        self.frames = frames
+        self.estimate = estimate_clip(frames, align, quality=False) if temporal else None
+        self.cache: dict[int, _Analysis] = {}
+        self.fixed = None
+        self.candidates = None
+        if self.estimate is None:
+            return
+        h, w = frames.shape[1:3]
+        motion = self.estimate.motion
+        ok = motion.ok
+        moved = motion_displacement(motion.matrices[ok], (h, w)) if ok.any() else np.zeros(1)
+        spread = float(moved.max() - moved.min()) if moved.size else 0.0
+        candidates = frame_fixed_candidates(frames, spread)
+        if candidates.any():
+            self.candidates = candidates
+            # The overlay's own value in frame coordinates: the median over the window
+            # (rain brightens a pixel in few frames).
+            fixed = np.zeros(frames.shape[1:], np.uint8)
+            fixed[candidates] = np.median(frames[:, candidates], axis=0).round().astype(np.uint8)
+            self.fixed = fixed
+
+    def get(self, local: int) -> _Analysis:
+        """The analysis of window frame ``local`` (computed once)."""
+        if local not in self.cache:
+            self.cache[local] = self._analyse(local)
+        return self.cache[local]
+
+    def _analyse(self, local: int) -> _Analysis:
+        if self.estimate is None:
+            return _Analysis(None, None)
+        frame = self.frames[local]
+        background = _frame_background(self.estimate, local, frame, self.candidates,
+                                       self.fixed)
+        if background is None:
+            return _Analysis(None, None)
+        return _Analysis(background, background.bright)
+
+
+def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | None:
+    """Bright parts taken for rain in frame ``local`` that stay put over consecutive frames.
+
+    Rain streaks are short-lived: a streak is gone (or has fallen far) by the next frame. A
+    bright part (of at least :data:`PERSIST_MIN_AREA` pixels) that is bright at the same scene
+    position (the neighbour's bright pixels mapped into this frame by the measured camera
+    motion; not widened: streaks fall near parallel, so a widened streak overlaps the next
+    frame's streaks along their whole length) in the frames before AND after it, for at least
+    half its pixels, is content (sky through foliage, a light, a reflection), not rain. At the
+    window's ends the two frames on the one side decide.
+    """
+    own = analysis.get(local).bright
+    if own is None or not own.any():
+        return None
+    n = len(analysis.frames)
+    h, w = own.shape
+    count, labels = cv2.connectedComponents(own.astype(np.uint8), connectivity=8)
+    sizes = np.bincount(labels.ravel(), minlength=count)
+    keep = sizes >= PERSIST_MIN_AREA
+    matrices = analysis.estimate.motion.matrices
+    if n < 3:
+        return None
+    # The frames just before and after; at the window's ends the two on the one side.
+    others = [local - 1, local + 1] if 0 < local < n - 1 else \
+        ([1, 2] if local == 0 else [n - 2, n - 3])
+    for other in others:
+        bright = analysis.get(other).bright
+        if bright is None:
+            return None
+        mask = bright.astype(np.uint8)
+        to_other = matrices[other] @ np.linalg.inv(matrices[local])
+        if not np.allclose(to_other, np.eye(3), atol=1e-6):
+            mask = cv2.warpPerspective(mask, to_other, (w, h), flags=cv2.INTER_NEAREST
+                                       | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        hits = np.bincount(labels[own & (mask > 0)], minlength=count)
+        keep &= hits >= 0.5 * sizes
+    keep[0] = False
+    if not keep.any():
+        return None
+    return keep[labels]
 
 
 def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], method: str,
-                   align: AlignMode, run: Callable[[np.ndarray], np.ndarray],
-                   model: nn.Module | None
+                   align: AlignMode, spanet: _Spanet
                    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, FrameRecord]]:
     """Derain ``outputs`` (clip indices) of a window whose frames start at clip index ``first``."""
     n, h, w = frames.shape[:3]
     window = (first, first + n)
-    estimate = None
-    if method != "spanet":
-        estimate = estimate_clip(frames, align)
+    analysis = _WindowAnalysis(frames, align, method != "spanet")
     for index in outputs:
         local = index - first
         frame = frames[local]
-        background = None if estimate is None else _frame_background(estimate, local, frame)
+        background = analysis.get(local).background
         if background is None:
             content = np.ones((h, w), bool)
             outside = np.ones((h, w), bool)
             weight = np.ones((h, w), np.float32)
         else:
             content = background.content
+            persistent = _persistent_bright(analysis, local) if method == "hybrid" else None
+            if persistent is not None:
+                content = content | cv2.dilate(persistent.astype(np.uint8),
+                                               np.ones((5, 5), np.uint8)) > 0
             outside = ~background.valid
             weight = blend_weight(content | outside)
         if method == "temporal":
@@ -405,19 +698,20 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
             out = frame if background is None else background.image
             ran = 0.0
         else:
-            spanet, ran = _spanet_where(model, frame, weight > 0, run)
             if background is None:
-                mixed = spanet
+                mixed, ran = spanet.whole(frame), 1.0
             else:
+                derained, ran = spanet.where(frame, weight > 0)
                 wt = weight[..., None]
-                mixed = wt * spanet + (1.0 - wt) * background.image.astype(np.float32)
+                mixed = wt * derained + (1.0 - wt) * background.image.astype(np.float32)
             out = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
         record = FrameRecord(
             index=int(index), window=window,
             segment=-1 if background is None else background.segment,
             paired=bool(background is not None and background.paired),
             content_share=float(content.mean()), outside_share=float(outside.mean()),
-            spanet_share=float(weight.mean()), spanet_run_share=float(ran))
+            spanet_share=float(weight.mean()), spanet_run_share=float(ran),
+            overlay_share=0.0 if background is None else float(background.overlay.mean()))
         yield int(index), out, weight, record
 
 
@@ -432,7 +726,7 @@ def _derain_stream(frames_from: Callable[[int], Iterator[np.ndarray]], n_frames:
     that output frame ``i`` exists already (it is skipped, and so is a window whose outputs
     all exist).
     """
-    run = _derainer(model, tile, device, precision)
+    spanet = _Spanet(model, tile, device, precision)
     plan = derain_windows(n_frames, window)
     todo = [(win, [i for i in range(win.out_start, win.out_stop) if not (done and done(i))])
             for win in plan]
@@ -460,7 +754,7 @@ def _derain_stream(frames_from: Callable[[int], Iterator[np.ndarray]], n_frames:
                 buffer[next_index] = frame
             next_index += 1
         frames = np.stack([buffer[i] for i in range(win.start, win.stop)])
-        yield from _derain_window(frames, win.start, outputs, method, align, run, model)
+        yield from _derain_window(frames, win.start, outputs, method, align, spanet)
 
 
 def _check_method(method: str) -> str:
@@ -829,7 +1123,7 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
     else:
         remove = _check_folder(source, output, settings, overwrite)
     model = _load_model(weights, device)
-    _derainer(model, tile, device, precision)  # refuses an unsupported precision now
+    _Spanet(model, tile, device, precision)  # refuses an unsupported precision now
     done = _prepare_folder(output, remove, source, settings) if kind == "folder" else None
     summary = VideoDerainSummary(input=input_path, output=output, n_frames=source.n_frames,
                                  weights=settings["weights"])
