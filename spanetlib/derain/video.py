@@ -130,9 +130,10 @@ MANIFEST_NAME = "derain_video.json"
 #: Pixels of context SPANet sees around the part of a crop whose output is used
 #: (:func:`spanetlib.derain.images.derain_array`'s default tile overlap).
 SPANET_CONTEXT = 32
-#: Side of the grid cells SPANet is run on where the frame needs it (each in a crop of
-#: ``SPANET_CORE + 2 * SPANET_CONTEXT`` pixels, several per forward pass).
-SPANET_CORE = 96
+#: Sides of the grid cells SPANet may be run on where the frame needs it (each cell in a crop
+#: of ``side + 2 * SPANET_CONTEXT`` pixels, several per forward pass); per frame, the side
+#: that reads the fewest pixels (small cells for scattered bits, large ones for objects).
+SPANET_CORES = (32, 64, 128)
 #: Memory SPANet's forward passes may take at once (bytes): caps the crops per pass and the
 #: ``auto`` tile of whole frames, so a 1080p clip stays within its memory goal.
 SPANET_MEMORY = 512 << 20
@@ -371,22 +372,35 @@ def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray,
     return best
 
 
+def _run_depth(mask: np.ndarray, lo: int, hi: int) -> int:
+    """Longest run of True from row 0 down the columns ``lo:hi`` of ``mask`` (0: none)."""
+    part = mask[:, lo:hi]
+    if part.size == 0 or not part[0].any():
+        return 0
+    first_gap = np.argmin(part, axis=0)  # first False per column (0 if all True)
+    first_gap[part.all(axis=0)] = part.shape[0]
+    return int(first_gap.max())
+
+
 def _edge_depths(need: np.ndarray, limit: int) -> tuple[int, int, int, int]:
-    """How deep ``need`` reaches in from each side as an unbroken run: top, bottom, left, right.
+    """How deep ``need`` reaches in from each side in unbroken runs: top, bottom, left, right.
 
-    A side's depth is the longest run of needed pixels starting at that edge, over all rows
-    or columns (0: none touches it); a depth over ``limit`` counts as 0 (not a thin band:
-    the grid covers it).
+    First over each side's middle (the ``limit`` pixels at either end left out, where the
+    perpendicular bands lie), then again over all it does not share with those bands (the
+    corners a rotated frame leaves uncovered). A depth over ``limit`` counts as 0 (not a thin
+    band: the grid covers it).
     """
-    def depth(mask: np.ndarray) -> int:  # runs down the rows of ``mask``, from row 0
-        if not mask[0].any():
-            return 0
-        first_gap = np.argmin(mask, axis=0)  # first False per column (0 if all True)
-        first_gap[mask.all(axis=0)] = mask.shape[0]
-        d = int(first_gap.max())
-        return d if d <= limit else 0
-
-    return depth(need), depth(need[::-1]), depth(need.T), depth(need.T[::-1])
+    h, w = need.shape
+    sides = (need, need[::-1], need.T, need.T[::-1])  # top, bottom, left, right
+    first = [_run_depth(m, limit, m.shape[1] - limit) for m in sides]
+    first = [d if d <= limit else 0 for d in first]
+    top, bottom, left, right = first
+    spans = ((left, w - right), (left, w - right), (top, h - bottom), (top, h - bottom))
+    out = []
+    for mask, d, (lo, hi) in zip(sides, first, spans, strict=True):
+        again = _run_depth(mask, lo, hi)
+        out.append(again if again <= limit else d)
+    return out[0], out[1], out[2], out[3]
 
 
 def _spanet_plan(need: np.ndarray) -> list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]:
@@ -396,7 +410,7 @@ def _spanet_plan(need: np.ndarray) -> list[list[tuple[tuple[slice, slice], tuple
     frame whose output it gives (inside the crop, with :data:`SPANET_CONTEXT` pixels of
     context on every side that is not the frame's edge). Thin bands along the frame's edges
     (what the period's valid region misses when the camera moved) are run as strips; the rest
-    as a grid of :data:`SPANET_CORE`-pixel cores in crops of one size, clamped inside the
+    as a grid of cells (:data:`SPANET_CORES`) in crops of one size, clamped inside the
     frame. An empty plan: nothing needed. None of this depends on anything but ``need``, so a
     frame is derained the same way in every run.
     """
@@ -405,36 +419,39 @@ def _spanet_plan(need: np.ndarray) -> list[list[tuple[tuple[slice, slice], tuple
     rest = need.copy()
     groups: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]] = []
     top, bottom, left, right = _edge_depths(need, max(8, min(h, w) // 6))
-    rows = max(top, bottom)
-    if rows:
-        band = min(h, rows + m)
-        group = []
-        if top:
-            group.append(((slice(0, band), slice(0, w)), (slice(0, top), slice(0, w))))
-            rest[:top] = False
-        if bottom:
-            group.append(((slice(h - band, h), slice(0, w)), (slice(h - bottom, h), slice(0, w))))
-            rest[h - bottom:] = False
-        groups.append(group)
-    cols = max(left, right)
-    if cols and rest.any():
-        band = min(w, cols + m)
-        group = []
-        if left and rest[:, :left].any():
-            group.append(((slice(0, h), slice(0, band)), (slice(0, h), slice(0, left))))
-            rest[:, :left] = False
-        if right and rest[:, w - right:].any():
-            group.append(((slice(0, h), slice(w - band, w)),
-                          (slice(0, h), slice(w - right, w))))
-            rest[:, w - right:] = False
-        if group:
-            groups.append(group)
+    # Each band in its own pass (bands of different depths would read the deeper one twice).
+    if top:
+        groups.append([((slice(0, min(h, top + m)), slice(0, w)), (slice(0, top), slice(0, w)))])
+        rest[:top] = False
+    if bottom:
+        groups.append([((slice(max(0, h - bottom - m), h), slice(0, w)),
+                        (slice(h - bottom, h), slice(0, w)))])
+        rest[h - bottom:] = False
+    if left and rest[:, :left].any():
+        groups.append([((slice(0, h), slice(0, min(w, left + m))), (slice(0, h), slice(0, left)))])
+        rest[:, :left] = False
+    if right and rest[:, w - right:].any():
+        groups.append([((slice(0, h), slice(max(0, w - right - m), w)),
+                        (slice(0, h), slice(w - right, w)))])
+        rest[:, w - right:] = False
     if not rest.any():
         return groups
-    c = SPANET_CORE
+    best: list[tuple[tuple[slice, slice], tuple[slice, slice]]] | None = None
+    for c in SPANET_CORES:  # the cell size that reads the fewest pixels for this frame
+        tiles = _grid_tiles(rest, c, m)
+        if best is None or _plan_area([tiles]) < _plan_area([best]):
+            best = tiles
+    tiles = best
+    groups.append(tiles)
+    return groups
+
+
+def _grid_tiles(rest: np.ndarray, c: int, m: int
+                ) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+    """Crops of one size around the ``c``-pixel grid cells holding a pixel of ``rest``."""
+    h, w = rest.shape
     sy, sx = min(h, c + 2 * m), min(w, c + 2 * m)
     ny, nx = -(-h // c), -(-w // c)
-    # Which cores hold a needed pixel: a max over each core (padded to whole cores).
     padded = np.zeros((ny * c, nx * c), bool)
     padded[:h, :w] = rest
     hit = padded.reshape(ny, c, nx, c).any(axis=(1, 3))
@@ -445,8 +462,7 @@ def _spanet_plan(need: np.ndarray) -> list[list[tuple[tuple[slice, slice], tuple
         cx0 = min(max(0, x0 - m), w - sx)
         tiles.append(((slice(cy0, cy0 + sy), slice(cx0, cx0 + sx)),
                       (slice(y0, min(h, y0 + c)), slice(x0, min(w, x0 + c)))))
-    groups.append(tiles)
-    return groups
+    return tiles
 
 
 def _plan_area(groups: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]) -> int:
