@@ -79,12 +79,14 @@ from spanetlib.derain.images import (
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import (
     IMAGE_SUFFIXES,
+    ImageFormat,
     atomic_write,
     atomic_write_json,
     check_image_size,
     check_output_folder,
     check_output_path,
-    read_image,
+    read_image_with_format,
+    restore_format,
     write_image,
 )
 from spanetlib.io.video import VIDEO_CODECS, count_frames, list_frame_files
@@ -733,15 +735,18 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
 
 def _derain_stream(frames_from: Callable[[int], Iterator[np.ndarray]], n_frames: int, *,
                    model: nn.Module | None, method: str, align: AlignMode, window: int,
-                   tile: int | None, device: str, precision: str,
-                   done: Callable[[int], bool] | None = None
+                   tile: int | str | None, device: str, precision: str,
+                   done: Callable[[int], bool] | None = None,
+                   describe: Callable[[int], str] | None = None
                    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, FrameRecord]]:
     """Derained frames in order, one window of input frames in memory at a time.
 
     ``frames_from(k)`` iterates over the clip's frames from index ``k``; ``done(i)`` says
     that output frame ``i`` exists already (it is skipped, and so is a window whose outputs
-    all exist).
+    all exist: a resumed run estimates only the windows it derains); ``describe(i)`` names
+    frame ``i`` in messages (its file).
     """
+    describe = describe or (lambda i: f"frame {i}")
     spanet = _Spanet(model, tile, device, precision)
     plan = derain_windows(n_frames, window)
     todo = [(win, [i for i in range(win.out_start, win.out_stop) if not (done and done(i))])
@@ -759,12 +764,12 @@ def _derain_stream(frames_from: Callable[[int], Iterator[np.ndarray]], n_frames:
         while next_index < win.stop:
             frame = next(source, None)
             if frame is None:
-                raise InputError(f"the input ended at frame {next_index}; expected "
+                raise InputError(f"the input ended before {describe(next_index)}; expected "
                                  f"{n_frames} frames")
             if next_index >= win.start:
                 shape = shape or frame.shape
                 if frame.shape != shape:
-                    raise InputError(f"frame {next_index} is {frame.shape[1]} x "
+                    raise InputError(f"{describe(next_index)} is {frame.shape[1]} x "
                                      f"{frame.shape[0]} but earlier frames are {shape[1]} x "
                                      f"{shape[0]}; all frames must have the same size")
                 buffer[next_index] = frame
@@ -802,7 +807,8 @@ def _load_model(model: nn.Module | str | os.PathLike | None, device: str) -> nn.
 
 def derain_clip(frames: np.ndarray, model: nn.Module | str | os.PathLike | None = "official",
                 *, method: str = "hybrid", align: str | AlignMode = "auto",
-                window: int = DEFAULT_WINDOW, tile: int | None = None, device: str = "cpu",
+                window: int = DEFAULT_WINDOW, tile: int | str | None = None,
+                device: str = "cpu",
                 precision: str = "fp32", progress: bool = False) -> ClipDerain:
     """Derain a clip held in memory (see the module docstring for the method).
 
@@ -817,7 +823,8 @@ def derain_clip(frames: np.ndarray, model: nn.Module | str | os.PathLike | None 
         align: ``"auto"``, ``"on"``, ``"off"`` or an :class:`AlignMode` (see
             :func:`spanetlib.pipeline.alignment.align_frames`).
         window: frames per temporal estimate (:func:`derain_windows`).
-        tile: SPANet tile size for frames larger than it (None: whole frames).
+        tile: SPANet tile size for whole frames larger than it (None: whole frames;
+            ``"auto"``: from the memory available, within :data:`SPANET_MEMORY`).
         device: where SPANet runs (``"cpu"``, ``"cuda"``, ``"auto"``).
         precision: SPANet's precision (``"fp32"``; ``"bf16"``/``"auto"`` where
             :func:`spanetlib.derain.images.derain_array` offers them).
@@ -927,9 +934,14 @@ class VideoDerainSummary:
                 f"{self.seconds:.1f} s (weights: {self.weights}){share}")
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Input:
-    """A clip on disk: its frame count, size, names and frame rate."""
+    """A clip on disk (or the part of it asked for): frame count, size, names, frame rate.
+
+    Frame ``i`` of the clip is frame ``start + i`` of the file or folder. For a folder,
+    ``formats`` collects what each frame file held as it is read (alpha plane, gray), so the
+    output frame can be written alike.
+    """
 
     path: Path
     n_frames: int
@@ -937,16 +949,30 @@ class _Input:
     names: tuple[str, ...]  # output PNG names, in frame order
     fps: float
     is_video: bool
+    start: int = 0
+    files: tuple[Path, ...] = ()
+    first_format: ImageFormat | None = None
+    formats: dict[int, ImageFormat] = field(default_factory=dict)
+
+    def describe_frame(self, i: int) -> str:
+        """How messages name frame ``i``: its file (and index), or its index in the video."""
+        if self.files:
+            return f"{self.files[i].name} (frame {i + self.start})"
+        return f"frame {i + self.start} of {self.path.name}"
 
     def frames_from(self, start: int) -> Iterator[np.ndarray]:
         """Frames ``start, start + 1, ...`` (the folder's files or the video's decoded frames)."""
         if not self.is_video:
-            for path in list_frame_files(self.path)[start:self.n_frames]:
-                yield read_image(path)
+            for i in range(start, self.n_frames):
+                image, fmt = read_image_with_format(self.files[i])
+                self._check_format(i, image, fmt)
+                if fmt.has_alpha or fmt.gray:
+                    self.formats[i] = fmt
+                yield image
             return
         cap = cv2.VideoCapture(str(self.path))
         try:
-            for _ in range(start):
+            for _ in range(self.start + start):
                 if not cap.grab():
                     return
             for _ in range(start, self.n_frames):
@@ -958,44 +984,98 @@ class _Input:
         finally:
             cap.release()
 
+    def _check_format(self, i: int, image: np.ndarray, fmt: ImageFormat) -> None:
+        if fmt.bit_depth != 8:
+            raise InputError(f"{self.files[i]} is a {fmt.describe()} image; derain-video "
+                             "works on 8-bit frames: convert the frames to 8 bits first, or "
+                             "derain them one by one with `spanet derain` (it keeps 16 bits)")
+        first = self.first_format
+        if first is not None and fmt.has_alpha != first.has_alpha:
+            raise InputError(f"{self.files[i]} is {fmt.describe()} but {self.files[0].name} "
+                             f"is {first.describe()}; all frames must be alike")
 
-def _open_input(path: Path) -> _Input:
+    def output_frame(self, i: int, frame: np.ndarray) -> np.ndarray:
+        """Derained frame ``i`` in its input's kind (gray stays gray, alpha carried over)."""
+        fmt = self.formats.pop(i, None)
+        return frame if fmt is None else restore_format(frame, fmt)
+
+
+def _check_sizes(files: Sequence[Path], shape: tuple[int, ...], start: int) -> None:
+    """Refuse frame files of another size than the first (read from their headers)."""
+    try:
+        from PIL import Image
+    except ImportError:  # the stream checks every frame as it reads it
+        return
+    for k, path in enumerate(files):
+        try:
+            with Image.open(path) as image:
+                w, h = image.size
+        except (OSError, ValueError):
+            continue  # unreadable: reported when it is read
+        if (h, w) != tuple(shape[:2]):
+            raise InputError(f"{path.name} (frame {start + k}) is {w} x {h} but "
+                             f"{files[0].name} is {shape[1]} x {shape[0]}; all frames must "
+                             "have the same size")
+
+
+def _open_input(path: Path, start: int = 0, frames: int | None = None) -> _Input:
     """Check the input clip before any heavy work (exists, is a clip, enough frames)."""
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"start: expected an int >= 0, got {start!r}")
+    if frames is not None and (isinstance(frames, bool)
+                               or not isinstance(frames, (int, np.integer)) or frames < 1):
+        raise ValueError(f"frames: expected None or an int >= 1, got {frames!r}")
     if not path.exists():
         raise InputError(f"input not found: {path}")
+    files: tuple[Path, ...] = ()
+    first_format = None
     if path.is_dir():
-        files = list_frame_files(path)
-        if not files:
+        every = list_frame_files(path)
+        if not every:
             raise InputError(f"no image frames ({', '.join(IMAGE_SUFFIXES)}) in folder: {path}")
+        if start >= len(every):
+            raise InputError(f"--start {start}: {path} holds only {len(every)} frame(s)")
+        files = tuple(every[start:start + frames if frames is not None else None])
         names = tuple(f"{p.stem}.png" for p in files)
         if len(set(names)) != len(names):
             dup = next(name for name in names if names.count(name) > 1)
             raise InputError(f"two frames in {path} would both be written as {dup}")
         n, fps, is_video = len(files), 25.0, False
-        first = read_image(files[0])
     else:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             raise InputError(f"expected a video file or a folder of frames, got an image: "
                              f"{path} (derain single images with `spanet derain`)")
-        n = count_frames(path)
+        total = count_frames(path)
+        if total and start >= total:
+            raise InputError(f"--start {start}: {path} holds only {total} frame(s)")
+        n = max(0, total - start) if frames is None else max(0, min(frames, total - start))
         cap = cv2.VideoCapture(str(path))
         try:
             fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
         finally:
             cap.release()
-        first = next(_Input(path, n, (0, 0, 0), (), fps, True).frames_from(0), None)
-        if first is None:
-            raise InputError(f"cannot read any frame from video: {path}")
-        digits = max(5, len(str(n - 1)))
-        names = tuple(f"frame_{i:0{digits}d}.png" for i in range(n))
+        digits = max(5, len(str(start + n - 1)))
+        names = tuple(f"frame_{start + i:0{digits}d}.png" for i in range(n))
         is_video = True
     if n < MIN_FRAMES:
-        raise InputError(f"found {n} frame(s) in {path}; a clip needs at least {MIN_FRAMES} "
-                         "frames for the temporal estimate (derain single images with "
-                         "`spanet derain`)")
-    check_image_size(first, f"frame 0 of {path}")
-    return _Input(path, n, first.shape, names, fps if math.isfinite(fps) and fps > 0 else 25.0,
-                  is_video)
+        raise InputError(f"found {n} frame(s) in {path}"
+                         + (f" from frame {start}" if start else "")
+                         + f"; a clip needs at least {MIN_FRAMES} frames for the temporal "
+                         "estimate (derain single images with `spanet derain`)")
+    source = _Input(path, n, (0, 0, 0), names, fps, is_video, start, files)
+    if is_video:
+        first = next(source.frames_from(0), None)
+        if first is None:
+            raise InputError(f"cannot read any frame from video: {path}")
+    else:
+        first, first_format = read_image_with_format(files[0])
+        source._check_format(0, first, first_format)
+        _check_sizes(files, first.shape, start)
+    check_image_size(first, source.describe_frame(0) + f" of {path}")
+    source.shape = first.shape
+    source.first_format = first_format
+    source.fps = fps if math.isfinite(fps) and fps > 0 else 25.0
+    return source
 
 
 def _output_kind(output: Path) -> str:
@@ -1081,28 +1161,38 @@ def _prepare_folder(output: Path, remove: list[str], source: _Input, settings: d
 
 def derain_video(input: str | os.PathLike, output: str | os.PathLike,
                  weights: str | os.PathLike | nn.Module = "official", *,
-                 align: str = "auto", window: int = DEFAULT_WINDOW, tile: int | None = 512,
-                 device: str = "auto", precision: str = "fp32", fps: float | None = None,
-                 overwrite: bool = False, progress: bool = True) -> VideoDerainSummary:
+                 align: str = "auto", window: int = DEFAULT_WINDOW,
+                 tile: int | str | None = "auto", device: str = "auto",
+                 precision: str = "fp32", fps: float | None = None, start: int = 0,
+                 frames: int | None = None, overwrite: bool = False,
+                 progress: bool = True) -> VideoDerainSummary:
     """Derain a video file or a folder of frames into a video file or a folder of PNGs.
 
-    Every check (input readable with at least :data:`MIN_FRAMES` frames, output writable and
-    not replaced without ``overwrite``, options, weights and device) happens before the first
-    window is estimated. Frames are read a window at a time (:func:`derain_windows`), so
-    memory does not grow with the clip's length.
+    Every check (input readable with at least :data:`MIN_FRAMES` frames of one size and
+    kind, output writable and not replaced without ``overwrite``, options, weights and
+    device) happens before the first window is estimated. Frames are read a window at a time
+    (:func:`derain_windows`), so memory does not grow with the clip's length. A frame folder
+    keeps its kind in a folder output (an alpha channel is carried over, gray stays gray);
+    16-bit frames are refused (the estimate works on 8 bits; ``spanet derain`` keeps them).
+    A run refused while reading (a frame that cannot be read, or of another size or kind)
+    leaves nothing behind: the frames it wrote and the manifest it made are removed.
 
     Args:
         input: a video file or a folder of image frames (natural name order).
         output: a video file (``.avi``/``.mkv``: lossless FFV1; ``.mp4``/``.m4v``/``.mov``:
             mp4v, lossy) or a folder (no suffix) for PNG frames named after the input frames
-            (``frame_00000.png`` ... for a video input). A folder output is resumable.
+            (``frame_00000.png`` ... for a video input: its frame numbers). A folder output
+            is resumable.
         weights: ``"official"``, ``"synthetic"``, a checkpoint path, or a model.
         align: ``"auto"``, ``"on"`` or ``"off"`` (:data:`spanetlib.pipeline.alignment.ALIGN_MODES`).
         window: frames per temporal estimate.
-        tile: SPANet tile size for frames larger than it (None: whole frames).
+        tile: SPANet tile size for whole frames larger than it; ``"auto"`` (default): from
+            the memory available, within :data:`SPANET_MEMORY`; None: whole frames.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         precision: SPANet's precision (``"fp32"``, or ``"bf16"``/``"auto"`` where offered).
         fps: frame rate of a video output (default: the input video's, 25 for frames).
+        start: first frame of the input to derain.
+        frames: derain this many frames (default: all from ``start``).
         overwrite: replace an existing output (a frame folder with other settings too).
         progress: show a progress bar.
 
@@ -1110,9 +1200,10 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
         A :class:`VideoDerainSummary`.
 
     Raises:
-        InputError: a missing or unreadable input, too few frames, an output that exists
-            (video) or holds other frames or settings (folder) without ``overwrite``, an
-            unwritable output, unusable weights or device.
+        InputError: a missing or unreadable input, too few frames, frames of different sizes
+            or kinds, 16-bit frames, alpha into a video, an output that exists (video) or
+            holds other frames or settings (folder) without ``overwrite``, an unwritable
+            output, unusable weights or device.
         ValueError: bad options.
     """
     from tqdm.auto import tqdm
@@ -1121,16 +1212,18 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
     input_path, output = Path(input), Path(output)
     mode = get_align_mode(align)
     _check_window(window)
-    if tile is not None and (isinstance(tile, bool) or tile <= 32):
-        raise ValueError(f"tile: expected None or an int > 32 (the tile overlap), got {tile!r}")
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps: expected a positive number, got {fps!r}")
+    _Spanet(None, tile, "cpu", "fp32")  # checks the tile before any reading
     kind = _output_kind(output)
-    source = _open_input(input_path)
+    source = _open_input(input_path, start, frames)
+    if kind == "video" and source.first_format is not None and source.first_format.has_alpha:
+        raise InputError(f"{source.files[0]} has an alpha channel, which a video cannot "
+                         "hold; write a folder of PNG frames (-o FOLDER) to keep it")
     settings = {"input": str(source.path.resolve()), "n_frames": source.n_frames,
-                "size": list(source.shape[:2]), "weights": _weights_identity(weights),
-                "align": mode.name, "window": int(window), "tile": tile,
-                "precision": precision}
+                "start": int(start), "size": list(source.shape[:2]),
+                "weights": _weights_identity(weights), "align": mode.name,
+                "window": int(window), "tile": tile, "precision": precision}
     remove: list[str] = []
     if kind == "video":
         if output.resolve() == source.path.resolve():
@@ -1140,6 +1233,8 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
         remove = _check_folder(source, output, settings, overwrite)
     model = _load_model(weights, device)
     _Spanet(model, tile, device, precision)  # refuses an unsupported precision now
+    made_folder = kind == "folder" and not output.exists()
+    had_manifest = kind == "folder" and (output / MANIFEST_NAME).is_file() and not remove
     done = _prepare_folder(output, remove, source, settings) if kind == "folder" else None
     summary = VideoDerainSummary(input=input_path, output=output, n_frames=source.n_frames,
                                  weights=settings["weights"])
@@ -1147,18 +1242,31 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
         summary.kept = sum(done(i) for i in range(source.n_frames))
     stream = _derain_stream(source.frames_from, source.n_frames, model=model, method="hybrid",
                             align=mode, window=window, tile=tile, device=device,
-                            precision=precision, done=done)
+                            precision=precision, done=done, describe=source.describe_frame)
     bar = tqdm(total=source.n_frames, initial=summary.kept, desc="derain-video", unit="frame",
                disable=not progress)
-    with bar:
+    written: list[Path] = []
+    try:
+        with bar:
+            if kind == "folder":
+                for i, frame, _, record in stream:
+                    written.append(write_image(output / source.names[i],
+                                               source.output_frame(i, frame)))
+                    summary.written += 1
+                    summary.records.append(record)
+                    bar.update(1)
+            else:
+                _write_video(output, stream, source.shape, fps or source.fps, summary, bar)
+    except InputError:
+        # A refused run leaves nothing behind (an interrupted one keeps its frames: resume).
         if kind == "folder":
-            for i, frame, _, record in stream:
-                write_image(output / source.names[i], frame)
-                summary.written += 1
-                summary.records.append(record)
-                bar.update(1)
-        else:
-            _write_video(output, stream, source.shape, fps or source.fps, summary, bar)
+            for path in written:
+                path.unlink(missing_ok=True)
+            if not had_manifest:
+                (output / MANIFEST_NAME).unlink(missing_ok=True)
+            if made_folder and output.is_dir() and not any(output.iterdir()):
+                output.rmdir()
+        raise
     summary.seconds = time.perf_counter() - start_time
     return summary
 
