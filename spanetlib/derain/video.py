@@ -145,7 +145,7 @@ SPANET_MEMORY = 512 << 20
 OVERLAY_STABLE_SHARE = 0.7
 OVERLAY_MIN_MOTION_PX = 2.0
 #: Fewest pixels of a bright part that :func:`_persistent_bright` may call content.
-PERSIST_MIN_AREA = 4
+PERSIST_MIN_AREA = 6
 _WHOLE_FRAME_SHARE = 0.7  # crops reading more than this share of the frame: whole frame
 
 
@@ -647,30 +647,27 @@ class _WindowAnalysis:
 
 
 def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | None:
-    """Bright parts taken for rain in frame ``local`` that stay put over consecutive frames.
+    """Bright pixels taken for rain in frame ``local`` that stay put over consecutive frames.
 
     Rain streaks are short-lived: a streak is gone (or has fallen far) by the next frame. A
-    bright part (of at least :data:`PERSIST_MIN_AREA` pixels) that is bright at the same scene
-    position (the neighbour's bright pixels mapped into this frame by the measured camera
-    motion; not widened: streaks fall near parallel, so a widened streak overlaps the next
-    frame's streaks along their whole length) in the frames before AND after it, for at least
-    half its pixels, is content (sky through foliage, a light, a reflection), not rain. At the
-    window's ends the two frames on the one side decide.
+    pixel bright at the same scene position (the neighbours' bright pixels mapped into this
+    frame by the measured camera motion; not widened: streaks fall near parallel, so a widened
+    streak would meet the next frame's streaks along their whole length) in the frames before
+    AND after it is content (sky through foliage, a light, a reflection), not rain, where
+    such pixels make a part of at least :data:`PERSIST_MIN_AREA` pixels (rain meets itself
+    at a pixel now and then, not over a patch). At the window's ends the two frames on the one
+    side decide.
     """
     own = analysis.get(local).bright
-    if own is None or not own.any():
-        return None
     n = len(analysis.frames)
-    h, w = own.shape
-    count, labels = cv2.connectedComponents(own.astype(np.uint8), connectivity=8)
-    sizes = np.bincount(labels.ravel(), minlength=count)
-    keep = sizes >= PERSIST_MIN_AREA
-    matrices = analysis.estimate.motion.matrices
-    if n < 3:
+    if own is None or not own.any() or n < 3:
         return None
+    h, w = own.shape
+    matrices = analysis.estimate.motion.matrices
     # The frames just before and after; at the window's ends the two on the one side.
     others = [local - 1, local + 1] if 0 < local < n - 1 else \
         ([1, 2] if local == 0 else [n - 2, n - 3])
+    stays = own.copy()
     for other in others:
         bright = analysis.get(other).bright
         if bright is None:
@@ -680,8 +677,12 @@ def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | No
         if not np.allclose(to_other, np.eye(3), atol=1e-6):
             mask = cv2.warpPerspective(mask, to_other, (w, h), flags=cv2.INTER_NEAREST
                                        | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
-        hits = np.bincount(labels[own & (mask > 0)], minlength=count)
-        keep &= hits >= 0.5 * sizes
+        stays &= mask > 0
+    if not stays.any():
+        return None
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(stays.astype(np.uint8),
+                                                               connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= PERSIST_MIN_AREA
     keep[0] = False
     if not keep.any():
         return None
