@@ -19,12 +19,20 @@ it is right. For every window of frames (:func:`derain_windows`):
    people, lights), taken whole (their widened bounding box). Pixels outside the period's
    valid region (not seen by every frame of the period) and frames whose registration failed
    are content too: no background exists there.
+   Two more checks make content of what rain cannot be: bright pixels the pair check let
+   pass as rain that are bright at the same scene position in the frames before and after
+   (registered; rain streaks do not stay: :func:`_persistent_bright`), and, when the camera
+   moved, pixels constant in FRAME coordinates over the window (logos, timestamps, subtitles,
+   watermarks: :func:`frame_fixed_candidates`), whose background is taken from the window's
+   median in frame coordinates instead of the scene estimate that smears them.
 4. **Blend.** The content mask is dilated and feathered (:func:`blend_weight`) into a weight
    ``w`` (1 on content, falling to 0 over a few pixels outside it); the output is
-   ``w * SPANet(frame) + (1 - w) * background``, rounded to uint8. SPANet runs only on crops
-   around the pixels with ``w > 0`` (with ``_CONTEXT`` pixels of context on every side, as
-   :func:`spanetlib.derain.images.derain_array`'s tiles overlap) or on the whole frame when those
-   crops would cover most of it; a frame that rain explains everywhere needs no SPANet at all.
+   ``w * SPANet(frame) + (1 - w) * background``, rounded to uint8. SPANet runs only where
+   ``w > 0``: thin bands along the frame's edges (what the camera's motion left uncovered) as
+   strips, the rest as grid cells in crops of one size with :data:`SPANET_CONTEXT` pixels of
+   context, several crops per forward pass (:func:`_spanet_plan`); on the whole frame only
+   when the crops would read most of it; a frame that rain explains everywhere needs no
+   SPANet at all.
 
 Why ``pair_check`` rather than :meth:`ClipEstimate.usable_mask`: the usable mask is built for
 training pairs, where one wrong pixel is a wrong pair, so it is all False for every frame the
