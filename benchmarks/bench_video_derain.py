@@ -1,23 +1,32 @@
 """Deraining whole clips: per-frame SPANet, the temporal estimate alone and the hybrid (issue 14).
 
-On the project's synthetic clips with known rain-free frames (``spanetlib.synthesis.rain.CLIP_PRESETS``:
-static camera, hand-held, passing objects, a parked object leaving, exposure flicker; seeded,
-no downloads), ``spanetlib.derain.video.compare_methods`` scores the rain input, the temporal
+On the project's synthetic clips with known rain-free frames
+(``spanetlib.synthesis.rain.CLIP_PRESETS``: static camera, hand-held, passing objects, a
+parked object leaving, exposure flicker; seeded, no downloads),
+``spanetlib.paper.video_experiment.compare_methods`` scores the rain input, the temporal
 estimate alone, per-frame SPANet and the hybrid (``derain_clip``) with each weights:
 
 * **PSNR** (dB): mean over frames, whole frame, against each frame's rain-free truth;
 * **in objects**: PSNR pooled over the pixels of the moving objects (clips that have them);
 * **change**: mean absolute frame-to-frame change (levels) of the output over still pixels
   (0 for a stable result; the truth's own change there is at most 1 level and is ~0);
-* **SPANet share**: the mean weight of SPANet's output in the result.
+* **SPANet share**: the mean weight of SPANet's output in the result;
+* **s/frame**: seconds per frame of each method, measured side by side in one run (the
+  ratios hybrid / per-frame SPANet are printed: goals <= 0.35 on moving-camera clips, <= 0.05
+  on a static clip);
+* **peak MB**: the process's peak resident memory while the method ran (frames included).
+
+Sizes: ``--sizes 480x640 1080x1920`` (default: both, few frames, one window, so it runs in
+minutes on a quiet machine); ``--quick``: a tiny run (120 x 160, 8 frames, two clips).
 
 Goals (verdicts printed, per clip and over all clips): the hybrid at least 10 dB above the
 better per-frame SPANet over whole frames, and within 1 dB of it inside the moving objects.
 Writes ``results/video_derain.csv`` (every clip and method) and ``results/video_derain.md``
 (one row per method, what README.md shows; ``python -m spanetlib.paper.readme`` copies it).
 
-    python benchmarks/bench_video_derain.py                   # 120 x 160, 40 frames, ~10 min
-    python benchmarks/bench_video_derain.py --size 64 96 --frames 16 --clips static passing
+    python benchmarks/bench_video_derain.py                   # 640 x 480 and 1080p, 8 frames
+    python benchmarks/bench_video_derain.py --quick
+    python benchmarks/bench_video_derain.py --sizes 120x160 --frames 40  # the old table
 """
 
 from __future__ import annotations
@@ -46,8 +55,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, nargs=2, default=(120, 160), metavar=("H", "W"))
-    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--sizes", nargs="+", default=["480x640", "1080x1920"],
+                        metavar="HxW", help="clip sizes (default: 480x640 1080x1920)")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny run: 120x160, 8 frames, static and handheld, synthetic")
     parser.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIP_PRESETS))
     parser.add_argument("--weights", nargs="+", default=["synthetic", "official"])
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW)
@@ -57,23 +69,54 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="only print")
     args = parser.parse_args()
 
-    h, w = args.size
-    print(f"{len(args.clips)} clips of {args.frames} frames, {h} x {w}, window {args.window}, "
-          f"seed {args.seed}; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
+    if args.quick:
+        args.sizes, args.frames = ["120x160"], 8
+        args.clips, args.weights = ["static", "handheld"], ["synthetic"]
+    tables = []
     start = time.perf_counter()
-    clips = synthetic_clips(args.clips, (h, w), args.frames, args.seed)
-    table = compare_methods(clips, weights=args.weights, window=args.window).table
-    pd.set_option("display.width", 200)
-    print(table.drop(columns=["truth_change"]).round(2).to_string(index=False))
+    for size in args.sizes:
+        h, w = (int(v) for v in size.lower().split("x"))
+        print(f"{len(args.clips)} clips of {args.frames} frames, {h} x {w}, window "
+              f"{args.window}, seed {args.seed}; {os.cpu_count()} CPUs, load "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
+        clips = synthetic_clips(args.clips, (h, w), args.frames, args.seed)
+        table = compare_methods(clips, weights=args.weights, window=args.window).table
+        table.insert(1, "size", f"{h}x{w}")
+        tables.append(table)
+        print_speed(table)
+    table = pd.concat(tables, ignore_index=True)
+    pd.set_option("display.width", 220)
+    print(table.drop(columns=["truth_change"]).round(3).to_string(index=False))
     print()
+    # The quality table and goals: the largest size (what the README shows).
+    last = table[table["size"] == table["size"].iloc[-1]].drop(columns=["size"])
     caption = methods_caption(clips, args.window)
-    view = (methods_view(table) if args.no_write
-            else write_methods_table(table, args.results, caption))
+    view = (methods_view(last) if args.no_write
+            else write_methods_table(last, args.results, caption))
+    if not args.no_write:
+        from spanetlib.io.files import atomic_write_text
+
+        atomic_write_text(args.results / "video_derain_speed.csv", table.to_csv(index=False))
     print(view.round(2).to_string(index=False))
     print()
-    print("\n".join(goal_verdicts(table)))
+    print("\n".join(goal_verdicts(last)))
     print(f"\n{time.perf_counter() - start:.0f} s in all (load {os.getloadavg()[0]:.1f})"
-          + ("" if args.no_write else f"; wrote {args.results / 'video_derain.csv'} and .md"))
+          + ("" if args.no_write else f"; wrote {args.results / 'video_derain.csv'}, .md and "
+             "video_derain_speed.csv"))
+
+
+def print_speed(table: pd.DataFrame) -> None:
+    """Seconds per frame and peak memory per clip, and the hybrid / per-frame SPANet ratio."""
+    for (clip, weights), group in table[table["weights"] != ""].groupby(["clip", "weights"],
+                                                                         sort=False):
+        by = group.set_index("method")
+        hybrid, spanet = by.loc["hybrid"], by.loc["per-frame SPANet"]
+        goal = 0.05 if clip == "static" else 0.35
+        ratio = hybrid["seconds_per_frame"] / spanet["seconds_per_frame"]
+        print(f"  {clip} ({weights}): hybrid {hybrid['seconds_per_frame']:.2f} s/frame, "
+              f"SPANet {spanet['seconds_per_frame']:.2f} s/frame: ratio {ratio:.3f} (goal <= "
+              f"{goal}) {'PASS' if ratio <= goal else 'FAIL'}; peak {hybrid['peak_mb']:.0f} MB "
+              f"(hybrid), {spanet['peak_mb']:.0f} MB (SPANet)", flush=True)
 
 
 if __name__ == "__main__":

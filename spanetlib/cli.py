@@ -49,7 +49,8 @@ def _derain_video(args: argparse.Namespace) -> int:
 
     summary = derain_video(args.input, args.output, weights=args.weights, align=args.align,
                            window=args.window, tile=args.tile, device=args.device,
-                           precision=args.precision, fps=args.fps, overwrite=args.overwrite)
+                           precision=args.precision, fps=args.fps, start=args.start,
+                           frames=args.frames, overwrite=args.overwrite)
     print(summary)
     return 0
 
@@ -234,8 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=_positive_int, default=60,
                    help="frames around each frame used for its temporal estimate; longer "
                    "clips are processed in overlapping windows (default: %(default)s)")
-    p.add_argument("--tile", type=_positive_int, default=512,
-                   help="SPANet tile size for large frames (default: 512)")
+    p.add_argument("--frames", type=_positive_int, default=None,
+                   help="derain N frames (default: all from --start)")
+    p.add_argument("--start", type=_nonnegative_int, default=0,
+                   help="first frame to derain (default 0)")
+    p.add_argument("--tile", type=_tile, default="auto",
+                   help="SPANet tile size for frames it runs on whole, or auto: the largest "
+                   "tile that fits in the memory available now, within derain-video's SPANet "
+                   "budget (smaller frames are derained whole) (default: auto)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where SPANet runs (default: auto, CUDA when available)")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",

@@ -1,8 +1,9 @@
 """Derain a whole clip: the temporal estimate where the scene is still, SPANet where it moves.
 
-The §3 estimate (Eqs. 2-4 over aligned frames, :func:`spanetlib.pipeline.clip_estimate.estimate_clip`)
-is exact wherever the scene is still but erases whatever moves; SPANet (per frame) keeps what
-moves but leaves some rain, flickers and softens texture. :func:`derain_clip` takes each where
+The §3 estimate (Eqs. 2-4 over aligned frames,
+:func:`spanetlib.pipeline.clip_estimate.estimate_clip`) is exact wherever the scene is still
+but erases whatever moves; SPANet (per frame) keeps what moves but leaves some rain, flickers
+and softens texture. :func:`derain_clip` takes each where
 it is right. For every window of frames (:func:`derain_windows`):
 
 1. **Estimate.** ``estimate_clip`` aligns the window's frames (``align``: camera motion and
@@ -18,12 +19,20 @@ it is right. For every window of frames (:func:`derain_windows`):
    people, lights), taken whole (their widened bounding box). Pixels outside the period's
    valid region (not seen by every frame of the period) and frames whose registration failed
    are content too: no background exists there.
+   Two more checks make content of what rain cannot be: bright pixels the pair check let
+   pass as rain that are bright at the same scene position in the frames before and after
+   (registered; rain streaks do not stay: :func:`_persistent_bright`), and, when the camera
+   moved, pixels constant in FRAME coordinates over the window (logos, timestamps, subtitles,
+   watermarks: :func:`frame_fixed_candidates`), whose background is taken from the window's
+   median in frame coordinates instead of the scene estimate that smears them.
 4. **Blend.** The content mask is dilated and feathered (:func:`blend_weight`) into a weight
    ``w`` (1 on content, falling to 0 over a few pixels outside it); the output is
-   ``w * SPANet(frame) + (1 - w) * background``, rounded to uint8. SPANet runs only on crops
-   around the pixels with ``w > 0`` (with ``_CONTEXT`` pixels of context on every side, as
-   :func:`spanetlib.derain.images.derain_array`'s tiles overlap) or on the whole frame when those
-   crops would cover most of it; a frame that rain explains everywhere needs no SPANet at all.
+   ``w * SPANet(frame) + (1 - w) * background``, rounded to uint8. SPANet runs only where
+   ``w > 0``: thin bands along the frame's edges (what the camera's motion left uncovered) as
+   strips, the rest as grid cells in crops of one size with :data:`SPANET_CONTEXT` pixels of
+   context, several crops per forward pass (:func:`_spanet_plan`); on the whole frame only
+   when the crops would read most of it; a frame that rain explains everywhere needs no
+   SPANet at all.
 
 Why ``pair_check`` rather than :meth:`ClipEstimate.usable_mask`: the usable mask is built for
 training pairs, where one wrong pixel is a wrong pair, so it is all False for every frame the
@@ -63,23 +72,36 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+import torch
 from torch import nn
 
-from spanetlib.derain.images import derain_array
+from spanetlib.derain.images import (
+    FORWARD_BYTES_PER_PIXEL,
+    MEMORY_SHARE,
+    DerainMemoryError,
+    auto_tile,
+    available_memory,
+    derain_array,
+    is_out_of_memory,
+)
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import (
     IMAGE_SUFFIXES,
+    ImageFormat,
     atomic_write,
     atomic_write_json,
     check_image_size,
     check_output_folder,
     check_output_path,
-    read_image,
+    read_image_with_format,
+    restore_format,
     write_image,
 )
 from spanetlib.io.video import VIDEO_CODECS, count_frames, list_frame_files
-from spanetlib.models.device import resolve_precision, resolve_torch_device
-from spanetlib.pipeline.alignment import AlignMode, get_align_mode
+from spanetlib.models.convert import image_to_tensor
+from spanetlib.models.device import autocast, resolve_precision, resolve_torch_device
+from spanetlib.models.memory import reuse_freed_memory
+from spanetlib.pipeline.alignment import AlignMode, get_align_mode, motion_displacement
 from spanetlib.pipeline.clip_estimate import (
     EDGE_TOLERANCE_PX,
     ClipEstimate,
@@ -115,8 +137,24 @@ METHODS = ("hybrid", "temporal", "spanet")
 #: The manifest a frame-folder output keeps (settings and input identity).
 MANIFEST_NAME = "derain_video.json"
 
-_CONTEXT = 32  # pixels of context around a SPANet crop (derain_array's default tile overlap)
-_WHOLE_FRAME_SHARE = 0.5  # crops covering more than this share of the frame: whole frame
+#: Pixels of context SPANet sees around the part of a crop whose output is used
+#: (:func:`spanetlib.derain.images.derain_array`'s default tile overlap).
+SPANET_CONTEXT = 32
+#: Sides of the grid cells SPANet may be run on where the frame needs it (each cell in a crop
+#: of ``side + 2 * SPANET_CONTEXT`` pixels, several per forward pass); per frame, the side
+#: that reads the fewest pixels (small cells for scattered bits, large ones for objects).
+SPANET_CORES = (32, 64, 128)
+#: Memory SPANet's forward passes may take at once (bytes): caps the crops per pass and the
+#: ``auto`` tile of whole frames, so a 1080p clip stays within its memory goal.
+SPANET_MEMORY = 512 << 20
+#: Overlay candidates (:func:`frame_fixed_candidates`): constant in frame coordinates in at
+#: least this share of consecutive frame pairs, in a window where the camera moved at least
+#: ``OVERLAY_MIN_MOTION_PX`` pixels.
+OVERLAY_STABLE_SHARE = 0.7
+OVERLAY_MIN_MOTION_PX = 2.0
+#: Fewest pixels of a bright part that :func:`_persistent_bright` may call content.
+PERSIST_MIN_AREA = 6
+_WHOLE_FRAME_SHARE = 0.7  # crops reading more than this share of the frame: whole frame
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,6 +178,8 @@ class FrameRecord:
         outside_share: share outside the period's valid region (camera motion).
         spanet_share: mean SPANet weight over the frame (0: background everywhere).
         spanet_run_share: share of the frame's pixels SPANet was run on (crops with context).
+        overlay_share: share of the frame taken as an overlay fixed to the frame (logo,
+            timestamp, subtitle, watermark) and kept from frame coordinates.
     """
 
     index: int
@@ -150,6 +190,7 @@ class FrameRecord:
     outside_share: float
     spanet_share: float
     spanet_run_share: float
+    overlay_share: float = 0.0
 
 
 @dataclass
@@ -285,11 +326,19 @@ class _Background:
     content: np.ndarray  # H x W bool: pair check flags, inside the valid region
     valid: np.ndarray  # H x W bool
     paired: bool
+    overlay: np.ndarray  # H x W bool: frame-fixed overlay, taken from frame coordinates
+    bright: np.ndarray  # H x W bool: brighter than the background, not flagged (rain?)
 
 
-def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray
+def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray,
+                      candidates: np.ndarray | None = None, fixed: np.ndarray | None = None
                       ) -> _Background | None:
     """The background of window frame ``local`` from its period or the best neighbouring one.
+
+    Where ``candidates`` (pixels constant in frame coordinates while the camera moved,
+    :func:`frame_fixed_candidates`) disagree with the period's background, the background
+    takes ``fixed`` (their value in frame coordinates): an overlay fixed to the frame, which
+    the scene-coordinate estimate smears along the camera's path.
 
     None when the window has no usable period or the frame's registration failed.
     """
@@ -300,59 +349,215 @@ def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray
         return None
     member = int(estimate.membership[local])
     if member >= 0:
-        candidates = [member]
+        candidates_k = [member]
     else:
         # The nearest usable period before and after the frame (or containing it).
         before = [k for k in usable if estimate.segments[k].start <= local]
         after = [k for k in usable if estimate.segments[k].stop > local]
-        candidates = sorted({*before[-1:], *after[:1]})
+        candidates_k = sorted({*before[-1:], *after[:1]})
     best: _Background | None = None
     warped = bool(estimate.warped[local])
-    for k in candidates:
+    for k in candidates_k:
         seg = estimate.segments[k]
         clean = estimate.clean_for_frame(local, k)
         valid = frame_valid_region(seg.valid, estimate.motion, local, warped)
-        bad, _ = pair_check(frame, clean, seg.noise_sigma, EDGE_TOLERANCE_PX[warped])
+        overlay = np.zeros(valid.shape, bool)
+        if candidates is not None and fixed is not None:
+            tol = 3.5 * float(seg.noise_sigma) + 2.0
+            differ = np.abs(_luma_u8(clean).astype(np.int16)
+                            - _luma_u8(fixed).astype(np.int16)) > tol
+            overlay = cv2.dilate((candidates & differ).astype(np.uint8),
+                                 np.ones((3, 3), np.uint8)) > 0
+            overlay &= candidates
+            if overlay.any():
+                clean = clean.copy()
+                clean[overlay] = fixed[overlay]
+                valid = valid | overlay
+        bad, dy = pair_check(frame, clean, seg.noise_sigma, EDGE_TOLERANCE_PX[warped])
         content = bad & valid
         if best is None or content.sum() < best.content.sum():
-            best = _Background(k, clean, content, valid, k == member)
+            tol = 3.5 * float(seg.noise_sigma) + 2.0
+            bright = (dy > 1.5 * tol) & valid & ~bad
+            best = _Background(k, clean, content, valid, k == member, overlay, bright)
     return best
 
 
-def _crop_boxes(need: np.ndarray) -> list[tuple[int, int, int, int]] | None:
-    """Boxes ``(y0, y1, x0, x1)`` covering ``need`` with ``_CONTEXT`` pixels of context.
+def _run_depth(mask: np.ndarray, lo: int, hi: int) -> int:
+    """Longest run of True from row 0 down the columns ``lo:hi`` of ``mask`` (0: none)."""
+    part = mask[:, lo:hi]
+    if part.size == 0 or not part[0].any():
+        return 0
+    first_gap = np.argmin(part, axis=0)  # first False per column (0 if all True)
+    first_gap[part.all(axis=0)] = part.shape[0]
+    return int(first_gap.max())
 
-    Each box holds one connected part of ``need`` grown by the context; None when the boxes
-    would cover most of the frame (run on the whole frame instead).
+
+def _edge_depths(need: np.ndarray, limit: int) -> tuple[int, int, int, int]:
+    """How deep ``need`` reaches in from each side in unbroken runs: top, bottom, left, right.
+
+    First over each side's middle (the ``limit`` pixels at either end left out, where the
+    perpendicular bands lie), then again over all it does not share with those bands (the
+    corners a rotated frame leaves uncovered). A depth over ``limit`` counts as 0 (not a thin
+    band: the grid covers it).
     """
     h, w = need.shape
-    side = 2 * _CONTEXT + 1
-    grown = cv2.dilate(need.astype(np.uint8), np.ones((side, side), np.uint8))
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
-    boxes = [(int(y), int(y + bh), int(x), int(x + bw)) for x, y, bw, bh, _ in stats[1:count]]
-    if sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes) > _WHOLE_FRAME_SHARE * h * w:
-        return None
-    return boxes
+    sides = (need, need[::-1], need.T, need.T[::-1])  # top, bottom, left, right
+    first = [_run_depth(m, limit, m.shape[1] - limit) for m in sides]
+    first = [d if d <= limit else 0 for d in first]
+    top, bottom, left, right = first
+    spans = ((left, w - right), (left, w - right), (top, h - bottom), (top, h - bottom))
+    out = []
+    for mask, d, (lo, hi) in zip(sides, first, spans, strict=True):
+        again = _run_depth(mask, lo, hi)
+        out.append(again if again <= limit else d)
+    return out[0], out[1], out[2], out[3]
 
 
-def _spanet_where(model: nn.Module, frame: np.ndarray, need: np.ndarray,
-                  run: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, float]:
-    """SPANet's output (H x W x 3 float32, 0..255) wherever ``need``; elsewhere zeros.
+def _spanet_plan(need: np.ndarray) -> list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]:
+    """Where SPANet runs to cover ``need``: groups of equal-size crops, each one batch.
 
-    Returns the output and the share of the frame SPANet ran on.
+    Each item is ``(crop, core)``: the crop fed to SPANet (frame slices) and the part of the
+    frame whose output it gives (inside the crop, with :data:`SPANET_CONTEXT` pixels of
+    context on every side that is not the frame's edge). Thin bands along the frame's edges
+    (what the period's valid region misses when the camera moved) are run as strips; the rest
+    as a grid of cells (:data:`SPANET_CORES`) in crops of one size, clamped inside the
+    frame. An empty plan: nothing needed. None of this depends on anything but ``need``, so a
+    frame is derained the same way in every run.
     """
     h, w = need.shape
-    out = np.zeros((h, w, 3), np.float32)
-    if not need.any():
-        return out, 0.0
-    boxes = _crop_boxes(need)
-    if boxes is None:
-        return run(frame), 1.0
-    area = 0
-    for y0, y1, x0, x1 in boxes:
-        out[y0:y1, x0:x1] = run(frame[y0:y1, x0:x1])
-        area += (y1 - y0) * (x1 - x0)
-    return out, area / float(h * w)
+    m = SPANET_CONTEXT
+    rest = need.copy()
+    groups: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]] = []
+    top, bottom, left, right = _edge_depths(need, max(8, min(h, w) // 6))
+    # Each band in its own pass (bands of different depths would read the deeper one twice).
+    if top:
+        groups.append([((slice(0, min(h, top + m)), slice(0, w)), (slice(0, top), slice(0, w)))])
+        rest[:top] = False
+    if bottom:
+        groups.append([((slice(max(0, h - bottom - m), h), slice(0, w)),
+                        (slice(h - bottom, h), slice(0, w)))])
+        rest[h - bottom:] = False
+    if left and rest[:, :left].any():
+        groups.append([((slice(0, h), slice(0, min(w, left + m))), (slice(0, h), slice(0, left)))])
+        rest[:, :left] = False
+    if right and rest[:, w - right:].any():
+        groups.append([((slice(0, h), slice(max(0, w - right - m), w)),
+                        (slice(0, h), slice(w - right, w)))])
+        rest[:, w - right:] = False
+    if not rest.any():
+        return groups
+    best: list[tuple[tuple[slice, slice], tuple[slice, slice]]] | None = None
+    for c in SPANET_CORES:  # the cell size that reads the fewest pixels for this frame
+        tiles = _grid_tiles(rest, c, m)
+        if best is None or _plan_area([tiles]) < _plan_area([best]):
+            best = tiles
+    tiles = best
+    groups.append(tiles)
+    return groups
+
+
+def _grid_tiles(rest: np.ndarray, c: int, m: int
+                ) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+    """Crops of one size around the ``c``-pixel grid cells holding a pixel of ``rest``."""
+    h, w = rest.shape
+    sy, sx = min(h, c + 2 * m), min(w, c + 2 * m)
+    ny, nx = -(-h // c), -(-w // c)
+    padded = np.zeros((ny * c, nx * c), bool)
+    padded[:h, :w] = rest
+    hit = padded.reshape(ny, c, nx, c).any(axis=(1, 3))
+    tiles = []
+    for ty, tx in zip(*np.nonzero(hit), strict=True):
+        y0, x0 = int(ty) * c, int(tx) * c
+        cy0 = min(max(0, y0 - m), h - sy)
+        cx0 = min(max(0, x0 - m), w - sx)
+        tiles.append(((slice(cy0, cy0 + sy), slice(cx0, cx0 + sx)),
+                      (slice(y0, min(h, y0 + c)), slice(x0, min(w, x0 + c)))))
+    return tiles
+
+
+def _plan_area(groups: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]) -> int:
+    """Pixels SPANet reads for a plan (crops, overlaps counted)."""
+    return sum((crop[0].stop - crop[0].start) * (crop[1].stop - crop[1].start)
+               for group in groups for crop, _ in group)
+
+
+class _Spanet:
+    """SPANet on a whole frame (``whole``) or on the crops of a plan (``where``), batched."""
+
+    def __init__(self, model: nn.Module | None, tile: int | str | None, device: str,
+                 precision: str) -> None:
+        # Refused before the first frame (a still clip may never run the model).
+        self.dev = resolve_torch_device(device)
+        self.dtype = resolve_precision(precision, self.dev)
+        if tile is not None and tile != "auto" and (isinstance(tile, bool)
+                                                    or not isinstance(tile, (int, np.integer))
+                                                    or tile <= 32):
+            raise ValueError(f"tile: expected 'auto', None or an int > 32 (the tile overlap), "
+                             f"got {tile!r}")
+        self.model, self.tile, self.precision = model, tile, precision
+
+    def _tile_for(self, h: int, w: int) -> int | None:
+        if self.tile == "auto":
+            budget = min(SPANET_MEMORY, available_memory(self.dev) or SPANET_MEMORY)
+            return auto_tile(h, w, self.dtype, int(budget / MEMORY_SHARE))
+        return self.tile if self.tile is not None and max(h, w) > self.tile else None
+
+    def whole(self, image: np.ndarray) -> np.ndarray:
+        """``derain_array`` on the whole frame (tiled as set): H x W x 3 float32, 0..255."""
+        if self.model is None:
+            raise ValueError("method needs a model")
+        h, w = image.shape[:2]
+        derained, _ = derain_array(self.model, image, tile=self._tile_for(h, w),
+                                   device=self.dev, precision=self.precision)
+        return derained * np.float32(255.0)
+
+    def where(self, frame: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, float]:
+        """SPANet's output (H x W x 3 float32, 0..255) wherever ``need``; zeros elsewhere.
+
+        Runs on the crops of :func:`_spanet_plan`, several per forward pass, or on the whole
+        frame when they would read most of it. Returns the output and the share of the
+        frame's pixels SPANet read.
+        """
+        h, w = need.shape
+        out = np.zeros((h, w, 3), np.float32)
+        if not need.any():
+            return out, 0.0
+        plan = _spanet_plan(need)
+        area = _plan_area(plan)
+        if area > _WHOLE_FRAME_SHARE * h * w:
+            return self.whole(frame), 1.0
+        if self.model is None:
+            raise ValueError("method needs a model")
+        self.model.eval().to(self.dev)
+        for group in plan:
+            crop_pixels = _plan_area([group[:1]])
+            per_pass = max(1, int(SPANET_MEMORY // (crop_pixels * FORWARD_BYTES_PER_PIXEL.get(
+                self.dtype, FORWARD_BYTES_PER_PIXEL[torch.float32]))))
+            for k in range(0, len(group), per_pass):
+                part = group[k:k + per_pass]
+                batch = np.stack([frame[crop] for crop, _ in part])
+                for (crop, core), result in zip(part, self._forward(batch), strict=True):
+                    oy, ox = crop[0].start, crop[1].start
+                    out[core] = result[core[0].start - oy:core[0].stop - oy,
+                                       core[1].start - ox:core[1].stop - ox]
+        return out, area / float(h * w)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """B x h x w x 3 uint8 -> B x h x w x 3 float32 in 0..255 (clipped as derain_array)."""
+        x = image_to_tensor(batch, dtype=torch.float32).to(self.dev)
+        try:
+            with torch.inference_mode(), reuse_freed_memory(), autocast(self.dtype, self.dev):
+                result = self.model(x)
+        except (RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err):
+                raise
+            raise DerainMemoryError(
+                f"out of memory running SPANet on {len(batch)} crops of {batch.shape[2]} x "
+                f"{batch.shape[1]} on {self.dev}; free memory or use --precision bf16 "
+                "where offered") from err
+        image = result if isinstance(result, torch.Tensor) else result[0]
+        image = image.float().cpu().numpy().transpose(0, 2, 3, 1)
+        return np.clip(image, 0.0, 1.0) * np.float32(255.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,44 +565,159 @@ def _spanet_where(model: nn.Module, frame: np.ndarray, need: np.ndarray,
 # --------------------------------------------------------------------------------------------
 
 
-def _derainer(model: nn.Module | None, tile: int | None, device: str, precision: str
-              ) -> Callable[[np.ndarray], np.ndarray]:
-    """``run(image uint8) -> H x W x 3 float32 in 0..255`` with the given options."""
-    # Refused before the first frame (a still clip may never run the model).
-    resolve_precision(precision, resolve_torch_device(device))
+def _luma_u8(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
-    def run(image: np.ndarray) -> np.ndarray:
-        if model is None:
-            raise ValueError("method needs a model")
-        h, w = image.shape[:2]
-        use_tile = tile if tile is not None and max(h, w) > tile else None
-        derained, _ = derain_array(model, image, tile=use_tile, device=device,
-                                   precision=precision)
-        return derained * np.float32(255.0)
 
-    return run
+def frame_fixed_candidates(frames: np.ndarray, motion_px: float, tol: float = 4.0
+                           ) -> np.ndarray:
+    """Pixels that stay nearly constant in FRAME coordinates over a window: overlay candidates.
+
+    A logo, timestamp, subtitle or watermark burned into the footage stays at the same pixel
+    of every frame while the camera moves the scene under it. A pixel is a candidate when its
+    luminance changes by at most ``tol`` levels between consecutive frames in at least
+    :data:`OVERLAY_STABLE_SHARE` of the pairs (rain falls on a pixel in few frames, so it
+    does not break the count). Without camera motion (``motion_px`` under
+    :data:`OVERLAY_MIN_MOTION_PX`) the scene is just as constant, and the window's background
+    shows what is fixed: no candidates.
+
+    Args:
+        frames: N x H x W x 3 uint8, the window's frames in their own coordinates.
+        motion_px: the largest camera displacement over the window (pixels).
+        tol: luminance change (levels) still counted as constant.
+
+    Returns:
+        H x W bool.
+    """
+    n, h, w = frames.shape[:3]
+    if n < 3 or motion_px < OVERLAY_MIN_MOTION_PX:
+        return np.zeros((h, w), bool)
+    stable = np.zeros((h, w), np.uint16)
+    prev = _luma_u8(frames[0])
+    for k in range(1, n):
+        cur = _luma_u8(frames[k])
+        stable += cv2.absdiff(cur, prev) <= tol
+        prev = cur
+    candidates = stable >= OVERLAY_STABLE_SHARE * (n - 1)
+    # Single pixels and thin lines are noise (flat scene parts, edges along the motion).
+    return cv2.morphologyEx(candidates.astype(np.uint8), cv2.MORPH_OPEN,
+                            np.ones((3, 3), np.uint8)) > 0
+
+
+@dataclass
+class _Analysis:
+    """One window frame's background and what the checks flag (frame coordinates)."""
+
+    background: _Background | None
+    bright: np.ndarray | None  # H x W bool: brighter than the background, taken for rain
+
+
+class _WindowAnalysis:
+    """The window's estimate, its frame-fixed overlays, and each frame's analysis (cached)."""
+
+    def __init__(self, frames: np.ndarray, align: AlignMode, temporal: bool) -> None:
+        self.frames = frames
+        self.estimate = estimate_clip(frames, align, quality=False) if temporal else None
+        self.cache: dict[int, _Analysis] = {}
+        self.fixed = None
+        self.candidates = None
+        if self.estimate is None:
+            return
+        h, w = frames.shape[1:3]
+        motion = self.estimate.motion
+        ok = motion.ok
+        moved = motion_displacement(motion.matrices[ok], (h, w)) if ok.any() else np.zeros(1)
+        spread = float(moved.max() - moved.min()) if moved.size else 0.0
+        candidates = frame_fixed_candidates(frames, spread)
+        if candidates.any():
+            self.candidates = candidates
+            # The overlay's own value in frame coordinates: the median over the window
+            # (rain brightens a pixel in few frames).
+            fixed = np.zeros(frames.shape[1:], np.uint8)
+            fixed[candidates] = np.median(frames[:, candidates], axis=0).round().astype(np.uint8)
+            self.fixed = fixed
+
+    def get(self, local: int) -> _Analysis:
+        """The analysis of window frame ``local`` (computed once)."""
+        if local not in self.cache:
+            self.cache[local] = self._analyse(local)
+        return self.cache[local]
+
+    def _analyse(self, local: int) -> _Analysis:
+        if self.estimate is None:
+            return _Analysis(None, None)
+        frame = self.frames[local]
+        background = _frame_background(self.estimate, local, frame, self.candidates,
+                                       self.fixed)
+        if background is None:
+            return _Analysis(None, None)
+        return _Analysis(background, background.bright)
+
+
+def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | None:
+    """Bright pixels taken for rain in frame ``local`` that stay put over consecutive frames.
+
+    Rain streaks are short-lived: a streak is gone (or has fallen far) by the next frame. A
+    pixel bright at the same scene position (the neighbours' bright pixels mapped into this
+    frame by the measured camera motion; not widened: streaks fall near parallel, so a widened
+    streak would meet the next frame's streaks along their whole length) in the frames before
+    AND after it is content (sky through foliage, a light, a reflection), not rain, where
+    such pixels make a part of at least :data:`PERSIST_MIN_AREA` pixels (rain meets itself
+    at a pixel now and then, not over a patch). At the window's ends the two frames on the one
+    side decide.
+    """
+    own = analysis.get(local).bright
+    n = len(analysis.frames)
+    if own is None or not own.any() or n < 3:
+        return None
+    h, w = own.shape
+    matrices = analysis.estimate.motion.matrices
+    # The frames just before and after; at the window's ends the two on the one side.
+    others = [local - 1, local + 1] if 0 < local < n - 1 else \
+        ([1, 2] if local == 0 else [n - 2, n - 3])
+    stays = own.copy()
+    for other in others:
+        bright = analysis.get(other).bright
+        if bright is None:
+            return None
+        mask = bright.astype(np.uint8)
+        to_other = matrices[other] @ np.linalg.inv(matrices[local])
+        if not np.allclose(to_other, np.eye(3), atol=1e-6):
+            mask = cv2.warpPerspective(mask, to_other, (w, h), flags=cv2.INTER_NEAREST
+                                       | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        stays &= mask > 0
+    if not stays.any():
+        return None
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(stays.astype(np.uint8),
+                                                               connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= PERSIST_MIN_AREA
+    keep[0] = False
+    if not keep.any():
+        return None
+    return keep[labels]
 
 
 def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], method: str,
-                   align: AlignMode, run: Callable[[np.ndarray], np.ndarray],
-                   model: nn.Module | None
+                   align: AlignMode, spanet: _Spanet
                    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, FrameRecord]]:
     """Derain ``outputs`` (clip indices) of a window whose frames start at clip index ``first``."""
     n, h, w = frames.shape[:3]
     window = (first, first + n)
-    estimate = None
-    if method != "spanet":
-        estimate = estimate_clip(frames, align)
+    analysis = _WindowAnalysis(frames, align, method != "spanet")
     for index in outputs:
         local = index - first
         frame = frames[local]
-        background = None if estimate is None else _frame_background(estimate, local, frame)
+        background = analysis.get(local).background
         if background is None:
             content = np.ones((h, w), bool)
             outside = np.ones((h, w), bool)
             weight = np.ones((h, w), np.float32)
         else:
             content = background.content
+            persistent = _persistent_bright(analysis, local) if method == "hybrid" else None
+            if persistent is not None:
+                content = content | cv2.dilate(persistent.astype(np.uint8),
+                                               np.ones((5, 5), np.uint8)) > 0
             outside = ~background.valid
             weight = blend_weight(content | outside)
         if method == "temporal":
@@ -405,34 +725,38 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
             out = frame if background is None else background.image
             ran = 0.0
         else:
-            spanet, ran = _spanet_where(model, frame, weight > 0, run)
             if background is None:
-                mixed = spanet
+                mixed, ran = spanet.whole(frame), 1.0
             else:
+                derained, ran = spanet.where(frame, weight > 0)
                 wt = weight[..., None]
-                mixed = wt * spanet + (1.0 - wt) * background.image.astype(np.float32)
+                mixed = wt * derained + (1.0 - wt) * background.image.astype(np.float32)
             out = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
         record = FrameRecord(
             index=int(index), window=window,
             segment=-1 if background is None else background.segment,
             paired=bool(background is not None and background.paired),
             content_share=float(content.mean()), outside_share=float(outside.mean()),
-            spanet_share=float(weight.mean()), spanet_run_share=float(ran))
+            spanet_share=float(weight.mean()), spanet_run_share=float(ran),
+            overlay_share=0.0 if background is None else float(background.overlay.mean()))
         yield int(index), out, weight, record
 
 
 def _derain_stream(frames_from: Callable[[int], Iterator[np.ndarray]], n_frames: int, *,
                    model: nn.Module | None, method: str, align: AlignMode, window: int,
-                   tile: int | None, device: str, precision: str,
-                   done: Callable[[int], bool] | None = None
+                   tile: int | str | None, device: str, precision: str,
+                   done: Callable[[int], bool] | None = None,
+                   describe: Callable[[int], str] | None = None
                    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, FrameRecord]]:
     """Derained frames in order, one window of input frames in memory at a time.
 
     ``frames_from(k)`` iterates over the clip's frames from index ``k``; ``done(i)`` says
     that output frame ``i`` exists already (it is skipped, and so is a window whose outputs
-    all exist).
+    all exist: a resumed run estimates only the windows it derains); ``describe(i)`` names
+    frame ``i`` in messages (its file).
     """
-    run = _derainer(model, tile, device, precision)
+    describe = describe or (lambda i: f"frame {i}")
+    spanet = _Spanet(model, tile, device, precision)
     plan = derain_windows(n_frames, window)
     todo = [(win, [i for i in range(win.out_start, win.out_stop) if not (done and done(i))])
             for win in plan]
@@ -449,18 +773,18 @@ def _derain_stream(frames_from: Callable[[int], Iterator[np.ndarray]], n_frames:
         while next_index < win.stop:
             frame = next(source, None)
             if frame is None:
-                raise InputError(f"the input ended at frame {next_index}; expected "
+                raise InputError(f"the input ended before {describe(next_index)}; expected "
                                  f"{n_frames} frames")
             if next_index >= win.start:
                 shape = shape or frame.shape
                 if frame.shape != shape:
-                    raise InputError(f"frame {next_index} is {frame.shape[1]} x "
+                    raise InputError(f"{describe(next_index)} is {frame.shape[1]} x "
                                      f"{frame.shape[0]} but earlier frames are {shape[1]} x "
                                      f"{shape[0]}; all frames must have the same size")
                 buffer[next_index] = frame
             next_index += 1
         frames = np.stack([buffer[i] for i in range(win.start, win.stop)])
-        yield from _derain_window(frames, win.start, outputs, method, align, run, model)
+        yield from _derain_window(frames, win.start, outputs, method, align, spanet)
 
 
 def _check_method(method: str) -> str:
@@ -492,7 +816,8 @@ def _load_model(model: nn.Module | str | os.PathLike | None, device: str) -> nn.
 
 def derain_clip(frames: np.ndarray, model: nn.Module | str | os.PathLike | None = "official",
                 *, method: str = "hybrid", align: str | AlignMode = "auto",
-                window: int = DEFAULT_WINDOW, tile: int | None = None, device: str = "cpu",
+                window: int = DEFAULT_WINDOW, tile: int | str | None = None,
+                device: str = "cpu",
                 precision: str = "fp32", progress: bool = False) -> ClipDerain:
     """Derain a clip held in memory (see the module docstring for the method).
 
@@ -507,7 +832,8 @@ def derain_clip(frames: np.ndarray, model: nn.Module | str | os.PathLike | None 
         align: ``"auto"``, ``"on"``, ``"off"`` or an :class:`AlignMode` (see
             :func:`spanetlib.pipeline.alignment.align_frames`).
         window: frames per temporal estimate (:func:`derain_windows`).
-        tile: SPANet tile size for frames larger than it (None: whole frames).
+        tile: SPANet tile size for whole frames larger than it (None: whole frames;
+            ``"auto"``: from the memory available, within :data:`SPANET_MEMORY`).
         device: where SPANet runs (``"cpu"``, ``"cuda"``, ``"auto"``).
         precision: SPANet's precision (``"fp32"``; ``"bf16"``/``"auto"`` where
             :func:`spanetlib.derain.images.derain_array` offers them).
@@ -617,9 +943,14 @@ class VideoDerainSummary:
                 f"{self.seconds:.1f} s (weights: {self.weights}){share}")
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Input:
-    """A clip on disk: its frame count, size, names and frame rate."""
+    """A clip on disk (or the part of it asked for): frame count, size, names, frame rate.
+
+    Frame ``i`` of the clip is frame ``start + i`` of the file or folder. For a folder,
+    ``formats`` collects what each frame file held as it is read (alpha plane, gray), so the
+    output frame can be written alike.
+    """
 
     path: Path
     n_frames: int
@@ -627,16 +958,30 @@ class _Input:
     names: tuple[str, ...]  # output PNG names, in frame order
     fps: float
     is_video: bool
+    start: int = 0
+    files: tuple[Path, ...] = ()
+    first_format: ImageFormat | None = None
+    formats: dict[int, ImageFormat] = field(default_factory=dict)
+
+    def describe_frame(self, i: int) -> str:
+        """How messages name frame ``i``: its file (and index), or its index in the video."""
+        if self.files:
+            return f"{self.files[i].name} (frame {i + self.start})"
+        return f"frame {i + self.start} of {self.path.name}"
 
     def frames_from(self, start: int) -> Iterator[np.ndarray]:
         """Frames ``start, start + 1, ...`` (the folder's files or the video's decoded frames)."""
         if not self.is_video:
-            for path in list_frame_files(self.path)[start:self.n_frames]:
-                yield read_image(path)
+            for i in range(start, self.n_frames):
+                image, fmt = read_image_with_format(self.files[i])
+                self._check_format(i, image, fmt)
+                if fmt.has_alpha or fmt.gray:
+                    self.formats[i] = fmt
+                yield image
             return
         cap = cv2.VideoCapture(str(self.path))
         try:
-            for _ in range(start):
+            for _ in range(self.start + start):
                 if not cap.grab():
                     return
             for _ in range(start, self.n_frames):
@@ -648,44 +993,98 @@ class _Input:
         finally:
             cap.release()
 
+    def _check_format(self, i: int, image: np.ndarray, fmt: ImageFormat) -> None:
+        if fmt.bit_depth != 8:
+            raise InputError(f"{self.files[i]} is a {fmt.describe()} image; derain-video "
+                             "works on 8-bit frames: convert the frames to 8 bits first, or "
+                             "derain them one by one with `spanet derain` (it keeps 16 bits)")
+        first = self.first_format
+        if first is not None and fmt.has_alpha != first.has_alpha:
+            raise InputError(f"{self.files[i]} is {fmt.describe()} but {self.files[0].name} "
+                             f"is {first.describe()}; all frames must be alike")
 
-def _open_input(path: Path) -> _Input:
+    def output_frame(self, i: int, frame: np.ndarray) -> np.ndarray:
+        """Derained frame ``i`` in its input's kind (gray stays gray, alpha carried over)."""
+        fmt = self.formats.pop(i, None)
+        return frame if fmt is None else restore_format(frame, fmt)
+
+
+def _check_sizes(files: Sequence[Path], shape: tuple[int, ...], start: int) -> None:
+    """Refuse frame files of another size than the first (read from their headers)."""
+    try:
+        from PIL import Image
+    except ImportError:  # the stream checks every frame as it reads it
+        return
+    for k, path in enumerate(files):
+        try:
+            with Image.open(path) as image:
+                w, h = image.size
+        except (OSError, ValueError):
+            continue  # unreadable: reported when it is read
+        if (h, w) != tuple(shape[:2]):
+            raise InputError(f"{path.name} (frame {start + k}) is {w} x {h} but "
+                             f"{files[0].name} is {shape[1]} x {shape[0]}; all frames must "
+                             "have the same size")
+
+
+def _open_input(path: Path, start: int = 0, frames: int | None = None) -> _Input:
     """Check the input clip before any heavy work (exists, is a clip, enough frames)."""
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"start: expected an int >= 0, got {start!r}")
+    if frames is not None and (isinstance(frames, bool)
+                               or not isinstance(frames, (int, np.integer)) or frames < 1):
+        raise ValueError(f"frames: expected None or an int >= 1, got {frames!r}")
     if not path.exists():
         raise InputError(f"input not found: {path}")
+    files: tuple[Path, ...] = ()
+    first_format = None
     if path.is_dir():
-        files = list_frame_files(path)
-        if not files:
+        every = list_frame_files(path)
+        if not every:
             raise InputError(f"no image frames ({', '.join(IMAGE_SUFFIXES)}) in folder: {path}")
+        if start >= len(every):
+            raise InputError(f"--start {start}: {path} holds only {len(every)} frame(s)")
+        files = tuple(every[start:start + frames if frames is not None else None])
         names = tuple(f"{p.stem}.png" for p in files)
         if len(set(names)) != len(names):
             dup = next(name for name in names if names.count(name) > 1)
             raise InputError(f"two frames in {path} would both be written as {dup}")
         n, fps, is_video = len(files), 25.0, False
-        first = read_image(files[0])
     else:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             raise InputError(f"expected a video file or a folder of frames, got an image: "
                              f"{path} (derain single images with `spanet derain`)")
-        n = count_frames(path)
+        total = count_frames(path)
+        if total and start >= total:
+            raise InputError(f"--start {start}: {path} holds only {total} frame(s)")
+        n = max(0, total - start) if frames is None else max(0, min(frames, total - start))
         cap = cv2.VideoCapture(str(path))
         try:
             fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
         finally:
             cap.release()
-        first = next(_Input(path, n, (0, 0, 0), (), fps, True).frames_from(0), None)
-        if first is None:
-            raise InputError(f"cannot read any frame from video: {path}")
-        digits = max(5, len(str(n - 1)))
-        names = tuple(f"frame_{i:0{digits}d}.png" for i in range(n))
+        digits = max(5, len(str(start + n - 1)))
+        names = tuple(f"frame_{start + i:0{digits}d}.png" for i in range(n))
         is_video = True
     if n < MIN_FRAMES:
-        raise InputError(f"found {n} frame(s) in {path}; a clip needs at least {MIN_FRAMES} "
-                         "frames for the temporal estimate (derain single images with "
-                         "`spanet derain`)")
-    check_image_size(first, f"frame 0 of {path}")
-    return _Input(path, n, first.shape, names, fps if math.isfinite(fps) and fps > 0 else 25.0,
-                  is_video)
+        raise InputError(f"found {n} frame(s) in {path}"
+                         + (f" from frame {start}" if start else "")
+                         + f"; a clip needs at least {MIN_FRAMES} frames for the temporal "
+                         "estimate (derain single images with `spanet derain`)")
+    source = _Input(path, n, (0, 0, 0), names, fps, is_video, start, files)
+    if is_video:
+        first = next(source.frames_from(0), None)
+        if first is None:
+            raise InputError(f"cannot read any frame from video: {path}")
+    else:
+        first, first_format = read_image_with_format(files[0])
+        source._check_format(0, first, first_format)
+        _check_sizes(files, first.shape, start)
+    check_image_size(first, source.describe_frame(0) + f" of {path}")
+    source.shape = first.shape
+    source.first_format = first_format
+    source.fps = fps if math.isfinite(fps) and fps > 0 else 25.0
+    return source
 
 
 def _output_kind(output: Path) -> str:
@@ -771,28 +1170,38 @@ def _prepare_folder(output: Path, remove: list[str], source: _Input, settings: d
 
 def derain_video(input: str | os.PathLike, output: str | os.PathLike,
                  weights: str | os.PathLike | nn.Module = "official", *,
-                 align: str = "auto", window: int = DEFAULT_WINDOW, tile: int | None = 512,
-                 device: str = "auto", precision: str = "fp32", fps: float | None = None,
-                 overwrite: bool = False, progress: bool = True) -> VideoDerainSummary:
+                 align: str = "auto", window: int = DEFAULT_WINDOW,
+                 tile: int | str | None = "auto", device: str = "auto",
+                 precision: str = "fp32", fps: float | None = None, start: int = 0,
+                 frames: int | None = None, overwrite: bool = False,
+                 progress: bool = True) -> VideoDerainSummary:
     """Derain a video file or a folder of frames into a video file or a folder of PNGs.
 
-    Every check (input readable with at least :data:`MIN_FRAMES` frames, output writable and
-    not replaced without ``overwrite``, options, weights and device) happens before the first
-    window is estimated. Frames are read a window at a time (:func:`derain_windows`), so
-    memory does not grow with the clip's length.
+    Every check (input readable with at least :data:`MIN_FRAMES` frames of one size and
+    kind, output writable and not replaced without ``overwrite``, options, weights and
+    device) happens before the first window is estimated. Frames are read a window at a time
+    (:func:`derain_windows`), so memory does not grow with the clip's length. A frame folder
+    keeps its kind in a folder output (an alpha channel is carried over, gray stays gray);
+    16-bit frames are refused (the estimate works on 8 bits; ``spanet derain`` keeps them).
+    A run refused while reading (a frame that cannot be read, or of another size or kind)
+    leaves nothing behind: the frames it wrote and the manifest it made are removed.
 
     Args:
         input: a video file or a folder of image frames (natural name order).
         output: a video file (``.avi``/``.mkv``: lossless FFV1; ``.mp4``/``.m4v``/``.mov``:
             mp4v, lossy) or a folder (no suffix) for PNG frames named after the input frames
-            (``frame_00000.png`` ... for a video input). A folder output is resumable.
+            (``frame_00000.png`` ... for a video input: its frame numbers). A folder output
+            is resumable.
         weights: ``"official"``, ``"synthetic"``, a checkpoint path, or a model.
         align: ``"auto"``, ``"on"`` or ``"off"`` (:data:`spanetlib.pipeline.alignment.ALIGN_MODES`).
         window: frames per temporal estimate.
-        tile: SPANet tile size for frames larger than it (None: whole frames).
+        tile: SPANet tile size for whole frames larger than it; ``"auto"`` (default): from
+            the memory available, within :data:`SPANET_MEMORY`; None: whole frames.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         precision: SPANet's precision (``"fp32"``, or ``"bf16"``/``"auto"`` where offered).
         fps: frame rate of a video output (default: the input video's, 25 for frames).
+        start: first frame of the input to derain.
+        frames: derain this many frames (default: all from ``start``).
         overwrite: replace an existing output (a frame folder with other settings too).
         progress: show a progress bar.
 
@@ -800,9 +1209,10 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
         A :class:`VideoDerainSummary`.
 
     Raises:
-        InputError: a missing or unreadable input, too few frames, an output that exists
-            (video) or holds other frames or settings (folder) without ``overwrite``, an
-            unwritable output, unusable weights or device.
+        InputError: a missing or unreadable input, too few frames, frames of different sizes
+            or kinds, 16-bit frames, alpha into a video, an output that exists (video) or
+            holds other frames or settings (folder) without ``overwrite``, an unwritable
+            output, unusable weights or device.
         ValueError: bad options.
     """
     from tqdm.auto import tqdm
@@ -811,16 +1221,18 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
     input_path, output = Path(input), Path(output)
     mode = get_align_mode(align)
     _check_window(window)
-    if tile is not None and (isinstance(tile, bool) or tile <= 32):
-        raise ValueError(f"tile: expected None or an int > 32 (the tile overlap), got {tile!r}")
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps: expected a positive number, got {fps!r}")
+    _Spanet(None, tile, "cpu", "fp32")  # checks the tile before any reading
     kind = _output_kind(output)
-    source = _open_input(input_path)
+    source = _open_input(input_path, start, frames)
+    if kind == "video" and source.first_format is not None and source.first_format.has_alpha:
+        raise InputError(f"{source.files[0]} has an alpha channel, which a video cannot "
+                         "hold; write a folder of PNG frames (-o FOLDER) to keep it")
     settings = {"input": str(source.path.resolve()), "n_frames": source.n_frames,
-                "size": list(source.shape[:2]), "weights": _weights_identity(weights),
-                "align": mode.name, "window": int(window), "tile": tile,
-                "precision": precision}
+                "start": int(start), "size": list(source.shape[:2]),
+                "weights": _weights_identity(weights), "align": mode.name,
+                "window": int(window), "tile": tile, "precision": precision}
     remove: list[str] = []
     if kind == "video":
         if output.resolve() == source.path.resolve():
@@ -829,7 +1241,9 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
     else:
         remove = _check_folder(source, output, settings, overwrite)
     model = _load_model(weights, device)
-    _derainer(model, tile, device, precision)  # refuses an unsupported precision now
+    _Spanet(model, tile, device, precision)  # refuses an unsupported precision now
+    made_folder = kind == "folder" and not output.exists()
+    had_manifest = kind == "folder" and (output / MANIFEST_NAME).is_file() and not remove
     done = _prepare_folder(output, remove, source, settings) if kind == "folder" else None
     summary = VideoDerainSummary(input=input_path, output=output, n_frames=source.n_frames,
                                  weights=settings["weights"])
@@ -837,18 +1251,31 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
         summary.kept = sum(done(i) for i in range(source.n_frames))
     stream = _derain_stream(source.frames_from, source.n_frames, model=model, method="hybrid",
                             align=mode, window=window, tile=tile, device=device,
-                            precision=precision, done=done)
+                            precision=precision, done=done, describe=source.describe_frame)
     bar = tqdm(total=source.n_frames, initial=summary.kept, desc="derain-video", unit="frame",
                disable=not progress)
-    with bar:
+    written: list[Path] = []
+    try:
+        with bar:
+            if kind == "folder":
+                for i, frame, _, record in stream:
+                    written.append(write_image(output / source.names[i],
+                                               source.output_frame(i, frame)))
+                    summary.written += 1
+                    summary.records.append(record)
+                    bar.update(1)
+            else:
+                _write_video(output, stream, source.shape, fps or source.fps, summary, bar)
+    except InputError:
+        # A refused run leaves nothing behind (an interrupted one keeps its frames: resume).
         if kind == "folder":
-            for i, frame, _, record in stream:
-                write_image(output / source.names[i], frame)
-                summary.written += 1
-                summary.records.append(record)
-                bar.update(1)
-        else:
-            _write_video(output, stream, source.shape, fps or source.fps, summary, bar)
+            for path in written:
+                path.unlink(missing_ok=True)
+            if not had_manifest:
+                (output / MANIFEST_NAME).unlink(missing_ok=True)
+            if made_folder and output.is_dir() and not any(output.iterdir()):
+                output.rmdir()
+        raise
     summary.seconds = time.perf_counter() - start_time
     return summary
 

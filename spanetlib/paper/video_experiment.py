@@ -125,6 +125,42 @@ class Comparison:
     results: dict[tuple[str, str, str], ClipDerain] = field(default_factory=dict)
 
 
+def _run_measured(fn: Callable[[], ClipDerain | None]) -> tuple[ClipDerain | None, float,
+                                                                   float]:
+    """Run ``fn``: its result, wall seconds and peak resident memory.
+
+    The memory (bytes; NaN without ``psutil``) is the process's, sampled every 10 ms.
+    """
+    import threading
+
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    peak = [float("nan")]
+    stop = threading.Event()
+
+    def sample() -> None:
+        proc = psutil.Process()
+        best = proc.memory_info().rss
+        while not stop.wait(0.01):
+            best = max(best, proc.memory_info().rss)
+        peak[0] = float(best)
+
+    thread = threading.Thread(target=sample, daemon=True) if psutil is not None else None
+    if thread is not None:
+        thread.start()
+    start = time.perf_counter()
+    try:
+        result = fn()
+    finally:
+        seconds = time.perf_counter() - start
+        stop.set()
+        if thread is not None:
+            thread.join()
+    return result, seconds, peak[0]
+
+
 def compare_methods(clips: dict[str, object], weights: Sequence[str] = ("synthetic",
                                                                          "official"),
                     *, window: int = DEFAULT_WINDOW, align: str = "auto", device: str = "cpu",
@@ -147,7 +183,8 @@ def compare_methods(clips: dict[str, object], weights: Sequence[str] = ("synthet
         A :class:`Comparison`; its table has one row per clip and method: ``clip``,
         ``method``, ``weights`` ("" where none), ``psnr``, ``object_psnr``,
         ``temporal_change``, ``truth_change`` (:class:`ClipScores`), ``spanet_share`` (mean
-        SPANet weight), ``seconds``.
+        SPANet weight), ``seconds``, ``seconds_per_frame`` and ``peak_mb`` (the process's
+        peak resident memory while the method ran, MB: the clip's frames included).
     """
     from spanetlib.models import load_pretrained
 
@@ -166,14 +203,14 @@ def compare_methods(clips: dict[str, object], weights: Sequence[str] = ("synthet
                              derain_clip(clip.frames, net, method=method, align=align,
                                          window=window, device=device, progress=progress)))
         for label, name, fn in runs:
-            start = time.perf_counter()
-            result = fn()
-            seconds = time.perf_counter() - start
+            result, seconds, peak = _run_measured(fn)
             frames = clip.frames if result is None else result.frames
             share = 0.0 if result is None else float(result.weight.mean())
             scores = score_clip(frames, clip.truth, clip.object_mask)
             rows.append({"clip": clip_name, "method": label, "weights": name, **asdict(scores),
-                         "spanet_share": share, "seconds": seconds})
+                         "spanet_share": share, "seconds": seconds,
+                         "seconds_per_frame": seconds / len(clip.frames),
+                         "peak_mb": peak / 2 ** 20})
             if clip_name in keep and result is not None:
                 comparison.results[(clip_name, label, name)] = result
     comparison.table = pd.DataFrame(rows)
@@ -266,7 +303,9 @@ def methods_view(table: pd.DataFrame) -> pd.DataFrame:
 
     Columns: the mean PSNR (dB) of each clip, their mean, the PSNR inside moving objects
     (mean over the clips that have them) and the frame-to-frame change in still regions
-    (levels, mean over clips), then the share of the output SPANet made.
+    (levels, mean over clips), then the share of the output SPANet made, and where the table
+    has them the seconds per frame and peak memory (MB) of the method (means, maxima over
+    clips).
     """
     rows = []
     clips = list(dict.fromkeys(table["clip"]))
@@ -278,6 +317,10 @@ def methods_view(table: pd.DataFrame) -> pd.DataFrame:
         row["in objects"] = float(group["object_psnr"].mean())
         row["change"] = float(group["temporal_change"].mean())
         row["SPANet share"] = float(group["spanet_share"].mean())
+        if "seconds_per_frame" in group:
+            row["s/frame"] = float(group["seconds_per_frame"].mean())
+        if "peak_mb" in group:
+            row["peak MB"] = float(group["peak_mb"].max())
         rows.append(row)
     return pd.DataFrame(rows)
 
