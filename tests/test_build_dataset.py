@@ -320,11 +320,15 @@ def test_workers_and_a_scheduler_exclude_each_other(tmp_path, scenes64):
 def test_an_unreachable_scheduler_is_one_line(tmp_path, scenes64, monkeypatch):
     distributed = pytest.importorskip("distributed")
 
-    def refuse(address, **kwargs):
-        raise OSError(f"Timed out trying to connect to {address}")
+    class Refusing:
+        """A client that cannot connect (as a real one after its timeout)."""
 
-    monkeypatch.setattr(distributed, "Client", refuse)
+        def __init__(self, address, **kwargs):
+            raise OSError(f"Timed out trying to connect to {address}")
+
+    monkeypatch.setattr(distributed, "Client", Refusing)
     with pytest.raises(InputError, match=r"cannot reach the Dask scheduler at "
                                          r"tcp://127\.0\.0\.1:1: Timed out"):
         export_dataset(scenes64[0].parent, tmp_path / "out", auto_accept=True,
                        scheduler="tcp://127.0.0.1:1", progress=False)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
