@@ -3,7 +3,8 @@
 Bad input never ends in a traceback: `InputError`, `ValueError` and `OSError` become one line
 on stderr and exit status 2, and so does running out of memory (with what to ask for less of);
 Ctrl-C exits with 130 after the library has saved its state. A command that skips bad items
-and does the rest (``derain``, ``build-dataset``) names them and exits with 1.
+and does the rest (``derain``, ``build-dataset``) names them and exits with 1; so does
+``build-dataset`` when its train or test list comes out empty.
 Warnings (a video that decodes fewer frames than its container says, ...) are one line each,
 ``spanet COMMAND: warning: ...``.
 """
@@ -56,18 +57,23 @@ def _derain_video(args: argparse.Namespace) -> int:
 
 
 def _build_dataset(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from spanetlib.pipeline.export import export_dataset
 
+    # Skipped entries and scenes not exported are printed as soon as they are known, above
+    # the progress bar; an empty split is a warning line (stderr) and exit status 1.
     summary = export_dataset(args.src, args.output, review_file=args.review_file,
                              auto_accept=args.auto_accept, crop=args.crop, stride=args.stride,
                              frames_per_video=args.frames_per_video,
                              test_fraction=args.test_fraction, workers=args.workers,
                              seed=args.seed, align=args.align, unreliable=args.unreliable,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, scheduler=args.scheduler,
+                             report=lambda line: tqdm.write(line, file=sys.stdout))
     for line in summary.scene_reports.values():
         print(line)
     print(summary)
-    return EXIT_PARTIAL_FAILURE if summary.failed else 0
+    return EXIT_PARTIAL_FAILURE if summary.failed or summary.empty_splits else 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -271,8 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: every paired frame)")
     p.add_argument("--test-fraction", type=float, default=0.1,
                    help="share of test scenes (default: 0.1)")
-    p.add_argument("--workers", type=_positive_int, default=1,
-                   help="scenes in parallel (default: 1)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="scenes exported in parallel, in worker processes (default: as many "
+                   "as the cores and the available memory allow for the largest scenes)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run each scene as a task on a Dask distributed cluster, e.g. "
+                   "tcp://host:8786 (pip install \".[cluster]\"; its workers must see SRC and "
+                   "OUTPUT at the same paths) (default: worker processes here)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split (default: 0)")
     _add_align(p, "of the scenes --auto-accept estimates (reviewed scenes keep their review's)")
     p.add_argument("--unreliable", choices=("drop", "mask"), default="drop",
@@ -313,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_train)
 
     p = sub.add_parser("train-synthetic",
-                       help="make the shipped 'synthetic' weights (spanetlib.paper.shipped_weights recipe)")
+                       help="make the shipped 'synthetic' weights "
+                       "(spanetlib.paper.shipped_weights recipe)")
     p.add_argument("--out", type=Path, default=Path("runs/synthetic"),
                    help="work folder: scenes, dataset, run (default: runs/synthetic)")
     p.add_argument("--steps", type=_positive_int, default=None,

@@ -66,6 +66,9 @@ def src(tmp_path, scenes64, monkeypatch):
     from spanetlib.pipeline import export
 
     monkeypatch.setattr(export, "scene_quality", _judge(2))
+    # one core: the default worker count is 1, so the stand-in judge applies (worker
+    # processes would import the real one)
+    monkeypatch.setattr(export, "cpus_available", lambda: 1)
     folder = tmp_path / "src"
     for path in scenes64:
         shutil.copytree(path, folder / path.name)
@@ -181,9 +184,13 @@ def test_review_export_uses_accepted_images_only(tmp_path, src):
     session.accept(names[1], np.full((64, 96, 3), 77, np.uint8))  # not what its frames give
     session.skip(names[2])
     out = tmp_path / "out"
-    summary = export_dataset(src, out, review_file=session.path, crop=None,
-                             test_fraction=0.5, workers=2, progress=False)
-    assert summary.exported == names[:1]
+    # one scene exported: it trains (the split counts exported scenes only), test.txt is
+    # empty and a warning says so
+    with pytest.warns(UserWarning, match=r"test\.txt is empty: 1 scene exported with pairs"):
+        summary = export_dataset(src, out, review_file=session.path, crop=None,
+                                 test_fraction=0.5, workers=2, progress=False)
+    assert summary.exported == names[:1] and summary.train_scenes == names[:1]
+    assert summary.empty_splits == ["test"]
     assert summary.not_exported == {names[2]: "review status skipped",
                                     names[3]: "review status pending"}
     assert list(summary.failed) == [names[1]]
@@ -235,7 +242,7 @@ def test_settings_resolve_stride_and_check_values():
         ExportSettings(frames_per_video=True)
     with pytest.raises(ValueError, match=r"density must be one of \('sparse', 'normal', "):
         ExportSettings(density="storm")
-    with pytest.raises(ValueError, match="workers must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="workers must be a positive int or None, got 0"):
         export_dataset("anywhere", "out", auto_accept=True, workers=0)
     with pytest.raises(ValueError, match=r"align must be one of \('auto', 'on', 'off'\), got "
                                          r"'yes'"):
@@ -262,7 +269,7 @@ def test_plan_reads_decisions_and_writes_nothing(tmp_path, src, start_review):
     assert auto.source == (src / names[2]).resolve() and auto.out == out.resolve()
     assert plan.summary.not_exported == {names[1]: "review status skipped"}
     assert plan.left_out[names[1]]["status"] == "not-exported"
-    assert len(plan.test_scenes) == 1 and plan.test_scenes < {j.scene for j in plan.jobs}
+    assert plan.test_scenes == set() and not plan.split_decided  # the split waits for exports
     # the resume key: what done.json must match
     assert accepted.key == {"crop": 16, "stride": 16, "frames_per_video": None, "n": 6,
                             "start": 0, "decision": "accepted",
@@ -529,13 +536,17 @@ def test_moving_cameras_and_passing_cars_give_no_wrong_pixel(tmp_path, clips, ca
     src = _scene_src(tmp_path, clip, name, as_video=False)
     # unreviewed, the quality score decides: exported with right pairs, or left out saying why
     auto = tmp_path / "auto"
-    assert _build(src, "-o", auto, "--auto-accept", "--crop", 32, "--test-fraction", 0) == 0
+    code = _build(src, "-o", auto, "--auto-accept", "--crop", 32, "--test-fraction", 0)
     entry = _manifest(auto)["scenes"][name]
     if entry["status"] == "exported":
-        assert (_pairs_against_truth(auto, clip)[0] >= 30).all()
-    else:
+        assert code == 0 and (_pairs_against_truth(auto, clip)[0] >= 30).all()
+    else:  # nothing to train on: said on the console, exit 1
+        assert code == 1
         assert entry["reason"].startswith("auto-accept: quality ") and entry["quality"]["reasons"]
-        assert "1 not exported (see manifest.json)" in capsys.readouterr().out
+        printed = capsys.readouterr()
+        assert f"not exported: {name}: auto-accept: quality " in printed.out
+        assert "1 not exported (see manifest.json)" in printed.out
+        assert "warning: train.txt is empty: no scene was exported" in printed.err
     # accepted in a review: every pair right
     out = tmp_path / "out"
     review = _accepted_review(tmp_path, src, name, len(clip.frames))
@@ -595,10 +606,11 @@ def test_build_dataset_refuses_a_review_made_on_other_content(tmp_path, scenes64
     assert str((here / "scene_000_sparse").resolve()) in err
     assert str((there / "scene_000_sparse").resolve()) in err and "(and 1 more scene(s))" in err
     assert not (tmp_path / "out").exists()
-    # the folder the review was made on (moved, even) is exported
+    # the folder the review was made on (moved, even) is exported (no test list: one of the
+    # two scenes may give no pair at 32 x 32, leaving too few for a split)
     moved = here.rename(tmp_path / "moved")
     assert _build(moved, "-o", tmp_path / "out", "--review-file", session.path,
-                  "--crop", 32) == 0
+                  "--crop", 32, "--test-fraction", 0) == 0
 
 
 def test_an_older_review_file_is_exported_with_a_warning(tmp_path, src):

@@ -483,9 +483,11 @@ def test_available_memory_reads_meminfo_and_cgroup_limits(tmp_path, monkeypatch)
     (root / "memory.max").write_text("max\n")
     (tmp_path / "self_cgroup").write_text("0::/app.slice/job\n")
     monkeypatch.setitem(sys.modules, "psutil", None)  # not installed
-    monkeypatch.setattr(inference, "_MEMINFO", meminfo)
-    monkeypatch.setattr(inference, "_CGROUP_ROOT", root)
-    monkeypatch.setattr(inference, "_PROC_CGROUP", tmp_path / "self_cgroup")
+    from spanetlib.io import resources
+
+    monkeypatch.setattr(resources, "_MEMINFO", meminfo)
+    monkeypatch.setattr(resources, "_CGROUP_ROOT", root)
+    monkeypatch.setattr(resources, "_PROC_CGROUP", tmp_path / "self_cgroup")
     assert inference.available_memory("cpu") == 8000000 * 1024  # no limit
     (leaf / "memory.max").write_text(f"{2 * GIB}\n")
     (leaf / "memory.current").write_text(f"{GIB}\n")
@@ -499,10 +501,10 @@ def test_available_memory_reads_meminfo_and_cgroup_limits(tmp_path, monkeypatch)
     v1.mkdir(parents=True)
     (v1 / "memory.limit_in_bytes").write_text(f"{GIB}\n")
     (v1 / "memory.usage_in_bytes").write_text(f"{GIB // 2}\n")
-    monkeypatch.setattr(inference, "_CGROUP_ROOT", tmp_path / "v1")
+    monkeypatch.setattr(resources, "_CGROUP_ROOT", tmp_path / "v1")
     assert inference.available_memory("cpu") == GIB // 2
     meminfo.unlink()  # no /proc/meminfo: sysconf
-    monkeypatch.setattr(inference, "_CGROUP_ROOT", tmp_path / "none")
+    monkeypatch.setattr(resources, "_CGROUP_ROOT", tmp_path / "none")
     monkeypatch.setattr(os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 1000,
                                                      "SC_PAGE_SIZE": 4096}[name])
     assert inference.available_memory("cpu") == 4096000

@@ -33,3 +33,10 @@ def test_ci_installs_the_gpu_extra_then_runs_the_readme_command():
     assert lines[-1] == 'pip install -e ".[dev]" && pytest'
     gpu = [i for i, x in enumerate(lines) if re.search(r'pip install .*"\.\[gpu\]"', x)]
     assert gpu and gpu[0] < len(lines) - 1  # the Triton interpreter tests keep running in CI
+
+
+def test_dask_distributed_is_in_the_cluster_extra_and_in_dev():
+    extras = _extras()  # build-dataset --scheduler; CI tests it on a LocalCluster via [dev]
+    for extra in ("cluster", "dev"):
+        assert any(r.replace(" ", "").lower().startswith("dask[distributed]")
+                   for r in extras[extra]), extra

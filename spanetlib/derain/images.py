@@ -42,6 +42,7 @@ from spanetlib.io.files import (
     restore_format,
     write_image,
 )
+from spanetlib.io.resources import host_memory_available
 from spanetlib.models.convert import image_to_tensor
 from spanetlib.models.device import autocast, resolve_precision, resolve_torch_device
 from spanetlib.models.memory import reuse_freed_memory
@@ -82,10 +83,6 @@ DEFAULT_TILE = 512
 #: minutes on a CPU); a multiple of 64.
 MIN_AUTO_TILE, MAX_AUTO_TILE, AUTO_TILE_STEP = 128, 2048, 64
 
-_MEMINFO = Path("/proc/meminfo")
-_PROC_CGROUP = Path("/proc/self/cgroup")
-_CGROUP_ROOT = Path("/sys/fs/cgroup")
-_NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
 
 
 class DerainMemoryError(InputError, MemoryError):
@@ -145,88 +142,6 @@ def blend_window(length: int, overlap: int, ramp_start: bool, ramp_end: bool) ->
 # --------------------------------------------------------------------------------------------
 # Memory: how much there is, which tile fits, what to say when it runs out
 # --------------------------------------------------------------------------------------------
-def _read_int(path: Path) -> int | None:
-    """The integer a (cgroup) file holds; None for ``max``, a missing or unreadable file."""
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _stat_field(path: Path, names: tuple[str, ...]) -> int:
-    """The first of ``names`` found in a cgroup ``memory.stat`` file (0 if none)."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return 0
-    fields = dict(line.split(maxsplit=1) for line in lines if " " in line)
-    return next((int(fields[name]) for name in names if name in fields), 0)
-
-
-def _cgroup_paths() -> dict[str, str]:
-    """This process's cgroup per hierarchy: ``""`` for v2, ``"memory"`` for v1's controller."""
-    paths: dict[str, str] = {}
-    try:
-        lines = _PROC_CGROUP.read_text().splitlines()
-    except OSError:
-        return paths
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) == 3 and (parts[1] == "" or "memory" in parts[1].split(",")):
-            paths["memory" if parts[1] else ""] = parts[2]
-    return paths
-
-
-def _cgroup_available() -> int | None:
-    """Memory left under this process's cgroup limits (v2 or v1), the tightest; None: no limit.
-
-    Each folder from the process's cgroup up to the root may set a limit; what is left under
-    it is the limit minus the usage, plus the page cache that can be dropped (inactive files).
-    """
-    paths = _cgroup_paths()
-    layouts = (("", "memory.max", "memory.current", ("inactive_file",)),
-               ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
-                ("total_inactive_file", "inactive_file")))
-    best: int | None = None
-    for sub, limit_name, usage_name, cache_names in layouts:
-        root = _CGROUP_ROOT / sub if sub else _CGROUP_ROOT
-        folder = root / paths.get(sub, "/").lstrip("/")
-        if not folder.is_dir():  # inside a container the process's cgroup is the root
-            folder = root
-        while True:
-            limit = _read_int(folder / limit_name)
-            if limit is not None and limit < _NO_LIMIT:
-                used = (_read_int(folder / usage_name) or 0) - _stat_field(
-                    folder / "memory.stat", cache_names)
-                left = max(limit - max(used, 0), 0)
-                best = left if best is None else min(best, left)
-            if folder == root or root not in folder.parents:
-                break
-            folder = folder.parent
-    return best
-
-
-def _host_available() -> int | None:
-    """Memory the host can give without swapping: psutil, /proc/meminfo or sysconf."""
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        return int(psutil.virtual_memory().available)
-    try:
-        for line in _MEMINFO.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
 def available_memory(device: str | torch.device = "cpu") -> int | None:
     """Bytes of memory a computation on ``device`` can use now (None if it cannot be read).
 
@@ -239,8 +154,7 @@ def available_memory(device: str | torch.device = "cpu") -> int | None:
     if dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)
         return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
-    known = [m for m in (_host_available(), _cgroup_available()) if m is not None]
-    return min(known) if known else None
+    return host_memory_available()
 
 
 def auto_tile(height: int, width: int, dtype: torch.dtype = torch.float32,

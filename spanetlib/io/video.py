@@ -10,6 +10,10 @@ frames than decode (a truncated or damaged file) is read as far as it decodes, w
 way.
 `source_identity` names a sequence's content (path, size, frame count, a hash of decoded frames),
 so a review made on one clip is never applied to another.
+
+Every command reads the same videos: any file FFmpeg (through OpenCV) decodes. `VIDEO_SUFFIXES`
+lists the usual containers; `scan_scenes` takes a file of another suffix as a scene too when
+`is_video` finds that it decodes, and names every entry of a folder it skips, with the reason.
 """
 
 from __future__ import annotations
@@ -41,20 +45,31 @@ __all__ = [
     "IDENTITY_FRAMES",
     "PartialVideoWarning",
     "SCENE_NAME_PATTERN",
+    "SceneListing",
     "SourceIdentity",
     "VIDEO_CODECS",
     "VIDEO_SUFFIXES",
     "count_frames",
+    "frame_shape",
+    "is_video",
     "list_frame_files",
     "list_scenes",
     "read_sequence",
+    "scan_scenes",
     "scene_name",
     "source_identity",
     "write_frames",
     "write_video",
 ]
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
+#: The video containers every command takes as scenes without looking inside (any case): the
+#: usual ones FFmpeg reads, from phones (.mp4, .mov, .3gp), cameras and camcorders (.mts,
+#: .m2ts), the web (.webm, .gif, .flv, .ogv) and older tools (.avi, .mpg, .wmv, ...). A file of
+#: another suffix is a scene when it decodes (`is_video`).
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".qt", ".3gp", ".3g2", ".avi", ".mkv", ".webm",
+                  ".gif", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg", ".m2v", ".vob", ".wmv",
+                  ".asf", ".flv", ".f4v", ".ogv", ".ogg", ".mxf", ".dv", ".divx", ".y4m",
+                  ".h264", ".264", ".hevc", ".h265")
 
 # Codec written for each suffix by ``write_video``. FFV1 is lossless and round-trips exactly
 # with opencv-python-headless; mp4v (MPEG-4 part 2) is lossy but plays almost everywhere.
@@ -466,15 +481,75 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Sequence[np.ndarra
     return atomic_write(path, write)
 
 
-def list_scenes(src: str | os.PathLike) -> list[Path]:
-    """The rain scenes directly inside ``src``: video files and folders of frames.
+def is_video(path: str | os.PathLike) -> bool:
+    """Whether OpenCV (FFmpeg) opens ``path`` as a video and decodes a frame of it.
+
+    Image files are never videos here (OpenCV would open one as a one-frame sequence).
+
+    Args:
+        path: any path.
+
+    Returns:
+        True if a frame decodes.
+    """
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() in IMAGE_SUFFIXES:
+        return False
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return bool(capture.isOpened() and capture.grab())
+    finally:
+        capture.release()
+
+
+@dataclass
+class SceneListing:
+    """The entries of a folder of scenes: those that are scenes, and why the others are not.
+
+    Attributes:
+        scenes: video files and frame folders, in natural name order.
+        skipped: ``(entry, reason)`` for every other entry, in natural name order.
+    """
+
+    scenes: list[Path]
+    skipped: list[tuple[Path, str]]
+
+
+def _skip_reason(entry: Path) -> str | None:
+    """Why ``entry`` is not a scene, or None when it is one."""
+    if entry.name.startswith("."):
+        return "hidden (its name starts with '.')"
+    if entry.is_dir():
+        if list_frame_files(entry):
+            return None
+        return (f"a folder without image frames ({', '.join(IMAGE_SUFFIXES)}) directly inside "
+                "it")
+    if not entry.is_file():
+        return "neither a file nor a folder"
+    suffix = entry.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return None
+    if suffix in IMAGE_SUFFIXES:
+        return "a single image, not a scene (put a scene's frames in a folder of their own)"
+    if is_video(entry):
+        return None
+    return "not a video FFmpeg can decode, nor a folder of frames"
+
+
+def scan_scenes(src: str | os.PathLike) -> SceneListing:
+    """The rain scenes directly inside ``src``, and every other entry with why it is skipped.
+
+    A scene is a file with a suffix in ``VIDEO_SUFFIXES`` (any case; its content is read by
+    the export, which names a file that does not decode), a file of another suffix that
+    decodes as a video (`is_video`), or a sub-folder holding at least one image frame. Hidden
+    entries, single images, folders without frames and files FFmpeg cannot decode are
+    skipped, each with a reason.
 
     Args:
         src: a folder.
 
     Returns:
-        Video files (suffix in ``VIDEO_SUFFIXES``, any case) and sub-folders holding at least
-        one image frame, in natural name order; hidden entries are skipped.
+        A `SceneListing`.
 
     Raises:
         InputError: ``src`` is missing or not a folder.
@@ -484,15 +559,62 @@ def list_scenes(src: str | os.PathLike) -> list[Path]:
         raise InputError(f"scene folder not found: {src}")
     if not src.is_dir():
         raise InputError(f"expected a folder of videos / frame folders, got a file: {src}")
-    scenes = []
-    for entry in src.iterdir():
-        if entry.name.startswith("."):
-            continue
-        if entry.is_file() and entry.suffix.lower() in VIDEO_SUFFIXES:
-            scenes.append(entry)
-        elif entry.is_dir() and list_frame_files(entry):
-            scenes.append(entry)
-    return sorted(scenes, key=lambda p: _natural_key(p.name))
+    listing = SceneListing([], [])
+    for entry in sorted(src.iterdir(), key=lambda p: _natural_key(p.name)):
+        reason = _skip_reason(entry)
+        if reason is None:
+            listing.scenes.append(entry)
+        else:
+            listing.skipped.append((entry, reason))
+    return listing
+
+
+def list_scenes(src: str | os.PathLike) -> list[Path]:
+    """The rain scenes directly inside ``src``: video files and folders of frames.
+
+    The scenes of `scan_scenes` (which also says why each other entry is skipped).
+
+    Args:
+        src: a folder.
+
+    Returns:
+        Video files and sub-folders holding at least one image frame, in natural name order.
+
+    Raises:
+        InputError: ``src`` is missing or not a folder.
+    """
+    return scan_scenes(src).scenes
+
+
+def frame_shape(source: str | os.PathLike) -> tuple[int, int]:
+    """The ``(height, width)`` of a sequence's frames, without decoding the whole sequence.
+
+    A video: the size its container records (the first frame decoded where it records none);
+    a frame folder: its first frame's size.
+
+    Args:
+        source: a video file or a folder of image frames.
+
+    Returns:
+        ``(height, width)`` in pixels.
+
+    Raises:
+        InputError: the source is missing or cannot be read.
+    """
+    path = Path(source)
+    if path.is_file():
+        capture = cv2.VideoCapture(str(path))
+        try:
+            if not capture.isOpened():
+                raise InputError(f"cannot open video: {path}")
+            h = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            w = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        finally:
+            capture.release()
+        if h > 0 and w > 0:
+            return h, w
+    frame = read_sequence(path, count=1, min_frames=1)[0]
+    return int(frame.shape[0]), int(frame.shape[1])
 
 
 def scene_name(source: str | os.PathLike) -> str:

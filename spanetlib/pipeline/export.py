@@ -3,29 +3,32 @@
 `export_dataset` is the entry point. It runs as named steps on one `ExportPlan`, the state of
 the run, so each step can be read, tested and extended alone:
 
-1. `plan_export`: the scenes of ``SRC``, which of them are exported with which clean image
-   (the review's decisions, or auto-accept), one `SceneJob` each, and the split by scene; a
-   review made on other content than ``SRC`` holds is refused here;
+1. `plan_export`: the scenes of ``SRC`` (and every other entry, with why it is skipped), which
+   of them are exported with which clean image (the review's decisions, or auto-accept), one
+   `SceneJob` each; a review made on other content than ``SRC`` holds is refused here;
 2. `check_output`: ``OUT`` must be new, empty, or an export of the same settings (resumed);
    an export of other settings is replaced only with ``overwrite`` (its own files removed);
 3. `resume_exported`: scenes whose ``done.json`` records the same `SceneJob.key` are kept;
-4. `export_scenes`: `export_scene` for each remaining job (in worker processes with
-   ``workers > 1``), each outcome recorded in the manifest as it arrives (`record_outcome`);
-5. `write_lists` and `write_manifest`: ``train.txt``, ``test.txt`` and ``manifest.json``,
-   rebuilt from the per-scene records at every run.
+4. `export_scenes`: `export_scene` for each remaining job (in worker processes, by default as
+   many as the cores and the memory allow, or as tasks on a Dask cluster), each outcome
+   recorded in the manifest by this process as it arrives (`record_outcome`);
+5. `split_exported`, `write_lists` and `write_manifest`: the train/test split among the
+   exported scenes, ``train.txt``, ``test.txt`` and ``manifest.json``, rebuilt from the
+   per-scene records at every run.
 
 `ExportSettings` holds what decides the content of an export (recorded in the manifest);
 `ExportSummary` is what a run reports.
 
 Never a wrong pair: each scene's N frames go through the clip estimator
-(`spanetlib.pipeline.clip_estimate.estimate_clip`, via `spanetlib.pipeline.review.review_estimate`): camera
-motion is measured and undone where it matters, every stable period of the scene gets its own
-clean image, and each rain frame is paired only with the clean image of its own period,
-rendered in the frame's own pixels and exposure (`ClipEstimate.clean_for_frame`). Frames of no
-period (a scene change under way, content rain does not explain) are not paired. Within a
-paired frame, pixels outside the period's valid region, pixels its pair check flags (a car
-passing, an object the clean image does not show) and pixels where the clean image is not
-reliable (`spanetlib.pipeline.background.reliability_map`) are unusable; `UNRELIABLE_POLICIES` says what
+(`spanetlib.pipeline.clip_estimate.estimate_clip`, via
+`spanetlib.pipeline.review.review_estimate`): camera motion is measured and undone where it
+matters, every stable period of the scene gets its own clean image, and each rain frame is
+paired only with the clean image of its own period, rendered in the frame's own pixels and
+exposure (`ClipEstimate.clean_for_frame`). Frames of no period (a scene change under way,
+content rain does not explain) are not paired. Within a paired frame, pixels outside the
+period's valid region, pixels its pair check flags (a car passing, an object the clean image
+does not show) and pixels where the clean image is not reliable
+(`spanetlib.pipeline.background.reliability_map`) are unusable; `UNRELIABLE_POLICIES` says what
 happens to a patch holding some.
 """
 
@@ -39,7 +42,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,7 +61,15 @@ from spanetlib.io.files import (
     write_image,
 )
 from spanetlib.io.pairs import write_pair_list
-from spanetlib.io.video import count_frames, list_scenes, read_sequence, scene_name, source_identity
+from spanetlib.io.resources import cpus_available, host_memory_available
+from spanetlib.io.video import (
+    count_frames,
+    frame_shape,
+    read_sequence,
+    scan_scenes,
+    scene_name,
+    source_identity,
+)
 from spanetlib.pipeline.alignment import ALIGN_MODES, crop_box, get_align_mode
 from spanetlib.pipeline.clip_estimate import ClipEstimate
 from spanetlib.pipeline.quality import SceneQuality, scene_quality
@@ -82,8 +93,12 @@ __all__ = [
     "ExportSettings",
     "ExportSummary",
     "SceneJob",
+    "SCENE_PEAK_PER_FRAME_BYTE",
     "SceneOutcome",
+    "WORKER_BASE_BYTES",
+    "WORKER_MEMORY_SHARE",
     "check_output",
+    "choose_workers",
     "export_clean_images",
     "export_dataset",
     "export_scene",
@@ -91,6 +106,8 @@ __all__ = [
     "plan_export",
     "record_outcome",
     "resume_exported",
+    "scene_peak_bytes",
+    "split_exported",
     "write_lists",
     "write_manifest",
 ]
@@ -120,6 +137,14 @@ PAIR_MARGIN_PX = 3
 #: An accepted clean image matches the estimate its frames give when fewer than this share of
 #: its pixels differ by more than 2 levels (rounding aside, the estimator is deterministic).
 _ACCEPTED_MISMATCH = 0.001
+#: Peak memory of exporting one scene, per byte of the decoded frames its estimate keeps (the
+#: frames, their float and aligned working copies, the per-period stacks): an upper estimate
+#: for choosing the number of worker processes (`choose_workers`).
+SCENE_PEAK_PER_FRAME_BYTE = 8
+#: Memory of a worker process besides its scene (the interpreter, NumPy, OpenCV).
+WORKER_BASE_BYTES = 300 << 20
+#: Share of the memory available now that the worker processes may take together.
+WORKER_MEMORY_SHARE = 0.8
 
 
 def _check_positive(name: str, value: int | None, allow_none: bool = True) -> None:
@@ -263,6 +288,9 @@ class ExportSummary:
         resumed: scenes already exported by an earlier run (kept as they were).
         not_exported: scene -> why it was left out (not accepted in the review, ...).
         failed: scene -> error message; the other scenes are exported regardless.
+        skipped: entry of ``SRC`` -> why it is not a scene (`spanetlib.io.video.scan_scenes`:
+            hidden, a single image, a folder without frames, a file FFmpeg cannot decode, the
+            output folder).
         renamed: scene -> its name in ``SRC``, for names made safe by
             `spanetlib.io.video.scene_name` (whitespace and other characters a pair list or a
             file name cannot hold); also in the manifest, as ``original_name``.
@@ -276,6 +304,9 @@ class ExportSummary:
             few usable pixels (policy "mask").
         scene_reports: scene -> one line: motion, periods, frames paired, pairs, quality
             (exported and resumed scenes).
+        test_fraction: the share of test scenes asked for (an empty test list is reported
+            only when it is > 0).
+        scenes_with_pairs: exported scenes with at least one pair: those the split shares.
 
     Example:
         >>> summary = ExportSummary(Path("out"), Path("out/train.txt"), Path("out/test.txt"),
@@ -297,6 +328,7 @@ class ExportSummary:
     resumed: list[str] = field(default_factory=list)
     not_exported: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
     renamed: dict[str, str] = field(default_factory=dict)
     train_scenes: list[str] = field(default_factory=list)
     test_scenes: list[str] = field(default_factory=list)
@@ -305,6 +337,47 @@ class ExportSummary:
     unpaired_frames: int = 0
     dropped_patches: int = 0
     scene_reports: dict[str, str] = field(default_factory=dict)
+    test_fraction: float = 0.0
+    scenes_with_pairs: int = 0
+
+    @property
+    def empty_splits(self) -> list[str]:
+        """The lists that came out empty though asked for.
+
+        ``"train"``, and ``"test"`` when ``test_fraction > 0`` (one exported scene, or none).
+        """
+        empty = [] if self.n_train_pairs else ["train"]
+        if self.test_fraction > 0 and not self.n_test_pairs:
+            empty.append("test")
+        return empty
+
+    def split_warnings(self) -> list[str]:
+        """One line per list that came out empty though asked for (`empty_splits`).
+
+        Example:
+            >>> summary = ExportSummary(Path("o"), Path("o/train.txt"), Path("o/test.txt"),
+            ...                         Path("o/manifest.json"), train_scenes=["b"],
+            ...                         n_train_pairs=3, test_fraction=0.1,
+            ...                         scenes_with_pairs=1)
+            >>> summary.split_warnings()  # doctest: +NORMALIZE_WHITESPACE
+            ['test.txt is empty: 1 scene exported with pairs, too few for a test split
+              (--test-fraction 0.1 asks for one)']
+        """
+        lines = []
+        exported = len(self.train_scenes) + len(self.test_scenes)
+        for split in self.empty_splits:
+            scenes = self.train_scenes if split == "train" else self.test_scenes
+            if exported == 0:
+                why = "no scene was exported"
+            elif self.scenes_with_pairs == 0:
+                why = f"the {_scenes(exported)} exported gave no pair"
+            elif scenes and split == "train":
+                why = f"its {_scenes(len(scenes))} gave no pair"
+            else:
+                why = (f"{_scenes(self.scenes_with_pairs)} exported with pairs, too few for a "
+                       f"test split (--test-fraction {self.test_fraction:g} asks for one)")
+            lines.append(f"{split}.txt is empty: {why}")
+        return lines
 
     def _contents(self) -> str:
         text = (f"{self.n_train_pairs} train pairs from {_scenes(len(self.train_scenes))}, "
@@ -315,6 +388,9 @@ class ExportSummary:
                      "pixels left out")
         if self.not_exported:
             text += f"; {len(self.not_exported)} not exported (see manifest.json)"
+        if self.skipped:
+            text += f"; {len(self.skipped)} entr{'y' if len(self.skipped) == 1 else 'ies'} of " \
+                "the source folder skipped (not scenes)"
         if self.renamed:
             text += (f"; {_scenes(len(self.renamed))} renamed to names a pair list can hold "
                      "(see manifest.json)")
@@ -343,7 +419,12 @@ class ExportPlan:
         review_file: the review whose decisions are exported (None: auto-accept only).
         settings: the export's settings.
         jobs: the scenes to export, in ``src`` order.
-        test_scenes: names of the jobs that go to the test list.
+        test_scenes: names of the exported scenes that go to the test list (`split_exported`
+            decides it once the scenes are exported; empty before).
+        split_decided: whether `split_exported` has run (the manifest gives each scene's
+            side only then).
+        report: called with one line per entry of ``src`` skipped and per scene not exported
+            or failed, as soon as that is known (the CLI prints them); None: silent.
         summary: the run's `ExportSummary`, filled in by the steps.
         records: scene -> its ``done.json`` record (exported by this run or an earlier one).
         left_out: scene -> the manifest entry of a scene not exported (not selected, failed).
@@ -358,6 +439,13 @@ class ExportPlan:
     summary: ExportSummary
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     left_out: dict[str, dict[str, Any]] = field(default_factory=dict)
+    split_decided: bool = False
+    report: Callable[[str], None] | None = None
+
+    def tell(self, line: str) -> None:
+        """Pass ``line`` to `report` (when set)."""
+        if self.report is not None:
+            self.report(line)
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,8 +523,9 @@ def plan_export(src: str | os.PathLike, out: str | os.PathLike,
     Reads the review file, writes nothing. See `export_dataset` for the rules.
 
     Returns:
-        The plan: its jobs, test scenes, and the scenes left out (in ``summary.not_exported``
-        and ``left_out``).
+        The plan: its jobs, the scenes left out (in ``summary.not_exported`` and
+        ``left_out``) and the entries of ``src`` that are no scenes (``summary.skipped``). The
+        split waits for the exports (`split_exported`).
 
     Raises:
         InputError: ``src`` or ``review_file`` is missing, ``src`` holds no scenes, two of its
@@ -458,12 +547,22 @@ def plan_export(src: str | os.PathLike, out: str | os.PathLike,
             raise InputError(f"review file not found: {review_file}")
         session = ReviewSession(review_file)
     out_resolved = out.resolve()
-    scenes = [p for p in list_scenes(src) if p.resolve() != out_resolved]
+    listing = scan_scenes(src)
+    skipped = {entry.name: reason for entry, reason in listing.skipped}
+    scenes = []
+    for path in listing.scenes:
+        if path.resolve() == out_resolved:
+            skipped[path.name] = "the dataset's output folder"
+        else:
+            scenes.append(path)
     if not scenes:
-        raise InputError(f"no scenes (video files or frame folders) in {src}")
+        raise InputError(f"no scenes (video files or frame folders) in {src}" + (
+            f"; skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'}: " + "; ".join(
+                f"{name}: {why}" for name, why in skipped.items()) if skipped else ""))
 
     summary = ExportSummary(out=out, train_list=out / "train.txt", test_list=out / "test.txt",
-                            manifest=out / "manifest.json")
+                            manifest=out / "manifest.json", skipped=skipped,
+                            test_fraction=settings.test_fraction)
     plan = ExportPlan(src, out, review_file, settings, [], set(), summary)
     seen: dict[str, Path] = {}
     for path in scenes:
@@ -487,8 +586,6 @@ def plan_export(src: str | os.PathLike, out: str | os.PathLike,
             if name not in seen:
                 summary.not_exported[name] = f"in the review file but not in {src}"
         _check_review_content(session, plan.jobs)
-    plan.test_scenes = _split_scenes([job.scene for job in plan.jobs], settings.test_fraction,
-                                     settings.seed)
     return plan
 
 
@@ -642,6 +739,7 @@ def resume_exported(plan: ExportPlan) -> list[SceneJob]:
                 plan.summary.resumed.append(job.scene)
             else:
                 plan.summary.not_exported[job.scene] = reason
+                plan.tell(f"not exported: {job.scene}: {reason} (an earlier run)")
         else:
             todo.append(job)
     return todo
@@ -703,7 +801,9 @@ def _accepted_estimate(job: SceneJob) -> _SceneEstimate:
 
 
 def _auto_estimate(job: SceneJob) -> _SceneEstimate:
-    """Auto-accept: the batch review of `spanetlib.pipeline.review_widget.run_review` without a review file.
+    """Auto-accept: the batch review of ``run_review`` without a review file.
+
+    As `spanetlib.pipeline.review_widget.run_review` does in mode "auto".
 
     Density guessed (or given), N = ``FRAME_COUNTS[density]``; the estimate is accepted iff
     `spanetlib.pipeline.quality.scene_quality` accepts it, else N grows by ``REJECT_INCREMENT``
@@ -929,6 +1029,7 @@ def record_outcome(plan: ExportPlan, outcome: SceneOutcome) -> None:
     if outcome.error is not None:
         plan.summary.failed[outcome.scene] = outcome.error
         plan.left_out[outcome.scene] = {"status": "failed", "error": outcome.error}
+        plan.tell(f"FAILED: {outcome.scene}: {outcome.error}")
     else:
         plan.records[outcome.scene] = outcome.record
         reason = _rejection(outcome.record)
@@ -936,6 +1037,7 @@ def record_outcome(plan: ExportPlan, outcome: SceneOutcome) -> None:
             plan.summary.exported.append(outcome.scene)
         else:
             plan.summary.not_exported[outcome.scene] = reason
+            plan.tell(f"not exported: {outcome.scene}: {reason}")
     write_manifest(plan)
 
 
@@ -949,14 +1051,72 @@ def _rejection(record: dict[str, Any]) -> str | None:
             f"(every frame): {why}")
 
 
+def scene_peak_bytes(job: SceneJob) -> int:
+    """An upper estimate of the memory exporting ``job`` takes at its peak, in bytes.
+
+    Frame size x frames kept x 3 x `SCENE_PEAK_PER_FRAME_BYTE`: the frames kept are the
+    review's N for an accepted scene, and every frame from ``start`` for an auto-accepted one
+    (auto-accept may grow N up to them). Needs ``job.frames_available`` (counted already).
+
+    Raises:
+        InputError: the scene's first frame cannot be read.
+    """
+    h, w = frame_shape(job.source)
+    available = job.frames_available or 0
+    kept = available if job.n is None else min(job.n, available)
+    return int(h * w * 3 * max(kept, 1) * SCENE_PEAK_PER_FRAME_BYTE)
+
+
+def choose_workers(peaks: Sequence[int], cores: int, available: int | None) -> int:
+    """How many scenes to export at once: the cores, as far as the memory holds them.
+
+    The largest k <= ``cores`` (and <= the scenes) such that the k largest scene peaks plus
+    `WORKER_BASE_BYTES` each fit in `WORKER_MEMORY_SHARE` of the available memory; at least 1.
+
+    Args:
+        peaks: each scene's peak memory in bytes (`scene_peak_bytes`).
+        cores: cores to use (`spanetlib.io.resources.cpus_available`).
+        available: bytes available now (`spanetlib.io.resources.host_memory_available`; None
+            when unknown: the cores decide).
+
+    Returns:
+        The worker count, >= 1.
+
+    Example:
+        >>> gib = 1 << 30
+        >>> choose_workers([2 * gib] * 8, cores=4, available=16 * gib)
+        4
+        >>> choose_workers([6 * gib] * 8, cores=4, available=16 * gib)
+        2
+        >>> choose_workers([40 * gib, gib], cores=4, available=16 * gib)  # one scene too big
+        1
+    """
+    limit = max(1, min(cores, len(peaks)))
+    if available is None:
+        return limit
+    budget = WORKER_MEMORY_SHARE * available
+    largest = sorted(peaks, reverse=True)
+    k = 0
+    while k < limit and sum(largest[:k + 1]) + (k + 1) * WORKER_BASE_BYTES <= budget:
+        k += 1
+    return max(1, k)
+
+
+def _limit_threads(threads: int) -> None:
+    """Worker initializer: OpenCV's threads per process, so the processes share the cores."""
+    cv2.setNumThreads(threads)
+
+
 def _export_in_workers(plan: ExportPlan, jobs: Sequence[SceneJob], workers: int,
                        bar: tqdm) -> list[SceneJob]:
     """Export ``jobs`` in worker processes; returns the jobs whose worker could not run."""
     # "spawn": fork is unsafe after torch / numba started threads in this process
     context = multiprocessing.get_context("spawn")
     broken = []
-    with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
-                                mp_context=context) as pool:
+    workers = min(workers, len(jobs))
+    threads = max(1, cpus_available() // workers)
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                initializer=_limit_threads, initargs=(threads,)) as pool:
         futures = {pool.submit(_run_job, job): job for job in jobs}
         for future in cf.as_completed(futures):
             try:
@@ -969,16 +1129,67 @@ def _export_in_workers(plan: ExportPlan, jobs: Sequence[SceneJob], workers: int,
     return broken
 
 
-def export_scenes(plan: ExportPlan, jobs: Sequence[SceneJob], workers: int = 1,
-                  progress: bool = True) -> None:
+def _dask_client(scheduler: Any) -> tuple[Any, bool]:
+    """A `distributed.Client` for ``scheduler`` (an address or a client); whether we made it."""
+    try:
+        from distributed import Client
+    except ImportError as err:
+        raise InputError("a Dask scheduler needs Dask distributed: pip install "
+                         "'spanetlib[cluster]' (or dask[distributed])") from err
+    if isinstance(scheduler, Client):
+        return scheduler, False
+    try:
+        return Client(scheduler, set_as_default=False, timeout=30), True
+    except (OSError, TimeoutError, ValueError) as err:
+        raise InputError(f"cannot reach the Dask scheduler at {scheduler}: "
+                         f"{' '.join(str(err).split()) or type(err).__name__}") from err
+
+
+def _export_on_dask(plan: ExportPlan, jobs: Sequence[SceneJob], scheduler: Any,
+                    bar: tqdm) -> None:
+    """Export ``jobs`` as Dask tasks, one per scene; the outcomes are merged here as they come."""
+    from distributed import as_completed
+
+    client, own = _dask_client(scheduler)
+    try:
+        run = hashlib.sha256(f"{plan.out}:{time.time_ns()}".encode()).hexdigest()[:12]
+        futures = {client.submit(_run_job, job, key=f"spanet-export-{run}-{job.scene}",
+                                 pure=False): job for job in jobs}
+        for future in as_completed(list(futures), loop=client.loop):
+            job = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as err:  # a worker died (KilledWorker), a task was cancelled
+                outcome = SceneOutcome(job.scene, error=f"on the Dask cluster: "
+                                       f"{type(err).__name__}: {err}")
+            record_outcome(plan, outcome)
+            bar.update()
+    finally:
+        if own:
+            client.close()
+
+
+def export_scenes(plan: ExportPlan, jobs: Sequence[SceneJob], workers: int | None = 1,
+                  progress: bool = True, scheduler: Any = None) -> None:
     """Step 4: export ``jobs``, recording each outcome (`record_outcome`) as it arrives.
+
+    The outcomes are merged into the manifest by this process alone (each rewrite atomic),
+    however the scenes run; a scene exports the same files whichever way it runs.
 
     Args:
         plan: the run's state.
         jobs: the scenes to export (`resume_exported` gives them).
-        workers: scenes exported in parallel, in "spawn" worker processes; if they cannot
-            start, the scenes are exported in this process, with a ``RuntimeWarning``.
+        workers: scenes exported in parallel, in "spawn" worker processes; None: as many as
+            the cores and the memory allow (`choose_workers`); if they cannot start, the
+            scenes are exported in this process, with a ``RuntimeWarning``.
         progress: show a tqdm progress bar.
+        scheduler: a Dask distributed scheduler address (``tcp://host:8786``) or a
+            ``distributed.Client``: each scene a task on that cluster, whose workers must see
+            ``plan.src`` and ``plan.out`` at the same paths and have spanetlib installed.
+            ``workers`` is then not used.
+
+    Raises:
+        InputError: Dask distributed is not installed, or the scheduler cannot be reached.
     """
     with tqdm(total=len(jobs), desc="export", unit="scene", disable=not progress) as bar:
         runnable = []
@@ -989,7 +1200,19 @@ def export_scenes(plan: ExportPlan, jobs: Sequence[SceneJob], workers: int = 1,
             else:
                 record_outcome(plan, SceneOutcome(job.scene, error=error))
                 bar.update()
-        if workers > 1 and len(runnable) > 1:
+        if scheduler is not None:
+            if runnable:
+                _export_on_dask(plan, runnable, scheduler, bar)
+            return
+        if workers is None and len(runnable) > 1:
+            peaks = []
+            for job in runnable:
+                try:
+                    peaks.append(scene_peak_bytes(job))
+                except Exception:  # an unreadable scene fails in its own export
+                    peaks.append(0)
+            workers = choose_workers(peaks, cpus_available(), host_memory_available())
+        if workers is not None and workers > 1 and len(runnable) > 1:
             runnable = _export_in_workers(plan, runnable, workers, bar)
             if runnable:  # workers could not start (e.g. a script without a __main__ guard)
                 warnings.warn(f"export_dataset: worker processes failed ({len(runnable)} "
@@ -1001,13 +1224,37 @@ def export_scenes(plan: ExportPlan, jobs: Sequence[SceneJob], workers: int = 1,
 
 
 # --------------------------------------------------------------------------------------------
-# Step 5: lists and manifest
+# Step 5: split, lists and manifest
 # --------------------------------------------------------------------------------------------
-def write_lists(plan: ExportPlan) -> None:
-    """Step 5: write ``train.txt`` and ``test.txt`` from the records, split by scene.
+def _exported(plan: ExportPlan) -> list[str]:
+    """The planned scenes exported with at least one pair (this run or an earlier one)."""
+    return [job.scene for job in plan.jobs if job.scene in plan.records
+            and _rejection(plan.records[job.scene]) is None
+            and plan.records[job.scene]["pairs"]]
 
-    Sets the summary's scenes and pair counts per split.
+
+def split_exported(plan: ExportPlan) -> None:
+    """Step 5a: the test scenes, chosen among the EXPORTED scenes with pairs only.
+
+    Scenes not exported (not selected, auto-rejected, failed) and scenes whose every patch
+    was dropped take no place in the split, so the test fraction applies to the scenes that
+    have pairs: a single such scene always goes to the training list, whatever the others
+    did. Sets ``summary.scenes_with_pairs``.
     """
+    exported = _exported(plan)
+    plan.test_scenes = _split_scenes(exported, plan.settings.test_fraction, plan.settings.seed)
+    plan.summary.scenes_with_pairs = len(exported)
+    plan.split_decided = True
+
+
+def write_lists(plan: ExportPlan) -> None:
+    """Step 5b: write ``train.txt`` and ``test.txt`` from the records, split by scene.
+
+    Splits first (`split_exported`) when that has not run. Sets the summary's scenes and pair
+    counts per split.
+    """
+    if not plan.split_decided:
+        split_exported(plan)
     summary = plan.summary
     train: list[tuple[Path, Path]] = []
     test: list[tuple[Path, Path]] = []
@@ -1054,7 +1301,7 @@ def _scene_line(record: dict[str, Any]) -> str:
 def _manifest_entry(plan: ExportPlan, record: dict[str, Any]) -> dict[str, Any]:
     reason = _rejection(record)
     entry: dict[str, Any] = {"status": "exported" if reason is None else "not-exported"}
-    if reason is None:
+    if reason is None and plan.split_decided:
         entry["split"] = "test" if record["scene"] in plan.test_scenes else "train"
     else:
         entry["reason"] = reason
@@ -1098,25 +1345,29 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
                    review_file: str | os.PathLike | None = None, auto_accept: bool = False,
                    crop: int | None = 256, stride: int | None = None,
                    frames_per_video: int | None = None, test_fraction: float = 0.1,
-                   workers: int = 1, seed: int = 0, density: str | None = None,
+                   workers: int | None = None, seed: int = 0, density: str | None = None,
                    align: str = "auto", unreliable: str = "drop",
-                   overwrite: bool = False, progress: bool = True) -> ExportSummary:
+                   overwrite: bool = False, progress: bool = True, scheduler: Any = None,
+                   report: Callable[[str], None] | None = None) -> ExportSummary:
     """Export reviewed rain videos as an SPA-Data style set of rain/clean patch pairs.
 
-    The library side of ``spanet build-dataset SRC -o OUT``. ``SRC`` holds one video file or
-    frame folder per scene (`spanetlib.io.video.list_scenes`); a scene's name is the file's stem
-    or the folder's name. Which scenes are exported, with which clean image:
+    The library side of ``spanet build-dataset SRC -o OUT``. ``SRC`` holds one video file (any
+    container FFmpeg decodes) or frame folder per scene (`spanetlib.io.video.scan_scenes`); a
+    scene's name is the file's stem or the folder's name. Every other entry of ``SRC`` is
+    skipped and named with the reason (`ExportSummary.skipped`, and ``report``). Which scenes
+    are exported, with which clean image:
 
     - with ``review_file``: the scenes accepted there, at the review's N, density and align
       mode. The review must have been made on the same content (each scene's recorded
       `spanetlib.io.video.source_identity`, else the run is refused before any work), and the
       frames must still give the clean images accepted (else that scene fails);
     - with ``auto_accept``: scenes without a decision (not in the review file, or pending
-      there) too, reviewed in batch as `spanetlib.pipeline.review_widget.run_review` does in mode "auto":
-      density guessed (`spanetlib.pipeline.selection.guess_density`, or ``density`` for all), N =
-      ``FRAME_COUNTS[density]`` (capped by the frames), the estimate accepted iff
-      `spanetlib.pipeline.quality.scene_quality` accepts it, else N grows by ``REJECT_INCREMENT``;
-      a scene never accepted is not exported (the manifest gives its score and reasons).
+      there) too, reviewed in batch as `spanetlib.pipeline.review_widget.run_review` does in
+      mode "auto": density guessed (`spanetlib.pipeline.selection.guess_density`, or
+      ``density`` for all), N = ``FRAME_COUNTS[density]`` (capped by the frames), the estimate
+      accepted iff `spanetlib.pipeline.quality.scene_quality` accepts it, else N grows by
+      ``REJECT_INCREMENT``; a scene never accepted is not exported (the manifest gives its
+      score and reasons).
 
     Every scene's estimate is `spanetlib.pipeline.review.review_estimate` of its N frames (the clip
     estimator: alignment, stable periods, pair checks; see the module docstring). Each paired
@@ -1150,10 +1401,20 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
                                               split, motion, periods, patches, quality
 
     ``frames_per_video`` K: export K of the paired frames, spread evenly over them (default:
-    every paired frame). The split is by scene, so no scene is in both lists:
-    ``round(test_fraction * scenes)`` test scenes (at least one when there are >= 2 scenes),
-    chosen by a hash of ``(seed, name)``, so it is deterministic and a scene keeps its side
-    when others are added where the counts allow.
+    every paired frame). The split is by scene, so no scene is in both lists, and among the
+    EXPORTED scenes only (scenes not selected, auto-rejected or failed take no place in it):
+    ``round(test_fraction * exported)`` test scenes (at least one when >= 2 scenes are
+    exported and ``test_fraction > 0``, and at least one training scene), chosen by a hash of
+    ``(seed, name)``, so it is deterministic and a scene keeps its side when others are added
+    where the counts allow. A list that comes out empty though asked for (``train.txt``
+    always; ``test.txt`` when ``test_fraction > 0``: a single scene exported) gives a
+    ``UserWarning`` and `ExportSummary.empty_splits` names it (the CLI then exits with 1).
+
+    Parallel work: by default as many worker processes as `choose_workers` allows (the
+    cores, as far as the memory holds each scene's peak, `scene_peak_bytes`); ``workers``
+    sets the count; ``scheduler`` sends each scene as a task to a Dask distributed cluster
+    instead (``pip install "spanetlib[cluster]"``). This process alone writes the manifest
+    and the lists, each rewrite atomic; the files are the same whichever way the scenes run.
 
     Scene names: a scene's name (`spanetlib.io.video.scene_name`) names its folder and goes into
     the pair lists, whose format cannot hold whitespace; a name with whitespace or other
@@ -1184,39 +1445,68 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
         stride: patch step (default ``crop``: no overlap).
         frames_per_video: paired frames K exported per scene (default: all).
         test_fraction: share of scenes in the test list, in [0, 1).
-        workers: scenes exported in parallel, in "spawn" worker processes (a script calling
-            this with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard;
-            if the workers cannot start, the scenes are exported in this process instead).
+        workers: scenes exported in parallel, in "spawn" worker processes; None: as many
+            as the cores and the memory allow (`choose_workers`). A script calling this with
+            more than one worker needs the usual ``if __name__ == "__main__":`` guard; if the
+            workers cannot start, the scenes are exported in this process instead.
         seed: seed of the train/test split.
         density: density for auto-accepted scenes (None: guess per scene).
         align: align mode of auto-accepted scenes ("auto", "on", "off").
         unreliable: "drop" or "mask" (`UNRELIABLE_POLICIES`).
         overwrite: replace an export in ``out`` made with other settings (``--overwrite``).
         progress: show a tqdm progress bar.
+        scheduler: a Dask distributed scheduler address (``tcp://host:8786``) or a
+            ``distributed.Client``: each scene a task there (its workers must see ``src`` and
+            ``out`` at the same paths); not with ``workers``.
+        report: called with one line per entry of ``src`` skipped, per scene not exported
+            and per scene failed, as soon as it is known (the CLI prints them).
 
     Returns:
         An `ExportSummary`.
 
+    Warns:
+        UserWarning: ``train.txt``, or ``test.txt`` with ``test_fraction > 0``, came out
+            empty (one line each, `ExportSummary.split_warnings`).
+
     Raises:
-        InputError: ``src`` or ``review_file`` is missing, ``src`` holds no scenes or two
+        InputError: Dask distributed is missing or the scheduler cannot be reached (with
+            ``scheduler``); ``src`` or ``review_file`` is missing, ``src`` holds no scenes or two
             scenes with one name, neither ``review_file`` nor ``auto_accept`` is given, the
             review was made on other content, or ``out`` cannot be used (see
             `check_output`); all before any scene is exported.
         ValueError: a bad ``crop``, ``stride``, ``frames_per_video``, ``test_fraction``,
-            ``workers``, ``density``, ``align`` or ``unreliable``.
+            ``workers``, ``density``, ``align`` or ``unreliable``; ``workers`` with
+            ``scheduler``.
     """
     settings = ExportSettings(crop=crop, stride=stride, frames_per_video=frames_per_video,
                               test_fraction=test_fraction, seed=seed, auto_accept=auto_accept,
                               density=density, align=align, unreliable=unreliable)
-    _check_positive("workers", workers, allow_none=False)
+    _check_positive("workers", workers)
+    if workers is not None and scheduler is not None:
+        raise ValueError("workers and scheduler: pass one of them (a Dask cluster sets its own "
+                         "number of workers)")
     plan = plan_export(src, out, review_file, settings)
+    plan.report = report
+    for name, reason in plan.summary.skipped.items():
+        plan.tell(f"skipped {name}: {reason}")
+    for name, reason in plan.summary.not_exported.items():
+        plan.tell(f"not exported: {name}: {reason}")
     check_output(plan, overwrite)
-    plan.out.mkdir(parents=True, exist_ok=True)
-    todo = resume_exported(plan)
-    write_manifest(plan)
-    export_scenes(plan, todo, workers=workers, progress=progress)
+    # the cluster is reached before anything is written
+    client, own = _dask_client(scheduler) if scheduler is not None else (None, False)
+    try:
+        plan.out.mkdir(parents=True, exist_ok=True)
+        todo = resume_exported(plan)
+        write_manifest(plan)
+        export_scenes(plan, todo, workers=workers, progress=progress, scheduler=client)
+    finally:
+        if own:
+            client.close()
+    split_exported(plan)
     write_lists(plan)
     write_manifest(plan)
+    for line in plan.summary.split_warnings():
+        warnings.warn(line, UserWarning, stacklevel=2)
     return plan.summary
 
 
