@@ -41,19 +41,21 @@ returned as contiguous NCHW tensors. Without gradients the residual updates, the
 weighting and ReLUs work in place, and freed memory is reused during the pass
 (``spanetlib.models.memory.reuse_freed_memory``).
 
-Inference in float32 on the CPU (``torch.no_grad()`` or ``torch.inference_mode()``, no
-autocast) runs *fused*: each convolution that a ReLU, a sigmoid or a residual add follows is one
-oneDNN convolution with that operation as a post-op (``torch.ops.mkldnn._convolution_pointwise``
-and its in-place binary variant, which writes ``relu(conv3(h) + x)`` into the block input's
-memory), so those operations cost no pass of their own over a full-size feature map. In a SARB
-the attention map multiplies the 1x1 ``conv3``'s input instead of its output (the same product,
-a per-pixel factor commutes with a 1x1 convolution). The path is taken where the ops exist and
-compute the separate passes' result on a small probe (:func:`fused_ops_available`, checked once
-per process), otherwise the separate passes run; ``SPANet.fuse_inference = False`` turns it off
-and ``last_forward_fused`` tells which path the last CPU pass took. Training (autograd) never
-takes it. Results equal the plain NCHW computation up to float rounding, gradients included
-(``tests/test_spanet.py``); ``benchmarks/bench_model.py`` measures the speed. On CUDA the
-memory format of the input is kept.
+Inference in float32 on the CPU (``torch.no_grad()`` or ``torch.inference_mode()``, no autocast)
+runs *fused*: each convolution that a ReLU, a sigmoid or a residual add follows is one oneDNN
+convolution with that operation as a post-op (``torch.ops.mkldnn._convolution_pointwise`` and
+its in-place binary variant, which writes ``relu(conv3(h) + x)`` into the block input's memory),
+so those operations cost no pass of their own over a full-size feature map. In a SARB the
+attention map multiplies the 1x1 ``conv3``'s input in place instead of its output (the same
+product: a per-pixel factor commutes with a 1x1 convolution); oneDNN's multiply post-op with a
+map broadcast over the channels exists but runs a slow reference kernel. The path is taken where
+the ops exist and compute the separate passes' result on a small probe
+(:func:`fused_ops_available`, checked once per process), otherwise the separate passes run;
+``SPANet.fuse_inference = False`` turns it off and ``last_forward_fused`` tells which path the
+last CPU pass took. Training (autograd) never takes it. Results equal the plain NCHW computation
+up to float rounding, gradients included (``tests/test_spanet.py``);
+``benchmarks/bench_model.py`` measures the speed. On CUDA the memory format of the input is
+kept.
 """
 
 from __future__ import annotations
@@ -107,8 +109,8 @@ TABLE4_PARAMETER_COUNTS: dict[str, int] = {
 
 # --------------------------------------------------------------------------------------------
 # Fused inference on the CPU: oneDNN convolutions with their element-wise successors applied
-# as post-ops (``torch.ops.mkldnn._convolution_pointwise``), so a ReLU, a residual add or the
-# attention product costs no pass of its own over a full-size feature map.
+# as post-ops (``torch.ops.mkldnn._convolution_pointwise``), so a ReLU, a sigmoid or a
+# residual add costs no pass of its own over a full-size feature map.
 # --------------------------------------------------------------------------------------------
 
 
@@ -160,8 +162,8 @@ def fused_ops_available() -> bool:
     """Whether this torch build has oneDNN's fused convolutions (checked once, by running them).
 
     The fused inference path of :class:`SPANet` needs ``torch.ops.mkldnn._convolution_pointwise``
-    (unary and binary post-ops) and ``_convolution_pointwise_``; where they are missing or
-    fail, the model runs its separate passes.
+    (ReLU and sigmoid post-ops) and ``_convolution_pointwise_.binary`` (add, then ReLU, in
+    place); where they are missing or fail, the model runs its separate passes.
     """
     global _FUSED_OPS_OK
     if _FUSED_OPS_OK is None:
@@ -211,9 +213,9 @@ class ResidualBlock(nn.Module):
             x: B x C x H x W features.
             attention: B x 1 x H x W map in [0, 1] weighting the residual, or None.
             fused: inference only (float32, CPU, see :class:`SPANet`): three oneDNN
-                convolutions with the ReLUs, the attention product and the residual add as
-                post-ops, the result written into ``x``'s memory (which must be the caller's
-                to overwrite and not needed afterwards).
+                convolutions with the ReLUs and the residual add as post-ops (the attention
+                map multiplies conv3's input in place), the result written into ``x``'s
+                memory (which must be the caller's to overwrite and not needed afterwards).
 
         Returns:
             B x C x H x W features (non-negative).
