@@ -1,7 +1,7 @@
 """SPANet's CPU forward pass as users call it, against a plain model and the machine's peak.
 
 Every configuration runs SPANet at its default size (C = 32, shared SAM), batch 1, under
-``torch.no_grad()``, on a plain NCHW float32 input made by ``torch.rand``:
+``torch.inference_mode()``, on a plain NCHW float32 input made by ``torch.rand``:
 
 - ``plain``: the same network as plain PyTorch would run it: NCHW tensors throughout, the
   IRNN as a vectorised scan (``irnn_backend="reference"``: each step of the recurrence
@@ -10,7 +10,11 @@ Every configuration runs SPANet at its default size (C = 32, shared SAM), batch 
 - ``SPANet()``: ``SPANet()(x)``, no preparation: the model converts the input to
   channels-last once, keeps its features NHWC (oneDNN convolutions, the numba IRNN, which
   reads and writes NHWC), returns NCHW outputs, and reuses freed memory during the pass
-  (``spanetlib.models.memory.reuse_freed_memory``).
+  (``spanetlib.models.memory.reuse_freed_memory``); where torch has oneDNN's fused
+  convolutions, its inference pass is fused (ReLUs, sigmoids and residual adds as post-ops of
+  the convolutions, see ``spanetlib.models.spanet``).
+- ``SPANet() separate``: the same model with ``fuse_inference = False``: every ReLU, add and
+  multiply a pass of its own (the model before the fusion), to measure what the fusion gives.
 - ``official``: ``load_pretrained("official")(x)``, the authors' weights (no
   direction-attention branch, so a little less work).
 - ``SPANet() bf16``: ``SPANet()(x)`` under the bf16 autocast of ``--precision bf16``
@@ -21,12 +25,13 @@ Peak: a plain 32 -> 32 3x3 convolution (no bias) at the same spatial size, chann
 best of ``--repeats`` runs, measured in the same process, interleaved with the model runs.
 
 FLOPs: convolutions and matrix products counted by ``torch.utils.flop_counter`` (2 per
-multiply-add), plus 3 per IRNN output element (``w * h + b + x``); element-wise operations
-(ReLU, sigmoid, residual adds, attention products) are not counted, they are overhead. The
-"share of peak" is the model's achieved GFLOP/s over the peak convolution's, both from the
-best run; the same ratio from the median runs and from process CPU time is printed too. Goals
-(issue 10): at least 0.8 of the fp32 peak at 256 x 256 on two cores; bf16 at least 1.8x
-faster than fp32 where supported.
+multiply-add; counted on the separate passes, whose convolutions the counter knows), plus 3 per IRNN
+output element (``w * h + b + x``); element-wise operations (ReLU, sigmoid, residual adds,
+attention products) are not counted, they are overhead. The "share of peak" is the model's
+achieved GFLOP/s over the peak convolution's, both from the best run; the same ratio from the
+median runs and from process CPU time is printed too. Goals (issues 10 and 22):
+at least 0.8 of the fp32 peak at 256 x 256 on two cores, on Intel and AMD
+alike; bf16 at least 1.8x faster than fp32 where supported.
 
 The configurations are interleaved run by run in one process, so their ratios compare like
 with like on a shared machine; the load average before and after is printed. On a loaded
@@ -67,7 +72,7 @@ from spanetlib.evaluation.evaluate import write_table
 from spanetlib.models import irnn as irnn_module
 from spanetlib.models.device import autocast, cpu_bf16_features, cpu_has_fast_bf16
 from spanetlib.models.pretrained import load_pretrained
-from spanetlib.models.spanet import SPANet
+from spanetlib.models.spanet import SPANet, fused_ops_available
 from spanetlib.paper.reproduce import cpu_name
 
 
@@ -103,6 +108,9 @@ def build(size: int, bf16: bool) -> dict[str, tuple[Callable[[], object], torch.
     torch.manual_seed(0)
     x = torch.rand(1, 3, size, size)
     model = SPANet().eval()
+    separate = SPANet().eval()
+    separate.load_state_dict(model.state_dict())
+    separate.fuse_inference = False
     plain = SPANet(irnn_backend="reference").eval()
     plain.load_state_dict(model.state_dict())
     official = load_pretrained("official")
@@ -113,6 +121,7 @@ def build(size: int, bf16: bool) -> dict[str, tuple[Callable[[], object], torch.
         # the network without the model's own CPU measures: the NCHW path of forward
         "plain": (lambda: plain._features_to_outputs(x), plain),
         "SPANet()": (lambda: model(x), model),
+        "SPANet() separate": (lambda: separate(x), separate),
         "official": (lambda: official(x), official),
         "peak conv fp32": (lambda: conv(features), conv),
     }
@@ -134,23 +143,28 @@ def count_flops(fn: Callable[[], object]) -> float:
         return out
 
     irnn_module.irnn_concat = counting
+    fuse = SPANet.fuse_inference
+    SPANet.fuse_inference = False  # the counter does not know oneDNN's fused convolutions
     try:
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
             fn()
     finally:
         irnn_module.irnn_concat = real
+        SPANet.fuse_inference = fuse
     return counter.get_total_flops() + irnn_flops
 
 
 def check_agreement(configs: dict[str, tuple[Callable[[], object], torch.nn.Module]]) -> None:
-    """The fast and plain configurations compute the same image (float32 rounding)."""
-    with torch.no_grad():
+    """The fast, separate and plain configurations compute the same image (float32 rounding)."""
+    with torch.inference_mode():
         plain = configs["plain"][0]()[0]
         fast = configs["SPANet()"][0]()[0]
-    err = (plain - fast).abs().max().item()
-    if err > 1e-4:
-        raise RuntimeError(f"SPANet() differs from the plain model by {err}")
+        separate = configs["SPANet() separate"][0]()[0]
+    for name, other in (("plain model", plain), ("separate passes", separate)):
+        err = (other - fast).abs().max().item()
+        if err > 1e-5 * max(other.abs().max().item(), 1.0):
+            raise RuntimeError(f"SPANet() differs from the {name} by {err}")
     if not fast.is_contiguous():
         raise RuntimeError("SPANet() returned a non-contiguous (not NCHW) image")
 
@@ -158,7 +172,7 @@ def check_agreement(configs: dict[str, tuple[Callable[[], object], torch.nn.Modu
 def time_configs(configs: dict[str, tuple[Callable[[], object], torch.nn.Module]],
                  repeats: int) -> dict[str, Timing]:
     timings = {name: Timing() for name in configs}
-    with torch.no_grad():
+    with torch.inference_mode():
         for fn, _ in configs.values():  # warm-up: numba kernels, oneDNN primitives
             fn()
         for _ in range(repeats):
@@ -186,7 +200,7 @@ def profile(size: int, bf16: bool) -> None:
     try:
         for name in ("SPANet()", "SPANet() bf16") if bf16 else ("SPANet()",):
             fn = configs[name][0]
-            with torch.no_grad():
+            with torch.inference_mode():
                 fn()
                 with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
                     fn()
@@ -266,8 +280,14 @@ def report(size: int, repeats: int, threads: int | None, memory: bool, bf16: boo
         return f"{values[0]:.2f} (medians: {values[1]:.2f}; CPU time: {values[2]:.2f})"
 
     share = flops["SPANet()"] / timings["SPANet()"].best / (flops[peak] / timings[peak].best)
+    path = "fused" if fused_ops_available() else "not fused: the ops are missing"
+    separate = (flops["SPANet() separate"] / timings["SPANet() separate"].best
+                / (flops[peak] / timings[peak].best))
     lines = [f"{size} x {size} (load average {load_before:.1f} before, {load_after:.1f} "
              f"after): SPANet() vs plain: {ratio('plain', 'SPANet()')} times faster",
+             f"{size} x {size}: SPANet() ({path}) vs its separate passes: "
+             f"{ratio('SPANet() separate', 'SPANet()')} times faster; the separate passes' "
+             f"share of the fp32 peak: {separate:.2f}",
              f"{size} x {size}: SPANet() share of the fp32 convolution peak: "
              f"{ratio(peak, 'SPANet()', (flops[peak], flops['SPANet()']))}; goal 0.8 at "
              f"256 x 256 on two cores: {'met' if share >= 0.8 else 'not met'}"]

@@ -39,9 +39,23 @@ default ``irnn_backend="auto"``, which reads NHWC features and writes the four d
 concatenation in NHWC) runs on NHWC memory without a layout conversion; the outputs are
 returned as contiguous NCHW tensors. Without gradients the residual updates, the direction
 weighting and ReLUs work in place, and freed memory is reused during the pass
-(``spanetlib.models.memory.reuse_freed_memory``). Results equal the plain NCHW computation up to
-float rounding, gradients included (``tests/test_spanet.py``); ``benchmarks/bench_model.py``
-measures the speed. On CUDA the memory format of the input is kept.
+(``spanetlib.models.memory.reuse_freed_memory``).
+
+Inference in float32 on the CPU (``torch.no_grad()`` or ``torch.inference_mode()``, no autocast)
+runs *fused*: each convolution that a ReLU, a sigmoid or a residual add follows is one oneDNN
+convolution with that operation as a post-op (``torch.ops.mkldnn._convolution_pointwise`` and
+its in-place binary variant, which writes ``relu(conv3(h) + x)`` into the block input's memory),
+so those operations cost no pass of their own over a full-size feature map. In a SARB the
+attention map multiplies the 1x1 ``conv3``'s input in place instead of its output (the same
+product: a per-pixel factor commutes with a 1x1 convolution); oneDNN's multiply post-op with a
+map broadcast over the channels exists but runs a slow reference kernel. The path is taken where
+the ops exist and compute the separate passes' result on a small probe
+(:func:`fused_ops_available`, checked once per process), otherwise the separate passes run;
+``SPANet.fuse_inference = False`` turns it off and ``last_forward_fused`` tells which path the
+last CPU pass took. Training (autograd) never takes it. Results equal the plain NCHW computation
+up to float rounding, gradients included (``tests/test_spanet.py``);
+``benchmarks/bench_model.py`` measures the speed. On CUDA the memory format of the input is
+kept.
 """
 
 from __future__ import annotations
@@ -64,6 +78,7 @@ __all__ = [
     "ResidualBlock",
     "SPANet",
     "SpatialAttentiveModule",
+    "fused_ops_available",
 ]
 
 #: How the spatial attentive blocks get their attention maps (see :class:`SPANet`).
@@ -92,6 +107,87 @@ TABLE4_PARAMETER_COUNTS: dict[str, int] = {
 }
 
 
+# --------------------------------------------------------------------------------------------
+# Fused inference on the CPU: oneDNN convolutions with their element-wise successors applied
+# as post-ops (``torch.ops.mkldnn._convolution_pointwise``), so a ReLU, a sigmoid or a
+# residual add costs no pass of its own over a full-size feature map.
+# --------------------------------------------------------------------------------------------
+
+
+def _pointwise_op(name: str) -> Any:
+    """``torch.ops.mkldnn.<name>``, or None where this torch build lacks it."""
+    try:
+        return getattr(torch.ops.mkldnn, name)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _probe_fused_ops() -> bool:
+    """Whether the fused convolutions run here and compute what the separate passes compute.
+
+    A tiny convolution with each post-op the fused path uses (ReLU, sigmoid, the in-place
+    residual add + ReLU), each compared to the plain computation; any error means no.
+    """
+    unary = _pointwise_op("_convolution_pointwise")
+    inplace = _pointwise_op("_convolution_pointwise_")
+    if unary is None or inplace is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        gen = torch.Generator().manual_seed(0)
+        cl = torch.channels_last
+        x = torch.rand(1, 4, 5, 6, generator=gen).contiguous(memory_format=cl)
+        w = torch.randn(4, 4, 3, 3, generator=gen)
+        bias = torch.randn(4, generator=gen)
+        other = torch.rand(1, 4, 5, 6, generator=gen).contiguous(memory_format=cl)
+        with torch.no_grad():
+            conv = F.conv2d(x, w, bias, padding=2, dilation=2)
+            spec = ([2, 2], [1, 1], [2, 2], 1)
+            got = [unary(x, w, bias, *spec, "relu", [None], None),
+                   unary(x, w, bias, *spec, "sigmoid", [None], None),
+                   inplace.binary(other.clone(), x, w, bias, *spec, "add", None, "relu",
+                                  [None], None)]
+            want = [F.relu(conv), torch.sigmoid(conv), F.relu(conv + other)]
+        # float32 sums of 37 terms of magnitude below ~4: rounding far below 1e-4; a wrong
+        # post-op is off by O(1)
+        return all(g.shape == v.shape and bool(torch.allclose(g, v, rtol=1e-4, atol=1e-4))
+                   for g, v in zip(got, want, strict=True))
+    except (RuntimeError, TypeError, ValueError, NotImplementedError):
+        return False
+
+
+_FUSED_OPS_OK: bool | None = None
+
+
+def fused_ops_available() -> bool:
+    """Whether this torch build has oneDNN's fused convolutions (checked once, by running them).
+
+    The fused inference path of :class:`SPANet` needs ``torch.ops.mkldnn._convolution_pointwise``
+    (ReLU and sigmoid post-ops) and ``_convolution_pointwise_.binary`` (add, then ReLU, in
+    place); where they are missing or fail, the model runs its separate passes.
+    """
+    global _FUSED_OPS_OK
+    if _FUSED_OPS_OK is None:
+        _FUSED_OPS_OK = _probe_fused_ops()
+    return _FUSED_OPS_OK
+
+
+def _conv_args(conv: nn.Conv2d) -> tuple[Any, ...]:
+    """Weight, bias, padding, stride, dilation and groups of ``conv`` for the fused ops."""
+    return (conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+            conv.groups)
+
+
+def _conv_unary(conv: nn.Conv2d, x: torch.Tensor, attr: str) -> torch.Tensor:
+    """``attr(conv(x))`` in one oneDNN convolution; attr is "relu" or "sigmoid"."""
+    return torch.ops.mkldnn._convolution_pointwise(x, *_conv_args(conv), attr, [None], None)
+
+
+def _conv_add_relu_(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``other = relu(conv(x) + other)`` in one oneDNN convolution, written into ``other``."""
+    return torch.ops.mkldnn._convolution_pointwise_.binary(
+        other, x, *_conv_args(conv), "add", None, "relu", [None], None)
+
+
 class ResidualBlock(nn.Module):
     """Residual block (RB) of SPANet; with an attention map it is a SARB.
 
@@ -109,16 +205,29 @@ class ResidualBlock(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=2, dilation=2, bias=False)
         self.conv3 = nn.Conv2d(channels, channels, 1, bias=False)
 
-    def forward(self, x: torch.Tensor, attention: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention: torch.Tensor | None = None, *,
+                fused: bool = False) -> torch.Tensor:
         """Apply the block.
 
         Args:
             x: B x C x H x W features.
             attention: B x 1 x H x W map in [0, 1] weighting the residual, or None.
+            fused: inference only (float32, CPU, see :class:`SPANet`): three oneDNN
+                convolutions with the ReLUs and the residual add as post-ops (the attention
+                map multiplies conv3's input in place), the result written into ``x``'s
+                memory (which must be the caller's to overwrite and not needed afterwards).
 
         Returns:
             B x C x H x W features (non-negative).
         """
+        if fused:
+            hidden = _conv_unary(self.conv2, _conv_unary(self.conv1, x, "relu"), "relu")
+            if attention is not None:
+                # a per-pixel factor commutes with the 1x1 conv3: conv3(h) * A == conv3(h * A)
+                # up to rounding. (oneDNN's multiply post-op with a map broadcast over the
+                # channels exists but runs a slow reference kernel.)
+                hidden.mul_(attention)
+            return _conv_add_relu_(self.conv3, hidden, x)
         residual = self.conv3(F.relu(self.conv2(F.relu(self.conv1(x), inplace=True)),
                                      inplace=True))
         if not torch.is_grad_enabled():  # inference: update in place (fewer large allocations)
@@ -147,8 +256,14 @@ class DirectionAttention(nn.Module):
         self.conv2 = nn.Conv2d(hidden, hidden, 3, padding=1, bias=True)
         self.conv3 = nn.Conv2d(hidden, 4, 1, bias=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """B x C x H x W features -> B x 4 x H x W weights in [0, 1] (up, right, down, left)."""
+    def forward(self, x: torch.Tensor, *, fused: bool = False) -> torch.Tensor:
+        """B x C x H x W features -> B x 4 x H x W weights in [0, 1] (up, right, down, left).
+
+        ``fused``: inference only, the activations as oneDNN post-ops (see :class:`SPANet`).
+        """
+        if fused:
+            out = _conv_unary(self.conv2, _conv_unary(self.conv1, x, "relu"), "relu")
+            return _conv_unary(self.conv3, out, "sigmoid")
         out = F.relu(self.conv2(F.relu(self.conv1(x))))
         return torch.sigmoid(self.conv3(out))
 
@@ -189,17 +304,25 @@ class SpatialAttentiveModule(nn.Module):
             return scaled.flatten(3, 4).permute(0, 3, 1, 2)
         return (directions.unflatten(1, (4, -1)) * weights.unsqueeze(2)).flatten(1, 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, fused: bool = False) -> torch.Tensor:
         """Compute the attention map.
 
         Args:
             x: B x C x H x W features.
+            fused: inference only: the final ReLU and sigmoid as oneDNN post-ops of their
+                convolutions (see :class:`SPANet`).
 
         Returns:
             B x 1 x H x W attention map in [0, 1].
         """
-        weights = self.attention_layer(x) if self.direction_attention else None
+        weights = None
+        if self.direction_attention:  # (the keyword only when set: a replaced forward works)
+            weights = self.attention_layer(x, fused=True) if fused else self.attention_layer(x)
         out = self.conv2(self._weighted(self.irnn1.forward_concat(self.conv_in(x)), weights))
+        if fused:
+            out = _conv_unary(self.conv3, self._weighted(self.irnn2.forward_concat(out), weights),
+                              "relu")
+            return _conv_unary(self.conv_out, out, "sigmoid")
         out = self.conv3(self._weighted(self.irnn2.forward_concat(out), weights))
         return torch.sigmoid(self.conv_out(F.relu(out, inplace=not torch.is_grad_enabled())))
 
@@ -245,6 +368,13 @@ class SPANet(nn.Module):
         >>> tuple(image.shape), tuple(attention.shape)
         ((1, 3, 17, 23), (1, 1, 17, 23))
     """
+
+    #: Run inference passes on the CPU fused (see the class docstring); False: always the
+    #: separate passes (for comparisons).
+    fuse_inference: bool = True
+
+    #: Whether the last CPU forward pass took the fused path (set by :meth:`forward`).
+    last_forward_fused: bool = False
 
     def __init__(self, channels: int = 32, sam_mode: str = "shared",
                  direction_attention: bool = True, irnn_backend: str = "auto",
@@ -307,16 +437,16 @@ class SPANet(nn.Module):
         self.model_kwargs["irnn_backend"] = backend
         return self
 
-    def _attention(self, k: int, features: torch.Tensor,
-                   first: torch.Tensor | None) -> torch.Tensor | None:
+    def _attention(self, k: int, features: torch.Tensor, first: torch.Tensor | None,
+                   fused: bool = False) -> torch.Tensor | None:
         """Attention map A_k for SAB k (0-based) from the current features."""
         if self.sam_mode == "none":
             return None
         if self.sam_mode == "single":
-            return self.sams[0](features) if k == 0 else first
+            return self.sams[0](features, fused=fused) if k == 0 else first
         if self.sam_mode == "shared":
-            return self.sams[0](features)
-        return self.sams[k](features)  # "unshared"
+            return self.sams[0](features, fused=fused)
+        return self.sams[k](features, fused=fused)  # "unshared"
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Derain a batch.
@@ -331,27 +461,40 @@ class SPANet(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a B x 3 x H x W tensor, got shape {tuple(x.shape)}")
         if x.device.type != "cpu":
+            self.last_forward_fused = False
             return self._features_to_outputs(x)
+        fused = self._can_fuse(x)
+        self.last_forward_fused = fused
         with reuse_freed_memory():
             image, first = self._features_to_outputs(
-                x.contiguous(memory_format=torch.channels_last))
+                x.contiguous(memory_format=torch.channels_last), fused=fused)
             return image.contiguous(), first if first is None else first.contiguous()
 
-    def _features_to_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The network of :meth:`forward`, in the memory format of ``x``."""
-        out = F.relu(self.conv_in(x))
+    def _can_fuse(self, x: torch.Tensor) -> bool:
+        """Whether this CPU pass may run fused: inference, float32, no autocast, ops present."""
+        return (self.fuse_inference and not torch.is_grad_enabled()
+                and x.dtype == torch.float32 and self.conv_in.weight.dtype == torch.float32
+                and not torch.is_autocast_enabled("cpu") and fused_ops_available())
+
+    def _features_to_outputs(self, x: torch.Tensor, fused: bool = False
+                             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The network of :meth:`forward`, in the memory format of ``x``.
+
+        ``fused``: the oneDNN post-op path (channels-last float32 CPU input, no gradients).
+        """
+        out = _conv_unary(self.conv_in, x, "relu") if fused else F.relu(self.conv_in(x))
         blocks = iter(self.blocks)
         for _ in range(self.num_pre_blocks):
-            out = next(blocks)(out)
+            out = next(blocks)(out, fused=fused)
         first = None
         for k in range(self.num_sabs):
-            attention = self._attention(k, out, first)
+            attention = self._attention(k, out, first, fused)
             if k == 0:
                 first = attention
             for _ in range(self.blocks_per_sab):
-                out = next(blocks)(out, attention)
+                out = next(blocks)(out, attention, fused=fused)
         for _ in range(self.num_post_blocks):
-            out = next(blocks)(out)
+            out = next(blocks)(out, fused=fused)
         return self.conv_out(out), first
 
     def extra_repr(self) -> str:
