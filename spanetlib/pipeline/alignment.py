@@ -39,8 +39,8 @@ How the motion is measured (all on luminance copies whose longer side is at most
    therefore has the identity exactly), exposures relative to the frame of median
    brightness (gain 1: mapping frames to an extreme one would clip them).
 
-On the synthetic clips of :func:`spanetlib.synthesis.rain.make_rain_clip` (rain, noise) the motion is
-within 0.02 px (mean) of the truth at 360 x 640 and 0.03 px at 120 x 160
+On the synthetic clips of :func:`spanetlib.synthesis.rain.make_rain_clip` (rain, noise) the
+motion is within 0.02 px (mean) of the truth at 360 x 640 and 0.03 px at 120 x 160
 (``benchmarks/bench_clips.py``, ``tests/test_alignment.py``).
 
 :func:`align_frames` then applies a named :class:`AlignMode`: ``"off"`` measures only,
@@ -696,24 +696,6 @@ def _quantile_fit(design: np.ndarray, x: np.ndarray) -> np.ndarray:
     return coef
 
 
-def _geometric_jacobian(model: str, m: np.ndarray, xn: np.ndarray, yn: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """d(warped x)/d(params) and d(warped y)/d(params), K x P, in normalized coordinates."""
-    one, zero = np.ones_like(xn), np.zeros_like(xn)
-    if model == "translation":
-        return np.stack([one, zero]), np.stack([zero, one])
-    if model == "euclidean":
-        c, s = m[0, 0], m[1, 0]
-        return (np.stack([-s * xn - c * yn, one, zero]),
-                np.stack([c * xn - s * yn, zero, one]))
-    den = m[2, 0] * xn + m[2, 1] * yn + 1.0
-    u = (m[0, 0] * xn + m[0, 1] * yn + m[0, 2]) / den
-    v = (m[1, 0] * xn + m[1, 1] * yn + m[1, 2]) / den
-    a, b, c = xn / den, yn / den, 1.0 / den
-    return (np.stack([a, b, c, zero, zero, zero, -u * a, -u * b]),
-            np.stack([zero, zero, zero, a, b, c, -v * a, -v * b]))
-
-
 def _step(model: str, m: np.ndarray, dp: np.ndarray) -> np.ndarray:
     m = m.copy()
     if model == "translation":
@@ -728,6 +710,126 @@ def _step(model: str, m: np.ndarray, dp: np.ndarray) -> np.ndarray:
         m[1] += dp[3:6]
         m[2, :2] += dp[6:8]
     return m
+
+
+_N_PARAMS = {"translation": 2, "euclidean": 3, "homography": 8}
+
+
+@njit(nogil=True, cache=True)
+def _bspline_point(coeffs, x, y):
+    """Cubic B-spline interpolation of channel 0 of ``coeffs`` at one point (mirror edges)."""
+    h, w = coeffs.shape[0], coeffs.shape[1]
+    ix = math.floor(x)
+    iy = math.floor(y)
+    fx = x - ix
+    fy = y - iy
+    gx = 1.0 - fx
+    gy = 1.0 - fy
+    wx0, wx3 = gx * gx * gx / 6.0, fx * fx * fx / 6.0
+    wx1 = (3.0 * fx * fx * fx - 6.0 * fx * fx + 4.0) / 6.0
+    wx2 = (-3.0 * fx * fx * fx + 3.0 * fx * fx + 3.0 * fx + 1.0) / 6.0
+    wy0, wy3 = gy * gy * gy / 6.0, fy * fy * fy / 6.0
+    wy1 = (3.0 * fy * fy * fy - 6.0 * fy * fy + 4.0) / 6.0
+    wy2 = (-3.0 * fy * fy * fy + 3.0 * fy * fy + 3.0 * fy + 1.0) / 6.0
+    acc = 0.0
+    for j in range(4):
+        row = _mirror(iy - 1 + j, h)
+        wyj = wy0 if j == 0 else (wy1 if j == 1 else (wy2 if j == 2 else wy3))
+        line = 0.0
+        line += wx0 * coeffs[row, _mirror(ix - 1, w), 0]
+        line += wx1 * coeffs[row, _mirror(ix, w), 0]
+        line += wx2 * coeffs[row, _mirror(ix + 1, w), 0]
+        line += wx3 * coeffs[row, _mirror(ix + 2, w), 0]
+        acc += wyj * line
+    return acc
+
+
+@njit(nogil=True, cache=True)
+def _gn_residuals(coeffs, clear, m, xn, yn, t, half, cx, cy, gain, offset, r, usable):
+    """Residuals ``frame(M x) - (gain T + offset)`` of every template sample, in place.
+
+    ``usable`` marks the samples inside the frame (1 pixel from its edge) on rain-free
+    pixels. Returns their count. The sampled value is rounded to float32 as
+    :func:`bspline_sample` returns it.
+    """
+    h, w = clear.shape
+    count = 0
+    for k in range(xn.size):
+        den = m[2, 0] * xn[k] + m[2, 1] * yn[k] + 1.0
+        mx = (m[0, 0] * xn[k] + m[0, 1] * yn[k] + m[0, 2]) / den * half + cx
+        my = (m[1, 0] * xn[k] + m[1, 1] * yn[k] + m[1, 2]) / den * half + cy
+        ok = mx >= 1 and mx <= w - 2 and my >= 1 and my <= h - 2
+        if ok:
+            ok = clear[int(np.rint(my)), int(np.rint(mx))] > 0
+        usable[k] = ok
+        count += ok
+        r[k] = np.float32(_bspline_point(coeffs, mx, my)) - (gain * t[k] + offset)
+    return count
+
+
+@njit(nogil=True, cache=True)
+def _gn_normal(r, usable, sigma, m, model, xn, yn, tgx, tgy, t, gain, normal, rhs, weighted):
+    """Tukey-weighted normal equations ``J^T W J`` and ``J^T W r`` of one Gauss-Newton step.
+
+    Samples brighter than 2.5 sigma (rain) get weight 0. ``model`` indexes
+    :data:`MOTION_MODELS`; the parameters are the model's, then gain and offset. Returns
+    ``(sum of weights, weighted sum of squared residuals, samples with weight > 0)`` and
+    marks those samples in ``weighted``.
+    """
+    n_par = normal.shape[0]
+    normal[:, :] = 0.0
+    rhs[:] = 0.0
+    jac = np.empty(n_par)
+    jx = np.zeros(8)
+    jy = np.zeros(8)
+    wsum = 0.0
+    wr2 = 0.0
+    kept = 0
+    c, s = m[0, 0], m[1, 0]
+    for k in range(r.size):
+        weighted[k] = False
+        if not usable[k]:
+            continue
+        z = r[k] / sigma
+        if z >= 2.5:
+            continue
+        a = 1.0 - (z / 4.685) ** 2
+        if a <= 0.0:
+            continue
+        wgt = a * a
+        weighted[k] = True
+        kept += 1
+        x, y = xn[k], yn[k]
+        if model == 0:
+            jx[0], jx[1] = 1.0, 0.0
+            jy[0], jy[1] = 0.0, 1.0
+        elif model == 1:
+            jx[0], jx[1], jx[2] = -s * x - c * y, 1.0, 0.0
+            jy[0], jy[1], jy[2] = c * x - s * y, 0.0, 1.0
+        else:
+            den = m[2, 0] * x + m[2, 1] * y + 1.0
+            u = (m[0, 0] * x + m[0, 1] * y + m[0, 2]) / den
+            v = (m[1, 0] * x + m[1, 1] * y + m[1, 2]) / den
+            pa, pb, pc = x / den, y / den, 1.0 / den
+            jx[0], jx[1], jx[2], jx[3], jx[4], jx[5], jx[6], jx[7] = (
+                pa, pb, pc, 0.0, 0.0, 0.0, -u * pa, -u * pb)
+            jy[0], jy[1], jy[2], jy[3], jy[4], jy[5], jy[6], jy[7] = (
+                0.0, 0.0, 0.0, pa, pb, pc, -v * pa, -v * pb)
+        for p in range(n_par - 2):
+            jac[p] = gain * (tgx[k] * jx[p] + tgy[k] * jy[p])
+        jac[n_par - 2] = -t[k]
+        jac[n_par - 1] = -1.0
+        for p in range(n_par):
+            wp = wgt * jac[p]
+            rhs[p] += wp * r[k]
+            for q in range(p, n_par):
+                normal[p, q] += wp * jac[q]
+        wsum += wgt
+        wr2 += wgt * r[k] * r[k]
+    for p in range(n_par):
+        for q in range(p):
+            normal[p, q] = normal[q, p]
+    return wsum, wr2, kept
 
 
 def _gauss_newton(points: _Points, frame: _Frame, level: int, init: np.ndarray, model: str,
@@ -755,48 +857,45 @@ def _gauss_newton(points: _Points, frame: _Frame, level: int, init: np.ndarray, 
     m /= m[2, 2]
     if model != "homography":
         m[2] = (0.0, 0.0, 1.0)
+    model_id = MOTION_MODELS.index(model)
     xn, yn = (points.x - cx) / half, (points.y - cy) / half
     t = points.value
     tgx, tgy = points.gx * half, points.gy * half
+    n_par = _N_PARAMS[model] + 2
+    r = np.empty(t.size)
+    usable = np.empty(t.size, np.bool_)
+    weighted = np.empty(t.size, np.bool_)
+    normal = np.empty((n_par, n_par))
+    rhs = np.empty(n_par)
     gain, offset, sigma = 1.0, 0.0, None
-    r = wgt = None
+    wsum = wr2 = 0.0
     for _ in range(iterations):
-        den = m[2, 0] * xn + m[2, 1] * yn + 1.0
-        mx = (m[0, 0] * xn + m[0, 1] * yn + m[0, 2]) / den * half + cx
-        my = (m[1, 0] * xn + m[1, 1] * yn + m[1, 2]) / den * half + cy
-        inside = (mx >= 1) & (mx <= w - 2) & (my >= 1) & (my <= h - 2)
-        usable = inside.copy()
-        usable[inside] = clear[np.rint(my[inside]).astype(np.intp),
-                               np.rint(mx[inside]).astype(np.intp)] > 0
-        if usable.sum() < 32:
+        # One pass over the samples (numba): residuals, then the weighted normal equations.
+        if _gn_residuals(coeffs, clear, m, xn, yn, t, half, cx, cy, gain, offset, r,
+                         usable) < 32:
             return _Fit(init, float("nan"), 1.0, 0.0, False)
-        r = bspline_sample(coeffs, mx, my)[:, 0].astype(np.float64) - (gain * t + offset)
         if sigma is None:
-            sigma = 1.4826 * float(np.median(np.abs(r[usable] - np.median(r[usable])))) + 0.5
-        z = r / sigma
-        wgt = np.where(usable & (z < 2.5), np.clip(1.0 - (z / 4.685) ** 2, 0.0, None) ** 2,
-                       0.0)
-        jx, jy = _geometric_jacobian(model, m, xn, yn)
-        jac = np.concatenate([gain * (tgx * jx + tgy * jy), -t[None], -np.ones_like(t)[None]])
-        jw = jac * wgt
+            ru = r[usable]
+            sigma = 1.4826 * float(np.median(np.abs(ru - np.median(ru)))) + 0.5
+        wsum, wr2, kept = _gn_normal(r, usable, sigma, m, model_id, xn, yn, tgx, tgy, t,
+                                     gain, normal, rhs, weighted)
         try:
-            dp = -np.linalg.solve(jw @ jac.T, jw @ r)
+            dp = -np.linalg.solve(normal, rhs)
         except np.linalg.LinAlgError:
             return _Fit(init, float("nan"), 1.0, 0.0, False)
         before = m
         m = _step(model, m, dp[:-2])
         gain += dp[-2]
         offset += dp[-1]
-        kept = wgt > 0
-        if kept.sum() >= 32:
-            sigma = 1.4826 * float(np.median(np.abs(r[kept]))) + 0.5
+        if kept >= 32:
+            sigma = 1.4826 * float(np.median(np.abs(r[weighted]))) + 0.5
         if not np.all(np.isfinite(m)):
             return _Fit(init, float("nan"), 1.0, 0.0, False)
         moved = motion_displacement((np.linalg.inv(before) @ m)[None], (2.0, 2.0))[0] * half
         if moved < tol * 0.5 ** level:
             break
     out = np.linalg.inv(to_norm) @ m @ to_norm
-    rms = float(np.sqrt(np.sum(wgt * r ** 2) / max(float(wgt.sum()), 1e-9)))
+    rms = float(np.sqrt(wr2 / max(wsum, 1e-9)))
     return _Fit(out / out[2, 2], rms, float(gain), float(offset), True)
 
 
