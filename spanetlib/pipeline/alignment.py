@@ -55,6 +55,7 @@ pixel centres), returned as a mask and as a large axis-parallel crop box inside 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,7 @@ from numba import njit
 from scipy import ndimage
 
 from spanetlib.io.errors import InputError
+from spanetlib.io.video import FrameSource
 
 __all__ = [
     "ALIGN_MODES",
@@ -73,7 +75,9 @@ __all__ = [
     "Alignment",
     "MOTION_MODELS",
     "Motion",
+    "align_frame",
     "align_frames",
+    "alignment_plan",
     "bspline_coefficients",
     "bspline_sample",
     "crop_box",
@@ -928,7 +932,7 @@ def _richer_needed(simple: list[_Fit], rich: list[_Fit], model: str, shape: tupl
     return votes >= max(1, int(math.ceil(0.2 * len(simple))))
 
 
-def measure_motion(frames: np.ndarray, reference: int | None = None, *,
+def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = None, *,
                    models: tuple[str, ...] = MOTION_MODELS, max_side: int = 640,
                    min_motion_px: float = 0.1, iterations: int = 30,
                    workers: int | None = None) -> Motion:
@@ -938,8 +942,15 @@ def measure_motion(frames: np.ndarray, reference: int | None = None, *,
     residuals ignored; the template is a low temporal percentile), sub-pixel (Gauss-Newton
     with cubic sampling), and it picks the simplest model that explains the motion.
 
+    Memory does not grow with the clip: the template, the model choice and the sharper
+    template are made from at most ``_REFERENCE_FRAMES + _MODEL_FRAMES`` frames spread over
+    the clip; every frame is then registered as it streams past (a
+    :class:`spanetlib.io.video.FrameSource` decodes a file in passes) and only its transform
+    and exposure are kept.
+
     Args:
-        frames: N x H x W x 3 uint8 RGB frames (N >= 1).
+        frames: N x H x W x 3 uint8 RGB frames (N >= 1), or a
+            :class:`spanetlib.io.video.FrameSource` (a video file or frame folder).
         reference: the reference frame (default the middle one, ``N // 2``: the shortest
             reach over a pan).
         models: a prefix of :data:`MOTION_MODELS`: the richest model allowed.
@@ -955,13 +966,15 @@ def measure_motion(frames: np.ndarray, reference: int | None = None, *,
         InputError: frames that are not N x H x W x 3 uint8, or a bad reference index.
         ValueError: bad ``models`` or sizes.
     """
-    frames = _check_frames(frames)
-    n, h, w = frames.shape[:3]
+    source = frames if isinstance(frames, FrameSource) else FrameSource(_check_frames(frames))
+    n = len(source)
+    h, w = source.shape
     if reference is None:
         reference = n // 2
     if isinstance(reference, bool) or not isinstance(reference, (int, np.integer)) \
             or not 0 <= reference < n:
         raise InputError(f"reference: expected a frame index in [0, {n}), got {reference!r}")
+    reference = int(reference)
     models = tuple(models)
     if not models or models != MOTION_MODELS[:len(models)]:
         raise ValueError(f"models: expected a prefix of {MOTION_MODELS}, got {models}")
@@ -969,50 +982,87 @@ def measure_motion(frames: np.ndarray, reference: int | None = None, *,
         raise ValueError(f"max_side: expected >= 32, got {max_side}")
     scale = min(1.0, max_side / max(h, w))
     workers = workers or min(4, os.cpu_count() or 1)
+    chosen = np.unique(np.linspace(0, n - 1, min(n, _REFERENCE_FRAMES)).round().astype(int))
+    trial = np.unique(np.linspace(0, n - 1, min(n, _MODEL_FRAMES)).round().astype(int))
+    keep = np.union1d(np.union1d(chosen, trial), [reference])
     with ThreadPoolExecutor(workers) as pool:
-        work = list(pool.map(lambda f: _prepare(f, scale), frames))
-        shape_s = work[0].levels[0].shape
+        # The few frames the template and the model choice need, prepared once.
+        work = dict(zip(keep.tolist(), pool.map(lambda f: _prepare(f, scale),
+                                                 source.take(keep)), strict=True))
+        shape_s = work[reference].levels[0].shape
         window = cv2.createHanningWindow(shape_s[::-1], cv2.CV_32F)
         ref_open = work[reference].opened
-        shifts = list(pool.map(lambda f: _coarse_shift(ref_open, f.opened, window), work))
-        mats = np.stack([_translation(*s) for s in shifts])
-        mats[reference] = np.eye(3)
-        chosen = np.unique(np.linspace(0, n - 1, min(n, _REFERENCE_FRAMES)).round().astype(int))
-        template, covered = _temporal_reference(work, mats, chosen)
+        coarse = dict(zip(keep.tolist(), pool.map(
+            lambda i: _translation(*_coarse_shift(ref_open, work[i].opened, window)),
+            keep.tolist()), strict=True))
+        coarse[reference] = np.eye(3)
+
+        def template_of(mats: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+            return _temporal_reference([work[int(i)] for i in chosen], np.stack(mats),
+                                       np.arange(len(chosen)))
+
+        template, covered = template_of([coarse[int(i)] for i in chosen])
         points = _template_points(template, covered)
 
-        def fit_all(ids: np.ndarray, inits: np.ndarray, model: str, levels: tuple[int, ...]
-                    ) -> list[_Fit]:
-            def one(i: int) -> _Fit:
-                fit = _Fit(inits[i], float("nan"), 1.0, 0.0, True)
-                for level in levels:
-                    fit = _gauss_newton(points[level], work[i], level, fit.matrix, model,
-                                        iterations)
-                    if not fit.ok:
-                        break
-                return fit
-            return list(pool.map(one, ids))
+        def fit_one(frame: _Frame, init: np.ndarray, model: str, levels: tuple[int, ...],
+                    pts: list[_Points], strict: bool = False) -> _Fit:
+            # A coarser level only starts the finer one: where it fails (too few samples on
+            # a tiny frame), the finer level starts from ``init`` and the finest decides;
+            # ``strict`` fails the fit instead (the model choice: no richer model is tried
+            # on frames too small for the coarse level).
+            fit = _Fit(init, float("nan"), 1.0, 0.0, True)
+            for k, level in enumerate(levels):
+                step = _gauss_newton(pts[level], frame, level, fit.matrix, model, iterations)
+                if step.ok or strict or k == len(levels) - 1:
+                    fit = step
+                if strict and not fit.ok:
+                    break
+            return fit
+
+        def fit_kept(ids: np.ndarray, inits: dict, model: str, levels: tuple[int, ...],
+                     strict: bool = False) -> list[_Fit]:
+            return list(pool.map(lambda i: fit_one(work[int(i)], inits[int(i)], model, levels,
+                                                   points, strict), ids))
 
         # The model: tried on a few frames spread over the clip.
         model = "translation"
-        trial = np.unique(np.linspace(0, n - 1, min(n, _MODEL_FRAMES)).round().astype(int))
-        simple = fit_all(trial, mats, model, (1, 0))
+        simple = fit_kept(trial, coarse, model, (1, 0), strict=True)
         for richer in models[1:]:
-            inits = mats.copy()
-            inits[trial] = [f.matrix for f in simple]
-            rich = fit_all(trial, inits, richer, (0,))
+            inits = dict(coarse)
+            inits.update({int(i): f.matrix for i, f in zip(trial, simple, strict=True)})
+            rich = fit_kept(trial, inits, richer, (0,), strict=True)
             if not _richer_needed(simple, rich, richer, shape_s, min_motion_px * scale):
                 break
             simple, model = rich, richer
-        fits = fit_all(np.arange(n), mats, model, (1, 0))
-        mats = np.stack([f.matrix for f in fits])
-        # Again on a sharper template, built from the refined motion.
-        template, covered = _temporal_reference(work, mats, chosen)
+        # A sharper template from the template frames' refined motion.
+        refined = fit_kept(chosen, coarse, model, (1, 0))
+        template, covered = template_of([f.matrix for f in refined])
         points = _template_points(template, covered)
-        fits = fit_all(np.arange(n), mats, model, (0,))
-        mats = np.stack([f.matrix for f in fits])
         expo_points = _exposure_points(template, covered)
-        exposure = list(pool.map(lambda i: _exposure(expo_points, work[i], mats[i]), range(n)))
+        lo, hi = np.percentile(work[reference].levels[0], [2.0, 98.0])
+        work.clear()
+
+        # Every frame, streamed: coarse shift, two-level fit, exposure; only numbers kept.
+        def one(frame: np.ndarray) -> tuple[_Fit, float | None]:
+            prep = _prepare(frame, scale)
+            init = _translation(*_coarse_shift(ref_open, prep.opened, window))
+            fit = fit_one(prep, init, model, (1, 0), points)
+            return fit, _exposure(expo_points, prep, fit.matrix)
+
+        fits: list[_Fit] = []
+        exposure: list[float | None] = []
+        chunk: list[np.ndarray] = []
+        for frame in itertools.chain(source, [None]):
+            if frame is not None:
+                chunk.append(frame)
+            if len(chunk) >= 2 * workers or (frame is None and chunk):
+                for fit, gain in pool.map(one, chunk):
+                    fits.append(fit)
+                    exposure.append(gain)
+                chunk = []
+    if len(fits) != n:
+        raise InputError(f"{source.source}: {len(fits)} frames decoded, {n} expected")
+    mats = np.stack([f.matrix for f in fits])
     # Anchor at the reference frame: x_i = M_i x_T and x_r = M_r x_T give x_i = M_i M_r^-1 x_r.
     anchor = np.linalg.inv(mats[reference])
     rel = mats @ anchor
@@ -1022,7 +1072,6 @@ def measure_motion(frames: np.ndarray, reference: int | None = None, *,
     full[reference] = np.eye(3)
     # The exposure anchor: the frame of median brightness (an extreme frame would clip), among
     # those whose change is a global gain; the others keep the anchor's exposure.
-    lo, hi = np.percentile(work[reference].levels[0], [2.0, 98.0])
     ok = np.array([f.ok for f in fits])
     measured = np.array([g is not None for g in exposure]) & ok
     gains = np.array([1.0 if g is None else g for g in exposure])
@@ -1088,6 +1137,31 @@ def align_frames(frames: np.ndarray, mode: str | AlignMode = "auto", *,
     elif motion.matrices.shape != (n, 3, 3) or motion.shape != (h, w):
         raise ValueError(f"motion: expected {n} transforms for {h} x {w} frames, got "
                          f"{motion.matrices.shape} for {motion.shape}")
+    moved, warped, exposed = alignment_plan(motion, mode)
+    out = frames
+    if (warped | exposed).any():
+        out = frames.copy()
+
+        def one(i: int) -> None:
+            out[i] = align_frame(frames[i], motion, i, mode, bool(warped[i]), bool(exposed[i]))
+
+        with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
+            list(pool.map(one, np.flatnonzero(warped | exposed)))
+    valid = valid_region(motion, warped)
+    return Alignment(frames=out, motion=motion, mode=mode, warped=warped, exposed=exposed,
+                     valid=valid, crop=crop_box(valid), moved=moved)
+
+
+def alignment_plan(motion: Motion, mode: str | AlignMode
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which frames a mode moves and re-exposes: ``(moved, warped, exposed)``, N bool each.
+
+    ``moved``: displaced by more than ``mode.min_motion_px``; ``warped``: resampled into the
+    reference's coordinates (per ``mode.warp``); ``exposed``: mapped to the reference's
+    exposure. The reference frame is never moved or warped.
+    """
+    mode = get_align_mode(mode)
+    n = len(motion.matrices)
     moved = motion.displacement > mode.min_motion_px
     moved[motion.reference] = False
     exposed = motion.exposure_change > mode.min_exposure_levels
@@ -1100,24 +1174,31 @@ def align_frames(frames: np.ndarray, mode: str | AlignMode = "auto", *,
         warped[motion.reference] = False
     else:
         warped = moved.copy()
-    out = frames
-    if (warped | exposed).any():
-        out = frames.copy()
+    return moved, warped, exposed
 
-        def one(i: int) -> None:
-            image = frames[i]
-            if exposed[i]:
-                image = _expose_to_reference(image, motion.gain[i], motion.offset[i])
-            if warped[i]:
-                image = warp_frame(image, motion.matrices[i], mode.interpolation, mode.dering)
-            out[i] = np.clip(np.rint(image), 0, 255).astype(np.uint8) \
-                if image.dtype != np.uint8 else image
 
-        with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
-            list(pool.map(one, np.flatnonzero(warped | exposed)))
-    valid = valid_region(motion, warped)
-    return Alignment(frames=out, motion=motion, mode=mode, warped=warped, exposed=exposed,
-                     valid=valid, crop=crop_box(valid), moved=moved)
+def align_frame(image: np.ndarray, motion: Motion, index: int, mode: str | AlignMode,
+                warp: bool, expose: bool) -> np.ndarray:
+    """One frame in the reference's coordinates and exposure (what :func:`align_frames` does).
+
+    Args:
+        image: H x W x 3 uint8 frame ``index`` of the clip.
+        motion: the clip's :class:`Motion`.
+        index: the frame's index.
+        mode: the :class:`AlignMode` (its warp interpolation and deringing).
+        warp: resample it with ``motion.matrices[index]``.
+        expose: map its exposure to the reference's.
+
+    Returns:
+        H x W x 3 uint8 (``image`` itself when neither applies).
+    """
+    mode = get_align_mode(mode)
+    if expose:
+        image = _expose_to_reference(image, motion.gain[index], motion.offset[index])
+    if warp:
+        image = warp_frame(image, motion.matrices[index], mode.interpolation, mode.dering)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8) if image.dtype != np.uint8 \
+        else image
 
 
 def valid_region(motion: Motion, warped: np.ndarray) -> np.ndarray:
