@@ -619,30 +619,51 @@ class FrameSource:
             raise InputError(f"found 0 frames in {source} from frame {start}")
         check_image_size(first, f"frame {start} of {source}")
         self.shape = first.shape[:2]
-        self.n = sum(1 for _ in self._grab())
+        total = max(0, count_frames(source) - self.start)  # one seek, no decoding pass
+        self.n = total if count is None else min(total, int(count))
 
-    def _grab(self) -> Iterator[None]:
-        """Count frames cheaply (grab without decoding colour for videos)."""
+    def __len__(self) -> int:
+        return self.n
+
+    def iter_at(self, indices: Sequence[int] | np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """One pass yielding ``(index, frame)`` for the frames at ``indices`` only, in order.
+
+        A video grabs the other frames without converting them; a folder does not read them.
+        """
+        want = {int(i) for i in indices}
+        if self.array is not None:
+            for i in sorted(want):
+                yield i, self.array[i]
+            return
+        last = max(want, default=-1)
         path = Path(self.source)
         if path.is_dir():
-            files = list_frame_files(path)
-            stop = len(files) if self.count is None else min(len(files), self.start + self.count)
-            yield from (None for _ in files[self.start:stop])
+            files = list_frame_files(path)[self.start:self.start + self.n]
+            for i in sorted(want):
+                image = read_image(files[i])
+                if image.shape[:2] != self.shape:
+                    raise InputError(f"frame {files[i].name} of {path} is {image.shape[1]}x"
+                                     f"{image.shape[0]}, the first {self.shape[1]}x"
+                                     f"{self.shape[0]}")
+                yield i, image
             return
         cap = cv2.VideoCapture(str(path))
         try:
             for _ in range(self.start):
                 if not cap.grab():
                     return
-            done = 0
-            while (self.count is None or done < self.count) and cap.grab():
-                done += 1
-                yield None
+            for i in range(min(self.n, last + 1)):
+                if not cap.grab():
+                    return
+                if i not in want:
+                    continue
+                ok, frame = cap.retrieve()
+                if not ok or frame is None:
+                    return
+                yield i, (cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB) if frame.ndim == 2
+                          else cv2.cvtColor(frame[:, :, :3], cv2.COLOR_BGR2RGB))
         finally:
             cap.release()
-
-    def __len__(self) -> int:
-        return self.n
 
     def __iter__(self) -> Iterator[np.ndarray]:
         """One pass over every frame (H x W x 3 uint8 RGB), in order."""
@@ -666,12 +687,9 @@ class FrameSource:
         out = np.empty((len(idx), *self.shape, 3), np.uint8)
         want = {int(i): k for k, i in enumerate(idx)}
         found = 0
-        for i, frame in enumerate(self):
-            if i in want:
-                out[want[i]] = frame
-                found += 1
-                if found == len(idx):
-                    break
+        for i, frame in self.iter_at(idx):
+            out[want[i]] = frame
+            found += 1
         if found < len(idx):
             raise InputError(f"{self.source}: only {found} of the {len(idx)} frames asked for "
                              "decoded")

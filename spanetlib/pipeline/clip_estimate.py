@@ -998,7 +998,7 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
     # Pass: align and keep the kept frames.
     frames_k = np.empty((len(kept), h, w, 3), np.uint8)
     with ThreadPoolExecutor(workers) as pool:
-        wanted = ((i, f) for i, f in enumerate(source) if i in position)
+        wanted = source.iter_at(kept)
         for chunk in _chunks(wanted, 2 * workers):
             for (i, _), out in zip(chunk, pool.map(aligned_of, chunk), strict=True):
                 frames_k[position[i]] = out
@@ -1029,7 +1029,7 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
         # The kept frames from memory, the others aligned as they stream past.
         pool = ThreadPoolExecutor(workers)
         try:
-            todo = ((i, f) for i, f in enumerate(source) if membership[i] >= 0)
+            todo = source.iter_at(np.flatnonzero(membership >= 0))
             for chunk in _chunks(todo, 2 * workers):
                 fresh = [item for item in chunk if item[0] not in position]
                 done = dict(zip([i for i, _ in fresh], pool.map(aligned_of, fresh),
