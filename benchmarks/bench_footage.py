@@ -276,10 +276,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        (tmp / "old").mkdir()
         old_root = None if args.no_old else extract_old(tmp / "old")
-        if old_root is None and not args.no_old:
-            (tmp / "old").mkdir()
-            old_root = extract_old(tmp / "old")
         jobs: list[tuple[str, Path, Path | None, tuple[int, int] | None, int]] = []
         for name, size, n in (QUICK if args.quick else FULL):
             path = tmp / f"{name.replace(' ', '_')}.avi"
