@@ -28,8 +28,10 @@ How the motion is measured (all on luminance copies whose longer side is at most
    and offset are fitted along. The motion model is chosen on 10 frames spread over the clip:
    Euclidean (rotation) over translation when it moves some frame corner by more than
    ``min_motion_px`` and lowers the residual in a fifth of them; a homography over Euclidean
-   when it lowers the residual by 5 % besides (rolling shutter, perspective). Every frame is
-   then fitted, the template rebuilt from that motion, and every frame refitted.
+   when it lowers the residual by 5 % besides (rolling shutter, perspective). The template's
+   frames are then fitted and the template rebuilt from that motion; every frame is fitted
+   to that sharper template as it streams past (the Gauss-Newton loop runs in numba), so
+   memory does not grow with the clip: only the template's and model's frames are held.
 5. **Exposure.** Per frame, a gain by quantile regression (20 %: rain only brightens) over
    an even grid of template samples. A change that is not a global gain is no exposure
    change and keeps gain 1: a fit with an offset needing more than 2 levels (a veil of

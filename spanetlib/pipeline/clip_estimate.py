@@ -97,6 +97,7 @@ __all__ = [
     "estimate_clip",
     "frame_valid_region",
     "pair_check",
+    "pair_check_terms",
 ]
 
 _BLOCK = 8  # block side (pixels at the signature scale)
@@ -414,7 +415,28 @@ def _blob_elements(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.ones((side, side), np.uint8), np.ones((1, line), np.uint8)
 
 
-def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: float = 0.1
+def pair_check_terms(clean: np.ndarray, sigma: float, edge_px: float = 0.1
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`pair_check` needs of the clean image alone: ``(luminance, allowance)``.
+
+    Args:
+        clean: H x W x 3 uint8 clean image.
+        sigma: luminance noise (levels).
+        edge_px: misalignment (pixels) tolerated at edges.
+
+    Returns:
+        Two H x W float32 arrays: the clean image's luminance and how far (levels) a rain
+        frame may fall below it (``3.5 sigma + 2`` plus ``edge_px`` times its gradient).
+    """
+    tol = 3.5 * float(sigma) + 2.0
+    cy = _luma(clean)
+    gx = cv2.Sobel(cy, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    gy = cv2.Sobel(cy, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    return cy, tol + edge_px * np.sqrt(gx * gx + gy * gy)
+
+
+def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: float = 0.1, *,
+               clean_terms: tuple[np.ndarray, np.ndarray] | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
     """Pixels of a rain/clean pair that rain does not explain.
 
@@ -436,6 +458,8 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
         clean: H x W x 3 uint8 clean image in the same pixels.
         sigma: luminance noise (levels), e.g. :func:`spanetlib.pipeline.background.noise_sigma`.
         edge_px: misalignment (pixels) tolerated at edges.
+        clean_terms: :func:`pair_check_terms` of ``(clean, sigma, edge_px)``, for checking
+            many frames against one clean image (computed here when None).
 
     Returns:
         H x W bool, True where the pair is inconsistent, and the H x W float32 luminance
@@ -444,11 +468,7 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
     if frame.shape != clean.shape or frame.ndim != 3 or frame.shape[2] != 3:
         raise InputError(f"pair_check: expected two H x W x 3 images of one shape, got "
                          f"{frame.shape} and {clean.shape}")
-    tol = 3.5 * float(sigma) + 2.0
-    cy = _luma(clean)
-    gx = cv2.Sobel(cy, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
-    gy = cv2.Sobel(cy, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
-    allow = tol + edge_px * np.sqrt(gx * gx + gy * gy)
+    cy, allow = pair_check_terms(clean, sigma, edge_px) if clean_terms is None else clean_terms
     dy = _luma(frame) - cy
     channel_drop = np.maximum(np.maximum(clean[..., 0].astype(np.int16) - frame[..., 0],
                                          clean[..., 1].astype(np.int16) - frame[..., 1]),
@@ -916,6 +936,9 @@ def _checked(found: list[ClipSegment], motion: Motion, mode: AlignMode, warped: 
     dark = np.full(n, np.nan, np.float32)
     bits: list[bytes | None] = [None] * n
     cleans = [np.clip(np.rint(seg.image), 0, 255).astype(np.uint8) for seg in found]
+    terms = {(k, moved): pair_check_terms(cleans[k], seg.noise_sigma, EDGE_TOLERANCE_PX[moved])
+             for k, seg in enumerate(found) for moved in (False, True)
+             if ((membership == k) & (warped == moved)).any()}
 
     def check(item: tuple[int, np.ndarray]) -> None:
         # In the reference's coordinates and exposure, where the frame met the estimate; the
@@ -923,7 +946,8 @@ def _checked(found: list[ClipSegment], motion: Motion, mode: AlignMode, warped: 
         i, frame = item
         seg = found[membership[i]]
         bad, dy = pair_check(frame, cleans[membership[i]], seg.noise_sigma,
-                             EDGE_TOLERANCE_PX[bool(warped[i])])
+                             EDGE_TOLERANCE_PX[bool(warped[i])],
+                             clean_terms=terms[(int(membership[i]), bool(warped[i]))])
         bad &= seg.valid
         share = float(bad.sum()) / max(1, int(seg.valid.sum()))
         usable = seg.valid & ~bad
