@@ -265,6 +265,8 @@ def main() -> None:
     parser.add_argument("--no-real", action="store_true", help="skip ../shared/real-clips")
     parser.add_argument("--out", default=str(ROOT / "results"), help="folder of the results")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
+    parser.add_argument("--long-frames", type=int, default=None,
+                        help="frames of the long clip (default 3000; 600 with --quick)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -279,7 +281,9 @@ def main() -> None:
         (tmp / "old").mkdir()
         old_root = None if args.no_old else extract_old(tmp / "old")
         jobs: list[tuple[str, Path, Path | None, tuple[int, int] | None, int]] = []
-        for name, size, n in (QUICK if args.quick else FULL):
+        clips = [(name, size, args.long_frames if "long" in name and args.long_frames else n)
+                 for name, size, n in (QUICK if args.quick else FULL)]
+        for name, size, n in clips:
             path = tmp / f"{name.replace(' ', '_')}.avi"
             start = time.perf_counter()
             truth = write_handheld_clip(path, size, n, seed=len(jobs))
