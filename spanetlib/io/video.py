@@ -22,7 +22,7 @@ import hashlib
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +49,11 @@ __all__ = [
     "SourceIdentity",
     "VIDEO_CODECS",
     "VIDEO_SUFFIXES",
+    "FrameSource",
     "count_frames",
     "frame_shape",
     "is_video",
+    "iter_frames",
     "list_frame_files",
     "list_scenes",
     "read_sequence",
@@ -642,3 +644,175 @@ def scene_name(source: str | os.PathLike) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:100] or "scene"
     digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{safe}-{digest}"
+
+
+def iter_frames(source: str | os.PathLike, start: int = 0, count: int | None = None
+                ) -> Iterator[np.ndarray]:
+    """Yield a rain sequence's frames one at a time, holding only the current one.
+
+    The streaming counterpart of :func:`read_sequence` (same sources, frame order and RGB
+    conversion), for clips too long to hold in memory.
+
+    Args:
+        source: a video file or a folder of image frames.
+        start: index of the first frame (>= 0).
+        count: most frames to yield (``None``: all the rest).
+
+    Yields:
+        H x W x 3 uint8 RGB frames.
+
+    Raises:
+        InputError: a missing or unreadable source, an image file, frames of different sizes.
+    """
+    _check_index("start", start, allow_none=False)
+    _check_index("count", count, allow_none=True)
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"sequence not found: {path}")
+    if path.is_dir():
+        files = list_frame_files(path)
+        if not files:
+            raise InputError(f"no image frames ({', '.join(IMAGE_SUFFIXES)}) in folder: {path}")
+        stop = len(files) if count is None else min(len(files), start + count)
+        first_shape = None
+        for file in files[start:stop]:
+            image = read_image(file)
+            if first_shape is None:
+                first_shape = image.shape
+            elif image.shape != first_shape:
+                raise InputError(f"frame {file.name} is {image.shape[1]}x{image.shape[0]} but "
+                                 f"the first is {first_shape[1]}x{first_shape[0]}; all frames "
+                                 f"in {path} must have the same size")
+            yield image
+        return
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise InputError(f"expected a video file or a folder of frames, got an image: {path}")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise InputError(f"cannot open video: {path}")
+        skipped = 0
+        while skipped < start and cap.grab():
+            skipped += 1
+        done = 0
+        while count is None or done < count:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                break
+            if frame.ndim == 2:
+                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+            else:
+                frame = cv2.cvtColor(frame[:, :, :3], cv2.COLOR_BGR2RGB)
+            done += 1
+            yield frame
+        if skipped == 0 and done == 0 and count != 0:
+            raise InputError(f"cannot read any frame from video: {path}")
+    finally:
+        cap.release()
+
+
+class FrameSource:
+    """A rain sequence read on demand, in passes, never held whole in memory.
+
+    Each pass (:meth:`__iter__`, :meth:`take`) decodes the source again from ``start``, so
+    the memory a consumer needs is what it keeps, not the clip. Arrays work too (a pass is
+    then a loop over the array), so one code path serves both.
+
+    Args:
+        source: a video file, a folder of frames, or an N x H x W x 3 uint8 array.
+        start: first frame (files only).
+        count: most frames (files only; ``None``: all the rest).
+
+    Raises:
+        InputError: as :func:`iter_frames`, or a source with fewer than 1 frame.
+    """
+
+    def __init__(self, source: str | os.PathLike | np.ndarray, start: int = 0,
+                 count: int | None = None) -> None:
+        self.array = source if isinstance(source, np.ndarray) else None
+        self.source = source
+        self.start, self.count = int(start), count
+        if self.array is not None:
+            self.n = len(self.array)
+            self.shape = tuple(self.array.shape[1:3])
+            return
+        first = next(iter_frames(source, start, 1), None)
+        if first is None:
+            raise InputError(f"found 0 frames in {source} from frame {start}")
+        check_image_size(first, f"frame {start} of {source}")
+        self.shape = first.shape[:2]
+        total = max(0, count_frames(source) - self.start)  # one seek, no decoding pass
+        self.n = total if count is None else min(total, int(count))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def iter_at(self, indices: Sequence[int] | np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """One pass yielding ``(index, frame)`` for the frames at ``indices`` only, in order.
+
+        A video grabs the other frames without converting them; a folder does not read them.
+        """
+        want = {int(i) for i in indices}
+        if self.array is not None:
+            for i in sorted(want):
+                yield i, self.array[i]
+            return
+        last = max(want, default=-1)
+        path = Path(self.source)
+        if path.is_dir():
+            files = list_frame_files(path)[self.start:self.start + self.n]
+            for i in sorted(want):
+                image = read_image(files[i])
+                if image.shape[:2] != self.shape:
+                    raise InputError(f"frame {files[i].name} of {path} is {image.shape[1]}x"
+                                     f"{image.shape[0]}, the first {self.shape[1]}x"
+                                     f"{self.shape[0]}")
+                yield i, image
+            return
+        cap = cv2.VideoCapture(str(path))
+        try:
+            for _ in range(self.start):
+                if not cap.grab():
+                    return
+            for i in range(min(self.n, last + 1)):
+                if not cap.grab():
+                    return
+                if i not in want:
+                    continue
+                ok, frame = cap.retrieve()
+                if not ok or frame is None:
+                    return
+                yield i, (cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB) if frame.ndim == 2
+                          else cv2.cvtColor(frame[:, :, :3], cv2.COLOR_BGR2RGB))
+        finally:
+            cap.release()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """One pass over every frame (H x W x 3 uint8 RGB), in order."""
+        if self.array is not None:
+            yield from self.array
+            return
+        for k, frame in enumerate(iter_frames(self.source, self.start, self.count)):
+            if k >= self.n:
+                return
+            if frame.shape[:2] != self.shape:
+                raise InputError(f"frame {self.start + k} of {self.source} is "
+                                 f"{frame.shape[1]}x{frame.shape[0]}, the first "
+                                 f"{self.shape[1]}x{self.shape[0]}")
+            yield frame
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The frames at ``indices`` (sorted, unique) as a K x H x W x 3 array, in one pass."""
+        idx = np.asarray(indices, np.int64)
+        if self.array is not None:
+            return self.array[idx]
+        out = np.empty((len(idx), *self.shape, 3), np.uint8)
+        want = {int(i): k for k, i in enumerate(idx)}
+        found = 0
+        for i, frame in self.iter_at(idx):
+            out[want[i]] = frame
+            found += 1
+        if found < len(idx):
+            raise InputError(f"{self.source}: only {found} of the {len(idx)} frames asked for "
+                             "decoded")
+        return out

@@ -28,8 +28,10 @@ How the motion is measured (all on luminance copies whose longer side is at most
    and offset are fitted along. The motion model is chosen on 10 frames spread over the clip:
    Euclidean (rotation) over translation when it moves some frame corner by more than
    ``min_motion_px`` and lowers the residual in a fifth of them; a homography over Euclidean
-   when it lowers the residual by 5 % besides (rolling shutter, perspective). Every frame is
-   then fitted, the template rebuilt from that motion, and every frame refitted.
+   when it lowers the residual by 5 % besides (rolling shutter, perspective). The template's
+   frames are then fitted and the template rebuilt from that motion; every frame is fitted
+   to that sharper template as it streams past (the Gauss-Newton loop runs in numba), so
+   memory does not grow with the clip: only the template's and model's frames are held.
 5. **Exposure.** Per frame, a gain by quantile regression (20 %: rain only brightens) over
    an even grid of template samples. A change that is not a global gain is no exposure
    change and keeps gain 1: a fit with an offset needing more than 2 levels (a veil of
@@ -39,8 +41,8 @@ How the motion is measured (all on luminance copies whose longer side is at most
    therefore has the identity exactly), exposures relative to the frame of median
    brightness (gain 1: mapping frames to an extreme one would clip them).
 
-On the synthetic clips of :func:`spanetlib.synthesis.rain.make_rain_clip` (rain, noise) the motion is
-within 0.02 px (mean) of the truth at 360 x 640 and 0.03 px at 120 x 160
+On the synthetic clips of :func:`spanetlib.synthesis.rain.make_rain_clip` (rain, noise) the
+motion is within 0.02 px (mean) of the truth at 360 x 640 and 0.03 px at 120 x 160
 (``benchmarks/bench_clips.py``, ``tests/test_alignment.py``).
 
 :func:`align_frames` then applies a named :class:`AlignMode`: ``"off"`` measures only,
@@ -55,6 +57,7 @@ pixel centres), returned as a mask and as a large axis-parallel crop box inside 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +69,7 @@ from numba import njit
 from scipy import ndimage
 
 from spanetlib.io.errors import InputError
+from spanetlib.io.video import FrameSource
 
 __all__ = [
     "ALIGN_MODES",
@@ -73,7 +77,9 @@ __all__ = [
     "Alignment",
     "MOTION_MODELS",
     "Motion",
+    "align_frame",
     "align_frames",
+    "alignment_plan",
     "bspline_coefficients",
     "bspline_sample",
     "crop_box",
@@ -696,24 +702,6 @@ def _quantile_fit(design: np.ndarray, x: np.ndarray) -> np.ndarray:
     return coef
 
 
-def _geometric_jacobian(model: str, m: np.ndarray, xn: np.ndarray, yn: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """d(warped x)/d(params) and d(warped y)/d(params), K x P, in normalized coordinates."""
-    one, zero = np.ones_like(xn), np.zeros_like(xn)
-    if model == "translation":
-        return np.stack([one, zero]), np.stack([zero, one])
-    if model == "euclidean":
-        c, s = m[0, 0], m[1, 0]
-        return (np.stack([-s * xn - c * yn, one, zero]),
-                np.stack([c * xn - s * yn, zero, one]))
-    den = m[2, 0] * xn + m[2, 1] * yn + 1.0
-    u = (m[0, 0] * xn + m[0, 1] * yn + m[0, 2]) / den
-    v = (m[1, 0] * xn + m[1, 1] * yn + m[1, 2]) / den
-    a, b, c = xn / den, yn / den, 1.0 / den
-    return (np.stack([a, b, c, zero, zero, zero, -u * a, -u * b]),
-            np.stack([zero, zero, zero, a, b, c, -v * a, -v * b]))
-
-
 def _step(model: str, m: np.ndarray, dp: np.ndarray) -> np.ndarray:
     m = m.copy()
     if model == "translation":
@@ -728,6 +716,126 @@ def _step(model: str, m: np.ndarray, dp: np.ndarray) -> np.ndarray:
         m[1] += dp[3:6]
         m[2, :2] += dp[6:8]
     return m
+
+
+_N_PARAMS = {"translation": 2, "euclidean": 3, "homography": 8}
+
+
+@njit(nogil=True, cache=True)
+def _bspline_point(coeffs, x, y):
+    """Cubic B-spline interpolation of channel 0 of ``coeffs`` at one point (mirror edges)."""
+    h, w = coeffs.shape[0], coeffs.shape[1]
+    ix = math.floor(x)
+    iy = math.floor(y)
+    fx = x - ix
+    fy = y - iy
+    gx = 1.0 - fx
+    gy = 1.0 - fy
+    wx0, wx3 = gx * gx * gx / 6.0, fx * fx * fx / 6.0
+    wx1 = (3.0 * fx * fx * fx - 6.0 * fx * fx + 4.0) / 6.0
+    wx2 = (-3.0 * fx * fx * fx + 3.0 * fx * fx + 3.0 * fx + 1.0) / 6.0
+    wy0, wy3 = gy * gy * gy / 6.0, fy * fy * fy / 6.0
+    wy1 = (3.0 * fy * fy * fy - 6.0 * fy * fy + 4.0) / 6.0
+    wy2 = (-3.0 * fy * fy * fy + 3.0 * fy * fy + 3.0 * fy + 1.0) / 6.0
+    acc = 0.0
+    for j in range(4):
+        row = _mirror(iy - 1 + j, h)
+        wyj = wy0 if j == 0 else (wy1 if j == 1 else (wy2 if j == 2 else wy3))
+        line = 0.0
+        line += wx0 * coeffs[row, _mirror(ix - 1, w), 0]
+        line += wx1 * coeffs[row, _mirror(ix, w), 0]
+        line += wx2 * coeffs[row, _mirror(ix + 1, w), 0]
+        line += wx3 * coeffs[row, _mirror(ix + 2, w), 0]
+        acc += wyj * line
+    return acc
+
+
+@njit(nogil=True, cache=True)
+def _gn_residuals(coeffs, clear, m, xn, yn, t, half, cx, cy, gain, offset, r, usable):
+    """Residuals ``frame(M x) - (gain T + offset)`` of every template sample, in place.
+
+    ``usable`` marks the samples inside the frame (1 pixel from its edge) on rain-free
+    pixels. Returns their count. The sampled value is rounded to float32 as
+    :func:`bspline_sample` returns it.
+    """
+    h, w = clear.shape
+    count = 0
+    for k in range(xn.size):
+        den = m[2, 0] * xn[k] + m[2, 1] * yn[k] + 1.0
+        mx = (m[0, 0] * xn[k] + m[0, 1] * yn[k] + m[0, 2]) / den * half + cx
+        my = (m[1, 0] * xn[k] + m[1, 1] * yn[k] + m[1, 2]) / den * half + cy
+        ok = mx >= 1 and mx <= w - 2 and my >= 1 and my <= h - 2
+        if ok:
+            ok = clear[int(np.rint(my)), int(np.rint(mx))] > 0
+        usable[k] = ok
+        count += ok
+        r[k] = np.float32(_bspline_point(coeffs, mx, my)) - (gain * t[k] + offset)
+    return count
+
+
+@njit(nogil=True, cache=True)
+def _gn_normal(r, usable, sigma, m, model, xn, yn, tgx, tgy, t, gain, normal, rhs, weighted):
+    """Tukey-weighted normal equations ``J^T W J`` and ``J^T W r`` of one Gauss-Newton step.
+
+    Samples brighter than 2.5 sigma (rain) get weight 0. ``model`` indexes
+    :data:`MOTION_MODELS`; the parameters are the model's, then gain and offset. Returns
+    ``(sum of weights, weighted sum of squared residuals, samples with weight > 0)`` and
+    marks those samples in ``weighted``.
+    """
+    n_par = normal.shape[0]
+    normal[:, :] = 0.0
+    rhs[:] = 0.0
+    jac = np.empty(n_par)
+    jx = np.zeros(8)
+    jy = np.zeros(8)
+    wsum = 0.0
+    wr2 = 0.0
+    kept = 0
+    c, s = m[0, 0], m[1, 0]
+    for k in range(r.size):
+        weighted[k] = False
+        if not usable[k]:
+            continue
+        z = r[k] / sigma
+        if z >= 2.5:
+            continue
+        a = 1.0 - (z / 4.685) ** 2
+        if a <= 0.0:
+            continue
+        wgt = a * a
+        weighted[k] = True
+        kept += 1
+        x, y = xn[k], yn[k]
+        if model == 0:
+            jx[0], jx[1] = 1.0, 0.0
+            jy[0], jy[1] = 0.0, 1.0
+        elif model == 1:
+            jx[0], jx[1], jx[2] = -s * x - c * y, 1.0, 0.0
+            jy[0], jy[1], jy[2] = c * x - s * y, 0.0, 1.0
+        else:
+            den = m[2, 0] * x + m[2, 1] * y + 1.0
+            u = (m[0, 0] * x + m[0, 1] * y + m[0, 2]) / den
+            v = (m[1, 0] * x + m[1, 1] * y + m[1, 2]) / den
+            pa, pb, pc = x / den, y / den, 1.0 / den
+            jx[0], jx[1], jx[2], jx[3], jx[4], jx[5], jx[6], jx[7] = (
+                pa, pb, pc, 0.0, 0.0, 0.0, -u * pa, -u * pb)
+            jy[0], jy[1], jy[2], jy[3], jy[4], jy[5], jy[6], jy[7] = (
+                0.0, 0.0, 0.0, pa, pb, pc, -v * pa, -v * pb)
+        for p in range(n_par - 2):
+            jac[p] = gain * (tgx[k] * jx[p] + tgy[k] * jy[p])
+        jac[n_par - 2] = -t[k]
+        jac[n_par - 1] = -1.0
+        for p in range(n_par):
+            wp = wgt * jac[p]
+            rhs[p] += wp * r[k]
+            for q in range(p, n_par):
+                normal[p, q] += wp * jac[q]
+        wsum += wgt
+        wr2 += wgt * r[k] * r[k]
+    for p in range(n_par):
+        for q in range(p):
+            normal[p, q] = normal[q, p]
+    return wsum, wr2, kept
 
 
 def _gauss_newton(points: _Points, frame: _Frame, level: int, init: np.ndarray, model: str,
@@ -755,48 +863,45 @@ def _gauss_newton(points: _Points, frame: _Frame, level: int, init: np.ndarray, 
     m /= m[2, 2]
     if model != "homography":
         m[2] = (0.0, 0.0, 1.0)
+    model_id = MOTION_MODELS.index(model)
     xn, yn = (points.x - cx) / half, (points.y - cy) / half
     t = points.value
     tgx, tgy = points.gx * half, points.gy * half
+    n_par = _N_PARAMS[model] + 2
+    r = np.empty(t.size)
+    usable = np.empty(t.size, np.bool_)
+    weighted = np.empty(t.size, np.bool_)
+    normal = np.empty((n_par, n_par))
+    rhs = np.empty(n_par)
     gain, offset, sigma = 1.0, 0.0, None
-    r = wgt = None
+    wsum = wr2 = 0.0
     for _ in range(iterations):
-        den = m[2, 0] * xn + m[2, 1] * yn + 1.0
-        mx = (m[0, 0] * xn + m[0, 1] * yn + m[0, 2]) / den * half + cx
-        my = (m[1, 0] * xn + m[1, 1] * yn + m[1, 2]) / den * half + cy
-        inside = (mx >= 1) & (mx <= w - 2) & (my >= 1) & (my <= h - 2)
-        usable = inside.copy()
-        usable[inside] = clear[np.rint(my[inside]).astype(np.intp),
-                               np.rint(mx[inside]).astype(np.intp)] > 0
-        if usable.sum() < 32:
+        # One pass over the samples (numba): residuals, then the weighted normal equations.
+        if _gn_residuals(coeffs, clear, m, xn, yn, t, half, cx, cy, gain, offset, r,
+                         usable) < 32:
             return _Fit(init, float("nan"), 1.0, 0.0, False)
-        r = bspline_sample(coeffs, mx, my)[:, 0].astype(np.float64) - (gain * t + offset)
         if sigma is None:
-            sigma = 1.4826 * float(np.median(np.abs(r[usable] - np.median(r[usable])))) + 0.5
-        z = r / sigma
-        wgt = np.where(usable & (z < 2.5), np.clip(1.0 - (z / 4.685) ** 2, 0.0, None) ** 2,
-                       0.0)
-        jx, jy = _geometric_jacobian(model, m, xn, yn)
-        jac = np.concatenate([gain * (tgx * jx + tgy * jy), -t[None], -np.ones_like(t)[None]])
-        jw = jac * wgt
+            ru = r[usable]
+            sigma = 1.4826 * float(np.median(np.abs(ru - np.median(ru)))) + 0.5
+        wsum, wr2, kept = _gn_normal(r, usable, sigma, m, model_id, xn, yn, tgx, tgy, t,
+                                     gain, normal, rhs, weighted)
         try:
-            dp = -np.linalg.solve(jw @ jac.T, jw @ r)
+            dp = -np.linalg.solve(normal, rhs)
         except np.linalg.LinAlgError:
             return _Fit(init, float("nan"), 1.0, 0.0, False)
         before = m
         m = _step(model, m, dp[:-2])
         gain += dp[-2]
         offset += dp[-1]
-        kept = wgt > 0
-        if kept.sum() >= 32:
-            sigma = 1.4826 * float(np.median(np.abs(r[kept]))) + 0.5
+        if kept >= 32:
+            sigma = 1.4826 * float(np.median(np.abs(r[weighted]))) + 0.5
         if not np.all(np.isfinite(m)):
             return _Fit(init, float("nan"), 1.0, 0.0, False)
         moved = motion_displacement((np.linalg.inv(before) @ m)[None], (2.0, 2.0))[0] * half
         if moved < tol * 0.5 ** level:
             break
     out = np.linalg.inv(to_norm) @ m @ to_norm
-    rms = float(np.sqrt(np.sum(wgt * r ** 2) / max(float(wgt.sum()), 1e-9)))
+    rms = float(np.sqrt(wr2 / max(wsum, 1e-9)))
     return _Fit(out / out[2, 2], rms, float(gain), float(offset), True)
 
 
@@ -829,7 +934,7 @@ def _richer_needed(simple: list[_Fit], rich: list[_Fit], model: str, shape: tupl
     return votes >= max(1, int(math.ceil(0.2 * len(simple))))
 
 
-def measure_motion(frames: np.ndarray, reference: int | None = None, *,
+def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = None, *,
                    models: tuple[str, ...] = MOTION_MODELS, max_side: int = 640,
                    min_motion_px: float = 0.1, iterations: int = 30,
                    workers: int | None = None) -> Motion:
@@ -839,8 +944,15 @@ def measure_motion(frames: np.ndarray, reference: int | None = None, *,
     residuals ignored; the template is a low temporal percentile), sub-pixel (Gauss-Newton
     with cubic sampling), and it picks the simplest model that explains the motion.
 
+    Memory does not grow with the clip: the template, the model choice and the sharper
+    template are made from at most ``_REFERENCE_FRAMES + _MODEL_FRAMES`` frames spread over
+    the clip; every frame is then registered as it streams past (a
+    :class:`spanetlib.io.video.FrameSource` decodes a file in passes) and only its transform
+    and exposure are kept.
+
     Args:
-        frames: N x H x W x 3 uint8 RGB frames (N >= 1).
+        frames: N x H x W x 3 uint8 RGB frames (N >= 1), or a
+            :class:`spanetlib.io.video.FrameSource` (a video file or frame folder).
         reference: the reference frame (default the middle one, ``N // 2``: the shortest
             reach over a pan).
         models: a prefix of :data:`MOTION_MODELS`: the richest model allowed.
@@ -856,13 +968,15 @@ def measure_motion(frames: np.ndarray, reference: int | None = None, *,
         InputError: frames that are not N x H x W x 3 uint8, or a bad reference index.
         ValueError: bad ``models`` or sizes.
     """
-    frames = _check_frames(frames)
-    n, h, w = frames.shape[:3]
+    source = frames if isinstance(frames, FrameSource) else FrameSource(_check_frames(frames))
+    n = len(source)
+    h, w = source.shape
     if reference is None:
         reference = n // 2
     if isinstance(reference, bool) or not isinstance(reference, (int, np.integer)) \
             or not 0 <= reference < n:
         raise InputError(f"reference: expected a frame index in [0, {n}), got {reference!r}")
+    reference = int(reference)
     models = tuple(models)
     if not models or models != MOTION_MODELS[:len(models)]:
         raise ValueError(f"models: expected a prefix of {MOTION_MODELS}, got {models}")
@@ -870,50 +984,87 @@ def measure_motion(frames: np.ndarray, reference: int | None = None, *,
         raise ValueError(f"max_side: expected >= 32, got {max_side}")
     scale = min(1.0, max_side / max(h, w))
     workers = workers or min(4, os.cpu_count() or 1)
+    chosen = np.unique(np.linspace(0, n - 1, min(n, _REFERENCE_FRAMES)).round().astype(int))
+    trial = np.unique(np.linspace(0, n - 1, min(n, _MODEL_FRAMES)).round().astype(int))
+    keep = np.union1d(np.union1d(chosen, trial), [reference])
     with ThreadPoolExecutor(workers) as pool:
-        work = list(pool.map(lambda f: _prepare(f, scale), frames))
-        shape_s = work[0].levels[0].shape
+        # The few frames the template and the model choice need, prepared once.
+        work = dict(zip(keep.tolist(), pool.map(lambda f: _prepare(f, scale),
+                                                 source.take(keep)), strict=True))
+        shape_s = work[reference].levels[0].shape
         window = cv2.createHanningWindow(shape_s[::-1], cv2.CV_32F)
         ref_open = work[reference].opened
-        shifts = list(pool.map(lambda f: _coarse_shift(ref_open, f.opened, window), work))
-        mats = np.stack([_translation(*s) for s in shifts])
-        mats[reference] = np.eye(3)
-        chosen = np.unique(np.linspace(0, n - 1, min(n, _REFERENCE_FRAMES)).round().astype(int))
-        template, covered = _temporal_reference(work, mats, chosen)
+        coarse = dict(zip(keep.tolist(), pool.map(
+            lambda i: _translation(*_coarse_shift(ref_open, work[i].opened, window)),
+            keep.tolist()), strict=True))
+        coarse[reference] = np.eye(3)
+
+        def template_of(mats: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+            return _temporal_reference([work[int(i)] for i in chosen], np.stack(mats),
+                                       np.arange(len(chosen)))
+
+        template, covered = template_of([coarse[int(i)] for i in chosen])
         points = _template_points(template, covered)
 
-        def fit_all(ids: np.ndarray, inits: np.ndarray, model: str, levels: tuple[int, ...]
-                    ) -> list[_Fit]:
-            def one(i: int) -> _Fit:
-                fit = _Fit(inits[i], float("nan"), 1.0, 0.0, True)
-                for level in levels:
-                    fit = _gauss_newton(points[level], work[i], level, fit.matrix, model,
-                                        iterations)
-                    if not fit.ok:
-                        break
-                return fit
-            return list(pool.map(one, ids))
+        def fit_one(frame: _Frame, init: np.ndarray, model: str, levels: tuple[int, ...],
+                    pts: list[_Points], strict: bool = False) -> _Fit:
+            # A coarser level only starts the finer one: where it fails (too few samples on
+            # a tiny frame), the finer level starts from ``init`` and the finest decides;
+            # ``strict`` fails the fit instead (the model choice: no richer model is tried
+            # on frames too small for the coarse level).
+            fit = _Fit(init, float("nan"), 1.0, 0.0, True)
+            for k, level in enumerate(levels):
+                step = _gauss_newton(pts[level], frame, level, fit.matrix, model, iterations)
+                if step.ok or strict or k == len(levels) - 1:
+                    fit = step
+                if strict and not fit.ok:
+                    break
+            return fit
+
+        def fit_kept(ids: np.ndarray, inits: dict, model: str, levels: tuple[int, ...],
+                     strict: bool = False) -> list[_Fit]:
+            return list(pool.map(lambda i: fit_one(work[int(i)], inits[int(i)], model, levels,
+                                                   points, strict), ids))
 
         # The model: tried on a few frames spread over the clip.
         model = "translation"
-        trial = np.unique(np.linspace(0, n - 1, min(n, _MODEL_FRAMES)).round().astype(int))
-        simple = fit_all(trial, mats, model, (1, 0))
+        simple = fit_kept(trial, coarse, model, (1, 0), strict=True)
         for richer in models[1:]:
-            inits = mats.copy()
-            inits[trial] = [f.matrix for f in simple]
-            rich = fit_all(trial, inits, richer, (0,))
+            inits = dict(coarse)
+            inits.update({int(i): f.matrix for i, f in zip(trial, simple, strict=True)})
+            rich = fit_kept(trial, inits, richer, (0,), strict=True)
             if not _richer_needed(simple, rich, richer, shape_s, min_motion_px * scale):
                 break
             simple, model = rich, richer
-        fits = fit_all(np.arange(n), mats, model, (1, 0))
-        mats = np.stack([f.matrix for f in fits])
-        # Again on a sharper template, built from the refined motion.
-        template, covered = _temporal_reference(work, mats, chosen)
+        # A sharper template from the template frames' refined motion.
+        refined = fit_kept(chosen, coarse, model, (1, 0))
+        template, covered = template_of([f.matrix for f in refined])
         points = _template_points(template, covered)
-        fits = fit_all(np.arange(n), mats, model, (0,))
-        mats = np.stack([f.matrix for f in fits])
         expo_points = _exposure_points(template, covered)
-        exposure = list(pool.map(lambda i: _exposure(expo_points, work[i], mats[i]), range(n)))
+        lo, hi = np.percentile(work[reference].levels[0], [2.0, 98.0])
+        work.clear()
+
+        # Every frame, streamed: coarse shift, two-level fit, exposure; only numbers kept.
+        def one(frame: np.ndarray) -> tuple[_Fit, float | None]:
+            prep = _prepare(frame, scale)
+            init = _translation(*_coarse_shift(ref_open, prep.opened, window))
+            fit = fit_one(prep, init, model, (1, 0), points)
+            return fit, _exposure(expo_points, prep, fit.matrix)
+
+        fits: list[_Fit] = []
+        exposure: list[float | None] = []
+        chunk: list[np.ndarray] = []
+        for frame in itertools.chain(source, [None]):
+            if frame is not None:
+                chunk.append(frame)
+            if len(chunk) >= 2 * workers or (frame is None and chunk):
+                for fit, gain in pool.map(one, chunk):
+                    fits.append(fit)
+                    exposure.append(gain)
+                chunk = []
+    if len(fits) != n:
+        raise InputError(f"{source.source}: {len(fits)} frames decoded, {n} expected")
+    mats = np.stack([f.matrix for f in fits])
     # Anchor at the reference frame: x_i = M_i x_T and x_r = M_r x_T give x_i = M_i M_r^-1 x_r.
     anchor = np.linalg.inv(mats[reference])
     rel = mats @ anchor
@@ -923,7 +1074,6 @@ def measure_motion(frames: np.ndarray, reference: int | None = None, *,
     full[reference] = np.eye(3)
     # The exposure anchor: the frame of median brightness (an extreme frame would clip), among
     # those whose change is a global gain; the others keep the anchor's exposure.
-    lo, hi = np.percentile(work[reference].levels[0], [2.0, 98.0])
     ok = np.array([f.ok for f in fits])
     measured = np.array([g is not None for g in exposure]) & ok
     gains = np.array([1.0 if g is None else g for g in exposure])
@@ -989,6 +1139,31 @@ def align_frames(frames: np.ndarray, mode: str | AlignMode = "auto", *,
     elif motion.matrices.shape != (n, 3, 3) or motion.shape != (h, w):
         raise ValueError(f"motion: expected {n} transforms for {h} x {w} frames, got "
                          f"{motion.matrices.shape} for {motion.shape}")
+    moved, warped, exposed = alignment_plan(motion, mode)
+    out = frames
+    if (warped | exposed).any():
+        out = frames.copy()
+
+        def one(i: int) -> None:
+            out[i] = align_frame(frames[i], motion, i, mode, bool(warped[i]), bool(exposed[i]))
+
+        with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
+            list(pool.map(one, np.flatnonzero(warped | exposed)))
+    valid = valid_region(motion, warped)
+    return Alignment(frames=out, motion=motion, mode=mode, warped=warped, exposed=exposed,
+                     valid=valid, crop=crop_box(valid), moved=moved)
+
+
+def alignment_plan(motion: Motion, mode: str | AlignMode
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which frames a mode moves and re-exposes: ``(moved, warped, exposed)``, N bool each.
+
+    ``moved``: displaced by more than ``mode.min_motion_px``; ``warped``: resampled into the
+    reference's coordinates (per ``mode.warp``); ``exposed``: mapped to the reference's
+    exposure. The reference frame is never moved or warped.
+    """
+    mode = get_align_mode(mode)
+    n = len(motion.matrices)
     moved = motion.displacement > mode.min_motion_px
     moved[motion.reference] = False
     exposed = motion.exposure_change > mode.min_exposure_levels
@@ -1001,24 +1176,31 @@ def align_frames(frames: np.ndarray, mode: str | AlignMode = "auto", *,
         warped[motion.reference] = False
     else:
         warped = moved.copy()
-    out = frames
-    if (warped | exposed).any():
-        out = frames.copy()
+    return moved, warped, exposed
 
-        def one(i: int) -> None:
-            image = frames[i]
-            if exposed[i]:
-                image = _expose_to_reference(image, motion.gain[i], motion.offset[i])
-            if warped[i]:
-                image = warp_frame(image, motion.matrices[i], mode.interpolation, mode.dering)
-            out[i] = np.clip(np.rint(image), 0, 255).astype(np.uint8) \
-                if image.dtype != np.uint8 else image
 
-        with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
-            list(pool.map(one, np.flatnonzero(warped | exposed)))
-    valid = valid_region(motion, warped)
-    return Alignment(frames=out, motion=motion, mode=mode, warped=warped, exposed=exposed,
-                     valid=valid, crop=crop_box(valid), moved=moved)
+def align_frame(image: np.ndarray, motion: Motion, index: int, mode: str | AlignMode,
+                warp: bool, expose: bool) -> np.ndarray:
+    """One frame in the reference's coordinates and exposure (what :func:`align_frames` does).
+
+    Args:
+        image: H x W x 3 uint8 frame ``index`` of the clip.
+        motion: the clip's :class:`Motion`.
+        index: the frame's index.
+        mode: the :class:`AlignMode` (its warp interpolation and deringing).
+        warp: resample it with ``motion.matrices[index]``.
+        expose: map its exposure to the reference's.
+
+    Returns:
+        H x W x 3 uint8 (``image`` itself when neither applies).
+    """
+    mode = get_align_mode(mode)
+    if expose:
+        image = _expose_to_reference(image, motion.gain[index], motion.offset[index])
+    if warp:
+        image = warp_frame(image, motion.matrices[index], mode.interpolation, mode.dering)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8) if image.dtype != np.uint8 \
+        else image
 
 
 def valid_region(motion: Motion, warped: np.ndarray) -> np.ndarray:

@@ -1,12 +1,13 @@
 """Clean backgrounds from real (phone) rain clips, with no wrong pair: :func:`estimate_clip`.
 
-The paper's estimate (§3, Eqs. 2-4, :func:`spanetlib.pipeline.background.estimate_background`) assumes
-a static camera over a static scene. Phone clips break both: the camera shakes or pans, the
-exposure drifts, cars park, leave or pass, lights switch. :func:`estimate_clip` makes the
+The paper's estimate (§3, Eqs. 2-4,
+:func:`spanetlib.pipeline.background.estimate_background`) assumes a static camera over a
+static scene. Phone clips break both: the camera shakes or pans, the exposure drifts, cars
+park, leave or pass, lights switch. :func:`estimate_clip` makes the
 estimate where it holds and says where it does not:
 
-1. **Alignment** (:func:`spanetlib.pipeline.alignment.align_frames`): camera motion and exposure are
-   measured for every frame and applied only where they matter (``align="auto"``), so a
+1. **Alignment** (:func:`spanetlib.pipeline.alignment.align_frames`): camera motion and exposure
+   are measured for every frame and applied only where they matter (``align="auto"``), so a
    static clip keeps its exact pixels.
 2. **Stable periods.** Each aligned frame is summarised by a grid of block signatures (the
    30th percentile of each block's luminance after a horizontal opening removes the rain
@@ -34,13 +35,12 @@ estimate where it holds and says where it does not:
    frame at all.
 
 5. **Quality evidence** (``quality=True``, the default): what the no-reference quality score
-   (:func:`spanetlib.pipeline.quality.scene_quality`) needs from a period's aligned frames, which the
-   result does not keep, measured once per period into a :class:`SegmentEvidence`: the
+   (:func:`spanetlib.pipeline.quality.scene_quality`) needs from a period's aligned frames,
+   which the result does not keep, measured once per period into a :class:`SegmentEvidence`: the
    estimates of the period's even and odd frames (interleaved halves: the same time span,
-   independent rain), detail against the frames, what one warp loses, how far unwarped
-   frames sit from each other, each frame's contrast and position against the estimate (a
-   veil, a registration gone wrong), the
-   rain fraction.
+   independent rain), detail against the frames, what one warp loses, how far unwarped frames
+   sit from each other, each frame's contrast and position against the estimate (a veil, a
+   registration gone wrong), the rain fraction.
 
 Everything the export and the review need to never pair a rain frame with the wrong clean
 image comes back in one :class:`ClipEstimate`: ``membership[i]`` (the period of frame ``i``,
@@ -49,9 +49,12 @@ image comes back in one :class:`ClipEstimate`: ``membership[i]`` (the period of 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
+import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -60,13 +63,18 @@ import numpy as np
 from scipy import ndimage
 
 from spanetlib.io.errors import InputError
+from spanetlib.io.video import FrameSource
 from spanetlib.pipeline.alignment import (
     MOTION_MODELS,
+    Alignment,
     AlignMode,
     Motion,
+    align_frame,
     align_frames,
+    alignment_plan,
     crop_box,
     get_align_mode,
+    measure_motion,
     motion_displacement,
     valid_region,
     warp_frame,
@@ -78,16 +86,18 @@ from spanetlib.pipeline.background import (
     noise_sigma,
     reliability_map,
 )
-from spanetlib.pipeline.selection import rain_fraction
+from spanetlib.pipeline.selection import FRAME_COUNTS, rain_fraction
 
 __all__ = [
     "ClipEstimate",
     "ClipSegment",
     "EDGE_TOLERANCE_PX",
+    "MAX_KEPT_FRAMES",
     "SegmentEvidence",
     "estimate_clip",
     "frame_valid_region",
     "pair_check",
+    "pair_check_terms",
 ]
 
 _BLOCK = 8  # block side (pixels at the signature scale)
@@ -102,6 +112,8 @@ _HOLD = 0.6  # share of each side's frames that must sit at its level on the cha
 _DARK_RMS = 2.0  # a pair whose darker-than-clean RMS exceeds this many sigma (+ 1) is wrong
 #: Misalignment tolerated at image edges by `pair_check`, in pixels: warped / unwarped frames.
 EDGE_TOLERANCE_PX = {True: 0.25, False: 0.1}
+#: Most frames `estimate_clip` keeps in memory by default: the largest N of the paper's rules.
+MAX_KEPT_FRAMES = max(FRAME_COUNTS.values())
 
 
 @dataclass(frozen=True)
@@ -251,7 +263,7 @@ class ClipEstimate:
     usable_share: np.ndarray
     max_inconsistent: float
     shape: tuple[int, int]
-    _usable_bits: np.ndarray
+    _usable_bits: list[bytes | None]
 
     @property
     def n_frames(self) -> int:
@@ -306,7 +318,11 @@ class ClipEstimate:
         """
         index = self._check_index(index)
         h, w = self.shape
-        return np.unpackbits(self._usable_bits[index], count=h * w).reshape(h, w).astype(bool)
+        bits = self._usable_bits[index]
+        if bits is None:
+            return np.zeros((h, w), bool)
+        packed = np.frombuffer(zlib.decompress(bits), np.uint8)
+        return np.unpackbits(packed, count=h * w).reshape(h, w).astype(bool)
 
     def describe(self) -> str:
         """A few lines for reports: motion, periods, frames kept, reliability."""
@@ -399,7 +415,28 @@ def _blob_elements(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.ones((side, side), np.uint8), np.ones((1, line), np.uint8)
 
 
-def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: float = 0.1
+def pair_check_terms(clean: np.ndarray, sigma: float, edge_px: float = 0.1
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`pair_check` needs of the clean image alone: ``(luminance, allowance)``.
+
+    Args:
+        clean: H x W x 3 uint8 clean image.
+        sigma: luminance noise (levels).
+        edge_px: misalignment (pixels) tolerated at edges.
+
+    Returns:
+        Two H x W float32 arrays: the clean image's luminance and how far (levels) a rain
+        frame may fall below it (``3.5 sigma + 2`` plus ``edge_px`` times its gradient).
+    """
+    tol = 3.5 * float(sigma) + 2.0
+    cy = _luma(clean)
+    gx = cv2.Sobel(cy, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    gy = cv2.Sobel(cy, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    return cy, tol + edge_px * np.sqrt(gx * gx + gy * gy)
+
+
+def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: float = 0.1, *,
+               clean_terms: tuple[np.ndarray, np.ndarray] | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
     """Pixels of a rain/clean pair that rain does not explain.
 
@@ -421,6 +458,8 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
         clean: H x W x 3 uint8 clean image in the same pixels.
         sigma: luminance noise (levels), e.g. :func:`spanetlib.pipeline.background.noise_sigma`.
         edge_px: misalignment (pixels) tolerated at edges.
+        clean_terms: :func:`pair_check_terms` of ``(clean, sigma, edge_px)``, for checking
+            many frames against one clean image (computed here when None).
 
     Returns:
         H x W bool, True where the pair is inconsistent, and the H x W float32 luminance
@@ -429,11 +468,7 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
     if frame.shape != clean.shape or frame.ndim != 3 or frame.shape[2] != 3:
         raise InputError(f"pair_check: expected two H x W x 3 images of one shape, got "
                          f"{frame.shape} and {clean.shape}")
-    tol = 3.5 * float(sigma) + 2.0
-    cy = _luma(clean)
-    gx = cv2.Sobel(cy, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
-    gy = cv2.Sobel(cy, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
-    allow = tol + edge_px * np.sqrt(gx * gx + gy * gy)
+    cy, allow = pair_check_terms(clean, sigma, edge_px) if clean_terms is None else clean_terms
     dy = _luma(frame) - cy
     channel_drop = np.maximum(np.maximum(clean[..., 0].astype(np.int16) - frame[..., 0],
                                          clean[..., 1].astype(np.int16) - frame[..., 1]),
@@ -762,19 +797,30 @@ def _mutually_registered(motion: Motion, frames: np.ndarray, min_motion_px: floa
 # --------------------------------------------------------------------------------------------
 
 
-def estimate_clip(frames: np.ndarray, align: str | AlignMode = "auto", *,
+def estimate_clip(frames: np.ndarray | str | os.PathLike | FrameSource,
+                  align: str | AlignMode = "auto", *,
                   reference: int | None = None, segments: bool = True,
                   max_inconsistent: float = 0.5, min_frames: int = 5,
                   motion: Motion | None = None, models: tuple[str, ...] = MOTION_MODELS,
                   max_side: int = 640, workers: int | None = None,
-                  quality: bool = True) -> ClipEstimate:
+                  quality: bool = True, max_kept: int = MAX_KEPT_FRAMES) -> ClipEstimate:
     """Background estimates of a rain clip, per stable period, with per-frame pair checks.
 
     See the module docstring for the steps. A static clip with no scene change gives one
     segment whose estimate equals ``estimate_background(frames)`` exactly.
 
+    Memory: an array of at most ``max_kept`` frames is processed in memory as it is. A longer
+    clip, or a video file / frame folder (``frames`` a path or a
+    :class:`spanetlib.io.video.FrameSource`), is streamed: the motion is measured as the
+    frames stream past (:func:`spanetlib.pipeline.alignment.measure_motion`), at most
+    ``max_kept`` frames spread evenly over the clip (and the reference) are aligned and
+    kept for the stable periods and the estimates, and a last pass checks every other frame
+    against its period's estimate. Peak memory is then the kept frames plus a fixed amount,
+    whatever the clip's length.
+
     Args:
-        frames: N x H x W x 3 uint8 RGB frames (N >= 2).
+        frames: N x H x W x 3 uint8 RGB frames (N >= 2), a video file or frame folder, or a
+            :class:`spanetlib.io.video.FrameSource`.
         align: ``"auto"`` (default), ``"on"``, ``"off"`` or an :class:`AlignMode`.
         reference: the frame whose coordinates and exposure the estimates take (default
             ``N // 2``).
@@ -784,43 +830,73 @@ def estimate_clip(frames: np.ndarray, align: str | AlignMode = "auto", *,
         min_frames: fewest frames a period needs for an estimate (>= 2; fewer frames leave
             rain in it).
         motion: a known :class:`Motion` (e.g. a synthetic clip's truth) instead of measuring.
-        models: richest motion model allowed (see :func:`spanetlib.pipeline.alignment.measure_motion`).
+        models: richest motion model allowed (see
+            :func:`spanetlib.pipeline.alignment.measure_motion`).
         max_side: working size of the motion measurement.
         workers: threads (default: the CPU count, at most 4).
         quality: measure each period's :class:`SegmentEvidence` for
             :func:`spanetlib.pipeline.quality.scene_quality` (two more estimates over half the
             frames each, and a few cheap statistics).
+        max_kept: most frames kept in memory for the periods and estimates (default the
+            largest frame count the paper's N rules ask for,
+            ``max(spanetlib.pipeline.selection.FRAME_COUNTS.values())``).
 
     Returns:
-        A :class:`ClipEstimate`.
+        A :class:`ClipEstimate`. When streamed, ``ClipSegment.frames`` lists the kept frames
+        the estimate used; ``period`` and ``membership`` cover every frame.
 
     Raises:
-        InputError: frames that are not N x H x W x 3 uint8 with N >= 2.
+        InputError: frames that are not N x H x W x 3 uint8 with N >= 2, an unreadable source.
         ValueError: bad options.
     """
-    arr = np.asarray(frames)
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < 2:
-        raise InputError(f"frames: expected N x H x W x 3 uint8 RGB with N >= 2, got shape "
-                         f"{arr.shape} dtype {arr.dtype}")
     if not 0 <= max_inconsistent <= 1:
         raise ValueError(f"max_inconsistent: expected a share in [0, 1], got "
                          f"{max_inconsistent!r}")
     if isinstance(min_frames, bool) or not isinstance(min_frames, int) or min_frames < 2:
         raise ValueError(f"min_frames: expected an int >= 2, got {min_frames!r}")
+    if isinstance(max_kept, bool) or not isinstance(max_kept, int) or max_kept < 2:
+        raise ValueError(f"max_kept: expected an int >= 2, got {max_kept!r}")
     mode = get_align_mode(align)
     workers = workers or min(4, os.cpu_count() or 1)
-    n, h, w = arr.shape[:3]
-    aligned = align_frames(arr, mode, reference=reference, motion=motion, models=models,
-                           max_side=max_side, workers=workers)
+    if isinstance(frames, (str, os.PathLike)):
+        frames = FrameSource(frames)
+    if not isinstance(frames, FrameSource):
+        arr = np.asarray(frames)
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < 2:
+            raise InputError(f"frames: expected N x H x W x 3 uint8 RGB with N >= 2, got "
+                             f"shape {arr.shape} dtype {arr.dtype}")
+        if len(arr) <= max_kept:
+            aligned = align_frames(arr, mode, reference=reference, motion=motion,
+                                   models=models, max_side=max_side, workers=workers)
+            found, seg_of_period, period = _estimate_periods(aligned, mode, segments,
+                                                             min_frames, workers, quality)
+            membership = np.array([seg_of_period.get(int(k), -1) for k in period], np.int64)
+            frame_of = {int(i): aligned.frames[i] for i in np.flatnonzero(membership >= 0)}
+            return _checked(found, aligned.motion, mode, aligned.warped, aligned.exposed,
+                            period, membership, max_inconsistent, workers,
+                            ((i, frame_of[i]) for i in sorted(frame_of)))
+        frames = FrameSource(arr)
+    return _estimate_streamed(frames, mode, reference, segments, max_inconsistent, min_frames,
+                              motion, models, max_side, workers, quality, max_kept)
+
+
+def _estimate_periods(aligned: Alignment, mode: AlignMode, segments: bool, min_frames: int,
+                      workers: int, quality: bool
+                      ) -> tuple[list[ClipSegment], dict[int, int], np.ndarray]:
+    """Stable periods of aligned frames and one estimate each.
+
+    Returns the segments, the segment of each period (periods whose frames moved against
+    each other unwarped have none) and the period of each frame.
+    """
     motion = aligned.motion
+    n = len(aligned.frames)
     ok = motion.ok.copy()
     if segments:
         sig, _ = _signatures(aligned.frames, aligned.valid, workers)
         period = _periods(sig, ok)
     else:
         period = np.where(ok, 0, -1).astype(np.int64)
-
-    warped, exposed = aligned.warped, aligned.exposed
+    warped = aligned.warped
     found: list[ClipSegment] = []
     seg_of_period: dict[int, int] = {}
     for k in np.unique(period[period >= 0]):
@@ -844,19 +920,34 @@ def estimate_clip(frames: np.ndarray, align: str | AlignMode = "auto", *,
                                  estimate=estimate, reliability=reliability, valid=valid,
                                  crop=crop_box(valid), noise_sigma=sigma,
                                  aligned=aligned_ok, evidence=evidence))
-    membership = np.array([seg_of_period.get(int(k), -1) for k in period], np.int64)
+        del stack
+    return found, seg_of_period, period
+
+
+def _checked(found: list[ClipSegment], motion: Motion, mode: AlignMode, warped: np.ndarray,
+             exposed: np.ndarray, period: np.ndarray, membership: np.ndarray,
+             max_inconsistent: float, workers: int,
+             members: Iterator[tuple[int, np.ndarray]]) -> ClipEstimate:
+    """Pair-check the member frames (``(index, aligned frame)`` pairs, streamed in chunks)."""
+    n = len(membership)
+    h, w = motion.shape
     inconsistent = np.full(n, np.nan, np.float32)
     usable_share = np.zeros(n, np.float32)
     dark = np.full(n, np.nan, np.float32)
-    bits = np.zeros((n, (h * w + 7) // 8), np.uint8)
+    bits: list[bytes | None] = [None] * n
     cleans = [np.clip(np.rint(seg.image), 0, 255).astype(np.uint8) for seg in found]
+    terms = {(k, moved): pair_check_terms(cleans[k], seg.noise_sigma, EDGE_TOLERANCE_PX[moved])
+             for k, seg in enumerate(found) for moved in (False, True)
+             if ((membership == k) & (warped == moved)).any()}
 
-    def check(i: int) -> None:
+    def check(item: tuple[int, np.ndarray]) -> None:
         # In the reference's coordinates and exposure, where the frame met the estimate; the
         # usable mask then goes back to the frame's own pixels.
+        i, frame = item
         seg = found[membership[i]]
-        bad, dy = pair_check(aligned.frames[i], cleans[membership[i]], seg.noise_sigma,
-                             EDGE_TOLERANCE_PX[bool(warped[i])])
+        bad, dy = pair_check(frame, cleans[membership[i]], seg.noise_sigma,
+                             EDGE_TOLERANCE_PX[bool(warped[i])],
+                             clean_terms=terms[(int(membership[i]), bool(warped[i]))])
         bad &= seg.valid
         share = float(bad.sum()) / max(1, int(seg.valid.sum()))
         usable = seg.valid & ~bad
@@ -869,10 +960,13 @@ def estimate_clip(frames: np.ndarray, align: str | AlignMode = "auto", *,
         if share <= max_inconsistent and dark_rms <= _DARK_RMS * seg.noise_sigma + 1.0:
             usable = frame_valid_region(usable, motion, i, bool(warped[i]))
             usable_share[i] = float(usable.mean())
-            bits[i] = np.packbits(usable.ravel())
+            # Compressed: masks are mostly one run, and a long clip keeps one per frame.
+            bits[i] = zlib.compress(np.packbits(usable.ravel()).tobytes(), 1)
 
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(check, np.flatnonzero(membership >= 0)))
+        for chunk in _chunks(members, 2 * workers):
+            list(pool.map(check, chunk))
+    membership = membership.copy()
     membership[(membership >= 0) & (usable_share == 0)] = -1
     return ClipEstimate(segments=tuple(found), motion=motion, mode=mode,
                         warped=warped, exposed=exposed, period=period,
@@ -881,3 +975,93 @@ def estimate_clip(frames: np.ndarray, align: str | AlignMode = "auto", *,
                         usable_share=usable_share,
                         max_inconsistent=float(max_inconsistent), shape=(h, w),
                         _usable_bits=bits)
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | None,
+                       segments: bool, max_inconsistent: float, min_frames: int,
+                       motion: Motion | None, models: tuple[str, ...], max_side: int,
+                       workers: int, quality: bool, max_kept: int) -> ClipEstimate:
+    """:func:`estimate_clip` over a source read in passes, keeping at most ~``max_kept`` frames."""
+    n = len(source)
+    h, w = source.shape
+    if n < 2:
+        raise InputError(f"frames: expected N >= 2 frames, got {n} in {source.source}")
+    if motion is None:
+        motion = measure_motion(source, reference, models=models, max_side=max_side,
+                                min_motion_px=mode.min_motion_px, workers=workers)
+    elif motion.matrices.shape != (n, 3, 3) or motion.shape != (h, w):
+        raise ValueError(f"motion: expected {n} transforms for {h} x {w} frames, got "
+                         f"{motion.matrices.shape} for {motion.shape}")
+    moved, warped, exposed = alignment_plan(motion, mode)
+    kept = np.unique(np.concatenate([
+        np.linspace(0, n - 1, min(n, max_kept)).round().astype(np.int64), [motion.reference]]))
+    position = {int(i): k for k, i in enumerate(kept)}
+    expo_ref = motion.exposure_reference
+    sub = Motion(reference=position[motion.reference], matrices=motion.matrices[kept],
+                 model=motion.model, gain=motion.gain[kept], offset=motion.offset[kept],
+                 residual=motion.residual[kept], ok=motion.ok[kept], shape=motion.shape,
+                 levels=motion.levels,
+                 exposure_reference=position.get(expo_ref) if expo_ref is not None else None)
+
+    def aligned_of(item: tuple[int, np.ndarray]) -> np.ndarray:
+        i, frame = item
+        return align_frame(frame, motion, i, mode, bool(warped[i]), bool(exposed[i]))
+
+    # Pass: align and keep the kept frames.
+    frames_k = np.empty((len(kept), h, w, 3), np.uint8)
+    with ThreadPoolExecutor(workers) as pool:
+        wanted = source.iter_at(kept)
+        for chunk in _chunks(wanted, 2 * workers):
+            for (i, _), out in zip(chunk, pool.map(aligned_of, chunk), strict=True):
+                frames_k[position[i]] = out
+    valid_k = valid_region(sub, warped[kept])
+    alignment = Alignment(frames=frames_k, motion=sub, mode=mode, warped=warped[kept],
+                          exposed=exposed[kept], valid=valid_k, crop=crop_box(valid_k),
+                          moved=moved[kept])
+    found_k, seg_of_period, period_k = _estimate_periods(alignment, mode, segments, min_frames,
+                                                         workers, quality)
+    # Every frame takes the period of the kept frames around it when both agree.
+    after = np.searchsorted(kept, np.arange(n))
+    before = np.clip(after - 1, 0, len(kept) - 1)
+    after = np.clip(after, 0, len(kept) - 1)
+    period = np.where(period_k[before] == period_k[after], period_k[after], -1)
+    period[kept] = period_k
+    period[~motion.ok] = -1
+    found = []
+    for seg in found_k:
+        k = int(period_k[seg.frames[0]])
+        used = kept[seg.frames]
+        valid = valid_region(motion, warped & (period == k))
+        found.append(dataclasses.replace(seg, start=int(np.flatnonzero(period == k)[0]),
+                                         stop=int(np.flatnonzero(period == k)[-1]) + 1,
+                                         frames=used, valid=valid, crop=crop_box(valid)))
+    membership = np.array([seg_of_period.get(int(k), -1) for k in period], np.int64)
+
+    def members() -> Iterator[tuple[int, np.ndarray]]:
+        # The kept frames from memory, the others aligned as they stream past.
+        pool = ThreadPoolExecutor(workers)
+        try:
+            todo = source.iter_at(np.flatnonzero(membership >= 0))
+            for chunk in _chunks(todo, 2 * workers):
+                fresh = [item for item in chunk if item[0] not in position]
+                done = dict(zip([i for i, _ in fresh], pool.map(aligned_of, fresh),
+                                strict=True))
+                for i, _ in chunk:
+                    yield i, frames_k[position[i]] if i in position else done[i]
+        finally:
+            pool.shutdown()
+
+    return _checked(found, motion, mode, warped, exposed, period, membership,
+                    max_inconsistent, workers, members())

@@ -1,0 +1,90 @@
+"""Streaming §3 (issue 21): frames read in passes, motion measured as they stream, a bounded
+set of frames kept for the estimate; results checked against the in-memory path and the truth.
+"""
+
+import numpy as np
+import pytest
+
+from spanetlib.io.errors import InputError
+from spanetlib.io.video import FrameSource, iter_frames, read_sequence, write_video
+from spanetlib.pipeline.alignment import measure_motion, motion_displacement
+from spanetlib.pipeline.clip_estimate import estimate_clip
+from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
+
+
+@pytest.fixture(scope="module")
+def handheld():
+    return make_rain_clip(CLIP_PRESETS["handheld"].replace(size=(96, 128), n_frames=36), 1)
+
+
+@pytest.fixture(scope="module")
+def handheld_file(handheld, tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("stream") / "clip.mkv", handheld.frames)
+
+
+def _psnr(a, b, mask):
+    d = (a.astype(np.float64) - b.astype(np.float64))[mask] ** 2
+    return 10 * np.log10(255.0 ** 2 / max(d.mean(), 1e-12))
+
+
+def test_iter_frames_and_frame_source_read_what_read_sequence_reads(handheld_file):
+    frames = read_sequence(handheld_file)
+    streamed = np.stack(list(iter_frames(handheld_file, start=3, count=5)))
+    np.testing.assert_array_equal(streamed, frames[3:8])
+    source = FrameSource(handheld_file)
+    assert len(source) == len(frames) and source.shape == frames.shape[1:3]
+    np.testing.assert_array_equal(np.stack(list(source)), frames)
+    np.testing.assert_array_equal(source.take([0, 7, 35]), frames[[0, 7, 35]])
+    assert [i for i, _ in source.iter_at([30, 2])] == [2, 30]
+    np.testing.assert_array_equal(FrameSource(frames).take([4, 5]), frames[4:6])
+
+
+def test_iter_frames_rejects_a_missing_source(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        next(iter_frames(tmp_path / "none.mp4"))
+
+
+def test_motion_of_a_file_source_is_the_motion_of_its_frames(handheld, handheld_file):
+    # FFV1 is lossless: the same frames, the same measurement, bit for bit.
+    from_file = measure_motion(FrameSource(handheld_file))
+    from_array = measure_motion(handheld.frames)
+    np.testing.assert_array_equal(from_file.matrices, from_array.matrices)
+    np.testing.assert_array_equal(from_file.gain, from_array.gain)
+    truth = handheld.true_motion(from_array.reference)
+    err = motion_displacement(np.linalg.inv(truth) @ from_array.matrices, (96, 128))
+    assert err.mean() < 0.05  # the accuracy goal of tests/test_alignment.py
+
+
+def test_estimate_of_a_path_equals_the_estimate_of_its_frames(handheld, handheld_file):
+    from_file = estimate_clip(handheld_file)
+    from_array = estimate_clip(handheld.frames)
+    np.testing.assert_array_equal(from_file.membership, from_array.membership)
+    assert len(from_file.segments) == len(from_array.segments)
+    for a, b in zip(from_file.segments, from_array.segments, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+    for i, _ in from_array.pairs():
+        np.testing.assert_array_equal(from_file.usable_mask(i), from_array.usable_mask(i))
+
+
+def test_streamed_estimate_keeps_at_most_max_kept_frames_and_pairs_correctly(handheld):
+    kept = 20
+    result = estimate_clip(handheld.frames, max_kept=kept)
+    n = len(handheld.frames)
+    assert len(result.membership) == n
+    used = np.unique(np.concatenate([s.frames for s in result.segments]))
+    assert len(used) <= kept + 1  # the kept frames (and the reference)
+    pairs = result.pairs()
+    # Frames that were not kept are paired too: checked as they streamed past.
+    assert any(i not in used for i, _ in pairs)
+    assert len(pairs) >= n // 2
+    psnrs = [_psnr(result.clean_for_frame(i), handheld.truth[i], result.usable_mask(i))
+             for i, _ in pairs]
+    assert min(psnrs) > 30.0  # no wrong pair (the threshold of bench_clips.py)
+    assert all(result.usable_mask(i).any() for i, _ in pairs)
+    assert not result.usable_mask(int(np.flatnonzero(result.membership < 0)[0])).any() \
+        if (result.membership < 0).any() else True
+
+
+def test_max_kept_is_checked(handheld):
+    with pytest.raises(ValueError, match="max_kept"):
+        estimate_clip(handheld.frames, max_kept=1)
