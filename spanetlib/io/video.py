@@ -42,6 +42,7 @@ from spanetlib.io.files import (
 )
 
 __all__ = [
+    "FrameSource",
     "IDENTITY_FRAMES",
     "PartialVideoWarning",
     "SCENE_NAME_PATTERN",
@@ -49,7 +50,6 @@ __all__ = [
     "SourceIdentity",
     "VIDEO_CODECS",
     "VIDEO_SUFFIXES",
-    "FrameSource",
     "count_frames",
     "frame_shape",
     "is_video",
