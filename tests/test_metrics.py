@@ -386,3 +386,17 @@ def test_replicate_padding_needs_no_minimum_size():
         ssim_map(torch.nn.functional.pad(x, (5, 5, 5, 5), mode="replicate"),
                  torch.nn.functional.pad(y, (5, 5, 5, 5), mode="replicate")),
         rtol=0, atol=1e-12)
+
+
+def test_psnr_from_mse_matches_the_torch_psnr():
+    from spanetlib.evaluation.metrics import psnr_from_mse
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 1, 3, 8, 8))
+    mse = float(((a - b) ** 2).mean())
+    expected = float(psnr(torch.from_numpy(a), torch.from_numpy(b))[0])
+    # both in float64: only the summation order differs (192 terms, ~1e-14 relative)
+    assert psnr_from_mse(mse, peak=1.0) == pytest.approx(expected, rel=1e-12)
+    assert psnr_from_mse(0.0) == math.inf
+    out = psnr_from_mse(np.array([0.0, 255.0 ** 2 / 100]))
+    assert out[0] == math.inf and out[1] == pytest.approx(20.0, rel=1e-12)

@@ -115,7 +115,7 @@ def test_reference_pairs_of_real_data_have_one_reference(real_dataset):
 # --------------------------------------------------------------------------------------------
 def test_table2_rows_and_values(smoke_dataset, real_dataset, identity):
     models = {RAIN_INPUT: None, "identity": identity}
-    per_image, summary = tables.table2(models, smoke_dataset,
+    per_image, summary = tables.score_test_pairs(models, smoke_dataset,
                                        conventions=("standard", "y-matlab"), max_images=3)
     assert len(per_image) == 2 * 2 * 3
     assert list(per_image.columns[:3]) == ["model", "reference", "name"]
@@ -138,16 +138,16 @@ def test_table2_rows_and_values(smoke_dataset, real_dataset, identity):
     np.testing.assert_array_equal(summary[METRICS].to_numpy()[2:],
                                   summary[METRICS].to_numpy()[:2])
 
-    _, summary = tables.table2({"input": None}, real_dataset, max_images=2)
+    _, summary = tables.score_test_pairs({"input": None}, real_dataset, max_images=2)
     assert list(summary["reference"]) == ["estimated clean"]
     with pytest.raises(ValueError, match="at least one model"):
-        tables.table2({}, smoke_dataset)
+        tables.score_test_pairs({}, smoke_dataset)
     with pytest.raises(ValueError, match="unknown metric convention"):
-        tables.table2({"x": None}, smoke_dataset, conventions=("psnr-ish",))
+        tables.score_test_pairs({"x": None}, smoke_dataset, conventions=("psnr-ish",))
 
 
 def test_main_view_and_save_table(smoke_dataset, identity, tmp_path):
-    per_image, summary = tables.table2({RAIN_INPUT: None, "identity": identity},
+    per_image, summary = tables.score_test_pairs({RAIN_INPUT: None, "identity": identity},
                                        smoke_dataset, max_images=2)
     view = tables.main_view(summary, by="reference")
     assert list(view.columns) == ["model", "PSNR (estimated clean)", "SSIM (estimated clean)",

@@ -69,6 +69,7 @@ __all__ = [
     "get_convention",
 
     "psnr",
+    "psnr_from_mse",
     "psnr_ssim_np",
     "rgb_to_y_matlab",
     "ssim",
@@ -423,6 +424,22 @@ def psnr(
     x, y = _prepare(pred, target, conv, crop_border)
     mse = (x - y).pow(2).flatten(1).mean(dim=1)
     return 10.0 * math.log10(conv.data_range**2) - 10.0 * torch.log10(mse)
+
+
+def psnr_from_mse(mse: float | np.ndarray, peak: float = 255.0) -> float | np.ndarray:
+    """PSNR in dB from mean squared errors: ``10 log10(peak^2 / mse)``, ``inf`` where mse is 0.
+
+    Args:
+        mse: one MSE or an array of them (any shape), in the units of ``peak``.
+        peak: the largest possible value (255 for uint8 levels, 1 for [0, 1] images).
+
+    Returns:
+        A float for a scalar ``mse``, else a float64 array of ``mse``'s shape.
+    """
+    m = np.asarray(mse, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        out = np.where(m > 0, 10.0 * np.log10(peak ** 2 / np.where(m > 0, m, 1.0)), np.inf)
+    return float(out) if out.ndim == 0 else out
 
 
 def ssim(

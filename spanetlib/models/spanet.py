@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from spanetlib.io.checks import check_int
 from spanetlib.models.irnn import BACKENDS, IRNN
 from spanetlib.models.memory import reuse_freed_memory
 
@@ -204,13 +205,6 @@ class SpatialAttentiveModule(nn.Module):
         return torch.sigmoid(self.conv_out(F.relu(out, inplace=not torch.is_grad_enabled())))
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
 class SPANet(nn.Module):
     """SPANet (paper Fig. 5) and its Table 4 variants.
 
@@ -258,11 +252,11 @@ class SPANet(nn.Module):
         if not isinstance(direction_attention, bool):
             raise TypeError("direction_attention must be a bool, got "
                             f"{type(direction_attention).__name__}")
-        _check_int("channels", channels, 2)
-        _check_int("num_pre_blocks", num_pre_blocks, 0)
-        _check_int("blocks_per_sab", blocks_per_sab, 1)
-        _check_int("num_post_blocks", num_post_blocks, 0)
-        _check_int("num_sabs", num_sabs, 1)
+        check_int("channels", channels, minimum=2)
+        check_int("num_pre_blocks", num_pre_blocks, minimum=0)
+        check_int("blocks_per_sab", blocks_per_sab, minimum=1)
+        check_int("num_post_blocks", num_post_blocks, minimum=0)
+        check_int("num_sabs", num_sabs, minimum=1)
         self.model_kwargs: dict[str, Any] = {
             "channels": channels, "sam_mode": sam_mode,
             "direction_attention": direction_attention, "irnn_backend": irnn_backend,

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from spanetlib.io.checks import check_positive
 from spanetlib.io.errors import InputError
 from spanetlib.models import build_model, count_parameters, load_pretrained, read_checkpoint
 from spanetlib.models.spanet import TABLE4_VARIANTS
@@ -227,9 +228,7 @@ def ensure_trained(name: str, model: str, model_kwargs: Mapping[str, Any] | None
     """
     if profile not in TRAIN_PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(TRAIN_PROFILES)}")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
-                              or steps < 1):
-        raise ValueError(f"steps must be a positive int or None, got {steps!r}")
+    check_positive("steps", steps, allow_none=True)
     base = TRAIN_PROFILES[profile]
     kwargs = {**base["model_kwargs"].get(str(model).lower(), {}), **dict(model_kwargs or {})}
     out_dir = Path(work_dir).absolute() / "runs" / name
@@ -381,8 +380,7 @@ def ensure_seed_runs(specs: Mapping[str, RunSpec], dataset: DatasetInfo,
     jobs = [(k, label, spec) for k in seeds for label, spec in specs.items()]
     if workers is None:
         workers = min(len(jobs), os.cpu_count() or 1)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive int or None, got {workers!r}")
+    check_positive("workers", workers)
     for _, _, spec in jobs:  # refuse a missing training set before any run starts
         _training_data(spec, dataset, single_image)
     if workers == 1:

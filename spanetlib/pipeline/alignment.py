@@ -65,7 +65,9 @@ import numpy as np
 from numba import njit
 from scipy import ndimage
 
+from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
+from spanetlib.io.files import round_to_uint8
 
 __all__ = [
     "ALIGN_MODES",
@@ -856,7 +858,7 @@ def measure_motion(frames: np.ndarray, reference: int | None = None, *,
         InputError: frames that are not N x H x W x 3 uint8, or a bad reference index.
         ValueError: bad ``models`` or sizes.
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames)
     n, h, w = frames.shape[:3]
     if reference is None:
         reference = n // 2
@@ -940,14 +942,6 @@ def measure_motion(frames: np.ndarray, reference: int | None = None, *,
                   exposure_reference=anchor_frame)
 
 
-def _check_frames(frames: np.ndarray) -> np.ndarray:
-    arr = np.asarray(frames)
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < 1:
-        raise InputError(f"frames: expected N x H x W x 3 uint8 RGB, got shape {arr.shape} "
-                         f"dtype {arr.dtype}")
-    return arr
-
-
 # --------------------------------------------------------------------------------------------
 # Applying a mode
 # --------------------------------------------------------------------------------------------
@@ -980,7 +974,7 @@ def align_frames(frames: np.ndarray, mode: str | AlignMode = "auto", *,
         An :class:`Alignment`. Frames that are not warped are the input's own pixels; with
         nothing warped, ``frames`` is the input array itself (bit-identical).
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames)
     mode = get_align_mode(mode)
     n, h, w = frames.shape[:3]
     if motion is None:
@@ -1011,7 +1005,7 @@ def align_frames(frames: np.ndarray, mode: str | AlignMode = "auto", *,
                 image = _expose_to_reference(image, motion.gain[i], motion.offset[i])
             if warped[i]:
                 image = warp_frame(image, motion.matrices[i], mode.interpolation, mode.dering)
-            out[i] = np.clip(np.rint(image), 0, 255).astype(np.uint8) \
+            out[i] = round_to_uint8(image) \
                 if image.dtype != np.uint8 else image
 
         with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:

@@ -67,7 +67,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from spanetlib.io.errors import InputError
-from spanetlib.io.files import atomic_write_json, check_image_values, write_image
+from spanetlib.io.files import atomic_write_json, check_image_values, round_to_uint8, write_image
 from spanetlib.io.video import SCENE_NAME_PATTERN, SourceIdentity, read_sequence, source_identity
 from spanetlib.pipeline.alignment import ALIGN_MODES, get_align_mode, warp_frame
 from spanetlib.pipeline.clip_estimate import ClipEstimate, estimate_clip
@@ -579,7 +579,7 @@ class ReviewSession:
             raise ValueError(f"scene {name!r}: the estimate has no stable period of "
                              f"{MIN_PERIOD_FRAMES} frames to accept; reject it (add frames) or "
                              "skip it")
-        images = [np.clip(np.rint(seg.image), 0, 255).astype(np.uint8)
+        images = [round_to_uint8(seg.image)
                   for seg in result.segments]
         for image in images:
             self._check_size(name, image)
@@ -769,7 +769,7 @@ def _restore_clean_images(session: ReviewSession,
                              f"{len(paths)} period(s), its frames give {len(result.segments)} "
                              "now; review the scene again")
         for path, seg in zip(paths, result.segments, strict=True):
-            write_image(path, np.clip(np.rint(seg.image), 0, 255).astype(np.uint8))
+            write_image(path, round_to_uint8(seg.image))
 
 
 def review_batch(session: ReviewSession, mode: str, review_file: str | os.PathLike | None = None,

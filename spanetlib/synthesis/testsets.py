@@ -34,6 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from spanetlib.io.checks import check_positive
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import atomic_write_json, atomic_write_text, read_image, write_image
 from spanetlib.io.layouts import read_test_folder
@@ -61,11 +62,6 @@ __all__ = [
     "make_table1_videos",
     "scene_ground_truth",
 ]
-
-
-def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def _random_crop(image: np.ndarray, size: tuple[int, int], rng: np.random.Generator
@@ -171,7 +167,7 @@ def build_synthetic_test_set(out: str | os.PathLike, n_per_level: int = 100,
         >>> [rain.name for rain, clean in pairs]
         ['light_0000.png', 'medium_0000.png', 'heavy_0000.png']
     """
-    _check_positive("n_per_level", n_per_level)
+    check_positive("n_per_level", n_per_level)
     size = _check_size(size)
     for level in levels:
         if level not in IMAGE_RAIN_LEVELS:
@@ -311,7 +307,7 @@ def build_heldout_rain_set(out: str | os.PathLike, n_per_condition: int = 2,
         angle_plus30_0000,angle +30,coffee
         noisy_0000,noisy,rocket
     """
-    _check_positive("n_per_condition", n_per_condition)
+    check_positive("n_per_condition", n_per_condition)
     size = _check_size(size)
     if conditions is None:
         conditions = tuple(HELDOUT_RAIN_CONDITIONS)
@@ -427,8 +423,8 @@ def build_layout_test_folders(out: str | os.PathLike, n_pairs: int = 2,
             for the side-by-side detector.
         InputError: ``out`` holds other files (no ``params.json`` of this function).
     """
-    _check_positive("n_pairs", n_pairs)
-    _check_positive("rain_per_clean", rain_per_clean)
+    check_positive("n_pairs", n_pairs)
+    check_positive("rain_per_clean", rain_per_clean)
     size = _check_size(size)
     chosen = LAYOUT_TEST_FOLDERS if layouts is None else tuple(layouts)
     unknown = [name for name in chosen if name not in LAYOUT_TEST_FOLDERS]
@@ -547,8 +543,8 @@ def build_synthetic_video_scenes(out: str | os.PathLike, n_scenes: int = 3, n_fr
         ...     [scene.name for scene in scenes], read_sequence(scenes[1]).shape
         (['scene_000_sparse', 'scene_001_normal'], (3, 16, 24, 3))
     """
-    _check_positive("n_scenes", n_scenes)
-    _check_positive("n_frames", n_frames)
+    check_positive("n_scenes", n_scenes)
+    check_positive("n_frames", n_frames)
     size = _check_size(size)
     if not densities:
         raise ValueError("densities must name at least one density")
