@@ -57,7 +57,6 @@ from spanetlib.models.irnn import BACKENDS, IRNN
 from spanetlib.models.memory import reuse_freed_memory
 
 __all__ = [
-    "IRNN_BACKENDS",
     "SAM_MODES",
     "TABLE4_PARAMETER_COUNTS",
     "TABLE4_VARIANTS",
@@ -69,9 +68,6 @@ __all__ = [
 
 #: How the spatial attentive blocks get their attention maps (see :class:`SPANet`).
 SAM_MODES: tuple[str, ...] = ("none", "single", "unshared", "shared")
-
-#: IRNN implementations understood by ``spanetlib.models.irnn.IRNN``.
-IRNN_BACKENDS: tuple[str, ...] = BACKENDS
 
 #: Table 4 ablation: display name -> ``SPANet`` keyword arguments. (The fifth row of the
 #: paper's ablation, "no attention loss", is the shared-SAM model trained without Eq. 7.)
@@ -162,7 +158,7 @@ class SpatialAttentiveModule(nn.Module):
         direction_attention: weight the four IRNN direction outputs by the
             ``attention_layer`` maps (the paper); False: the branch has no effect (the
             authors' code and checkpoint) and is not computed.
-        irnn_backend: IRNN implementation, one of :data:`IRNN_BACKENDS`.
+        irnn_backend: IRNN implementation, one of ``irnn.BACKENDS``.
     """
 
     def __init__(self, channels: int, direction_attention: bool = True,
@@ -217,7 +213,7 @@ class SPANet(nn.Module):
             ``"none"`` (a plain ResNet: the SARBs become RBs, no SAM at all).
         direction_attention: apply the SAM's direction-attention branch (the paper). False
             reproduces the authors' code, where the branch has no effect.
-        irnn_backend: IRNN implementation, one of :data:`IRNN_BACKENDS` (change it later with
+        irnn_backend: IRNN implementation, one of ``irnn.BACKENDS`` (change it later with
             :meth:`set_irnn_backend`).
         num_pre_blocks: RBs before the first SAB (3).
         blocks_per_sab: SARBs in each SAB (3).
@@ -247,8 +243,8 @@ class SPANet(nn.Module):
         super().__init__()
         if sam_mode not in SAM_MODES:
             raise ValueError(f"sam_mode must be one of {SAM_MODES}, got {sam_mode!r}")
-        if irnn_backend not in IRNN_BACKENDS:
-            raise ValueError(f"irnn_backend must be one of {IRNN_BACKENDS}, got {irnn_backend!r}")
+        if irnn_backend not in BACKENDS:
+            raise ValueError(f"irnn_backend must be one of {BACKENDS}, got {irnn_backend!r}")
         if not isinstance(direction_attention, bool):
             raise TypeError("direction_attention must be a bool, got "
                             f"{type(direction_attention).__name__}")
@@ -286,15 +282,15 @@ class SPANet(nn.Module):
         return self.model_kwargs["irnn_backend"]
 
     def set_irnn_backend(self, backend: str) -> SPANet:
-        """Switch every IRNN of the model to ``backend`` (one of :data:`IRNN_BACKENDS`).
+        """Switch every IRNN of the model to ``backend`` (one of ``irnn.BACKENDS``).
 
         The weights are unchanged; all backends compute the same recurrence.
 
         Returns:
             The model itself.
         """
-        if backend not in IRNN_BACKENDS:
-            raise ValueError(f"backend must be one of {IRNN_BACKENDS}, got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         for module in self.modules():
             if isinstance(module, IRNN):
                 module.backend = backend

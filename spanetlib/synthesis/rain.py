@@ -61,7 +61,6 @@ __all__ = [
     "make_rain_clip",
     "make_rain_image",
     "make_rain_video",
-    "rain_coverage",
     "rain_layer",
     "streak_kernel",
 ]
@@ -503,19 +502,6 @@ def _check_nonneg(name: str, value: float) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
     return value
-
-
-def rain_coverage(params: RainParams | str, shape_hw: tuple[int, int] = (256, 256),
-                  n: int = 8, seed: int = 0) -> float:
-    """Mean share of pixels a layer with ``params`` touches (value > 1/255), over ``n`` layers.
-
-    In a video with independent rain per frame this is also the expected share of frames in
-    which a given pixel is under rain (before the background decides whether it shows).
-    """
-    params = _resolve(DENSITY_PRESETS, params, "params")
-    gen = np.random.default_rng(seed)
-    return float(np.mean([(rain_layer(shape_hw, params, gen) > _MASK_THRESHOLD).mean()
-                          for _ in range(n)]))
 
 
 _CHUNK = 16  # frames rendered together ...
