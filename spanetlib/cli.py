@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: fp32)")
     p.set_defaults(run=_evaluate)
 
-    p = sub.add_parser("reproduce", help="run notebooks 01-07 (tables and figures)")
+    p = sub.add_parser("reproduce", help="run the notebooks (tables and figures)")
     p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick",
                    help="smoke (minutes, CI), quick (the README's numbers, a CPU), paper (the "
                    "paper's scale, a GPU) (default: quick)")

@@ -381,8 +381,8 @@ def _resolve_weights(name_or_path: str | os.PathLike, trusted: bool) -> tuple[Pa
         return OFFICIAL_WEIGHTS, True
     if isinstance(name_or_path, str) and name_or_path == "synthetic":
         if not SYNTHETIC_WEIGHTS.is_file():
-            raise InputError("the 'synthetic' SPANet weights are not shipped yet "
-                             f"({SYNTHETIC_WEIGHTS} is missing); use 'official' or a path")
+            raise InputError(f"the 'synthetic' SPANet weights are missing ({SYNTHETIC_WEIGHTS}: "
+                             "a damaged install?); use 'official' or a path")
         return SYNTHETIC_WEIGHTS, True
     path = Path(name_or_path)
     if not path.exists() and isinstance(name_or_path, str) and os.sep not in name_or_path \

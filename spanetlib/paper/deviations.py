@@ -218,11 +218,9 @@ def _rain_mask(notebook: str, profile: str) -> str:
             "so at threshold 0 M is 1 at almost every pixel and the attention loss teaches "
             f"little; the `{profile}` profile uses {used}. Fig. 7 (notebook 06) shows M at 0 "
             "and at 10/255; Table 4's \"No attention loss\" row removes this signal."
-            + (" With so sparse a mask the paper's plain mean squared error is smallest for a "
-               "nearly constant A_1 and, early in training, pushes A_1 down everywhere until "
-               "the attention's sigmoid saturates at 0 and never recovers (our first "
-               "`synthetic` weights: A_1 = 0.000 everywhere); this profile weighs rain and "
-               "rain-free pixels equally in Eq. 7 (`TrainConfig.attention_balanced`)."
+            + (" With so sparse a mask the paper's plain mean squared error drives A_1 to 0 "
+               "everywhere (`spanetlib.training.losses` says why); this profile weighs rain "
+               "and rain-free pixels equally in Eq. 7 (`TrainConfig.attention_balanced`)."
                if TRAIN_PROFILES[profile].get("attention_balanced") else ""))
 
 

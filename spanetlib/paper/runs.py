@@ -347,9 +347,8 @@ def ensure_seed_runs(specs: Mapping[str, RunSpec], dataset: DatasetInfo,
     """`ensure_runs` once per training seed: seed -> display name -> ``final.pt``.
 
     With ``workers`` > 1 the runs are trained side by side in that many processes of one
-    thread each: on a CPU the small models of the ``quick`` profile use a second thread poorly
-    (PReNet gains nothing from it, SPANet about 1.3x; measured on 2 cores), so two runs at
-    once train nearly twice as fast as one after the other. Each run is seeded, so its weights
+    thread each: on a CPU the small models of the ``quick`` profile use a second thread poorly,
+    so two runs at once train faster than one after the other. Each run is seeded, so its weights
     are the same either way when this process also uses one thread (with more threads they
     differ by floating-point summation order only); `ensure_trained` reuses and resumes runs
     as usual.

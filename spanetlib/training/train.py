@@ -146,9 +146,9 @@ class TrainConfig:
         amp_cpu: bf16 autocast of the forward pass on a CPU too, where the CPU has fast bf16
             (AMX or AVX512-BF16: `spanetlib.models.device.cpu_has_fast_bf16`; elsewhere the run stays
             in float32) and the model's convolutions pass the bf16 gradient check
-            (`checked_cpu_bf16`: else NCHW memory, else float32, with a warning). A step is
-            1.4-1.9x faster on the AVX512-BF16 machine (`benchmarks/bench_training_step.py`),
-            at bf16 precision. Off by default.
+            (`checked_cpu_bf16`: else NCHW memory, else float32, with a warning). Faster at
+            bf16 precision (`benchmarks/bench_training_step.py` measures by how much). Off by
+            default.
         channels_last: channels-last memory format (on CUDA and on the CPU, where oneDNN's
             convolutions and the numba IRNN are both faster in NHWC).
         max_val_images: the first N pairs of ``val_list`` are scored.
@@ -264,21 +264,19 @@ class TrainConfig:
 # batch 32, 256 x 256 crops, L1 + (1 - SSIM) + attention loss with weights 1, seed 2019.
 # NOTE: the authors' released checkpoint (spanet_official_latest.pth) was trained otherwise:
 # lr 5e-4, batch 16, one drop (x0.1) at 30K steps, 40K steps in all.
-# ``quick``: the paper's SPANet (32 channels, numba IRNN) on 48 x 48 crops, batch 4, 600 steps,
-# bf16 autocast where the CPU has fast bf16 (``amp_cpu``). Small crops and batches keep the 39
-# runs of notebooks 02-06 (13 models x 3 seeds) within the hour on a 2-core CPU (seconds per
-# step of every model, float32 and bf16: `benchmarks/bench_training_step.py`, in the README).
+# ``quick``: the paper's SPANet (32 channels, numba IRNN) on 48 x 48 crops, batch 4, bf16
+# autocast where the CPU has fast bf16 (``amp_cpu``); the notebooks' step budget is
+# `spanetlib.paper.profiles` ``train_steps``. Small crops and batches keep the runs of notebooks
+# 02-06 within the hour on a 2-core CPU (`benchmarks/bench_training_step.py` times a step).
 # Adam at 1e-3 (5e-3 is for batch 32 and 60K steps), x0.1 at 2/3 and 11/12 of the run.
 # ``smoke``: seconds (8 channels, 32 x 32 crops, batch 2, 10 steps), for CI and notebooks.
 # ``mask_threshold``: ``paper`` keeps the authors' 0 ("any difference" between the rain and the
 # clean patch). ``quick`` and ``smoke`` train on our synthetic videos, whose sensor noise makes
 # "any difference" mark about 99 % of pixels (M would teach the attention nothing), so they
 # use 10/255, which leaves about 8 %: the streaks.
-# ``attention_balanced``: with such a sparse M the paper's plain MSE (``paper`` keeps it) has
-# its optimum for a constant A near the rain share and, at the start, pushes A_1 down on the
-# whole image about 50 times harder than the image loss; Adam overshoots, the attention sigmoid
-# saturates at ~0 within 20 steps and never recovers (the first shipped ``synthetic`` weights:
-# A_1 = 0.000 everywhere). ``quick`` and ``smoke`` weight rain and rain-free pixels equally.
+# ``attention_balanced``: with such a sparse M the paper's plain MSE (``paper`` keeps it)
+# drives the attention to 0 everywhere (why: `spanetlib.training.losses`); ``quick`` and
+# ``smoke`` weight rain and rain-free pixels equally.
 TRAIN_PROFILES: dict[str, dict[str, Any]] = {
     "paper": {
         "model_kwargs": {"spanet": {"channels": 32}},
