@@ -45,8 +45,9 @@ from spanetlib.models import build_model
 from spanetlib.models.device import cpu_has_fast_bf16
 from spanetlib.paper.reproduce import cpu_name
 from spanetlib.paper.runs import TABLE2_ORIGINAL_RUNS, TABLE2_RUNS, TABLE4_RUNS, RunSpec
+from spanetlib.training.config import TRAIN_PROFILES
 from spanetlib.training.losses import SPANetLoss
-from spanetlib.training.train import TRAIN_PROFILES, checked_cpu_bf16
+from spanetlib.training.train import checked_cpu_bf16
 
 
 def model_key(spec: RunSpec) -> str:

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from spanetlib.training.train import build_model, make_config
+from spanetlib.models import build_model
+from spanetlib.training.config import make_config
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="torch.distributed is not available")

@@ -3,7 +3,7 @@
 Every notebook shows `render_deviations` of its name and profile. The paragraphs live here
 once (`TOPICS`); `NOTEBOOK_TOPICS` says which a notebook shows; the numbers (training steps,
 batch, crops, widths, learning-rate schedule, Table 1 sizes) are read from
-`spanetlib.training.train.TRAIN_PROFILES` and `spanetlib.paper.profiles.NOTEBOOK_PARAMETERS`, so the text
+`spanetlib.training.config.TRAIN_PROFILES` and `spanetlib.paper.profiles.NOTEBOOK_PARAMETERS`, so the text
 cannot drift from what a profile runs.
 """
 
@@ -13,7 +13,7 @@ from fractions import Fraction
 from typing import Any
 
 from spanetlib.paper.profiles import NOTEBOOK_PARAMETERS, NOTEBOOKS, PROFILE_NAMES
-from spanetlib.training.train import TRAIN_PROFILES
+from spanetlib.training.config import TRAIN_PROFILES
 
 __all__ = ["NOTEBOOK_TOPICS", "TOPICS", "render_deviations"]
 
@@ -186,7 +186,7 @@ def _budget(notebook: str, profile: str) -> str:
         f"{paper['batch_size']} on {paper['crop']} x {paper['crop']} crops (Adam, lr "
         f"{paper['lr']:g} divided by {1 / paper['gamma']:g} at "
         f"{_and([_thousands(m) for m in paper['milestones']])}). Here every run gets "
-        "`train_steps` steps of the training profile (`spanetlib.training.train.TRAIN_PROFILES`); this "
+        "`train_steps` steps of the training profile (`spanetlib.training.config.TRAIN_PROFILES`); this "
         f"notebook runs at **`{profile}`**:"]
     lines += [f"  - {_run_budget(notebook, name)}" for name in PROFILE_NAMES]
     lines.append("  At `smoke` the networks are untrained in all but name. At `quick` they are "

@@ -37,7 +37,8 @@ from spanetlib.io.errors import InputError
 from spanetlib.models import build_model, count_parameters, load_pretrained, read_checkpoint
 from spanetlib.models.spanet import TABLE4_VARIANTS
 from spanetlib.paper.datasets import DatasetInfo
-from spanetlib.training.train import TRAIN_PROFILES, make_config, scale_milestones, train
+from spanetlib.training.config import TRAIN_PROFILES, make_config, scale_milestones
+from spanetlib.training.train import train
 
 __all__ = [
     "OFFICIAL",
@@ -192,9 +193,9 @@ def ensure_trained(name: str, model: str, model_kwargs: Mapping[str, Any] | None
                    seed: int = 0, progress: bool = False) -> Path:
     """Train a model into ``work_dir/runs/<name>`` unless that run exists; its ``final.pt``.
 
-    The run's `spanetlib.training.train.TrainConfig` is ``make_config(profile, ...)`` with the
+    The run's `spanetlib.training.config.TrainConfig` is ``make_config(profile, ...)`` with the
     dataset's train list (its test list for validation), ``seed``, ``steps`` (the profile's
-    learning-rate milestones moved to the new length by `spanetlib.training.train.scale_milestones`,
+    learning-rate milestones moved to the new length by `spanetlib.training.config.scale_milestones`,
     as ``spanet train --steps`` does, and validation at least every ``steps // 10`` steps) and
     ``attention_weight``. Then:
 
@@ -214,7 +215,7 @@ def ensure_trained(name: str, model: str, model_kwargs: Mapping[str, Any] | None
         dataset: the §3 dataset (`spanetlib.paper.datasets.DatasetInfo`: ``train_list``,
             ``test_list``).
         work_dir: the run's work folder.
-        profile: a `spanetlib.training.train.TRAIN_PROFILES` name ("smoke", "quick", "paper").
+        profile: a `spanetlib.training.config.TRAIN_PROFILES` name ("smoke", "quick", "paper").
         steps: optimizer steps (None: the profile's).
         attention_weight: weight of the attention loss, Eq. 7 (None: the profile's).
         seed: seed of the initialisation, crops and shuffling.
@@ -224,7 +225,7 @@ def ensure_trained(name: str, model: str, model_kwargs: Mapping[str, Any] | None
         The run's ``final.pt``.
 
     Raises:
-        ValueError: unknown profile or model, bad steps (from `spanetlib.training.train.make_config`).
+        ValueError: unknown profile or model, bad steps (from `spanetlib.training.config.make_config`).
     """
     if profile not in TRAIN_PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(TRAIN_PROFILES)}")

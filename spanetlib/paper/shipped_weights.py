@@ -30,15 +30,9 @@ from spanetlib.models import read_checkpoint
 from spanetlib.pipeline.export import export_dataset
 from spanetlib.synthesis.rain import TRAINING_BACKGROUND_NAMES
 from spanetlib.synthesis.testsets import build_synthetic_video_scenes
-from spanetlib.training.checkpoints import atomic_torch_save
-from spanetlib.training.train import (
-    CHECKPOINT_FORMAT,
-    TrainConfig,
-    check_run,
-    make_config,
-    scale_milestones,
-    train,
-)
+from spanetlib.training.checkpoints import CHECKPOINT_FORMAT, atomic_torch_save, check_run
+from spanetlib.training.config import TrainConfig, make_config, scale_milestones
+from spanetlib.training.train import train
 
 __all__ = ["SYNTHETIC_RECIPE", "build_training_set", "export_weights", "train_synthetic_weights"]
 
@@ -137,7 +131,7 @@ def train_synthetic_weights(work_dir: str | os.PathLike = "runs/synthetic",
 
     Before the data set is built (about 40 s), the run folder and the weights file are checked:
     with ``resume``, ``work_dir/run/last.pt`` must be a readable training checkpoint of the
-    recipe (`spanetlib.training.train.check_run`, then every recipe setting but the number of steps);
+    recipe (`spanetlib.training.checkpoints.check_run`, then every recipe setting but the number of steps);
     without it, a run already there is refused unless ``overwrite``. An existing weights file
     is replaced only with ``overwrite`` or ``resume`` (the resumed run's own export).
 
