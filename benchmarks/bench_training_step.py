@@ -3,8 +3,8 @@
 What `spanet reproduce` spends most of its time on: ``spanetlib.paper.runs.ensure_seed_runs`` trains
 each run in a one-thread process (two runs side by side on two cores). This benchmark builds
 every distinct model of those runs as the trainer does (`spanetlib.models.build_model` with the
-profile's arguments, Adam, `spanetlib.training.losses.SPANetLoss` with the profile's weights) and times
-one optimizer step on random crops of the profile's size and batch, on one thread (torch and
+profile's arguments, Adam, `spanetlib.training.losses.SPANetLoss` with the profile's weights) and
+times one optimizer step on random crops of the profile's size and batch, on one thread (torch and
 numba), two ways, interleaved step by step so their ratio compares like with like on a shared
 machine:
 

@@ -1,9 +1,10 @@
 """Deraining whole clips: per-frame SPANet, the temporal estimate alone and the hybrid (issue 14).
 
-On the project's synthetic clips with known rain-free frames (``spanetlib.synthesis.rain.CLIP_PRESETS``:
-static camera, hand-held, passing objects, a parked object leaving, exposure flicker; seeded,
-no downloads), ``spanetlib.derain.video.compare_methods`` scores the rain input, the temporal
-estimate alone, per-frame SPANet and the hybrid (``derain_clip``) with each weights:
+On the project's synthetic clips with known rain-free frames
+(``spanetlib.synthesis.rain.CLIP_PRESETS``: static camera, hand-held, passing objects, a parked
+object leaving, exposure flicker; seeded, no downloads), ``spanetlib.derain.video.compare_methods``
+scores the rain input, the temporal estimate alone, per-frame SPANet and the hybrid
+(``derain_clip``) with each weights:
 
 * **PSNR** (dB): mean over frames, whole frame, against each frame's rain-free truth;
 * **in objects**: PSNR pooled over the pixels of the moving objects (clips that have them);

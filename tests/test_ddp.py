@@ -55,7 +55,8 @@ def test_torchrun_two_cpu_ranks(tmp_path: Path, write_pairs, tiny_spanet: dict):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
            "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-           "-m", "spanetlib.training.train", "--config", str(tmp_path / "cfg.json"), "--no-progress"]
+           "-m", "spanetlib.training.train", "--config", str(tmp_path / "cfg.json"),
+           "--no-progress"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Tests of spanetlib.training.train: profiles, the loop, checkpoints, exact resume, interruption."""
+"""spanetlib.training (train, config, checkpoints): the loop, profiles, exact resume, stops."""
 
 from __future__ import annotations
 

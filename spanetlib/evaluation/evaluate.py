@@ -89,7 +89,8 @@ __all__ = [
     "write_table",
 ]
 
-#: Conventions scored by default: all of `spanetlib.evaluation.metrics.CONVENTIONS`, so a table holds
+#: Conventions scored by default: all of `spanetlib.evaluation.metrics.CONVENTIONS`, so a table
+# holds
 #: the published numbers' conventions (`y-matlab`, `y-matlab-builtin`, `spanet-paper`) too.
 DEFAULT_CONVENTIONS: tuple[str, ...] = CONVENTIONS
 
@@ -463,8 +464,9 @@ def evaluate_model(
             `output_paths`).
         overwrite: replace existing output images (otherwise refused before the model is
             loaded).
-        precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` (`spanetlib.models.device.resolve_precision`;
-            checked before the model is loaded): the compute precision of every forward pass.
+        precision: ``"fp32"``, ``"bf16"`` or ``"auto"``
+            (`spanetlib.models.device.resolve_precision`; checked before the model is loaded): the
+            compute precision of every forward pass.
 
     Returns:
         One row per pair and reference: ``reference`` (only when a pair has a reference other
@@ -784,11 +786,11 @@ def heldout_check(
     """Score a derainer on rain outside the synthesizer's presets, on held-out photos.
 
     Builds the set with `spanetlib.synthesis.testsets.build_heldout_rain_set` (every condition of
-    `spanetlib.synthesis.testsets.HELDOUT_RAIN_CONDITIONS`, photos `spanetlib.synthesis.rain.HELDOUT_BACKGROUND_NAMES`)
-    in ``out_dir/heldout_set``, rebuilding it on every call; scores the rain input and the model
-    with `compare_models`, and writes the table with `write_table` to
-    ``out_dir/heldout_check.csv`` and ``.md``. A gain is the model's mean minus the input's
-    mean over the same images; the input is scored as every "Rain input" row is
+    `spanetlib.synthesis.testsets.HELDOUT_RAIN_CONDITIONS`, photos
+    `spanetlib.synthesis.rain.HELDOUT_BACKGROUND_NAMES`) in ``out_dir/heldout_set``, rebuilding it
+    on every call; scores the rain input and the model with `compare_models`, and writes the table
+    with `write_table` to ``out_dir/heldout_check.csv`` and ``.md``. A gain is the model's mean
+    minus the input's mean over the same images; the input is scored as every "Rain input" row is
     (`as_prediction`), so an identity model gains exactly 0. A model that generalises has
     positive gains in every row.
 

@@ -1,8 +1,8 @@
 """The training runs of the paper's Sec. 5 experiments: specs, ensure-trained, logs, summaries.
 
-Every model of Tables 2-4 is trained with `spanetlib.training.train` into ``work_dir/runs/<run name>``
-(`RunSpec`, `TABLE2_RUNS`, `TABLE4_RUNS`) by `ensure_trained`, which reuses a finished run with
-the same settings and resumes an unfinished one, so the notebooks share their runs: SPANet with
+Every model of Tables 2-4 is trained with `spanetlib.training.train` into ``work_dir/runs/<run
+name>`` (`RunSpec`, `TABLE2_RUNS`, `TABLE4_RUNS`) by `ensure_trained`, which reuses a finished run
+with the same settings and resumes an unfinished one, so the notebooks share their runs: SPANet with
 shared SAMs (`SPANET_RUN`) is trained once (notebook 02) and used by Tables 2, 3 and 4 and the
 figures. Table 4's runs are derived from the SPANet variants of
 `spanetlib.models.spanet.TABLE4_VARIANTS`, plus "No attention loss" (the shared-SAM model
@@ -195,9 +195,9 @@ def ensure_trained(name: str, model: str, model_kwargs: Mapping[str, Any] | None
 
     The run's `spanetlib.training.config.TrainConfig` is ``make_config(profile, ...)`` with the
     dataset's train list (its test list for validation), ``seed``, ``steps`` (the profile's
-    learning-rate milestones moved to the new length by `spanetlib.training.config.scale_milestones`,
-    as ``spanet train --steps`` does, and validation at least every ``steps // 10`` steps) and
-    ``attention_weight``. Then:
+    learning-rate milestones moved to the new length by
+    `spanetlib.training.config.scale_milestones`, as ``spanet train --steps`` does, and validation
+    at least every ``steps // 10`` steps) and ``attention_weight``. Then:
 
     - ``final.pt`` exists and was trained with the same settings (all entries that change
       the weights: model, its arguments, data, schedule, losses, seed ...): it is returned
@@ -225,7 +225,8 @@ def ensure_trained(name: str, model: str, model_kwargs: Mapping[str, Any] | None
         The run's ``final.pt``.
 
     Raises:
-        ValueError: unknown profile or model, bad steps (from `spanetlib.training.config.make_config`).
+        ValueError: unknown profile or model, bad steps (from
+            `spanetlib.training.config.make_config`).
     """
     if profile not in TRAIN_PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(TRAIN_PROFILES)}")

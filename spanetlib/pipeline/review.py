@@ -15,8 +15,8 @@ stands in for the person in batch runs (`spanetlib.pipeline.quality.scene_qualit
   adding a scene under a name the file holds for other frames, or loading frames that changed
   since, is refused with one line naming both.
 - `review_batch` drives a session without a person, for batch runs (papermill): ``"auto"``
-  accepts a scene iff `spanetlib.pipeline.quality.scene_quality` accepts its estimate, else rejects it
-  (adding frames) until accepted or exhausted, and records the score and its reasons;
+  accepts a scene iff `spanetlib.pipeline.quality.scene_quality` accepts its estimate, else rejects
+  it (adding frames) until accepted or exhausted, and records the score and its reasons;
   ``"file"`` replays a review file; ``"interactive"`` returns the notebook's
   `spanetlib.pipeline.review_widget.ReviewWidget`.
 
@@ -186,8 +186,8 @@ def clip_record(result: ClipEstimate) -> tuple[list[dict[str, Any]], dict[str, A
 def reliable_for_frame(result: ClipEstimate, index: int) -> np.ndarray:
     """H x W bool: pixels of frame ``index`` where its period's estimate is valid and reliable.
 
-    The period's `spanetlib.pipeline.background.Reliability` map (reference coordinates) brought into
-    the frame's pixels (nearest neighbour) when the frame was warped.
+    The period's `spanetlib.pipeline.background.Reliability` map (reference coordinates) brought
+    into the frame's pixels (nearest neighbour) when the frame was warped.
 
     Raises:
         ValueError: the frame belongs to no period.
@@ -223,8 +223,9 @@ class ReviewSession:
     Args:
         path: the review file (created on the first change; its folder also gets ``clean/``).
         cache_scenes: how many scenes' frames to keep in memory for `estimate`.
-        align: align mode of the scenes this session adds (`spanetlib.pipeline.alignment.ALIGN_MODES`:
-            "auto", the default, warps only frames that moved; "on"; "off").
+        align: align mode of the scenes this session adds
+            (`spanetlib.pipeline.alignment.ALIGN_MODES`: "auto", the default, warps only frames that
+            moved; "on"; "off").
 
     Raises:
         InputError: the file exists but is not a valid review file (it is left unchanged).

@@ -84,7 +84,7 @@ def _check_size(size: Sequence[int]) -> tuple[int, int]:
 
 
 def _check_backgrounds(backgrounds: Sequence[str]) -> tuple[str, ...]:
-    """Validate photo names for `spanetlib.synthesis.rain.load_background`; returns them as a tuple."""
+    """Photo names for `spanetlib.synthesis.rain.load_background`, checked, as a tuple."""
     known = sorted(set(BACKGROUND_NAMES) | set(HELDOUT_BACKGROUND_NAMES))
     if isinstance(backgrounds, str) or not isinstance(backgrounds, Sequence):
         raise ValueError(f"backgrounds must be a sequence of photo names, got {backgrounds!r}")
@@ -133,8 +133,9 @@ def build_synthetic_test_set(out: str | os.PathLike, n_per_level: int = 100,
                              levels: Sequence[str] = ("light", "medium", "heavy")) -> Path:
     """Write single synthetic rain images at several rain levels: the paper's Rain1200 role.
 
-    Each image is a random ``size`` crop of one of `spanetlib.synthesis.rain.BACKGROUND_NAMES` (taken in
-    turn) with rain from ``rain.make_rain_image`` at the level, each with its own seed. Output::
+    Each image is a random ``size`` crop of one of `spanetlib.synthesis.rain.BACKGROUND_NAMES`
+    (taken in turn) with rain from ``rain.make_rain_image`` at the level, each with its own seed.
+    Output::
 
         out/rain/<level>_<i>.png, out/clean/<level>_<i>.png
         out/test.txt     "rain/<name>.png clean/<name>.png" per line (see `read_pair_list`)
@@ -389,10 +390,10 @@ def build_layout_test_folders(out: str | os.PathLike, n_pairs: int = 2,
     """Tiny synthetic test folders, one in each layout of the field (`spanetlib.io.layouts`).
 
     Each layout gets its own ``n_pairs`` synthetic rain images: random ``size`` crops of the
-    held-out photos `spanetlib.synthesis.rain.HELDOUT_BACKGROUND_NAMES` (which the shipped ``synthetic``
-    weights never saw), taken in turn over all the folders, with rain at the light, medium and
-    heavy levels in turn (re-drawn until at least one streak falls on the crop, and until the
-    folder reads as its layout: the side-by-side check fails on some tiny flat crops)::
+    held-out photos `spanetlib.synthesis.rain.HELDOUT_BACKGROUND_NAMES` (which the shipped
+    ``synthetic`` weights never saw), taken in turn over all the folders, with rain at the light,
+    medium and heavy levels in turn (re-drawn until at least one streak falls on the crop, and until
+    the folder reads as its layout: the side-by-side check fails on some tiny flat crops)::
 
         out/input-target/input/<i>.png, target/<i>.png              (i from 1)
         out/rain100/rainy/rain-<iii>.png, norain-<iii>.png
@@ -525,8 +526,8 @@ def build_synthetic_video_scenes(out: str | os.PathLike, n_scenes: int = 3, n_fr
         densities: names from ``rain.DENSITY_PRESETS``, used in turn.
         seed: seed of the crops and the rain.
         backgrounds: photo names for `spanetlib.synthesis.rain.load_background`, used in turn; None:
-            `spanetlib.synthesis.rain.BACKGROUND_NAMES` (pass `spanetlib.synthesis.rain.TRAINING_BACKGROUND_NAMES`
-            to keep the held-out photos out).
+            `spanetlib.synthesis.rain.BACKGROUND_NAMES` (pass
+            `spanetlib.synthesis.rain.TRAINING_BACKGROUND_NAMES` to keep the held-out photos out).
 
     Returns:
         The scene folders, in order.
