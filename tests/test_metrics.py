@@ -236,7 +236,7 @@ def test_errors():
         ssim(x, x, "spanet-paper", crop_border=5)
     with pytest.raises(ValueError, match="crop_border=8 leaves no pixels of a 16 x 16 image"):
         psnr(x, x, crop_border=8)
-    with pytest.raises(ValueError, match="crop_border: expected an integer >= 0, got -1"):
+    with pytest.raises(ValueError, match="crop_border: expected an int >= 0, got -1"):
         psnr(x, x, crop_border=-1)
     with pytest.raises(ValueError, match=r"expected H x W x 3 images, got shapes \(16, 16\)"):
         psnr_ssim_np(np.zeros((16, 16)), np.zeros((16, 16)))

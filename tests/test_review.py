@@ -123,7 +123,7 @@ def test_validation_errors(start_review, tmp_path, tiny_scenes):
         session.reject("nope")
     with pytest.raises(ValueError, match="density must be one of"):
         session.set_density(scene_name(tiny_scenes[0]), "heavy")
-    with pytest.raises(ValueError, match="n must be an int >= 2"):
+    with pytest.raises(ValueError, match="n: expected an int >= 2"):
         session.add_scene("y", tiny_scenes[0], n=1)
     with pytest.raises(InputError, match="scene source not found"):
         session.add_scene("z", tmp_path / "missing")

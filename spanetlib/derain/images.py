@@ -40,6 +40,7 @@ from spanetlib.io.files import (
     check_output_path,
     read_image_with_format,
     restore_format,
+    round_to_uint8,
     write_image,
 )
 from spanetlib.models.convert import image_to_tensor
@@ -441,7 +442,7 @@ def attention_heatmap(attention: np.ndarray) -> np.ndarray:
     """
     if attention.ndim != 2:
         raise ValueError(f"expected an H x W attention map, got shape {attention.shape}")
-    gray = (np.clip(attention, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    gray = round_to_uint8(attention * 255.0)
     return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 

@@ -60,6 +60,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spanetlib.io.checks import check_int
 from spanetlib.models.convert import image_to_tensor
 
 __all__ = [
@@ -364,8 +365,7 @@ def _prepare(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate, clip to [0, 1], move to the convention's color space and crop the border."""
     _check_pair(pred, target)
-    if isinstance(crop_border, bool) or not isinstance(crop_border, int) or crop_border < 0:
-        raise ValueError(f"crop_border: expected an integer >= 0, got {crop_border!r}")
+    check_int("crop_border", crop_border, minimum=0)
     height, width = pred.shape[-2:]
     if 2 * crop_border >= min(height, width):
         raise ValueError(

@@ -211,9 +211,7 @@ def read_sequence(source: str | os.PathLike, start: int = 0, count: int | None =
     """
     check_int("start", start, minimum=0)
     check_int("count", count, minimum=0, allow_none=True)
-    if isinstance(min_frames, bool) or not isinstance(min_frames, (int, np.integer)) \
-            or min_frames < 1:
-        raise ValueError(f"min_frames: expected an int >= 1, got {min_frames!r}")
+    check_int("min_frames", min_frames, minimum=1)
     path = Path(source)
     if not path.exists():
         raise InputError(f"sequence not found: {path}")

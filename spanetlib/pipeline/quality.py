@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from spanetlib.io.checks import check_int
 from spanetlib.io.files import round_to_uint8
 from spanetlib.pipeline.clip_estimate import ClipEstimate
 from spanetlib.pipeline.selection import FRAME_COUNTS, RAIN_DELTA, density_of_fraction
@@ -99,10 +100,7 @@ class QualityModel:
     min_frames: int = 8
 
     def __post_init__(self) -> None:
-        if isinstance(self.min_frames, bool) or not isinstance(self.min_frames, int) \
-                or self.min_frames < 2:
-            raise ValueError(f"QualityModel.min_frames: expected an int >= 2, got "
-                             f"{self.min_frames!r}")
+        check_int("QualityModel.min_frames", self.min_frames, minimum=2)
         for name in ("floor", "rain_gain", "warp_gain", "smear_gain", "width", "veil_limit"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \

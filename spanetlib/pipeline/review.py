@@ -66,6 +66,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from spanetlib.io.checks import check_int
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import atomic_write_json, check_image_values, round_to_uint8, write_image
 from spanetlib.io.video import SCENE_NAME_PATTERN, SourceIdentity, read_sequence, source_identity
@@ -462,10 +463,8 @@ class ReviewSession:
         if density is not None:
             _check_density(density)
         align = self.align if align is None else get_align_mode(align).name
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
-            raise ValueError(f"n must be an int >= 2 or None, got {n!r}")
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise ValueError(f"start must be a non-negative int, got {start!r}")
+        check_int("n", n, minimum=2, allow_none=True)
+        check_int("start", start, minimum=0)
         source_path = Path(source)
         if not source_path.exists():
             raise InputError(f"scene source not found: {source_path}")
@@ -643,8 +642,7 @@ class ReviewSession:
     def set_n(self, name: str, n: int) -> dict[str, Any]:
         """Set the scene's frame count N directly (capped by the frames available)."""
         entry = self._entry(name)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise ValueError(f"n must be an int >= 2, got {n!r}")
+        check_int("n", n, minimum=2)
         data = copy.deepcopy(self._data)
         data["scenes"][name]["n"] = min(n, entry["frames_available"])
         self._commit(data)

@@ -22,7 +22,7 @@ import IPython.display
 import ipywidgets as widgets
 import numpy as np
 
-from spanetlib.io.files import to_uint8, to_unit_float
+from spanetlib.io.files import round_to_uint8, to_uint8, to_unit_float
 from spanetlib.pipeline.clip_estimate import ClipEstimate
 from spanetlib.pipeline.quality import scene_quality
 from spanetlib.pipeline.review import (
@@ -84,7 +84,7 @@ def difference_heatmap(rain: np.ndarray, clean: np.ndarray) -> np.ndarray:
     """
     diff = difference_map(rain, clean)
     top = max(float(np.percentile(diff, 99.5)), 64.0 / 255.0)
-    scaled = (np.clip(diff / top, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    scaled = round_to_uint8(diff / top * 255.0)
     return cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
 
 
