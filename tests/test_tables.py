@@ -204,7 +204,7 @@ def test_score_over_seeds_scores_each_seed_and_fixed_rows_once(smoke_dataset, ti
                                                                tmp_path, save_checkpoint):
     save_checkpoint(tmp_path / "a.pt", "spanet", tiny_spanet)
     save_checkpoint(tmp_path / "b.pt", "spanet", {**tiny_spanet, "sam_mode": "none"})
-    score = partial(tables.table2, dataset=smoke_dataset, max_images=2,
+    score = partial(tables.score_test_pairs, dataset=smoke_dataset, max_images=2,
                     conventions=("standard",))
     per_image = tables.score_over_seeds(score, {0: {"m": tmp_path / "a.pt"},
                                                 1: {"m": tmp_path / "b.pt"}},

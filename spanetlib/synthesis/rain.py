@@ -174,8 +174,8 @@ def _replace_fields(obj, changes: dict):
     return dataclasses.replace(obj, **changes)
 
 
-# Video rain, calibrated on 256 x 256 frames (see ``rain_coverage``): the share of pixels a
-# frame's streak layer touches (> 1/255) is about 3 % (sparse), 20 % (normal), 56 % (dense).
+# Video rain, calibrated on 256 x 256 frames by the share of pixels a frame's streak layer
+# touches (> 1/255): a few percent (sparse), about a fifth (normal), over half (dense).
 # In "dense" a pixel is under rain in about half of the frames, with widely spread rain values,
 # so the temporal median is biased bright while the intensity mode stays at the clean value.
 DENSITY_PRESETS: dict[str, RainParams] = {
