@@ -101,7 +101,7 @@ def test_reference_pairs_crop_the_true_background(smoke_dataset):
         errors = [np.abs(o - truth).mean() for o in others if o.shape == truth.shape]
         assert np.abs(estimate - truth).mean() == pytest.approx(min(errors))
     assert len(tables.reference_pairs(smoke_dataset, max_images=2)) == 2
-    with pytest.raises(ValueError, match="max_images must be"):
+    with pytest.raises(ValueError, match="max_images: expected an int >= 1"):
         tables.reference_pairs(smoke_dataset, max_images=0)
 
 
