@@ -364,7 +364,9 @@ def round_to_uint8(levels: np.ndarray) -> np.ndarray:
     levels = np.asarray(levels)
     if levels.dtype.kind != "f":
         levels = levels.astype(np.float32)
-    return np.floor(np.clip(levels, 0.0, 255.0) + 0.5).astype(np.uint8)
+    # + 0.5, clip to [0, 255], truncate: floor(x + 0.5) for the values that remain
+    shifted = levels + levels.dtype.type(0.5)
+    return np.clip(shifted, 0.0, 255.0, out=shifted).astype(np.uint8)
 
 
 def natural_key(name: str) -> tuple:
