@@ -1,9 +1,9 @@
 """Validation of the no-reference quality score (``spanetlib.pipeline.quality.scene_quality``).
 
 The score predicts, with no clean image, how close a clip estimate
-(``spanetlib.pipeline.clip_estimate.estimate_clip``) is to the truth. Here it is checked on synthetic
-phone-like clips whose truth is known (``spanetlib.synthesis.rain.make_rain_clip``): every preset
-(static, passing, hand-held, pan, parked objects, flicker, light switch, cloud, sparse to
+(``spanetlib.pipeline.clip_estimate.estimate_clip``) is to the truth. Here it is checked on
+synthetic phone-like clips whose truth is known (``spanetlib.synthesis.rain.make_rain_clip``): every
+preset (static, passing, hand-held, pan, parked objects, flicker, light switch, cloud, sparse to
 very dense rain, haze, few frames, junction) and deliberately bad cases (too few frames for
 dense rain, align "off" on moving clips, haze-like veils of several strengths and densities).
 

@@ -3,8 +3,8 @@
 What `spanet reproduce` spends most of its time on: ``spanetlib.paper.runs.ensure_seed_runs`` trains
 each run in a one-thread process (two runs side by side on two cores). This benchmark builds
 every distinct model of those runs as the trainer does (`spanetlib.models.build_model` with the
-profile's arguments, Adam, `spanetlib.training.losses.SPANetLoss` with the profile's weights) and times
-one optimizer step on random crops of the profile's size and batch, on one thread (torch and
+profile's arguments, Adam, `spanetlib.training.losses.SPANetLoss` with the profile's weights) and
+times one optimizer step on random crops of the profile's size and batch, on one thread (torch and
 numba), two ways, interleaved step by step so their ratio compares like with like on a shared
 machine:
 
@@ -45,8 +45,9 @@ from spanetlib.models import build_model
 from spanetlib.models.device import cpu_has_fast_bf16
 from spanetlib.paper.reproduce import cpu_name
 from spanetlib.paper.runs import TABLE2_ORIGINAL_RUNS, TABLE2_RUNS, TABLE4_RUNS, RunSpec
+from spanetlib.training.config import TRAIN_PROFILES
 from spanetlib.training.losses import SPANetLoss
-from spanetlib.training.train import TRAIN_PROFILES, checked_cpu_bf16
+from spanetlib.training.train import checked_cpu_bf16
 
 
 def model_key(spec: RunSpec) -> str:

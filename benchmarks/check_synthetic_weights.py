@@ -12,8 +12,8 @@ train-synthetic`` and before shipping its weights)::
 The attention goal of issue 15: on rain images with a known rain layer, mean A_1 on the rain
 pixels >= 0.2 and at least 1.5x that on the rain-free pixels. The images are the held-out
 photos (`spanetlib.synthesis.rain.HELDOUT_BACKGROUND_NAMES`) with rain at each level of
-`spanetlib.synthesis.rain.IMAGE_RAIN_LEVELS`; rain pixels are where the rain image exceeds the clean one
-by more than 10/255 (`spanetlib.paper.figure_data.mean_attention_stats`).
+`spanetlib.synthesis.rain.IMAGE_RAIN_LEVELS`; rain pixels are where the rain image exceeds the clean
+one by more than 10/255 (`spanetlib.paper.figure_data.mean_attention_stats`).
 
     python benchmarks/check_synthetic_weights.py [--weights synthetic official] [--out results]
         [--log runs/synthetic/run/log.csv]

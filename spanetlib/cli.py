@@ -16,106 +16,13 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
 EXIT_BAD_INPUT = 2
 EXIT_PARTIAL_FAILURE = 1
 EXIT_INTERRUPTED = 130
-
-
-def _estimate_background(args: argparse.Namespace) -> int:
-    from spanetlib.pipeline.export import export_clean_images
-
-    written = export_clean_images(args.input, args.output, frames=args.frames,
-                                  start=args.start, align=args.align,
-                                  keep_size=args.keep_size, reliability=args.reliability,
-                                  overwrite=args.overwrite, progress=True)
-    print(written.describe())
-    return 0
-
-
-def _derain(args: argparse.Namespace) -> int:
-    from spanetlib.derain.images import derain_files
-
-    summary = derain_files(args.inputs, args.output, weights=args.weights, device=args.device,
-                           tile=args.tile, save_attention=args.save_attention,
-                           overwrite=args.overwrite, precision=args.precision)
-    print(summary)
-    return EXIT_PARTIAL_FAILURE if summary.failed else 0
-
-
-def _derain_video(args: argparse.Namespace) -> int:
-    from spanetlib.derain.video import derain_video
-
-    summary = derain_video(args.input, args.output, weights=args.weights, align=args.align,
-                           window=args.window, tile=args.tile, device=args.device,
-                           precision=args.precision, fps=args.fps, start=args.start,
-                           frames=args.frames, overwrite=args.overwrite)
-    print(summary)
-    return 0
-
-
-def _build_dataset(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from spanetlib.pipeline.export import export_dataset
-
-    # Skipped entries and scenes not exported are printed as soon as they are known, above
-    # the progress bar; an empty split is a warning line (stderr) and exit status 1.
-    summary = export_dataset(args.src, args.output, review_file=args.review_file,
-                             auto_accept=args.auto_accept, crop=args.crop, stride=args.stride,
-                             frames_per_video=args.frames_per_video,
-                             test_fraction=args.test_fraction, workers=args.workers,
-                             seed=args.seed, align=args.align, unreliable=args.unreliable,
-                             overwrite=args.overwrite, scheduler=args.scheduler,
-                             report=lambda line: tqdm.write(line, file=sys.stdout))
-    for line in summary.scene_reports.values():
-        print(line)
-    print(summary)
-    return EXIT_PARTIAL_FAILURE if summary.failed or summary.empty_splits else 0
-
-
-def _train(args: argparse.Namespace) -> int:
-    from spanetlib.training.train import train_command
-
-    overrides = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr,
-                                   "val_list": args.val}.items() if v is not None}
-    result = train_command(profile=args.profile, train_list=args.data, out_dir=args.out,
-                           model=args.model, steps=args.steps, resume=args.resume,
-                           device=args.device, overwrite=args.overwrite, **overrides)
-    print(result)
-    return 0
-
-
-def _train_synthetic(args: argparse.Namespace) -> int:
-    from spanetlib.paper.shipped_weights import train_synthetic_weights
-
-    path = train_synthetic_weights(args.out, steps=args.steps, resume=args.resume,
-                                   export_to=args.export, overwrite=args.overwrite)
-    print(f"weights -> {path}")
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from spanetlib.evaluation.evaluate import DEFAULT_CONVENTIONS, evaluate_command
-
-    evaluate_command(args.weights, args.test, args.output,
-                     conventions=args.convention or DEFAULT_CONVENTIONS,
-                     device=args.device, tile=args.tile, max_images=args.max_images,
-                     layout=args.layout, save_outputs=args.save_outputs,
-                     overwrite=args.overwrite, precision=args.precision)
-    return 0
-
-
-def _reproduce(args: argparse.Namespace) -> int:
-    from spanetlib.paper.reproduce import run_notebooks
-
-    summary = run_notebooks(args.profile, out_dir=args.out, only=args.only)
-    total = sum(summary.seconds.values())
-    print(f"{len(summary.executed)} notebook(s), profile {summary.profile}, {total:.0f} s; "
-          f"outputs under {summary.out_dir}")
-    return 0
 
 
 class _LibraryNames:
@@ -167,18 +74,19 @@ def _add_align(p: argparse.ArgumentParser, what: str = "") -> None:
                    "and reports only")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``spanet`` and its subcommands."""
-    from pathlib import Path
+def _estimate_background(args: argparse.Namespace) -> int:
+    from spanetlib.pipeline.export import export_clean_images
 
-    from spanetlib import __version__
+    written = export_clean_images(args.input, args.output, frames=args.frames,
+                                  start=args.start, align=args.align,
+                                  keep_size=args.keep_size, reliability=args.reliability,
+                                  overwrite=args.overwrite, progress=True)
+    print(written.describe())
+    return 0
 
-    parser = argparse.ArgumentParser(
-        prog="spanet", description="SPANet rain removal: real rain/clean pairs from videos, "
-        "deraining, training, benchmarks and the paper's tables and figures.")
-    parser.add_argument("--version", action="version", version=f"spanetlib {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+def _add_estimate_background(sub: argparse._SubParsersAction) -> None:
+    """``spanet estimate-background``: its arguments; runs `_estimate_background`."""
     p = sub.add_parser("estimate-background", help="clean image from a rain video (Eqs. 2-4)",
                        description="Clean image of a rain clip: camera motion measured and "
                        "undone where it matters, one image per stable period of the scene "
@@ -199,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(run=_estimate_background)
 
+
+def _derain(args: argparse.Namespace) -> int:
+    from spanetlib.derain.images import derain_files
+
+    summary = derain_files(args.inputs, args.output, weights=args.weights, device=args.device,
+                           tile=args.tile, save_attention=args.save_attention,
+                           overwrite=args.overwrite, precision=args.precision)
+    print(summary)
+    return EXIT_PARTIAL_FAILURE if summary.failed else 0
+
+
+def _add_derain(sub: argparse._SubParsersAction) -> None:
+    """``spanet derain``: its arguments; runs `_derain`."""
     p = sub.add_parser("derain", help="remove rain from photos with SPANet")
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
@@ -214,10 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                    help="bf16: faster on CPUs with AMX or AVX512-BF16 and on GPUs with bf16, "
-                        "refused elsewhere; changes outputs by up to about 5/255 (PSNR ~54 dB "
-                        "to fp32); auto: bf16 where it is faster (default: fp32)")
+                        "refused elsewhere; changes outputs by a few grey levels; auto: bf16 "
+                        "where it is faster (default: fp32)")
     p.set_defaults(run=_derain)
 
+
+def _derain_video(args: argparse.Namespace) -> int:
+    from spanetlib.derain.video import derain_video
+
+    summary = derain_video(args.input, args.output, weights=args.weights, align=args.align,
+                           window=args.window, tile=args.tile, device=args.device,
+                           precision=args.precision, fps=args.fps, start=args.start,
+                           frames=args.frames, overwrite=args.overwrite)
+    print(summary)
+    return 0
+
+
+def _add_derain_video(sub: argparse._SubParsersAction) -> None:
+    """``spanet derain-video``: its arguments; runs `_derain_video`."""
     p = sub.add_parser("derain-video",
                        help="derain a clip: the temporal estimate where the scene is still, "
                        "SPANet where it moves",
@@ -261,6 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
                    "other settings (default: refuse; the same settings resume)")
     p.set_defaults(run=_derain_video)
 
+
+def _build_dataset(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from spanetlib.pipeline.export import export_dataset
+
+    # Skipped entries and scenes not exported are printed as soon as they are known, above
+    # the progress bar; an empty split is a warning line (stderr) and exit status 1.
+    summary = export_dataset(args.src, args.output, review_file=args.review_file,
+                             auto_accept=args.auto_accept, crop=args.crop, stride=args.stride,
+                             frames_per_video=args.frames_per_video,
+                             test_fraction=args.test_fraction, workers=args.workers,
+                             seed=args.seed, align=args.align, unreliable=args.unreliable,
+                             overwrite=args.overwrite, scheduler=args.scheduler,
+                             report=lambda line: tqdm.write(line, file=sys.stdout))
+    for line in summary.scene_reports.values():
+        print(line)
+    print(summary)
+    return EXIT_PARTIAL_FAILURE if summary.failed or summary.empty_splits else 0
+
+
+def _add_build_dataset(sub: argparse._SubParsersAction) -> None:
+    """``spanet build-dataset``: its arguments; runs `_build_dataset`."""
     p = sub.add_parser("build-dataset", help="rain videos -> SPA-Data style training pairs")
     p.add_argument("src", type=Path, help="folder with one video file or frame folder per scene")
     p.add_argument("-o", "--output", type=Path, required=True, help="dataset folder")
@@ -297,6 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "files are removed); the same settings resume without it")
     p.set_defaults(run=_build_dataset)
 
+
+def _train(args: argparse.Namespace) -> int:
+    from spanetlib.training.train import train_command
+
+    overrides = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr,
+                                   "val_list": args.val}.items() if v is not None}
+    result = train_command(profile=args.profile, train_list=args.data, out_dir=args.out,
+                           model=args.model, steps=args.steps, resume=args.resume,
+                           device=args.device, overwrite=args.overwrite, **overrides)
+    print(result)
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """``spanet train``: its arguments; runs `_train`."""
     p = sub.add_parser("train", help="train SPANet or a baseline")
     p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick",
                    help="the settings to start from: smoke (seconds, for tests), quick (a CPU), "
@@ -323,6 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to train (default: auto, CUDA when available)")
     p.set_defaults(run=_train)
 
+
+def _train_synthetic(args: argparse.Namespace) -> int:
+    from spanetlib.paper.shipped_weights import train_synthetic_weights
+
+    path = train_synthetic_weights(args.out, steps=args.steps, resume=args.resume,
+                                   export_to=args.export, overwrite=args.overwrite)
+    print(f"weights -> {path}")
+    return 0
+
+
+def _add_train_synthetic(sub: argparse._SubParsersAction) -> None:
+    """``spanet train-synthetic``: its arguments; runs `_train_synthetic`."""
     p = sub.add_parser("train-synthetic",
                        help="make the shipped 'synthetic' weights "
                        "(spanetlib.paper.shipped_weights recipe)")
@@ -338,6 +323,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights file to write (default: OUT/spanet_synthetic.pth)")
     p.set_defaults(run=_train_synthetic)
 
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from spanetlib.evaluation.evaluate import DEFAULT_CONVENTIONS, evaluate_command
+
+    evaluate_command(args.weights, args.test, args.output,
+                     conventions=args.convention or DEFAULT_CONVENTIONS,
+                     device=args.device, tile=args.tile, max_images=args.max_images,
+                     layout=args.layout, save_outputs=args.save_outputs,
+                     overwrite=args.overwrite, precision=args.precision)
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """``spanet evaluate``: its arguments; runs `_evaluate`."""
     p = sub.add_parser("evaluate", help="PSNR/SSIM of a model over a test folder or pair list",
                        description="Score a derainer on a test folder in any of the field's "
                        "layouts (detected and reported) or on a pair list.")
@@ -374,7 +373,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: fp32)")
     p.set_defaults(run=_evaluate)
 
-    p = sub.add_parser("reproduce", help="run notebooks 01-07 (tables and figures)")
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from spanetlib.paper.reproduce import run_notebooks
+
+    summary = run_notebooks(args.profile, out_dir=args.out, only=args.only)
+    total = sum(summary.seconds.values())
+    print(f"{len(summary.executed)} notebook(s), profile {summary.profile}, {total:.0f} s; "
+          f"outputs under {summary.out_dir}")
+    return 0
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    """``spanet reproduce``: its arguments; runs `_reproduce`."""
+    p = sub.add_parser("reproduce", help="run the notebooks (tables and figures)")
     p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick",
                    help="smoke (minutes, CI), quick (the README's numbers, a CPU), paper (the "
                    "paper's scale, a GPU) (default: quick)")
@@ -383,6 +395,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", default=None,
                    help="notebook names or prefixes, e.g. 03 (default: all)")
     p.set_defaults(run=_reproduce)
+
+
+#: The subcommands in ``spanet --help`` order, each a function adding its parser.
+_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_estimate_background, _add_derain, _add_derain_video, _add_build_dataset, _add_train,
+    _add_train_synthetic, _add_evaluate, _add_reproduce)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``spanet`` and its subcommands."""
+    from spanetlib import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="spanet", description="SPANet rain removal: real rain/clean pairs from videos, "
+        "deraining, training, benchmarks and the paper's tables and figures.")
+    parser.add_argument("--version", action="version", version=f"spanetlib {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(sub)
     return parser
 
 
@@ -399,7 +430,7 @@ def _one_line_warnings(command: str) -> Callable[..., None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spanet`` console script; returns the exit status."""
     # Large tensors on transparent huge pages: PyTorch reads this once, at its first
-    # allocation, and first-touch page faults otherwise cost about a fifth of a CPU forward.
+    # allocation, and first-touch page faults are otherwise a sizeable share of a CPU forward.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     # FFmpeg's own messages ("Slice pointer chain broken") would break the one-line output;
     # what they mean reaches the user as a warning or an error of ours.

@@ -159,7 +159,7 @@ def test_regional_light_change_is_not_read_as_exposure(rain_clip):
 
 def test_alignment_input_errors():
     frames = np.zeros((3, 16, 16, 3), np.uint8)
-    with pytest.raises(InputError, match=r"expected N x H x W x 3 uint8 RGB, got shape "
+    with pytest.raises(InputError, match=r"expected N x H x W x 3 uint8 RGB with N >= 1, got shape "
                                          r"\(16, 16, 3\)"):
         al.measure_motion(frames[0])
     with pytest.raises(InputError, match=r"reference: expected a frame index in \[0, 3\), got 3"):

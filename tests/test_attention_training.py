@@ -22,8 +22,9 @@ from spanetlib.synthesis.rain import (
     load_background,
     make_rain_image,
 )
+from spanetlib.training.config import make_config
 from spanetlib.training.data import rain_mask
-from spanetlib.training.train import make_config, train
+from spanetlib.training.train import train
 
 pytestmark = [pytest.mark.usefixtures("single_thread"),
               pytest.mark.slow]  # trains a SPANet for hundreds of steps

@@ -1,4 +1,4 @@
-"""Tests of spanetlib.paper.claims: seed summaries, paired tests, claims, on frames with known effects."""
+"""spanetlib.paper.claims: seed summaries, paired tests, claims, on frames of known effects."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from spanetlib import cli
-from spanetlib.io.files import write_image
+from spanetlib.io.files import round_to_uint8, write_image
 from spanetlib.paper.reproduce import select_notebooks
 
 
@@ -116,7 +116,7 @@ def test_estimate_background_aligns_by_default_and_crops_to_the_valid_region(tmp
     image = read_image(auto)
     assert image.shape == (h, w, 3) and w < 128 and h < 96
     crop = truth[y0:y0 + h, x0:x0 + w]
-    unaligned = np.rint(estimate_background(clip.frames).image)[y0:y0 + h, x0:x0 + w]
+    unaligned = round_to_uint8(estimate_background(clip.frames).image)[y0:y0 + h, x0:x0 + w]
     assert psnr255(image, crop) > 30 and psnr255(image, crop) > psnr255(unaligned, crop) + 5
     # --keep-size: the frame's size and a mask of the valid region
     kept = tmp_path / "kept.png"
@@ -145,7 +145,7 @@ def test_estimate_background_of_a_static_clip_is_the_papers_estimate(tmp_path, c
     printed = capsys.readouterr().out
     assert "0/30 frames warped" in printed and "whole frame" in printed
     np.testing.assert_array_equal(read_image(out),
-                                  np.rint(estimate_background(clip.frames).image))
+                                  round_to_uint8(estimate_background(clip.frames).image))
 
 
 def test_select_notebooks_by_prefix_and_name():

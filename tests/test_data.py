@@ -199,7 +199,7 @@ def test_pair_dataset_full_images_and_mask_threshold(tmp_path, write_pairs):
 
 
 def test_pair_dataset_bad_arguments(offset_pairs, tmp_path):
-    with pytest.raises(ValueError, match="crop must be a positive int or None"):
+    with pytest.raises(ValueError, match="crop: expected an int >= 1"):
         PairDataset(offset_pairs, crop=0)
     with pytest.raises(ValueError, match="scale must be"):
         PairDataset(offset_pairs, scale=(0.9, 0.5))

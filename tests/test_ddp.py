@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from spanetlib.training.train import build_model, make_config
+from spanetlib.models import build_model
+from spanetlib.training.config import make_config
 
 pytestmark = [pytest.mark.slow,  # torchrun starts two Python processes that train
               pytest.mark.skipif(not torch.distributed.is_available(),

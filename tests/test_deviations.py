@@ -8,7 +8,7 @@ import pytest
 
 from spanetlib.paper import deviations, profiles
 from spanetlib.paper.deviations import NOTEBOOK_TOPICS, TOPICS, render_deviations
-from spanetlib.training.train import TRAIN_PROFILES
+from spanetlib.training.config import TRAIN_PROFILES
 
 
 def test_every_notebook_has_topics_and_every_topic_is_shown():

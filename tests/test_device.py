@@ -1,4 +1,4 @@
-"""The checked CPU bf16 training path of `spanetlib.models.device` (other device tests: test_inference)."""
+"""The checked CPU bf16 training path of `spanetlib.models.device` (more in test_inference)."""
 
 import pytest
 import torch

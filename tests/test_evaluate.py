@@ -196,6 +196,16 @@ def test_write_table_round_trip(tmp_path: Path) -> None:
     assert "| input | 20.123 | 0.6543 | 3 |" in text
 
 
+def test_write_table_shows_a_view_and_keeps_every_column_in_the_csv(tmp_path: Path) -> None:
+    df = pd.DataFrame({"model": ["input", "spanet"], "psnr": [20.123456789, 30.5],
+                       "ssim": [0.65, 0.9], "n": [3, 3]})
+    view = df[["model", "psnr"]].rename(columns={"psnr": "PSNR"})
+    csv_path, md_path = write_table(df, tmp_path / "t", markdown=view)
+    pd.testing.assert_frame_equal(pd.read_csv(csv_path), df)
+    assert md_path.read_text().splitlines()[:3] == ["| model | PSNR |", "|---|---:|",
+                                                   "| input | 20.12 |"]
+
+
 def test_evaluate_command_input(pairs_dir: Path, tmp_path: Path, capsys) -> None:
     summary = evaluate_command("input", pairs_dir / "test.txt", tmp_path / "res" / "input",
                                conventions=["standard"], device="cpu", max_images=2,
@@ -235,9 +245,9 @@ def test_bad_inputs(pairs_dir: Path, tmp_path: Path) -> None:
         evaluate_model(None, pairs_dir / "test.txt", conventions=["psnr"], progress=False)
     with pytest.raises(ValueError, match="at least one metric convention"):
         evaluate_model(None, pairs_dir / "test.txt", conventions=[], progress=False)
-    with pytest.raises(ValueError, match="max_images must be a positive int or None, got 0"):
+    with pytest.raises(ValueError, match="max_images: expected an int >= 1, got 0"):
         evaluate_model(None, pairs_dir / "test.txt", max_images=0, progress=False)
-    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="batch_size: expected an int >= 1, got 0"):
         evaluate_model(None, pairs_dir / "test.txt", batch_size=0, progress=False)
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         evaluate_model(3, pairs_dir / "test.txt", progress=False)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from spanetlib.io.errors import InputError
-from spanetlib.io.files import read_image
+from spanetlib.io.files import read_image, round_to_uint8
 from spanetlib.io.pairs import read_pair_list
 from spanetlib.io.video import scene_name
 from spanetlib.pipeline.export import (
@@ -93,7 +93,7 @@ def test_export_requires_a_decision_source(tmp_path, src):
         export_dataset(src, tmp_path / "out", review_file=tmp_path / "nope.json")
     with pytest.raises(ValueError, match=r"test_fraction must be in \[0, 1\)"):
         export_dataset(src, tmp_path / "out", auto_accept=True, test_fraction=1.0)
-    with pytest.raises(ValueError, match="crop must be a positive int or None"):
+    with pytest.raises(ValueError, match="crop: expected an int >= 1"):
         export_dataset(src, tmp_path / "out", auto_accept=True, crop=0)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no scenes"):
@@ -236,13 +236,13 @@ def test_settings_resolve_stride_and_check_values():
     assert ExportSettings(crop=16).stride == 16
     assert ExportSettings(crop=16, stride=8).stride == 8
     assert ExportSettings(crop=None).stride is None
-    with pytest.raises(ValueError, match="stride must be a positive int or None, got 0"):
+    with pytest.raises(ValueError, match="stride: expected an int >= 1, got 0"):
         ExportSettings(stride=0)
-    with pytest.raises(ValueError, match="frames_per_video must be a positive int or None"):
+    with pytest.raises(ValueError, match="frames_per_video: expected an int >= 1"):
         ExportSettings(frames_per_video=True)
     with pytest.raises(ValueError, match=r"density must be one of \('sparse', 'normal', "):
         ExportSettings(density="storm")
-    with pytest.raises(ValueError, match="workers must be a positive int or None, got 0"):
+    with pytest.raises(ValueError, match="workers: expected an int >= 1, got 0"):
         export_dataset("anywhere", "out", auto_accept=True, workers=0)
     with pytest.raises(ValueError, match=r"align must be one of \('auto', 'on', 'off'\), got "
                                          r"'yes'"):
@@ -482,7 +482,7 @@ def _naive_pairs(clip, crop=32):
     """What the old export wrote: every frame, whole grid, one estimate of all frames."""
     from spanetlib.pipeline.background import estimate_background
 
-    clean = np.rint(estimate_background(clip.frames).image)
+    clean = round_to_uint8(estimate_background(clip.frames).image).astype(np.float64)
     h, w = clip.frames.shape[1:3]
     out = []
     for frame in range(len(clip.frames)):

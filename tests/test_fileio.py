@@ -266,3 +266,21 @@ def test_small_and_unsupported_images_are_refused(tmp_path):
     deep = _write_raw(tmp_path / "deep.tif", np.zeros((9, 9, 3), np.float32))
     with pytest.raises(InputError, match=r"deep\.tif holds 32-bit float samples; .*8 or 16"):
         fileio.read_image_with_format(deep)
+
+
+def test_round_to_uint8_rounds_half_up_like_to_uint8():
+    round_to_uint8 = fileio.round_to_uint8
+    levels = np.array([-3.0, 0.49, 0.5, 1.5, 2.5, 127.5, 254.5, 254.51, 300.0])
+    assert round_to_uint8(levels).tolist() == [0, 0, 1, 2, 3, 128, 255, 255, 255]
+    assert round_to_uint8(np.array([7], np.int64)).dtype == np.uint8
+    # the same rule as to_uint8 on [0, 1] floats: every level's midpoint goes up
+    unit = (np.arange(255) + 0.5) / 255.0
+    np.testing.assert_array_equal(fileio.to_uint8(unit), round_to_uint8(unit * 255.0))
+
+
+def test_natural_key_orders_numbers_and_breaks_ties_on_the_exact_name():
+    natural_key = fileio.natural_key
+    names = ["frame10.png", "Frame2.png", "frame2.png", "frame1.png"]
+    assert sorted(names, key=natural_key) == ["frame1.png", "Frame2.png", "frame2.png",
+                                              "frame10.png"]
+    assert sorted(reversed(names), key=natural_key) == sorted(names, key=natural_key)

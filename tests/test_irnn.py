@@ -465,7 +465,7 @@ def test_errors():
         irnn(x.to("meta"), weight, bias.to("meta"))
     with pytest.raises(ValueError, match="unknown IRNN backend 'fast'"):
         IRNN(2, backend="fast")
-    with pytest.raises(ValueError, match="channels must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="channels: expected an int >= 1, got 0"):
         IRNN(0)
 
 

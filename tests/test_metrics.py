@@ -235,7 +235,7 @@ def test_errors():
         ssim(x, x, "spanet-paper", crop_border=5)
     with pytest.raises(ValueError, match="crop_border=8 leaves no pixels of a 16 x 16 image"):
         psnr(x, x, crop_border=8)
-    with pytest.raises(ValueError, match="crop_border: expected an integer >= 0, got -1"):
+    with pytest.raises(ValueError, match="crop_border: expected an int >= 0, got -1"):
         psnr(x, x, crop_border=-1)
     with pytest.raises(ValueError, match=r"expected H x W x 3 images, got shapes \(16, 16\)"):
         psnr_ssim_np(np.zeros((16, 16)), np.zeros((16, 16)))
@@ -385,3 +385,17 @@ def test_replicate_padding_needs_no_minimum_size():
         ssim_map(torch.nn.functional.pad(x, (5, 5, 5, 5), mode="replicate"),
                  torch.nn.functional.pad(y, (5, 5, 5, 5), mode="replicate")),
         rtol=0, atol=1e-12)
+
+
+def test_psnr_from_mse_matches_the_torch_psnr():
+    from spanetlib.evaluation.metrics import psnr_from_mse
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 1, 3, 8, 8))
+    mse = float(((a - b) ** 2).mean())
+    expected = float(psnr(torch.from_numpy(a), torch.from_numpy(b))[0])
+    # both in float64: only the summation order differs (192 terms, ~1e-14 relative)
+    assert psnr_from_mse(mse, peak=1.0) == pytest.approx(expected, rel=1e-12)
+    assert psnr_from_mse(0.0) == math.inf
+    out = psnr_from_mse(np.array([0.0, 255.0 ** 2 / 100]))
+    assert out[0] == math.inf and out[1] == pytest.approx(20.0, rel=1e-12)

@@ -291,7 +291,7 @@ def test_untrusted_objects_are_refused(tmp_path):
 
 def test_synthetic_not_shipped(monkeypatch, tmp_path):
     monkeypatch.setattr(pretrained, "SYNTHETIC_WEIGHTS", tmp_path / "spanet_synthetic.pth")
-    with pytest.raises(InputError, match="'synthetic' SPANet weights are not shipped yet"):
+    with pytest.raises(InputError, match="'synthetic' SPANet weights are missing"):
         load_pretrained("synthetic")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from spanetlib.io.errors import InputError
-from spanetlib.io.files import read_image
+from spanetlib.io.files import read_image, round_to_uint8
 from spanetlib.io.video import scene_name
 from spanetlib.pipeline.review import ReviewSession
 from spanetlib.pipeline.review_widget import run_review
@@ -64,7 +64,7 @@ def test_accept_writes_clean_image(start_review, tmp_path, tiny_scenes):
         int((estimate.membership >= 0).sum())
     assert 0 <= state["quality"]["score"] <= 1 and "reasons" in state["quality"]
     clean = read_image(tmp_path / "clean" / f"{name}.png")
-    np.testing.assert_array_equal(clean, np.rint(seg.image).astype(np.uint8))
+    np.testing.assert_array_equal(clean, round_to_uint8(seg.image))
     truth = read_image(scene_ground_truth(tiny_scenes[0]))
     assert np.abs(clean.astype(int) - truth).mean() < 4  # the estimate is close to the truth
     on_disk = json.loads((tmp_path / "review.json").read_text())
@@ -123,7 +123,7 @@ def test_validation_errors(start_review, tmp_path, tiny_scenes):
         session.reject("nope")
     with pytest.raises(ValueError, match="density must be one of"):
         session.set_density(scene_name(tiny_scenes[0]), "heavy")
-    with pytest.raises(ValueError, match="n must be an int >= 2"):
+    with pytest.raises(ValueError, match="n: expected an int >= 2"):
         session.add_scene("y", tiny_scenes[0], n=1)
     with pytest.raises(InputError, match="scene source not found"):
         session.add_scene("z", tmp_path / "missing")
@@ -347,7 +347,7 @@ def test_accept_writes_one_clean_image_per_stable_period(tmp_path):
     assert [p["start"] for p in state["periods"]] == [s.start for s in result.segments]
     for rel, seg in zip(state["clean_images"], result.segments, strict=True):
         np.testing.assert_array_equal(read_image(tmp_path / rel),
-                                      np.rint(seg.image).astype(np.uint8))
+                                      round_to_uint8(seg.image))
     assert session.clean_image_paths("parked") == [tmp_path / r for r in state["clean_images"]]
     # the two states differ where the parked object was
     a, b = (read_image(tmp_path / r).astype(int) for r in state["clean_images"])

@@ -71,7 +71,7 @@ def test_ensure_trained_trains_reuses_and_resumes(smoke_dataset, tiny_spanet, tm
 def test_ensure_trained_rejects_bad_arguments(smoke_dataset, tiny_spanet, tmp_path):
     with pytest.raises(ValueError, match="unknown profile"):
         runs.ensure_trained("x", "spanet", tiny_spanet, smoke_dataset, tmp_path, "huge")
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(ValueError, match="steps: expected an int >= 1"):
         runs.ensure_trained("x", "spanet", tiny_spanet, smoke_dataset, tmp_path, "smoke",
                             steps=0)
     with pytest.raises(ValueError, match="unknown model"):
@@ -185,7 +185,7 @@ def test_seed_runs_in_one_or_two_processes_give_the_same_weights(smoke_dataset, 
         with pytest.raises(ValueError, match="seed"):
             runs.ensure_seed_runs(specs, smoke_dataset, tmp_path, "smoke", bad, steps=2,
                                   single_image=single)
-    with pytest.raises(ValueError, match="workers must be"):
+    with pytest.raises(ValueError, match="workers: expected an int >= 1"):
         runs.ensure_seed_runs(specs, smoke_dataset, tmp_path, "smoke", [0], steps=2,
                               single_image=single, workers=0)
     one = runs.ensure_seed_runs(specs, smoke_dataset, tmp_path / "one", "smoke", [0, 1],

@@ -120,10 +120,10 @@ def test_set_irnn_backend():
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
     ({"sam_mode": "double"}, ValueError, "sam_mode must be one of .* got 'double'"),
     ({"irnn_backend": "fast"}, ValueError, "irnn_backend must be one of"),
-    ({"channels": 1}, ValueError, "channels must be >= 2, got 1"),
-    ({"channels": 8.0}, TypeError, "channels must be an int, got float"),
-    ({"blocks_per_sab": 0}, ValueError, "blocks_per_sab must be >= 1"),
-    ({"num_sabs": 0}, ValueError, "num_sabs must be >= 1"),
+    ({"channels": 1}, ValueError, "channels: expected an int >= 2, got 1"),
+    ({"channels": 8.0}, ValueError, "channels: expected an int >= 2, got 8.0"),
+    ({"blocks_per_sab": 0}, ValueError, "blocks_per_sab: expected an int >= 1"),
+    ({"num_sabs": 0}, ValueError, "num_sabs: expected an int >= 1"),
     ({"direction_attention": 1}, TypeError, "direction_attention must be a bool"),
 ])
 def test_constructor_validation(kwargs, error, match):

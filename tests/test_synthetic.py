@@ -29,7 +29,7 @@ from spanetlib.synthesis.rain import (
     make_rain_image,
 )
 from spanetlib.training.checkpoints import atomic_torch_save
-from spanetlib.training.train import make_config
+from spanetlib.training.config import make_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

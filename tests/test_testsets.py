@@ -183,7 +183,7 @@ def test_builder_enlarges_small_photos(tmp_path: Path) -> None:
     ({"backgrounds": ["coffee", "nope"]}, r"unknown background 'nope'"),
     ({"backgrounds": []}, r"at least one photo"),
     ({"backgrounds": "coffee"}, r"sequence of photo names"),
-    ({"n_per_condition": 0}, r"n_per_condition must be a positive int"),
+    ({"n_per_condition": 0}, r"n_per_condition: expected an int >= 1"),
     ({"size": (4, 32)}, r"size must be \(H, W\) with ints >= 8"),
 ])
 def test_builder_rejects_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:

@@ -1,4 +1,4 @@
-"""Tests of spanetlib.training.train: profiles, loop, checkpoints, exact resume, interruption."""
+"""spanetlib.training (train, config, checkpoints): the loop, profiles, exact resume, stops."""
 
 from __future__ import annotations
 
@@ -14,21 +14,13 @@ import pytest
 import torch
 
 from spanetlib.io.errors import InputError
+from spanetlib.models import MODEL_FACTORIES, build_model
 from spanetlib.models.baselines import RESCAN
 from spanetlib.models.spanet import SPANet
 from spanetlib.paper.shipped_weights import SYNTHETIC_RECIPE
+from spanetlib.training.config import TRAIN_PROFILES, TrainConfig, load_config, make_config
 from spanetlib.training.losses import SPANetLoss
-from spanetlib.training.train import (
-    MODEL_FACTORIES,
-    TRAIN_PROFILES,
-    TrainConfig,
-    build_model,
-    load_config,
-    main,
-    make_config,
-    train,
-    train_command,
-)
+from spanetlib.training.train import main, train, train_command
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny convolutions: 2 threads are slower
 

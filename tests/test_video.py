@@ -11,6 +11,7 @@ from spanetlib.io.video import (
     IDENTITY_FRAMES,
     VIDEO_CODECS,
     SourceIdentity,
+    VideoWriter,
     count_frames,
     list_scenes,
     read_sequence,
@@ -88,8 +89,8 @@ def test_write_video_mp4_round_trip_within_lossy_tolerance(tmp_path, frames):
 def test_write_video_errors(tmp_path, frames):
     with pytest.raises(ValueError, match=r"video suffix: expected one of .*'.avi'.*got '.gif'"):
         write_video(tmp_path / "x.gif", frames)
-    with pytest.raises(ValueError, match=r"expected N x H x W x 3 with N >= 1, got shape "
-                                         r"\(48, 64, 3\)"):
+    with pytest.raises(ValueError, match=r"frames: expected N x H x W x 3 uint8 or float RGB "
+                                         r"with N >= 1, got shape \(48, 64, 3\)"):
         write_video(tmp_path / "x.avi", frames[0])
     with pytest.raises(ValueError, match=r"fps: expected > 0, got 0"):
         write_video(tmp_path / "x.avi", frames, fps=0)
@@ -378,3 +379,31 @@ def test_scene_names_are_made_safe_deterministically(tmp_path, frames):
     assert scene_name(tmp_path / "my_street") != name  # never the same as another scene's
     assert scene_name(tmp_path / "._x") != scene_name(tmp_path / "__x")
     assert re.fullmatch(video.SCENE_NAME_PATTERN, scene_name(tmp_path / (" " * 3)))
+
+
+def test_video_writer_streams_frames_and_moves_the_file_into_place(tmp_path, frames):
+    path = tmp_path / "stream.avi"
+    with VideoWriter(path, frames.shape[1:3], fps=10) as out:
+        for frame in frames:
+            out.write(frame)
+            assert not path.exists()  # hidden temporary file until the block ends
+    assert out.count == len(frames)
+    np.testing.assert_array_equal(read_sequence(path), frames)  # FFV1 is lossless
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stream.avi"]
+
+
+def test_video_writer_leaves_the_destination_on_error_or_no_frame(tmp_path, frames):
+    path = tmp_path / "kept.avi"
+    write_video(path, frames[:2])
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"frame 1: expected shape \(48, 64, 3\), got"):
+        with VideoWriter(path, (48, 64)) as out:
+            out.write(frames[0])
+            out.write(frames[1, :40])
+    with pytest.raises(ValueError, match="no frame written"):
+        with VideoWriter(path, (48, 64)):
+            pass
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.avi"]
+    with pytest.raises(ValueError, match="height: expected an int >= 1"):
+        VideoWriter(path, (0, 64))

@@ -40,6 +40,7 @@ from spanetlib.io.files import (
     check_output_path,
     read_image_with_format,
     restore_format,
+    round_to_uint8,
     write_image,
 )
 from spanetlib.io.resources import host_memory_available
@@ -66,12 +67,11 @@ __all__ = [
 
 #: Extra memory of one forward pass of SPANet per input pixel, in bytes, by compute dtype:
 #: the growth of the peak resident set during `derain_array` on whole random images of
-#: 256 x 256, 512 x 512 and 1024 x 1024 with the authors' weights (fp32: 1964 to 2258 bytes,
-#: 2219 with our ``synthetic`` weights at 512 x 512; bf16 autocast: 763 to 807), rounded up.
-#: Measured on the CPU; other models need less (no attention maps).
+#: 256 x 256 to 1024 x 1024 with the shipped weights, on the CPU, rounded up with a margin;
+#: other models need less (no attention maps).
 FORWARD_BYTES_PER_PIXEL: dict[torch.dtype, int] = {torch.float32: 2300, torch.bfloat16: 850}
 #: Memory per pixel of the whole image while it is derained in tiles (its float tensor, the
-#: blended sums, the output): 45 bytes measured on a 2048 x 2048 image in tiles of 256.
+#: blended sums, the output), measured on a large image in tiles and rounded up.
 IMAGE_BYTES_PER_PIXEL = 64
 #: Share of the available memory a default tile may take (the rest stays for the system,
 #: other programs and the allocator's slack).
@@ -356,7 +356,7 @@ def attention_heatmap(attention: np.ndarray) -> np.ndarray:
     """
     if attention.ndim != 2:
         raise ValueError(f"expected an H x W attention map, got shape {attention.shape}")
-    gray = (np.clip(attention, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    gray = round_to_uint8(attention * 255.0)
     return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 

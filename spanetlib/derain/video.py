@@ -84,20 +84,21 @@ from spanetlib.derain.images import (
     derain_array,
     is_out_of_memory,
 )
+from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import (
     IMAGE_SUFFIXES,
     ImageFormat,
-    atomic_write,
     atomic_write_json,
     check_image_size,
     check_output_folder,
     check_output_path,
     read_image_with_format,
     restore_format,
+    round_to_uint8,
     write_image,
 )
-from spanetlib.io.video import VIDEO_CODECS, count_frames, list_frame_files
+from spanetlib.io.video import VIDEO_CODECS, VideoWriter, count_frames, list_frame_files
 from spanetlib.models.convert import image_to_tensor
 from spanetlib.models.device import autocast, resolve_precision, resolve_torch_device
 from spanetlib.models.memory import reuse_freed_memory
@@ -731,7 +732,7 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
                 derained, ran = spanet.where(frame, weight > 0)
                 wt = weight[..., None]
                 mixed = wt * derained + (1.0 - wt) * background.image.astype(np.float32)
-            out = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+            out = round_to_uint8(mixed)
         record = FrameRecord(
             index=int(index), window=window,
             segment=-1 if background is None else background.segment,
@@ -794,10 +795,7 @@ def _check_method(method: str) -> str:
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
-    arr = np.asarray(frames)
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-        raise InputError(f"frames: expected N x H x W x 3 uint8 RGB, got shape {arr.shape} "
-                         f"dtype {arr.dtype}")
+    arr = check_frames(frames)
     if len(arr) < MIN_FRAMES:
         raise InputError(f"found {len(arr)} frame(s); a clip needs at least {MIN_FRAMES} "
                          "frames for the temporal estimate (derain single images with "
@@ -1285,20 +1283,9 @@ def _write_video(output: Path, stream: Iterator[tuple[int, np.ndarray, np.ndarra
                  shape: tuple[int, int, int], fps: float, summary: VideoDerainSummary,
                  bar: object) -> None:
     """Write the stream to a hidden temporary video, then move it onto ``output``."""
-    h, w = shape[:2]
-    codec = VIDEO_CODECS[output.suffix.lower()]
-
-    def write(tmp: str) -> None:
-        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*codec), float(fps), (w, h), True)
-        if not writer.isOpened():
-            raise OSError(f"OpenCV cannot write codec {codec!r} to {output.suffix!r}: {output}")
-        try:
-            for _, frame, _, record in stream:
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-                summary.written += 1
-                summary.records.append(record)
-                bar.update(1)
-        finally:
-            writer.release()
-
-    atomic_write(output, write)
+    with VideoWriter(output, shape[:2], fps) as out:
+        for _, frame, _, record in stream:
+            out.write(frame)
+            summary.written += 1
+            summary.records.append(record)
+            bar.update(1)

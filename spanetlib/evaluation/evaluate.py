@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from spanetlib.derain.images import derain_array
 from spanetlib.evaluation.metrics import CONVENTIONS, METRIC_CONVENTIONS, psnr_ssim_np
+from spanetlib.io.checks import check_positive
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import (
     IMAGE_SUFFIXES,
@@ -88,7 +89,8 @@ __all__ = [
     "write_table",
 ]
 
-#: Conventions scored by default: all of `spanetlib.evaluation.metrics.CONVENTIONS`, so a table holds
+#: Conventions scored by default: all of `spanetlib.evaluation.metrics.CONVENTIONS`, so a table
+# holds
 #: the published numbers' conventions (`y-matlab`, `y-matlab-builtin`, `spanet-paper`) too.
 DEFAULT_CONVENTIONS: tuple[str, ...] = CONVENTIONS
 
@@ -462,8 +464,9 @@ def evaluate_model(
             `output_paths`).
         overwrite: replace existing output images (otherwise refused before the model is
             loaded).
-        precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` (`spanetlib.models.device.resolve_precision`;
-            checked before the model is loaded): the compute precision of every forward pass.
+        precision: ``"fp32"``, ``"bf16"`` or ``"auto"``
+            (`spanetlib.models.device.resolve_precision`; checked before the model is loaded): the
+            compute precision of every forward pass.
 
     Returns:
         One row per pair and reference: ``reference`` (only when a pair has a reference other
@@ -478,12 +481,9 @@ def evaluate_model(
             pair names that cannot name output files.
     """
     conventions = _check_conventions(conventions)
-    for arg, value in (("max_images", max_images), ("tile", tile)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
-            raise ValueError(f"{arg} must be a positive int or None, got {value!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive("max_images", max_images, allow_none=True)
+    check_positive("tile", tile, allow_none=True)
+    check_positive("batch_size", batch_size)
     table = _labels_table(labels)
     items = read_pairs(pairs)
     if max_images is not None:
@@ -742,8 +742,12 @@ def write_table(
     path_stem: str | os.PathLike,
     float_format: str | Mapping[str, str] | None = None,
     caption: str | None = None,
+    markdown: pd.DataFrame | None = None,
 ) -> tuple[Path, Path]:
     """Write ``df`` as ``<stem>.csv`` (full precision) and ``<stem>.md`` (rounded), atomically.
+
+    The one table writer of the package: every result table (the paper's tables, the
+    benchmarks', the video experiment's) goes through it.
 
     Args:
         df: the table (e.g. from `summarize`); a non-default index is written as column(s).
@@ -751,6 +755,8 @@ def write_table(
         float_format: markdown number format(s), as for `format_markdown`; the CSV keeps every
             digit so it reads back to the same numbers.
         caption: a line written above the markdown table.
+        markdown: the table shown in ``<stem>.md`` when it is not ``df`` (a readable view of
+            a summary whose every column goes to the CSV).
 
     Returns:
         ``(csv_path, md_path)``.
@@ -758,7 +764,7 @@ def write_table(
     stem = _stem(path_stem)
     table = df if isinstance(df.index, pd.RangeIndex) else df.reset_index()
     csv_path = atomic_write_text(stem.parent / f"{stem.name}.csv", table.to_csv(index=False))
-    md = format_markdown(table, float_format)
+    md = format_markdown(table if markdown is None else markdown, float_format)
     if caption:
         md = f"{caption.strip()}\n\n{md}"
     md_path = atomic_write_text(stem.parent / f"{stem.name}.md", md)
@@ -780,11 +786,11 @@ def heldout_check(
     """Score a derainer on rain outside the synthesizer's presets, on held-out photos.
 
     Builds the set with `spanetlib.synthesis.testsets.build_heldout_rain_set` (every condition of
-    `spanetlib.synthesis.testsets.HELDOUT_RAIN_CONDITIONS`, photos `spanetlib.synthesis.rain.HELDOUT_BACKGROUND_NAMES`)
-    in ``out_dir/heldout_set``, rebuilding it on every call; scores the rain input and the model
-    with `compare_models`, and writes the table with `write_table` to
-    ``out_dir/heldout_check.csv`` and ``.md``. A gain is the model's mean minus the input's
-    mean over the same images; the input is scored as every "Rain input" row is
+    `spanetlib.synthesis.testsets.HELDOUT_RAIN_CONDITIONS`, photos
+    `spanetlib.synthesis.rain.HELDOUT_BACKGROUND_NAMES`) in ``out_dir/heldout_set``, rebuilding it
+    on every call; scores the rain input and the model with `compare_models`, and writes the table
+    with `write_table` to ``out_dir/heldout_check.csv`` and ``.md``. A gain is the model's mean
+    minus the input's mean over the same images; the input is scored as every "Rain input" row is
     (`as_prediction`), so an identity model gains exactly 0. A model that generalises has
     positive gains in every row.
 

@@ -60,6 +60,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spanetlib.io.checks import check_int
 from spanetlib.models.convert import image_to_tensor
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "get_convention",
 
     "psnr",
+    "psnr_from_mse",
     "psnr_ssim_np",
     "rgb_to_y_matlab",
     "ssim",
@@ -363,8 +365,7 @@ def _prepare(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate, clip to [0, 1], move to the convention's color space and crop the border."""
     _check_pair(pred, target)
-    if isinstance(crop_border, bool) or not isinstance(crop_border, int) or crop_border < 0:
-        raise ValueError(f"crop_border: expected an integer >= 0, got {crop_border!r}")
+    check_int("crop_border", crop_border, minimum=0)
     height, width = pred.shape[-2:]
     if 2 * crop_border >= min(height, width):
         raise ValueError(
@@ -423,6 +424,22 @@ def psnr(
     x, y = _prepare(pred, target, conv, crop_border)
     mse = (x - y).pow(2).flatten(1).mean(dim=1)
     return 10.0 * math.log10(conv.data_range**2) - 10.0 * torch.log10(mse)
+
+
+def psnr_from_mse(mse: float | np.ndarray, peak: float = 255.0) -> float | np.ndarray:
+    """PSNR in dB from mean squared errors: ``10 log10(peak^2 / mse)``, ``inf`` where mse is 0.
+
+    Args:
+        mse: one MSE or an array of them (any shape), in the units of ``peak``.
+        peak: the largest possible value (255 for uint8 levels, 1 for [0, 1] images).
+
+    Returns:
+        A float for a scalar ``mse``, else a float64 array of ``mse``'s shape.
+    """
+    m = np.asarray(mse, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        out = np.where(m > 0, 10.0 * np.log10(peak ** 2 / np.where(m > 0, m, 1.0)), np.inf)
+    return float(out) if out.ndim == 0 else out
 
 
 def ssim(

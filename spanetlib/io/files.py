@@ -16,11 +16,13 @@ grayscale, 16-bit, alpha) so that `restore_format` can give an output of the sam
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ __all__ = [
     "SIXTEEN_BIT_SUFFIXES",
     "UNIT_RANGE_TOLERANCE",
     "ImageFormat",
+    "atomic_path",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -46,9 +49,11 @@ __all__ = [
     "check_output_folder",
     "check_output_path",
     "ensure_dirs",
+    "natural_key",
     "read_image",
     "read_image_with_format",
     "restore_format",
+    "round_to_uint8",
     "to_uint8",
     "to_unit_float",
     "write_image",
@@ -108,12 +113,42 @@ def _create_temp(folder: Path, name: str, suffix: str) -> Path:
     raise FileExistsError(f"cannot create a temporary file in {folder}")
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically.
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A hidden temporary path beside ``path`` to write; moved onto ``path`` when the block ends.
 
-    Like ``open(path, "w")``: a new file gets ``0o666 & ~umask``, a replaced file keeps its
-    permission bits, and a symbolic link is written through (its target is replaced, the link
-    stays). A destination that is not a regular file is refused before ``write`` runs.
+    ``with atomic_path(p) as tmp: ...`` writes ``tmp`` (same folder and suffix, so writers that
+    pick a format by suffix work); a clean exit replaces ``path`` atomically, an exception
+    deletes ``tmp`` and leaves ``path`` as it was. Like ``open(path, "w")``: a new file gets
+    ``0o666 & ~umask``, a replaced file keeps its permission bits, and a symbolic link is
+    written through (its target is replaced, the link stays).
+
+    Args:
+        path: final destination; its parent folders are created.
+
+    Yields:
+        The temporary path.
+
+    Raises:
+        InputError: the destination (or a link's target) is a device, folder, FIFO or socket
+            (before the block runs).
+    """
+    target, existing = _destination(Path(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _create_temp(target.parent, target.name, target.suffix)
+    try:
+        yield tmp
+        if existing is not None:
+            os.chmod(tmp, stat.S_IMODE(existing.st_mode) & 0o777)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically (`atomic_path`).
 
     Args:
         path: final destination; its parent folders are created.
@@ -125,20 +160,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     Raises:
         InputError: the destination (or a link's target) is a device, folder, FIFO or socket.
     """
-    path = Path(path)
-    target, existing = _destination(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _create_temp(target.parent, target.name, target.suffix)
-    try:
+    with atomic_path(path) as tmp:
         write(str(tmp))
-        if existing is not None:
-            os.chmod(tmp, stat.S_IMODE(existing.st_mode) & 0o777)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -329,6 +353,30 @@ def to_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def round_to_uint8(levels: np.ndarray) -> np.ndarray:
+    """Round float levels (0-255 scale, any shape) to uint8 with `to_uint8`'s rule: half up.
+
+    Values outside [0, 255] are clipped. ``x + 0.5`` then floor, so 2.5 gives 3 (``np.rint``
+    would give 2): one rule for every estimate, export and display.
+    """
+    levels = np.asarray(levels)
+    if levels.dtype.kind != "f":
+        levels = levels.astype(np.float32)
+    # + 0.5, clip to [0, 255], truncate: floor(x + 0.5) for the values that remain
+    shifted = levels + levels.dtype.type(0.5)
+    return np.clip(shifted, 0.0, 255.0, out=shifted).astype(np.uint8)
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key for names with numbers in natural order: ``frame2`` before ``frame10``.
+
+    Letters compare case-insensitively; names equal under that rule fall back to the exact
+    name, so the order never depends on the order found on disk.
+    """
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(p) if p.isdigit() else p.lower() for p in parts), name
 
 
 def _to_uint16(image: np.ndarray, name: str = "image") -> np.ndarray:

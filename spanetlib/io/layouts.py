@@ -53,7 +53,7 @@ import cv2
 import numpy as np
 
 from spanetlib.io.errors import InputError
-from spanetlib.io.files import ImageFormat, read_image, read_image_with_format
+from spanetlib.io.files import ImageFormat, natural_key, read_image, read_image_with_format
 from spanetlib.io.pairs import find_pair_list, read_pair_list
 
 __all__ = [
@@ -209,11 +209,6 @@ class FolderPairs:
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-def _natural_key(text: str) -> tuple:
-    return tuple(int(part) if part.isdigit() else part.lower()
-                 for part in re.split(r"(\d+)", text))
-
-
 def _is_image(path: Path) -> bool:
     """An image file by its suffix; hidden files (``.DS_Store``, ``._1.png``) are not."""
     return (path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
@@ -234,7 +229,7 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
 
 
 def _listing(names: Iterable[str]) -> str:
-    names = sorted(names, key=_natural_key)
+    names = sorted(names, key=natural_key)
     shown = ", ".join(names[:_SHOWN])
     return shown + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
 
@@ -254,7 +249,7 @@ def _pair_up(folder: Path, rain: dict[str, Path], clean_for: Callable[[str], Pat
     if unmatched:
         raise InputError(f"{folder}: {len(unmatched)} of {len(rain)} rain images have no clean "
                          f"image ({layout} layout: {expected}): {_listing(unmatched)}")
-    return sorted(pairs, key=lambda p: _natural_key(p.name))
+    return sorted(pairs, key=lambda p: natural_key(p.name))
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,7 +403,7 @@ def _rain1200_matches(root: Path) -> bool:
         images = _numbered_images(root)
         if not images:
             return False
-        sample = _sample(sorted(images.values(), key=lambda p: _natural_key(p.stem)),
+        sample = _sample(sorted(images.values(), key=lambda p: natural_key(p.stem)),
                          _SIDE_BY_SIDE_SAMPLE)
         halves = [_halves_gray(p) for p in sample]
     except InputError:
@@ -433,7 +428,7 @@ def _rain1200_pairs(root: Path) -> list[ImagePair]:
     if odd:
         raise InputError(f"{root}: {len(odd)} side-by-side files have an odd width, so they do "
                          f"not split into two halves ({_RAIN1200}): {_listing(odd)}")
-    paths = sorted(images.values(), key=lambda p: _natural_key(p.stem))
+    paths = sorted(images.values(), key=lambda p: natural_key(p.stem))
     sample = _sample(paths, _SIDE_BY_SIDE_SAMPLE)
     brighter_left = 0
     for path in sample:

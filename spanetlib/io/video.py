@@ -18,6 +18,7 @@ lists the usual containers; `scan_scenes` takes a file of another suffix as a sc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -31,11 +32,13 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from spanetlib.io.checks import check_frames, check_int
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import (
     IMAGE_SUFFIXES,
-    atomic_write,
+    atomic_path,
     check_image_size,
+    natural_key,
     read_image,
     to_uint8,
     write_image,
@@ -50,6 +53,7 @@ __all__ = [
     "SourceIdentity",
     "VIDEO_CODECS",
     "VIDEO_SUFFIXES",
+    "VideoWriter",
     "count_frames",
     "frame_shape",
     "is_video",
@@ -98,11 +102,6 @@ def _warn_partial(path: Path, reported: int, decoded: int) -> None:
                   f"using {decoded}", PartialVideoWarning, stacklevel=3)
 
 
-def _natural_key(name: str) -> tuple:
-    parts = re.split(r"(\d+)", name)
-    return tuple(int(p) if p.isdigit() else p.lower() for p in parts), name
-
-
 def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     """The image files directly inside ``folder``, in natural name order.
 
@@ -118,16 +117,7 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     files = [p for p in Path(folder).iterdir()
              if p.is_file() and not p.name.startswith(".")
              and p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(files, key=lambda p: _natural_key(p.name))
-
-
-def _check_index(name: str, value: int | None, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"{name}: expected an int >= 0, got {value!r}")
-    if value < 0:
-        raise InputError(f"{name}: expected an int >= 0, got {value}")
+    return sorted(files, key=lambda p: natural_key(p.name))
 
 
 def _too_few(source: Path, found: int, start: int, count: int | None, min_frames: int) -> str:
@@ -236,11 +226,9 @@ def read_sequence(source: str | os.PathLike, start: int = 0, count: int | None =
         PartialVideoWarning: the video stopped decoding before the frame count its container
             records (both counts in the message).
     """
-    _check_index("start", start, allow_none=False)
-    _check_index("count", count, allow_none=True)
-    if isinstance(min_frames, bool) or not isinstance(min_frames, (int, np.integer)) \
-            or min_frames < 1:
-        raise ValueError(f"min_frames: expected an int >= 1, got {min_frames!r}")
+    check_int("start", start, minimum=0)
+    check_int("count", count, minimum=0, allow_none=True)
+    check_int("min_frames", min_frames, minimum=1)
     path = Path(source)
     if not path.exists():
         raise InputError(f"sequence not found: {path}")
@@ -405,15 +393,6 @@ def source_identity(source: str | os.PathLike) -> SourceIdentity:
     return SourceIdentity(str(path), int(size), int(count), digest.hexdigest())
 
 
-def _check_frames(frames: np.ndarray | Sequence[np.ndarray], name: str = "frames") -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
-        raise ValueError(f"{name}: expected N x H x W x 3 with N >= 1, got shape {frames.shape}")
-    if frames.dtype != np.uint8 and frames.dtype.kind != "f":
-        raise ValueError(f"{name}: expected uint8 or float frames, got dtype {frames.dtype}")
-    return frames
-
-
 def write_frames(folder: str | os.PathLike, frames: np.ndarray | Sequence[np.ndarray],
                  prefix: str = "frame", ext: str = ".png") -> list[Path]:
     """Write frames as numbered image files (each written atomically).
@@ -428,7 +407,7 @@ def write_frames(folder: str | os.PathLike, frames: np.ndarray | Sequence[np.nda
     Returns:
         The written paths, in frame order.
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames, floats=True)
     if ext.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"ext: expected one of {list(IMAGE_SUFFIXES)}, got {ext!r}")
     folder = Path(folder)
@@ -456,31 +435,91 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Sequence[np.ndarra
         ValueError: bad frames, fps, suffix or codec.
         OSError: OpenCV cannot open a writer for this codec and container.
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames, floats=True)
     path = Path(path)
-    suffix = path.suffix.lower()
-    if codec is None:
-        if suffix not in VIDEO_CODECS:
-            raise ValueError(f"video suffix: expected one of {list(VIDEO_CODECS)}, got "
-                             f"{path.suffix!r}")
-        codec = VIDEO_CODECS[suffix]
-    if not isinstance(codec, str) or len(codec) != 4:
-        raise ValueError(f"codec: expected a four-character code such as 'FFV1', got {codec!r}")
-    if not fps > 0:
-        raise ValueError(f"fps: expected > 0, got {fps!r}")
-    h, w = frames.shape[1:3]
+    with VideoWriter(path, frames.shape[1:3], fps, codec) as out:
+        for frame in frames:
+            out.write(frame)
+    return path
 
-    def write(tmp: str) -> None:
-        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*codec), float(fps), (w, h), True)
-        if not writer.isOpened():
-            raise OSError(f"OpenCV cannot write codec {codec!r} to {path.suffix!r}: {path}")
-        try:
-            for frame in frames:
-                writer.write(cv2.cvtColor(to_uint8(frame), cv2.COLOR_RGB2BGR))
-        finally:
-            writer.release()
 
-    return atomic_write(path, write)
+class VideoWriter:
+    """Write a video one frame at a time; the file appears (atomically) when the block ends.
+
+    ``with VideoWriter(path, (h, w), fps) as out: out.write(frame)`` streams frames to a hidden
+    temporary file beside ``path`` (`spanetlib.io.files.atomic_path`) and moves it onto
+    ``path`` on a clean exit; an exception, or no frame written, leaves ``path`` untouched.
+
+    Attributes:
+        path: the destination.
+        count: frames written so far.
+    """
+
+    def __init__(self, path: str | os.PathLike, size: tuple[int, int], fps: float = 25,
+                 codec: str | None = None) -> None:
+        """Check the options; nothing is opened before ``with``.
+
+        Args:
+            path: destination; its suffix picks the codec (``VIDEO_CODECS``).
+            size: (height, width) of every frame.
+            fps: frames per second (> 0).
+            codec: a four-character code overriding the suffix's default.
+
+        Raises:
+            ValueError: bad suffix, codec, size or fps.
+        """
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if codec is None:
+            if suffix not in VIDEO_CODECS:
+                raise ValueError(f"video suffix: expected one of {list(VIDEO_CODECS)}, got "
+                                 f"{self.path.suffix!r}")
+            codec = VIDEO_CODECS[suffix]
+        if not isinstance(codec, str) or len(codec) != 4:
+            raise ValueError(f"codec: expected a four-character code such as 'FFV1', got "
+                             f"{codec!r}")
+        if not fps > 0:
+            raise ValueError(f"fps: expected > 0, got {fps!r}")
+        self.size = (check_int("height", size[0], minimum=1),
+                     check_int("width", size[1], minimum=1))
+        self.codec, self.fps, self.count = codec, float(fps), 0
+        self._stack: contextlib.ExitStack | None = None
+        self._writer: cv2.VideoWriter | None = None
+
+    def __enter__(self) -> VideoWriter:
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(self.path))
+            h, w = self.size
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*self.codec), self.fps,
+                                     (w, h), True)
+            if not writer.isOpened():
+                raise OSError(f"OpenCV cannot write codec {self.codec!r} to "
+                              f"{self.path.suffix!r}: {self.path}")
+            stack.callback(writer.release)
+            self._writer, self._stack = writer, stack.pop_all()
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one H x W x 3 RGB frame, uint8 or float in [0, 1] (`to_uint8`)."""
+        if self._writer is None:
+            raise RuntimeError("VideoWriter.write outside its `with` block")
+        frame = np.asarray(frame)
+        if frame.shape != (*self.size, 3):
+            raise ValueError(f"frame {self.count}: expected shape {(*self.size, 3)}, got "
+                             f"{frame.shape}")
+        self._writer.write(cv2.cvtColor(to_uint8(frame, f"frame {self.count}"),
+                                        cv2.COLOR_RGB2BGR))
+        self.count += 1
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> bool:
+        stack, self._stack, self._writer = self._stack, None, None
+        if stack is None:
+            return False
+        if kind is None and self.count == 0:
+            with stack:  # discards the temporary file
+                raise ValueError(f"no frame written to {self.path}")
+        return bool(stack.__exit__(kind, exc, tb))
 
 
 def is_video(path: str | os.PathLike) -> bool:
@@ -562,7 +601,7 @@ def scan_scenes(src: str | os.PathLike) -> SceneListing:
     if not src.is_dir():
         raise InputError(f"expected a folder of videos / frame folders, got a file: {src}")
     listing = SceneListing([], [])
-    for entry in sorted(src.iterdir(), key=lambda p: _natural_key(p.name)):
+    for entry in sorted(src.iterdir(), key=lambda p: natural_key(p.name)):
         reason = _skip_reason(entry)
         if reason is None:
             listing.scenes.append(entry)
@@ -664,8 +703,8 @@ def iter_frames(source: str | os.PathLike, start: int = 0, count: int | None = N
     Raises:
         InputError: a missing or unreadable source, an image file, frames of different sizes.
     """
-    _check_index("start", start, allow_none=False)
-    _check_index("count", count, allow_none=True)
+    check_int("start", start, minimum=0)
+    check_int("count", count, minimum=0, allow_none=True)
     path = Path(source)
     if not path.exists():
         raise InputError(f"sequence not found: {path}")

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from spanetlib.io.checks import check_int
+
 __all__ = [
     "BASELINES",
     "DDN",
@@ -53,13 +55,6 @@ __all__ = [
 
 #: Parameter counts of each baseline at its default settings (also shown in the docstring).
 PARAMETER_COUNTS: dict[str, int] = {"DDN": 57_369, "RESCAN": 148_875, "PReNet": 168_963}
-
-
-def _check_int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _check_image_batch(x: torch.Tensor) -> None:
@@ -105,7 +100,7 @@ def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     Returns:
         B x C x H x W window means.
     """
-    _check_int("radius", radius, 0)
+    check_int("radius", radius, minimum=0)
     if x.dim() != 4:
         raise ValueError(f"expected a B x C x H x W tensor, got shape {tuple(x.shape)}")
     h, w = x.shape[-2:]
@@ -136,7 +131,7 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     if guide.shape != src.shape:
         raise ValueError(f"guide and src must have the same shape, got {tuple(guide.shape)} "
                          f"and {tuple(src.shape)}")
-    _check_int("radius", radius, 1)
+    check_int("radius", radius, minimum=1)
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     mean_i = box_filter(guide, radius)
@@ -193,9 +188,9 @@ class DDN(nn.Module):
                  eps: float = 1.0, batch_norm: bool = True, identity_init: bool = False
                  ) -> None:
         super().__init__()
-        _check_int("channels", channels, 1)
-        _check_int("num_blocks", num_blocks, 0)
-        _check_int("radius", radius, 1)
+        check_int("channels", channels, minimum=1)
+        check_int("num_blocks", num_blocks, minimum=0)
+        check_int("radius", radius, minimum=1)
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
         self.radius = radius
@@ -328,10 +323,10 @@ class RESCAN(nn.Module):
     def __init__(self, channels: int = 24, stages: int = 4, depth: int = 7, unit: str = "gru",
                  se_reduction: int = 6, identity_init: bool = False) -> None:
         super().__init__()
-        _check_int("channels", channels, 1)
-        _check_int("stages", stages, 1)
-        _check_int("depth", depth, 3)
-        _check_int("se_reduction", se_reduction, 1)
+        check_int("channels", channels, minimum=1)
+        check_int("stages", stages, minimum=1)
+        check_int("depth", depth, minimum=3)
+        check_int("se_reduction", se_reduction, minimum=1)
         if unit not in self.UNITS:
             raise ValueError(f"unit must be one of {self.UNITS}, got {unit!r}")
         self.stages = stages
@@ -467,9 +462,9 @@ class PReNet(nn.Module):
                  recurrent: str = "lstm", shared_res_blocks: bool = False,
                  identity_init: bool = False) -> None:
         super().__init__()
-        _check_int("channels", channels, 1)
-        _check_int("stages", stages, 1)
-        _check_int("num_res_blocks", num_res_blocks, 0)
+        check_int("channels", channels, minimum=1)
+        check_int("stages", stages, minimum=1)
+        check_int("num_res_blocks", num_res_blocks, minimum=0)
         if recurrent not in self.RECURRENT:
             raise ValueError(f"recurrent must be one of {self.RECURRENT}, got {recurrent!r}")
         if not isinstance(shared_res_blocks, bool):

@@ -52,6 +52,8 @@ from numba.extending import intrinsic, overload
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from spanetlib.io.checks import check_positive
+
 __all__ = ["BACKENDS", "DIRECTIONS", "IRNN", "irnn", "irnn_concat", "irnn_reference"]
 
 #: Direction order of the weights, biases and outputs.
@@ -769,8 +771,7 @@ class IRNN(nn.Module):
 
     def __init__(self, channels: int, init_weight: float = 0.2, backend: str = "auto") -> None:
         super().__init__()
-        if not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive int, got {channels!r}")
+        check_positive("channels", channels)
         self.channels = channels
         self.backend = backend
         for name in DIRECTIONS:

@@ -21,11 +21,12 @@ __all__ = ["reuse_freed_memory"]
 # --------------------------------------------------------------------------------------------
 # PyTorch's CPU allocator calls malloc/free for every tensor. glibc serves blocks above its
 # mmap threshold (dynamic, at most 32 MiB) with fresh mmap'ed memory and returns them to the
-# kernel on free, so every large tensor is faulted in again, page by page (SPANet at 512 x 512:
-# about 800,000 faults per forward pass). Raising the mmap and trim thresholds makes glibc keep
-# freed blocks in its heap and reuse them. Only while a forward pass runs: at the end of the
-# outermost one the thresholds go to glibc's dynamic maxima (32 MiB / 64 MiB) and the freed
-# memory is returned (malloc_trim), so the process keeps no memory it would not otherwise.
+# kernel on free, so every large tensor is faulted in again, page by page (hundreds of
+# thousands of page faults per SPANet forward pass at 512 x 512). Raising the mmap and trim
+# thresholds makes glibc keep freed blocks in its heap and reuse them. Only while a forward pass
+# runs: at the end of the outermost one the thresholds go to glibc's dynamic maxima
+# (32 MiB / 64 MiB) and the freed memory is returned (malloc_trim), so the process keeps no
+# memory it would not otherwise.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _DURING = 2**31 - 1            # mallopt takes an int: as large as it goes

@@ -77,7 +77,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 OFFICIAL_WEIGHTS: Path = WEIGHTS_DIR / "spanet_official.pth"
 #: The license under which :data:`OFFICIAL_WEIGHTS` is redistributed (ships beside it).
 OFFICIAL_LICENSE: Path = WEIGHTS_DIR / "LICENSE-SPANet.txt"
-#: Our own SPANet weights trained on synthetic rain (package data; recipe: ``spanetlib.paper.shipped_weights``).
+#: Our own SPANet weights trained on synthetic rain (package data; recipe:
+# ``spanetlib.paper.shipped_weights``).
 SYNTHETIC_WEIGHTS: Path = WEIGHTS_DIR / "spanet_synthetic.pth"
 #: Names that :func:`load_pretrained` understands besides paths.
 PRETRAINED_NAMES: tuple[str, ...] = ("official", "synthetic")
@@ -381,8 +382,8 @@ def _resolve_weights(name_or_path: str | os.PathLike, trusted: bool) -> tuple[Pa
         return OFFICIAL_WEIGHTS, True
     if isinstance(name_or_path, str) and name_or_path == "synthetic":
         if not SYNTHETIC_WEIGHTS.is_file():
-            raise InputError("the 'synthetic' SPANet weights are not shipped yet "
-                             f"({SYNTHETIC_WEIGHTS} is missing); use 'official' or a path")
+            raise InputError(f"the 'synthetic' SPANet weights are missing ({SYNTHETIC_WEIGHTS}: "
+                             "a damaged install?); use 'official' or a path")
         return SYNTHETIC_WEIGHTS, True
     path = Path(name_or_path)
     if not path.exists() and isinstance(name_or_path, str) and os.sep not in name_or_path \
@@ -424,10 +425,10 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
 
     Args:
         name_or_path: ``"official"`` (the authors' weights, packaged), ``"synthetic"`` (our
-            SPANet trained on synthetic rain by ``spanetlib.paper.shipped_weights``, packaged), or a path
-            to a file in one of the formats of `checkpoint_format`: the authors' format (a dict
-            with ``net``), a ``spanetlib.training.train`` checkpoint (a dict with ``model``, the state
-            dict, and ``config`` holding ``model`` (the name) and ``model_kwargs``), or
+            SPANet trained on synthetic rain by ``spanetlib.paper.shipped_weights``, packaged), or a
+            path to a file in one of the formats of `checkpoint_format`: the authors' format (a dict
+            with ``net``), a ``spanetlib.training.train`` checkpoint (a dict with ``model``, the
+            state dict, and ``config`` holding ``model`` (the name) and ``model_kwargs``), or
             released weights (PReNet's ``net_latest.pth`` of any family, loaded as the matching
             `spanetlib.models.baselines.PReNet`).
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a ``torch.device``.

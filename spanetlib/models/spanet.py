@@ -66,11 +66,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from spanetlib.io.checks import check_int
 from spanetlib.models.irnn import BACKENDS, IRNN
 from spanetlib.models.memory import reuse_freed_memory
 
 __all__ = [
-    "IRNN_BACKENDS",
     "SAM_MODES",
     "TABLE4_PARAMETER_COUNTS",
     "TABLE4_VARIANTS",
@@ -83,9 +83,6 @@ __all__ = [
 
 #: How the spatial attentive blocks get their attention maps (see :class:`SPANet`).
 SAM_MODES: tuple[str, ...] = ("none", "single", "unshared", "shared")
-
-#: IRNN implementations understood by ``spanetlib.models.irnn.IRNN``.
-IRNN_BACKENDS: tuple[str, ...] = BACKENDS
 
 #: Table 4 ablation: display name -> ``SPANet`` keyword arguments. (The fifth row of the
 #: paper's ablation, "no attention loss", is the shared-SAM model trained without Eq. 7.)
@@ -276,7 +273,7 @@ class SpatialAttentiveModule(nn.Module):
         direction_attention: weight the four IRNN direction outputs by the
             ``attention_layer`` maps (the paper); False: the branch has no effect (the
             authors' code and checkpoint) and is not computed.
-        irnn_backend: IRNN implementation, one of :data:`IRNN_BACKENDS`.
+        irnn_backend: IRNN implementation, one of ``irnn.BACKENDS``.
     """
 
     def __init__(self, channels: int, direction_attention: bool = True,
@@ -327,13 +324,6 @@ class SpatialAttentiveModule(nn.Module):
         return torch.sigmoid(self.conv_out(F.relu(out, inplace=not torch.is_grad_enabled())))
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
 class SPANet(nn.Module):
     """SPANet (paper Fig. 5) and its Table 4 variants.
 
@@ -346,7 +336,7 @@ class SPANet(nn.Module):
             ``"none"`` (a plain ResNet: the SARBs become RBs, no SAM at all).
         direction_attention: apply the SAM's direction-attention branch (the paper). False
             reproduces the authors' code, where the branch has no effect.
-        irnn_backend: IRNN implementation, one of :data:`IRNN_BACKENDS` (change it later with
+        irnn_backend: IRNN implementation, one of ``irnn.BACKENDS`` (change it later with
             :meth:`set_irnn_backend`).
         num_pre_blocks: RBs before the first SAB (3).
         blocks_per_sab: SARBs in each SAB (3).
@@ -383,16 +373,16 @@ class SPANet(nn.Module):
         super().__init__()
         if sam_mode not in SAM_MODES:
             raise ValueError(f"sam_mode must be one of {SAM_MODES}, got {sam_mode!r}")
-        if irnn_backend not in IRNN_BACKENDS:
-            raise ValueError(f"irnn_backend must be one of {IRNN_BACKENDS}, got {irnn_backend!r}")
+        if irnn_backend not in BACKENDS:
+            raise ValueError(f"irnn_backend must be one of {BACKENDS}, got {irnn_backend!r}")
         if not isinstance(direction_attention, bool):
             raise TypeError("direction_attention must be a bool, got "
                             f"{type(direction_attention).__name__}")
-        _check_int("channels", channels, 2)
-        _check_int("num_pre_blocks", num_pre_blocks, 0)
-        _check_int("blocks_per_sab", blocks_per_sab, 1)
-        _check_int("num_post_blocks", num_post_blocks, 0)
-        _check_int("num_sabs", num_sabs, 1)
+        check_int("channels", channels, minimum=2)
+        check_int("num_pre_blocks", num_pre_blocks, minimum=0)
+        check_int("blocks_per_sab", blocks_per_sab, minimum=1)
+        check_int("num_post_blocks", num_post_blocks, minimum=0)
+        check_int("num_sabs", num_sabs, minimum=1)
         self.model_kwargs: dict[str, Any] = {
             "channels": channels, "sam_mode": sam_mode,
             "direction_attention": direction_attention, "irnn_backend": irnn_backend,
@@ -422,15 +412,15 @@ class SPANet(nn.Module):
         return self.model_kwargs["irnn_backend"]
 
     def set_irnn_backend(self, backend: str) -> SPANet:
-        """Switch every IRNN of the model to ``backend`` (one of :data:`IRNN_BACKENDS`).
+        """Switch every IRNN of the model to ``backend`` (one of ``irnn.BACKENDS``).
 
         The weights are unchanged; all backends compute the same recurrence.
 
         Returns:
             The model itself.
         """
-        if backend not in IRNN_BACKENDS:
-            raise ValueError(f"backend must be one of {IRNN_BACKENDS}, got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         for module in self.modules():
             if isinstance(module, IRNN):
                 module.backend = backend

@@ -1,8 +1,8 @@
 """The §3 dataset the notebooks share: synthetic rain videos, reviewed and exported, or real data.
 
-Notebook 01 builds it (`prepare_review`, `spanetlib.pipeline.review_widget.run_review`, `ensure_dataset`);
-notebooks 02-06 call `ensure_dataset` with the same arguments and reuse what exists. With
-``data_root`` a real dataset (our export layout or SPA-Data's) is used as it is.
+Notebook 01 builds it (`prepare_review`, `spanetlib.pipeline.review_widget.run_review`,
+`ensure_dataset`); notebooks 02-06 call `ensure_dataset` with the same arguments and reuse what
+exists. With ``data_root`` a real dataset (our export layout or SPA-Data's) is used as it is.
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ class DatasetInfo:
         """The dataset in one line, for notebooks: scenes and pairs per split.
 
         An exported dataset: ``"K scenes: A train pairs from B scenes, C test pairs from D
-        scenes"`` (`spanetlib.pipeline.export.ExportSummary.describe`); a given one: ``"existing dataset
-        at ROOT: A train pairs, C test pairs"`` (its lists are read to count them).
+        scenes"`` (`spanetlib.pipeline.export.ExportSummary.describe`); a given one: ``"existing
+        dataset at ROOT: A train pairs, C test pairs"`` (its lists are read to count them).
         """
         if self.export is not None:
             return self.export.describe()
@@ -145,11 +145,12 @@ def ensure_dataset(profile: str, work_dir: str | os.PathLike, data_root: str | o
     With ``data_root`` (a folder in our export layout or the real SPA-Data layout with
     ``real_world.txt`` / ``real_test_1000.txt``), its lists are used as they are. Otherwise
     synthetic rain videos (`spanetlib.synthesis.testsets.build_synthetic_video_scenes`, sizes from
-    `spanetlib.paper.profiles.DATASET_PARAMETERS`) are reviewed (`spanetlib.pipeline.review.review_batch`, mode
-    ``review_mode``: "auto" or "file") and exported (`spanetlib.pipeline.export.export_dataset`) under
-    ``work_dir``. Every step resumes: a second call reuses what exists. The export is this
-    work folder's cache: one made with other settings (an older version of the pipeline) is
-    replaced deliberately; the review file, the human decisions, is kept.
+    `spanetlib.paper.profiles.DATASET_PARAMETERS`) are reviewed
+    (`spanetlib.pipeline.review.review_batch`, mode ``review_mode``: "auto" or "file") and exported
+    (`spanetlib.pipeline.export.export_dataset`) under ``work_dir``. Every step resumes: a second
+    call reuses what exists. The export is this work folder's cache: one made with other settings
+    (an older version of the pipeline) is replaced deliberately; the review file, the human
+    decisions, is kept.
 
     Args:
         profile: a name from `spanetlib.paper.profiles.PROFILE_NAMES` (dataset sizes).
@@ -196,10 +197,11 @@ def ensure_single_image_set(dataset: DatasetInfo, work_dir: str | os.PathLike, s
                             ) -> DatasetInfo:
     """The single-image synthetic training set beside a §3 dataset, built once.
 
-    Table 2's "original" rows are trained on it: `spanetlib.synthesis.testsets.build_single_image_train_set`
-    adds single-image synthetic rain to the clean images of ``dataset.train_list`` (the role of
-    Rain100H / Rain1400), in ``work_dir/single_image``; it is kept while ``params.json`` there
-    records the same source list (path and content hash) and seed.
+    Table 2's "original" rows are trained on it:
+    `spanetlib.synthesis.testsets.build_single_image_train_set` adds single-image synthetic rain to
+    the clean images of ``dataset.train_list`` (the role of Rain100H / Rain1400), in
+    ``work_dir/single_image``; it is kept while ``params.json`` there records the same source list
+    (path and content hash) and seed.
 
     Args:
         dataset: the §3 dataset (its training list gives the clean images).

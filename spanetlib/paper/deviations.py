@@ -3,8 +3,8 @@
 Every notebook shows `render_deviations` of its name and profile. The paragraphs live here
 once (`TOPICS`); `NOTEBOOK_TOPICS` says which a notebook shows; the numbers (training steps,
 batch, crops, widths, learning-rate schedule, Table 1 sizes) are read from
-`spanetlib.training.train.TRAIN_PROFILES` and `spanetlib.paper.profiles.NOTEBOOK_PARAMETERS`, so the text
-cannot drift from what a profile runs.
+`spanetlib.training.config.TRAIN_PROFILES` and `spanetlib.paper.profiles.NOTEBOOK_PARAMETERS`, so
+the text cannot drift from what a profile runs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from fractions import Fraction
 from typing import Any
 
 from spanetlib.paper.profiles import NOTEBOOK_PARAMETERS, NOTEBOOKS, PROFILE_NAMES
-from spanetlib.training.train import TRAIN_PROFILES
+from spanetlib.training.config import TRAIN_PROFILES
 
 __all__ = ["NOTEBOOK_TOPICS", "TOPICS", "render_deviations"]
 
@@ -25,12 +25,14 @@ TOPICS: dict[str, str] = {
         "cannot download those videos, so by default the §3 dataset is built from "
         "**synthetic** rain videos (`spanetlib.synthesis.rain`) with the paper's own pipeline "
         "(background estimate of Eqs. 2-4, review, patch export): exactly what notebook 01 "
-        "builds (`spanetlib.paper.datasets.ensure_dataset` reuses it). Synthetic rain also gives us "
+        "builds (`spanetlib.paper.datasets.ensure_dataset` reuses it). Synthetic rain also gives "
+        "us "
         "the true background, which the real data cannot. Set `data_root` to a folder with "
         "the real SPA-Data lists to use them instead."),
     "data_videos": (
         "*Data.* The paper used 170 real rain videos. We cannot download them, so by default "
-        "the videos are **synthesized** (`spanetlib.synthesis.rain`) on scikit-image's bundled photos, "
+        "the videos are **synthesized** (`spanetlib.synthesis.rain`) on scikit-image's bundled "
+        "photos, "
         "which also gives us the true background to score against. Point `data_root` at a "
         "folder with the real SPA-Data lists to skip the synthetic build."),
     "data_levels": (
@@ -62,9 +64,11 @@ TOPICS: dict[str, str] = {
         "*Original rows.* The paper's \"original\" rows use the weights each derainer's "
         "authors released, trained with their own code on Rain100H, Rain1400 and the like. "
         "Ours are our re-implementations trained by our trainer, at the same budget and seeds "
-        "as the retrained rows, on single-image synthetic rain (`spanetlib.synthesis.rain`) rendered on "
+        "as the retrained rows, on single-image synthetic rain (`spanetlib.synthesis.rain`) "
+        "rendered on "
         "the clean images of the §3 training pairs "
-        "(`spanetlib.paper.datasets.ensure_single_image_set`): the two training sets differ only in "
+        "(`spanetlib.paper.datasets.ensure_single_image_set`): the two training sets differ only "
+        "in "
         "the rain and in how the pairs were made. Give `prenet_weights` (your download of "
         "PReNet's released weights) to use them as PReNet's original row."),
     "seeds": (
@@ -85,7 +89,8 @@ TOPICS: dict[str, str] = {
         "`direction_attention=True`); the authors' checkpoint is loaded with "
         "`direction_attention=False` to reproduce their outputs."),
     "metrics": (
-        "*Metrics.* PSNR/SSIM come in four conventions (`spanetlib.evaluation.metrics`): `standard` "
+        "*Metrics.* PSNR/SSIM come in four conventions (`spanetlib.evaluation.metrics`): "
+        "`standard` "
         "(RGB, data range 1, SSIM with an 11 x 11 Gaussian window, what the tables show), "
         "`spanet-paper` (what the paper's Table 2 used: the authors' evaluation called the "
         "old scikit-image `compare_ssim` on float images, i.e. a 7 x 7 uniform window and "
@@ -186,7 +191,8 @@ def _budget(notebook: str, profile: str) -> str:
         f"{paper['batch_size']} on {paper['crop']} x {paper['crop']} crops (Adam, lr "
         f"{paper['lr']:g} divided by {1 / paper['gamma']:g} at "
         f"{_and([_thousands(m) for m in paper['milestones']])}). Here every run gets "
-        "`train_steps` steps of the training profile (`spanetlib.training.train.TRAIN_PROFILES`); this "
+        "`train_steps` steps of the training profile (`spanetlib.training.config.TRAIN_PROFILES`); "
+        "this "
         f"notebook runs at **`{profile}`**:"]
     lines += [f"  - {_run_budget(notebook, name)}" for name in PROFILE_NAMES]
     lines.append("  At `smoke` the networks are untrained in all but name. At `quick` they are "
@@ -218,11 +224,9 @@ def _rain_mask(notebook: str, profile: str) -> str:
             "so at threshold 0 M is 1 at almost every pixel and the attention loss teaches "
             f"little; the `{profile}` profile uses {used}. Fig. 7 (notebook 06) shows M at 0 "
             "and at 10/255; Table 4's \"No attention loss\" row removes this signal."
-            + (" With so sparse a mask the paper's plain mean squared error is smallest for a "
-               "nearly constant A_1 and, early in training, pushes A_1 down everywhere until "
-               "the attention's sigmoid saturates at 0 and never recovers (our first "
-               "`synthetic` weights: A_1 = 0.000 everywhere); this profile weighs rain and "
-               "rain-free pixels equally in Eq. 7 (`TrainConfig.attention_balanced`)."
+            + (" With so sparse a mask the paper's plain mean squared error drives A_1 to 0 "
+               "everywhere (`spanetlib.training.losses` says why); this profile weighs rain "
+               "and rain-free pixels equally in Eq. 7 (`TrainConfig.attention_balanced`)."
                if TRAIN_PROFILES[profile].get("attention_balanced") else ""))
 
 

@@ -1,8 +1,8 @@
 """The images of the paper's figures: samples, rows of images, captions (Figs. 2, 4, 7-12).
 
 Each function returns plain arrays (rows of ``column -> image`` for
-`spanetlib.paper.figures.plot_image_grid` / `spanetlib.paper.figures.plot_attention_maps`), so a test can
-check what a figure will show without drawing it. Images are H x W x 3 RGB (uint8, or float
+`spanetlib.paper.figures.plot_image_grid` / `spanetlib.paper.figures.plot_attention_maps`), so a
+test can check what a figure will show without drawing it. Images are H x W x 3 RGB (uint8, or float
 in [0, 1]); maps are H x W float in [0, 1].
 """
 
@@ -203,7 +203,8 @@ def clip_estimate_images(clip: RainClip, results: Mapping[str, ClipEstimate],
 
     Args:
         clip: a synthetic clip.
-        results: label -> its `spanetlib.pipeline.clip_estimate.estimate_clip` (one reference frame).
+        results: label -> its `spanetlib.pipeline.clip_estimate.estimate_clip` (one reference
+            frame).
         convention: metric convention of the captions.
 
     Returns:
@@ -240,8 +241,9 @@ def clip_reliability_images(clip: RainClip, result: ClipEstimate
                             ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The paper's single estimate of all frames beside one per stable period, with overlays.
 
-    Each image carries its reliability overlay (`spanetlib.pipeline.review_images.reliability_overlay`: red
-    unreliable, blue outside the valid region).
+    Each image carries its reliability overlay
+    (`spanetlib.pipeline.review_images.reliability_overlay`: red unreliable, blue outside the valid
+    region).
 
     Returns:
         ``(images, captions)``: ``"one estimate of all frames"`` then ``"period k (frames
@@ -348,7 +350,8 @@ def folder_samples(folders: Mapping[str, FolderPairs], per_folder: int = 1) -> l
     """Pairs of test folders (`spanetlib.io.layouts`), ``per_folder`` spread over each folder.
 
     Args:
-        folders: label -> the folder's pairs (e.g. from `spanetlib.paper.released_weights.field_folders`).
+        folders: label -> the folder's pairs (e.g. from
+            `spanetlib.paper.released_weights.field_folders`).
         per_folder: samples per folder, spread evenly over its pairs (all when it has fewer).
 
     Returns:
@@ -427,8 +430,8 @@ def psnr_captions(rows: Sequence[Mapping[str, np.ndarray]], reference: str | Non
 
     Maps (H x W columns, e.g. difference or attention maps) are shown scaled to their own
     maximum, so their caption gives the scale: the mean and the maximum value over all rows.
-    Images are scored as `spanetlib.evaluation.evaluate` scores a prediction (`as_prediction`), so the
-    rain image and a model that returns it get the same caption.
+    Images are scored as `spanetlib.evaluation.evaluate` scores a prediction (`as_prediction`), so
+    the rain image and a model that returns it get the same caption.
 
     Args:
         rows: rows of images (e.g. from `derain_rows`), the same columns in every row.
@@ -528,10 +531,11 @@ def attention_stats(model: nn.Module, rain: np.ndarray, mask: np.ndarray,
     rain, see `mean_attention_stats`).
 
     Args:
-        model: a derainer returning ``(image, attention)`` (see `spanetlib.derain.images.derain_array`).
+        model: a derainer returning ``(image, attention)`` (see
+            `spanetlib.derain.images.derain_array`).
         rain: H x W x 3 RGB rain image, uint8 or float in [0, 1].
-        mask: H x W bool, True on the rain pixels (e.g. `spanetlib.training.data.rain_mask` of the rain
-            image and its rain-free image).
+        mask: H x W bool, True on the rain pixels (e.g. `spanetlib.training.data.rain_mask` of the
+            rain image and its rain-free image).
         device: where to run the model.
 
     Returns:

@@ -72,9 +72,9 @@ NOTEBOOK_PARAMETERS["01_dataset_generation"] = {
               "rpca_max_iter": 200, "review_mode": "auto", "review_file": None,
               "clip_size": [360, 640], "clip_frames": 100},
 }
-# Notebooks 02-06 (spanetlib.paper.runs, spanetlib.paper.tables). ``train_steps`` is every run's budget and
-# must be equal in 02-06 (they share runs; None: the training profile's 60K), as must ``seeds``
-# (each run is trained once per seed; tables show mean ± std over seeds and the claims are
+# Notebooks 02-06 (spanetlib.paper.runs, spanetlib.paper.tables). ``train_steps`` is every run's
+# budget and must be equal in 02-06 (they share runs; None: the training profile's 60K), as must
+# ``seeds`` (each run is trained once per seed; tables show mean ± std over seeds and the claims are
 # decided by paired tests over them, `spanetlib.paper.claims`). ``train_workers``: runs trained side
 # by side, one thread each (None: one per CPU core; `spanetlib.paper.runs.ensure_seed_runs`).
 # ``quick``: 3 seeds x 13 runs (Table 2: 4 derainers x original/retrained; Table 4: 5 more
@@ -166,8 +166,8 @@ def smoke_defaults(notebook: str) -> dict[str, Any]:
     """The values a notebook's ``parameters`` cell must hold (its smoke profile, relative dirs)."""
     return notebook_parameters(notebook, "smoke", dict(SMOKE_DIRS))
 
-# Notebook 07 (spanetlib.paper.released_weights): label -> weights name or path (relative to notebooks/). At
-# `smoke` the four PReNet files in the released format, with random weights
+# Notebook 07 (spanetlib.paper.released_weights): label -> weights name or path (relative to
+# notebooks/). At `smoke` the four PReNet files in the released format, with random weights
 # (tests/data/prenet), run PReNet's loader end to end; at `quick` and `paper` users add their
 # own downloads of PReNet's files (never shipped: no license). ``conventions``: the first is the
 # tables' main view (every one is in results/field.csv).

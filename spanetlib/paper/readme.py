@@ -9,8 +9,8 @@ README.md marks each generated region with a pair of HTML comments (invisible on
 ``python -m spanetlib.paper.readme`` rewrites every marked region from the results files (tables
 from ``<name>.md``, verdicts and quoted numbers from the ``.csv`` files, with the functions the
 notebooks use) and from the library's own tables (the test-folder layouts of
-`spanetlib.io.layouts`, the metric conventions of `spanetlib.evaluation.metrics`); ``--check`` only reports
-whether README.md is up to date (exit status 1 if not). A test runs the check, so a README
+`spanetlib.io.layouts`, the metric conventions of `spanetlib.evaluation.metrics`); ``--check`` only
+reports whether README.md is up to date (exit status 1 if not). A test runs the check, so a README
 that disagrees with ``results/`` or with the library fails CI.
 """
 
@@ -76,7 +76,7 @@ def _table1_dense(results: Path) -> str:
 
 
 def _claims(results: Path, name: str) -> str:
-    """The claims of ``<name>.csv`` (`spanetlib.paper.claims.claim_rows`) as notebooks print them."""
+    """The claims of ``<name>.csv`` (`spanetlib.paper.claims.claim_rows`) as notebooks print."""
     found = claims_from_rows(_read_csv(results, name))
     blocks = []
     for claim in found:
@@ -166,7 +166,7 @@ def _attention_weights(results: Path) -> str:
 
 
 def _layouts_table(results: Path) -> str:
-    """Every test-folder layout `spanetlib.io.layouts.read_test_folder` detects (no results used)."""
+    """Every test-folder layout that `spanetlib.io.layouts.read_test_folder` detects."""
     lines = ["| layout | the folder holds | read this way by |", "|---|---|---|"]
     lines += [f"| `{lay.name}` | {lay.expected} | {', '.join(lay.code_bases)} |"
               for lay in LAYOUTS.values()]

@@ -1,11 +1,11 @@
 """The field: released weights on the field's test folders, as the field scores them (notebook 07).
 
 Deraining papers compare on public test sets laid out the way their code bases read them
-(`spanetlib.io.layouts`), with the Y-channel MATLAB metrics (`spanetlib.evaluation.metrics`: ``y-matlab``
-for Restormer's and DRSformer's tables, ``y-matlab-builtin`` for PReNet's README; which
-convention each published number uses: `spanetlib.evaluation.evaluate.convention_note`), against released
-weights (`spanetlib.models.pretrained.load_pretrained`: ours, the SPANet authors', PReNet's).
-Each job here is one small function over those pieces; the scoring is
+(`spanetlib.io.layouts`), with the Y-channel MATLAB metrics (`spanetlib.evaluation.metrics`:
+``y-matlab`` for Restormer's and DRSformer's tables, ``y-matlab-builtin`` for PReNet's README; which
+convention each published number uses: `spanetlib.evaluation.evaluate.convention_note`), against
+released weights (`spanetlib.models.pretrained.load_pretrained`: ours, the SPANet authors',
+PReNet's). Each job here is one small function over those pieces; the scoring is
 `spanetlib.evaluation.evaluate.compare_models`, the package's one scoring loop:
 
 - `field_folders`: the test folders to score (the user's, or tiny synthetic ones in every
@@ -69,8 +69,8 @@ def field_folders(data_root: str | os.PathLike | Sequence[str | os.PathLike] | N
     Args:
         data_root: a test folder or pair list in any layout, or a list of them; None: tiny
             synthetic folders in every layout, built once in ``work_dir/field_folders`` by
-            `spanetlib.synthesis.testsets.build_layout_test_folders` (a smoke check of the readers and
-            the models, not a benchmark).
+            `spanetlib.synthesis.testsets.build_layout_test_folders` (a smoke check of the readers
+            and the models, not a benchmark).
         work_dir: where the synthetic folders go.
         n_pairs: rain images per synthetic folder.
         size: (H, W) of the synthetic images.

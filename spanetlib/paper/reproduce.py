@@ -1,8 +1,8 @@
 """Run the paper's notebooks through papermill, one profile at a time (`spanet reproduce`).
 
 Each notebook has a cell tagged ``parameters`` whose values are the ``smoke`` profile; this
-module injects the chosen profile's values (``spanetlib.paper.profiles``) and the output folders, and
-writes the executed notebook under ``OUT/results/notebooks/`` (papermill writes a hidden
+module injects the chosen profile's values (``spanetlib.paper.profiles``) and the output folders,
+and writes the executed notebook under ``OUT/results/notebooks/`` (papermill writes a hidden
 partial file beside it, moved into place by the atomic writer once the notebook has run: a
 non-regular file there is refused before any notebook runs, a symlink is written through).
 """

@@ -1,8 +1,8 @@
 """The training runs of the paper's Sec. 5 experiments: specs, ensure-trained, logs, summaries.
 
-Every model of Tables 2-4 is trained with `spanetlib.training.train` into ``work_dir/runs/<run name>``
-(`RunSpec`, `TABLE2_RUNS`, `TABLE4_RUNS`) by `ensure_trained`, which reuses a finished run with
-the same settings and resumes an unfinished one, so the notebooks share their runs: SPANet with
+Every model of Tables 2-4 is trained with `spanetlib.training.train` into ``work_dir/runs/<run
+name>`` (`RunSpec`, `TABLE2_RUNS`, `TABLE4_RUNS`) by `ensure_trained`, which reuses a finished run
+with the same settings and resumes an unfinished one, so the notebooks share their runs: SPANet with
 shared SAMs (`SPANET_RUN`) is trained once (notebook 02) and used by Tables 2, 3 and 4 and the
 figures. Table 4's runs are derived from the SPANet variants of
 `spanetlib.models.spanet.TABLE4_VARIANTS`, plus "No attention loss" (the shared-SAM model
@@ -32,11 +32,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from spanetlib.io.checks import check_positive
 from spanetlib.io.errors import InputError
 from spanetlib.models import build_model, count_parameters, load_pretrained, read_checkpoint
 from spanetlib.models.spanet import TABLE4_VARIANTS
 from spanetlib.paper.datasets import DatasetInfo
-from spanetlib.training.train import TRAIN_PROFILES, make_config, scale_milestones, train
+from spanetlib.training.config import TRAIN_PROFILES, make_config, scale_milestones
+from spanetlib.training.train import train
 
 __all__ = [
     "OFFICIAL",
@@ -191,11 +193,11 @@ def ensure_trained(name: str, model: str, model_kwargs: Mapping[str, Any] | None
                    seed: int = 0, progress: bool = False) -> Path:
     """Train a model into ``work_dir/runs/<name>`` unless that run exists; its ``final.pt``.
 
-    The run's `spanetlib.training.train.TrainConfig` is ``make_config(profile, ...)`` with the
+    The run's `spanetlib.training.config.TrainConfig` is ``make_config(profile, ...)`` with the
     dataset's train list (its test list for validation), ``seed``, ``steps`` (the profile's
-    learning-rate milestones moved to the new length by `spanetlib.training.train.scale_milestones`,
-    as ``spanet train --steps`` does, and validation at least every ``steps // 10`` steps) and
-    ``attention_weight``. Then:
+    learning-rate milestones moved to the new length by
+    `spanetlib.training.config.scale_milestones`, as ``spanet train --steps`` does, and validation
+    at least every ``steps // 10`` steps) and ``attention_weight``. Then:
 
     - ``final.pt`` exists and was trained with the same settings (all entries that change
       the weights: model, its arguments, data, schedule, losses, seed ...): it is returned
@@ -213,7 +215,7 @@ def ensure_trained(name: str, model: str, model_kwargs: Mapping[str, Any] | None
         dataset: the §3 dataset (`spanetlib.paper.datasets.DatasetInfo`: ``train_list``,
             ``test_list``).
         work_dir: the run's work folder.
-        profile: a `spanetlib.training.train.TRAIN_PROFILES` name ("smoke", "quick", "paper").
+        profile: a `spanetlib.training.config.TRAIN_PROFILES` name ("smoke", "quick", "paper").
         steps: optimizer steps (None: the profile's).
         attention_weight: weight of the attention loss, Eq. 7 (None: the profile's).
         seed: seed of the initialisation, crops and shuffling.
@@ -223,13 +225,12 @@ def ensure_trained(name: str, model: str, model_kwargs: Mapping[str, Any] | None
         The run's ``final.pt``.
 
     Raises:
-        ValueError: unknown profile or model, bad steps (from `spanetlib.training.train.make_config`).
+        ValueError: unknown profile or model, bad steps (from
+            `spanetlib.training.config.make_config`).
     """
     if profile not in TRAIN_PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(TRAIN_PROFILES)}")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
-                              or steps < 1):
-        raise ValueError(f"steps must be a positive int or None, got {steps!r}")
+    check_positive("steps", steps, allow_none=True)
     base = TRAIN_PROFILES[profile]
     kwargs = {**base["model_kwargs"].get(str(model).lower(), {}), **dict(model_kwargs or {})}
     out_dir = Path(work_dir).absolute() / "runs" / name
@@ -348,9 +349,8 @@ def ensure_seed_runs(specs: Mapping[str, RunSpec], dataset: DatasetInfo,
     """`ensure_runs` once per training seed: seed -> display name -> ``final.pt``.
 
     With ``workers`` > 1 the runs are trained side by side in that many processes of one
-    thread each: on a CPU the small models of the ``quick`` profile use a second thread poorly
-    (PReNet gains nothing from it, SPANet about 1.3x; measured on 2 cores), so two runs at
-    once train nearly twice as fast as one after the other. Each run is seeded, so its weights
+    thread each: on a CPU the small models of the ``quick`` profile use a second thread poorly,
+    so two runs at once train faster than one after the other. Each run is seeded, so its weights
     are the same either way when this process also uses one thread (with more threads they
     differ by floating-point summation order only); `ensure_trained` reuses and resumes runs
     as usual.
@@ -381,8 +381,7 @@ def ensure_seed_runs(specs: Mapping[str, RunSpec], dataset: DatasetInfo,
     jobs = [(k, label, spec) for k in seeds for label, spec in specs.items()]
     if workers is None:
         workers = min(len(jobs), os.cpu_count() or 1)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive int or None, got {workers!r}")
+    check_positive("workers", workers)
     for _, _, spec in jobs:  # refuse a missing training set before any run starts
         _training_data(spec, dataset, single_image)
     if workers == 1:

@@ -3,9 +3,9 @@
 ``spanet train-synthetic --out runs/synthetic`` (or :func:`train_synthetic_weights`) does what
 made ``spanetlib/models/weights/spanet_synthetic.pth``:
 
-1. synthetic rain videos of static scenes (`spanetlib.synthesis.testsets.build_synthetic_video_scenes`),
-   sparse / normal / dense rain in turn, on the photos of
-   `spanetlib.synthesis.rain.TRAINING_BACKGROUND_NAMES` only (the photos of
+1. synthetic rain videos of static scenes
+   (`spanetlib.synthesis.testsets.build_synthetic_video_scenes`), sparse / normal / dense rain in
+   turn, on the photos of `spanetlib.synthesis.rain.TRAINING_BACKGROUND_NAMES` only (the photos of
    `spanetlib.synthesis.rain.HELDOUT_BACKGROUND_NAMES` are kept for the held-out check);
 2. the paper's pipeline (§3): every scene accepted without review, its clean image estimated
    from the frames (Eqs. 2-4), and its frames cut into rain/clean patch pairs
@@ -15,7 +15,8 @@ made ``spanetlib/models/weights/spanet_synthetic.pth``:
 4. the weights exported without the optimizer state (:func:`export_weights`), loadable with
    `spanetlib.models.load_pretrained`.
 
-`spanetlib.evaluation.evaluate.heldout_check` then scores them on rain outside the synthesizer's presets.
+`spanetlib.evaluation.evaluate.heldout_check` then scores them on rain outside the synthesizer's
+presets.
 """
 
 from __future__ import annotations
@@ -30,15 +31,9 @@ from spanetlib.models import read_checkpoint
 from spanetlib.pipeline.export import export_dataset
 from spanetlib.synthesis.rain import TRAINING_BACKGROUND_NAMES
 from spanetlib.synthesis.testsets import build_synthetic_video_scenes
-from spanetlib.training.checkpoints import atomic_torch_save
-from spanetlib.training.train import (
-    CHECKPOINT_FORMAT,
-    TrainConfig,
-    check_run,
-    make_config,
-    scale_milestones,
-    train,
-)
+from spanetlib.training.checkpoints import CHECKPOINT_FORMAT, atomic_torch_save, check_run
+from spanetlib.training.config import TrainConfig, make_config, scale_milestones
+from spanetlib.training.train import train
 
 __all__ = ["SYNTHETIC_RECIPE", "build_training_set", "export_weights", "train_synthetic_weights"]
 
@@ -137,9 +132,9 @@ def train_synthetic_weights(work_dir: str | os.PathLike = "runs/synthetic",
 
     Before the data set is built (about 40 s), the run folder and the weights file are checked:
     with ``resume``, ``work_dir/run/last.pt`` must be a readable training checkpoint of the
-    recipe (`spanetlib.training.train.check_run`, then every recipe setting but the number of steps);
-    without it, a run already there is refused unless ``overwrite``. An existing weights file
-    is replaced only with ``overwrite`` or ``resume`` (the resumed run's own export).
+    recipe (`spanetlib.training.checkpoints.check_run`, then every recipe setting but the number of
+    steps); without it, a run already there is refused unless ``overwrite``. An existing weights
+    file is replaced only with ``overwrite`` or ``resume`` (the resumed run's own export).
 
     Args:
         work_dir: folder of the scenes, the dataset, the run and the exported weights.

@@ -1,19 +1,19 @@
 """The paper's Tables 1-4: which rows, which test pairs, how they are shown, and the verdicts.
 
-Scoring is `spanetlib.evaluation.evaluate`'s one loop; the runs come from `spanetlib.paper.runs`. This module
-puts them together:
+Scoring is `spanetlib.evaluation.evaluate`'s one loop; the runs come from
+`spanetlib.paper.runs`. This module puts them together:
 
 - Table 1 (`run_table1`): the background estimators of §3 on synthetic rain videos, scored
   against the true background.
-- Tables 2 and 4 (`table2`; `table4_view` adds parameter counts): the derainers on the §3
-  test set. When the set is synthetic each rain image is scored against two references
+- Tables 2 and 4 (`score_test_pairs`; `table4_view` adds parameter counts): the derainers
+  on the §3 test set. When the set is synthetic each rain image is scored against two references
   (`reference_pairs`): the *estimated* clean image that the dataset pipeline made (what the
   paper does: its ground truth is that estimate) and the *true* background that only
   synthetic rain gives us.
 - Table 3 (`table3`): single synthetic rain images at three levels (`ensure_level_set`).
 
-Scores are kept for every metric convention of `spanetlib.evaluation.metrics`; the tables' main view
-uses one (`main_view`, "standard" by default) and `save_table` writes both. Over several
+Scores are kept for every metric convention of `spanetlib.evaluation.metrics`; the tables'
+main view uses one (`main_view`, "standard" by default) and `save_table` writes both. Over several
 training seeds (`score_over_seeds`, `save_seed_table`) cells are mean ± std, Table 2 reads
 "original (retrained)" (`table2_rows`, `table2_view`), and the paper's findings are decided by
 paired tests (`table2_claims`, `table4_claims`, `save_claims`; the tests are
@@ -49,6 +49,7 @@ from spanetlib.evaluation.evaluate import (
     write_table,
 )
 from spanetlib.evaluation.metrics import psnr_ssim_np
+from spanetlib.io.checks import check_positive
 from spanetlib.io.files import atomic_write_json, atomic_write_text, read_image
 from spanetlib.models import load_pretrained
 from spanetlib.paper.claims import (
@@ -87,8 +88,8 @@ __all__ = [
     "save_claims",
     "save_seed_table",
     "score_over_seeds",
+    "score_test_pairs",
     "table1_methods",
-    "table2",
     "table2_claims",
     "table2_rows",
     "table2_view",
@@ -232,8 +233,8 @@ def patch_position(rain: str | os.PathLike) -> PatchPosition:
 def reference_pairs(dataset: DatasetInfo, max_images: int | None = None) -> list[Pair]:
     """The §3 test pairs with every reference the data has, for `spanetlib.evaluation.evaluate`.
 
-    Each pair of the test list keeps its name (`spanetlib.evaluation.evaluate.read_pairs`) and is scored
-    against its *estimated* clean image (`ESTIMATED_CLEAN`) and, for synthetic data, the
+    Each pair of the test list keeps its name (`spanetlib.evaluation.evaluate.read_pairs`) and
+    is scored against its *estimated* clean image (`ESTIMATED_CLEAN`) and, for synthetic data, the
     *true* background (`TRUE_BACKGROUND`): the crop at (y, x), of the patch's size, of the
     scene's true background (`spanetlib.synthesis.testsets.scene_ground_truth` of
     ``scenes_dir/<scene>``), read from the patch name ``<scene>/rain/<frame>_<y>_<x>.png``.
@@ -250,9 +251,7 @@ def reference_pairs(dataset: DatasetInfo, max_images: int | None = None) -> list
             exported patch or lies outside its true background.
         InputError: a missing or empty test list, a missing ground-truth image.
     """
-    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int)
-                                   or max_images < 1):
-        raise ValueError(f"max_images must be a positive int or None, got {max_images!r}")
+    check_positive("max_images", max_images, allow_none=True)
     pairs = read_pairs(dataset.test_list)[:max_images]
     if not (dataset.synthetic and dataset.scenes_dir is not None):
         return [Pair(p.name, p.rain, {ESTIMATED_CLEAN: p.references[CLEAN]}) for p in pairs]
@@ -277,11 +276,13 @@ def reference_pairs(dataset: DatasetInfo, max_images: int | None = None) -> list
 # --------------------------------------------------------------------------------------------
 # Tables 2-4
 # --------------------------------------------------------------------------------------------
-def table2(models: Mapping[str, Any], dataset: DatasetInfo,
-           conventions: Sequence[str] | None = None, device: str | torch.device = "auto",
-           max_images: int | None = None, progress: bool = False
-           ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Table 2: every derainer on the §3 test set, against each reference (`reference_pairs`).
+def score_test_pairs(models: Mapping[str, Any], dataset: DatasetInfo,
+                     conventions: Sequence[str] | None = None,
+                     device: str | torch.device = "auto", max_images: int | None = None,
+                     progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score derainers on the §3 test pairs against each reference (`reference_pairs`).
+
+    The scoring behind Table 2 (the derainers) and Table 4 (SPANet's variants).
 
     Args:
         models: display name -> model (from `models_for_tables`; None scores the rain input).
@@ -292,8 +293,8 @@ def table2(models: Mapping[str, Any], dataset: DatasetInfo,
         progress: show progress bars.
 
     Returns:
-        ``(per_image, summary)`` of `spanetlib.evaluation.evaluate.compare_models`: per image ``model,
-        reference, name, psnr[...], ssim[...]``; the summary has the means per model and
+        ``(per_image, summary)`` of `spanetlib.evaluation.evaluate.compare_models`: per image
+        ``model, reference, name, psnr[...], ssim[...]``; the summary has the means per model and
         reference and ``n``.
     """
     # Exported test patches share one size, so they go through the models 16 at a time.
@@ -361,7 +362,7 @@ def score_over_seeds(score: Callable[[dict[str, nn.Module | None]],
     """The per-image scores of every seed's runs and of seed-independent rows, in one table.
 
     Args:
-        score: a table function of the models, e.g. ``partial(table2, dataset=dataset)``
+        score: a table function of the models, e.g. ``partial(score_test_pairs, dataset=dataset)``
             (returns ``(per_image, summary)``).
         seed_runs: seed -> display name -> ``final.pt`` (`spanetlib.paper.runs.ensure_seed_runs`).
         fixed: rows that do not depend on the training seed, scored once: the rain input
@@ -541,8 +542,7 @@ def save_seed_table(per_image: pd.DataFrame, path_stem: str | os.PathLike,
     summary = seed_summary(per_image, convention=convention, by=keys)
     table = (view(summary) if view is not None else mean_std_view(summary, by=by))
     stem = Path(path_stem)
-    write_table(table, stem, caption=caption)
-    atomic_write_text(stem.parent / f"{stem.name}.csv", summary.to_csv(index=False))
+    write_table(summary, stem, caption=caption, markdown=table)
     atomic_write_text(stem.parent / f"{stem.name}_per_image.csv", per_image.to_csv(index=False))
     return table
 
@@ -567,7 +567,7 @@ def main_view(summary: pd.DataFrame, by: str | None = None, convention: str = "s
     """The readable table: one row per model, PSNR and SSIM of one convention per group.
 
     Args:
-        summary: a summary from `table2` or `table3`.
+        summary: a summary from `score_test_pairs` or `table3`.
         by: the group column spread into columns (``"reference"``, ``"level"``); None: the
             summary has one row per model.
         convention: the metric convention shown.
@@ -614,8 +614,7 @@ def save_table(summary: pd.DataFrame, path_stem: str | os.PathLike, by: str | No
     """
     view = main_view(summary, by=by, convention=convention)
     stem = Path(path_stem)
-    write_table(view, stem, caption=caption)
-    atomic_write_text(stem.parent / f"{stem.name}.csv", summary.to_csv(index=False))
+    write_table(summary, stem, caption=caption, markdown=view)
     if per_image is not None:
         atomic_write_text(stem.parent / f"{stem.name}_per_image.csv",
                           per_image.to_csv(index=False))

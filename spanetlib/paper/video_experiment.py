@@ -7,7 +7,6 @@ scored against the truth: PSNR over the clip, inside moving objects, and tempora
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -18,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from spanetlib.derain.video import DEFAULT_WINDOW, ClipDerain, derain_clip
-from spanetlib.evaluation.evaluate import format_markdown
-from spanetlib.io.files import atomic_write_text
+from spanetlib.evaluation.evaluate import write_table
+from spanetlib.evaluation.metrics import psnr_from_mse
 from spanetlib.pipeline.alignment import motion_displacement
 
 __all__ = [
@@ -62,10 +61,6 @@ class ClipScores:
     truth_change: float
 
 
-def _psnr(mse: float) -> float:
-    return float("inf") if mse <= 0 else 10.0 * math.log10(255.0 ** 2 / mse)
-
-
 def score_clip(derained: np.ndarray, truth: np.ndarray, object_mask: np.ndarray | None = None
                ) -> ClipScores:
     """Score derained frames against their rain-free truth (see :class:`ClipScores`).
@@ -95,8 +90,8 @@ def score_clip(derained: np.ndarray, truth: np.ndarray, object_mask: np.ndarray 
         raise ValueError(f"object_mask: expected shape {(n, h, w)}, got {objects.shape}")
     sq = (a.astype(np.float32) - b.astype(np.float32)) ** 2
     frame_mse = sq.reshape(n, -1).mean(axis=1, dtype=np.float64)
-    psnr = float(np.mean([_psnr(m) for m in frame_mse]))
-    object_psnr = _psnr(float(sq[objects].mean(dtype=np.float64))) if objects.any() \
+    psnr = float(np.mean(psnr_from_mse(frame_mse)))
+    object_psnr = psnr_from_mse(float(sq[objects].mean(dtype=np.float64))) if objects.any() \
         else float("nan")
     changes, truth_changes = [], []
     for i in range(1, n):
@@ -404,9 +399,5 @@ def write_methods_table(table: pd.DataFrame, results_dir: str | os.PathLike,
         The :func:`methods_view` (to display).
     """
     view = methods_view(table)
-    folder = Path(results_dir)
-    atomic_write_text(folder / "video_derain.csv", table.to_csv(index=False))
-    text = format_markdown(view)
-    atomic_write_text(folder / "video_derain.md", f"{caption.strip()}\n\n{text}" if caption
-                      else text)
+    write_table(table, Path(results_dir) / "video_derain", caption=caption, markdown=view)
     return view

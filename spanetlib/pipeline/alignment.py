@@ -68,7 +68,9 @@ import numpy as np
 from numba import njit
 from scipy import ndimage
 
+from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
+from spanetlib.io.files import round_to_uint8
 from spanetlib.io.video import FrameSource
 
 __all__ = [
@@ -968,7 +970,7 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
         InputError: frames that are not N x H x W x 3 uint8, or a bad reference index.
         ValueError: bad ``models`` or sizes.
     """
-    source = frames if isinstance(frames, FrameSource) else FrameSource(_check_frames(frames))
+    source = frames if isinstance(frames, FrameSource) else FrameSource(check_frames(frames))
     n = len(source)
     h, w = source.shape
     if reference is None:
@@ -1090,14 +1092,6 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
                   exposure_reference=anchor_frame)
 
 
-def _check_frames(frames: np.ndarray) -> np.ndarray:
-    arr = np.asarray(frames)
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < 1:
-        raise InputError(f"frames: expected N x H x W x 3 uint8 RGB, got shape {arr.shape} "
-                         f"dtype {arr.dtype}")
-    return arr
-
-
 # --------------------------------------------------------------------------------------------
 # Applying a mode
 # --------------------------------------------------------------------------------------------
@@ -1130,7 +1124,7 @@ def align_frames(frames: np.ndarray, mode: str | AlignMode = "auto", *,
         An :class:`Alignment`. Frames that are not warped are the input's own pixels; with
         nothing warped, ``frames`` is the input array itself (bit-identical).
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames)
     mode = get_align_mode(mode)
     n, h, w = frames.shape[:3]
     if motion is None:
@@ -1199,7 +1193,7 @@ def align_frame(image: np.ndarray, motion: Motion, index: int, mode: str | Align
         image = _expose_to_reference(image, motion.gain[index], motion.offset[index])
     if warp:
         image = warp_frame(image, motion.matrices[index], mode.interpolation, mode.dering)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8) if image.dtype != np.uint8 \
+    return round_to_uint8(image) if image.dtype != np.uint8 \
         else image
 
 

@@ -62,7 +62,9 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
+from spanetlib.io.files import round_to_uint8
 from spanetlib.io.video import FrameSource
 from spanetlib.pipeline.alignment import (
     MOTION_MODELS,
@@ -386,7 +388,7 @@ def _clean_for(image: np.ndarray, motion: Motion, index: int, warped: bool, expo
                            mode.dering)
     if exposed:
         clean = clean * np.float32(motion.gain[index]) + np.float32(motion.offset[index])
-    return np.clip(np.rint(clean), 0, 255).astype(np.uint8)
+    return round_to_uint8(clean)
 
 
 def frame_valid_region(valid: np.ndarray, motion: Motion, index: int, warped: bool) -> np.ndarray:
@@ -588,11 +590,10 @@ def _segment_evidence(stack: np.ndarray, estimate: BackgroundEstimate, valid: np
     """The :class:`SegmentEvidence` of one period (``stack``: its aligned frames)."""
     n = len(stack)
     inside = valid if valid.any() else np.ones_like(valid)
-    est_y = _luma(np.clip(np.rint(estimate.image), 0, 255).astype(np.uint8))
+    est_y = _luma(round_to_uint8(estimate.image))
     halves = [stack[0::2], stack[1::2]]
     if all(len(half) >= 2 for half in halves):
-        half_y = [_luma(np.clip(np.rint(estimate_background(half).image), 0, 255)
-                        .astype(np.uint8)) for half in halves]
+        half_y = [_luma(round_to_uint8(estimate_background(half).image)) for half in halves]
         half_difference = half_y[0] - half_y[1]
     else:
         half_difference = np.full(est_y.shape, np.nan, np.float32)
@@ -861,10 +862,7 @@ def estimate_clip(frames: np.ndarray | str | os.PathLike | FrameSource,
     if isinstance(frames, (str, os.PathLike)):
         frames = FrameSource(frames)
     if not isinstance(frames, FrameSource):
-        arr = np.asarray(frames)
-        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < 2:
-            raise InputError(f"frames: expected N x H x W x 3 uint8 RGB with N >= 2, got "
-                             f"shape {arr.shape} dtype {arr.dtype}")
+        arr = check_frames(frames, minimum=2)
         if len(arr) <= max_kept:
             aligned = align_frames(arr, mode, reference=reference, motion=motion,
                                    models=models, max_side=max_side, workers=workers)
@@ -935,7 +933,7 @@ def _checked(found: list[ClipSegment], motion: Motion, mode: AlignMode, warped: 
     usable_share = np.zeros(n, np.float32)
     dark = np.full(n, np.nan, np.float32)
     bits: list[bytes | None] = [None] * n
-    cleans = [np.clip(np.rint(seg.image), 0, 255).astype(np.uint8) for seg in found]
+    cleans = [round_to_uint8(seg.image) for seg in found]
     terms = {(k, moved): pair_check_terms(cleans[k], seg.noise_sigma, EDGE_TOLERANCE_PX[moved])
              for k, seg in enumerate(found) for moved in (False, True)
              if ((membership == k) & (warped == moved)).any()}

@@ -52,12 +52,14 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from spanetlib.io.checks import check_positive
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import (
     atomic_write_json,
     check_output_folder,
     check_output_path,
     read_image,
+    round_to_uint8,
     write_image,
 )
 from spanetlib.io.pairs import write_pair_list
@@ -147,14 +149,6 @@ WORKER_BASE_BYTES = 300 << 20
 WORKER_MEMORY_SHARE = 0.8
 
 
-def _check_positive(name: str, value: int | None, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, "
-                         f"got {value!r}")
-
-
 def _scenes(k: int) -> str:
     return f"{k} scene" if k == 1 else f"{k} scenes"
 
@@ -202,9 +196,9 @@ class ExportSettings:
     unreliable: str = "drop"
 
     def __post_init__(self) -> None:
-        _check_positive("crop", self.crop)
-        _check_positive("stride", self.stride)
-        _check_positive("frames_per_video", self.frames_per_video)
+        check_positive("crop", self.crop, allow_none=True)
+        check_positive("stride", self.stride, allow_none=True)
+        check_positive("frames_per_video", self.frames_per_video, allow_none=True)
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         if self.density is not None and self.density not in FRAME_COUNTS:
@@ -761,7 +755,7 @@ class _SceneEstimate:
 
 
 def _as_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return round_to_uint8(image)
 
 
 def _check_accepted_images(job: SceneJob, result: ClipEstimate) -> None:
@@ -1481,7 +1475,7 @@ def export_dataset(src: str | os.PathLike, out: str | os.PathLike,
     settings = ExportSettings(crop=crop, stride=stride, frames_per_video=frames_per_video,
                               test_fraction=test_fraction, seed=seed, auto_accept=auto_accept,
                               density=density, align=align, unreliable=unreliable)
-    _check_positive("workers", workers)
+    check_positive("workers", workers, allow_none=True)
     if workers is not None and scheduler is not None:
         raise ValueError("workers and scheduler: pass one of them (a Dask cluster sets its own "
                          "number of workers)")

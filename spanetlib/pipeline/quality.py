@@ -25,10 +25,9 @@ scene is accepted at `QUALITY_ACCEPT_THRESHOLD` (a predicted 42 dB) unless a per
 frames moved unwarped, a veil is seen, a period used fewer than 8 frames (halves of 4), or
 no period has an estimate. The other cues (reliability, sharpness, streak energy, frames
 against the paper's N, registration residual) are reported, not scored: on the fit clips
-none tracks what the four terms miss (rank correlation with the prediction error at most
-0.32).
-``benchmarks/bench_quality.py`` fits the model's gains and the threshold on some seeds and
-photos and reports on others.
+none tracks what the four terms miss (the benchmark reports their rank correlation with the
+prediction error). ``benchmarks/bench_quality.py`` fits the model's gains and the threshold
+on some seeds and photos and reports on others.
 """
 
 from __future__ import annotations
@@ -40,6 +39,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from spanetlib.io.checks import check_int
+from spanetlib.io.files import round_to_uint8
 from spanetlib.pipeline.clip_estimate import ClipEstimate
 from spanetlib.pipeline.selection import FRAME_COUNTS, RAIN_DELTA, density_of_fraction
 
@@ -99,10 +100,7 @@ class QualityModel:
     min_frames: int = 8
 
     def __post_init__(self) -> None:
-        if isinstance(self.min_frames, bool) or not isinstance(self.min_frames, int) \
-                or self.min_frames < 2:
-            raise ValueError(f"QualityModel.min_frames: expected an int >= 2, got "
-                             f"{self.min_frames!r}")
+        check_int("QualityModel.min_frames", self.min_frames, minimum=2)
         for name in ("floor", "rain_gain", "warp_gain", "smear_gain", "width", "veil_limit"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -139,7 +137,8 @@ QUALITY_MODEL = QualityModel()
 
 
 #: `SceneQuality.score` at or above which a scene is accepted: a predicted PSNR of 42 dB,
-#: 40 dB plus 1.645 times the prediction's spread (1.23 dB) on the fit clips.
+#: 40 dB plus 1.645 times the prediction's spread on the fit clips (one-sided 95 %; the
+#: benchmark ``benchmarks/bench_quality.py --fit`` reports the spread).
 QUALITY_ACCEPT_THRESHOLD = 0.69
 
 
@@ -219,7 +218,7 @@ def period_cues(estimate: ClipEstimate, segment: int) -> dict[str, float]:
     diff = diff[np.isfinite(diff)]
     split_rms = float(np.sqrt(np.mean(diff.astype(np.float64) ** 2))) if diff.size else 255.0
     split_changed = float(np.mean(np.abs(diff) > 255.0 * RAIN_DELTA)) if diff.size else 1.0
-    luma = cv2.cvtColor(np.clip(np.rint(seg.image), 0, 255).astype(np.uint8),
+    luma = cv2.cvtColor(round_to_uint8(seg.image),
                         cv2.COLOR_RGB2GRAY)[inside].astype(np.float64)
     gains, offsets = ev.frame_fit[:, 0], ev.frame_fit[:, 1]
     shifts = ev.frame_fit[:, 2]

@@ -15,8 +15,8 @@ stands in for the person in batch runs (`spanetlib.pipeline.quality.scene_qualit
   adding a scene under a name the file holds for other frames, or loading frames that changed
   since, is refused with one line naming both.
 - `review_batch` drives a session without a person, for batch runs (papermill): ``"auto"``
-  accepts a scene iff `spanetlib.pipeline.quality.scene_quality` accepts its estimate, else rejects it
-  (adding frames) until accepted or exhausted, and records the score and its reasons;
+  accepts a scene iff `spanetlib.pipeline.quality.scene_quality` accepts its estimate, else rejects
+  it (adding frames) until accepted or exhausted, and records the score and its reasons;
   ``"file"`` replays a review file; ``"interactive"`` returns the notebook's
   `spanetlib.pipeline.review_widget.ReviewWidget`.
 
@@ -66,8 +66,9 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from spanetlib.io.checks import check_int
 from spanetlib.io.errors import InputError
-from spanetlib.io.files import atomic_write_json, check_image_values, write_image
+from spanetlib.io.files import atomic_write_json, check_image_values, round_to_uint8, write_image
 from spanetlib.io.video import SCENE_NAME_PATTERN, SourceIdentity, read_sequence, source_identity
 from spanetlib.pipeline.alignment import ALIGN_MODES, get_align_mode, warp_frame
 from spanetlib.pipeline.clip_estimate import ClipEstimate, estimate_clip
@@ -186,8 +187,8 @@ def clip_record(result: ClipEstimate) -> tuple[list[dict[str, Any]], dict[str, A
 def reliable_for_frame(result: ClipEstimate, index: int) -> np.ndarray:
     """H x W bool: pixels of frame ``index`` where its period's estimate is valid and reliable.
 
-    The period's `spanetlib.pipeline.background.Reliability` map (reference coordinates) brought into
-    the frame's pixels (nearest neighbour) when the frame was warped.
+    The period's `spanetlib.pipeline.background.Reliability` map (reference coordinates) brought
+    into the frame's pixels (nearest neighbour) when the frame was warped.
 
     Raises:
         ValueError: the frame belongs to no period.
@@ -223,8 +224,9 @@ class ReviewSession:
     Args:
         path: the review file (created on the first change; its folder also gets ``clean/``).
         cache_scenes: how many scenes' frames to keep in memory for `estimate`.
-        align: align mode of the scenes this session adds (`spanetlib.pipeline.alignment.ALIGN_MODES`:
-            "auto", the default, warps only frames that moved; "on"; "off").
+        align: align mode of the scenes this session adds
+            (`spanetlib.pipeline.alignment.ALIGN_MODES`: "auto", the default, warps only frames that
+            moved; "on"; "off").
 
     Raises:
         InputError: the file exists but is not a valid review file (it is left unchanged).
@@ -461,10 +463,8 @@ class ReviewSession:
         if density is not None:
             _check_density(density)
         align = self.align if align is None else get_align_mode(align).name
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
-            raise ValueError(f"n must be an int >= 2 or None, got {n!r}")
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise ValueError(f"start must be a non-negative int, got {start!r}")
+        check_int("n", n, minimum=2, allow_none=True)
+        check_int("start", start, minimum=0)
         source_path = Path(source)
         if not source_path.exists():
             raise InputError(f"scene source not found: {source_path}")
@@ -579,7 +579,7 @@ class ReviewSession:
             raise ValueError(f"scene {name!r}: the estimate has no stable period of "
                              f"{MIN_PERIOD_FRAMES} frames to accept; reject it (add frames) or "
                              "skip it")
-        images = [np.clip(np.rint(seg.image), 0, 255).astype(np.uint8)
+        images = [round_to_uint8(seg.image)
                   for seg in result.segments]
         for image in images:
             self._check_size(name, image)
@@ -642,8 +642,7 @@ class ReviewSession:
     def set_n(self, name: str, n: int) -> dict[str, Any]:
         """Set the scene's frame count N directly (capped by the frames available)."""
         entry = self._entry(name)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise ValueError(f"n must be an int >= 2, got {n!r}")
+        check_int("n", n, minimum=2)
         data = copy.deepcopy(self._data)
         data["scenes"][name]["n"] = min(n, entry["frames_available"])
         self._commit(data)
@@ -769,7 +768,7 @@ def _restore_clean_images(session: ReviewSession,
                              f"{len(paths)} period(s), its frames give {len(result.segments)} "
                              "now; review the scene again")
         for path, seg in zip(paths, result.segments, strict=True):
-            write_image(path, np.clip(np.rint(seg.image), 0, 255).astype(np.uint8))
+            write_image(path, round_to_uint8(seg.image))
 
 
 def review_batch(session: ReviewSession, mode: str, review_file: str | os.PathLike | None = None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spanetlib.io.files import to_unit_float
+from spanetlib.io.files import round_to_uint8, to_unit_float
 
 __all__ = ["PERIOD_COLOURS", "difference_map", "frame_colours", "period_strip",
            "reliability_overlay"]
@@ -109,4 +109,4 @@ def reliability_overlay(image: np.ndarray, unreliable: np.ndarray,
             continue
         mask = np.asarray(mask, bool)
         out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
-    return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return round_to_uint8(out * 255.0)

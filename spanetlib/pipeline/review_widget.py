@@ -1,4 +1,4 @@
-"""The notebook's review view: an ipywidgets widget over a `spanetlib.pipeline.review.ReviewSession`.
+"""The notebook's review view: an ipywidgets widget over a `review.ReviewSession`.
 
 Notebook 01 shows it (``run_review(session, "interactive")``); the browser test drives it in
 JupyterLab. It shows the rain frame and the clean image it would be paired with (its stable
@@ -22,7 +22,7 @@ import IPython.display
 import ipywidgets as widgets
 import numpy as np
 
-from spanetlib.io.files import to_uint8, to_unit_float
+from spanetlib.io.files import round_to_uint8, to_uint8, to_unit_float
 from spanetlib.pipeline.clip_estimate import ClipEstimate
 from spanetlib.pipeline.quality import scene_quality
 from spanetlib.pipeline.review import (
@@ -62,7 +62,7 @@ def _show(widget: Any, image: np.ndarray) -> None:
 
 
 def difference_heatmap(rain: np.ndarray, clean: np.ndarray) -> np.ndarray:
-    """``|rain - clean|`` (`spanetlib.pipeline.review_images.difference_map`) as an inferno heat map.
+    """``|rain - clean|`` (`review_images.difference_map`) as an inferno heat map.
 
     Scaled so that a difference of 64/255 or the 99.5th percentile, whichever is larger, is
     the brightest colour; noise stays dark and streaks glow.
@@ -84,7 +84,7 @@ def difference_heatmap(rain: np.ndarray, clean: np.ndarray) -> np.ndarray:
     """
     diff = difference_map(rain, clean)
     top = max(float(np.percentile(diff, 99.5)), 64.0 / 255.0)
-    scaled = (np.clip(diff / top, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    scaled = round_to_uint8(diff / top * 255.0)
     return cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
 
 
@@ -95,12 +95,12 @@ class ReviewWidget:
     side (resized so the longer side is ``max_display`` pixels: area filter down,
     nearest-pixel up): the estimate of the frame's stable period, in the frame's pixels and
     exposure (`spanetlib.pipeline.clip_estimate.ClipEstimate.clean_for_frame`). Below: the clip's
-    stable periods as a timeline (`spanetlib.pipeline.review_images.period_strip`, the shown frame marked),
-    a frame slider, a zoomed crop of both (zoom factor and position controls), the difference
-    map ``|rain - clean|``, and a toggle for the reliability overlay on the clean image
-    (`spanetlib.pipeline.review_images.reliability_overlay`: red where rain does not explain the estimate,
-    blue where the frame's pixels would not be used in a pair, a light green elsewhere). Then
-    the buttons Accept / Reject (add frames) / Skip, the density (sparse / normal / dense),
+    stable periods as a timeline (`spanetlib.pipeline.review_images.period_strip`, the shown frame
+    marked), a frame slider, a zoomed crop of both (zoom factor and position controls), the
+    difference map ``|rain - clean|``, and a toggle for the reliability overlay on the clean image
+    (`spanetlib.pipeline.review_images.reliability_overlay`: red where rain does not explain the
+    estimate, blue where the frame's pixels would not be used in a pair, a light green elsewhere).
+    Then the buttons Accept / Reject (add frames) / Skip, the density (sparse / normal / dense),
     "k of n reviewed", a status line with N, the periods and their p, the measured camera
     motion, and the quality score (`spanetlib.pipeline.quality.scene_quality`) with what the batch
     review would decide.

@@ -1,9 +1,9 @@
 """The paper's rules for choosing N, the number of frames a clean image is estimated from (Sec. 3).
 
 "Selection of N": a clean image is estimated from the first N frames of a static scene
-(`spanetlib.pipeline.background.estimate_background`, Eqs. 2-4). N starts at 20 / 100 / 200 frames for
-sparse / normal / dense rain (`FRAME_COUNTS`) and grows by 10 / 20 / 50 frames each time the
-estimate is rejected (`REJECT_INCREMENT`), until the estimate is clean.
+(`spanetlib.pipeline.background.estimate_background`, Eqs. 2-4). N starts at 20 / 100 / 200
+frames for sparse / normal / dense rain (`FRAME_COUNTS`) and grows by 10 / 20 / 50 frames each
+time the estimate is rejected (`REJECT_INCREMENT`), until the estimate is clean.
 
 This module holds only the rules; no state, no files, no user interface:
 
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from spanetlib.io.checks import check_frames
 from spanetlib.pipeline.background import estimate_background
 
 __all__ = [
@@ -56,13 +57,6 @@ DENSITY_THRESHOLDS: tuple[float, float] = (0.04, 0.2)
 AUTO_THRESHOLD = 0.003
 
 
-def _check_frames(frames: np.ndarray) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
-        raise ValueError(f"expected frames N x H x W x 3 with N >= 1, got shape {frames.shape}")
-    return frames
-
-
 def rain_fraction(frames: np.ndarray, background: np.ndarray,
                   delta: float = RAIN_DELTA) -> float:
     """Mean share of pixels per frame brighter than the background by more than ``delta``.
@@ -87,7 +81,7 @@ def rain_fraction(frames: np.ndarray, background: np.ndarray,
         >>> rain_fraction(frames, background)
         0.0625
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames, floats=True)
     bg = np.asarray(background)
     if bg.shape != frames.shape[1:]:
         raise ValueError(f"background shape {bg.shape} does not match frames {frames.shape[1:]}")
@@ -106,10 +100,10 @@ def guess_density(frames: np.ndarray, estimate: Any = None) -> str:
     Measures `rain_fraction` (the mean share of pixels per frame that are brighter than the
     estimated background by more than `RAIN_DELTA` = 12/255 on the channel mean) and compares
     it with `DENSITY_THRESHOLDS` = (0.04, 0.2): below 4 % sparse, below 20 % normal, else
-    dense. The boundaries sit between the values measured with `estimate_background` on
-    `spanetlib.synthesis.rain`'s video presets (20 frames of 64 x 96 crops of the bundled photos, nine
-    seeds: sparse 1.0-1.9 %, normal 8.9-13.6 %, dense 26-40 %), near their geometric means;
-    the tests check the guess over several seeds. Real footage should be confirmed by a person,
+    dense. The boundaries sit between the values `estimate_background` gives on
+    `spanetlib.synthesis.rain`'s sparse, normal and dense video presets (crops of the bundled
+    photos over several seeds), near their geometric means; the tests check the guess over
+    several seeds. Real footage should be confirmed by a person,
     which the review widget's density buttons are for.
 
     Args:
@@ -128,7 +122,7 @@ def guess_density(frames: np.ndarray, estimate: Any = None) -> str:
         >>> guess_density(frames, background)
         'dense'
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames, floats=True)
     if estimate is None:
         estimate = estimate_background(frames)
     background = getattr(estimate, "image", estimate)
@@ -170,7 +164,7 @@ def split_half_change(frames: np.ndarray, delta: float = RAIN_DELTA) -> float:
     Raises:
         ValueError: fewer than 4 frames or a bad shape.
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames, floats=True)
     if len(frames) < 4:
         raise ValueError(f"split_half_change needs at least 4 frames, got {len(frames)}")
     half = len(frames) // 2

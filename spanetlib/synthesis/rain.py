@@ -61,7 +61,6 @@ __all__ = [
     "make_rain_clip",
     "make_rain_image",
     "make_rain_video",
-    "rain_coverage",
     "rain_layer",
     "streak_kernel",
 ]
@@ -175,8 +174,8 @@ def _replace_fields(obj, changes: dict):
     return dataclasses.replace(obj, **changes)
 
 
-# Video rain, calibrated on 256 x 256 frames (see ``rain_coverage``): the share of pixels a
-# frame's streak layer touches (> 1/255) is about 3 % (sparse), 20 % (normal), 56 % (dense).
+# Video rain, calibrated on 256 x 256 frames by the share of pixels a frame's streak layer
+# touches (> 1/255): a few percent (sparse), about a fifth (normal), over half (dense).
 # In "dense" a pixel is under rain in about half of the frames, with widely spread rain values,
 # so the temporal median is biased bright while the intensity mode stays at the clean value.
 DENSITY_PRESETS: dict[str, RainParams] = {
@@ -503,19 +502,6 @@ def _check_nonneg(name: str, value: float) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
     return value
-
-
-def rain_coverage(params: RainParams | str, shape_hw: tuple[int, int] = (256, 256),
-                  n: int = 8, seed: int = 0) -> float:
-    """Mean share of pixels a layer with ``params`` touches (value > 1/255), over ``n`` layers.
-
-    In a video with independent rain per frame this is also the expected share of frames in
-    which a given pixel is under rain (before the background decides whether it shows).
-    """
-    params = _resolve(DENSITY_PRESETS, params, "params")
-    gen = np.random.default_rng(seed)
-    return float(np.mean([(rain_layer(shape_hw, params, gen) > _MASK_THRESHOLD).mean()
-                          for _ in range(n)]))
 
 
 _CHUNK = 16  # frames rendered together ...

@@ -34,6 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from spanetlib.io.checks import check_positive
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import atomic_write_json, atomic_write_text, read_image, write_image
 from spanetlib.io.layouts import read_test_folder
@@ -63,11 +64,6 @@ __all__ = [
 ]
 
 
-def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def _random_crop(image: np.ndarray, size: tuple[int, int], rng: np.random.Generator
                  ) -> np.ndarray:
     h, w = size
@@ -88,7 +84,7 @@ def _check_size(size: Sequence[int]) -> tuple[int, int]:
 
 
 def _check_backgrounds(backgrounds: Sequence[str]) -> tuple[str, ...]:
-    """Validate photo names for `spanetlib.synthesis.rain.load_background`; returns them as a tuple."""
+    """Photo names for `spanetlib.synthesis.rain.load_background`, checked, as a tuple."""
     known = sorted(set(BACKGROUND_NAMES) | set(HELDOUT_BACKGROUND_NAMES))
     if isinstance(backgrounds, str) or not isinstance(backgrounds, Sequence):
         raise ValueError(f"backgrounds must be a sequence of photo names, got {backgrounds!r}")
@@ -137,8 +133,9 @@ def build_synthetic_test_set(out: str | os.PathLike, n_per_level: int = 100,
                              levels: Sequence[str] = ("light", "medium", "heavy")) -> Path:
     """Write single synthetic rain images at several rain levels: the paper's Rain1200 role.
 
-    Each image is a random ``size`` crop of one of `spanetlib.synthesis.rain.BACKGROUND_NAMES` (taken in
-    turn) with rain from ``rain.make_rain_image`` at the level, each with its own seed. Output::
+    Each image is a random ``size`` crop of one of `spanetlib.synthesis.rain.BACKGROUND_NAMES`
+    (taken in turn) with rain from ``rain.make_rain_image`` at the level, each with its own seed.
+    Output::
 
         out/rain/<level>_<i>.png, out/clean/<level>_<i>.png
         out/test.txt     "rain/<name>.png clean/<name>.png" per line (see `read_pair_list`)
@@ -171,7 +168,7 @@ def build_synthetic_test_set(out: str | os.PathLike, n_per_level: int = 100,
         >>> [rain.name for rain, clean in pairs]
         ['light_0000.png', 'medium_0000.png', 'heavy_0000.png']
     """
-    _check_positive("n_per_level", n_per_level)
+    check_positive("n_per_level", n_per_level)
     size = _check_size(size)
     for level in levels:
         if level not in IMAGE_RAIN_LEVELS:
@@ -311,7 +308,7 @@ def build_heldout_rain_set(out: str | os.PathLike, n_per_condition: int = 2,
         angle_plus30_0000,angle +30,coffee
         noisy_0000,noisy,rocket
     """
-    _check_positive("n_per_condition", n_per_condition)
+    check_positive("n_per_condition", n_per_condition)
     size = _check_size(size)
     if conditions is None:
         conditions = tuple(HELDOUT_RAIN_CONDITIONS)
@@ -393,10 +390,10 @@ def build_layout_test_folders(out: str | os.PathLike, n_pairs: int = 2,
     """Tiny synthetic test folders, one in each layout of the field (`spanetlib.io.layouts`).
 
     Each layout gets its own ``n_pairs`` synthetic rain images: random ``size`` crops of the
-    held-out photos `spanetlib.synthesis.rain.HELDOUT_BACKGROUND_NAMES` (which the shipped ``synthetic``
-    weights never saw), taken in turn over all the folders, with rain at the light, medium and
-    heavy levels in turn (re-drawn until at least one streak falls on the crop, and until the
-    folder reads as its layout: the side-by-side check fails on some tiny flat crops)::
+    held-out photos `spanetlib.synthesis.rain.HELDOUT_BACKGROUND_NAMES` (which the shipped
+    ``synthetic`` weights never saw), taken in turn over all the folders, with rain at the light,
+    medium and heavy levels in turn (re-drawn until at least one streak falls on the crop, and until
+    the folder reads as its layout: the side-by-side check fails on some tiny flat crops)::
 
         out/input-target/input/<i>.png, target/<i>.png              (i from 1)
         out/rain100/rainy/rain-<iii>.png, norain-<iii>.png
@@ -427,8 +424,8 @@ def build_layout_test_folders(out: str | os.PathLike, n_pairs: int = 2,
             for the side-by-side detector.
         InputError: ``out`` holds other files (no ``params.json`` of this function).
     """
-    _check_positive("n_pairs", n_pairs)
-    _check_positive("rain_per_clean", rain_per_clean)
+    check_positive("n_pairs", n_pairs)
+    check_positive("rain_per_clean", rain_per_clean)
     size = _check_size(size)
     chosen = LAYOUT_TEST_FOLDERS if layouts is None else tuple(layouts)
     unknown = [name for name in chosen if name not in LAYOUT_TEST_FOLDERS]
@@ -529,8 +526,8 @@ def build_synthetic_video_scenes(out: str | os.PathLike, n_scenes: int = 3, n_fr
         densities: names from ``rain.DENSITY_PRESETS``, used in turn.
         seed: seed of the crops and the rain.
         backgrounds: photo names for `spanetlib.synthesis.rain.load_background`, used in turn; None:
-            `spanetlib.synthesis.rain.BACKGROUND_NAMES` (pass `spanetlib.synthesis.rain.TRAINING_BACKGROUND_NAMES`
-            to keep the held-out photos out).
+            `spanetlib.synthesis.rain.BACKGROUND_NAMES` (pass
+            `spanetlib.synthesis.rain.TRAINING_BACKGROUND_NAMES` to keep the held-out photos out).
 
     Returns:
         The scene folders, in order.
@@ -547,8 +544,8 @@ def build_synthetic_video_scenes(out: str | os.PathLike, n_scenes: int = 3, n_fr
         ...     [scene.name for scene in scenes], read_sequence(scenes[1]).shape
         (['scene_000_sparse', 'scene_001_normal'], (3, 16, 24, 3))
     """
-    _check_positive("n_scenes", n_scenes)
-    _check_positive("n_frames", n_frames)
+    check_positive("n_scenes", n_scenes)
+    check_positive("n_frames", n_frames)
     size = _check_size(size)
     if not densities:
         raise ValueError("densities must name at least one density")

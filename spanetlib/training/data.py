@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from spanetlib.io.checks import check_positive
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import check_image_size, check_image_values, read_image
 from spanetlib.io.pairs import read_pair_list
@@ -223,9 +224,7 @@ class PairDataset(Dataset):
                  scale: tuple[float, float] = (0.8, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True,
                  mask_threshold: float = 0.0, seed: int | None = None) -> None:
-        if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int)
-                                 or crop < 1):
-            raise ValueError(f"crop must be a positive int or None, got {crop!r}")
+        check_positive("crop", crop, allow_none=True)
         self.scale = _check_range("scale", scale, 0.0)
         if self.scale[1] > 1.0:
             raise ValueError(f"scale must lie in (0, 1], got {scale!r}")

@@ -1,7 +1,10 @@
 """Training SPANet and the baselines: profiles, the loop, checkpoints, exact resume, DDP.
 
 The loop follows the paper (Sec. 5): Adam, a multi-step learning-rate schedule, random paired
-crops, and the loss L1 + (1 - SSIM) + MSE(A_1, M) (Eqs. 6-7, `spanetlib.training.losses.SPANetLoss`).
+crops, and the loss L1 + (1 - SSIM) + MSE(A_1, M) (Eqs. 6-7,
+`spanetlib.training.losses.SPANetLoss`). Settings and profiles are `spanetlib.training.config`'s,
+checkpoints and the run-folder check `spanetlib.training.checkpoints`', sampling, RNG state and
+the distributed setup `spanetlib.training.runtime`'s.
 
 Files written under ``out_dir`` (rank 0 only):
 
@@ -39,22 +42,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
-import csv
-import dataclasses
-import hashlib
-import io
-import json
 import math
 import os
-import random
 import signal
 import sys
 import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,327 +62,38 @@ from tqdm.auto import tqdm
 
 from spanetlib.evaluation.metrics import psnr, ssim
 from spanetlib.io.errors import InputError
-from spanetlib.io.files import (
-    atomic_write_text,
-    check_output_folder,
-    check_output_path,
-)
 from spanetlib.io.pairs import find_pair_list
-from spanetlib.models import MODEL_FACTORIES, build_model, read_checkpoint
-from spanetlib.models.device import bf16_training_faults, cpu_has_fast_bf16, resolve_torch_device
-from spanetlib.training.checkpoints import atomic_torch_save
+from spanetlib.models import build_model
+from spanetlib.models.device import bf16_training_faults, cpu_has_fast_bf16
+from spanetlib.training.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    atomic_torch_save,
+    check_run,
+)
+from spanetlib.training.config import (
+    TRAIN_PROFILES,
+    TrainConfig,
+    load_config,
+    make_config,
+    scale_milestones,
+)
 from spanetlib.training.data import PairDataset
 from spanetlib.training.losses import SPANetLoss
+from spanetlib.training.runtime import (
+    CsvLog,
+    DistInfo,
+    EpochSampler,
+    param_digest,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    seed_worker,
+    set_rng_state,
+    setup_distributed,
+)
 
-__all__ = [
-    "MODEL_FACTORIES",
-    "RUN_FILES",
-    "TRAIN_PROFILES",
-    "TrainConfig",
-    "TrainResult",
-    "build_model",
-    "check_run",
-    "checked_cpu_bf16",
-    "load_config",
-    "main",
-    "make_config",
-    "scale_milestones",
-    "train",
-    "train_command",
-]
-
-CHECKPOINT_FORMAT = "spanetlib-train"
-CHECKPOINT_VERSION = 1
-# Config entries that must equal the checkpoint's when resuming (the rest may change, e.g.
-# ``steps`` to train longer).
-_RESUME_MUST_MATCH = ("model", "model_kwargs")
-#: The files a run writes in its folder: what ``overwrite=True`` replaces, nothing else.
-RUN_FILES = ("final.pt", "last.pt", "log.csv")
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration and profiles
-# --------------------------------------------------------------------------------------------
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on (stored in every checkpoint).
-
-    Attributes:
-        model: a `MODEL_FACTORIES` name.
-        model_kwargs: constructor arguments of the model.
-        train_list: pair list (``rain_path clean_path`` per line, SPA-Data format).
-        val_list: optional pair list scored every ``val_every`` steps.
-        crop: side of the random training crops (RandomResizedCrop, as the authors).
-        scale: area range of the random crops (fraction of the image).
-        ratio: aspect-ratio range of the random crops.
-        flip: random horizontal flips.
-        batch_size: pairs per step over all ranks.
-        steps: optimizer steps in all.
-        lr: initial learning rate of Adam.
-        milestones: steps at which the learning rate is multiplied by ``gamma``.
-        gamma: the learning-rate factor at each milestone.
-        betas: Adam betas.
-        l1_weight: weight of the L1 loss.
-        ssim_weight: weight of the (1 - SSIM) loss.
-        attention_weight: weight of the attention loss MSE(A_1, M) (Eq. 7); 0 is Table 4's
-            "no attention loss".
-        mask_threshold: the rain mask M is 1 where |rain - clean| exceeds this in any channel.
-        attention_balanced: average the attention MSE over rain and rain-free pixels
-            separately (`spanetlib.training.losses.attention_loss` with ``balanced=True``); False is
-            the paper's plain mean. Needed when M marks few pixels (a thresholded mask on
-            sparse rain), where the plain mean drives A_1 to 0 everywhere.
-        seed: seeds model initialisation, crops and shuffling.
-        num_workers: DataLoader worker processes.
-        checkpoint_every: steps between ``last.pt`` saves (0: only at the end).
-        val_every: steps between validations (0: only at the end, when ``val_list`` is set).
-        log_every: steps between log rows.
-        out_dir: folder of ``log.csv``, ``last.pt`` and ``final.pt``.
-        device: "auto" (CUDA when available), "cpu" or "cuda".
-        amp: bf16 autocast of the forward pass on CUDA.
-        amp_cpu: bf16 autocast of the forward pass on a CPU too, where the CPU has fast bf16
-            (AMX or AVX512-BF16: `spanetlib.models.device.cpu_has_fast_bf16`; elsewhere the run stays
-            in float32) and the model's convolutions pass the bf16 gradient check
-            (`checked_cpu_bf16`: else NCHW memory, else float32, with a warning). A step is
-            1.4-1.9x faster on the AVX512-BF16 machine (`benchmarks/bench_training_step.py`),
-            at bf16 precision. Off by default.
-        channels_last: channels-last memory format (on CUDA and on the CPU, where oneDNN's
-            convolutions and the numba IRNN are both faster in NHWC).
-        max_val_images: the first N pairs of ``val_list`` are scored.
-        val_crop: centre crop side for validation (None: full images).
-        deterministic: ask PyTorch for deterministic algorithms during the run.
-    """
-
-    model: str = "spanet"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    train_list: str | None = None
-    val_list: str | None = None
-    crop: int = 256
-    scale: tuple[float, float] = (0.8, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip: bool = True
-    batch_size: int = 32
-    steps: int = 60_000
-    lr: float = 5e-3
-    milestones: tuple[int, ...] = (5_000, 15_000, 30_000, 50_000)
-    gamma: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.999)
-    l1_weight: float = 1.0
-    ssim_weight: float = 1.0
-    attention_weight: float = 1.0
-    mask_threshold: float = 0.0
-    attention_balanced: bool = False
-    seed: int = 2019
-    num_workers: int = 0
-    checkpoint_every: int = 1_000
-    val_every: int = 1_000
-    log_every: int = 50
-    out_dir: str = "runs/spanet"
-    device: str = "auto"
-    amp: bool = True
-    amp_cpu: bool = False
-    channels_last: bool = True
-    max_val_images: int = 50
-    val_crop: int | None = None
-    deterministic: bool = False
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Check types and ranges; normalise paths to strings and sequences to tuples.
-
-        Raises:
-            ValueError: a value out of range (the message says what was expected).
-            TypeError: ``model_kwargs`` is not a dict.
-        """
-        if not isinstance(self.model_kwargs, dict):
-            raise TypeError(f"model_kwargs: expected a dict, got {type(self.model_kwargs)}")
-        self.model = str(self.model).lower()
-        if self.model not in MODEL_FACTORIES:
-            raise ValueError(f"unknown model {self.model!r}; expected one of "
-                             f"{sorted(MODEL_FACTORIES)}")
-        for name in ("train_list", "val_list"):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, os.fspath(value))
-        self.out_dir = os.fspath(self.out_dir)
-        self.scale = tuple(float(v) for v in self.scale)
-        self.ratio = tuple(float(v) for v in self.ratio)
-        self.betas = tuple(float(v) for v in self.betas)
-        self.milestones = tuple(int(v) for v in self.milestones)
-        for name in ("crop", "batch_size", "steps", "max_val_images"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
-        for name in ("num_workers", "checkpoint_every", "val_every", "log_every"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name}: expected an integer >= 0, got {getattr(self, name)}")
-        if self.val_crop is not None and int(self.val_crop) < 1:
-            raise ValueError(f"val_crop: expected None or a positive integer, got {self.val_crop}")
-        if not self.lr > 0:
-            raise ValueError(f"lr: expected > 0, got {self.lr}")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma: expected 0 < gamma <= 1, got {self.gamma}")
-        if list(self.milestones) != sorted(self.milestones):
-            raise ValueError(f"milestones: expected increasing steps, got {self.milestones}")
-        for name in ("l1_weight", "ssim_weight", "attention_weight", "mask_threshold"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
-        if not isinstance(self.attention_balanced, bool):
-            raise ValueError("attention_balanced: expected true or false, got "
-                             f"{self.attention_balanced!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {self.device!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-able: tuples become lists)."""
-        out = dataclasses.asdict(self)
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = list(value)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build a config from `to_dict`'s output (or any subset of the fields).
-
-        Raises:
-            ValueError: unknown keys (the message lists them and the valid ones).
-        """
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; expected some of "
-                             f"{sorted(names)}")
-        return cls(**copy.deepcopy(dict(data)))
-
-
-# The paper (Sec. 5.1): Adam, lr 5e-3 divided by 10 at 5K, 15K, 30K and 50K steps, 60K steps,
-# batch 32, 256 x 256 crops, L1 + (1 - SSIM) + attention loss with weights 1, seed 2019.
-# NOTE: the authors' released checkpoint (spanet_official_latest.pth) was trained otherwise:
-# lr 5e-4, batch 16, one drop (x0.1) at 30K steps, 40K steps in all.
-# ``quick``: the paper's SPANet (32 channels, numba IRNN) on 48 x 48 crops, batch 4, 600 steps,
-# bf16 autocast where the CPU has fast bf16 (``amp_cpu``). Small crops and batches keep the 39
-# runs of notebooks 02-06 (13 models x 3 seeds) within the hour on a 2-core CPU (seconds per
-# step of every model, float32 and bf16: `benchmarks/bench_training_step.py`, in the README).
-# Adam at 1e-3 (5e-3 is for batch 32 and 60K steps), x0.1 at 2/3 and 11/12 of the run.
-# ``smoke``: seconds (8 channels, 32 x 32 crops, batch 2, 10 steps), for CI and notebooks.
-# ``mask_threshold``: ``paper`` keeps the authors' 0 ("any difference" between the rain and the
-# clean patch). ``quick`` and ``smoke`` train on our synthetic videos, whose sensor noise makes
-# "any difference" mark about 99 % of pixels (M would teach the attention nothing), so they
-# use 10/255, which leaves about 8 %: the streaks.
-# ``attention_balanced``: with such a sparse M the paper's plain MSE (``paper`` keeps it) has
-# its optimum for a constant A near the rain share and, at the start, pushes A_1 down on the
-# whole image about 50 times harder than the image loss; Adam overshoots, the attention sigmoid
-# saturates at ~0 within 20 steps and never recovers (the first shipped ``synthetic`` weights:
-# A_1 = 0.000 everywhere). ``quick`` and ``smoke`` weight rain and rain-free pixels equally.
-TRAIN_PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {
-        "model_kwargs": {"spanet": {"channels": 32}},
-        "crop": 256, "batch_size": 32, "steps": 60_000, "lr": 5e-3,
-        "milestones": (5_000, 15_000, 30_000, 50_000), "gamma": 0.1, "betas": (0.9, 0.999),
-        "l1_weight": 1.0, "ssim_weight": 1.0, "attention_weight": 1.0, "seed": 2019,
-        "num_workers": 4, "checkpoint_every": 1_000, "val_every": 2_000, "log_every": 50,
-        "max_val_images": 100, "val_crop": None, "amp": True, "channels_last": True,
-    },
-    "quick": {
-        "model_kwargs": {"spanet": {"channels": 32}},
-        "crop": 48, "batch_size": 4, "steps": 600, "lr": 1e-3,
-        "milestones": (400, 550), "gamma": 0.1, "betas": (0.9, 0.999),
-        "l1_weight": 1.0, "ssim_weight": 1.0, "attention_weight": 1.0, "seed": 2019,
-        "mask_threshold": 10 / 255, "attention_balanced": True,
-        "num_workers": 0, "checkpoint_every": 100, "val_every": 200, "log_every": 10,
-        "max_val_images": 20, "val_crop": 128, "amp": True, "amp_cpu": True,
-        "channels_last": True,
-    },
-    "smoke": {
-        "model_kwargs": {"spanet": {"channels": 8}},
-        "crop": 32, "batch_size": 2, "steps": 10, "lr": 1e-3,
-        "milestones": (8,), "gamma": 0.1, "betas": (0.9, 0.999),
-        "l1_weight": 1.0, "ssim_weight": 1.0, "attention_weight": 1.0, "seed": 0,
-        "mask_threshold": 10 / 255, "attention_balanced": True,
-        "num_workers": 0, "checkpoint_every": 5, "val_every": 10, "log_every": 1,
-        "max_val_images": 4, "val_crop": 64, "amp": False, "channels_last": False,
-    },
-}
-
-
-def scale_milestones(milestones: Sequence[int], base_steps: int, steps: int
-                     ) -> tuple[int, ...]:
-    """Learning-rate milestones of a schedule of ``base_steps`` moved to a run of ``steps``.
-
-    Each milestone keeps its share of the run (rounded, at least step 1), so a shorter or
-    longer run drops the learning rate at the same fractions of its length.
-
-    Args:
-        milestones: steps of the original schedule (increasing).
-        base_steps: length of the original schedule (> 0).
-        steps: length of the new run (> 0).
-
-    Returns:
-        The new milestones.
-
-    Raises:
-        ValueError: ``base_steps`` or ``steps`` is not positive.
-
-    Example:
-        >>> scale_milestones((400, 550), 600, 300)      # the quick profile at half length
-        (200, 275)
-        >>> scale_milestones((8,), 10, 3)
-        (2,)
-    """
-    if base_steps < 1 or steps < 1:
-        raise ValueError(f"expected positive step counts, got base_steps={base_steps}, "
-                         f"steps={steps}")
-    return tuple(max(1, round(m * steps / base_steps)) for m in milestones)
-
-
-def make_config(profile: str = "quick", **overrides: Any) -> TrainConfig:
-    """A `TrainConfig` from a profile of `TRAIN_PROFILES` plus overrides.
-
-    The profile's ``model_kwargs`` are per model name (``{"spanet": {...}}``); the chosen
-    model's entry is used unless ``model_kwargs`` is overridden.
-
-    Args:
-        profile: "paper", "quick" or "smoke".
-        **overrides: any `TrainConfig` field, e.g. ``steps=100, train_list="data/train.txt"``.
-
-    Returns:
-        The config.
-
-    Raises:
-        ValueError: unknown profile or field, or a value out of range.
-    """
-    if profile not in TRAIN_PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(TRAIN_PROFILES)}")
-    values = copy.deepcopy(TRAIN_PROFILES[profile])
-    per_model = values.pop("model_kwargs", {})
-    values.update(overrides)
-    values.setdefault("model", "spanet")
-    if "model_kwargs" not in overrides:
-        values["model_kwargs"] = copy.deepcopy(per_model.get(str(values["model"]).lower(), {}))
-    return TrainConfig.from_dict(values)
-
-
-def load_config(path: str | os.PathLike) -> TrainConfig:
-    """Read a `TrainConfig` from a JSON file (a dict of fields; ``"profile"`` picks a base).
-
-    Raises:
-        InputError: missing or malformed file, unknown fields.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"config file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"config file {path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"config file {path}: expected a JSON object, got {type(data).__name__}")
-    try:
-        profile = data.pop("profile", None)
-        return make_config(profile, **data) if profile else TrainConfig.from_dict(data)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"config file {path}: {exc}") from exc
+__all__ = ["TrainResult", "checked_cpu_bf16", "main", "train", "train_command"]
 
 
 @dataclass
@@ -415,204 +122,6 @@ class TrainResult:
         return (f"trained {self.step} steps in {self.elapsed_s:.0f} s ({', '.join(parts)}); "
                 f"weights: {self.checkpoint}; log: {self.log_path}")
 
-
-# --------------------------------------------------------------------------------------------
-# Sampling, RNG state, distributed helpers
-# --------------------------------------------------------------------------------------------
-class _EpochSampler(torch.utils.data.Sampler):
-    """Shuffled indices per epoch, split across ranks, able to start mid-epoch.
-
-    The permutation of epoch e comes from ``torch.Generator().manual_seed(seed + e)`` (as
-    `torch.utils.data.DistributedSampler`, which is used for the split when distributed).
-    """
-
-    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.size = size
-        self.rank, self.world_size = rank, world_size
-        if world_size > 1:
-            # Same permutation as DistributedSampler(shuffle=True, drop_last=True, seed=seed).
-            self._dist: torch.utils.data.DistributedSampler | None = (
-                torch.utils.data.DistributedSampler(range(size), num_replicas=world_size,
-                                                    rank=rank, shuffle=True, seed=seed,
-                                                    drop_last=True))
-        else:
-            self._dist = None
-        self.seed = seed
-        self.epoch = 0
-        self.skip = 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch = epoch
-        self.skip = skip
-        if self._dist is not None:
-            self._dist.set_epoch(epoch)
-
-    def _indices(self) -> list[int]:
-        if self._dist is not None:
-            return list(self._dist)
-        gen = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.randperm(self.size, generator=gen).tolist()
-
-    def __len__(self) -> int:
-        return self.size // self.world_size if self._dist is not None else self.size
-
-    def __iter__(self) -> Iterator[int]:
-        indices = self._indices()[self.skip:]
-        self.skip = 0
-        return iter(indices)
-
-
-def _numpy_state_to_torch(state: tuple) -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = state
-    return {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
-
-
-def _numpy_state_from_torch(data: dict[str, Any]) -> tuple:
-    return (data["name"], data["keys"].numpy().astype(np.uint32), data["pos"],
-            data["has_gauss"], data["cached_gaussian"])
-
-
-def _rng_state() -> dict[str, Any]:
-    cuda = ([s.clone() for s in torch.cuda.get_rng_state_all()]
-            if torch.cuda.is_available() and torch.cuda.is_initialized() else [])
-    return {"python": random.getstate(), "numpy": _numpy_state_to_torch(np.random.get_state()),
-            "torch": torch.get_rng_state(), "cuda": cuda}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np.random.set_state(_numpy_state_from_torch(state["numpy"]))
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        with contextlib.suppress(RuntimeError, IndexError):
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            torch.distributed.barrier()
-
-
-def _setup_distributed(device_name: str) -> _Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    import torch.distributed as dist
-
-    owns = False
-    if not dist.is_initialized():
-        backend = "nccl" if device_name == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-        owns = True
-    return _Dist(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                 local_rank=int(os.environ.get("LOCAL_RANK", "0")), owns_group=owns)
-
-
-def _resolve_device(name: str, dist_info: _Dist) -> torch.device:
-    """`spanetlib.models.device.resolve_torch_device`, with this process's GPU under DDP."""
-    dev = resolve_torch_device(name)
-    if dev.type != "cuda":
-        return dev
-    index = dist_info.local_rank if dist_info.enabled else (
-        dev.index if dev.index is not None else torch.cuda.current_device())
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
-
-
-def _param_digest(model: nn.Module) -> str:
-    sha = hashlib.sha1()
-    for name, tensor in sorted(model.state_dict().items()):
-        sha.update(name.encode())
-        sha.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return sha.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------
-# Log
-# --------------------------------------------------------------------------------------------
-_LOG_HEAD = ("step", "epoch", "lr", "loss")
-_LOG_TAIL = ("psnr", "val_psnr", "val_ssim", "elapsed_s")
-
-
-class _CsvLog:
-    """``log.csv``: rows written whole and flushed; the header comes with the first row."""
-
-    def __init__(self, path: Path, resume_step: int | None) -> None:
-        self.path = path
-        self.columns: list[str] | None = None
-        if resume_step is None:
-            if path.exists():
-                path.unlink()
-            return
-        if path.exists():
-            self._truncate_after(resume_step)
-
-    def _truncate_after(self, step: int) -> None:
-        """Keep the header and the complete rows up to ``step`` (drops a torn last line)."""
-        text = self.path.read_text(encoding="utf-8")
-        lines = text.split("\n")
-        if not text.endswith("\n"):
-            lines = lines[:-1]                      # torn last line (killed mid-write)
-        lines = [ln for ln in lines if ln]
-        if not lines:
-            return
-        self.columns = next(csv.reader([lines[0]]))
-        kept = [lines[0]]
-        for line in lines[1:]:
-            row = next(csv.reader([line]))
-            with contextlib.suppress(ValueError, IndexError):
-                if len(row) == len(self.columns) and int(row[0]) <= step:
-                    kept.append(line)
-        atomic_write_text(self.path, "\n".join(kept) + "\n")
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self.columns is None:
-            parts = [k for k in row if k not in _LOG_HEAD and k not in _LOG_TAIL]
-            self.columns = [*_LOG_HEAD, *parts, *_LOG_TAIL]
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        if new:
-            writer.writerow(self.columns)
-        writer.writerow([_fmt(row.get(c, "")) for c in self.columns])
-        with open(self.path, "a", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return str(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -684,63 +193,6 @@ def _check_list(path: str | None, what: str) -> Path:
     return p
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(f"nothing to resume: {path} not found")
-    ckpt = read_checkpoint(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path} is not a spanetlib training checkpoint")
-    return ckpt
-
-
-def _check_resume_config(config: TrainConfig, saved: dict[str, Any], path: Path) -> None:
-    current = config.to_dict()
-    for key in _RESUME_MUST_MATCH:
-        if current.get(key) != saved.get(key):
-            raise InputError(f"cannot resume from {path}: {key} is {saved.get(key)!r} in the "
-                             f"checkpoint but {current.get(key)!r} now")
-
-
-def check_run(config: TrainConfig, resume: bool = False, overwrite: bool = False
-              ) -> dict[str, Any] | None:
-    """Check a run's folder before any heavy work; return the checkpoint to resume from.
-
-    The folder ``config.out_dir`` must be, or be creatable as, a writable folder. Without
-    ``resume``, a folder that holds a run (any of `RUN_FILES`) is refused unless
-    ``overwrite``; with ``resume``, ``last.pt`` must be a training checkpoint of the same model
-    and model arguments. Nothing is read but ``last.pt``, nothing is written.
-
-    Args:
-        config: the run's settings.
-        resume: continue from ``out_dir/last.pt``.
-        overwrite: replace the run's own files (`RUN_FILES`; other files stay).
-
-    Returns:
-        The checkpoint (``resume``) or None.
-
-    Raises:
-        InputError: a bad folder, a run in the way, ``resume`` and ``overwrite`` together,
-            nothing to resume, or a checkpoint that is unreadable or of another model.
-    """
-    out_dir = check_output_folder(config.out_dir)
-    if resume and overwrite:
-        raise InputError("resume and overwrite exclude each other: --resume continues the run "
-                         f"in {out_dir}, --overwrite replaces it")
-    if resume:
-        last_path = out_dir / "last.pt"
-        ckpt = _load_checkpoint(last_path)
-        _check_resume_config(config, ckpt["config"], last_path)
-        return ckpt
-    found = [name for name in RUN_FILES if os.path.lexists(out_dir / name)]
-    if found and not overwrite:
-        raise InputError(f"{out_dir} holds a training run ({', '.join(found)}); pass --resume "
-                         "(resume=True) to continue it or --overwrite (overwrite=True) to "
-                         "replace it")
-    for name in found:  # only regular files (or links to them) are ever replaced
-        check_output_path(out_dir / name, overwrite=True)
-    return None
-
-
 class _Stop(Exception):
     """Internal: a signal asked the loop to stop between steps."""
 
@@ -750,7 +202,7 @@ class _TrainData:
     """The training pairs, their sampler and loader, and the validation pairs (rank 0)."""
 
     train_set: PairDataset
-    sampler: _EpochSampler
+    sampler: EpochSampler
     loader: torch.utils.data.DataLoader
     loader_gen: torch.Generator
     steps_per_epoch: int
@@ -767,7 +219,7 @@ class _TrainState:
     """
 
     config: TrainConfig
-    dist: _Dist
+    dist: DistInfo
     device: torch.device
     out_dir: Path
     data: _TrainData
@@ -788,7 +240,7 @@ class _TrainState:
     window_n: int = 0
     running_psnr: float = 0.0     # exponential mean of the batch PSNR, for the progress bar
     consistent: bool = True       # False while optimizer.step() may be half done
-    log: _CsvLog | None = None
+    log: CsvLog | None = None
     writer: Any = None
 
     @property
@@ -820,7 +272,7 @@ class _TrainState:
         return contextlib.nullcontext()
 
 
-def _open_data(config: TrainConfig, train_path: Path, val_path: Path | None, dist: _Dist,
+def _open_data(config: TrainConfig, train_path: Path, val_path: Path | None, dist: DistInfo,
                on_cuda: bool) -> _TrainData:
     """Step 1: the training pairs (random crops), a resumable sampler, the loader."""
     train_set = PairDataset(train_path, crop=config.crop, scale=config.scale,
@@ -830,22 +282,22 @@ def _open_data(config: TrainConfig, train_path: Path, val_path: Path | None, dis
     if len(train_set) < per_rank_batch * dist.world_size:
         raise InputError(f"{train_path} has {len(train_set)} pair(s), fewer than the batch "
                          f"size {per_rank_batch * dist.world_size}")
-    sampler = _EpochSampler(len(train_set), config.seed, dist.rank, dist.world_size)
+    sampler = EpochSampler(len(train_set), config.seed, dist.rank, dist.world_size)
     loader_gen = torch.Generator()
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=per_rank_batch, sampler=sampler, drop_last=True,
         num_workers=config.num_workers, pin_memory=on_cuda, generator=loader_gen,
-        worker_init_fn=_seed_worker if config.num_workers else None,
+        worker_init_fn=seed_worker if config.num_workers else None,
         persistent_workers=False)
     val_set = (PairDataset(val_path, crop=None, flip=False, mask_threshold=config.mask_threshold)
                if val_path is not None and dist.main else None)
     return _TrainData(train_set, sampler, loader, loader_gen, len(loader), val_set)
 
 
-def _build_state(config: TrainConfig, dist: _Dist, device: torch.device,
+def _build_state(config: TrainConfig, dist: DistInfo, device: torch.device,
                  data: _TrainData) -> _TrainState:
     """Step 2: the seeded model, Adam, the multi-step schedule and the loss (Sec. 5.1)."""
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     model = build_model(config.model, **config.model_kwargs).to(device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     cpu_bf16 = device.type != "cuda" and config.amp_cpu and cpu_has_fast_bf16()
@@ -902,7 +354,7 @@ def _restore(state: _TrainState, ckpt: dict[str, Any]) -> None:
         state.epoch, state.batches_done = state.epoch + 1, 0
     state.elapsed_before = float(ckpt.get("elapsed_s", 0.0))
     state.last_metrics = dict(ckpt.get("metrics", {}))
-    _set_rng_state(ckpt["rng"])
+    set_rng_state(ckpt["rng"])
 
 
 def _open_outputs(state: _TrainState, resumed: bool) -> None:
@@ -912,7 +364,7 @@ def _open_outputs(state: _TrainState, resumed: bool) -> None:
             state.model, device_ids=[state.device.index] if state.on_cuda else None)
     if not state.dist.main:
         return
-    state.log = _CsvLog(state.log_path, state.step if resumed else None)
+    state.log = CsvLog(state.log_path, state.step if resumed else None)
     state.out_dir.mkdir(parents=True, exist_ok=True)
     if not resumed:  # a replaced run's checkpoints (check_run allowed it); log.csv is gone
         for path in (state.last_path, state.final_path):
@@ -933,7 +385,7 @@ def _save_checkpoint(state: _TrainState, path: Path, extra: dict[str, Any] | Non
         "model": {k: v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()},
         "config": state.config.to_dict(), "step": state.step,
         "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
-        "rng": {**_rng_state(), "sampler": {"epoch": state.epoch,
+        "rng": {**rng_state(), "sampler": {"epoch": state.epoch,
                                             "batches_done": state.batches_done}},
         "metrics": dict(state.last_metrics), "elapsed_s": state.elapsed(),
         "world_size": state.dist.world_size, "torch_version": str(torch.__version__),
@@ -1057,7 +509,7 @@ def _run_steps(state: _TrainState, bar: Any, stop: _StopFlag,
 
 def _finish(state: _TrainState) -> TrainResult:
     """Step 6: ``final.pt`` and ``last.pt`` with each rank's parameter digest."""
-    digest = _param_digest(state.model)
+    digest = param_digest(state.model)
     digests = [digest]
     if state.dist.enabled:
         digests = [None] * state.dist.world_size
@@ -1116,7 +568,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     train_path = _check_list(config.train_list, "train")
     val_path = _check_list(config.val_list, "validation") if config.val_list else None
 
-    dist = _setup_distributed("cuda" if config.device == "cuda" or (
+    dist = setup_distributed("cuda" if config.device == "cuda" or (
         config.device == "auto" and torch.cuda.is_available()) else "cpu")
     deterministic_before = (torch.are_deterministic_algorithms_enabled(),
                             torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -1124,7 +576,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     stop = _StopFlag()
     state: _TrainState | None = None
     try:
-        device = _resolve_device(config.device, dist)
+        device = resolve_device(config.device, dist)
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
@@ -1166,7 +618,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             torch.distributed.destroy_process_group()
 
 
-def _stop_requested(stop: _StopFlag, dist_info: _Dist) -> bool:
+def _stop_requested(stop: _StopFlag, dist_info: DistInfo) -> bool:
     flag = stop.signum is not None
     if dist_info.enabled:                    # every rank stops at the same step
         t = torch.tensor([1.0 if flag else 0.0])
@@ -1235,7 +687,7 @@ def train_command(profile: str = "quick", train_list: str | os.PathLike | None =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m spanetlib.training.train --config CONFIG.json [--resume]`` (also under torchrun)."""
+    """``python -m spanetlib.training.train --config CONFIG.json [--resume]`` (torchrun too)."""
     parser = argparse.ArgumentParser(prog="python -m spanetlib.training.train",
                                      description="Train a derainer from a JSON TrainConfig.")
     parser.add_argument("--config", type=Path, required=True, help="JSON file of TrainConfig "
