@@ -843,7 +843,9 @@ class _Patch:
     ``origin``) sway over the photo, or over a bright sky with ``bright``; "water": the photo
     seen through travelling waves, with glints. ``box`` is (centre x, centre y, radius x,
     radius y) of the ellipse (water: its top edge ``box[1]``, the rest of the frame below).
-    ``waves``: K x 3 (kx, ky in radians per scene px, phase); ``omega`` radians per frame.
+    ``waves``: K x 3 (kx, ky in radians per scene px, phase); ``omega`` radians per frame;
+    ``gust``: N slow wind strength per frame (smoothed noise, unit spread): foliage leans with
+    it by ``amp`` along ``lean`` (radians), water's waves grow and calm with it.
     """
 
     kind: str
@@ -855,6 +857,8 @@ class _Patch:
     origin: tuple[float, float] = (0.0, 0.0)
     colour: np.ndarray | None = None
     bright: bool = False
+    gust: np.ndarray | None = None
+    lean: float = 0.0
 
 
 class _TruthMethods:
@@ -1086,17 +1090,22 @@ def _patch_render(patch: _Patch, scene: _Scene, base: np.ndarray, qx: np.ndarray
     x, y, a = qx[sel], qy[sel], alpha[sel].astype(np.float32)
     phase = (patch.omega * t + patch.waves[:, 2][:, None] + patch.waves[:, 0][:, None] * x
              + patch.waves[:, 1][:, None] * y)
-    dx = patch.amp * np.sin(phase).mean(axis=0)
+    gust = float(patch.gust[min(int(round(t)), len(patch.gust) - 1)]) \
+        if patch.gust is not None else 0.0
+    amp = patch.amp * (1.0 + 0.4 * gust) if patch.kind == "water" else patch.amp
+    dx = amp * np.sin(phase).mean(axis=0)
     s = scene.supersample
     off = (s - 1) / 2.0
     if patch.kind == "water":
-        dy = patch.amp * np.cos(phase).mean(axis=0)
+        dy = amp * np.cos(phase).mean(axis=0)
         seen = bspline_sample(scene.world, s * (x + dx) + off, s * (y + dy) + off)
         glint = (0.35 * np.maximum(np.sin(phase).mean(axis=0), 0.0) ** 3).astype(np.float32)
         look = np.clip(seen * _WATER_TINT + glint[:, None], 0.0, 1.0)
         sky = None
     else:
         dy = 0.4 * patch.amp * np.cos(phase).mean(axis=0)
+        dx = dx + 1.5 * patch.amp * gust * math.cos(patch.lean)  # leaning with the gusts
+        dy = dy + 1.5 * patch.amp * gust * math.sin(patch.lean)
         mx = (x - dx - patch.origin[0]).astype(np.float32).reshape(1, -1)
         my = (y - dy - patch.origin[1]).astype(np.float32).reshape(1, -1)
         leaf = cv2.remap(patch.leaves, mx, my, cv2.INTER_LINEAR,
@@ -1250,9 +1259,9 @@ def _dynamic_texture(spec: ClipSpec, margin: int, gen: np.random.Generator
         cx = margin + gen.uniform(0.15, 0.85) * w
         cy = margin + gen.uniform(0.12, 0.55) * h
         # Leaves: smoothed noise, thresholded softly (about half the patch covered).
-        pad = int(math.ceil(spec.sway_px * 2 + 4))
+        pad = int(math.ceil(spec.sway_px * 6 + 4))  # sway and gusts (3 spreads)
         lh, lw = int(2 * ry) + 2 * pad + 1, int(2 * rx) + 2 * pad + 1
-        grain = max(1.2, side / 90.0)
+        grain = max(1.2, side / 40.0)  # leaves and gaps of a few blocks of the signatures
         noise = cv2.GaussianBlur(gen.standard_normal((lh, lw)).astype(np.float32), (0, 0), grain)
         noise /= max(float(noise.std()), 1e-6)
         leaves = np.clip((noise + (0.0 if spec.foliage_bright else 0.3)) * 2.0 + 0.5, 0.0, 1.0)
@@ -1263,9 +1272,11 @@ def _dynamic_texture(spec: ClipSpec, margin: int, gen: np.random.Generator
         waves = np.stack([2 * np.pi / wavelength * np.cos(angles),
                           2 * np.pi / wavelength * np.sin(angles),
                           gen.uniform(0, 2 * np.pi, 2)], axis=1)
+        gust = _smooth_noise(gen, spec.n_frames, gen.uniform(8.0, 20.0))
         patches.append(_Patch("foliage", (cx, cy, rx, ry), spec.sway_px,
                               gen.uniform(0.25, 0.6), waves, leaves.astype(np.float32),
-                              (cx - rx - pad, cy - ry - pad), colour, spec.foliage_bright))
+                              (cx - rx - pad, cy - ry - pad), colour, spec.foliage_bright,
+                              gust, gen.uniform(-0.6, 0.6)))
     if spec.ripples > 0:
         top = margin + (1.0 - spec.ripples) * h
         wavelength = gen.uniform(0.06, 0.1, 3) * side
@@ -1274,7 +1285,8 @@ def _dynamic_texture(spec: ClipSpec, margin: int, gen: np.random.Generator
                           2 * np.pi / wavelength * np.sin(angles),
                           gen.uniform(0, 2 * np.pi, 3)], axis=1)
         patches.append(_Patch("water", (0.0, top, 0.0, 0.0), 0.5 * spec.sway_px,
-                              gen.uniform(0.5, 0.9), waves))
+                              gen.uniform(0.5, 0.9), waves,
+                              gust=_smooth_noise(gen, spec.n_frames, 15.0)))
     lights = []
     n = spec.n_frames
     for _ in range(spec.lights):
