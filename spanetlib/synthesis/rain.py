@@ -932,8 +932,8 @@ class RainClip(_TruthMethods):
         params: the ``RainParams`` of the streaks.
         texture_mask: N x H x W bool, where local dynamic texture (swaying foliage, rippling
             water) covers at least 2 % of the pixel: part of the scene, never a change.
-        bright_mask: N x H x W bool, where bright content moves: sky seen through swaying
-            foliage (at least half of the pixel) or a moving light (at least 2 %).
+        bright_mask: N x H x W bool, where bright content that moves (sky seen through
+            swaying foliage, a moving light and its glow) covers at least half of the pixel.
         overlay_alpha: H x W float32 opacity of the graphics fixed to the frame (``overlay``;
             all 0 without), the same in every frame; ``overlay_alpha > 0`` is their mask.
     """
@@ -1166,9 +1166,9 @@ def _overlay_layer(size: tuple[int, int], opacity: float) -> tuple[np.ndarray, n
 
 
 def _lay_overlay(image: np.ndarray, overlay: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """``image (1 - alpha) + alpha colour`` (float32, H x W x 3)."""
+    """``image (1 - alpha) + alpha colour`` (float32, H x W x 3; exactly the colour at 1)."""
     colour, alpha = overlay
-    return image + alpha[..., None] * (colour - image)
+    return image * (1.0 - alpha)[..., None] + alpha[..., None] * colour
 
 
 def _smooth_noise(gen: np.random.Generator, n: int, sigma: float) -> np.ndarray:
@@ -1414,7 +1414,7 @@ def _clip_chunks(plan: _Plan, workers: int | None = None):
                 out_chunk.object_mask[k] = cover > 0.02
                 if texture is not None:
                     out_chunk.texture_mask[k] = texture > 0.02
-                    out_chunk.bright_mask[k] = (bright > 0.5) | (cover * (bright > 0) > 0.02)
+                    out_chunk.bright_mask[k] = bright > 0.5
                 out = compose_rain(clean, layers[k], spec.blend)
                 if plan.veil[i] > 0:
                     out = out * (1.0 - plan.veil[i]) + plan.veil[i] * _VEIL_LEVEL
@@ -1521,6 +1521,11 @@ class ClipTruth(_TruthMethods):
     overlay_alpha: np.ndarray
     _scene: _Scene = dataclasses.field(repr=False)
     _overlay: tuple[np.ndarray, np.ndarray] | None = dataclasses.field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        h, w = self.spec.size
+        return (f"ClipTruth({self.path}, {len(self.camera)} frames of {w} x {h}, "
+                f"{self.n_states} state(s))")
 
 
 def write_rain_clip(spec: ClipSpec | str, path: str | os.PathLike, seed: int | None = 0, *,
