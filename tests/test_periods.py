@@ -123,20 +123,23 @@ def test_write_rain_clip_writes_the_same_clip(tmp_path):
 
 
 def test_write_rain_clip_memory_does_not_grow_with_the_clip(tmp_path):
-    # Chunks of 16 frames: a 4x longer clip needs no more memory (a static camera, so that
+    # Chunks of 16 frames: an 8x longer clip needs no more memory (a static camera, so that
     # the scene canvas, whose margin follows the camera's reach, is the same size).
     spec = CLIP_PRESETS["wind-and-puddles"].replace(size=(64, 96), supersample=1)
+    write_rain_clip(spec.replace(n_frames=2), tmp_path / "warm.mkv")  # imports, caches
     peaks = []
-    for n in (32, 128):
+    for n in (32, 256):
         tracemalloc.start()
         write_rain_clip(spec.replace(n_frames=n), tmp_path / f"c{n}.mkv")
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     frame_bytes = 64 * 96 * 3
-    assert peaks[1] < peaks[0] + 8 * frame_bytes, peaks  # far below 96 more frames
-    clip_bytes = 128 * frame_bytes
-    assert peaks[1] < 20 * clip_bytes  # sanity: the measurement is not zero or absurd
-    assert peaks[0] > frame_bytes
+    # Holding the 224 more frames and their truth would add 2 x 224 frames; threads render
+    # up to 4 frames at once, so the peak moves by a few frames' working sets from run to
+    # run: allow a quarter of what holding the clip would add.
+    held = 2 * 224 * frame_bytes
+    assert peaks[1] < peaks[0] + held / 4, peaks
+    assert frame_bytes < peaks[0] < 4 * held  # the measurement is neither zero nor absurd
 
 
 # ------------------------------------------------------------------- split rules, by hand
