@@ -101,7 +101,6 @@ _SMOOTH = 5  # frames of the running median over the signatures
 _MIN_PERIOD = 4  # fewest frames on each side of a scene change (and 10 % of the clip)
 _HOLD = 0.6  # share of each side's frames that must sit at its level on the changed blocks
 _WANDER = 3.0  # a changed block's step exceeds this many times its spread about each side's level
-_WANDER_STEP = 4.0  # ... and this many times how far the block moves over _SMOOTH frames
 _MIN_REGION = 0.03  # a scene change covers a connected region of this share of the blocks
 _CANDIDATES = 8  # best-scoring split times checked before a stretch is left whole
 _DARK_RMS = 2.0  # a pair whose darker-than-clean RMS exceeds this many sigma (+ 1) is wrong
@@ -657,25 +656,11 @@ def _signatures(frames: np.ndarray, valid: np.ndarray, workers: int
 
 
 def _block_tau(sig: np.ndarray) -> np.ndarray:
-    """B smallest step (levels) that counts as a change of each block.
-
-    ``_STEP_NOISE`` times the block's frame-to-frame noise, at least ``_MIN_STEP``, and at
-    least ``_WANDER_STEP`` times how far the block typically moves over ``_SMOOTH`` frames
-    (robust spread of the differences at that lag: a single step touches only a few of
-    them, while swaying foliage, rippling water or a wobbling registration move the block
-    all the time).
-    """
     if len(sig) < 3:
         return np.full(sig.shape[1], _MIN_STEP * 2)
     diff = np.diff(sig, axis=0)
     noise = 1.4826 * np.median(np.abs(diff - np.median(diff, axis=0)), axis=0) / math.sqrt(2.0)
-    tau = np.maximum(_MIN_STEP, _STEP_NOISE * noise)
-    lag = min(_SMOOTH, len(sig) // 4)
-    if lag >= 2:
-        moved = np.abs(sig[lag:] - sig[:-lag])
-        wander = 1.4826 * np.median(moved, axis=0) / math.sqrt(2.0)
-        tau = np.maximum(tau, _WANDER_STEP * wander)
-    return tau
+    return np.maximum(_MIN_STEP, _STEP_NOISE * noise)
 
 
 def _coherent(changed: np.ndarray, grid: np.ndarray | None, min_region: int) -> np.ndarray:
@@ -733,28 +718,8 @@ def _best_split(sig: np.ndarray, tau: np.ndarray, lo: int, hi: int, min_len: int
         changed[cols[held]] = True
         changed = _coherent(changed, grid, min_region)
         if changed.sum() >= min_blocks:
-            return _refine(sig, tau, lo, hi, t, min_len, changed), changed
+            return t, changed
     return None
-
-
-def _refine(sig: np.ndarray, tau: np.ndarray, lo: int, hi: int, t: int, min_len: int,
-            changed: np.ndarray) -> int:
-    """The split time near ``t`` where most frames sit at their side's level on ``changed``.
-
-    The score of :func:`_best_split` saturates on a large step, so times a few frames off
-    the change can score alike; the frames on the wrong side of the change are off level.
-    """
-    cols = np.flatnonzero(changed)
-    block = sig[lo:hi][:, cols]
-
-    def fit(u: int) -> int:
-        left = np.median(block[:u - lo], axis=0)
-        right = np.median(block[u - lo:], axis=0)
-        return int((np.abs(block[:u - lo] - left) <= tau[cols]).sum()
-                   + (np.abs(block[u - lo:] - right) <= tau[cols]).sum())
-
-    times = range(max(lo + min_len, t - min_len), min(hi - min_len, t + min_len) + 1)
-    return max(times, key=fit)
 
 
 def _periods(sig: np.ndarray, usable: np.ndarray, grid: np.ndarray | None = None
