@@ -111,6 +111,9 @@ _MIN_BLOCKS = 3  # fewest changed blocks for a scene change (and at least 1 % of
 _SMOOTH = 5  # frames of the running median over the signatures
 _MIN_PERIOD = 4  # fewest frames on each side of a scene change (and 10 % of the clip)
 _HOLD = 0.6  # share of each side's frames that must sit at its level on the changed blocks
+_WANDER = 3.0  # a changed block's step exceeds this many times its spread about each side's level
+_MIN_REGION = 0.03  # a scene change covers a connected region of this share of the blocks
+_CANDIDATES = 8  # best-scoring split times checked before a stretch is left whole
 _DARK_RMS = 2.0  # a pair whose darker-than-clean RMS exceeds this many sigma (+ 1) is wrong
 #: Misalignment tolerated at image edges by `pair_check`, in pixels: warped / unwarped frames.
 EDGE_TOLERANCE_PX = {True: 0.25, False: 0.1}
@@ -655,7 +658,11 @@ def _segment_evidence(stack: np.ndarray, estimate: BackgroundEstimate, valid: np
 
 def _signatures(frames: np.ndarray, valid: np.ndarray, workers: int
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """N x B block signatures of the aligned frames and the B blocks inside ``valid``."""
+    """N x B block signatures of the aligned frames, and their block grid.
+
+    The grid is bool, rows x columns of blocks: True for the B blocks inside ``valid``, in
+    the signatures' order.
+    """
     n, h, w = frames.shape[:3]
     scale = min(1.0, _SIGNATURE_SIDE / max(h, w))
     sh, sw = max(_BLOCK, round(h * scale)), max(_BLOCK, round(w * scale))
@@ -675,8 +682,8 @@ def _signatures(frames: np.ndarray, valid: np.ndarray, workers: int
         sig = np.stack(list(pool.map(one, frames)))
     inside = cv2.resize(valid.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
     inside = cv2.resize(inside[:gh * _BLOCK, :gw * _BLOCK], (gw, gh),
-                        interpolation=cv2.INTER_AREA).ravel() > 0.95
-    sig = sig[:, inside]
+                        interpolation=cv2.INTER_AREA).reshape(gh, gw) > 0.95
+    sig = sig[:, inside.ravel()]
     if sig.shape[1]:
         # A global wobble (exposure below the correction threshold) is no scene change.
         sig -= np.median(sig - np.median(sig, axis=0), axis=1, keepdims=True)
@@ -691,10 +698,36 @@ def _block_tau(sig: np.ndarray) -> np.ndarray:
     return np.maximum(_MIN_STEP, _STEP_NOISE * noise)
 
 
+def _coherent(changed: np.ndarray, grid: np.ndarray | None, min_region: int) -> np.ndarray:
+    """The changed blocks that lie in a connected region (8-neighbours) of ``min_region``.
+
+    A scene change (an object parked or gone, a light, the camera turned away) covers a
+    region; a few scattered blocks, or a small moving thing, do not make one (the pair check
+    and the reliability map deal with them). Without the grid, all changed blocks count.
+    """
+    if grid is None or min_region <= 1:
+        return changed
+    image = np.zeros(grid.shape, np.uint8)
+    image[grid] = changed
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(image, connectivity=8)
+    big = np.zeros(count, bool)
+    big[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_region
+    return big[labels][grid]
+
+
 def _best_split(sig: np.ndarray, tau: np.ndarray, lo: int, hi: int, min_len: int,
-                min_blocks: int) -> tuple[int, np.ndarray] | None:
-    """The split of frames [lo, hi) with the largest held change, or None."""
-    best, best_t, best_changed = 0.0, -1, None
+                min_blocks: int, grid: np.ndarray | None = None, min_region: int = 1
+                ) -> tuple[int, np.ndarray] | None:
+    """The split of frames [lo, hi) with the largest real change, or None.
+
+    Candidates are ranked by their step over ``tau`` on the blocks that change; the best of
+    them (up to ``_CANDIDATES``) whose change is real splits the stretch. Real: on at least
+    ``min_blocks`` blocks, forming connected regions of ``min_region`` blocks (``grid``), the
+    step exceeds ``_WANDER`` times the block's own spread about each side's level (a block
+    that wanders, as swaying foliage or rippling water does, needs a larger step), and each
+    side holds its level (``_HOLD`` of its frames within ``tau``).
+    """
+    scored = []
     for t in range(lo + min_len, hi - min_len + 1):
         left = np.median(sig[lo:t], axis=0)
         right = np.median(sig[t:hi], axis=0)
@@ -702,27 +735,35 @@ def _best_split(sig: np.ndarray, tau: np.ndarray, lo: int, hi: int, min_len: int
         changed = step > tau
         if changed.sum() < min_blocks:
             continue
-        score = float(np.minimum(step[changed] / tau[changed], 4.0).sum())
-        if score > best:
-            best, best_t, best_changed = score, t, changed
-    if best_changed is None:
-        return None
-    left = np.median(sig[lo:best_t], axis=0)
-    right = np.median(sig[best_t:hi], axis=0)
-    cols = np.flatnonzero(best_changed)
-    # Held: most frames of each side sit at their side's level on the changed blocks.
-    near_left = (np.abs(sig[lo:best_t][:, cols] - left[cols]) <= tau[cols]).mean(axis=0)
-    near_right = (np.abs(sig[best_t:hi][:, cols] - right[cols]) <= tau[cols]).mean(axis=0)
-    held = (near_left >= _HOLD) & (near_right >= _HOLD)
-    if held.sum() < min_blocks:
-        return None
-    changed = np.zeros_like(best_changed)
-    changed[cols[held]] = True
-    return best_t, changed
+        scored.append((float(np.minimum(step[changed] / tau[changed], 4.0).sum()), t))
+    scored.sort(key=lambda c: (-c[0], c[1]))
+    for _, t in scored[:_CANDIDATES]:
+        left = np.median(sig[lo:t], axis=0)
+        right = np.median(sig[t:hi], axis=0)
+        step = np.abs(left - right)
+        cols = np.flatnonzero(step > tau)
+        a, b = sig[lo:t][:, cols] - left[cols], sig[t:hi][:, cols] - right[cols]
+        # Held: most frames of each side sit at their side's level on the changed blocks.
+        held = ((np.abs(a) <= tau[cols]).mean(axis=0) >= _HOLD) \
+            & ((np.abs(b) <= tau[cols]).mean(axis=0) >= _HOLD)
+        # Steady: the step stands out of how much the block wanders on either side.
+        spread = 1.4826 * np.maximum(np.median(np.abs(a), axis=0), np.median(np.abs(b), axis=0))
+        held &= step[cols] > _WANDER * spread
+        changed = np.zeros(sig.shape[1], bool)
+        changed[cols[held]] = True
+        changed = _coherent(changed, grid, min_region)
+        if changed.sum() >= min_blocks:
+            return t, changed
+    return None
 
 
-def _periods(sig: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """N int64 period label per frame (-1: transition or unusable), by binary segmentation."""
+def _periods(sig: np.ndarray, usable: np.ndarray, grid: np.ndarray | None = None
+             ) -> np.ndarray:
+    """N int64 period label per frame (-1: transition or unusable), by binary segmentation.
+
+    ``grid``: the block grid of :func:`_signatures` (a change must cover a connected region
+    of ``_MIN_REGION`` of the blocks); None treats the blocks as unconnected.
+    """
     n = len(sig)
     labels = np.full(n, -1, np.int64)
     idx = np.flatnonzero(usable)
@@ -740,13 +781,15 @@ def _periods(sig: np.ndarray, usable: np.ndarray) -> np.ndarray:
         s = ndimage.median_filter(s, size=(_SMOOTH, 1), mode="nearest")
     min_blocks = max(_MIN_BLOCKS, int(math.ceil(0.01 * s.shape[1])))
     min_len = max(_MIN_PERIOD, int(math.ceil(0.1 * len(s))))
+    min_region = max(min_blocks, int(math.ceil(_MIN_REGION * s.shape[1]))) \
+        if grid is not None else 1
     cuts: list[tuple[int, np.ndarray]] = []
     stack = [(0, len(s))]
     while stack:
         lo, hi = stack.pop()
         if hi - lo < 2 * min_len:
             continue
-        split = _best_split(s, tau, lo, hi, min_len, min_blocks)
+        split = _best_split(s, tau, lo, hi, min_len, min_blocks, grid, min_region)
         if split is None:
             continue
         cuts.append(split)
@@ -890,8 +933,8 @@ def _estimate_periods(aligned: Alignment, mode: AlignMode, segments: bool, min_f
     n = len(aligned.frames)
     ok = motion.ok.copy()
     if segments:
-        sig, _ = _signatures(aligned.frames, aligned.valid, workers)
-        period = _periods(sig, ok)
+        sig, grid = _signatures(aligned.frames, aligned.valid, workers)
+        period = _periods(sig, ok, grid)
     else:
         period = np.where(ok, 0, -1).astype(np.int64)
     warped = aligned.warped

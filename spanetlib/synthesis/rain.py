@@ -36,11 +36,13 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 from scipy.special import erf, ndtri
 
+from spanetlib.io.errors import InputError
 from spanetlib.pipeline.alignment import bspline_coefficients, bspline_sample
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "BLEND_MODES",
     "CLIP_PRESETS",
     "ClipSpec",
+    "ClipTruth",
     "DENSITY_PRESETS",
     "HELDOUT_BACKGROUND_NAMES",
     "IMAGE_RAIN_LEVELS",
@@ -63,6 +66,7 @@ __all__ = [
     "make_rain_video",
     "rain_layer",
     "streak_kernel",
+    "write_rain_clip",
 ]
 
 # Photos bundled inside scikit-image's own data folder (they load without network access).
@@ -675,6 +679,20 @@ class ClipSpec:
         blend: rain composition, "screen" or "additive".
         supersample: samples per pixel side when rendering (2: each pixel averages 2 x 2
             samples of the scene, as a sensor integrates light; 1 is 4x faster).
+        foliage: number of swaying foliage patches (local dynamic texture: leaves on
+            branches that sway in the wind, each patch with its own rhythm); they are part of
+            the scene (in the truth), never a scene change.
+        foliage_bright: the foliage patches show a bright sky through the gaps between their
+            leaves (bright content that moves) instead of the photo behind them.
+        sway_px: amplitude (scene pixels) of the foliage's sway.
+        ripples: share of the frame's height, from the bottom, that rippling water covers
+            (0: none): the photo seen in it is displaced by travelling waves and glints.
+        lights: number of small bright lights (lamps, headlights) that move slowly across the
+            scene for the whole clip; they are objects (``object_mask``) and bright.
+        overlay: opacity in [0, 1] of graphics fixed to the frame, not the scene (a logo box
+            with text at the top right at this opacity, a subtitle strip at the bottom at half
+            of it with its text at this opacity), laid over rain and noise as a broadcast
+            does; 0 for none.
     """
 
     size: tuple[int, int] = (120, 160)
@@ -698,6 +716,12 @@ class ClipSpec:
     haze: float = 0.0
     blend: str = "screen"
     supersample: int = 2
+    foliage: int = 0
+    foliage_bright: bool = False
+    sway_px: float = 3.0
+    ripples: float = 0.0
+    lights: int = 0
+    overlay: float = 0.0
 
     def __post_init__(self) -> None:
         _check_shape_hw(self.size)
@@ -736,6 +760,15 @@ class ClipSpec:
         if self.blend not in BLEND_MODES:
             raise ValueError(f"ClipSpec.blend: expected one of {list(BLEND_MODES)}, got "
                              f"{self.blend!r}")
+        for name in ("foliage", "lights"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"ClipSpec.{name}: expected an int >= 0, got {value!r}")
+        _check_nonneg("ClipSpec.sway_px", self.sway_px)
+        for name in ("ripples", "overlay"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.floating)) or not 0 <= value <= 1:
+                raise ValueError(f"ClipSpec.{name}: expected a number in [0, 1], got {value!r}")
 
     def replace(self, **changes: object) -> ClipSpec:
         """Return a copy with some fields changed (unknown names raise ``ValueError``)."""
@@ -759,6 +792,14 @@ CLIP_PRESETS: dict[str, ClipSpec] = {
     "haze": ClipSpec(density="dense", haze=0.25),
     "few-frames": ClipSpec(n_frames=8),
     "junction": ClipSpec(n_frames=10, passing=4),
+    # Issue 21: local dynamic texture in a static scene (never a scene change), long clips.
+    "foliage": ClipSpec(n_frames=60, foliage=3),
+    "ripples": ClipSpec(n_frames=60, ripples=0.35),
+    "wind-and-puddles": ClipSpec(n_frames=60, foliage=2, ripples=0.3, sway_px=4.0),
+    "handheld-long": ClipSpec(n_frames=300, shake_px=2.5, shake_deg=0.3, shake_frames=6.0),
+    # Issue 22: graphics fixed to the frame while the camera moves; bright content that moves.
+    "handheld-overlay": ClipSpec(n_frames=60, shake_px=2.5, shake_deg=0.3, overlay=1.0),
+    "bright-foliage": ClipSpec(n_frames=60, foliage=3, foliage_bright=True, lights=2),
 }
 """Named clip variants; ``CLIP_PRESETS[name].replace(size=..., n_frames=...)`` rescales one."""
 
@@ -776,10 +817,85 @@ class _Scene:
     parked_in_state: tuple[bool, ...]  # per state: is the parked object there
     light_in_state: tuple[float, ...]  # per state: illumination factor of the region
     light_edge: float  # scene x where the lit region ends (soft edge)
+    patches: tuple[_Patch, ...] = ()  # swaying foliage, rippling water
+    lights: tuple[tuple[float, float, float, float, float], ...] = ()  # x, y, vx, vy, radius
+
+
+@dataclass(frozen=True)
+class _Patch:
+    """A region of local dynamic texture, in scene coordinates (see :func:`_patch_render`).
+
+    ``kind`` "foliage": leaves (a coverage canvas ``leaves`` whose pixel (0, 0) sits at
+    ``origin``) sway over the photo, or over a bright sky with ``bright``; "water": the photo
+    seen through travelling waves, with glints. ``box`` is (centre x, centre y, radius x,
+    radius y) of the ellipse (water: its top edge ``box[1]``, the rest of the frame below).
+    ``waves``: K x 3 (kx, ky in radians per scene px, phase); ``omega`` radians per frame;
+    ``gust``: N slow wind strength per frame (smoothed noise, unit spread): foliage leans with
+    it by ``amp`` along ``lean`` (radians), water's waves grow and calm with it.
+    """
+
+    kind: str
+    box: tuple[float, float, float, float]
+    amp: float
+    omega: float
+    waves: np.ndarray
+    leaves: np.ndarray | None = None
+    origin: tuple[float, float] = (0.0, 0.0)
+    colour: np.ndarray | None = None
+    bright: bool = False
+    gust: np.ndarray | None = None
+    lean: float = 0.0
+
+
+class _TruthMethods:
+    """What a clip's truth answers from its cameras, exposure and scene (no frames needed)."""
+
+    camera: np.ndarray
+    gains: np.ndarray
+    offsets: np.ndarray
+    _scene: _Scene
+
+    @property
+    def n_states(self) -> int:
+        """Number of scene states (events + 1)."""
+        return len(self._scene.parked_in_state)
+
+    def true_motion(self, reference: int) -> np.ndarray:
+        """N x 3 x 3 transforms mapping frame ``reference``'s pixel coordinates to each frame's.
+
+        This is the convention of :mod:`spanetlib.pipeline.alignment`: frame ``i`` sampled at
+        ``motion[i] @ (x, y, 1)`` shows what frame ``reference`` shows at ``(x, y)``.
+        """
+        reference = _check_frame_index(reference, len(self.camera))
+        return np.linalg.inv(self.camera) @ self.camera[reference]
+
+    def state_truth(self, state: int, reference: int) -> np.ndarray:
+        """Scene state ``state`` as frame ``reference`` would show it without rain or movers.
+
+        Rendered with frame ``reference``'s camera, exposure and time (swaying foliage and
+        ripples as they are in that frame), without passing objects or moving lights, and with
+        the frame's fixed overlay: the image a background estimate of that state, registered
+        to that frame, should equal.
+
+        Returns:
+            H x W x 3 uint8.
+        """
+        reference = _check_frame_index(reference, len(self.camera))
+        if isinstance(state, bool) or not isinstance(state, (int, np.integer)) \
+                or not 0 <= state < self.n_states:
+            raise ValueError(f"state: expected an int in [0, {self.n_states}), got {state!r}")
+        image = _render_frame(self._scene, self.camera[reference],
+                              _state_look(self._scene, int(state)), [], float(reference),
+                              lights=False)
+        image = _expose(image[0], float(self.gains[reference]), float(self.offsets[reference]))
+        overlay = getattr(self, "_overlay", None)
+        if overlay is not None:
+            image = _lay_overlay(image, overlay)
+        return _quantize(image)
 
 
 @dataclass
-class RainClip:
+class RainClip(_TruthMethods):
     """A synthetic phone-like rain clip with the truth of every frame.
 
     Coordinates: pixel centres are integers (OpenCV's convention); ``camera[i]`` maps frame
@@ -800,6 +916,12 @@ class RainClip:
         gains: N float32 exposure gain per frame; the truth is ``clip(gain x + offset, 0, 1)``.
         offsets: N float32 exposure offset per frame ([0, 1] units).
         params: the ``RainParams`` of the streaks.
+        texture_mask: N x H x W bool, where local dynamic texture (swaying foliage, rippling
+            water) covers at least 2 % of the pixel: part of the scene, never a change.
+        bright_mask: N x H x W bool, where bright content that moves (sky seen through
+            swaying foliage, a moving light and its glow) covers at least half of the pixel.
+        overlay_alpha: H x W float32 opacity of the graphics fixed to the frame (``overlay``;
+            all 0 without), the same in every frame; ``overlay_alpha > 0`` is their mask.
     """
 
     spec: ClipSpec
@@ -813,38 +935,10 @@ class RainClip:
     offsets: np.ndarray
     params: RainParams
     _scene: _Scene = dataclasses.field(repr=False)
-
-    @property
-    def n_states(self) -> int:
-        """Number of scene states (events + 1)."""
-        return len(self._scene.parked_in_state)
-
-    def true_motion(self, reference: int) -> np.ndarray:
-        """N x 3 x 3 transforms mapping frame ``reference``'s pixel coordinates to each frame's.
-
-        This is the convention of :mod:`spanetlib.pipeline.alignment`: frame ``i`` sampled at
-        ``motion[i] @ (x, y, 1)`` shows what frame ``reference`` shows at ``(x, y)``.
-        """
-        reference = _check_frame_index(reference, len(self.frames))
-        return np.linalg.inv(self.camera) @ self.camera[reference]
-
-    def state_truth(self, state: int, reference: int) -> np.ndarray:
-        """Scene state ``state`` as frame ``reference`` would show it without rain or movers.
-
-        Rendered with frame ``reference``'s camera and exposure, without passing objects: the
-        image a background estimate of that state, registered to that frame, should equal.
-
-        Returns:
-            H x W x 3 uint8.
-        """
-        reference = _check_frame_index(reference, len(self.frames))
-        if isinstance(state, bool) or not isinstance(state, (int, np.integer)) \
-                or not 0 <= state < self.n_states:
-            raise ValueError(f"state: expected an int in [0, {self.n_states}), got {state!r}")
-        image = _render_frame(self._scene, self.camera[reference], _state_look(self._scene,
-                                                                                int(state)), [])
-        image = _expose(image[0], float(self.gains[reference]), float(self.offsets[reference]))
-        return _quantize(image)
+    texture_mask: np.ndarray | None = None
+    bright_mask: np.ndarray | None = None
+    overlay_alpha: np.ndarray | None = None
+    _overlay: tuple[np.ndarray, np.ndarray] | None = dataclasses.field(default=None, repr=False)
 
 
 def _check_frame_index(index: int, n: int) -> int:
@@ -908,9 +1002,15 @@ def _paint(base: np.ndarray, qx: np.ndarray, qy: np.ndarray,
 
 
 def _render_frame(scene: _Scene, camera: np.ndarray, look: _Look,
-                  movers: list[tuple[tuple[float, float, float, float], np.ndarray]]
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Rain-free frame (H x W x 3 float32, before exposure) and its mover coverage (H x W)."""
+                  movers: list[tuple[tuple[float, float, float, float], np.ndarray]],
+                  t: float = 0.0, lights: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Rain-free frame (H x W x 3 float32, before exposure) and its coverages (H x W).
+
+    Returns the frame, the movers' coverage (moving lights included), and, where the scene
+    has dynamic texture or lights (else None), the texture's coverage and the moving bright
+    content's (sky through foliage gaps, lights). ``t`` is the frame's time (frames).
+    """
     h, w = scene.size
     s = scene.supersample
     # Sub-pixel centres of the supersampled grid, in frame coordinates, then in the scene.
@@ -926,14 +1026,135 @@ def _render_frame(scene: _Scene, camera: np.ndarray, look: _Look,
         # Region left of ``light_edge`` (soft over ~4 scene px) gets the factor.
         region = np.clip((scene.light_edge - qx) / 4.0 + 0.5, 0.0, 1.0).astype(np.float32)
         base *= (1.0 + (look.light - 1.0) * region)[..., None]
+    texture = bright = None
+    if scene.patches or scene.lights:
+        texture = np.zeros(base.shape[:2], np.float32)
+        bright = np.zeros(base.shape[:2], np.float32)
+        for patch in scene.patches:
+            _patch_render(patch, scene, base, qx, qy, t, texture, bright)
     if look.parked is not None:
         _paint(base, qx, qy, look.parked, scene.parked_colour, s)
     cover = np.zeros(base.shape[:2], np.float32)
     for box, colour in movers:
         cover = np.maximum(cover, _paint(base, qx, qy, box, colour, s))
+    if lights and scene.lights:
+        for x0, y0, vx, vy, radius in scene.lights:
+            glow = _light_render(base, qx, qy, x0 + vx * t, y0 + vy * t, radius)
+            cover = np.maximum(cover, glow)
+            bright = np.maximum(bright, glow)
     np.clip(base, 0.0, 1.0, out=base)
     small = cv2.resize(base, (w, h), interpolation=cv2.INTER_AREA)
-    return small, cv2.resize(cover, (w, h), interpolation=cv2.INTER_AREA)
+    cover = cv2.resize(cover, (w, h), interpolation=cv2.INTER_AREA)
+    if texture is None:
+        return small, cover, None, None
+    return (small, cover, cv2.resize(texture, (w, h), interpolation=cv2.INTER_AREA),
+            cv2.resize(bright, (w, h), interpolation=cv2.INTER_AREA))
+
+
+_SKY = np.array([0.93, 0.96, 1.0], np.float32)  # the bright sky behind bright foliage
+_WATER_TINT = np.array([0.72, 0.8, 0.88], np.float32)  # what water does to the reflected photo
+_LIGHT_COLOUR = np.array([1.0, 0.96, 0.85], np.float32)
+
+
+def _patch_render(patch: _Patch, scene: _Scene, base: np.ndarray, qx: np.ndarray,
+                  qy: np.ndarray, t: float, texture: np.ndarray, bright: np.ndarray) -> None:
+    """Draw one dynamic-texture patch at time ``t`` into ``base`` (supersampled, in place).
+
+    The displacement at scene point q is ``amp * mean_k sin(omega t + k . q + phase_k)``
+    (across x, and 0.4 of it with cosines along y for foliage; both equal for water): nearby
+    points move together, distant ones out of step, so the patch is no rigid motion.
+    """
+    cx, cy, rx, ry = patch.box
+    if patch.kind == "water":
+        alpha = np.clip((qy - cy) / 3.0, 0.0, 1.0)
+    else:
+        r = np.sqrt(((qx - cx) / rx) ** 2 + ((qy - cy) / ry) ** 2)
+        alpha = np.clip((1.0 - r) * min(rx, ry) / 3.0, 0.0, 1.0)
+    sel = alpha > 0
+    if not sel.any():
+        return
+    x, y, a = qx[sel], qy[sel], alpha[sel].astype(np.float32)
+    phase = (patch.omega * t + patch.waves[:, 2][:, None] + patch.waves[:, 0][:, None] * x
+             + patch.waves[:, 1][:, None] * y)
+    gust = float(patch.gust[min(int(round(t)), len(patch.gust) - 1)]) \
+        if patch.gust is not None else 0.0
+    amp = patch.amp * (1.0 + 0.4 * gust) if patch.kind == "water" else patch.amp
+    dx = amp * np.sin(phase).mean(axis=0)
+    s = scene.supersample
+    off = (s - 1) / 2.0
+    if patch.kind == "water":
+        dy = amp * np.cos(phase).mean(axis=0)
+        seen = bspline_sample(scene.world, s * (x + dx) + off, s * (y + dy) + off)
+        glint = (0.35 * np.maximum(np.sin(phase).mean(axis=0), 0.0) ** 3).astype(np.float32)
+        look = np.clip(seen * _WATER_TINT + glint[:, None], 0.0, 1.0)
+        sky = None
+    else:
+        dy = 0.4 * patch.amp * np.cos(phase).mean(axis=0)
+        dx = dx + 1.5 * patch.amp * gust * math.cos(patch.lean)  # leaning with the gusts
+        dy = dy + 1.5 * patch.amp * gust * math.sin(patch.lean)
+        mx = (x - dx - patch.origin[0]).astype(np.float32).reshape(1, -1)
+        my = (y - dy - patch.origin[1]).astype(np.float32).reshape(1, -1)
+        leaf = cv2.remap(patch.leaves, mx, my, cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0).ravel()
+        paint = patch.colour[None, :] * (0.55 + 0.45 * leaf)[:, None]
+        behind = np.broadcast_to(_SKY, paint.shape) if patch.bright else base[sel]
+        look = behind + leaf[:, None] * (paint - behind)
+        sky = a * (1.0 - leaf) if patch.bright else None
+    base[sel] += a[:, None] * (look - base[sel])
+    texture[sel] = np.maximum(texture[sel], a)
+    if sky is not None:
+        bright[sel] = np.maximum(bright[sel], sky)
+
+
+def _light_render(base: np.ndarray, qx: np.ndarray, qy: np.ndarray, x: float, y: float,
+                  radius: float) -> np.ndarray:
+    """Draw a small bright light (a disc with a glow) at scene (x, y); returns its coverage."""
+    d = np.hypot(qx - x, qy - y) / radius
+    glow = np.clip(1.5 - d, 0.0, 1.0) + 0.5 * np.exp(-d * d / 4.0) * (d >= 1.5)
+    glow = np.clip(glow, 0.0, 1.0).astype(np.float32)
+    base += glow[..., None] * (_LIGHT_COLOUR - base)
+    return glow
+
+
+def _overlay_layer(size: tuple[int, int], opacity: float) -> tuple[np.ndarray, np.ndarray]:
+    """Graphics fixed to the frame: H x W x 3 float32 colour and H x W float32 opacity.
+
+    A red logo box with white text at the top right (``opacity``) and a dark subtitle strip
+    (half of it) with white text (``opacity``) at the bottom, like burned-in broadcast
+    graphics; text is anti-aliased.
+    """
+    h, w = size
+    colour = np.zeros((h, w, 3), np.float32)
+    alpha = np.zeros((h, w), np.float32)
+    ink = np.zeros((h, w), np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = max(0.25, h / 240.0)
+    thick = max(1, round(h / 180.0))
+    # Logo: box at the top right, text inside.
+    x0, x1, y0, y1 = round(0.68 * w), round(0.95 * w), round(0.05 * h), round(0.17 * h)
+    colour[y0:y1, x0:x1] = (0.85, 0.1, 0.12)
+    alpha[y0:y1, x0:x1] = opacity
+    def fit(text: str, width: float) -> float:  # a font scale that fits the text in width
+        return min(scale, scale * width / max(1, cv2.getTextSize(text, font, scale, thick)[0][0]))
+
+    cv2.putText(ink, "NEWS 24", (x0 + max(1, (x1 - x0) // 12), y1 - max(1, (y1 - y0) // 4)),
+                font, fit("NEWS 24", 0.8 * (x1 - x0)), 255, thick, cv2.LINE_AA)
+    # Subtitle strip at the bottom, text inside.
+    s0, s1 = round(0.8 * h), round(0.93 * h)
+    colour[s0:s1, round(0.05 * w):round(0.95 * w)] = 0.05
+    alpha[s0:s1, round(0.05 * w):round(0.95 * w)] = 0.5 * opacity
+    cv2.putText(ink, "HEAVY RAIN 07:42", (round(0.08 * w), s1 - max(1, (s1 - s0) // 4)), font,
+                fit("HEAVY RAIN 07:42", 0.84 * w), 255, thick, cv2.LINE_AA)
+    ink = ink.astype(np.float32) * np.float32(opacity / 255.0)
+    colour += ink[..., None] * (1.0 - colour)  # white text
+    alpha = np.maximum(alpha, ink)
+    return colour, alpha
+
+
+def _lay_overlay(image: np.ndarray, overlay: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``image (1 - alpha) + alpha colour`` (float32, H x W x 3; exactly the colour at 1)."""
+    colour, alpha = overlay
+    return image * (1.0 - alpha)[..., None] + alpha[..., None] * colour
 
 
 def _smooth_noise(gen: np.random.Generator, n: int, sigma: float) -> np.ndarray:
@@ -982,29 +1203,7 @@ def _clip_events(spec: ClipSpec) -> list[tuple[int, str]]:
     return sorted(events)
 
 
-def make_rain_clip(spec: ClipSpec | str, seed: int | None = 0) -> RainClip:
-    """Make a phone-like rain clip with the rain-free truth of every frame.
-
-    Every frame is rendered from a larger scene canvas (the photo, supersampled
-    ``spec.supersample`` times) through its own camera (shake, pan, rotation; cubic B-spline
-    interpolation of the canvas, which has no position bias, then area averaging), so a
-    moved frame shows real scene content, never padding. Objects and the
-    light step are drawn analytically in scene coordinates at the supersampled resolution.
-    The exposure (gain, offset) applies to the whole rain-free frame, which is the truth; the
-    rain streaks (one wind direction per clip, independent per frame), the optional veil and
-    the sensor noise then make the rain frame.
-
-    Args:
-        spec: a :class:`ClipSpec` or a ``CLIP_PRESETS`` name.
-        seed: seed of every random draw (camera, exposure, objects, rain, noise use separate
-            streams; None: fresh entropy).
-
-    Returns:
-        A :class:`RainClip`.
-
-    Raises:
-        ValueError: unknown preset name.
-    """
+def _check_spec(spec: ClipSpec | str) -> ClipSpec:
     if isinstance(spec, str):
         if spec not in CLIP_PRESETS:
             raise ValueError(f"unknown clip preset {spec!r}; expected one of "
@@ -1012,9 +1211,84 @@ def make_rain_clip(spec: ClipSpec | str, seed: int | None = 0) -> RainClip:
         spec = CLIP_PRESETS[spec]
     if not isinstance(spec, ClipSpec):
         raise TypeError(f"spec: expected a ClipSpec or a preset name, got {type(spec).__name__}")
+    return spec
+
+
+@dataclass
+class _Plan:
+    """Everything a clip draws before its first frame (small: no frame is held)."""
+
+    spec: ClipSpec
+    params: RainParams
+    scene: _Scene
+    cams: np.ndarray
+    state: np.ndarray
+    events: list[tuple[int, str]]
+    passers: list
+    gains: np.ndarray
+    offsets: np.ndarray
+    veil: np.ndarray
+    kernels: list[np.ndarray]
+    rain_rng: np.random.Generator
+    noise_rng: np.random.Generator
+    overlay: tuple[np.ndarray, np.ndarray] | None
+
+
+def _dynamic_texture(spec: ClipSpec, margin: int, gen: np.random.Generator
+                     ) -> tuple[tuple[_Patch, ...], tuple]:
+    """The foliage and water patches and the moving lights of a clip (scene coordinates)."""
+    h, w = spec.size
+    patches: list[_Patch] = []
+    side = min(h, w)
+    for _ in range(spec.foliage):
+        rx, ry = gen.uniform(0.1, 0.17) * w, gen.uniform(0.14, 0.24) * h
+        cx = margin + gen.uniform(0.15, 0.85) * w
+        cy = margin + gen.uniform(0.12, 0.55) * h
+        # Leaves: smoothed noise, thresholded softly (about half the patch covered).
+        pad = int(math.ceil(spec.sway_px * 6 + 4))  # sway and gusts (3 spreads)
+        lh, lw = int(2 * ry) + 2 * pad + 1, int(2 * rx) + 2 * pad + 1
+        grain = max(1.2, side / 40.0)  # leaves and gaps of a few blocks of the signatures
+        noise = cv2.GaussianBlur(gen.standard_normal((lh, lw)).astype(np.float32), (0, 0), grain)
+        noise /= max(float(noise.std()), 1e-6)
+        leaves = np.clip((noise + (0.0 if spec.foliage_bright else 0.3)) * 2.0 + 0.5, 0.0, 1.0)
+        colour = np.array([gen.uniform(0.1, 0.25), gen.uniform(0.3, 0.5),
+                           gen.uniform(0.08, 0.2)], np.float32)
+        wavelength = gen.uniform(1.0, 2.0) * max(rx, ry)
+        angles = gen.uniform(0, 2 * np.pi, 2)
+        waves = np.stack([2 * np.pi / wavelength * np.cos(angles),
+                          2 * np.pi / wavelength * np.sin(angles),
+                          gen.uniform(0, 2 * np.pi, 2)], axis=1)
+        gust = _smooth_noise(gen, spec.n_frames, gen.uniform(8.0, 20.0))
+        patches.append(_Patch("foliage", (cx, cy, rx, ry), spec.sway_px,
+                              gen.uniform(0.25, 0.6), waves, leaves.astype(np.float32),
+                              (cx - rx - pad, cy - ry - pad), colour, spec.foliage_bright,
+                              gust, gen.uniform(-0.6, 0.6)))
+    if spec.ripples > 0:
+        top = margin + (1.0 - spec.ripples) * h
+        wavelength = gen.uniform(0.06, 0.1, 3) * side
+        angles = gen.uniform(-0.5, 0.5, 3) + np.pi / 2
+        waves = np.stack([2 * np.pi / wavelength * np.cos(angles),
+                          2 * np.pi / wavelength * np.sin(angles),
+                          gen.uniform(0, 2 * np.pi, 3)], axis=1)
+        patches.append(_Patch("water", (0.0, top, 0.0, 0.0), 0.5 * spec.sway_px,
+                              gen.uniform(0.5, 0.9), waves,
+                              gust=_smooth_noise(gen, spec.n_frames, 15.0)))
+    lights = []
+    n = spec.n_frames
+    for _ in range(spec.lights):
+        y = margin + gen.uniform(0.2, 0.8) * h
+        x = margin + gen.uniform(0.1, 0.9) * w
+        travel = gen.uniform(0.3, 0.6) * w * gen.choice([-1.0, 1.0])
+        lights.append((x - travel / 2, y, travel / n, gen.uniform(-0.05, 0.05) * h / n,
+                       max(1.0, 0.025 * side)))
+    return tuple(patches), tuple(lights)
+
+
+def _plan_clip(spec: ClipSpec, seed: int | None) -> _Plan:
+    """Draw a clip's cameras, events, objects, exposure and rain groups (no frame yet)."""
     params = _resolve(DENSITY_PRESETS, spec.density, "density")
-    rain_rng, noise_rng, cam_rng, expo_rng, obj_rng, veil_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6))
+    rain_rng, noise_rng, cam_rng, expo_rng, obj_rng, veil_rng, tex_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7))
     n = spec.n_frames
     h, w = spec.size
     cams, margin = _clip_cameras(spec, cam_rng)
@@ -1036,10 +1310,12 @@ def make_rain_clip(spec: ClipSpec | str, seed: int | None = 0) -> RainClip:
         parked_in.append(not parked_in[-1] if kind == "parked" else parked_in[-1])
         light_in.append(spec.light_gain if kind == "light" else light_in[-1])
     parked_box = (margin + 0.5 * w, margin + 0.68 * h, 0.2 * w, 0.14 * h)
+    patches, lights = _dynamic_texture(spec, margin, tex_rng)
     scene = _Scene(world=world, supersample=ss, margin=margin, size=(h, w), parked_box=parked_box,
                    parked_colour=obj_rng.uniform(0.1, 0.9, 3).astype(np.float32),
                    parked_in_state=tuple(parked_in), light_in_state=tuple(light_in),
-                   light_edge=margin + spec.light_area * w if spec.light_area < 1 else 1e9)
+                   light_edge=margin + spec.light_area * w if spec.light_area < 1 else 1e9,
+                   patches=patches, lights=lights)
 
     # Passing objects: straight crossings in scene coordinates, each over part of the clip.
     passers = []
@@ -1064,41 +1340,279 @@ def make_rain_clip(spec: ClipSpec | str, seed: int | None = 0) -> RainClip:
     veil = np.zeros(n, np.float32)
     if spec.haze > 0:
         veil = np.clip(spec.haze * (1.0 + 0.3 * veil_rng.standard_normal(n)), 0.0, 0.95)
+    overlay = _overlay_layer((h, w), float(spec.overlay)) if spec.overlay > 0 else None
+    return _Plan(spec=spec, params=params, scene=scene, cams=cams, state=state, events=events,
+                 passers=passers, gains=gains, offsets=offsets, veil=veil,
+                 kernels=_group_kernels(params, rain_rng), rain_rng=rain_rng,
+                 noise_rng=noise_rng, overlay=overlay)
 
-    kernels = _group_kernels(params, rain_rng)
+
+@dataclass
+class _Chunk:
+    """Frames ``start`` to ``start + len(frames)`` of a clip with their truth and masks."""
+
+    start: int
+    frames: np.ndarray
+    truth: np.ndarray
+    rain_mask: np.ndarray
+    object_mask: np.ndarray
+    texture_mask: np.ndarray
+    bright_mask: np.ndarray
+
+
+def _clip_chunks(plan: _Plan, workers: int | None = None):
+    """Render a planned clip a chunk at a time (at most 16 frames or 4 M pixels): a generator.
+
+    Rendering the rain-free frames draws nothing at random, so threads keep the result
+    deterministic; the rain layers and the noise are drawn in frame order.
+    """
+    spec, scene = plan.spec, plan.scene
+    n = spec.n_frames
+    h, w = spec.size
+    tf = spec.transition_frames
+    chunk = max(1, min(_CHUNK, _CHUNK_PIXELS // (h * w)))
+    overlay = plan.overlay
+    keep = None if overlay is None else (1.0 - overlay[1])
+
+    def render(i: int) -> tuple[np.ndarray, ...]:
+        look, movers = _frame_look(scene, plan.state, plan.events, i, tf, spec)
+        for first, velocity, x0, cy, hx, hy, colour in plan.passers:
+            movers.append(((x0 + velocity * (i - first), cy, hx, hy), colour))
+        clean, cover, texture, bright = _render_frame(scene, plan.cams[i], look, movers,
+                                                      float(i))
+        return _expose(clean, float(plan.gains[i]), float(plan.offsets[i])), cover, texture, \
+            bright
+
+    pool = ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1))
+    try:
+        for c0 in range(0, n, chunk):
+            c1 = min(n, c0 + chunk)
+            out_chunk = _Chunk(c0, np.empty((c1 - c0, h, w, 3), np.uint8),
+                               np.empty((c1 - c0, h, w, 3), np.uint8),
+                               np.empty((c1 - c0, h, w), bool), np.empty((c1 - c0, h, w), bool),
+                               np.zeros((c1 - c0, h, w), bool), np.zeros((c1 - c0, h, w), bool))
+            rendered = pool.map(render, range(c0, c1))
+            layers = _render_layers((h, w), plan.params, plan.kernels, plan.rain_rng, c1 - c0)
+            for k, (clean, cover, texture, bright) in enumerate(rendered):
+                i = c0 + k
+                out_chunk.truth[k] = _quantize(clean if overlay is None
+                                               else _lay_overlay(clean, overlay))
+                out_chunk.object_mask[k] = cover > 0.02
+                if texture is not None:
+                    out_chunk.texture_mask[k] = texture > 0.02
+                    out_chunk.bright_mask[k] = bright > 0.5
+                out = compose_rain(clean, layers[k], spec.blend)
+                if plan.veil[i] > 0:
+                    out = out * (1.0 - plan.veil[i]) + plan.veil[i] * _VEIL_LEVEL
+                change = np.abs(out - clean).max(axis=2) if keep is None else \
+                    (np.abs(out - clean).max(axis=2) * keep)
+                out_chunk.rain_mask[k] = change > _MASK_THRESHOLD
+                if spec.noise_sigma > 0:
+                    out = out + spec.noise_sigma * plan.noise_rng.standard_normal(
+                        out.shape, dtype=np.float32)
+                if overlay is not None:  # broadcast graphics sit over rain and noise
+                    out = _lay_overlay(out, overlay)
+                out_chunk.frames[k] = _quantize(out)
+            yield out_chunk
+    finally:
+        pool.shutdown()
+
+
+def make_rain_clip(spec: ClipSpec | str, seed: int | None = 0) -> RainClip:
+    """Make a phone-like rain clip with the rain-free truth of every frame.
+
+    Every frame is rendered from a larger scene canvas (the photo, supersampled
+    ``spec.supersample`` times) through its own camera (shake, pan, rotation; cubic B-spline
+    interpolation of the canvas, which has no position bias, then area averaging), so a
+    moved frame shows real scene content, never padding. Objects, the light step, swaying
+    foliage, rippling water and moving lights are drawn analytically in scene coordinates at
+    the supersampled resolution.
+    The exposure (gain, offset) applies to the whole rain-free frame, which is the truth; the
+    rain streaks (one wind direction per clip, independent per frame), the optional veil and
+    the sensor noise then make the rain frame; graphics fixed to the frame (``overlay``) go
+    over both. Memory: the clip and its truth (2 N H W 3 bytes) and its masks; for clips
+    larger than memory use :func:`write_rain_clip`.
+
+    Args:
+        spec: a :class:`ClipSpec` or a ``CLIP_PRESETS`` name.
+        seed: seed of every random draw (camera, exposure, objects, rain, noise, dynamic
+            texture use separate streams; None: fresh entropy).
+
+    Returns:
+        A :class:`RainClip`.
+
+    Raises:
+        ValueError: unknown preset name.
+    """
+    spec = _check_spec(spec)
+    plan = _plan_clip(spec, seed)
+    n = spec.n_frames
+    h, w = spec.size
     frames = np.empty((n, h, w, 3), np.uint8)
     truth = np.empty((n, h, w, 3), np.uint8)
     rain_mask = np.empty((n, h, w), bool)
     object_mask = np.empty((n, h, w), bool)
-    chunk = max(1, min(_CHUNK, _CHUNK_PIXELS // (h * w)))
-    def render(i: int) -> tuple[np.ndarray, np.ndarray]:
-        look, movers = _frame_look(scene, state, events, i, tf, spec)
-        for first, velocity, x0, cy, hx, hy, colour in passers:
-            movers.append(((x0 + velocity * (i - first), cy, hx, hy), colour))
-        clean, cover = _render_frame(scene, cams[i], look, movers)
-        return _expose(clean, float(gains[i]), float(offsets[i])), cover
-
-    pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1))
-    for c0 in range(0, n, chunk):
-        c1 = min(n, c0 + chunk)
-        # Rendering draws nothing at random, so threads keep the result deterministic.
-        rendered = pool.map(render, range(c0, c1))
-        layers = _render_layers((h, w), params, kernels, rain_rng, c1 - c0)
-        for i, (clean, cover) in zip(range(c0, c1), rendered, strict=True):
-            truth[i] = _quantize(clean)
-            object_mask[i] = cover > 0.02
-            out = compose_rain(clean, layers[i - c0], spec.blend)
-            if veil[i] > 0:
-                out = out * (1.0 - veil[i]) + veil[i] * _VEIL_LEVEL
-            rain_mask[i] = np.abs(out - clean).max(axis=2) > _MASK_THRESHOLD
-            if spec.noise_sigma > 0:
-                out = out + spec.noise_sigma * noise_rng.standard_normal(out.shape,
-                                                                         dtype=np.float32)
-            frames[i] = _quantize(out)
-    pool.shutdown()
+    texture_mask = np.empty((n, h, w), bool)
+    bright_mask = np.empty((n, h, w), bool)
+    for part in _clip_chunks(plan):
+        sl = slice(part.start, part.start + len(part.frames))
+        frames[sl], truth[sl] = part.frames, part.truth
+        rain_mask[sl], object_mask[sl] = part.rain_mask, part.object_mask
+        texture_mask[sl], bright_mask[sl] = part.texture_mask, part.bright_mask
+    overlay_alpha = plan.overlay[1].copy() if plan.overlay is not None \
+        else np.zeros((h, w), np.float32)
     return RainClip(spec=spec, frames=frames, truth=truth, rain_mask=rain_mask,
-                    object_mask=object_mask, camera=cams, state=state, gains=gains,
-                    offsets=offsets, params=params, _scene=scene)
+                    object_mask=object_mask, camera=plan.cams, state=plan.state,
+                    gains=plan.gains, offsets=plan.offsets, params=plan.params,
+                    _scene=plan.scene, texture_mask=texture_mask, bright_mask=bright_mask,
+                    overlay_alpha=overlay_alpha, _overlay=plan.overlay)
+
+
+@dataclass
+class ClipTruth(_TruthMethods):
+    """The small truth of a clip written by :func:`write_rain_clip` (no frames, no masks).
+
+    Its size does not grow with the frames' pixels times their number: per frame a camera,
+    a state, an exposure and a few shares; plus the scene canvas (the photo at the clip's
+    size, supersampled) that :meth:`state_truth` renders from.
+
+    Attributes:
+        spec: the :class:`ClipSpec`.
+        path: the rain video written.
+        truth_path: the rain-free video written beside it (None when not asked for).
+        camera: N x 3 x 3 float64 frame-to-scene transforms (see :class:`RainClip`).
+        state: N int64 scene state per frame (-1 inside a transition).
+        gains: N float32 exposure gain per frame.
+        offsets: N float32 exposure offset per frame.
+        params: the ``RainParams`` of the streaks.
+        rain_share: N float32, share of each frame's pixels under rain (``rain_mask``).
+        object_share: N float32, share under moving objects (``object_mask``).
+        texture_share: N float32, share under dynamic texture (``texture_mask``).
+        bright_share: N float32, share under moving bright content (``bright_mask``).
+        overlay_alpha: H x W float32 opacity of the fixed graphics (all 0 without).
+    """
+
+    spec: ClipSpec
+    path: Path
+    truth_path: Path | None
+    camera: np.ndarray
+    state: np.ndarray
+    gains: np.ndarray
+    offsets: np.ndarray
+    params: RainParams
+    rain_share: np.ndarray
+    object_share: np.ndarray
+    texture_share: np.ndarray
+    bright_share: np.ndarray
+    overlay_alpha: np.ndarray
+    _scene: _Scene = dataclasses.field(repr=False)
+    _overlay: tuple[np.ndarray, np.ndarray] | None = dataclasses.field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        h, w = self.spec.size
+        return (f"ClipTruth({self.path}, {len(self.camera)} frames of {w} x {h}, "
+                f"{self.n_states} state(s))")
+
+
+def write_rain_clip(spec: ClipSpec | str, path: str | os.PathLike, seed: int | None = 0, *,
+                    fps: float = 25.0, codec: str | None = None,
+                    truth_path: str | os.PathLike | None = None, overwrite: bool = False,
+                    progress: bool = False) -> ClipTruth:
+    """Render a clip frame by frame into a video file, without holding it in memory.
+
+    The same frames as :func:`make_rain_clip` (same spec, same seed) up to the codec's loss,
+    rendered a chunk at a time (at most 16 frames or 4 M pixels) and written as they come, so
+    a 1080p or 4K clip of thousands of frames needs the memory of a chunk and the scene
+    canvas only (use ``supersample=1`` for 4K). Written atomically (temporary file, then
+    replaced).
+
+    Args:
+        spec: a :class:`ClipSpec` or a ``CLIP_PRESETS`` name (rescale one with
+            ``CLIP_PRESETS[name].replace(size=(1080, 1920), n_frames=3000)``).
+        path: the video; its suffix picks the codec as in
+            :func:`spanetlib.io.video.write_video` (".mkv", ".avi": lossless FFV1).
+        seed: as in :func:`make_rain_clip`.
+        fps: frames per second of the file.
+        codec: a four-character code instead of the suffix's (e.g. "MJPG" for a phone-like
+            lossy ``.avi``).
+        truth_path: also write the rain-free frames (the truth) to this video.
+        overwrite: replace existing files.
+        progress: show a progress bar (tqdm).
+
+    Returns:
+        The clip's :class:`ClipTruth`.
+
+    Raises:
+        InputError: an existing file without ``overwrite``, an unknown suffix, a bad codec or
+            one OpenCV cannot write.
+    """
+    from tqdm import tqdm
+
+    from spanetlib.io.files import atomic_write, check_output_path
+    from spanetlib.io.video import VIDEO_CODECS
+
+    spec = _check_spec(spec)
+    targets = [Path(path)] + ([Path(truth_path)] if truth_path is not None else [])
+    codecs = []
+    for target in targets:
+        check_output_path(target, overwrite=overwrite)
+        chosen = codec if codec is not None else VIDEO_CODECS.get(target.suffix.lower())
+        if chosen is None:
+            raise InputError(f"{target}: cannot pick a codec for {target.suffix!r}; use one of "
+                             f"{list(VIDEO_CODECS)} or pass codec=")
+        if not isinstance(chosen, str) or len(chosen) != 4:
+            raise InputError(f"codec: expected a four-character code such as 'MJPG', got "
+                             f"{chosen!r}")
+        codecs.append(chosen)
+    if not fps > 0:
+        raise InputError(f"fps: expected > 0, got {fps!r}")
+    plan = _plan_clip(spec, seed)
+    n = spec.n_frames
+    h, w = spec.size
+    shares = np.zeros((4, n), np.float32)
+
+    def write_all(tmps: list[str]) -> None:
+        writers = []
+        try:
+            for tmp, target, fourcc in zip(tmps, targets, codecs, strict=True):
+                writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*fourcc), float(fps),
+                                         (w, h), True)
+                writers.append(writer)
+                if not writer.isOpened():
+                    raise InputError(f"OpenCV cannot write codec {fourcc!r} to "
+                                     f"{target.suffix!r}: {target}")
+            with tqdm(total=n, desc=f"rendering {targets[0].name}", unit="frame",
+                      disable=not progress) as bar:
+                for part in _clip_chunks(plan):
+                    sl = slice(part.start, part.start + len(part.frames))
+                    for k, mask in enumerate((part.rain_mask, part.object_mask,
+                                              part.texture_mask, part.bright_mask)):
+                        shares[k, sl] = mask.mean(axis=(1, 2))
+                    for images, writer in zip((part.frames, part.truth), writers,
+                                              strict=False):
+                        for image in images:
+                            writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                    bar.update(len(part.frames))
+        finally:
+            for writer in writers:
+                writer.release()
+
+    def nest(k: int, tmps: list[str]):
+        # One temporary file per target; all are moved into place once every frame is in.
+        if k == len(targets):
+            write_all(tmps)
+            return
+        atomic_write(targets[k], lambda tmp: nest(k + 1, [*tmps, tmp]))
+
+    nest(0, [])
+    overlay_alpha = plan.overlay[1].copy() if plan.overlay is not None \
+        else np.zeros((h, w), np.float32)
+    return ClipTruth(spec=spec, path=targets[0],
+                     truth_path=targets[1] if len(targets) > 1 else None, camera=plan.cams,
+                     state=plan.state, gains=plan.gains, offsets=plan.offsets,
+                     params=plan.params, rain_share=shares[0], object_share=shares[1],
+                     texture_share=shares[2], bright_share=shares[3],
+                     overlay_alpha=overlay_alpha, _scene=plan.scene, _overlay=plan.overlay)
 
 
 def _frame_look(scene: _Scene, state: np.ndarray, events: list[tuple[int, str]], i: int,
