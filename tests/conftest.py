@@ -249,3 +249,36 @@ def _start_review(folder: Path, scenes: Iterable[Path], **add_scene: Any) -> Rev
 def start_review() -> Callable[..., ReviewSession]:
     """``start_review(folder, scenes, **add_scene_kwargs)``: a new or resumed ReviewSession."""
     return _start_review
+
+
+# --------------------------------------------------------------------------- export scenes
+@pytest.fixture(scope="module")
+def scenes64(tmp_path_factory):
+    """Three 64 x 96 scenes (sparse, normal, dense), 24 frames each; read only.
+
+    64 x 96, not the 32 x 48 of ``tiny_scenes``: at 32 x 48 the camera-motion measurement can
+    read a static scene as moving (too few samples for its model choice).
+    """
+    from spanetlib.synthesis.testsets import build_synthetic_video_scenes
+
+    return build_synthetic_video_scenes(tmp_path_factory.mktemp("scenes64"), n_scenes=3,
+                                        n_frames=24, size=(64, 96), seed=0)
+
+
+@pytest.fixture
+def quality_judge():
+    """A factory of stand-ins for `scene_quality` (export tests need no real judgement)."""
+
+    def make(min_frames):
+        """A stand-in for `scene_quality`: accepts estimates of at least ``min_frames`` frames."""
+        from spanetlib.pipeline.quality import SceneQuality
+
+        def judge(estimate):
+            ok = estimate.n_frames >= min_frames
+            reasons = [] if ok else [f"fewer than {min_frames} frames"]
+            return SceneQuality(score=1.0 if ok else 0.25, cues={"frames": estimate.n_frames},
+                                accept=ok, reasons=reasons)
+
+        return judge
+
+    return make

@@ -124,33 +124,12 @@ def test_scan_names_every_entry_it_skips(tmp_path):
 
 
 # --------------------------------------------------------------------------- reports and splits
-@pytest.fixture(scope="module")
-def scenes64(tmp_path_factory):
-    """Three 64 x 96 synthetic rain scenes of 24 frames (read only)."""
-    from spanetlib.synthesis.testsets import build_synthetic_video_scenes
-
-    return build_synthetic_video_scenes(tmp_path_factory.mktemp("scenes64"), n_scenes=3,
-                                        n_frames=24, size=(64, 96), seed=0)
-
-
-def _judge(min_frames):
-    """A stand-in for `scene_quality`: accepts estimates of at least ``min_frames`` frames."""
-    from spanetlib.pipeline.quality import SceneQuality
-
-    def judge(estimate):
-        ok = estimate.n_frames >= min_frames
-        return SceneQuality(score=1.0 if ok else 0.25, cues={"frames": estimate.n_frames},
-                            accept=ok, reasons=[] if ok else [f"fewer than {min_frames} frames"])
-
-    return judge
-
-
 @pytest.fixture
-def in_process(monkeypatch):
+def in_process(monkeypatch, quality_judge):
     """One core and a judge accepting estimates of >= 12 frames (scenes run in this process,
     so the stand-in applies)."""
     monkeypatch.setattr(export, "cpus_available", lambda: 1)
-    monkeypatch.setattr(export, "scene_quality", _judge(12))
+    monkeypatch.setattr(export, "scene_quality", quality_judge(12))
 
 
 def _short_scene(source, dest, n):

@@ -31,33 +31,8 @@ def _scene_of(line):
     return line.split("/", 1)[0]
 
 
-@pytest.fixture(scope="module")
-def scenes64(tmp_path_factory):
-    """Three 64 x 96 scenes (sparse, normal, dense), 24 frames each; read only.
-
-    64 x 96, not the 32 x 48 of ``tiny_scenes``: at 32 x 48 the camera-motion measurement can
-    read a static scene as moving (too few samples for its model choice).
-    """
-    from spanetlib.synthesis.testsets import build_synthetic_video_scenes
-
-    return build_synthetic_video_scenes(tmp_path_factory.mktemp("scenes64"), n_scenes=3,
-                                        n_frames=24, size=(64, 96), seed=0)
-
-
-def _judge(min_frames):
-    """A stand-in for `scene_quality`: accepts estimates of at least ``min_frames`` frames."""
-    from spanetlib.pipeline.quality import SceneQuality
-
-    def judge(estimate):
-        ok = estimate.n_frames >= min_frames
-        return SceneQuality(score=1.0 if ok else 0.25, cues={"frames": estimate.n_frames},
-                            accept=ok, reasons=[] if ok else [f"fewer than {min_frames} frames"])
-
-    return judge
-
-
 @pytest.fixture
-def src(tmp_path, scenes64, monkeypatch):
+def src(tmp_path, scenes64, monkeypatch, quality_judge):
     """A copy of the scenes plus a fourth (sparse) one, so the split has 4 scenes.
 
     The batch quality judgement accepts every estimate here: these tests check the export's
@@ -65,7 +40,7 @@ def src(tmp_path, scenes64, monkeypatch):
     """
     from spanetlib.pipeline import export
 
-    monkeypatch.setattr(export, "scene_quality", _judge(2))
+    monkeypatch.setattr(export, "scene_quality", quality_judge(2))
     # one core: the default worker count is 1, so the stand-in judge applies (worker
     # processes would import the real one)
     monkeypatch.setattr(export, "cpus_available", lambda: 1)
@@ -629,18 +604,18 @@ def test_an_older_review_file_is_exported_with_a_warning(tmp_path, src):
     assert summary.exported == [name] and summary.n_train_pairs + summary.n_test_pairs > 0
 
 
-def test_auto_accept_follows_the_quality_score(tmp_path, src, monkeypatch):
+def test_auto_accept_follows_the_quality_score(tmp_path, src, monkeypatch, quality_judge):
     # --auto-accept is the batch review: frames are added until the score accepts; a scene
     # it never accepts is not exported, with its score and reasons in the manifest.
     from spanetlib.pipeline import export
 
-    monkeypatch.setattr(export, "scene_quality", _judge(15))
+    monkeypatch.setattr(export, "scene_quality", quality_judge(15))
     out = tmp_path / "out"
     summary = export_dataset(src, out, auto_accept=True, crop=32, density="sparse",
                              frames_per_video=1, progress=False)
     entry = _manifest(out)["scenes"]["scene_000_sparse"]
     assert [(step["n"], step["accept"]) for step in entry["auto_review"]] == [(20, True)]
-    monkeypatch.setattr(export, "scene_quality", _judge(25))  # more frames than there are
+    monkeypatch.setattr(export, "scene_quality", quality_judge(25))  # more frames than there are
     again = export_dataset(src, tmp_path / "never", auto_accept=True, crop=32,
                            density="sparse", frames_per_video=1, progress=False)
     assert again.exported == [] and again.n_train_pairs == again.n_test_pairs == 0
