@@ -86,17 +86,17 @@ from spanetlib.pipeline.review import (
 from spanetlib.pipeline.selection import FRAME_COUNTS, GUESS_FRAMES, guess_density
 
 __all__ = [
-    "DROP_MAX_UNUSABLE",
-    "MASK_MIN_USABLE",
-    "PAIR_MARGIN_PX",
-    "UNRELIABLE_POLICIES",
     "CleanImages",
+    "DROP_MAX_UNUSABLE",
     "ExportPlan",
     "ExportSettings",
     "ExportSummary",
-    "SceneJob",
+    "MASK_MIN_USABLE",
+    "PAIR_MARGIN_PX",
     "SCENE_PEAK_PER_FRAME_BYTE",
+    "SceneJob",
     "SceneOutcome",
+    "UNRELIABLE_POLICIES",
     "WORKER_BASE_BYTES",
     "WORKER_MEMORY_SHARE",
     "check_output",
