@@ -66,7 +66,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from numba import njit
-from scipy import ndimage
 
 from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
@@ -487,6 +486,8 @@ def bspline_coefficients(image: np.ndarray) -> np.ndarray:
     Returns:
         H x W x C float32 coefficients (mirror boundary), C = 1 for a 2-D image.
     """
+    from scipy import ndimage  # here: scipy takes a second to import (startup)
+
     image = np.asarray(image, np.float32)
     if image.ndim == 2:
         image = image[..., None]

@@ -60,7 +60,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
@@ -778,6 +777,8 @@ def _periods(sig: np.ndarray, usable: np.ndarray, grid: np.ndarray | None = None
     if len(s) >= 2 * _SMOOTH:
         # A running median over time removes what stays only a frame or two (rain left by
         # the opening, fast passers-by).
+        from scipy import ndimage  # here: scipy takes a second to import (startup)
+
         s = ndimage.median_filter(s, size=(_SMOOTH, 1), mode="nearest")
     min_blocks = max(_MIN_BLOCKS, int(math.ceil(0.01 * s.shape[1])))
     min_len = max(_MIN_PERIOD, int(math.ceil(0.1 * len(s))))
