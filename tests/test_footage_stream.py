@@ -88,3 +88,24 @@ def test_streamed_estimate_keeps_at_most_max_kept_frames_and_pairs_correctly(han
 def test_max_kept_is_checked(handheld):
     with pytest.raises(ValueError, match="max_kept"):
         estimate_clip(handheld.frames, max_kept=1)
+
+
+def test_estimate_background_streams_the_clip_and_writes_the_in_memory_estimate(
+        handheld, handheld_file, tmp_path, monkeypatch):
+    from spanetlib.io import video
+    from spanetlib.io.files import read_image, round_to_uint8
+    from spanetlib.pipeline import export
+    from spanetlib.pipeline.alignment import crop_box
+
+    expected = estimate_clip(handheld.frames)
+
+    def never(*args, **kwargs):
+        raise AssertionError("estimate-background read the whole clip into memory")
+
+    monkeypatch.setattr(video, "read_sequence", never)
+    monkeypatch.setattr(export, "read_sequence", never)
+    written = export.export_clean_images(handheld_file, tmp_path / "clean.png")
+    assert len(written.images) == len(expected.segments)
+    for path, seg in zip(written.images, expected.segments, strict=True):
+        y0, y1, x0, x1 = crop_box(seg.valid)
+        np.testing.assert_array_equal(read_image(path), round_to_uint8(seg.image)[y0:y1, x0:x1])

@@ -1093,17 +1093,18 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
 
     def members() -> Iterator[tuple[int, np.ndarray]]:
         # The kept frames from memory, the others aligned as they stream past.
+        # Only the others are decoded (a clip of at most max_kept frames is not read again).
         pool = ThreadPoolExecutor(workers)
+        paired = np.flatnonzero(membership >= 0)
+        fresh = paired[~np.isin(paired, kept)]
         try:
-            todo = source.iter_at(np.flatnonzero(membership >= 0))
-            for chunk in _chunks(todo, 2 * workers):
-                fresh = [item for item in chunk if item[0] not in position]
-                done = dict(zip([i for i, _ in fresh], pool.map(aligned_of, fresh),
-                                strict=True))
-                for i, _ in chunk:
-                    yield i, frames_k[position[i]] if i in position else done[i]
+            stream = source.iter_at(fresh) if fresh.size else iter(())
+            for chunk in _chunks(stream, 2 * workers):
+                yield from zip([i for i, _ in chunk], pool.map(aligned_of, chunk), strict=True)
         finally:
             pool.shutdown()
+        for i in paired[np.isin(paired, kept)]:
+            yield int(i), frames_k[position[int(i)]]
 
     return _checked(found, motion, mode, warped, exposed, period, membership,
                     max_inconsistent, workers, members())

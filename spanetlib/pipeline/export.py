@@ -1631,7 +1631,7 @@ def export_clean_images(source: str | os.PathLike, output: str | os.PathLike, *,
     check_int("frames", frames, minimum=0, allow_none=True)
     # Streamed: the frames are read in passes, never held whole (bounded memory).
     clip = FrameSource(source, start=start, count=frames, progress=progress)
-    result = review_estimate(clip, mode)
+    result = review_estimate(clip, mode, quality=False)  # no quality is judged here
     if not result.segments:
         raise InputError(f"{source}: no stable period of enough frames among {len(clip)} "
                          f"({int((result.period < 0).sum())} in transitions or unregistered); "

@@ -131,7 +131,8 @@ def _check_density(density: str) -> str:
     return density
 
 
-def review_estimate(frames: np.ndarray | FrameSource, align: str = "auto") -> ClipEstimate:
+def review_estimate(frames: np.ndarray | FrameSource, align: str = "auto", *,
+                    quality: bool = True) -> ClipEstimate:
     """The estimate a review judges: `estimate_clip` of the frames, per stable period.
 
     A period needs `MIN_PERIOD_FRAMES` frames (all of them when fewer are reviewed). A
@@ -140,8 +141,11 @@ def review_estimate(frames: np.ndarray | FrameSource, align: str = "auto") -> Cl
     Args:
         frames: N x H x W x 3 uint8 RGB, N >= 2, or a `spanetlib.io.video.FrameSource`.
         align: an `spanetlib.pipeline.alignment.ALIGN_MODES` name.
+        quality: measure the evidence `spanetlib.pipeline.quality.scene_quality` needs
+            (False where no quality is judged: the clean images are the same).
     """
-    return estimate_clip(frames, align, min_frames=max(2, min(MIN_PERIOD_FRAMES, len(frames))))
+    return estimate_clip(frames, align, min_frames=max(2, min(MIN_PERIOD_FRAMES, len(frames))),
+                         quality=quality)
 
 
 def grow_n(n: int, density: str, available: int) -> int | None:
