@@ -9,6 +9,7 @@ from spanetlib.io.errors import InputError
 from spanetlib.io.video import FrameSource, iter_frames, read_sequence, write_video
 from spanetlib.pipeline.alignment import measure_motion, motion_displacement
 from spanetlib.pipeline.clip_estimate import estimate_clip
+from spanetlib.pipeline.lazy_jit import lazy_njit
 from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
 
 
@@ -88,3 +89,56 @@ def test_streamed_estimate_keeps_at_most_max_kept_frames_and_pairs_correctly(han
 def test_max_kept_is_checked(handheld):
     with pytest.raises(ValueError, match="max_kept"):
         estimate_clip(handheld.frames, max_kept=1)
+
+
+def test_estimate_background_streams_the_clip_and_writes_the_in_memory_estimate(
+        handheld, handheld_file, tmp_path, monkeypatch):
+    from spanetlib.io import video
+    from spanetlib.io.files import read_image, round_to_uint8
+    from spanetlib.pipeline import export
+    from spanetlib.pipeline.alignment import crop_box
+
+    expected = estimate_clip(handheld.frames)
+
+    def never(*args, **kwargs):
+        raise AssertionError("estimate-background read the whole clip into memory")
+
+    monkeypatch.setattr(video, "read_sequence", never)
+    monkeypatch.setattr(export, "read_sequence", never)
+    written = export.export_clean_images(handheld_file, tmp_path / "clean.png")
+    assert len(written.images) == len(expected.segments)
+    for path, seg in zip(written.images, expected.segments, strict=True):
+        y0, y1, x0, x1 = crop_box(seg.valid)
+        np.testing.assert_array_equal(read_image(path), round_to_uint8(seg.image)[y0:y1, x0:x1])
+
+
+def test_the_section3_commands_import_no_torch_numba_or_scipy_at_startup():
+    # What `spanet estimate-background` / `build-dataset` import before the first frame; numba
+    # comes with the first kernel call (spanetlib.pipeline.lazy_jit), scipy where it is used.
+    import subprocess
+    import sys
+
+    code = ("import sys, spanetlib.cli, spanetlib.pipeline.export, spanetlib.pipeline.review; "
+            "print(' '.join(m for m in ('torch', 'numba', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ""
+
+
+@lazy_njit(cache=False)
+def _toy_kernel(a):
+    total = 0.0
+    for k in range(a.size):
+        total += a[k] * (k + 1)
+    return total
+
+
+def test_lazy_kernels_compile_on_first_call_and_compute_what_the_python_does():
+    import sys
+
+    a = np.random.default_rng(0).random(17)
+    assert type(_toy_kernel).__name__ == "function"  # not compiled yet
+    assert _toy_kernel(a) == pytest.approx(_toy_kernel.py_func(a), rel=1e-12)
+    compiled = sys.modules[__name__]._toy_kernel
+    assert type(compiled).__name__ == "CPUDispatcher"  # in place of the wrapper now
+    assert compiled(a[:5]) == pytest.approx(float(np.dot(a[:5], np.arange(1, 6))), rel=1e-12)

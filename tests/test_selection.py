@@ -53,6 +53,28 @@ def test_rain_fraction_counts_brightened_pixels():
         rain_fraction(frames, background[:5])
 
 
+def test_rain_fraction_of_uint8_frames_is_the_channel_mean_test_exactly():
+    # The uint8 path (a per-pixel threshold on the channel sum) against the definition
+    # written out: float32 channel mean / 255 minus the background's, above delta. Every
+    # channel sum and backgrounds on and between the levels, where rounding decides.
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (4, 24, 32, 3), dtype=np.uint8)
+    frames[0, 0, :4] = [[0, 0, 0], [255, 255, 255], [12, 0, 0], [255, 255, 254]]
+    backgrounds = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8),
+                   rng.uniform(0, 255, (24, 32, 3)).astype(np.float32),
+                   frames[1].astype(np.float64) + 4.0, np.full((24, 32, 3), 300.0)]
+
+    def by_definition(bg, delta):
+        bg_lum = np.asarray(bg).astype(np.float32).mean(axis=2) / 255.0
+        return float(np.mean([np.mean(f.astype(np.float32).mean(axis=2) / 255.0 - bg_lum
+                                      > delta) for f in frames]))
+
+    for bg in backgrounds:
+        for delta in (12 / 255, 4 / 255, 0.0, -0.5, 1.5):
+            assert rain_fraction(frames, bg, delta) == pytest.approx(by_definition(bg, delta),
+                                                                     rel=1e-12, abs=0)
+
+
 def test_split_half_change_and_the_acceptance_rule():
     video = make_rain_video(load_background("coffee", (48, 64)), 60, density="dense", seed=3)
     assert DENSITIES == ("sparse", "normal", "dense")

@@ -761,16 +761,18 @@ class FrameSource:
         source: a video file, a folder of frames, or an N x H x W x 3 uint8 array.
         start: first frame (files only).
         count: most frames (files only; ``None``: all the rest).
+        progress: show a tqdm bar for each full pass (:meth:`__iter__`).
 
     Raises:
         InputError: as :func:`iter_frames`, or a source with fewer than 1 frame.
     """
 
     def __init__(self, source: str | os.PathLike | np.ndarray, start: int = 0,
-                 count: int | None = None) -> None:
+                 count: int | None = None, *, progress: bool = False) -> None:
         self.array = source if isinstance(source, np.ndarray) else None
         self.source = source
         self.start, self.count = int(start), count
+        self.progress = progress
         if self.array is not None:
             self.n = len(self.array)
             self.shape = tuple(self.array.shape[1:3])
@@ -831,14 +833,17 @@ class FrameSource:
         if self.array is not None:
             yield from self.array
             return
-        for k, frame in enumerate(iter_frames(self.source, self.start, self.count)):
-            if k >= self.n:
-                return
-            if frame.shape[:2] != self.shape:
-                raise InputError(f"frame {self.start + k} of {self.source} is "
-                                 f"{frame.shape[1]}x{frame.shape[0]}, the first "
-                                 f"{self.shape[1]}x{self.shape[0]}")
-            yield frame
+        with tqdm(iter_frames(self.source, self.start, self.count), total=self.n,
+                  desc=f"reading {Path(self.source).name}", unit="frame",
+                  disable=not self.progress, leave=False) as frames:
+            for k, frame in enumerate(frames):
+                if k >= self.n:
+                    return
+                if frame.shape[:2] != self.shape:
+                    raise InputError(f"frame {self.start + k} of {self.source} is "
+                                     f"{frame.shape[1]}x{frame.shape[0]}, the first "
+                                     f"{self.shape[1]}x{self.shape[0]}")
+                yield frame
 
     def take(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """The frames at ``indices`` (sorted, unique) as a K x H x W x 3 array, in one pass."""

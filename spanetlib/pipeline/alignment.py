@@ -65,13 +65,12 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from numba import njit
-from scipy import ndimage
 
 from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import round_to_uint8
 from spanetlib.io.video import FrameSource
+from spanetlib.pipeline.lazy_jit import lazy_njit
 
 __all__ = [
     "ALIGN_MODES",
@@ -435,7 +434,7 @@ def warp_frame(image: np.ndarray, matrix: np.ndarray, interpolation: int = cv2.I
 # --------------------------------------------------------------------------------------------
 
 
-@njit(nogil=True, cache=True)
+@lazy_njit(nogil=True, cache=True)
 def _mirror(i: int, n: int) -> int:
     if n == 1:
         return 0
@@ -444,7 +443,7 @@ def _mirror(i: int, n: int) -> int:
     return period - i if i >= n else i
 
 
-@njit(nogil=True, cache=True)
+@lazy_njit(nogil=True, cache=True)
 def _bspline_kernel(coeffs, xs, ys, out):
     """Cubic B-spline interpolation of ``coeffs`` (H x W x C) at K points into ``out`` (K x C).
 
@@ -487,6 +486,8 @@ def bspline_coefficients(image: np.ndarray) -> np.ndarray:
     Returns:
         H x W x C float32 coefficients (mirror boundary), C = 1 for a 2-D image.
     """
+    from scipy import ndimage  # here: scipy takes a second to import (startup)
+
     image = np.asarray(image, np.float32)
     if image.ndim == 2:
         image = image[..., None]
@@ -723,7 +724,7 @@ def _step(model: str, m: np.ndarray, dp: np.ndarray) -> np.ndarray:
 _N_PARAMS = {"translation": 2, "euclidean": 3, "homography": 8}
 
 
-@njit(nogil=True, cache=True)
+@lazy_njit(nogil=True, cache=True)
 def _bspline_point(coeffs, x, y):
     """Cubic B-spline interpolation of channel 0 of ``coeffs`` at one point (mirror edges)."""
     h, w = coeffs.shape[0], coeffs.shape[1]
@@ -752,7 +753,7 @@ def _bspline_point(coeffs, x, y):
     return acc
 
 
-@njit(nogil=True, cache=True)
+@lazy_njit(nogil=True, cache=True)
 def _gn_residuals(coeffs, clear, m, xn, yn, t, half, cx, cy, gain, offset, r, usable):
     """Residuals ``frame(M x) - (gain T + offset)`` of every template sample, in place.
 
@@ -775,7 +776,7 @@ def _gn_residuals(coeffs, clear, m, xn, yn, t, half, cx, cy, gain, offset, r, us
     return count
 
 
-@njit(nogil=True, cache=True)
+@lazy_njit(nogil=True, cache=True)
 def _gn_normal(r, usable, sigma, m, model, xn, yn, tgx, tgy, t, gain, normal, rhs, weighted):
     """Tukey-weighted normal equations ``J^T W J`` and ``J^T W r`` of one Gauss-Newton step.
 

@@ -53,13 +53,12 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from numba import njit, prange
-from numba.core import types
-from numba.extending import overload
 
 from spanetlib.io.errors import InputError
+from spanetlib.pipeline.lazy_jit import lazy_njit, on_numba
 
 __all__ = [
     "BackgroundEstimate",
@@ -190,21 +189,32 @@ def _level(x):  # pragma: no cover - replaced by the overload inside numba
     raise NotImplementedError
 
 
-@overload(_level)
-def _level_overload(x):
-    """Levels 0..255 of one sample: uint8 as is, float as floor(255 x + 0.5) in float64."""
-    if isinstance(x, types.Integer):
-        return lambda x: np.uint32(x)
-    return lambda x: np.uint32(math.floor(np.float64(x) * 255.0 + 0.5))
+prange = range  # numba.prange once numba is imported (_numba_setup)
 
 
-@njit(inline="always")
+@on_numba
+def _numba_setup(numba: Any) -> None:
+    """Before the kernels compile: numba's ``prange`` and the overload of ``_level``."""
+    from numba.core import types
+    from numba.extending import overload
+
+    globals()["prange"] = numba.prange
+
+    @overload(_level)
+    def _level_overload(x):
+        """Levels 0..255 of one sample: uint8 as is, float as floor(255 x + 0.5) (float64)."""
+        if isinstance(x, types.Integer):
+            return lambda x: np.uint32(x)
+        return lambda x: np.uint32(math.floor(np.float64(x) * 255.0 + 0.5))
+
+
+@lazy_njit(inline="always")
 def _luma(r, g, b):
     """BT.601 luminance level of three sample levels, 16-bit fixed point, rounded half up."""
     return np.uint32(19595 * r + 38470 * g + 7471 * b + 32768) >> 16
 
 
-@njit(inline="always")
+@lazy_njit(inline="always")
 def _row_levels(fr, h, channels, levels):
     """Luminance levels of image row ``h`` of all N frames into ``levels`` (N x W uint8)."""
     for n in range(fr.shape[0]):
@@ -219,7 +229,7 @@ def _row_levels(fr, h, channels, levels):
                 out[w] = _level(row[w])
 
 
-@njit(parallel=True, cache=True)
+@lazy_njit(parallel=True, cache=True)
 def _mode_kernel(fr, channels, with_mean):
     """Eqs. 2-3 per pixel: luminance mode, #(Y < mode), #(Y <= mode) [, mean colour at mode].
 
@@ -288,7 +298,7 @@ def _mode_kernel(fr, channels, with_mean):
     return mode, low, high, mean
 
 
-@njit(parallel=True, cache=True)
+@lazy_njit(parallel=True, cache=True)
 def _select_u8_kernel(fr, ranks):
     """Exact 0-based order statistics ``ranks`` over axis 0 of uint8 N x H x M (radix search).
 
@@ -336,7 +346,7 @@ def _select_u8_kernel(fr, ranks):
     return out
 
 
-@njit(cache=True)
+@lazy_njit(cache=True)
 def _quickselect(a, k):
     """The k-th smallest (0-based) of ``a``, partially reordering ``a`` in place (Hoare)."""
     lo = 0
@@ -365,7 +375,7 @@ def _quickselect(a, k):
     return a[k]
 
 
-@njit(parallel=True, cache=True)
+@lazy_njit(parallel=True, cache=True)
 def _select_float_kernel(fr, ranks):
     """Exact 0-based order statistics ``ranks`` over axis 0 of float32 N x H x M (quickselect)."""
     n_frames, height, m = fr.shape
@@ -562,7 +572,7 @@ def mode_filter(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     return _to_rgb(mean, gray)
 
 
-@njit(cache=True)
+@lazy_njit(cache=True)
 def _ialm_sparse_step(data, dual, low_rank, sparse, work, inv_mu, thresh):
     """Fused IALM step: ``S = shrink(D + Y/mu - L, thresh)`` and ``work = D + Y/mu - S``."""
     rows, cols = data.shape
@@ -575,7 +585,7 @@ def _ialm_sparse_step(data, dual, low_rank, sparse, work, inv_mu, thresh):
             work[i, j] = t - e
 
 
-@njit(cache=True)
+@lazy_njit(cache=True)
 def _ialm_dual_step(data, dual, low_rank, sparse, mu):
     """Fused IALM step: ``Z = D - L - S``, ``Y += mu Z``; returns ``||Z||_F^2`` (float64)."""
     rows, cols = data.shape
@@ -774,7 +784,7 @@ def noise_sigma(frames: np.ndarray | Sequence[np.ndarray], mode: np.ndarray,
     return float(np.clip(math.sqrt(-0.5 / slope), 0.5, 20.0))
 
 
-@njit(parallel=True, cache=True)
+@lazy_njit(parallel=True, cache=True)
 def _reliability_kernel(fr, channels, est, tol, spread):
     """Per pixel: #frames below ``est - tol`` and the fullest far peak window (Reliability)."""
     n_frames, height, wc = fr.shape

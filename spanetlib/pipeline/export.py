@@ -52,7 +52,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from spanetlib.io.checks import check_positive
+from spanetlib.io.checks import check_int, check_positive
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import (
     atomic_write_json,
@@ -65,6 +65,7 @@ from spanetlib.io.files import (
 from spanetlib.io.pairs import write_pair_list
 from spanetlib.io.resources import cpus_available, host_memory_available
 from spanetlib.io.video import (
+    FrameSource,
     count_frames,
     frame_shape,
     read_sequence,
@@ -746,7 +747,7 @@ def resume_exported(plan: ExportPlan) -> list[SceneJob]:
 class _SceneEstimate:
     """A scene's frames, their clip estimate, and how it was decided."""
 
-    frames: np.ndarray  # N x H x W x 3 uint8, the frames the estimate used
+    frames: FrameSource  # the N frames the estimate used, read again for the pairs
     result: ClipEstimate | None  # None: auto-accept never accepted the scene
     n: int
     density: str
@@ -788,7 +789,7 @@ def _check_accepted_images(job: SceneJob, result: ClipEstimate) -> None:
 def _accepted_estimate(job: SceneJob) -> _SceneEstimate:
     """The review's N frames, their clip estimate, checked against the accepted images."""
     count = min(job.n, job.frames_available)
-    frames = read_sequence(job.source, start=job.start, count=count, min_frames=2)
+    frames = FrameSource(job.source, start=job.start, count=count)
     result = review_estimate(frames, job.align)
     _check_accepted_images(job, result)
     return _SceneEstimate(frames, result, len(frames), job.density, scene_quality(result))
@@ -809,20 +810,17 @@ def _auto_estimate(job: SceneJob) -> _SceneEstimate:
         density = guess_density(read_sequence(job.source, start=job.start, min_frames=1,
                                               count=min(GUESS_FRAMES, available)))
     n: int | None = min(FRAME_COUNTS[density], available)
-    frames = np.empty((0,), np.uint8)
     history = []
     while n is not None:
-        if len(frames) < n:
-            more = read_sequence(job.source, start=job.start + len(frames), min_frames=1,
-                                 count=n - len(frames))
-            frames = more if len(frames) == 0 else np.concatenate([frames, more])
-            if len(frames) < n:  # the container's frame count was too high
-                n = available = len(frames)
-        result = review_estimate(frames[:n], job.align)
+        # Streamed: each try reads its N frames again, so memory does not grow with N.
+        frames = FrameSource(job.source, start=job.start, count=n)
+        if len(frames) < n:  # the container's frame count was too high
+            n = available = len(frames)
+        result = review_estimate(frames, job.align)
         quality = scene_quality(result)
         history.append({"n": n, **quality_record(quality)})
         if quality.accept:
-            return _SceneEstimate(frames[:n], result, n, density, quality, history)
+            return _SceneEstimate(frames, result, n, density, quality, history)
         last = n
         n = grow_n(n, density, available)
     return _SceneEstimate(frames, None, last, density, quality, history)
@@ -900,7 +898,11 @@ def _write_patches(job: SceneJob, est: _SceneEstimate
     counts = _PatchCounts()
     written_clean: set[str] = set()
     pairs = []
-    for i, k in chosen:
+    period_of = dict(chosen)  # frame -> period; pairs() lists the frames in order
+    decoded = 0
+    for i, frame in frames.iter_at(list(period_of)):  # one pass, one frame held at a time
+        k = period_of[i]
+        decoded += 1
         index = f"{job.start + i:0{width}d}"
         own = bool(result.warped[i] or result.exposed[i])  # its own clean image, else shared
         clean = result.clean_for_frame(i)
@@ -921,7 +923,7 @@ def _write_patches(job: SceneJob, est: _SceneEstimate
                 if clean_rel not in written_clean:
                     write_image(job.out / clean_rel, clean_patch)
                     written_clean.add(clean_rel)
-                rain_patch = np.where(ok[..., None], frames[i, y:y + ph, x:x + pw], clean_patch)
+                rain_patch = np.where(ok[..., None], frame[y:y + ph, x:x + pw], clean_patch)
                 if policy == "mask":
                     write_image(scene_dir / "mask" / f"{index}_{y}_{x}.png",
                                 ok.astype(np.uint8) * np.uint8(255))
@@ -931,6 +933,9 @@ def _write_patches(job: SceneJob, est: _SceneEstimate
                 write_image(job.out / rain_rel, rain_patch)
                 pairs.append([rain_rel, clean_rel])
                 counts.written += 1
+    if decoded < len(chosen):
+        raise InputError(f"{job.source}: only {decoded} of the {len(chosen)} paired frames "
+                         "decoded on the second reading")
     return pairs, counts, len(chosen)
 
 
@@ -1538,7 +1543,10 @@ class CleanImages:
                  f"{float(motion.displacement.max()):.2f} px, {int(result.warped.sum())}/{n} "
                  f"frames warped, {int(result.exposed.sum())} exposure-corrected "
                  f"(--align {result.mode.name})"]
-        left_out = n - sum(len(seg.frames) for seg in result.segments)
+        # (a streamed clip's seg.frames lists only the frames kept for the estimate)
+        left_out = n - sum(int((result.period[seg.start:seg.stop]
+                                == result.period[seg.start]).sum())
+                           for seg in result.segments)
         if len(result.segments) > 1:
             lines.append(f"the scene changed: {len(result.segments)} stable periods, one clean "
                          f"image each ({left_out} frames in transitions or too short periods "
@@ -1619,8 +1627,11 @@ def export_clean_images(source: str | os.PathLike, output: str | os.PathLike, *,
     output = check_output_path(output, overwrite=overwrite, image=True)
     _check_period_outputs(output, overwrite)
     mode = get_align_mode(align).name
-    clip = read_sequence(source, start=start, count=frames, progress=progress)
-    result = review_estimate(clip, mode)
+    check_int("start", start, minimum=0)
+    check_int("frames", frames, minimum=0, allow_none=True)
+    # Streamed: the frames are read in passes, never held whole (bounded memory).
+    clip = FrameSource(source, start=start, count=frames, progress=progress)
+    result = review_estimate(clip, mode, quality=False)  # no quality is judged here
     if not result.segments:
         raise InputError(f"{source}: no stable period of enough frames among {len(clip)} "
                          f"({int((result.period < 0).sum())} in transitions or unregistered); "

@@ -69,7 +69,13 @@ from tqdm.auto import tqdm
 from spanetlib.io.checks import check_int
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import atomic_write_json, check_image_values, round_to_uint8, write_image
-from spanetlib.io.video import SCENE_NAME_PATTERN, SourceIdentity, read_sequence, source_identity
+from spanetlib.io.video import (
+    SCENE_NAME_PATTERN,
+    FrameSource,
+    SourceIdentity,
+    read_sequence,
+    source_identity,
+)
 from spanetlib.pipeline.alignment import ALIGN_MODES, get_align_mode, warp_frame
 from spanetlib.pipeline.clip_estimate import ClipEstimate, estimate_clip
 from spanetlib.pipeline.quality import SceneQuality, scene_quality
@@ -125,16 +131,21 @@ def _check_density(density: str) -> str:
     return density
 
 
-def review_estimate(frames: np.ndarray, align: str = "auto") -> ClipEstimate:
+def review_estimate(frames: np.ndarray | FrameSource, align: str = "auto", *,
+                    quality: bool = True) -> ClipEstimate:
     """The estimate a review judges: `estimate_clip` of the frames, per stable period.
 
-    A period needs `MIN_PERIOD_FRAMES` frames (all of them when fewer are reviewed).
+    A period needs `MIN_PERIOD_FRAMES` frames (all of them when fewer are reviewed). A
+    `spanetlib.io.video.FrameSource` is streamed (memory bounded whatever the clip's length).
 
     Args:
-        frames: N x H x W x 3 uint8 RGB, N >= 2.
+        frames: N x H x W x 3 uint8 RGB, N >= 2, or a `spanetlib.io.video.FrameSource`.
         align: an `spanetlib.pipeline.alignment.ALIGN_MODES` name.
+        quality: measure the evidence `spanetlib.pipeline.quality.scene_quality` needs
+            (False where no quality is judged: the clean images are the same).
     """
-    return estimate_clip(frames, align, min_frames=max(2, min(MIN_PERIOD_FRAMES, len(frames))))
+    return estimate_clip(frames, align, min_frames=max(2, min(MIN_PERIOD_FRAMES, len(frames))),
+                         quality=quality)
 
 
 def grow_n(n: int, density: str, available: int) -> int | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
 from spanetlib.io.checks import check_frames
@@ -87,11 +88,35 @@ def rain_fraction(frames: np.ndarray, background: np.ndarray,
         raise ValueError(f"background shape {bg.shape} does not match frames {frames.shape[1:]}")
     scale = 255.0 if frames.dtype == np.uint8 else 1.0
     bg_lum = bg.astype(np.float32).mean(axis=2) / scale
+    if frames.dtype == np.uint8:
+        # Exactly the float test below, per channel sum (0..765, exact in uint16): the test
+        # grows with the sum, so it holds above a per-pixel threshold found once by bisection.
+        above = np.full(bg_lum.shape, 3 * 255 + 1, np.int32)  # smallest sum passing, or 766
+        below = np.full(bg_lum.shape, -1, np.int32)  # largest sum known to fail
+        while True:
+            open_ = above - below > 1
+            if not open_.any():
+                break
+            mid = (above + below) // 2
+            passes = _MEAN_LEVEL[np.clip(mid, 0, 3 * 255)] - bg_lum > delta
+            above = np.where(open_ & passes, mid, above)
+            below = np.where(open_ & ~passes, mid, below)
+        threshold = np.minimum(above, 3 * 255 + 1).astype(np.uint16)
+        total = 0
+        for frame in frames:
+            channel_sum = cv2.add(cv2.add(frame[..., 0], frame[..., 1], dtype=cv2.CV_16U),
+                                  frame[..., 2], dtype=cv2.CV_16U)
+            total += np.count_nonzero(channel_sum >= threshold) / channel_sum.size
+        return float(total) / len(frames)
     total = 0.0
     for frame in frames:
         lum = frame.astype(np.float32).mean(axis=2) / scale
         total += float(np.mean(lum - bg_lum > delta))
     return total / len(frames)
+
+
+#: float32 channel mean / 255 of each uint8 channel sum 0..765, as ``mean(axis=2) / 255`` gives.
+_MEAN_LEVEL = np.arange(3 * 255 + 1, dtype=np.float32) / np.float32(3) / np.float32(255.0)
 
 
 def guess_density(frames: np.ndarray, estimate: Any = None) -> str:
