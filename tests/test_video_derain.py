@@ -660,3 +660,42 @@ def test_alpha_is_kept_and_sixteen_bits_refused(tmp_path, tiny_weights):
     with pytest.raises(InputError, match="16-bit RGB image; derain-video works on 8-bit"):
         derain_video(deep, tmp_path / "out16", tiny_weights, device="cpu", progress=False)
     assert not (tmp_path / "out16").exists()
+
+
+def test_score_clip_pools_overlay_and_bright_regions():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 256, (4, 12, 16, 3), dtype=np.uint8)
+    derained = truth.copy()
+    overlay = np.zeros((12, 16), bool)
+    overlay[2:5, 3:9] = True
+    bright = np.zeros((4, 12, 16), bool)
+    bright[:, 8:11, 10:14] = True
+    # Errors of 4 levels inside the overlay, 16 inside the bright part, none elsewhere.
+    derained[:, overlay] = np.clip(truth[:, overlay].astype(int) + 4, 0, 255)
+    derained[bright] = np.clip(truth[bright].astype(int) - 16, 0, 255)
+    scores = score_clip(derained, truth, overlay_mask=overlay, bright_mask=bright)
+    sq = (derained.astype(np.float64) - truth) ** 2
+    assert scores.overlay_psnr == pytest.approx(
+        10 * np.log10(255.0 ** 2 / sq[:, overlay].mean()), abs=1e-6)
+    assert scores.bright_psnr == pytest.approx(
+        10 * np.log10(255.0 ** 2 / sq[bright].mean()), abs=1e-6)
+    assert scores.overlay_psnr > scores.bright_psnr
+    assert np.isnan(score_clip(derained, truth).overlay_psnr)
+    with pytest.raises(ValueError):
+        score_clip(derained, truth, overlay_mask=overlay[:5])
+
+
+def test_goal_verdicts_check_overlays_bright_content_and_steady_cameras():
+    table = comparison_table()
+    table["camera_px"] = np.where(table["clip"] == "static", 0.0, 3.0)
+    table["overlay_psnr"] = np.nan
+    table["bright_psnr"] = np.nan
+    pick = (table["clip"] == "passing") & (table["weights"] == "synthetic")
+    table.loc[pick & (table["method"] == "hybrid"), "overlay_psnr"] = 30.0
+    table.loc[pick & (table["method"] == "per-frame SPANet"), "overlay_psnr"] = 32.0
+    lines = video_experiment.goal_verdicts(table)
+    assert lines[2].endswith("; overlays -2.00 dB FAIL")
+    assert lines[-1] == "  steady-camera clips (1): whole frame +14.0 dB at worst (static) PASS"
+    table["camera_px"] = 0.0
+    assert video_experiment.goal_verdicts(table)[-1].endswith("(passing) FAIL")
+    assert "in overlays" in video_experiment.methods_view(table).columns
