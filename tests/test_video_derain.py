@@ -508,7 +508,7 @@ def test_spanet_on_crops_is_derain_array_on_each_crop(tiny_spanet):
     runner = video_derain._Spanet(tiny_spanet, None, "cpu", "fp32")
     out, share = runner.where(frame, need)
     assert 0 < share < 1
-    plan = video_derain._spanet_plan(need)
+    plan = video_derain._spanet_plan(need, runner.context)
     for group in plan:
         for crop, core in group:
             expected, _ = derain_array(tiny_spanet, frame[crop])
@@ -699,3 +699,17 @@ def test_goal_verdicts_check_overlays_bright_content_and_steady_cameras():
     table["camera_px"] = 0.0
     assert video_experiment.goal_verdicts(table)[-1].endswith("(passing) FAIL")
     assert "in overlays" in video_experiment.methods_view(table).columns
+
+
+def test_spanet_context_is_measured_from_the_model():
+    # A pointwise derainer needs no context: the smallest step; one that looks at the whole
+    # crop (its mean) never settles: the full context.
+    assert video_derain.spanet_context(lambda b: b.astype(np.float32)) \
+        == video_derain.CONTEXT_STEPS[0]
+    assert video_derain.spanet_context(
+        lambda b: np.broadcast_to(b.mean(axis=(1, 2), keepdims=True, dtype=np.float32),
+                                  b.shape).copy()) == video_derain.SPANET_CONTEXT
+    need = np.zeros((120, 160), bool)
+    need[60:64, 80:84] = True
+    small, large = (video_derain._plan_area(video_derain._spanet_plan(need, m)) for m in (8, 32))
+    assert small < large

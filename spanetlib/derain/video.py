@@ -29,8 +29,9 @@ it is right. For every window of frames (:func:`derain_windows`):
    ``w`` (1 on content, falling to 0 over a few pixels outside it); the output is
    ``w * SPANet(frame) + (1 - w) * background``, rounded to uint8. SPANet runs only where
    ``w > 0``: thin bands along the frame's edges (what the camera's motion left uncovered) as
-   strips, the rest as grid cells in crops of one size with :data:`SPANET_CONTEXT` pixels of
-   context, several crops per forward pass (:func:`_spanet_plan`); on the whole frame only
+   strips, the rest as grid cells in crops of one size with the context the model needs
+   (measured once per model, :func:`spanet_context`; at most :data:`SPANET_CONTEXT` pixels),
+   several crops per forward pass (:func:`_spanet_plan`); on the whole frame only
    when the crops would read most of it; a frame that rain explains everywhere needs no
    SPANet at all.
 
@@ -65,6 +66,7 @@ import json
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +126,7 @@ __all__ = [
     "derain_clip",
     "derain_video",
     "derain_windows",
+    "spanet_context",
 ]
 
 #: Frames around each frame the temporal estimate uses (``window``): the paper's N for
@@ -138,9 +141,16 @@ METHODS = ("hybrid", "temporal", "spanet")
 #: The manifest a frame-folder output keeps (settings and input identity).
 MANIFEST_NAME = "derain_video.json"
 
-#: Pixels of context SPANet sees around the part of a crop whose output is used
-#: (:func:`spanetlib.derain.images.derain_array`'s default tile overlap).
+#: Most pixels of context SPANet sees around the part of a crop whose output is used
+#: (:func:`spanetlib.derain.images.derain_array`'s default tile overlap); a model whose output
+#: settles within less takes less (:func:`spanet_context`).
 SPANET_CONTEXT = 32
+#: Contexts :func:`spanet_context` tries, smallest first.
+CONTEXT_STEPS = (8, 12, 16, 24)
+#: Largest change (levels, 0..255) the context may make to the output of a probe crop's
+#: core for :func:`spanet_context` to take it: a tenth of the rounding step, as the probe
+#: is not the footage.
+CONTEXT_TOLERANCE = 0.05
 #: Sides of the grid cells SPANet may be run on where the frame needs it (each cell in a crop
 #: of ``side + 2 * SPANET_CONTEXT`` pixels, several per forward pass); per frame, the side
 #: that reads the fewest pixels (small cells for scattered bits, large ones for objects).
@@ -414,19 +424,20 @@ def _edge_depths(need: np.ndarray, limit: int) -> tuple[int, int, int, int]:
     return out[0], out[1], out[2], out[3]
 
 
-def _spanet_plan(need: np.ndarray) -> list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]:
+def _spanet_plan(need: np.ndarray, context: int = SPANET_CONTEXT
+                 ) -> list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]:
     """Where SPANet runs to cover ``need``: groups of equal-size crops, each one batch.
 
     Each item is ``(crop, core)``: the crop fed to SPANet (frame slices) and the part of the
-    frame whose output it gives (inside the crop, with :data:`SPANET_CONTEXT` pixels of
-    context on every side that is not the frame's edge). Thin bands along the frame's edges
-    (what the period's valid region misses when the camera moved) are run as strips; the rest
-    as a grid of cells (:data:`SPANET_CORES`) in crops of one size, clamped inside the
-    frame. An empty plan: nothing needed. None of this depends on anything but ``need``, so a
-    frame is derained the same way in every run.
+    frame whose output it gives (inside the crop, with ``context`` pixels of context on
+    every side that is not the frame's edge). Thin bands along the frame's edges (what the
+    period's valid region misses when the camera moved) are run as strips; the rest as a
+    grid of cells (:data:`SPANET_CORES`) in crops of one size, clamped inside the frame. An
+    empty plan: nothing needed. None of this depends on anything but ``need`` and
+    ``context``, so a frame is derained the same way in every run.
     """
     h, w = need.shape
-    m = SPANET_CONTEXT
+    m = int(context)
     rest = need.copy()
     groups: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]] = []
     top, bottom, left, right = _edge_depths(need, max(8, min(h, w) // 6))
@@ -482,6 +493,45 @@ def _plan_area(groups: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]
                for group in groups for crop, _ in group)
 
 
+def spanet_context(forward: Callable[[np.ndarray], np.ndarray]) -> int:
+    """The context (pixels) a crop needs for SPANet's output on its core to match a larger crop.
+
+    SPANet's IRNN carries information along whole rows and columns, so how far the output
+    depends on the input depends on the weights: measured, not assumed. A seeded probe
+    (smooth texture with bright streaks, 128 x 128) is run whole; its central 32 x 32 core
+    (48 pixels of context) is the reference. The first of :data:`CONTEXT_STEPS` whose crop
+    gives that core within :data:`CONTEXT_TOLERANCE` levels is the answer, otherwise
+    :data:`SPANET_CONTEXT`. The probe is fixed, so a model gets the same context in every run
+    on a machine (resumes stay identical).
+
+    Args:
+        forward: B x h x w x 3 uint8 -> B x h x w x 3 float32 in 0..255.
+
+    Returns:
+        Pixels of context, at most :data:`SPANET_CONTEXT`.
+    """
+    rng = np.random.default_rng(22)
+    side, core, lo = 128, 32, 48
+    probe = cv2.GaussianBlur(rng.uniform(40, 200, (side, side, 3)).astype(np.float32),
+                             (0, 0), 3.0)
+    probe += rng.normal(0, 6, probe.shape).astype(np.float32)
+    for _ in range(40):  # bright slanted streaks, as rain
+        y, x = rng.integers(0, side, 2)
+        cv2.line(probe, (int(x), int(y)), (int(x) + 4, int(y) + 18), (235, 235, 235), 1)
+    probe = np.clip(probe, 0, 255).astype(np.uint8)
+    reference = forward(probe[None])[0][lo:lo + core, lo:lo + core]
+    for m in CONTEXT_STEPS:
+        crop = probe[lo - m:lo + core + m, lo - m:lo + core + m]
+        out = forward(crop[None])[0][m:m + core, m:m + core]
+        if float(np.abs(out - reference).max()) <= CONTEXT_TOLERANCE:
+            return m
+    return SPANET_CONTEXT
+
+
+#: model -> ((device, dtype, parameter sums), context): measured once per model and weights.
+_CONTEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class _Spanet:
     """SPANet on a whole frame (``whole``) or on the crops of a plan (``where``), batched."""
 
@@ -496,6 +546,24 @@ class _Spanet:
             raise ValueError(f"tile: expected 'auto', None or an int > 32 (the tile overlap), "
                              f"got {tile!r}")
         self.model, self.tile, self.precision = model, tile, precision
+        self._context: int | None = None
+
+    @property
+    def context(self) -> int:
+        """Pixels of context around each crop's core (:func:`spanet_context`, measured once)."""
+        if self._context is None:
+            if self.model is None:
+                raise ValueError("method needs a model")
+            self.model.eval().to(self.dev)
+            with torch.no_grad():
+                key = (str(self.dev), str(self.dtype), tuple(
+                    float(p.detach().float().sum()) for p in self.model.parameters()))
+            cached = _CONTEXTS.get(self.model)
+            if cached is None or cached[0] != key:
+                cached = (key, spanet_context(self._forward))
+                _CONTEXTS[self.model] = cached
+            self._context = cached[1]
+        return self._context
 
     def _tile_for(self, h: int, w: int) -> int | None:
         if self.tile == "auto":
@@ -523,7 +591,7 @@ class _Spanet:
         out = np.zeros((h, w, 3), np.float32)
         if not need.any():
             return out, 0.0
-        plan = _spanet_plan(need)
+        plan = _spanet_plan(need, self.context)
         area = _plan_area(plan)
         if area > _WHOLE_FRAME_SHARE * h * w:
             return self.whole(frame), 1.0
