@@ -713,3 +713,23 @@ def test_spanet_context_is_measured_from_the_model():
     need[60:64, 80:84] = True
     small, large = (video_derain._plan_area(video_derain._spanet_plan(need, m)) for m in (8, 32))
     assert small < large
+
+
+def test_box_tiles_merge_parts_whose_crops_meet_and_cover_the_need():
+    need = np.zeros((100, 140), bool)
+    need[10:14, 10:14] = True
+    need[10:14, 30:34] = True  # 16 px away: crops with 12 px of context meet -> one box
+    need[70:75, 100:108] = True  # far: its own box
+    tiles = video_derain._box_tiles(need, 12)
+    assert len(tiles) == 2
+    covered = np.zeros(need.shape, np.int32)
+    for crop, core in tiles:
+        covered[core] += 1
+        assert crop[0].start <= core[0].start - 12 or crop[0].start == 0
+        assert crop[1].stop >= core[1].stop + 12 or crop[1].stop == 140
+    assert (covered[need] == 1).all() and covered.max() == 1
+    assert len(video_derain._box_tiles(need, 4)) == 3  # less context: the crops stay apart
+    # The plan takes whichever reads least; scattered small parts: far less than a grid.
+    plan = video_derain._spanet_plan(need, 12)
+    assert video_derain._plan_area(plan) <= video_derain._plan_area(
+        [video_derain._best_grid(need, 12)])

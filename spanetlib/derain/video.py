@@ -154,7 +154,7 @@ CONTEXT_TOLERANCE = 0.05
 #: Sides of the grid cells SPANet may be run on where the frame needs it (each cell in a crop
 #: of ``side + 2 * SPANET_CONTEXT`` pixels, several per forward pass); per frame, the side
 #: that reads the fewest pixels (small cells for scattered bits, large ones for objects).
-SPANET_CORES = (32, 64, 128)
+SPANET_CORES = (16, 32, 64, 128)
 #: Memory SPANet's forward passes may take at once (bytes): caps the crops per pass and the
 #: ``auto`` tile of whole frames, so a 1080p clip stays within its memory goal.
 SPANET_MEMORY = 512 << 20
@@ -436,8 +436,54 @@ def _spanet_plan(need: np.ndarray, context: int = SPANET_CONTEXT
     empty plan: nothing needed. None of this depends on anything but ``need`` and
     ``context``, so a frame is derained the same way in every run.
     """
-    h, w = need.shape
     m = int(context)
+    if not need.any():
+        return []
+    # Candidates, the one that reads the fewest pixels wins (ties: the first): edge bands as
+    # strips or not (content touching an edge is no band), the rest as grid cells of one size
+    # (batched) or as one box per part of the need (merged where their crops would meet).
+    plans = [_plan_with_bands(need, m, boxes) for boxes in (False, True)]
+    plans += [[_best_grid(need, m)], [[tile] for tile in _box_tiles(need, m)]]
+    return min(plans, key=_plan_area)
+
+
+def _box_tiles(rest: np.ndarray, m: int) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+    """One crop per connected part of ``rest``: its bounding box with ``m`` pixels of context.
+
+    Boxes whose crops would overlap are merged into their common bounding box (until none
+    do), so no pixel is read twice and the cores are disjoint.
+    """
+    h, w = rest.shape
+    count, _, stats, _ = cv2.connectedComponentsWithStats(rest.astype(np.uint8), connectivity=8)
+    boxes = [(int(y), int(x), int(y + bh), int(x + bw)) for x, y, bw, bh in
+             stats[1:, :4].tolist()]
+    merged = True
+    while merged and len(boxes) > 1:
+        merged = False
+        out: list[tuple[int, int, int, int]] = []
+        for box in boxes:
+            for k, other in enumerate(out):
+                if (box[0] - m < other[2] + m and other[0] - m < box[2] + m
+                        and box[1] - m < other[3] + m and other[1] - m < box[3] + m):
+                    out[k] = (min(box[0], other[0]), min(box[1], other[1]),
+                              max(box[2], other[2]), max(box[3], other[3]))
+                    merged = True
+                    break
+            else:
+                out.append(box)
+        boxes = out
+    boxes.sort()
+    return [((slice(max(0, y0 - m), min(h, y1 + m)), slice(max(0, x0 - m), min(w, x1 + m))),
+             (slice(y0, y1), slice(x0, x1))) for y0, x0, y1, x1 in boxes]
+
+
+def _plan_with_bands(need: np.ndarray, m: int, boxes: bool = False
+                     ) -> list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]:
+    """:func:`_spanet_plan` with the edge bands as strips, the rest as grid cells or boxes.
+
+    ``boxes``: the rest as one crop per part (:func:`_box_tiles`) instead of grid cells.
+    """
+    h, w = need.shape
     rest = need.copy()
     groups: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]] = []
     top, bottom, left, right = _edge_depths(need, max(8, min(h, w) // 6))
@@ -456,16 +502,24 @@ def _spanet_plan(need: np.ndarray, context: int = SPANET_CONTEXT
         groups.append([((slice(0, h), slice(max(0, w - right - m), w)),
                         (slice(0, h), slice(w - right, w)))])
         rest[:, w - right:] = False
-    if not rest.any():
-        return groups
-    best: list[tuple[tuple[slice, slice], tuple[slice, slice]]] | None = None
-    for c in SPANET_CORES:  # the cell size that reads the fewest pixels for this frame
-        tiles = _grid_tiles(rest, c, m)
-        if best is None or _plan_area([tiles]) < _plan_area([best]):
-            best = tiles
-    tiles = best
-    groups.append(tiles)
+    if rest.any():
+        if boxes:
+            groups += [[tile] for tile in _box_tiles(rest, m)]
+        else:
+            groups.append(_best_grid(rest, m))
     return groups
+
+
+def _best_grid(rest: np.ndarray, m: int) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+    """The grid tiles of the cell size (:data:`SPANET_CORES`) that read the fewest pixels."""
+    best: list[tuple[tuple[slice, slice], tuple[slice, slice]]] = []
+    if not rest.any():
+        return best
+    for c in SPANET_CORES:
+        tiles = _grid_tiles(rest, c, m)
+        if not best or _plan_area([tiles]) < _plan_area([best]):
+            best = tiles
+    return best
 
 
 def _grid_tiles(rest: np.ndarray, c: int, m: int
