@@ -733,3 +733,24 @@ def test_box_tiles_merge_parts_whose_crops_meet_and_cover_the_need():
     plan = video_derain._spanet_plan(need, 12)
     assert video_derain._plan_area(plan) <= video_derain._plan_area(
         [video_derain._best_grid(need, 12)])
+
+
+def test_bright_streaks_over_three_frames_are_rain_and_moving_edges_of_content_are_kept(
+        identity):
+    clip = tiny_clip("static", size=(64, 96), n_frames=12)
+    frames, truth = clip.frames.copy(), clip.truth.copy()
+    streak = (slice(10, 24), slice(12, 14))  # bright in frames 4-6 only: rain meeting itself
+    for k in range(4, 7):
+        frames[k][streak] = 255
+    gap = (slice(30, 44), slice(60, 62))  # content open in frames 3-8 ...
+    edge = (slice(30, 44), slice(62, 64))  # ... widening in frame 5 only (foliage swaying)
+    for k in range(3, 9):
+        frames[k][gap] = truth[k][gap] = 255
+    frames[5][edge] = truth[5][edge] = 255
+    result = derain_clip(frames, identity, window=12)
+    assert (result.weight[5][streak] == 0).all()  # the background: the streak is gone
+    # ... within a tenth of what the streak added to the frame.
+    err = np.abs(result.frames[5][streak].astype(int) - truth[5][streak]).mean()
+    assert err < 0.1 * np.abs(frames[5][streak].astype(int) - truth[5][streak]).mean()
+    assert (result.weight[5][edge] > 0.99).all()  # the frame's: the gap's new edge kept
+    assert score_clip(result.frames[5:6], truth[5:6]).psnr > 35.0

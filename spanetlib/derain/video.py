@@ -165,6 +165,9 @@ OVERLAY_STABLE_SHARE = 0.7
 OVERLAY_MIN_MOTION_PX = 2.0
 #: Fewest pixels of a bright part that :func:`_persistent_bright` may call content.
 PERSIST_MIN_AREA = 6
+#: Frames (this one included) over which a bright part must stay bright somewhere to be
+#: content (:func:`_persistent_bright`).
+PERSIST_SEED_FRAMES = 5
 _WHOLE_FRAME_SHARE = 0.7  # crops reading more than this share of the frame: whole frame
 
 
@@ -777,28 +780,12 @@ class _WindowAnalysis:
         return _Analysis(background, background.bright)
 
 
-def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | None:
-    """Bright pixels taken for rain in frame ``local`` that stay put over consecutive frames.
-
-    Rain streaks are short-lived: a streak is gone (or has fallen far) by the next frame. A
-    pixel bright at the same scene position (the neighbours' bright pixels mapped into this
-    frame by the measured camera motion; not widened: streaks fall near parallel, so a widened
-    streak would meet the next frame's streaks along their whole length) in the frames before
-    AND after it is content (sky through foliage, a light, a reflection), not rain, where
-    such pixels make a part of at least :data:`PERSIST_MIN_AREA` pixels (rain meets itself
-    at a pixel now and then, not over a patch). At the window's ends the two frames on the one
-    side decide.
-    """
-    own = analysis.get(local).bright
-    n = len(analysis.frames)
-    if own is None or not own.any() or n < 3:
-        return None
-    h, w = own.shape
+def _bright_stays(analysis: _WindowAnalysis, local: int, others: Sequence[int]
+                  ) -> np.ndarray | None:
+    """Frame ``local``'s bright pixels also bright at the same scene position in ``others``."""
+    stays = analysis.get(local).bright.copy()
+    h, w = stays.shape
     matrices = analysis.estimate.motion.matrices
-    # The frames just before and after; at the window's ends the two on the one side.
-    others = [local - 1, local + 1] if 0 < local < n - 1 else \
-        ([1, 2] if local == 0 else [n - 2, n - 3])
-    stays = own.copy()
     for other in others:
         bright = analysis.get(other).bright
         if bright is None:
@@ -809,7 +796,32 @@ def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | No
             mask = cv2.warpPerspective(mask, to_other, (w, h), flags=cv2.INTER_NEAREST
                                        | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
         stays &= mask > 0
-    if not stays.any():
+    return stays
+
+
+def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | None:
+    """Bright pixels taken for rain in frame ``local`` that stay put over consecutive frames.
+
+    Rain streaks are short-lived: a streak is gone (or has fallen far) by the next frame. A
+    pixel bright at the same scene position (the neighbours' bright pixels mapped into this
+    frame by the measured camera motion; not widened: streaks fall near parallel, so a widened
+    streak would meet the next frame's streaks along their whole length) in the frames before
+    AND after it is content (sky through foliage, a light, a reflection), not rain, where
+    such pixels make a part of at least :data:`PERSIST_MIN_AREA` pixels that holds a pixel
+    bright over :data:`PERSIST_SEED_FRAMES` consecutive frames around these three (heavy
+    rain meets itself over three frames in streak-shaped patches now and then, over five
+    almost never, while content stays), together with the frame's bright pixels connected
+    to such a part (its moving edge). At the window's ends the frames on the one side decide.
+    """
+    own = analysis.get(local).bright
+    n = len(analysis.frames)
+    if own is None or not own.any() or n < 3:
+        return None
+    # The frames just before and after; at the window's ends the two on the one side.
+    others = [local - 1, local + 1] if 0 < local < n - 1 else \
+        ([1, 2] if local == 0 else [n - 2, n - 3])
+    stays = _bright_stays(analysis, local, others)
+    if stays is None or not stays.any():
         return None
     count, labels, stats, _ = cv2.connectedComponentsWithStats(stays.astype(np.uint8),
                                                                connectivity=8)
@@ -817,7 +829,29 @@ def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | No
     keep[0] = False
     if not keep.any():
         return None
-    return keep[labels]
+    # The seed: bright over some PERSIST_SEED_FRAMES consecutive frames of the window that
+    # hold this one and its neighbours.
+    if n > PERSIST_SEED_FRAMES:
+        span = {local, *others}
+        seeded = np.zeros(len(keep), bool)
+        for lo in range(max(0, max(span) - PERSIST_SEED_FRAMES + 1),
+                        min(min(span), n - PERSIST_SEED_FRAMES) + 1):
+            seed = _bright_stays(analysis, local, [k for k in range(lo, lo + PERSIST_SEED_FRAMES)
+                                                   if k != local])
+            if seed is not None:
+                seeded[np.unique(labels[seed])] = True
+        keep &= seeded
+        if not keep.any():
+            return None
+    # Whole parts: the frame's bright pixels connected to a persistent part (within a pixel)
+    # are the same content at its moving edge (a gap in swaying foliage), bright only now.
+    persistent = keep[labels]
+    grown = cv2.dilate(own.astype(np.uint8), np.ones((3, 3), np.uint8))
+    count, labels = cv2.connectedComponents(grown, connectivity=8)
+    touched = np.zeros(count, bool)
+    touched[np.unique(labels[persistent])] = True
+    touched[0] = False
+    return touched[labels] & own | persistent
 
 
 def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], method: str,
