@@ -754,3 +754,22 @@ def test_bright_streaks_over_three_frames_are_rain_and_moving_edges_of_content_a
     assert err < 0.1 * np.abs(frames[5][streak].astype(int) - truth[5][streak]).mean()
     assert (result.weight[5][edge] > 0.99).all()  # the frame's: the gap's new edge kept
     assert score_clip(result.frames[5:6], truth[5:6]).psnr > 35.0
+
+
+def test_thin_edge_bands_take_the_background_and_a_short_feather(identity, monkeypatch):
+    clip = tiny_clip("handheld", size=(64, 96), n_frames=8)
+    k = video_derain.EDGE_EXTEND_PX
+    extended = derain_clip(clip.frames, identity, window=8)
+    monkeypatch.setattr(video_derain, "EDGE_EXTEND_PX", 0)
+    spanet_edges = derain_clip(clip.frames, identity, window=8)
+    assert sum(r.outside_share for r in spanet_edges.records) > 0  # the camera moved
+    # Without the extension the outermost pixels no background covers are SPANet's.
+    assert (spanet_edges.weight[:, :k] > 0).any() or (spanet_edges.weight[:, :, :k] > 0).any()
+    assert sum(r.spanet_share for r in extended.records) \
+        < sum(r.spanet_share for r in spanet_edges.records)
+    outside = np.zeros((64, 96), bool)
+    outside[:, :6] = True
+    weight = video_derain._frame_weight(np.zeros_like(outside), outside)
+    # The ramp ends within the feather's dilation and blur (3 sigma) of the band.
+    reach = 6 + video_derain.OUTSIDE_FEATHER + int(np.ceil(1.5 * video_derain.OUTSIDE_FEATHER))
+    assert (weight[:, :6] == 1).all() and (weight[:, reach + 1:] == 0).all()

@@ -18,7 +18,10 @@ it is right. For every window of frames (:func:`derain_windows`):
    in thin streaks, so darker pixels and bright regions wider than rain are content (objects,
    people, lights), taken whole (their widened bounding box). Pixels outside the period's
    valid region (not seen by every frame of the period) and frames whose registration failed
-   are content too: no background exists there.
+   are content too: no background exists there, except in the outermost
+   :data:`EDGE_EXTEND_PX` rows and columns, which take the background's reflected border
+   (a shaking camera uncovers a few pixels there in every frame; SPANet would read a strip of
+   the whole frame for them).
    Two more checks make content of what rain cannot be: bright pixels the pair check let
    pass as rain that are bright at the same scene position in the frames before and after
    (registered; rain streaks do not stay: :func:`_persistent_bright`), and, when the camera
@@ -27,13 +30,15 @@ it is right. For every window of frames (:func:`derain_windows`):
    median in frame coordinates instead of the scene estimate that smears them.
 4. **Blend.** The content mask is dilated and feathered (:func:`blend_weight`) into a weight
    ``w`` (1 on content, falling to 0 over a few pixels outside it); the output is
-   ``w * SPANet(frame) + (1 - w) * background``, rounded to uint8. SPANet runs only where
-   ``w > 0``: thin bands along the frame's edges (what the camera's motion left uncovered) as
-   strips, the rest as grid cells in crops of one size with the context the model needs
-   (measured once per model, :func:`spanet_context`; at most :data:`SPANET_CONTEXT` pixels),
-   several crops per forward pass (:func:`_spanet_plan`); on the whole frame only
-   when the crops would read most of it; a frame that rain explains everywhere needs no
-   SPANet at all.
+   ``w * SPANet(frame) + (1 - w) * background``, rounded to uint8 (the bands no background
+   covers are feathered over only :data:`OUTSIDE_FEATHER` pixels: :func:`_frame_weight`).
+   SPANet runs only where ``w > 0``, on the cheapest of (:func:`_spanet_plan`): thin bands
+   along the frame's edges (what the camera's motion left uncovered) as strips or not, the
+   rest as grid cells in crops of one size (several per forward pass) or as one crop per
+   part (merged where their crops meet), each with the context the model needs (measured
+   once per model, :func:`spanet_context`; at most :data:`SPANET_CONTEXT` pixels); on the
+   whole frame only when the crops would read most of it; a frame that rain explains
+   everywhere needs no SPANet at all.
 
 Why ``pair_check`` rather than :meth:`ClipEstimate.usable_mask`: the usable mask is built for
 training pairs, where one wrong pixel is a wrong pair, so it is all False for every frame the
@@ -163,6 +168,14 @@ SPANET_MEMORY = 512 << 20
 #: ``OVERLAY_MIN_MOTION_PX`` pixels.
 OVERLAY_STABLE_SHARE = 0.7
 OVERLAY_MIN_MOTION_PX = 2.0
+#: Feather radius (pixels) of SPANet's weight over the bands no background covers.
+OUTSIDE_FEATHER = 2
+#: Pixels along the frame's edges where a band no background covers takes the background's
+#: reflected border instead of SPANet (the last rows and columns a shaking camera uncovers):
+#: a band this thin would cost SPANet a strip of the frame's whole width or height with
+#: its context, for a few pixels of output. Costs some PSNR there (the reflection is not
+#: the scene); 0 turns it off.
+EDGE_EXTEND_PX = 4
 #: Fewest pixels of a bright part that :func:`_persistent_bright` may call content.
 PERSIST_MIN_AREA = 6
 #: Frames (this one included) over which a bright part must stay bright somewhere to be
@@ -854,6 +867,21 @@ def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | No
     return touched[labels] & own | persistent
 
 
+def _frame_weight(content: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """SPANet's weight in a frame (H x W float32): content and the part no background covers.
+
+    Content is feathered by :func:`blend_weight`; the part no background covers
+    (``outside``: the bands the camera's motion leaves along the frame's edges) with a
+    feather of :data:`OUTSIDE_FEATHER` pixels: its seam is a straight line along the frame's
+    edge over the same scene, where a short ramp hides it, and a long one would run SPANet on
+    a band several times as deep.
+    """
+    weight = blend_weight(content)
+    if outside.any():
+        weight = np.maximum(weight, blend_weight(outside, OUTSIDE_FEATHER))
+    return weight
+
+
 def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], method: str,
                    align: AlignMode, spanet: _Spanet
                    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, FrameRecord]]:
@@ -876,7 +904,11 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
                 content = content | cv2.dilate(persistent.astype(np.uint8),
                                                np.ones((5, 5), np.uint8)) > 0
             outside = ~background.valid
-            weight = blend_weight(content | outside)
+            if EDGE_EXTEND_PX:  # the outermost pixels: the background's reflected border
+                k = EDGE_EXTEND_PX
+                outside[:k], outside[h - k:], outside[:, :k], outside[:, w - k:] = (
+                    False, False, False, False)
+            weight = _frame_weight(content, outside)
         if method == "temporal":
             weight = np.zeros((h, w), np.float32)
             out = frame if background is None else background.image
