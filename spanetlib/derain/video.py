@@ -128,6 +128,7 @@ __all__ = [
     "MIN_FRAMES",
     "VideoDerainSummary",
     "blend_weight",
+    "crop_context",
     "derain_clip",
     "derain_video",
     "derain_windows",
@@ -600,6 +601,17 @@ def spanet_context(forward: Callable[[np.ndarray], np.ndarray]) -> int:
 
 #: model -> ((device, dtype, parameter sums), context): measured once per model and weights.
 _CONTEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def crop_context(model: nn.Module, device: str = "cpu", precision: str = "fp32") -> int:
+    """The context (pixels) the hybrid gives ``model``'s crops, measured once and cached.
+
+    :func:`spanet_context` on the model as :func:`derain_clip` runs it; later calls with the
+    same model, weights, device and precision return the cached value. Its cost (a few
+    forward passes on a 128 x 128 probe) is paid once per process by the first frame that
+    needs SPANet; calling this first moves it out of a timing.
+    """
+    return _Spanet(model, None, device, precision).context
 
 
 class _Spanet:
