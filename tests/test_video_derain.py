@@ -508,7 +508,7 @@ def test_spanet_on_crops_is_derain_array_on_each_crop(tiny_spanet):
     runner = video_derain._Spanet(tiny_spanet, None, "cpu", "fp32")
     out, share = runner.where(frame, need)
     assert 0 < share < 1
-    plan = video_derain._spanet_plan(need)
+    plan = video_derain._spanet_plan(need, runner.context)
     for group in plan:
         for crop, core in group:
             expected, _ = derain_array(tiny_spanet, frame[crop])
@@ -660,3 +660,116 @@ def test_alpha_is_kept_and_sixteen_bits_refused(tmp_path, tiny_weights):
     with pytest.raises(InputError, match="16-bit RGB image; derain-video works on 8-bit"):
         derain_video(deep, tmp_path / "out16", tiny_weights, device="cpu", progress=False)
     assert not (tmp_path / "out16").exists()
+
+
+def test_score_clip_pools_overlay_and_bright_regions():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 256, (4, 12, 16, 3), dtype=np.uint8)
+    derained = truth.copy()
+    overlay = np.zeros((12, 16), bool)
+    overlay[2:5, 3:9] = True
+    bright = np.zeros((4, 12, 16), bool)
+    bright[:, 8:11, 10:14] = True
+    # Errors of 4 levels inside the overlay, 16 inside the bright part, none elsewhere.
+    derained[:, overlay] = np.clip(truth[:, overlay].astype(int) + 4, 0, 255)
+    derained[bright] = np.clip(truth[bright].astype(int) - 16, 0, 255)
+    scores = score_clip(derained, truth, overlay_mask=overlay, bright_mask=bright)
+    sq = (derained.astype(np.float64) - truth) ** 2
+    assert scores.overlay_psnr == pytest.approx(
+        10 * np.log10(255.0 ** 2 / sq[:, overlay].mean()), abs=1e-6)
+    assert scores.bright_psnr == pytest.approx(
+        10 * np.log10(255.0 ** 2 / sq[bright].mean()), abs=1e-6)
+    assert scores.overlay_psnr > scores.bright_psnr
+    assert np.isnan(score_clip(derained, truth).overlay_psnr)
+    with pytest.raises(ValueError):
+        score_clip(derained, truth, overlay_mask=overlay[:5])
+
+
+def test_goal_verdicts_check_overlays_bright_content_and_steady_cameras():
+    table = comparison_table()
+    table["camera_px"] = np.where(table["clip"] == "static", 0.0, 3.0)
+    table["overlay_psnr"] = np.nan
+    table["bright_psnr"] = np.nan
+    pick = (table["clip"] == "passing") & (table["weights"] == "synthetic")
+    table.loc[pick & (table["method"] == "hybrid"), "overlay_psnr"] = 30.0
+    table.loc[pick & (table["method"] == "per-frame SPANet"), "overlay_psnr"] = 32.0
+    lines = video_experiment.goal_verdicts(table)
+    assert lines[2].endswith("; overlays -2.00 dB FAIL")
+    assert lines[-1] == "  steady-camera clips (1): whole frame +14.0 dB at worst (static) PASS"
+    table["camera_px"] = 0.0
+    assert video_experiment.goal_verdicts(table)[-1].endswith("(passing) FAIL")
+    assert "in overlays" in video_experiment.methods_view(table).columns
+
+
+def test_spanet_context_is_measured_from_the_model():
+    # A pointwise derainer needs no context: the smallest step; one that looks at the whole
+    # crop (its mean) never settles: the full context.
+    assert video_derain.spanet_context(lambda b: b.astype(np.float32)) \
+        == video_derain.CONTEXT_STEPS[0]
+    assert video_derain.spanet_context(
+        lambda b: np.broadcast_to(b.mean(axis=(1, 2), keepdims=True, dtype=np.float32),
+                                  b.shape).copy()) == video_derain.SPANET_CONTEXT
+    need = np.zeros((120, 160), bool)
+    need[60:64, 80:84] = True
+    small, large = (video_derain._plan_area(video_derain._spanet_plan(need, m)) for m in (8, 32))
+    assert small < large
+
+
+def test_box_tiles_merge_parts_whose_crops_meet_and_cover_the_need():
+    need = np.zeros((100, 140), bool)
+    need[10:14, 10:14] = True
+    need[10:14, 30:34] = True  # 16 px away: crops with 12 px of context meet -> one box
+    need[70:75, 100:108] = True  # far: its own box
+    tiles = video_derain._box_tiles(need, 12)
+    assert len(tiles) == 2
+    covered = np.zeros(need.shape, np.int32)
+    for crop, core in tiles:
+        covered[core] += 1
+        assert crop[0].start <= core[0].start - 12 or crop[0].start == 0
+        assert crop[1].stop >= core[1].stop + 12 or crop[1].stop == 140
+    assert (covered[need] == 1).all() and covered.max() == 1
+    assert len(video_derain._box_tiles(need, 4)) == 3  # less context: the crops stay apart
+    # The plan takes whichever reads least; scattered small parts: far less than a grid.
+    plan = video_derain._spanet_plan(need, 12)
+    assert video_derain._plan_area(plan) <= video_derain._plan_area(
+        [video_derain._best_grid(need, 12)])
+
+
+def test_bright_streaks_over_three_frames_are_rain_and_moving_edges_of_content_are_kept(
+        identity):
+    clip = tiny_clip("static", size=(64, 96), n_frames=12)
+    frames, truth = clip.frames.copy(), clip.truth.copy()
+    streak = (slice(10, 24), slice(12, 14))  # bright in frames 4-6 only: rain meeting itself
+    for k in range(4, 7):
+        frames[k][streak] = 255
+    gap = (slice(30, 44), slice(60, 62))  # content open in frames 3-8 ...
+    edge = (slice(30, 44), slice(62, 64))  # ... widening in frame 5 only (foliage swaying)
+    for k in range(3, 9):
+        frames[k][gap] = truth[k][gap] = 255
+    frames[5][edge] = truth[5][edge] = 255
+    result = derain_clip(frames, identity, window=12)
+    assert (result.weight[5][streak] == 0).all()  # the background: the streak is gone
+    # ... within a tenth of what the streak added to the frame.
+    err = np.abs(result.frames[5][streak].astype(int) - truth[5][streak]).mean()
+    assert err < 0.1 * np.abs(frames[5][streak].astype(int) - truth[5][streak]).mean()
+    assert (result.weight[5][edge] > 0.99).all()  # the frame's: the gap's new edge kept
+    assert score_clip(result.frames[5:6], truth[5:6]).psnr > 35.0
+
+
+def test_thin_edge_bands_take_the_background_and_a_short_feather(identity, monkeypatch):
+    clip = tiny_clip("handheld", size=(64, 96), n_frames=8)
+    k = video_derain.EDGE_EXTEND_PX
+    extended = derain_clip(clip.frames, identity, window=8)
+    monkeypatch.setattr(video_derain, "EDGE_EXTEND_PX", 0)
+    spanet_edges = derain_clip(clip.frames, identity, window=8)
+    assert sum(r.outside_share for r in spanet_edges.records) > 0  # the camera moved
+    # Without the extension the outermost pixels no background covers are SPANet's.
+    assert (spanet_edges.weight[:, :k] > 0).any() or (spanet_edges.weight[:, :, :k] > 0).any()
+    assert sum(r.spanet_share for r in extended.records) \
+        < sum(r.spanet_share for r in spanet_edges.records)
+    outside = np.zeros((64, 96), bool)
+    outside[:, :6] = True
+    weight = video_derain._frame_weight(np.zeros_like(outside), outside)
+    # The ramp ends within the feather's dilation and blur (3 sigma) of the band.
+    reach = 6 + video_derain.OUTSIDE_FEATHER + int(np.ceil(1.5 * video_derain.OUTSIDE_FEATHER))
+    assert (weight[:, :6] == 1).all() and (weight[:, reach + 1:] == 0).all()

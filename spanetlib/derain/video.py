@@ -18,7 +18,10 @@ it is right. For every window of frames (:func:`derain_windows`):
    in thin streaks, so darker pixels and bright regions wider than rain are content (objects,
    people, lights), taken whole (their widened bounding box). Pixels outside the period's
    valid region (not seen by every frame of the period) and frames whose registration failed
-   are content too: no background exists there.
+   are content too: no background exists there, except in the outermost
+   :data:`EDGE_EXTEND_PX` rows and columns, which take the background's reflected border
+   (a shaking camera uncovers a few pixels there in every frame; SPANet would read a strip of
+   the whole frame for them).
    Two more checks make content of what rain cannot be: bright pixels the pair check let
    pass as rain that are bright at the same scene position in the frames before and after
    (registered; rain streaks do not stay: :func:`_persistent_bright`), and, when the camera
@@ -27,12 +30,15 @@ it is right. For every window of frames (:func:`derain_windows`):
    median in frame coordinates instead of the scene estimate that smears them.
 4. **Blend.** The content mask is dilated and feathered (:func:`blend_weight`) into a weight
    ``w`` (1 on content, falling to 0 over a few pixels outside it); the output is
-   ``w * SPANet(frame) + (1 - w) * background``, rounded to uint8. SPANet runs only where
-   ``w > 0``: thin bands along the frame's edges (what the camera's motion left uncovered) as
-   strips, the rest as grid cells in crops of one size with :data:`SPANET_CONTEXT` pixels of
-   context, several crops per forward pass (:func:`_spanet_plan`); on the whole frame only
-   when the crops would read most of it; a frame that rain explains everywhere needs no
-   SPANet at all.
+   ``w * SPANet(frame) + (1 - w) * background``, rounded to uint8 (the bands no background
+   covers are feathered over only :data:`OUTSIDE_FEATHER` pixels: :func:`_frame_weight`).
+   SPANet runs only where ``w > 0``, on the cheapest of (:func:`_spanet_plan`): thin bands
+   along the frame's edges (what the camera's motion left uncovered) as strips or not, the
+   rest as grid cells in crops of one size (several per forward pass) or as one crop per
+   part (merged where their crops meet), each with the context the model needs (measured
+   once per model, :func:`spanet_context`; at most :data:`SPANET_CONTEXT` pixels); on the
+   whole frame only when the crops would read most of it; a frame that rain explains
+   everywhere needs no SPANet at all.
 
 Why ``pair_check`` rather than :meth:`ClipEstimate.usable_mask`: the usable mask is built for
 training pairs, where one wrong pixel is a wrong pair, so it is all False for every frame the
@@ -65,6 +71,7 @@ import json
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,9 +128,11 @@ __all__ = [
     "MIN_FRAMES",
     "VideoDerainSummary",
     "blend_weight",
+    "crop_context",
     "derain_clip",
     "derain_video",
     "derain_windows",
+    "spanet_context",
 ]
 
 #: Frames around each frame the temporal estimate uses (``window``): the paper's N for
@@ -138,13 +147,20 @@ METHODS = ("hybrid", "temporal", "spanet")
 #: The manifest a frame-folder output keeps (settings and input identity).
 MANIFEST_NAME = "derain_video.json"
 
-#: Pixels of context SPANet sees around the part of a crop whose output is used
-#: (:func:`spanetlib.derain.images.derain_array`'s default tile overlap).
+#: Most pixels of context SPANet sees around the part of a crop whose output is used
+#: (:func:`spanetlib.derain.images.derain_array`'s default tile overlap); a model whose output
+#: settles within less takes less (:func:`spanet_context`).
 SPANET_CONTEXT = 32
+#: Contexts :func:`spanet_context` tries, smallest first.
+CONTEXT_STEPS = (8, 12, 16, 24)
+#: Largest change (levels, 0..255) the context may make to the output of a probe crop's
+#: core for :func:`spanet_context` to take it: a tenth of the rounding step, as the probe
+#: is not the footage.
+CONTEXT_TOLERANCE = 0.05
 #: Sides of the grid cells SPANet may be run on where the frame needs it (each cell in a crop
 #: of ``side + 2 * SPANET_CONTEXT`` pixels, several per forward pass); per frame, the side
 #: that reads the fewest pixels (small cells for scattered bits, large ones for objects).
-SPANET_CORES = (32, 64, 128)
+SPANET_CORES = (16, 32, 64, 128)
 #: Memory SPANet's forward passes may take at once (bytes): caps the crops per pass and the
 #: ``auto`` tile of whole frames, so a 1080p clip stays within its memory goal.
 SPANET_MEMORY = 512 << 20
@@ -153,8 +169,19 @@ SPANET_MEMORY = 512 << 20
 #: ``OVERLAY_MIN_MOTION_PX`` pixels.
 OVERLAY_STABLE_SHARE = 0.7
 OVERLAY_MIN_MOTION_PX = 2.0
+#: Feather radius (pixels) of SPANet's weight over the bands no background covers.
+OUTSIDE_FEATHER = 2
+#: Pixels along the frame's edges where a band no background covers takes the background's
+#: reflected border instead of SPANet (the last rows and columns a shaking camera uncovers):
+#: a band this thin would cost SPANet a strip of the frame's whole width or height with
+#: its context, for a few pixels of output. Costs some PSNR there (the reflection is not
+#: the scene); 0 turns it off.
+EDGE_EXTEND_PX = 4
 #: Fewest pixels of a bright part that :func:`_persistent_bright` may call content.
 PERSIST_MIN_AREA = 6
+#: Frames (this one included) over which a bright part must stay bright somewhere to be
+#: content (:func:`_persistent_bright`).
+PERSIST_SEED_FRAMES = 5
 _WHOLE_FRAME_SHARE = 0.7  # crops reading more than this share of the frame: whole frame
 
 
@@ -414,19 +441,66 @@ def _edge_depths(need: np.ndarray, limit: int) -> tuple[int, int, int, int]:
     return out[0], out[1], out[2], out[3]
 
 
-def _spanet_plan(need: np.ndarray) -> list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]:
+def _spanet_plan(need: np.ndarray, context: int = SPANET_CONTEXT
+                 ) -> list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]:
     """Where SPANet runs to cover ``need``: groups of equal-size crops, each one batch.
 
     Each item is ``(crop, core)``: the crop fed to SPANet (frame slices) and the part of the
-    frame whose output it gives (inside the crop, with :data:`SPANET_CONTEXT` pixels of
-    context on every side that is not the frame's edge). Thin bands along the frame's edges
-    (what the period's valid region misses when the camera moved) are run as strips; the rest
-    as a grid of cells (:data:`SPANET_CORES`) in crops of one size, clamped inside the
-    frame. An empty plan: nothing needed. None of this depends on anything but ``need``, so a
-    frame is derained the same way in every run.
+    frame whose output it gives (inside the crop, with ``context`` pixels of context on
+    every side that is not the frame's edge). Thin bands along the frame's edges (what the
+    period's valid region misses when the camera moved) are run as strips; the rest as a
+    grid of cells (:data:`SPANET_CORES`) in crops of one size, clamped inside the frame. An
+    empty plan: nothing needed. None of this depends on anything but ``need`` and
+    ``context``, so a frame is derained the same way in every run.
+    """
+    m = int(context)
+    if not need.any():
+        return []
+    # Candidates, the one that reads the fewest pixels wins (ties: the first): edge bands as
+    # strips or not (content touching an edge is no band), the rest as grid cells of one size
+    # (batched) or as one box per part of the need (merged where their crops would meet).
+    plans = [_plan_with_bands(need, m, boxes) for boxes in (False, True)]
+    plans += [[_best_grid(need, m)], [[tile] for tile in _box_tiles(need, m)]]
+    return min(plans, key=_plan_area)
+
+
+def _box_tiles(rest: np.ndarray, m: int) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+    """One crop per connected part of ``rest``: its bounding box with ``m`` pixels of context.
+
+    Boxes whose crops would overlap are merged into their common bounding box (until none
+    do), so no pixel is read twice and the cores are disjoint.
+    """
+    h, w = rest.shape
+    count, _, stats, _ = cv2.connectedComponentsWithStats(rest.astype(np.uint8), connectivity=8)
+    boxes = [(int(y), int(x), int(y + bh), int(x + bw)) for x, y, bw, bh in
+             stats[1:, :4].tolist()]
+    merged = True
+    while merged and len(boxes) > 1:
+        merged = False
+        out: list[tuple[int, int, int, int]] = []
+        for box in boxes:
+            for k, other in enumerate(out):
+                if (box[0] - m < other[2] + m and other[0] - m < box[2] + m
+                        and box[1] - m < other[3] + m and other[1] - m < box[3] + m):
+                    out[k] = (min(box[0], other[0]), min(box[1], other[1]),
+                              max(box[2], other[2]), max(box[3], other[3]))
+                    merged = True
+                    break
+            else:
+                out.append(box)
+        boxes = out
+    boxes.sort()
+    return [((slice(max(0, y0 - m), min(h, y1 + m)), slice(max(0, x0 - m), min(w, x1 + m))),
+             (slice(y0, y1), slice(x0, x1))) for y0, x0, y1, x1 in boxes]
+
+
+def _plan_with_bands(need: np.ndarray, m: int, boxes: bool = False
+                     ) -> list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]:
+    """:func:`_spanet_plan` with the edge bands as strips, the rest as grid cells or boxes.
+
+    ``boxes``: the rest as one crop per part (:func:`_box_tiles`) instead of grid cells.
     """
     h, w = need.shape
-    m = SPANET_CONTEXT
     rest = need.copy()
     groups: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]] = []
     top, bottom, left, right = _edge_depths(need, max(8, min(h, w) // 6))
@@ -445,16 +519,24 @@ def _spanet_plan(need: np.ndarray) -> list[list[tuple[tuple[slice, slice], tuple
         groups.append([((slice(0, h), slice(max(0, w - right - m), w)),
                         (slice(0, h), slice(w - right, w)))])
         rest[:, w - right:] = False
-    if not rest.any():
-        return groups
-    best: list[tuple[tuple[slice, slice], tuple[slice, slice]]] | None = None
-    for c in SPANET_CORES:  # the cell size that reads the fewest pixels for this frame
-        tiles = _grid_tiles(rest, c, m)
-        if best is None or _plan_area([tiles]) < _plan_area([best]):
-            best = tiles
-    tiles = best
-    groups.append(tiles)
+    if rest.any():
+        if boxes:
+            groups += [[tile] for tile in _box_tiles(rest, m)]
+        else:
+            groups.append(_best_grid(rest, m))
     return groups
+
+
+def _best_grid(rest: np.ndarray, m: int) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+    """The grid tiles of the cell size (:data:`SPANET_CORES`) that read the fewest pixels."""
+    best: list[tuple[tuple[slice, slice], tuple[slice, slice]]] = []
+    if not rest.any():
+        return best
+    for c in SPANET_CORES:
+        tiles = _grid_tiles(rest, c, m)
+        if not best or _plan_area([tiles]) < _plan_area([best]):
+            best = tiles
+    return best
 
 
 def _grid_tiles(rest: np.ndarray, c: int, m: int
@@ -482,6 +564,56 @@ def _plan_area(groups: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]
                for group in groups for crop, _ in group)
 
 
+def spanet_context(forward: Callable[[np.ndarray], np.ndarray]) -> int:
+    """The context (pixels) a crop needs for SPANet's output on its core to match a larger crop.
+
+    SPANet's IRNN carries information along whole rows and columns, so how far the output
+    depends on the input depends on the weights: measured, not assumed. A seeded probe
+    (smooth texture with bright streaks, 128 x 128) is run whole; its central 32 x 32 core
+    (48 pixels of context) is the reference. The first of :data:`CONTEXT_STEPS` whose crop
+    gives that core within :data:`CONTEXT_TOLERANCE` levels is the answer, otherwise
+    :data:`SPANET_CONTEXT`. The probe is fixed, so a model gets the same context in every run
+    on a machine (resumes stay identical).
+
+    Args:
+        forward: B x h x w x 3 uint8 -> B x h x w x 3 float32 in 0..255.
+
+    Returns:
+        Pixels of context, at most :data:`SPANET_CONTEXT`.
+    """
+    rng = np.random.default_rng(22)
+    side, core, lo = 128, 32, 48
+    probe = cv2.GaussianBlur(rng.uniform(40, 200, (side, side, 3)).astype(np.float32),
+                             (0, 0), 3.0)
+    probe += rng.normal(0, 6, probe.shape).astype(np.float32)
+    for _ in range(40):  # bright slanted streaks, as rain
+        y, x = rng.integers(0, side, 2)
+        cv2.line(probe, (int(x), int(y)), (int(x) + 4, int(y) + 18), (235, 235, 235), 1)
+    probe = np.clip(probe, 0, 255).astype(np.uint8)
+    reference = forward(probe[None])[0][lo:lo + core, lo:lo + core]
+    for m in CONTEXT_STEPS:
+        crop = probe[lo - m:lo + core + m, lo - m:lo + core + m]
+        out = forward(crop[None])[0][m:m + core, m:m + core]
+        if float(np.abs(out - reference).max()) <= CONTEXT_TOLERANCE:
+            return m
+    return SPANET_CONTEXT
+
+
+#: model -> ((device, dtype, parameter sums), context): measured once per model and weights.
+_CONTEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def crop_context(model: nn.Module, device: str = "cpu", precision: str = "fp32") -> int:
+    """The context (pixels) the hybrid gives ``model``'s crops, measured once and cached.
+
+    :func:`spanet_context` on the model as :func:`derain_clip` runs it; later calls with the
+    same model, weights, device and precision return the cached value. Its cost (a few
+    forward passes on a 128 x 128 probe) is paid once per process by the first frame that
+    needs SPANet; calling this first moves it out of a timing.
+    """
+    return _Spanet(model, None, device, precision).context
+
+
 class _Spanet:
     """SPANet on a whole frame (``whole``) or on the crops of a plan (``where``), batched."""
 
@@ -496,6 +628,24 @@ class _Spanet:
             raise ValueError(f"tile: expected 'auto', None or an int > 32 (the tile overlap), "
                              f"got {tile!r}")
         self.model, self.tile, self.precision = model, tile, precision
+        self._context: int | None = None
+
+    @property
+    def context(self) -> int:
+        """Pixels of context around each crop's core (:func:`spanet_context`, measured once)."""
+        if self._context is None:
+            if self.model is None:
+                raise ValueError("method needs a model")
+            self.model.eval().to(self.dev)
+            with torch.no_grad():
+                key = (str(self.dev), str(self.dtype), tuple(
+                    float(p.detach().float().sum()) for p in self.model.parameters()))
+            cached = _CONTEXTS.get(self.model)
+            if cached is None or cached[0] != key:
+                cached = (key, spanet_context(self._forward))
+                _CONTEXTS[self.model] = cached
+            self._context = cached[1]
+        return self._context
 
     def _tile_for(self, h: int, w: int) -> int | None:
         if self.tile == "auto":
@@ -523,7 +673,7 @@ class _Spanet:
         out = np.zeros((h, w, 3), np.float32)
         if not need.any():
             return out, 0.0
-        plan = _spanet_plan(need)
+        plan = _spanet_plan(need, self.context)
         area = _plan_area(plan)
         if area > _WHOLE_FRAME_SHARE * h * w:
             return self.whole(frame), 1.0
@@ -655,28 +805,12 @@ class _WindowAnalysis:
         return _Analysis(background, background.bright)
 
 
-def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | None:
-    """Bright pixels taken for rain in frame ``local`` that stay put over consecutive frames.
-
-    Rain streaks are short-lived: a streak is gone (or has fallen far) by the next frame. A
-    pixel bright at the same scene position (the neighbours' bright pixels mapped into this
-    frame by the measured camera motion; not widened: streaks fall near parallel, so a widened
-    streak would meet the next frame's streaks along their whole length) in the frames before
-    AND after it is content (sky through foliage, a light, a reflection), not rain, where
-    such pixels make a part of at least :data:`PERSIST_MIN_AREA` pixels (rain meets itself
-    at a pixel now and then, not over a patch). At the window's ends the two frames on the one
-    side decide.
-    """
-    own = analysis.get(local).bright
-    n = len(analysis.frames)
-    if own is None or not own.any() or n < 3:
-        return None
-    h, w = own.shape
+def _bright_stays(analysis: _WindowAnalysis, local: int, others: Sequence[int]
+                  ) -> np.ndarray | None:
+    """Frame ``local``'s bright pixels also bright at the same scene position in ``others``."""
+    stays = analysis.get(local).bright.copy()
+    h, w = stays.shape
     matrices = analysis.estimate.motion.matrices
-    # The frames just before and after; at the window's ends the two on the one side.
-    others = [local - 1, local + 1] if 0 < local < n - 1 else \
-        ([1, 2] if local == 0 else [n - 2, n - 3])
-    stays = own.copy()
     for other in others:
         bright = analysis.get(other).bright
         if bright is None:
@@ -687,7 +821,32 @@ def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | No
             mask = cv2.warpPerspective(mask, to_other, (w, h), flags=cv2.INTER_NEAREST
                                        | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
         stays &= mask > 0
-    if not stays.any():
+    return stays
+
+
+def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | None:
+    """Bright pixels taken for rain in frame ``local`` that stay put over consecutive frames.
+
+    Rain streaks are short-lived: a streak is gone (or has fallen far) by the next frame. A
+    pixel bright at the same scene position (the neighbours' bright pixels mapped into this
+    frame by the measured camera motion; not widened: streaks fall near parallel, so a widened
+    streak would meet the next frame's streaks along their whole length) in the frames before
+    AND after it is content (sky through foliage, a light, a reflection), not rain, where
+    such pixels make a part of at least :data:`PERSIST_MIN_AREA` pixels that holds a pixel
+    bright over :data:`PERSIST_SEED_FRAMES` consecutive frames around these three (heavy
+    rain meets itself over three frames in streak-shaped patches now and then, over five
+    almost never, while content stays), together with the frame's bright pixels connected
+    to such a part (its moving edge). At the window's ends the frames on the one side decide.
+    """
+    own = analysis.get(local).bright
+    n = len(analysis.frames)
+    if own is None or not own.any() or n < 3:
+        return None
+    # The frames just before and after; at the window's ends the two on the one side.
+    others = [local - 1, local + 1] if 0 < local < n - 1 else \
+        ([1, 2] if local == 0 else [n - 2, n - 3])
+    stays = _bright_stays(analysis, local, others)
+    if stays is None or not stays.any():
         return None
     count, labels, stats, _ = cv2.connectedComponentsWithStats(stays.astype(np.uint8),
                                                                connectivity=8)
@@ -695,7 +854,44 @@ def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | No
     keep[0] = False
     if not keep.any():
         return None
-    return keep[labels]
+    # The seed: bright over some PERSIST_SEED_FRAMES consecutive frames of the window that
+    # hold this one and its neighbours.
+    if n > PERSIST_SEED_FRAMES:
+        span = {local, *others}
+        seeded = np.zeros(len(keep), bool)
+        for lo in range(max(0, max(span) - PERSIST_SEED_FRAMES + 1),
+                        min(min(span), n - PERSIST_SEED_FRAMES) + 1):
+            seed = _bright_stays(analysis, local, [k for k in range(lo, lo + PERSIST_SEED_FRAMES)
+                                                   if k != local])
+            if seed is not None:
+                seeded[np.unique(labels[seed])] = True
+        keep &= seeded
+        if not keep.any():
+            return None
+    # Whole parts: the frame's bright pixels connected to a persistent part (within a pixel)
+    # are the same content at its moving edge (a gap in swaying foliage), bright only now.
+    persistent = keep[labels]
+    grown = cv2.dilate(own.astype(np.uint8), np.ones((3, 3), np.uint8))
+    count, labels = cv2.connectedComponents(grown, connectivity=8)
+    touched = np.zeros(count, bool)
+    touched[np.unique(labels[persistent])] = True
+    touched[0] = False
+    return touched[labels] & own | persistent
+
+
+def _frame_weight(content: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """SPANet's weight in a frame (H x W float32): content and the part no background covers.
+
+    Content is feathered by :func:`blend_weight`; the part no background covers
+    (``outside``: the bands the camera's motion leaves along the frame's edges) with a
+    feather of :data:`OUTSIDE_FEATHER` pixels: its seam is a straight line along the frame's
+    edge over the same scene, where a short ramp hides it, and a long one would run SPANet on
+    a band several times as deep.
+    """
+    weight = blend_weight(content)
+    if outside.any():
+        weight = np.maximum(weight, blend_weight(outside, OUTSIDE_FEATHER))
+    return weight
 
 
 def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], method: str,
@@ -720,7 +916,11 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
                 content = content | cv2.dilate(persistent.astype(np.uint8),
                                                np.ones((5, 5), np.uint8)) > 0
             outside = ~background.valid
-            weight = blend_weight(content | outside)
+            if EDGE_EXTEND_PX:  # the outermost pixels: the background's reflected border
+                k = EDGE_EXTEND_PX
+                outside[:k], outside[h - k:], outside[:, :k], outside[:, w - k:] = (
+                    False, False, False, False)
+            weight = _frame_weight(content, outside)
         if method == "temporal":
             weight = np.zeros((h, w), np.float32)
             out = frame if background is None else background.image
