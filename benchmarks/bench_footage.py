@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -368,15 +369,20 @@ def goals(rows: list[dict]) -> list[str]:
 
 def write_results(folder: Path, rows: list[dict], verdicts: list[str], quick: bool) -> None:
     """results/footage.csv (every number) and results/footage.md (a table and the goals)."""
+    # Imported here: the child processes that run the old code must not import this tree.
+    from spanetlib.io.files import atomic_write_text
+    from spanetlib.paper.reproduce import cpu_name
+
     folder.mkdir(parents=True, exist_ok=True)
     stem = "footage_quick" if quick else "footage"
     keys = ["clip", "code", "frames", "seconds", "fps", "x_decode", "peak_gib", "fixed_gib",
             "kept_frames", "kept_gib", "mem_ratio", "used", "periods", "motion_px", "psnr_db",
             "error"]
-    with open(folder / f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(folder / f"{stem}.csv", buffer.getvalue())
     lines = ["| clip | code | frames | frames/s | x decode | peak GiB | x kept | used | "
              "periods | motion px | PSNR dB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"
              "---:|---:|"]
@@ -388,10 +394,14 @@ def write_results(folder: Path, rows: list[dict], verdicts: list[str], quick: bo
                      f"{fmt(r['x_decode'], 1)} | {r['peak_gib']:.2f} | {r['mem_ratio']:.2f} | "
                      f"{r['used']} | {r['periods']} | {fmt(r['motion_px'], 3)} | "
                      f"{fmt(r['psnr_db'])} |")
-    text = ("# §3 at footage size (`benchmarks/bench_footage.py" + (" --quick" if quick else "")
-            + "`)\n\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {v}" for v in verdicts)
-            + "\n")
-    (folder / f"{stem}.md").write_text(text)
+
+    caption = (f"`benchmarks/bench_footage.py{' --quick' if quick else ''}` on {cpu_name()} "
+               f"({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}: `estimate_clip` on a "
+               "file, end to end (read, align, periods, estimates, pair checks); old = the code "
+               f"of {OLD_COMMIT}.")
+    text = (caption + "\n\n" + "\n".join(lines) + "\n\n"
+            + "\n".join(f"- {v}" for v in verdicts) + "\n")
+    atomic_write_text(folder / f"{stem}.md", text)
 
 
 if __name__ == "__main__":

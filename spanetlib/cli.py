@@ -75,7 +75,7 @@ def _add_align(p: argparse.ArgumentParser, what: str = "") -> None:
 
 
 def _estimate_background(args: argparse.Namespace) -> int:
-    from spanetlib.pipeline.export import export_clean_images
+    from spanetlib.pipeline.clean_images import export_clean_images
 
     written = export_clean_images(args.input, args.output, frames=args.frames,
                                   start=args.start, align=args.align,

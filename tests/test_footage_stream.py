@@ -95,7 +95,7 @@ def test_estimate_background_streams_the_clip_and_writes_the_in_memory_estimate(
         handheld, handheld_file, tmp_path, monkeypatch):
     from spanetlib.io import video
     from spanetlib.io.files import read_image, round_to_uint8
-    from spanetlib.pipeline import export
+    from spanetlib.pipeline import clean_images, review
     from spanetlib.pipeline.alignment import crop_box
 
     expected = estimate_clip(handheld.frames)
@@ -104,8 +104,8 @@ def test_estimate_background_streams_the_clip_and_writes_the_in_memory_estimate(
         raise AssertionError("estimate-background read the whole clip into memory")
 
     monkeypatch.setattr(video, "read_sequence", never)
-    monkeypatch.setattr(export, "read_sequence", never)
-    written = export.export_clean_images(handheld_file, tmp_path / "clean.png")
+    monkeypatch.setattr(review, "read_sequence", never)
+    written = clean_images.export_clean_images(handheld_file, tmp_path / "clean.png")
     assert len(written.images) == len(expected.segments)
     for path, seg in zip(written.images, expected.segments, strict=True):
         y0, y1, x0, x1 = crop_box(seg.valid)

@@ -65,6 +65,7 @@ def _captioned_table(results: Path, name: str) -> str:
     """``<name>.md`` whole: its caption (what was measured, where), a blank line, the table."""
     table = _markdown_table(results, name)
     caption = (results / f"{name}.md").read_text(encoding="utf-8").split("\n|", 1)[0].strip()
+    caption = "\n".join(line for line in caption.splitlines() if not line.startswith("# ")).strip()
     return f"{caption}\n\n{table}" if caption and not caption.startswith("|") else table
 
 
@@ -208,6 +209,8 @@ REGIONS: dict[str, Callable[[Path], str]] = {
     "video-derain": lambda r: _markdown_table(r, "video_derain"),
     "training-step": lambda r: _captioned_table(r, "training_step"),
     "model-speed": lambda r: _captioned_table(r, "model_speed"),
+    "footage": lambda r: _captioned_table(r, "footage"),
+    "startup": lambda r: _captioned_table(r, "startup"),
     "video-derain-summary": _video_derain_summary,
 }
 

@@ -5,7 +5,8 @@
 - `clip_estimate`: a whole clip: stable periods, one estimate per period, pair checks;
 - `selection`: the paper's rules for N; `quality`: the no-reference quality score;
 - `review`, `review_widget`, `review_images`: the human review and its notebook widget;
-- `export`: accepted scenes to SPA-Data style pairs (``spanet build-dataset``).
+- `export`: accepted scenes to SPA-Data style pairs (``spanet build-dataset``);
+- `clean_images`: one clip's clean image per stable period (``spanet estimate-background``).
 
 May import: `spanetlib.io`.
 """
