@@ -66,6 +66,16 @@ def test_bright_content_moves_and_is_bright():
     assert (bright & ~clip.texture_mask).any()  # lights outside the foliage too
 
 
+def test_foliage_larger_than_opencvs_map_limit_renders():
+    # A foliage patch of more than 32767 pixels once failed cv2.remap's size assertion (the
+    # benchmark's 480 x 640 bright-foliage clip); rendered in pieces it must not.
+    spec = CLIP_PRESETS["bright-foliage"].replace(size=(480, 640), n_frames=2, supersample=1,
+                                                  **DRY)
+    clip = make_rain_clip(spec)
+    assert clip.texture_mask[0].sum() > 32767
+    assert clip.bright_mask.any()
+
+
 def test_overlay_stays_fixed_to_the_frame_over_rain():
     clip = make_rain_clip(CLIP_PRESETS["handheld-overlay"].replace(size=(72, 96), n_frames=12))
     alpha = clip.overlay_alpha

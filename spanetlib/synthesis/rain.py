@@ -1056,6 +1056,9 @@ _WATER_TINT = np.array([0.72, 0.8, 0.88], np.float32)  # what water does to the 
 _LIGHT_COLOUR = np.array([1.0, 0.96, 0.85], np.float32)
 
 
+_REMAP_CHUNK = 32_000  # OpenCV's remap maps must be under SHRT_MAX pixels per side
+
+
 def _patch_render(patch: _Patch, scene: _Scene, base: np.ndarray, qx: np.ndarray,
                   qy: np.ndarray, t: float, texture: np.ndarray, bright: np.ndarray) -> None:
     """Draw one dynamic-texture patch at time ``t`` into ``base`` (supersampled, in place).
@@ -1094,8 +1097,11 @@ def _patch_render(patch: _Patch, scene: _Scene, base: np.ndarray, qx: np.ndarray
         dy = dy + 1.5 * patch.amp * gust * math.sin(patch.lean)
         mx = (x - dx - patch.origin[0]).astype(np.float32).reshape(1, -1)
         my = (y - dy - patch.origin[1]).astype(np.float32).reshape(1, -1)
-        leaf = cv2.remap(patch.leaves, mx, my, cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0).ravel()
+        # OpenCV's maps must be under 32767 pixels per side: sample a long row in pieces.
+        leaf = np.concatenate([
+            cv2.remap(patch.leaves, mx[:, i:i + _REMAP_CHUNK], my[:, i:i + _REMAP_CHUNK],
+                      cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0).ravel()
+            for i in range(0, mx.shape[1], _REMAP_CHUNK)])
         paint = patch.colour[None, :] * (0.55 + 0.45 * leaf)[:, None]
         behind = np.broadcast_to(_SKY, paint.shape) if patch.bright else base[sel]
         look = behind + leaf[:, None] * (paint - behind)
