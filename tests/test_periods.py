@@ -69,7 +69,7 @@ def test_bright_content_moves_and_is_bright():
 def test_foliage_larger_than_opencvs_map_limit_renders():
     # A foliage patch of more than 32767 pixels once failed cv2.remap's size assertion (the
     # benchmark's 480 x 640 bright-foliage clip); rendered in pieces it must not.
-    spec = CLIP_PRESETS["bright-foliage"].replace(size=(480, 640), n_frames=2, supersample=1,
+    spec = CLIP_PRESETS["bright-foliage"].replace(size=(480, 640), n_frames=2,
                                                   **DRY)
     clip = make_rain_clip(spec)
     assert clip.texture_mask[0].sum() > 32767
