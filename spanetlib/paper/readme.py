@@ -189,6 +189,23 @@ def _video_derain_summary(results: Path) -> str:
     return goal_summary(_read_csv(results, "video_derain").fillna({"weights": ""}))
 
 
+def _footage_cost(results: Path) -> str:
+    """What a minute of 1080p and of 4K footage (30 fps) costs at the rates of ``footage.csv``."""
+    rows = _read_csv(results, "footage")
+    new = rows[(rows["code"] == "new") & rows["fps"].notna()]
+    parts = []
+    for label, clip in (("1080p", "hand-held 1080p"), ("4K", "hand-held 4K")):
+        row = new[new["clip"] == clip]
+        if len(row):
+            fps, peak = float(row["fps"].iloc[0]), float(row["peak_gib"].iloc[0])
+            parts.append(f"a minute of {label} (1,800 frames at 30 fps) takes about "
+                         f"{1800 / fps / 60:.0f} minutes at {fps:.1f} frames/s, in "
+                         f"{peak:.1f} GiB at most")
+    if not parts:
+        raise InputError(f"{results / 'footage.csv'} has no 1080p or 4K row of the new code")
+    return "; ".join(parts)
+
+
 #: Region name -> ``render(results_dir) -> text``.
 REGIONS: dict[str, Callable[[Path], str]] = {
     "table1": lambda r: _markdown_table(r, "table1"),
@@ -210,6 +227,7 @@ REGIONS: dict[str, Callable[[Path], str]] = {
     "training-step": lambda r: _captioned_table(r, "training_step"),
     "model-speed": lambda r: _captioned_table(r, "model_speed"),
     "footage": lambda r: _captioned_table(r, "footage"),
+    "footage-cost": _footage_cost,
     "startup": lambda r: _captioned_table(r, "startup"),
     "video-derain-summary": _video_derain_summary,
 }
