@@ -46,6 +46,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from old_code import extract_package
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_COMMIT = "f8c5441"
@@ -239,17 +240,6 @@ def run_child(kind: str, source: Path, truth: Path | None, old_root: Path | None
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def extract_old(folder: Path) -> Path | None:
-    """The package at OLD_COMMIT, extracted under ``folder`` (None without git)."""
-    try:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_COMMIT, "spanetlib"],
-                                 capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return folder
-
-
 # --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
@@ -280,7 +270,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "old").mkdir()
-        old_root = None if args.no_old else extract_old(tmp / "old")
+        old_root = None if args.no_old else extract_package(OLD_COMMIT, tmp / "old")
         jobs: list[tuple[str, Path, Path | None, tuple[int, int] | None, int]] = []
         clips = [(name, size, args.long_frames if "long" in name and args.long_frames else n)
                  for name, size, n in (QUICK if args.quick else FULL)]

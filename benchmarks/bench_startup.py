@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from old_code import extract_package
+
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_S = 1.5
 CHILD = """
@@ -40,18 +42,6 @@ frame = next(iter_frames(sys.argv[1]))
 print(json.dumps({"shape": list(frame.shape), "file": spanetlib.cli.__file__,
                   "loaded": [m for m in ("torch", "numba", "scipy") if m in sys.modules]}))
 """
-
-
-def extract(commit: str, folder: Path) -> Path | None:
-    """The package at ``commit``, extracted under ``folder`` (None without git)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "spanetlib"],
-                                 capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return folder
 
 
 def one_run(root: Path, clip: Path) -> tuple[float, dict]:
@@ -78,7 +68,7 @@ def main() -> None:
         clip = tmp_path / "clip.avi"
         write_handheld_clip(clip, (1080, 1920), 3)
         trees = {"new": ROOT}
-        old = extract(args.old, tmp_path / "old")
+        old = extract_package(args.old, tmp_path / "old")
         if old is not None:
             trees[f"old ({args.old})"] = old
         times: dict[str, list[float]] = {name: [] for name in trees}

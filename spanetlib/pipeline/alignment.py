@@ -87,6 +87,7 @@ __all__ = [
     "footprint_mask",
     "get_align_mode",
     "measure_motion",
+    "measured_or_checked",
     "motion_displacement",
     "valid_region",
     "warp_frame",
@@ -1105,6 +1106,34 @@ def _expose_to_reference(image: np.ndarray, gain: float, offset: float) -> np.nd
         np.clip((image - offset) / gain, 0, 255)
 
 
+
+def measured_or_checked(frames: np.ndarray | FrameSource, motion: Motion | None, mode: AlignMode,
+                        *, reference: int | None, models: tuple[str, ...], max_side: int,
+                        workers: int | None) -> Motion:
+    """``motion`` checked against the frames' count and size, or measured when it is None.
+
+    Args:
+        frames: N x H x W x 3 uint8 frames or a :class:`spanetlib.io.video.FrameSource`.
+        motion: a motion measured earlier, or None.
+        mode: the :class:`AlignMode` (its ``min_motion_px``).
+        reference: passed to :func:`measure_motion`.
+        models: passed to :func:`measure_motion`.
+        max_side: passed to :func:`measure_motion`.
+        workers: passed to :func:`measure_motion`.
+
+    Raises:
+        ValueError: ``motion`` does not match the frames.
+    """
+    n = len(frames)
+    h, w = frames.shape[1:3] if isinstance(frames, np.ndarray) else frames.shape
+    if motion is None:
+        return measure_motion(frames, reference, models=models, max_side=max_side,
+                              min_motion_px=mode.min_motion_px, workers=workers)
+    if motion.matrices.shape != (n, 3, 3) or motion.shape != (h, w):
+        raise ValueError(f"motion: expected {n} transforms for {h} x {w} frames, got "
+                         f"{motion.matrices.shape} for {motion.shape}")
+    return motion
+
 def align_frames(frames: np.ndarray, mode: str | AlignMode = "auto", *,
                  reference: int | None = None, motion: Motion | None = None,
                  models: tuple[str, ...] = MOTION_MODELS, max_side: int = 640,
@@ -1128,12 +1157,8 @@ def align_frames(frames: np.ndarray, mode: str | AlignMode = "auto", *,
     frames = check_frames(frames)
     mode = get_align_mode(mode)
     n, h, w = frames.shape[:3]
-    if motion is None:
-        motion = measure_motion(frames, reference, models=models, max_side=max_side,
-                                min_motion_px=mode.min_motion_px, workers=workers)
-    elif motion.matrices.shape != (n, 3, 3) or motion.shape != (h, w):
-        raise ValueError(f"motion: expected {n} transforms for {h} x {w} frames, got "
-                         f"{motion.matrices.shape} for {motion.shape}")
+    motion = measured_or_checked(frames, motion, mode, reference=reference, models=models,
+                                 max_side=max_side, workers=workers)
     moved, warped, exposed = alignment_plan(motion, mode)
     out = frames
     if (warped | exposed).any():

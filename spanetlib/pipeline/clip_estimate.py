@@ -75,7 +75,7 @@ from spanetlib.pipeline.alignment import (
     alignment_plan,
     crop_box,
     get_align_mode,
-    measure_motion,
+    measured_or_checked,
     motion_displacement,
     valid_region,
     warp_frame,
@@ -1047,12 +1047,8 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
     h, w = source.shape
     if n < 2:
         raise InputError(f"frames: expected N >= 2 frames, got {n} in {source.source}")
-    if motion is None:
-        motion = measure_motion(source, reference, models=models, max_side=max_side,
-                                min_motion_px=mode.min_motion_px, workers=workers)
-    elif motion.matrices.shape != (n, 3, 3) or motion.shape != (h, w):
-        raise ValueError(f"motion: expected {n} transforms for {h} x {w} frames, got "
-                         f"{motion.matrices.shape} for {motion.shape}")
+    motion = measured_or_checked(source, motion, mode, reference=reference, models=models,
+                                 max_side=max_side, workers=workers)
     moved, warped, exposed = alignment_plan(motion, mode)
     kept = np.unique(np.concatenate([
         np.linspace(0, n - 1, min(n, max_kept)).round().astype(np.int64), [motion.reference]]))
