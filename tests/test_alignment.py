@@ -3,7 +3,6 @@
 import cv2
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from spanetlib.io.errors import InputError
 from spanetlib.pipeline import alignment as al
@@ -16,41 +15,6 @@ def _errors(clip, motion):
     """Per frame, the largest corner error (pixels) of the measured motion."""
     truth = clip.true_motion(motion.reference)
     return al.motion_displacement(np.linalg.inv(truth) @ motion.matrices, clip.frames.shape[1:3])
-
-
-# ----------------------------------------------------------------------------- sampling
-def test_bspline_sample_interpolates_and_matches_scipy():
-    rng = np.random.default_rng(0)
-    image = rng.uniform(0, 255, (20, 30, 3)).astype(np.float32)
-    coeffs = al.bspline_coefficients(image)
-    ys, xs = np.mgrid[0:20, 0:30].astype(np.float64)
-    np.testing.assert_allclose(al.bspline_sample(coeffs, xs, ys), image, atol=2e-3)
-    x = rng.uniform(-2, 31, 500)
-    y = rng.uniform(-2, 21, 500)
-    ours = al.bspline_sample(coeffs, x, y)
-    for c in range(3):  # an independent implementation of the same interpolant
-        ref = ndimage.map_coordinates(image[..., c].astype(np.float64), [y, x], order=3,
-                                      mode="mirror")
-        np.testing.assert_allclose(ours[:, c], ref, atol=2e-2)
-
-
-def test_warp_frame_identity_and_integer_shift_are_exact():
-    image = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(al.warp_frame(image, np.eye(3)), image)
-    shift = np.array([[1.0, 0.0, 3.0], [0.0, 1.0, -2.0], [0.0, 0.0, 1.0]])
-    out = al.warp_frame(image, shift)  # out(x, y) = image(x + 3, y - 2)
-    np.testing.assert_array_equal(out[2:, :-3], image[:-2, 3:])
-
-
-def test_warp_frame_dering_keeps_samples_within_their_neighbours():
-    image = np.zeros((16, 16), np.float32)
-    image[:, 8:] = 255.0  # a step: Lanczos over- and undershoots next to it
-    half = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    ringing = al.warp_frame(image, half, dering=False)
-    assert ringing.min() < -1.0 and ringing.max() > 256.0
-    clamped = al.warp_frame(image, half, dering=True)
-    assert clamped.min() >= 0.0 and clamped.max() <= 255.0
-    assert clamped[0, 7] == pytest.approx(ringing[0, 7], abs=1e-3)  # the edge sample stays
 
 
 # ----------------------------------------------------------------------------- geometry

@@ -318,7 +318,7 @@ def test_clip_without_rain_or_noise_is_its_truth(rain_clip):
 
 def test_clip_frames_are_warps_of_the_scene(rain_clip):
     # Frame i resampled at the true motion shows what the reference frame shows.
-    from spanetlib.pipeline.alignment import bspline_coefficients, bspline_sample
+    from spanetlib.pipeline.resample import bspline_coefficients, bspline_sample
 
     clip = rain_clip("handheld", size=(72, 96), density=rain.RainParams(density=0.0),
                  noise_sigma=0.0)

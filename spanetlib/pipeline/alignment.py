@@ -48,11 +48,12 @@ motion is within 0.02 px (mean) of the truth at 360 x 640 and 0.03 px at 120 x 1
 :func:`align_frames` then applies a named :class:`AlignMode`: ``"off"`` measures only,
 ``"on"`` warps (and exposure-corrects) every frame, ``"auto"`` only the frames whose
 measured motion exceeds ``min_motion_px`` anywhere in the frame (or whose exposure differs by
-more than ``min_exposure_levels``), so a static clip stays bit-identical. Warps use Lanczos
-(8 x 8) resampling; samples are clamped to the range of the four nearest source pixels, so
-the warp adds no ringing next to bright streaks. The valid region is the set of reference
-pixels that every warped frame covers (sample points on or inside the frame's outermost
-pixel centres), returned as a mask and as a large axis-parallel crop box inside it.
+more than ``min_exposure_levels``), so a static clip stays bit-identical. Warps use cubic
+B-splines (:mod:`spanetlib.pipeline.resample`); samples are clamped to the range of the four
+nearest source pixels, so the warp adds no ringing next to bright streaks. The valid region
+is the set of reference pixels that every warped frame covers (sample points on or inside the
+frame's outermost pixel centres), returned as a mask and as a large axis-parallel crop box
+inside it.
 """
 
 from __future__ import annotations
@@ -70,7 +71,14 @@ from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import round_to_uint8
 from spanetlib.io.video import FrameSource
-from spanetlib.pipeline.lazy_jit import lazy_njit
+from spanetlib.pipeline import resample
+from spanetlib.pipeline.lazy_jit import compile_module, lazy_njit, on_numba
+from spanetlib.pipeline.resample import (
+    INTER_BSPLINE,
+    bspline_coefficients,
+    bspline_sample,
+    warp_frame,
+)
 
 __all__ = [
     "ALIGN_MODES",
@@ -81,8 +89,6 @@ __all__ = [
     "align_frame",
     "align_frames",
     "alignment_plan",
-    "bspline_coefficients",
-    "bspline_sample",
     "crop_box",
     "footprint_mask",
     "get_align_mode",
@@ -90,7 +96,6 @@ __all__ = [
     "measured_or_checked",
     "motion_displacement",
     "valid_region",
-    "warp_frame",
 ]
 
 MOTION_MODELS = ("translation", "euclidean", "homography")
@@ -134,7 +139,7 @@ class AlignMode:
     min_motion_px: float = 0.1
     photometric: bool = True
     min_exposure_levels: float = 3.0
-    interpolation: int = cv2.INTER_LANCZOS4
+    interpolation: int = INTER_BSPLINE
     dering: bool = True
     description: str = ""
 
@@ -384,143 +389,6 @@ def crop_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return (y0, y1, x0, x1)
 
 
-def warp_frame(image: np.ndarray, matrix: np.ndarray, interpolation: int = cv2.INTER_LANCZOS4,
-               dering: bool = True) -> np.ndarray:
-    """Resample ``image`` at ``matrix @ (x, y, 1)`` for every output pixel ``(x, y)``.
-
-    With ``matrix`` a reference -> frame transform of :class:`Motion`, this brings frame
-    ``i`` into the reference's coordinates; with its inverse, a reference-aligned image
-    (a background estimate) into frame ``i``'s. Borders are reflected (see
-    :func:`footprint_mask` for where that matters).
-
-    Args:
-        image: H x W x C or H x W, uint8 or float32.
-        matrix: 3 x 3 transform (output pixel -> input pixel coordinates).
-        interpolation: OpenCV interpolation flag (Lanczos by default).
-        dering: clamp each sample to the range of the 2 x 2 input pixels around its sample
-            point, so the warp adds no over- or undershoot (ringing) at sharp edges.
-
-    Returns:
-        Array of ``image``'s shape and dtype (uint8 is rounded).
-    """
-    m = np.asarray(matrix, np.float64)
-    h, w = image.shape[:2]
-    flags = interpolation | cv2.WARP_INVERSE_MAP
-    border = cv2.BORDER_REFLECT_101
-    affine = abs(m[2, 0]) < 1e-12 and abs(m[2, 1]) < 1e-12 and m[2, 2] == 1.0
-    if affine:
-        out = cv2.warpAffine(image, m[:2], (w, h), flags=flags, borderMode=border)
-    else:
-        out = cv2.warpPerspective(image, m, (w, h), flags=flags, borderMode=border)
-    if not dering:
-        return out
-    # Range of the 2 x 2 neighbourhood: min/max over the pixel and its right/lower
-    # neighbours, sampled at the floor of the sample point (nearest on a half-pixel shift).
-    kernel = np.ones((2, 2), np.uint8)
-    lo = cv2.erode(image, kernel, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
-    hi = cv2.dilate(image, kernel, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
-    shift = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]]) @ m
-    nflags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
-    if affine:
-        lo = cv2.warpAffine(lo, shift[:2], (w, h), flags=nflags, borderMode=border)
-        hi = cv2.warpAffine(hi, shift[:2], (w, h), flags=nflags, borderMode=border)
-    else:
-        lo = cv2.warpPerspective(lo, shift, (w, h), flags=nflags, borderMode=border)
-        hi = cv2.warpPerspective(hi, shift, (w, h), flags=nflags, borderMode=border)
-    return np.clip(out, lo, hi)
-
-
-# --------------------------------------------------------------------------------------------
-# Sub-pixel sampling
-# --------------------------------------------------------------------------------------------
-
-
-@lazy_njit(nogil=True, cache=True)
-def _mirror(i: int, n: int) -> int:
-    if n == 1:
-        return 0
-    period = 2 * (n - 1)
-    i = abs(i) % period
-    return period - i if i >= n else i
-
-
-@lazy_njit(nogil=True, cache=True)
-def _bspline_kernel(coeffs, xs, ys, out):
-    """Cubic B-spline interpolation of ``coeffs`` (H x W x C) at K points into ``out`` (K x C).
-
-    Out-of-range taps are mirrored about the edge pixels (the boundary that
-    ``scipy.ndimage.spline_filter(mode="mirror")`` assumes).
-    """
-    h, w, c = coeffs.shape
-    wx = np.empty(4)
-    wy = np.empty(4)
-    for k in range(xs.size):
-        x = xs[k]
-        y = ys[k]
-        ix = math.floor(x)
-        iy = math.floor(y)
-        fx = x - ix
-        fy = y - iy
-        for f, wt in ((fx, wx), (fy, wy)):
-            g = 1.0 - f
-            wt[0] = g * g * g / 6.0
-            wt[1] = (3.0 * f * f * f - 6.0 * f * f + 4.0) / 6.0
-            wt[2] = (-3.0 * f * f * f + 3.0 * f * f + 3.0 * f + 1.0) / 6.0
-            wt[3] = f * f * f / 6.0
-        for ch in range(c):
-            out[k, ch] = 0.0
-        for j in range(4):
-            row = _mirror(iy - 1 + j, h)
-            for i in range(4):
-                col = _mirror(ix - 1 + i, w)
-                weight = wy[j] * wx[i]
-                for ch in range(c):
-                    out[k, ch] += weight * coeffs[row, col, ch]
-
-
-def bspline_coefficients(image: np.ndarray) -> np.ndarray:
-    """Cubic B-spline coefficients of an image, for :func:`bspline_sample`.
-
-    Args:
-        image: H x W or H x W x C, any real dtype.
-
-    Returns:
-        H x W x C float32 coefficients (mirror boundary), C = 1 for a 2-D image.
-    """
-    from scipy import ndimage  # here: scipy takes a second to import (startup)
-
-    image = np.asarray(image, np.float32)
-    if image.ndim == 2:
-        image = image[..., None]
-    out = np.empty(image.shape, np.float32)
-    for ch in range(image.shape[2]):
-        out[..., ch] = ndimage.spline_filter(image[..., ch], order=3, output=np.float32,
-                                             mode="mirror")
-    return out
-
-
-def bspline_sample(coeffs: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Interpolate an image at arbitrary points with cubic B-splines (exact, no ringing tables).
-
-    Unlike OpenCV's remap (Keys cubic or Lanczos, positions rounded to 1/32 pixel), cubic
-    B-spline interpolation reproduces shifted band-limited content without a position bias,
-    which sub-pixel registration and test-clip rendering need.
-
-    Args:
-        coeffs: H x W x C coefficients from :func:`bspline_coefficients`.
-        x: column coordinates (any shape; pixel centres are integers).
-        y: row coordinates, same shape.
-
-    Returns:
-        Array of shape ``x.shape + (C,)``, float32.
-    """
-    xs = np.ascontiguousarray(x, np.float64).ravel()
-    ys = np.ascontiguousarray(y, np.float64).ravel()
-    out = np.empty((xs.size, coeffs.shape[2]), np.float32)
-    _bspline_kernel(coeffs, xs, ys, out)
-    return out.reshape(*np.shape(x), coeffs.shape[2])
-
-
 # --------------------------------------------------------------------------------------------
 # Measurement
 # --------------------------------------------------------------------------------------------
@@ -722,36 +590,13 @@ def _step(model: str, m: np.ndarray, dp: np.ndarray) -> np.ndarray:
     return m
 
 
+@on_numba
+def _compile_resample(numba: object) -> None:
+    # The registration kernels call resample's kernels: those must be numba dispatchers first.
+    compile_module(resample.__name__)
+
+
 _N_PARAMS = {"translation": 2, "euclidean": 3, "homography": 8}
-
-
-@lazy_njit(nogil=True, cache=True)
-def _bspline_point(coeffs, x, y):
-    """Cubic B-spline interpolation of channel 0 of ``coeffs`` at one point (mirror edges)."""
-    h, w = coeffs.shape[0], coeffs.shape[1]
-    ix = math.floor(x)
-    iy = math.floor(y)
-    fx = x - ix
-    fy = y - iy
-    gx = 1.0 - fx
-    gy = 1.0 - fy
-    wx0, wx3 = gx * gx * gx / 6.0, fx * fx * fx / 6.0
-    wx1 = (3.0 * fx * fx * fx - 6.0 * fx * fx + 4.0) / 6.0
-    wx2 = (-3.0 * fx * fx * fx + 3.0 * fx * fx + 3.0 * fx + 1.0) / 6.0
-    wy0, wy3 = gy * gy * gy / 6.0, fy * fy * fy / 6.0
-    wy1 = (3.0 * fy * fy * fy - 6.0 * fy * fy + 4.0) / 6.0
-    wy2 = (-3.0 * fy * fy * fy + 3.0 * fy * fy + 3.0 * fy + 1.0) / 6.0
-    acc = 0.0
-    for j in range(4):
-        row = _mirror(iy - 1 + j, h)
-        wyj = wy0 if j == 0 else (wy1 if j == 1 else (wy2 if j == 2 else wy3))
-        line = 0.0
-        line += wx0 * coeffs[row, _mirror(ix - 1, w), 0]
-        line += wx1 * coeffs[row, _mirror(ix, w), 0]
-        line += wx2 * coeffs[row, _mirror(ix + 1, w), 0]
-        line += wx3 * coeffs[row, _mirror(ix + 2, w), 0]
-        acc += wyj * line
-    return acc
 
 
 @lazy_njit(nogil=True, cache=True)
@@ -773,7 +618,7 @@ def _gn_residuals(coeffs, clear, m, xn, yn, t, half, cx, cy, gain, offset, r, us
             ok = clear[int(np.rint(my)), int(np.rint(mx))] > 0
         usable[k] = ok
         count += ok
-        r[k] = np.float32(_bspline_point(coeffs, mx, my)) - (gain * t[k] + offset)
+        r[k] = np.float32(resample.bspline_point(coeffs, mx, my)) - (gain * t[k] + offset)
     return count
 
 

@@ -78,7 +78,6 @@ from spanetlib.pipeline.alignment import (
     measured_or_checked,
     motion_displacement,
     valid_region,
-    warp_frame,
 )
 from spanetlib.pipeline.background import (
     BackgroundEstimate,
@@ -87,6 +86,7 @@ from spanetlib.pipeline.background import (
     noise_sigma,
     reliability_map,
 )
+from spanetlib.pipeline.resample import warp_frame
 from spanetlib.pipeline.selection import FRAME_COUNTS, rain_fraction
 
 __all__ = [

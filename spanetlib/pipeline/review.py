@@ -76,9 +76,10 @@ from spanetlib.io.video import (
     read_sequence,
     source_identity,
 )
-from spanetlib.pipeline.alignment import ALIGN_MODES, get_align_mode, warp_frame
+from spanetlib.pipeline.alignment import ALIGN_MODES, get_align_mode
 from spanetlib.pipeline.clip_estimate import ClipEstimate, estimate_clip
 from spanetlib.pipeline.quality import SceneQuality, scene_quality
+from spanetlib.pipeline.resample import warp_frame
 from spanetlib.pipeline.selection import (
     DENSITIES,
     FRAME_COUNTS,

@@ -43,7 +43,7 @@ import numpy as np
 from scipy.special import erf, ndtri
 
 from spanetlib.io.errors import InputError
-from spanetlib.pipeline.alignment import bspline_coefficients, bspline_sample
+from spanetlib.pipeline.resample import bspline_coefficients, bspline_sample
 
 __all__ = [
     "BACKGROUND_NAMES",
