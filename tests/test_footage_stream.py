@@ -142,3 +142,42 @@ def test_lazy_kernels_compile_on_first_call_and_compute_what_the_python_does():
     compiled = sys.modules[__name__]._toy_kernel
     assert type(compiled).__name__ == "CPUDispatcher"  # in place of the wrapper now
     assert compiled(a[:5]) == pytest.approx(float(np.dot(a[:5], np.arange(1, 6))), rel=1e-12)
+
+
+def test_a_clip_within_max_kept_is_decoded_in_two_passes(handheld_file, monkeypatch):
+    """The template's frames, then one pass that measures the motion and keeps the frames."""
+    import spanetlib.io.video as video
+
+    decoded = []
+    real = video.cv2.VideoCapture
+
+    class Counting:
+        def __init__(self, *args):
+            self.cap = real(*args)
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+        def grab(self):
+            decoded.append(1)
+            return self.cap.grab()
+
+        def read(self):
+            decoded.append(1)
+            return self.cap.read()
+
+    monkeypatch.setattr(video.cv2, "VideoCapture", Counting)
+    result = estimate_clip(handheld_file)
+    n = len(result.membership)
+    # the template's frames (up to the last one) and the measuring pass, besides a few
+    # reads to open the file (its first frame, its length, the end of the stream)
+    assert len(decoded) <= 2 * n + 3
+    assert len(result.pairs()) >= n // 2
+
+
+def test_a_clip_beyond_max_kept_decodes_only_the_other_frames_again(handheld, handheld_file):
+    streamed = estimate_clip(handheld_file, max_kept=12)
+    in_memory = estimate_clip(handheld.frames, max_kept=12)
+    np.testing.assert_array_equal(streamed.membership, in_memory.membership)
+    for a, b in zip(streamed.segments, in_memory.segments, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)

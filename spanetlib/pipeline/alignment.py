@@ -58,9 +58,9 @@ inside it.
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -70,6 +70,7 @@ import numpy as np
 from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import round_to_uint8
+from spanetlib.io.pools import ordered_map
 from spanetlib.io.video import FrameSource
 from spanetlib.pipeline import resample
 from spanetlib.pipeline.lazy_jit import compile_module, lazy_njit, on_numba
@@ -786,7 +787,8 @@ def _richer_needed(simple: list[_Fit], rich: list[_Fit], model: str, shape: tupl
 def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = None, *,
                    models: tuple[str, ...] = MOTION_MODELS, max_side: int = 640,
                    min_motion_px: float = 0.1, iterations: int = 30,
-                   workers: int | None = None) -> Motion:
+                   workers: int | None = None,
+                   on_frame: Callable[[int, np.ndarray], None] | None = None) -> Motion:
     """Measure every frame's camera motion and exposure relative to a reference frame.
 
     See the module docstring for the method: rain-robust (streaks are masked and bright
@@ -809,6 +811,9 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
         min_motion_px: smallest full-resolution displacement for which a richer model is used.
         iterations: most Gauss-Newton iterations per fit and level.
         workers: threads (default: the CPU count, at most 4).
+        on_frame: called as ``on_frame(index, frame)`` in the caller's thread for every frame
+            of the streaming pass, so a caller can keep the frames it needs without decoding
+            the clip again (the frame must not be modified).
 
     Returns:
         A :class:`Motion`.
@@ -900,17 +905,17 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
             fit = fit_one(prep, init, model, (1, 0), points)
             return fit, _exposure(expo_points, prep, fit.matrix)
 
+        def streamed() -> Iterator[np.ndarray]:
+            for i, frame in enumerate(source):
+                if on_frame is not None:
+                    on_frame(i, frame)
+                yield frame
+
         fits: list[_Fit] = []
         exposure: list[float | None] = []
-        chunk: list[np.ndarray] = []
-        for frame in itertools.chain(source, [None]):
-            if frame is not None:
-                chunk.append(frame)
-            if len(chunk) >= 2 * workers or (frame is None and chunk):
-                for fit, gain in pool.map(one, chunk):
-                    fits.append(fit)
-                    exposure.append(gain)
-                chunk = []
+        for fit, gain in ordered_map(pool, one, streamed(), 2 * workers):
+            fits.append(fit)
+            exposure.append(gain)
     if len(fits) != n:
         raise InputError(f"{source.source}: {len(fits)} frames decoded, {n} expected")
     mats = np.stack([f.matrix for f in fits])
@@ -954,7 +959,8 @@ def _expose_to_reference(image: np.ndarray, gain: float, offset: float) -> np.nd
 
 def measured_or_checked(frames: np.ndarray | FrameSource, motion: Motion | None, mode: AlignMode,
                         *, reference: int | None, models: tuple[str, ...], max_side: int,
-                        workers: int | None) -> Motion:
+                        workers: int | None,
+                        on_frame: Callable[[int, np.ndarray], None] | None = None) -> Motion:
     """``motion`` checked against the frames' count and size, or measured when it is None.
 
     Args:
@@ -965,6 +971,7 @@ def measured_or_checked(frames: np.ndarray | FrameSource, motion: Motion | None,
         models: passed to :func:`measure_motion`.
         max_side: passed to :func:`measure_motion`.
         workers: passed to :func:`measure_motion`.
+        on_frame: passed to :func:`measure_motion` (never called when ``motion`` is given).
 
     Raises:
         ValueError: ``motion`` does not match the frames.
@@ -973,7 +980,8 @@ def measured_or_checked(frames: np.ndarray | FrameSource, motion: Motion | None,
     h, w = frames.shape[1:3] if isinstance(frames, np.ndarray) else frames.shape
     if motion is None:
         return measure_motion(frames, reference, models=models, max_side=max_side,
-                              min_motion_px=mode.min_motion_px, workers=workers)
+                              min_motion_px=mode.min_motion_px, workers=workers,
+                              on_frame=on_frame)
     if motion.matrices.shape != (n, 3, 3) or motion.shape != (h, w):
         raise ValueError(f"motion: expected {n} transforms for {h} x {w} frames, got "
                          f"{motion.matrices.shape} for {motion.shape}")

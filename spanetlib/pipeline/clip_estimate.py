@@ -54,7 +54,7 @@ import functools
 import math
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -64,6 +64,7 @@ import numpy as np
 from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import round_to_uint8
+from spanetlib.io.pools import ordered_map
 from spanetlib.io.video import FrameSource
 from spanetlib.pipeline.alignment import (
     MOTION_MODELS,
@@ -976,8 +977,14 @@ def _estimate_periods(aligned: Alignment, mode: AlignMode, segments: bool, min_f
 def _checked(found: list[ClipSegment], motion: Motion, mode: AlignMode, warped: np.ndarray,
              exposed: np.ndarray, period: np.ndarray, membership: np.ndarray,
              max_inconsistent: float, workers: int,
-             members: Iterator[tuple[int, np.ndarray]]) -> ClipEstimate:
-    """Pair-check the member frames (``(index, aligned frame)`` pairs, streamed in chunks)."""
+             members: Iterator[tuple[int, np.ndarray]],
+             align: Callable[[tuple[int, np.ndarray]], np.ndarray] | None = None
+             ) -> ClipEstimate:
+    """Pair-check the member frames, streamed as ``(index, frame)`` pairs.
+
+    ``align`` brings a frame into the reference's coordinates on the workers (None: the
+    frames come aligned).
+    """
     n = len(membership)
     h, w = motion.shape
     inconsistent = np.full(n, np.nan, np.float32)
@@ -993,6 +1000,8 @@ def _checked(found: list[ClipSegment], motion: Motion, mode: AlignMode, warped: 
         # In the reference's coordinates and exposure, where the frame met the estimate; the
         # usable mask then goes back to the frame's own pixels.
         i, frame = item
+        if align is not None:
+            frame = align(item)
         seg = found[membership[i]]
         bad, dy = pair_check(frame, cleans[membership[i]], seg.noise_sigma,
                              EDGE_TOLERANCE_PX[bool(warped[i])],
@@ -1013,8 +1022,8 @@ def _checked(found: list[ClipSegment], motion: Motion, mode: AlignMode, warped: 
             bits[i] = zlib.compress(np.packbits(usable.ravel()).tobytes(), 1)
 
     with ThreadPoolExecutor(workers) as pool:
-        for chunk in _chunks(members, 2 * workers):
-            list(pool.map(check, chunk))
+        for _ in ordered_map(pool, check, members, 2 * workers):
+            pass
     membership = membership.copy()
     membership[(membership >= 0) & (usable_share == 0)] = -1
     return ClipEstimate(segments=tuple(found), motion=motion, mode=mode,
@@ -1026,18 +1035,6 @@ def _checked(found: list[ClipSegment], motion: Motion, mode: AlignMode, warped: 
                         _usable_bits=bits)
 
 
-def _chunks(items: Iterator, size: int) -> Iterator[list]:
-    """Consecutive lists of ``size`` items (the last may be shorter)."""
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | None,
                        segments: bool, max_inconsistent: float, min_frames: int,
                        motion: Motion | None, models: tuple[str, ...], max_side: int,
@@ -1047,12 +1044,23 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
     h, w = source.shape
     if n < 2:
         raise InputError(f"frames: expected N >= 2 frames, got {n} in {source.source}")
-    motion = measured_or_checked(source, motion, mode, reference=reference, models=models,
-                                 max_side=max_side, workers=workers)
-    moved, warped, exposed = alignment_plan(motion, mode)
+    ref = motion.reference if motion is not None else (n // 2 if reference is None else reference)
     kept = np.unique(np.concatenate([
-        np.linspace(0, n - 1, min(n, max_kept)).round().astype(np.int64), [motion.reference]]))
+        np.linspace(0, n - 1, min(n, max_kept)).round().astype(np.int64), [ref]]))
     position = {int(i): k for k, i in enumerate(kept)}
+    frames_k = np.empty((len(kept), h, w, 3), np.uint8)
+    decoded = np.zeros(len(kept), bool)
+
+    def keep(i: int, frame: np.ndarray) -> None:
+        # The kept frames are taken from the measuring pass: no second decoding pass.
+        k = position.get(i)
+        if k is not None:
+            frames_k[k] = frame
+            decoded[k] = True
+
+    motion = measured_or_checked(source, motion, mode, reference=reference, models=models,
+                                 max_side=max_side, workers=workers, on_frame=keep)
+    moved, warped, exposed = alignment_plan(motion, mode)
     expo_ref = motion.exposure_reference
     sub = Motion(reference=position[motion.reference], matrices=motion.matrices[kept],
                  model=motion.model, gain=motion.gain[kept], offset=motion.offset[kept],
@@ -1064,13 +1072,15 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
         i, frame = item
         return align_frame(frame, motion, i, mode, bool(warped[i]), bool(exposed[i]))
 
-    # Pass: align and keep the kept frames.
-    frames_k = np.empty((len(kept), h, w, 3), np.uint8)
+    def align_kept(item: tuple[int, np.ndarray]) -> None:
+        frames_k[position[item[0]]] = aligned_of(item)
+
+    # Align the kept frames in place (decoded now if the motion was given).
+    wanted = ((int(i), frames_k[position[int(i)]]) for i in kept) if decoded.all() \
+        else source.iter_at(kept)
     with ThreadPoolExecutor(workers) as pool:
-        wanted = source.iter_at(kept)
-        for chunk in _chunks(wanted, 2 * workers):
-            for (i, _), out in zip(chunk, pool.map(aligned_of, chunk), strict=True):
-                frames_k[position[i]] = out
+        for _ in ordered_map(pool, align_kept, wanted, 2 * workers):
+            pass
     valid_k = valid_region(sub, warped[kept])
     alignment = Alignment(frames=frames_k, motion=sub, mode=mode, warped=warped[kept],
                           exposed=exposed[kept], valid=valid_k, crop=crop_box(valid_k),
@@ -1095,19 +1105,17 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
     membership = np.array([seg_of_period.get(int(k), -1) for k in period], np.int64)
 
     def members() -> Iterator[tuple[int, np.ndarray]]:
-        # The kept frames from memory, the others aligned as they stream past.
-        # Only the others are decoded (a clip of at most max_kept frames is not read again).
-        pool = ThreadPoolExecutor(workers)
+        # The kept frames from memory (aligned), then the others as they stream past (aligned
+        # on the workers); only the others are decoded again.
         paired = np.flatnonzero(membership >= 0)
-        fresh = paired[~np.isin(paired, kept)]
-        try:
-            stream = source.iter_at(fresh) if fresh.size else iter(())
-            for chunk in _chunks(stream, 2 * workers):
-                yield from zip([i for i, _ in chunk], pool.map(aligned_of, chunk), strict=True)
-        finally:
-            pool.shutdown()
         for i in paired[np.isin(paired, kept)]:
             yield int(i), frames_k[position[int(i)]]
+        fresh = paired[~np.isin(paired, kept)]
+        if fresh.size:
+            yield from source.iter_at(fresh)
+
+    def align_fresh(item: tuple[int, np.ndarray]) -> np.ndarray:
+        return item[1] if item[0] in position else aligned_of(item)
 
     return _checked(found, motion, mode, warped, exposed, period, membership,
-                    max_inconsistent, workers, members())
+                    max_inconsistent, workers, members(), align_fresh)
