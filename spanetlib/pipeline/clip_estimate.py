@@ -87,6 +87,7 @@ from spanetlib.pipeline.background import (
     noise_sigma,
     reliability_map,
 )
+from spanetlib.pipeline.lazy_jit import lazy_njit
 from spanetlib.pipeline.resample import warp_frame
 from spanetlib.pipeline.selection import FRAME_COUNTS, rain_fraction
 
@@ -420,6 +421,43 @@ def _blob_elements(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.ones((side, side), np.uint8), np.ones((1, line), np.uint8)
 
 
+@lazy_njit(nogil=True, cache=True)
+def _pair_levels(frame, clean, cy, allow, dy, dark, bright):
+    """One pass of :func:`pair_check`'s level tests: ``dy``, and the dark and bright masks.
+
+    The frame's luminance is OpenCV's ``COLOR_RGB2GRAY`` of uint8 (15-bit fixed point), so
+    ``dy`` equals ``cvtColor(frame) - cy`` exactly.
+    """
+    h, w = cy.shape
+    for y in range(h):
+        for x in range(w):
+            r = np.int32(frame[y, x, 0])
+            g = np.int32(frame[y, x, 1])
+            b = np.int32(frame[y, x, 2])
+            d = np.float32((9798 * r + 19235 * g + 3735 * b + 16384) >> 15) - cy[y, x]
+            dy[y, x] = d
+            a = allow[y, x]
+            drop = max(max(np.int32(clean[y, x, 0]) - r, np.int32(clean[y, x, 1]) - g),
+                       np.int32(clean[y, x, 2]) - b)
+            dark[y, x] = 1 if (d < -a or np.float32(drop) > np.float32(1.5) * a) else 0
+            bright[y, x] = 1 if d > np.float32(1.5) * a else 0
+
+
+@lazy_njit(nogil=True, cache=True)
+def _dark_rms(dy, usable):
+    """RMS of ``min(dy, 0)`` over the ``usable`` pixels (inf when none is)."""
+    total = 0.0
+    count = 0
+    h, w = dy.shape
+    for y in range(h):
+        for x in range(w):
+            if usable[y, x]:
+                d = min(dy[y, x], np.float32(0.0))
+                total += d * d
+                count += 1
+    return math.sqrt(total / count) if count else math.inf
+
+
 def pair_check_terms(clean: np.ndarray, sigma: float, edge_px: float = 0.1
                      ) -> tuple[np.ndarray, np.ndarray]:
     """What :func:`pair_check` needs of the clean image alone: ``(luminance, allowance)``.
@@ -474,10 +512,11 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
         raise InputError(f"pair_check: expected two H x W x 3 images of one shape, got "
                          f"{frame.shape} and {clean.shape}")
     cy, allow = pair_check_terms(clean, sigma, edge_px) if clean_terms is None else clean_terms
-    dy = _luma(frame) - cy
-    channel_drop = np.maximum(np.maximum(clean[..., 0].astype(np.int16) - frame[..., 0],
-                                         clean[..., 1].astype(np.int16) - frame[..., 1]),
-                              clean[..., 2].astype(np.int16) - frame[..., 2])
+    dy = np.empty(cy.shape, np.float32)
+    dark = np.empty(cy.shape, np.uint8)
+    bright = np.empty(cy.shape, np.uint8)
+    _pair_levels(np.ascontiguousarray(frame), np.ascontiguousarray(clean), cy, allow, dy, dark,
+                 bright)
     # Shape tests on a mirrored border: an object entering the frame is as thin as a streak
     # at the edge, its mirror image makes it wide again (warped frames bring their mirror
     # along: the warp reflects at the frame's edge).
@@ -486,14 +525,13 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
     h, w = dy.shape
 
     def shaped(mask: np.ndarray, *elements: np.ndarray) -> np.ndarray:
-        out = cv2.copyMakeBorder(mask.astype(np.uint8), pad, pad, pad, pad,
-                                 cv2.BORDER_REFLECT)
+        out = cv2.copyMakeBorder(mask, pad, pad, pad, pad, cv2.BORDER_REFLECT)
         for element in elements:
             out = cv2.morphologyEx(out, cv2.MORPH_OPEN, element)
         return out[pad:pad + h, pad:pad + w]
 
-    dark = shaped((dy < -allow) | (channel_drop > 1.5 * allow), np.ones((3, 3), np.uint8))
-    bright = shaped(dy > 1.5 * allow, square, line)
+    dark = shaped(dark, np.ones((3, 3), np.uint8))
+    bright = shaped(bright, square, line)
     # Objects show dark and bright parts side by side (stripes, highlights): close the gaps
     # between flagged parts so the whole object is covered, then widen the result.
     bad = cv2.morphologyEx(dark | bright, cv2.MORPH_CLOSE, np.ones((2 * len(square) + 1,) * 2,
@@ -1011,8 +1049,7 @@ def _checked(found: list[ClipSegment], motion: Motion, mode: AlignMode, warped: 
         usable = seg.valid & ~bad
         # Over the usable pixels the rain frame may only be brighter: what is darker is noise
         # (RMS about 0.6 sigma); more means a shifted or mis-exposed clean image.
-        dark_rms = float(np.sqrt(np.mean(np.minimum(dy[usable], 0.0) ** 2))) \
-            if usable.any() else float("inf")
+        dark_rms = float(_dark_rms(dy, usable))
         inconsistent[i] = share
         dark[i] = dark_rms
         if share <= max_inconsistent and dark_rms <= _DARK_RMS * seg.noise_sigma + 1.0:
