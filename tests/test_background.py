@@ -486,3 +486,23 @@ def test_reliability_errors():
         bg.reliability_map(frames, est, limit=0)
     with pytest.raises(ValueError, match=r"expected 0 <= tolerance <= 255"):
         bg.reliability_map(frames, est, tolerance=300, spread=2)
+
+
+def test_every_other_frame_is_estimated_in_place_without_a_copy():
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 256, (40, 64, 96, 3), dtype=np.uint8)
+    half = frames[::2]
+    expected = bg.estimate_background(np.ascontiguousarray(half))
+    bg.estimate_background(half)  # compile the kernels for this layout first
+    tracemalloc.start()
+    try:
+        got = bg.estimate_background(half)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got.image, expected.image)
+    assert got.rank == expected.rank
+    # the outputs (a few float32 images) but not a copy of the frames (or it would be over)
+    assert peak < half.nbytes, (peak, half.nbytes)

@@ -843,8 +843,12 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
     keep = np.union1d(np.union1d(chosen, trial), [reference])
     with ThreadPoolExecutor(workers) as pool:
         # The few frames the template and the model choice need, prepared once.
-        work = dict(zip(keep.tolist(), pool.map(lambda f: _prepare(f, scale),
-                                                 source.take(keep)), strict=True))
+        # Streamed: the template's full-size frames are never held together.
+        work = dict(ordered_map(pool, lambda item: (item[0], _prepare(item[1], scale)),
+                                source.iter_at(keep), 2 * workers))
+        if len(work) != len(keep):
+            raise InputError(f"{source.source}: only {len(work)} of the {len(keep)} frames "
+                             "asked for decoded")
         shape_s = work[reference].levels[0].shape
         window = cv2.createHanningWindow(shape_s[::-1], cv2.CV_32F)
         ref_open = work[reference].opened

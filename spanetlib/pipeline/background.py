@@ -119,11 +119,12 @@ class BackgroundEstimate:
 
 
 def _validate(frames: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, bool]:
-    """Check ``frames`` and return them as a C-contiguous N x H x W x C array (C = 1 or 3).
+    """Check ``frames`` and return them as an N x H x W x C array of C-contiguous frames.
 
-    uint8 stays uint8; float32/float64 become float32 (a copy only for float64 or
-    non-contiguous input). Raises :class:`InputError` (a ``ValueError``) for bad input.
-    Returns the array and whether the input was grayscale.
+    uint8 stays uint8; float32/float64 become float32 (a copy only for float64 or frames
+    that are not each C-contiguous: every other frame of a clip, ``frames[::2]``, is used
+    in place, so a half of a long clip costs no copy). Raises :class:`InputError` (a
+    ``ValueError``) for bad input. Returns the array and whether the input was grayscale.
     """
     if isinstance(frames, (list, tuple)):
         if len(frames) < 2:
@@ -169,7 +170,9 @@ def _validate(frames: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, bo
     gray = arr.ndim == 3
     if gray:
         arr = arr[..., None]
-    return np.ascontiguousarray(arr), gray
+    if not arr[0].flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    return arr, gray
 
 
 def _to_rgb(image: np.ndarray, gray: bool) -> np.ndarray:
