@@ -874,9 +874,10 @@ def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | No
     streak would meet the next frame's streaks along their whole length) in the frames before
     AND after it is content (sky through foliage, a light, a reflection), not rain, where
     such pixels make a part of at least :data:`PERSIST_MIN_AREA` pixels that holds a pixel
-    bright over :data:`PERSIST_SEED_FRAMES` consecutive frames around these three (heavy
-    rain meets itself over three frames in streak-shaped patches now and then, over five
-    almost never, while content stays), together with the frame's bright pixels connected
+    bright over :data:`PERSIST_SEED_FRAMES` consecutive frames around these three by a
+    steady amount (:data:`PERSIST_STEADY`; heavy rain meets itself over three frames in
+    streak-shaped patches now and then, over five rarely and then with each streak's own
+    brightness, while content stays as bright), together with the frame's bright pixels connected
     to such a part (its moving edge). At the window's ends the frames on the one side decide.
     """
     own = analysis.get(local).bright
