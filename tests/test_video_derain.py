@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -773,3 +774,60 @@ def test_thin_edge_bands_take_the_background_and_a_short_feather(identity, monke
     # The ramp ends within the feather's dilation and blur (3 sigma) of the band.
     reach = 6 + video_derain.OUTSIDE_FEATHER + int(np.ceil(1.5 * video_derain.OUTSIDE_FEATHER))
     assert (weight[:, :6] == 1).all() and (weight[:, reach + 1:] == 0).all()
+
+
+def test_streaks_meeting_over_five_frames_by_chance_are_rain(identity, monkeypatch):
+    clip = tiny_clip("static", size=(64, 96), n_frames=12)
+    frames = clip.frames.copy()
+    # Streaks of unequal brightness hit the same pixels in frames 3-7 (dense rain, 30+
+    # frames): bright in 5 consecutive frames, but each adds its own brightness (on a dark
+    # part of the scene, where no sum reaches 255: saturated pixels add the same).
+    spot = (slice(43, 57), slice(43, 46))
+    assert clip.truth[3:8][:, spot[0], spot[1]].max() + 200 < 255
+    for k, add in zip(range(3, 8), (40, 160, 60, 200, 50), strict=True):
+        frames[k][spot] = np.clip(clip.truth[k][spot].astype(int) + add, 0, 255)
+    result = derain_clip(frames, identity, window=12)
+    assert all(r.spanet_run_share == 0 for r in result.records)  # SPANet runs on no tile
+    assert (result.weight == 0).all()
+    # Without the steadiness check the chance meeting is content (SPANet's, here the frame).
+    monkeypatch.setattr(video_derain, "PERSIST_STEADY", 0.0)
+    blind = derain_clip(frames, identity, window=12)
+    assert (blind.weight[5][spot] > 0.99).mean() > 0.5
+
+
+def test_nearest_warps_under_a_quarter_pixel_are_the_identity():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (48, 64), dtype=np.uint8)
+    analysis = type("A", (), {})()
+    for _ in range(20):
+        shift = rng.uniform(-0.24, 0.24, 2) / np.sqrt(2)
+        matrix = np.array([[1, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1]])
+        analysis.estimate = type("E", (), {"motion": type("M", (), {
+            "matrices": np.stack([np.eye(3), matrix])})()})()
+        mapped = video_derain._to_frame(analysis, image, 1, 0)
+        assert mapped is image
+        warped = cv2.warpPerspective(image, matrix, (64, 48), flags=cv2.INTER_NEAREST
+                                     | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        assert (warped == image).all()
+
+
+def test_blend_in_the_weights_box_is_the_whole_frame_mix():
+    rng = np.random.default_rng(4)
+    frame = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    background = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    derained = rng.uniform(0, 255, (40, 56, 3)).astype(np.float32)
+    weight = np.zeros((40, 56), np.float32)
+    weight[10:18, 20:31] = rng.uniform(0.01, 1, (8, 11))
+
+    class Fake:
+        def where(self, image, need):
+            return (np.where(need[..., None], derained, 0).astype(np.float32),
+                    0.2 if need.any() else 0.0)
+
+    out, ran = video_derain._blend(Fake(), frame, weight, background)
+    wt = weight[..., None]
+    assert ran == 0.2
+    np.testing.assert_array_equal(out, round_to_uint8(wt * np.where(wt > 0, derained, 0)
+                                                      + (1 - wt) * background.astype(np.float32)))
+    none, _ = video_derain._blend(Fake(), frame, np.zeros_like(weight), background)
+    np.testing.assert_array_equal(none, background)

@@ -182,6 +182,18 @@ PERSIST_MIN_AREA = 6
 #: Frames (this one included) over which a bright part must stay bright somewhere to be
 #: content (:func:`_persistent_bright`).
 PERSIST_SEED_FRAMES = 5
+#: Least ratio of the smallest to the largest excess brightness (over the background) a seed
+#: pixel of :func:`_persistent_bright` keeps over its frames: content adds about the same in
+#: each, streaks that meet by chance (dense rain at 640 x 480 over 30+ frames) add each its own.
+PERSIST_STEADY = 0.7
+#: Working size (longer side, pixels) of the camera-motion measurement in each window's estimate
+#: (``estimate_clip``'s ``max_side``, 640 there): at 480 x 640 half the size measures the motion
+#: to within 0.05 px of full size (generated hand-held clip) in 0.65 of the time, the largest
+#: cost of a still clip's window after SPANet.
+MOTION_MAX_SIDE = 320
+#: Largest displacement (pixels) between two frames' registrations under which a nearest-pixel
+#: warp from one to the other is the identity (each pixel's nearest source is itself).
+SAME_PIXEL_PX = 0.25
 _WHOLE_FRAME_SHARE = 0.7  # crops reading more than this share of the frame: whole frame
 
 
@@ -356,6 +368,7 @@ class _Background:
     paired: bool
     overlay: np.ndarray  # H x W bool: frame-fixed overlay, taken from frame coordinates
     bright: np.ndarray  # H x W bool: brighter than the background, not flagged (rain?)
+    excess: np.ndarray  # H x W uint8: luminance above the background (levels, clipped)
 
 
 def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray,
@@ -406,7 +419,8 @@ def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray,
         if best is None or content.sum() < best.content.sum():
             tol = 3.5 * float(seg.noise_sigma) + 2.0
             bright = (dy > 1.5 * tol) & valid & ~bad
-            best = _Background(k, clean, content, valid, k == member, overlay, bright)
+            excess = np.clip(dy, 0.0, 255.0).astype(np.uint8)
+            best = _Background(k, clean, content, valid, k == member, overlay, bright, excess)
     return best
 
 
@@ -768,7 +782,8 @@ class _WindowAnalysis:
 
     def __init__(self, frames: np.ndarray, align: AlignMode, temporal: bool) -> None:
         self.frames = frames
-        self.estimate = estimate_clip(frames, align, quality=False) if temporal else None
+        self.estimate = (estimate_clip(frames, align, quality=False, max_side=MOTION_MAX_SIDE)
+                         if temporal else None)
         self.cache: dict[int, _Analysis] = {}
         self.fixed = None
         self.candidates = None
@@ -794,6 +809,11 @@ class _WindowAnalysis:
             self.cache[local] = self._analyse(local)
         return self.cache[local]
 
+    def forget_before(self, local: int) -> None:
+        """Drop the analyses of frames before ``local`` (one window's worth at 1080p is GBs)."""
+        for k in [k for k in self.cache if k < local]:
+            del self.cache[k]
+
     def _analyse(self, local: int) -> _Analysis:
         if self.estimate is None:
             return _Analysis(None, None)
@@ -805,22 +825,43 @@ class _WindowAnalysis:
         return _Analysis(background, background.bright)
 
 
-def _bright_stays(analysis: _WindowAnalysis, local: int, others: Sequence[int]
-                  ) -> np.ndarray | None:
-    """Frame ``local``'s bright pixels also bright at the same scene position in ``others``."""
-    stays = analysis.get(local).bright.copy()
-    h, w = stays.shape
+def _to_frame(analysis: _WindowAnalysis, image: np.ndarray, other: int, local: int
+              ) -> np.ndarray:
+    """A map of window frame ``other`` in frame ``local``'s pixels (nearest; 0 outside).
+
+    Where the two frames' registrations differ by under :data:`SAME_PIXEL_PX` pixels
+    everywhere, every pixel's nearest source is itself: the map as it is (a still camera).
+    """
+    h, w = image.shape[:2]
     matrices = analysis.estimate.motion.matrices
+    to_other = matrices[other] @ np.linalg.inv(matrices[local])
+    if motion_displacement(to_other[None], (h, w))[0] < SAME_PIXEL_PX:
+        return image
+    return cv2.warpPerspective(image, to_other, (w, h), flags=cv2.INTER_NEAREST
+                               | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+
+
+def _bright_stays(analysis: _WindowAnalysis, local: int, others: Sequence[int],
+                  steady: bool = False) -> np.ndarray | None:
+    """Frame ``local``'s bright pixels also bright at the same scene position in ``others``.
+
+    ``steady``: and as bright there: the least excess over the background (luminance) over
+    these frames is at least :data:`PERSIST_STEADY` of the largest. Content (sky, a light)
+    adds the same in every frame; independent streaks that happen to meet at a pixel add
+    each its own.
+    """
+    stays = analysis.get(local).bright.copy()
+    low = high = analysis.get(local).background.excess if steady else None
     for other in others:
-        bright = analysis.get(other).bright
-        if bright is None:
+        found = analysis.get(other)
+        if found.bright is None:
             return None
-        mask = bright.astype(np.uint8)
-        to_other = matrices[other] @ np.linalg.inv(matrices[local])
-        if not np.allclose(to_other, np.eye(3), atol=1e-6):
-            mask = cv2.warpPerspective(mask, to_other, (w, h), flags=cv2.INTER_NEAREST
-                                       | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
-        stays &= mask > 0
+        stays &= _to_frame(analysis, found.bright.view(np.uint8), other, local) > 0
+        if steady:
+            excess = _to_frame(analysis, found.background.excess, other, local)
+            low, high = np.minimum(low, excess), np.maximum(high, excess)
+    if steady:
+        stays &= low >= PERSIST_STEADY * high.astype(np.float32)
     return stays
 
 
@@ -833,9 +874,10 @@ def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | No
     streak would meet the next frame's streaks along their whole length) in the frames before
     AND after it is content (sky through foliage, a light, a reflection), not rain, where
     such pixels make a part of at least :data:`PERSIST_MIN_AREA` pixels that holds a pixel
-    bright over :data:`PERSIST_SEED_FRAMES` consecutive frames around these three (heavy
-    rain meets itself over three frames in streak-shaped patches now and then, over five
-    almost never, while content stays), together with the frame's bright pixels connected
+    bright over :data:`PERSIST_SEED_FRAMES` consecutive frames around these three by a
+    steady amount (:data:`PERSIST_STEADY`; heavy rain meets itself over three frames in
+    streak-shaped patches now and then, over five rarely and then with each streak's own
+    brightness, while content stays as bright), together with the frame's bright pixels connected
     to such a part (its moving edge). At the window's ends the frames on the one side decide.
     """
     own = analysis.get(local).bright
@@ -862,7 +904,7 @@ def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | No
         for lo in range(max(0, max(span) - PERSIST_SEED_FRAMES + 1),
                         min(min(span), n - PERSIST_SEED_FRAMES) + 1):
             seed = _bright_stays(analysis, local, [k for k in range(lo, lo + PERSIST_SEED_FRAMES)
-                                                   if k != local])
+                                                   if k != local], steady=True)
             if seed is not None:
                 seeded[np.unique(labels[seed])] = True
         keep &= seeded
@@ -894,6 +936,25 @@ def _frame_weight(content: np.ndarray, outside: np.ndarray) -> np.ndarray:
     return weight
 
 
+def _blend(spanet: _Spanet, frame: np.ndarray, weight: np.ndarray, background: np.ndarray
+           ) -> tuple[np.ndarray, float]:
+    """``weight * SPANet(frame) + (1 - weight) * background`` as uint8, and SPANet's run share.
+
+    Only the bounding box of ``weight > 0`` is mixed (in float32); elsewhere the output is the
+    background itself, exactly what the mix gives there.
+    """
+    need = weight > 0
+    derained, ran = spanet.where(frame, need)
+    out = background.copy()
+    if ran:
+        rows, cols = np.flatnonzero(need.any(axis=1)), np.flatnonzero(need.any(axis=0))
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        wt = weight[box][..., None]
+        out[box] = round_to_uint8(wt * derained[box] + (1.0 - wt) * background[box].astype(
+            np.float32))
+    return out, ran
+
+
 def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], method: str,
                    align: AlignMode, spanet: _Spanet
                    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, FrameRecord]]:
@@ -904,6 +965,8 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
     for index in outputs:
         local = index - first
         frame = frames[local]
+        # Later frames look back at most PERSIST_SEED_FRAMES frames (_persistent_bright).
+        analysis.forget_before(local - PERSIST_SEED_FRAMES)
         background = analysis.get(local).background
         if background is None:
             content = np.ones((h, w), bool)
@@ -925,14 +988,10 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
             weight = np.zeros((h, w), np.float32)
             out = frame if background is None else background.image
             ran = 0.0
+        elif background is None:
+            out, ran = round_to_uint8(spanet.whole(frame)), 1.0
         else:
-            if background is None:
-                mixed, ran = spanet.whole(frame), 1.0
-            else:
-                derained, ran = spanet.where(frame, weight > 0)
-                wt = weight[..., None]
-                mixed = wt * derained + (1.0 - wt) * background.image.astype(np.float32)
-            out = round_to_uint8(mixed)
+            out, ran = _blend(spanet, frame, weight, background.image)
         record = FrameRecord(
             index=int(index), window=window,
             segment=-1 if background is None else background.segment,
