@@ -25,8 +25,33 @@ PSNR of the reference period's estimate against the truth over its valid region.
 peak within 1.5x the kept frames plus the fixed amount, the same for 3,000 frames as for 300;
 4K runs) are printed as met or with the measured distance.
 
+**Registration side by side** (issue 21: use what OpenCV does well where it is as accurate).
+On the 1080p hand-held clip, every frame is registered to the middle frame by three methods,
+each in its own child process, at the same working size (longer side 640 px; transforms
+scaled back to full resolution), each timed from opening the file to the last transform
+(decoding included, frames registered on a pool of ``min(4, cores)`` threads):
+
+* **ours**: ``measure_motion(FrameSource(path))`` (numba compiled beforehand);
+* **ECC**: ``cv2.findTransformECC`` (``MOTION_EUCLIDEAN``) of each frame's grey image against
+  the middle frame's, coarse to fine over ``cv2.pyrDown`` levels, OpenCV's Gaussian
+  pre-filter at every level;
+* **features**: ORB keypoints, brute-force Hamming matches with a ratio test and
+  ``cv2.estimateAffinePartial2D`` with RANSAC (AKAZE is no longer in OpenCV 5's main module).
+
+Printed and written to ``results/registration.csv`` and ``results/registration.md``: frames/s,
+ratio to decoding, motion error against the camera's truth (the largest corner displacement,
+full-resolution px: mean and 95th percentile over the frames a method registered) and the
+frames it failed on (did not converge, raised, or too few RANSAC inliers). Rain is what makes
+this hard: streaks are thin, bright lines that move every frame, so they do not follow the
+camera. ECC correlates every pixel, streaks included, and its Gaussian pre-filter smears them
+into the scene; ORB finds corners on streak ends, which RANSAC must then reject. Ours masks
+them (a white top-hat finds the thin bright lines and leaves them out of every fit; bright
+residuals get zero weight; the template is a low temporal percentile, which rain, only
+brightening, does not reach): see ``spanetlib.pipeline.alignment``'s docstring.
+
     python benchmarks/bench_footage.py            # the full set (the lead's quiet machine)
     python benchmarks/bench_footage.py --quick    # small sizes, a minute or two
+    python benchmarks/bench_footage.py --registration-only --registration-frames 60
 """
 
 from __future__ import annotations
@@ -160,6 +185,8 @@ def _current_rss_gib() -> float:
 
 def child(kind: str, source: str, truth: str | None) -> dict:
     """One measurement (run in its own process); returns the numbers as a dict."""
+    if kind.startswith("register:"):
+        return register_child(kind.split(":", 1)[1], source, truth)
     if kind == "decode":
         start = time.perf_counter()
         cap = cv2.VideoCapture(source)
@@ -241,6 +268,151 @@ def run_child(kind: str, source: Path, truth: Path | None, old_root: Path | None
 
 
 # --------------------------------------------------------------------------------------------
+# Registration side by side: ours, OpenCV's ECC, OpenCV's features
+# --------------------------------------------------------------------------------------------
+
+REGISTRATION_CLIP = ("hand-held 1080p", (1080, 1920))
+REGISTRATION_METHODS = ("ours", "ECC", "features")
+WORK_SIDE = 640  # longer side of the working copies, as measure_motion's max_side
+ECC_LEVELS = 3  # pyrDown levels, coarse to fine (640, 320, 160 px wide at 1080p)
+ECC_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-5)
+ECC_FILTER = 5  # gaussFiltSize, OpenCV's default
+ORB_FEATURES = 2000
+ORB_RATIO = 0.8  # Lowe's ratio test on the two nearest Hamming matches
+RANSAC_PX = 1.0  # reprojection threshold, working-size pixels
+MIN_INLIERS = 20  # fewer RANSAC inliers than this: the frame failed
+
+
+def _to_full(matrices: np.ndarray, scale: float) -> np.ndarray:
+    """Working-size transforms (N x 3 x 3) -> full resolution (area resize by ``scale``)."""
+    off = 0.5 * scale - 0.5
+    to_s = np.array([[scale, 0.0, off], [0.0, scale, off], [0.0, 0.0, 1.0]])
+    return np.linalg.inv(to_s) @ matrices @ to_s
+
+
+class _OpenCVRegistration:
+    """ECC or ORB + RANSAC of frames against a reference frame, at the working size."""
+
+    def __init__(self, method: str, reference: np.ndarray) -> None:
+        h, w = reference.shape[:2]
+        self.method = method
+        self.scale = min(1.0, WORK_SIDE / max(h, w))
+        self.size = (max(8, round(w * self.scale)), max(8, round(h * self.scale)))
+        grey = self.grey(reference)
+        if method == "ECC":
+            self.ref = self.pyramid(grey)
+        else:
+            self.orb = cv2.ORB_create(ORB_FEATURES)
+            self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+            self.ref_points, self.ref_desc = self.orb.detectAndCompute(grey, None)
+
+    def grey(self, frame: np.ndarray) -> np.ndarray:
+        small = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA) \
+            if self.scale != 1.0 else frame
+        return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+
+    @staticmethod
+    def pyramid(grey: np.ndarray) -> list[np.ndarray]:
+        levels = [grey.astype(np.float32)]
+        for _ in range(ECC_LEVELS - 1):
+            levels.append(cv2.pyrDown(levels[-1]))
+        return levels
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
+        """Reference -> frame transform (3 x 3, working size), None where it failed."""
+        grey = self.grey(frame)
+        if self.method == "ECC":
+            warp = np.eye(2, 3, dtype=np.float32)
+            try:
+                for k, (ref, level) in enumerate(zip(self.ref[::-1], self.pyramid(grey)[::-1],
+                                                     strict=True)):
+                    if k:
+                        warp[:, 2] *= 2.0  # pyrDown halves coordinates: x = 2 x_half
+                    _, warp = cv2.findTransformECC(ref, level, warp, cv2.MOTION_EUCLIDEAN,
+                                                   ECC_CRITERIA, None, ECC_FILTER)
+            except cv2.error:
+                return None  # did not converge (or found no correlation)
+            return np.vstack([warp.astype(np.float64), [0.0, 0.0, 1.0]])
+        points, desc = self.orb.detectAndCompute(grey, None)
+        if desc is None or len(points) < MIN_INLIERS:
+            return None
+        pairs = self.matcher.knnMatch(self.ref_desc, desc, k=2)
+        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < ORB_RATIO * p[1].distance]
+        if len(good) < MIN_INLIERS:
+            return None
+        src = np.float32([self.ref_points[m.queryIdx].pt for m in good])
+        dst = np.float32([points[m.trainIdx].pt for m in good])
+        matrix, inliers = cv2.estimateAffinePartial2D(
+            src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX, maxIters=2000,
+            confidence=0.999, refineIters=10)
+        if matrix is None or int(inliers.sum()) < MIN_INLIERS:
+            return None
+        return np.vstack([matrix, [0.0, 0.0, 1.0]])
+
+
+def register_child(method: str, source: str, truth: str) -> dict:
+    """Register every frame of ``source`` to its middle frame by ``method``; time and error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from spanetlib.io.pools import ordered_map
+    from spanetlib.io.video import FrameSource
+    from spanetlib.pipeline.alignment import measure_motion, motion_displacement
+
+    if method == "ours":  # compile the numba kernels first (not part of the time)
+        from spanetlib.synthesis.rain import make_rain_clip
+        measure_motion(make_rain_clip("handheld", seed=3).frames[:12])
+    workers = min(4, os.cpu_count() or 1)
+    start = time.perf_counter()
+    frames = FrameSource(source)
+    n, shape, ref = len(frames), frames.shape, len(frames) // 2
+    if method == "ours":
+        motion = measure_motion(frames, ref)
+        mats, ok = motion.matrices, motion.ok
+    else:
+        register = _OpenCVRegistration(method, next(frames.iter_at([ref]))[1])
+        with ThreadPoolExecutor(workers) as pool:
+            found = list(ordered_map(pool, register, frames, 2 * workers))
+        ok = np.array([m is not None for m in found])
+        small = np.stack([np.eye(3) if m is None else m for m in found])
+        mats = _to_full(small, register.scale)
+        mats[ref] = np.eye(3)
+    seconds = time.perf_counter() - start
+    if len(mats) != n:
+        raise RuntimeError(f"{len(mats)} transforms for {n} frames")
+    cams = np.load(truth)["camera"]
+    true = np.linalg.inv(cams) @ cams[ref]
+    err = motion_displacement(np.linalg.inv(true) @ mats, shape)[ok]
+    return {"seconds": seconds, "frames": n, "failures": int(n - ok.sum()),
+            "motion_px": float(np.mean(err)) if len(err) else float("nan"),
+            "motion_p95_px": float(np.percentile(err, 95)) if len(err) else float("nan")}
+
+
+def compare_registration(path: Path, truth: Path, decode: dict, timeout: float) -> list[dict]:
+    """One row per method (and one for decoding): frames/s, x decode, error, failures."""
+    rows = []
+    if "seconds" in decode:
+        rows.append({"method": "decode", "frames": decode["frames"],
+                     "seconds": decode["seconds"], "fps": decode["frames"] / decode["seconds"],
+                     "x_decode": 1.0, "error": ""})
+    for method in REGISTRATION_METHODS:
+        r = run_child(f"register:{method}", path, truth, None, timeout)
+        row = {"method": method, **{k: r.get(k) for k in (
+            "frames", "seconds", "motion_px", "motion_p95_px", "failures")},
+            "error": r.get("error", "")}
+        if "seconds" in r:
+            row["fps"] = r["frames"] / r["seconds"]
+            row["x_decode"] = r["seconds"] / decode["seconds"] if "seconds" in decode \
+                else float("nan")
+        rows.append(row)
+        print(f"registration {method:8s} " + (
+            f"{row['fps']:6.2f} fps  {fmt(row['x_decode'], 1):>5s}x decode  motion "
+            f"{fmt(r['motion_px'], 3)} px (p95 {fmt(r['motion_p95_px'], 3)})  failures "
+            f"{r['failures']}/{r['frames']}" if "seconds" in r else f"not run: {r['error']}"),
+              flush=True)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
 
@@ -258,15 +430,24 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     parser.add_argument("--long-frames", type=int, default=None,
                         help="frames of the long clip (default 3000; 600 with --quick)")
+    parser.add_argument("--registration-only", action="store_true",
+                        help="only the registration comparison (ours, ECC, features) on a "
+                             "1080p hand-held clip")
+    parser.add_argument("--registration-frames", type=int, default=60,
+                        help="frames of that clip (default 60)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, source, truth = args.child
         print(json.dumps(child(kind, source, truth or None)))
         return
+    if args.registration_only:
+        registration_only(Path(args.out), args.registration_frames, args.timeout)
+        return
 
     total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     rows = []
+    registration: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "old").mkdir()
@@ -289,6 +470,8 @@ def main() -> None:
             decode = run_child("decode", source, None, None, args.timeout) \
                 if source.is_file() and source.suffix != ".gif" else {}
             results = {"new": run_child("new", source, truth, None, args.timeout)}
+            if name == REGISTRATION_CLIP[0] and not args.quick:
+                registration = compare_registration(source, truth, decode, args.timeout)
             if old_root is not None:
                 need = (n * size[0] * size[1] * 3 / 2 ** 30 * OLD_MEMORY_FACTOR) if size else 0
                 results["old"] = run_child("old", source, truth, old_root, args.timeout) \
@@ -315,6 +498,9 @@ def main() -> None:
     for line in verdicts:
         print(line)
     write_results(Path(args.out), rows, verdicts, args.quick)
+    if registration:
+        n = next(n for name, _, n in clips if name == REGISTRATION_CLIP[0])
+        write_registration(Path(args.out), registration, n, "")
 
 
 def goals(rows: list[dict]) -> list[str]:
@@ -357,22 +543,34 @@ def goals(rows: list[dict]) -> list[str]:
     return out
 
 
-def write_results(folder: Path, rows: list[dict], verdicts: list[str], quick: bool) -> None:
-    """results/footage.csv (every number) and results/footage.md (a table and the goals)."""
+def _write_csv(path: Path, keys: list[str], rows: list[dict]) -> None:
     # Imported here: the child processes that run the old code must not import this tree.
     from spanetlib.io.files import atomic_write_text
-    from spanetlib.paper.reproduce import cpu_name
 
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = "footage_quick" if quick else "footage"
-    keys = ["clip", "code", "frames", "seconds", "fps", "x_decode", "peak_gib", "fixed_gib",
-            "kept_frames", "kept_gib", "mem_ratio", "used", "periods", "motion_px", "psnr_db",
-            "error"]
+    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, keys, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(folder / f"{stem}.csv", buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _machine() -> str:
+    """``CPU model (N cores), date`` for a results file's first line."""
+    from spanetlib.paper.reproduce import cpu_name
+
+    return f"{cpu_name()} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}"
+
+
+def write_results(folder: Path, rows: list[dict], verdicts: list[str], quick: bool) -> None:
+    """results/footage.csv (every number) and results/footage.md (a table and the goals)."""
+    from spanetlib.io.files import atomic_write_text
+
+    stem = "footage_quick" if quick else "footage"
+    _write_csv(folder / f"{stem}.csv", [
+        "clip", "code", "frames", "seconds", "fps", "x_decode", "peak_gib", "fixed_gib",
+        "kept_frames", "kept_gib", "mem_ratio", "used", "periods", "motion_px", "psnr_db",
+        "error"], rows)
     lines = ["| clip | code | frames | frames/s | x decode | peak GiB | x kept | used | "
              "periods | motion px | PSNR dB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"
              "---:|---:|"]
@@ -385,13 +583,67 @@ def write_results(folder: Path, rows: list[dict], verdicts: list[str], quick: bo
                      f"{r['used']} | {r['periods']} | {fmt(r['motion_px'], 3)} | "
                      f"{fmt(r['psnr_db'])} |")
 
-    caption = (f"`benchmarks/bench_footage.py{' --quick' if quick else ''}` on {cpu_name()} "
-               f"({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}: `estimate_clip` on a "
-               "file, end to end (read, align, periods, estimates, pair checks); old = the code "
-               f"of {OLD_COMMIT}.")
+    caption = (f"`benchmarks/bench_footage.py{' --quick' if quick else ''}` on {_machine()}: "
+               "`estimate_clip` on a file, end to end (read, align, periods, estimates, pair "
+               f"checks); old = the code of {OLD_COMMIT}.")
     text = (caption + "\n\n" + "\n".join(lines) + "\n\n"
             + "\n".join(f"- {v}" for v in verdicts) + "\n")
     atomic_write_text(folder / f"{stem}.md", text)
+
+
+def registration_only(folder: Path, n_frames: int, timeout: float) -> None:
+    """``--registration-only``: generate the 1080p hand-held clip, compare, write results."""
+    if n_frames < 2:
+        raise SystemExit(f"--registration-frames: expected >= 2, got {n_frames}")
+    name, size = REGISTRATION_CLIP
+    with tempfile.TemporaryDirectory() as tmp_name:
+        path = Path(tmp_name) / "handheld.avi"
+        start = time.perf_counter()
+        np.savez(Path(tmp_name) / "handheld.npz", **write_handheld_clip(path, size, n_frames))
+        print(f"generated {name}: {n_frames} frames of {size[1]} x {size[0]} in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+        decode = run_child("decode", path, None, None, timeout)
+        rows = compare_registration(path, Path(tmp_name) / "handheld.npz", decode, timeout)
+    write_registration(folder, rows, n_frames,
+                       f" --registration-only --registration-frames {n_frames}")
+
+
+def write_registration(folder: Path, rows: list[dict], n_frames: int, flags: str) -> None:
+    """results/registration.csv (every number) and results/registration.md (caption, table)."""
+    from spanetlib.io.files import atomic_write_text
+
+    _write_csv(folder / "registration.csv", [
+        "method", "frames", "seconds", "fps", "x_decode", "motion_px", "motion_p95_px",
+        "failures", "error"], rows)
+    lines = ["| method | frames/s | x decode | motion px (mean) | motion px (95 %) | failures |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "fps" not in r:
+            lines.append(f"| {r['method']} | not run: {r['error']} |||||")
+        elif r["method"] == "decode":
+            lines.append(f"| decode (`cv2.VideoCapture` alone) | {r['fps']:.2f} | 1.0 | - | - "
+                         "| - |")
+        else:
+            lines.append(f"| {r['method']} | {r['fps']:.2f} | {fmt(r['x_decode'], 1)} | "
+                         f"{fmt(r['motion_px'], 3)} | {fmt(r['motion_p95_px'], 3)} | "
+                         f"{r['failures']} of {r['frames']} |")
+    caption = (f"`benchmarks/bench_footage.py{flags}` on {_machine()}: registration of every "
+               f"frame of the generated {REGISTRATION_CLIP[0]} clip ({n_frames} frames) to its "
+               f"middle frame at a working size of {WORK_SIDE} px, decoding included; motion "
+               "error against the camera's truth (largest corner displacement, full-resolution "
+               "px) over the frames each method registered.")
+    notes = [
+        "ours: `measure_motion` (rain masked, B-spline Gauss-Newton, model chosen on the clip)",
+        f"ECC: `cv2.findTransformECC`, `MOTION_EUCLIDEAN`, {ECC_LEVELS} `pyrDown` levels "
+        f"coarse to fine, `gaussFiltSize` {ECC_FILTER}, at most {ECC_CRITERIA[1]} iterations or "
+        f"a correlation change under {ECC_CRITERIA[2]:g} per level",
+        f"features: ORB ({ORB_FEATURES} keypoints), Hamming matches with a {ORB_RATIO:g} ratio "
+        f"test, `cv2.estimateAffinePartial2D` with RANSAC ({RANSAC_PX:g} px at the working "
+        f"size); a frame with under {MIN_INLIERS} inliers failed",
+    ]
+    text = (caption + "\n\n" + "\n".join(lines) + "\n\n"
+            + "\n".join(f"- {v}" for v in notes) + "\n")
+    atomic_write_text(folder / "registration.md", text)
 
 
 if __name__ == "__main__":

@@ -228,6 +228,7 @@ REGIONS: dict[str, Callable[[Path], str]] = {
     "model-speed": lambda r: _captioned_table(r, "model_speed"),
     "footage": lambda r: _captioned_table(r, "footage"),
     "footage-cost": _footage_cost,
+    "registration": lambda r: _captioned_table(r, "registration"),
     "video-derain-speed": lambda r: _captioned_table(r, "video_derain_speed"),
     "startup": lambda r: _captioned_table(r, "startup"),
     "video-derain-summary": _video_derain_summary,
