@@ -15,6 +15,10 @@ How the motion is measured (all on luminance copies whose longer side is at most
    with a horizontal line element (wider than a streak) finds them; those pixels are left out
    of every fit, and the coarse step works on the morphological opening (the frame without
    its thin bright structures).
+   **Overlays** (logos, timestamps, subtitles, watermarks: drawn on the frame, not the
+   scene) are left out the same way when the camera moves: over the template's frames, in
+   frame coordinates, textured pixels whose lower levels hardly change are fixed to the
+   frame (:func:`_fixed_to_frame`).
 2. **Coarse translation.** Phase correlation (Hann window) of every opened frame against the
    opened reference frame.
 3. **Robust temporal reference.** The coarsely aligned frames (at most ``_REFERENCE_FRAMES``,
@@ -108,6 +112,10 @@ _MODEL_FRAMES = 10  # frames the motion model is chosen on
 _MAX_POINTS = 20000  # template samples per fit (the stronger gradients, spread evenly)
 _GRADIENT_PERCENTILE = 40.0  # samples above this gradient percentile are used
 _EXPOSURE_QUANTILE = 0.2  # the exposure fit follows this quantile of the residuals
+_FIXED_MIN_GRADIENT = 4.0  # levels per pixel: a pixel with texture to register on
+_FIXED_SPREAD = 0.2  # fixed to the frame: its levels spread less than this times its gradient
+_FIXED_MAX_SHARE = 0.5  # more of the textured pixels fixed than this: a camera that stayed
+_FIXED_MIN_SHIFT = 1.0  # working-scale pixels of coarse shift below which the camera stayed
 _VEIL_LEVELS = 2.0  # an exposure fit needing a larger offset than this reads a veil
 _REGIONAL_LEVELS = 4.0  # a grid cell this far off the exposure fit changed on its own
 _HOMOGRAPHY_GAIN = 0.95  # a homography must lower the residual to 95 % of the Euclidean one
@@ -421,7 +429,7 @@ def _gradients(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=1, scale=0.5))
 
 
-def _prepare(frame: np.ndarray, scale: float) -> _Frame:
+def _prepare(frame: np.ndarray, scale: float, fixed: np.ndarray | None = None) -> _Frame:
     h, w = frame.shape[:2]
     small = frame
     if scale != 1.0:
@@ -435,12 +443,44 @@ def _prepare(frame: np.ndarray, scale: float) -> _Frame:
     thr = 4.0 * float(np.median(tophat)) + 4.0
     rain = cv2.dilate((tophat > thr).astype(np.uint8), np.ones((3, 3), np.uint8))
     clear = np.where(rain > 0, 0, 255).astype(np.uint8)
+    if fixed is not None:
+        clear[fixed] = 0
     half = cv2.pyrDown(gray)
     half_clear = cv2.resize(clear, half.shape[::-1], interpolation=cv2.INTER_AREA)
     return _Frame(levels=[gray, half],
                   coeffs=[bspline_coefficients(gray), bspline_coefficients(half)],
                   clear=[clear, np.where(half_clear > 250, 255, 0).astype(np.uint8)],
                   opened=opened)
+
+
+def _fixed_to_frame(grays: list[np.ndarray]) -> np.ndarray | None:
+    """Textured pixels that stay put in the frame while the scene moves: overlays.
+
+    Logos, timestamps, subtitles and watermarks are drawn on the frame, not the scene: a fit
+    that counts them pulls the motion towards none. Over frames spread over the clip (frame
+    coordinates), such a pixel's lower levels (rain only brightens) hardly change although
+    its gradient is strong; a scene pixel's change with the camera by about its gradient
+    times the motion. Called only when the coarse shifts say the camera moved; when most
+    textured pixels are fixed all the same, nothing is left out.
+
+    Args:
+        grays: working-scale luminance of the frames (at least 3).
+
+    Returns:
+        H x W bool (widened by 2 pixels), or None when nothing (or most of it) is fixed.
+    """
+    if len(grays) < 3:
+        return None
+    stack = np.stack(grays)
+    low, middle = np.percentile(stack, [10.0, 50.0], axis=0)
+    grad = np.median(np.stack([np.hypot(*_gradients(g)) for g in grays]), axis=0)
+    textured = grad >= _FIXED_MIN_GRADIENT
+    if textured.sum() < 64:
+        return None
+    fixed = textured & (middle - low <= _FIXED_SPREAD * grad)
+    if fixed.sum() >= _FIXED_MAX_SHARE * textured.sum() or not fixed.any():
+        return None
+    return cv2.dilate(fixed.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
 
 
 def _coarse_shift(ref: np.ndarray, moving: np.ndarray, window: np.ndarray
@@ -856,12 +896,24 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
             lambda i: _translation(*_coarse_shift(ref_open, work[i].opened, window)),
             keep.tolist()), strict=True))
         coarse[reference] = np.eye(3)
+        # Overlays fixed to the frame (logos, subtitles) are left out of every fit when the
+        # camera moved (a still camera has nothing to tell them from).
+        moved = max(float(np.abs(m[:2, 2]).max()) for m in coarse.values()) >= _FIXED_MIN_SHIFT
+        fixed = _fixed_to_frame([work[int(i)].levels[0] for i in chosen]) if moved else None
+        if fixed is not None:
+            half_fixed = cv2.resize(fixed.astype(np.uint8), work[reference].levels[1].shape[::-1],
+                                    interpolation=cv2.INTER_NEAREST) > 0
+            for frame in work.values():
+                frame.clear[0][fixed] = 0
+                frame.clear[1][half_fixed] = 0
 
         def template_of(mats: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             return _temporal_reference([work[int(i)] for i in chosen], np.stack(mats),
                                        np.arange(len(chosen)))
 
         template, covered = template_of([coarse[int(i)] for i in chosen])
+        if fixed is not None:
+            covered &= ~fixed
         points = _template_points(template, covered)
 
         def fit_one(frame: _Frame, init: np.ndarray, model: str, levels: tuple[int, ...],
@@ -897,6 +949,8 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
         # A sharper template from the template frames' refined motion.
         refined = fit_kept(chosen, coarse, model, (1, 0))
         template, covered = template_of([f.matrix for f in refined])
+        if fixed is not None:
+            covered &= ~fixed
         points = _template_points(template, covered)
         expo_points = _exposure_points(template, covered)
         lo, hi = np.percentile(work[reference].levels[0], [2.0, 98.0])
@@ -904,7 +958,7 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
 
         # Every frame, streamed: coarse shift, two-level fit, exposure; only numbers kept.
         def one(frame: np.ndarray) -> tuple[_Fit, float | None]:
-            prep = _prepare(frame, scale)
+            prep = _prepare(frame, scale, fixed)
             init = _translation(*_coarse_shift(ref_open, prep.opened, window))
             fit = fit_one(prep, init, model, (1, 0), points)
             return fit, _exposure(expo_points, prep, fit.matrix)
