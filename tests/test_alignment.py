@@ -172,3 +172,9 @@ def test_graphics_fixed_to_the_frame_do_not_pull_the_motion():
     motion = al.measure_motion(clip.frames)
     error = _errors(clip, motion)
     assert error.mean() < 0.05 and error.max() < 0.1, (error.mean(), error.max())
+    # ... and their region (a semi-transparent strip's flat inside included) is reported
+    truth = clip.overlay_alpha > 0.05
+    assert (motion.overlay & truth).sum() >= 0.7 * truth.sum()
+    assert (motion.overlay & ~truth).mean() < 0.05
+    still = al.measure_motion(clip.frames[:1].repeat(6, axis=0))
+    assert still.overlay is None  # a camera that stayed: nothing to tell graphics from

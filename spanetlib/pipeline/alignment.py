@@ -116,6 +116,7 @@ _FIXED_MIN_GRADIENT = 4.0  # levels per pixel: a pixel with texture to register 
 _FIXED_SPREAD = 0.2  # fixed to the frame: its levels spread less than this times its gradient
 _FIXED_MAX_SHARE = 0.5  # more of the textured pixels fixed than this: a camera that stayed
 _FIXED_MIN_SHIFT = 1.0  # working-scale pixels of coarse shift below which the camera stayed
+_OVERLAY_MAX_SHARE = 0.25  # a "fixed" region larger than this share of the frame is no overlay
 _VEIL_LEVELS = 2.0  # an exposure fit needing a larger offset than this reads a veil
 _REGIONAL_LEVELS = 4.0  # a grid cell this far off the exposure fit changed on its own
 _HOMOGRAPHY_GAIN = 0.95  # a homography must lower the residual to 95 % of the Euclidean one
@@ -204,6 +205,9 @@ class Motion:
         exposure_reference: the frame whose exposure is the reference's (gain 1, offset 0):
             the one of median brightness, so that few frames clip when mapped to it
             (``None``: the reference frame).
+        overlay: H x W bool, in frame coordinates: the region of graphics fixed to the frame
+            (logos, timestamps, subtitle strips, watermarks) that the registration left out,
+            their enclosed parts filled; ``None`` where none was found (or the camera stayed).
     """
 
     reference: int
@@ -216,6 +220,7 @@ class Motion:
     shape: tuple[int, int]
     levels: tuple[float, float] = (0.0, 255.0)
     exposure_reference: int | None = None
+    overlay: np.ndarray | None = None
 
     @classmethod
     def from_matrices(cls, matrices: np.ndarray, shape: tuple[int, int], reference: int,
@@ -481,6 +486,25 @@ def _fixed_to_frame(grays: list[np.ndarray]) -> np.ndarray | None:
     if fixed.sum() >= _FIXED_MAX_SHARE * textured.sum() or not fixed.any():
         return None
     return cv2.dilate(fixed.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+
+
+def _overlay_region(fixed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The region of the frame-fixed graphics at full resolution, enclosed parts filled.
+
+    ``fixed`` holds the graphics' textured pixels (text, edges); a subtitle strip's or a
+    logo's flat inside is enclosed by them (closing over 1/40 of the width, then the holes
+    filled).
+    """
+    side = max(3, int(round(fixed.shape[1] / 40.0)) | 1)
+    closed = cv2.morphologyEx(fixed.astype(np.uint8), cv2.MORPH_CLOSE,
+                              np.ones((side, side), np.uint8))
+    h, w = closed.shape
+    outside = np.zeros((h + 4, w + 4), np.uint8)
+    flood = cv2.copyMakeBorder(closed, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.floodFill(flood, outside, (0, 0), 1)  # reaches every pixel not enclosed
+    region = (flood[1:-1, 1:-1] == 0) | (closed > 0)
+    return cv2.resize(region.astype(np.uint8), (shape[1], shape[0]),
+                      interpolation=cv2.INTER_NEAREST) > 0
 
 
 def _coarse_shift(ref: np.ndarray, moving: np.ndarray, window: np.ndarray
@@ -900,6 +924,9 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
         # camera moved (a still camera has nothing to tell them from).
         moved = max(float(np.abs(m[:2, 2]).max()) for m in coarse.values()) >= _FIXED_MIN_SHIFT
         fixed = _fixed_to_frame([work[int(i)].levels[0] for i in chosen]) if moved else None
+        overlay = None if fixed is None else _overlay_region(fixed, (h, w))
+        if overlay is not None and overlay.mean() > _OVERLAY_MAX_SHARE:
+            fixed = overlay = None  # graphics are a small part of a frame: not an overlay
         if fixed is not None:
             half_fixed = cv2.resize(fixed.astype(np.uint8), work[reference].levels[1].shape[::-1],
                                     interpolation=cv2.INTER_NEAREST) > 0
@@ -999,7 +1026,7 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
     return Motion(reference=int(reference), matrices=full, model=model, gain=rel_gain,
                   offset=rel_offset, residual=np.array([f.residual for f in fits]), ok=ok,
                   shape=(h, w), levels=(float(lo), float(hi)),
-                  exposure_reference=anchor_frame)
+                  exposure_reference=anchor_frame, overlay=overlay)
 
 
 # --------------------------------------------------------------------------------------------

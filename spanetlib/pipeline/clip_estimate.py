@@ -1103,7 +1103,8 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
                  model=motion.model, gain=motion.gain[kept], offset=motion.offset[kept],
                  residual=motion.residual[kept], ok=motion.ok[kept], shape=motion.shape,
                  levels=motion.levels,
-                 exposure_reference=position.get(expo_ref) if expo_ref is not None else None)
+                 exposure_reference=position.get(expo_ref) if expo_ref is not None else None,
+                 overlay=motion.overlay)
 
     def aligned_of(item: tuple[int, np.ndarray]) -> np.ndarray:
         i, frame = item
