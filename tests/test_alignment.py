@@ -178,3 +178,5 @@ def test_graphics_fixed_to_the_frame_do_not_pull_the_motion():
     assert (motion.overlay & ~truth).mean() < 0.05
     still = al.measure_motion(clip.frames[:1].repeat(6, axis=0))
     assert still.overlay is None  # a camera that stayed: nothing to tell graphics from
+    plain = make_rain_clip(CLIP_PRESETS["handheld"].replace(size=(360, 480), n_frames=20), seed=0)
+    assert al.measure_motion(plain.frames).overlay is None  # no graphics: no region

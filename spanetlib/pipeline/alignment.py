@@ -117,6 +117,7 @@ _FIXED_SPREAD = 0.2  # fixed to the frame: its levels spread less than this time
 _FIXED_MAX_SHARE = 0.5  # more of the textured pixels fixed than this: a camera that stayed
 _FIXED_MIN_SHIFT = 1.0  # working-scale pixels of coarse shift below which the camera stayed
 _OVERLAY_MAX_SHARE = 0.25  # a "fixed" region larger than this share of the frame is no overlay
+_OVERLAY_MIN_PART = 0.002  # parts of the region smaller than this share of the frame: specks
 _VEIL_LEVELS = 2.0  # an exposure fit needing a larger offset than this reads a veil
 _REGIONAL_LEVELS = 4.0  # a grid cell this far off the exposure fit changed on its own
 _HOMOGRAPHY_GAIN = 0.95  # a homography must lower the residual to 95 % of the Euclidean one
@@ -493,7 +494,7 @@ def _overlay_region(fixed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
     ``fixed`` holds the graphics' textured pixels (text, edges); a subtitle strip's or a
     logo's flat inside is enclosed by them (closing over 1/40 of the width, then the holes
-    filled).
+    filled); parts under :data:`_OVERLAY_MIN_PART` of the frame are dropped.
     """
     side = max(3, int(round(fixed.shape[1] / 40.0)) | 1)
     closed = cv2.morphologyEx(fixed.astype(np.uint8), cv2.MORPH_CLOSE,
@@ -502,7 +503,12 @@ def _overlay_region(fixed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     outside = np.zeros((h + 4, w + 4), np.uint8)
     flood = cv2.copyMakeBorder(closed, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     cv2.floodFill(flood, outside, (0, 0), 1)  # reaches every pixel not enclosed
-    region = (flood[1:-1, 1:-1] == 0) | (closed > 0)
+    region = ((flood[1:-1, 1:-1] == 0) | (closed > 0)).astype(np.uint8)
+    # Scattered specks (scene texture that happened to stay) are no graphics.
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
+    big = stats[:, cv2.CC_STAT_AREA] >= _OVERLAY_MIN_PART * h * w
+    big[0] = False
+    region = big[labels]
     return cv2.resize(region.astype(np.uint8), (shape[1], shape[0]),
                       interpolation=cv2.INTER_NEAREST) > 0
 
@@ -927,6 +933,8 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
         overlay = None if fixed is None else _overlay_region(fixed, (h, w))
         if overlay is not None and overlay.mean() > _OVERLAY_MAX_SHARE:
             fixed = overlay = None  # graphics are a small part of a frame: not an overlay
+        if overlay is not None and not overlay.any():
+            overlay = None
         if fixed is not None:
             half_fixed = cv2.resize(fixed.astype(np.uint8), work[reference].levels[1].shape[::-1],
                                     interpolation=cv2.INTER_NEAREST) > 0
