@@ -415,11 +415,6 @@ def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray,
                 clean[overlay] = fixed[overlay]
                 valid = valid | overlay
         bad, dy = pair_check(frame, clean, seg.noise_sigma, EDGE_TOLERANCE_PX[warped])
-        if estimate.motion.overlay is not None:
-            # Graphics fixed to the frame that the registration found (a semi-transparent
-            # strip shows the moving scene through it: no value fixed in frame coordinates
-            # stands for it, and the scene estimate lacks it): the frame's own, derained.
-            bad = bad | estimate.motion.overlay
         content = bad & valid
         if best is None or content.sum() < best.content.sum():
             tol = 3.5 * float(seg.noise_sigma) + 2.0
