@@ -647,10 +647,14 @@ def _segment_evidence(stack: np.ndarray, estimate: BackgroundEstimate, valid: np
         half_difference = np.full(est_y.shape, np.nan, np.float32)
 
     picks = np.unique(np.linspace(0, n - 1, min(n, _DETAIL_FRAMES)).round().astype(np.int64))
-    frames_y = [_luma(stack[k]) for k in picks]
-    frame_detail = float(np.median([_detail(y, inside) for y in frames_y]))
+    details, tophats = [], []
+    for k in picks:  # one luminance image at a time (a 4K one is 33 MB)
+        y = _luma(stack[k])
+        details.append(_detail(y, inside))
+        tophats.append((y - _streak_opening(y))[inside].mean())
+    frame_detail = float(np.median(details))
     sharpness = _detail(est_y, inside) / max(frame_detail, 1e-6)
-    tophat = float(np.median([(y - _streak_opening(y))[inside].mean() for y in frames_y]))
+    tophat = float(np.median(tophats))
     streak_energy = float((est_y - _streak_opening(est_y))[inside].mean()) / max(tophat, 1e-6)
     gx = cv2.Sobel(est_y, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
     gy = cv2.Sobel(est_y, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
