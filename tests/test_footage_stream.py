@@ -175,7 +175,7 @@ def test_a_clip_within_max_kept_is_decoded_in_two_passes(handheld_file, monkeypa
     assert len(result.pairs()) >= n // 2
 
 
-def test_a_clip_beyond_max_kept_decodes_only_the_other_frames_again(handheld, handheld_file):
+def test_a_streamed_clip_beyond_max_kept_equals_its_estimate_in_memory(handheld, handheld_file):
     streamed = estimate_clip(handheld_file, max_kept=12)
     in_memory = estimate_clip(handheld.frames, max_kept=12)
     np.testing.assert_array_equal(streamed.membership, in_memory.membership)

@@ -16,6 +16,12 @@ from spanetlib.io.errors import InputError
 __all__ = ["check_frames", "check_int", "check_number", "check_positive"]
 
 
+def _expected(kind: str, low: str | None, high: str | None) -> str:
+    """The "expected ..." phrase of a check's message: ``an int >= 1 and <= 9`` and the like."""
+    bounds = " and ".join(b for b in (low, high) if b)
+    return f"{kind} {bounds}" if bounds else kind
+
+
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None,
               allow_none: bool = False) -> int | None:
     """An integer (bools refused) in ``[minimum, maximum]`` (either bound may be open).
@@ -36,13 +42,10 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     if value is None and allow_none:
         return None
     if minimum is not None and maximum is not None:
-        expected = f"an int in [{minimum}, {maximum}]"
-    elif minimum is not None:
-        expected = f"an int >= {minimum}"
-    elif maximum is not None:
-        expected = f"an int <= {maximum}"
+        expected = _expected("an int", f"in [{minimum}, {maximum}]", None)
     else:
-        expected = "an int"
+        expected = _expected("an int", None if minimum is None else f">= {minimum}",
+                             None if maximum is None else f"<= {maximum}")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise InputError(f"{name}: expected {expected}, got {value!r}")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
@@ -72,14 +75,10 @@ def check_number(name: str, value: Any, minimum: float | None = None,
     Raises:
         InputError: ``"{name}: expected a number > 0, got {value!r}"`` and the like.
     """
-    low = "" if minimum is None else f"{'>' if above else '>='} {minimum:g}"
-    if minimum is not None and maximum is not None:
-        expected = f"a number {low} and <= {maximum:g}"
-    elif minimum is not None:
-        expected = f"a number {low}"
-    elif maximum is not None:
-        expected = f"a number <= {maximum:g}"
-    else:
+    expected = _expected("a number",
+                         None if minimum is None else f"{'>' if above else '>='} {minimum:g}",
+                         None if maximum is None else f"<= {maximum:g}")
+    if minimum is None and maximum is None:
         expected = "a finite number"
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
             or not np.isfinite(value):
