@@ -64,6 +64,60 @@ def test_bspline_warp_is_the_spline_at_every_output_pixel(matrix):
                                   np.clip(np.floor(as_float + 0.5), 0, 255).astype(np.uint8))
 
 
+NEAR_TRANSLATIONS = {
+    "shift": [[1.0, 0.0, 2.37], [0.0, 1.0, -1.61], [0.0, 0.0, 1.0]],
+    "far shift": [[1.0, 0.0, -20.5], [0.0, 1.0, 14.25], [0.0, 0.0, 1.0]],  # mirrored borders
+    "rotation 0.4 deg": [[0.99998, -0.007, 2.3], [0.007, 0.99998, -1.7], [0.0, 0.0, 1.0]],
+    "homography": [[1.003, -0.004, 1.3], [0.005, 0.997, 0.4], [4e-5, -3e-5, 1.0]],
+}
+
+
+@pytest.mark.parametrize("matrix", NEAR_TRANSLATIONS.values(), ids=NEAR_TRANSLATIONS.keys())
+def test_two_pass_warp_is_the_spline_up_to_its_shear_bound(matrix):
+    """Warps close to a translation run in two passes: exact for a translation; otherwise
+    each tap's row moves by at most ``2 * shear``, so a sample moves by at most that times
+    the largest step between vertically adjacent coefficients (mean value theorem)."""
+    m = np.array(matrix)
+    image = np.random.default_rng(4).uniform(0, 255, (33, 47, 3)).astype(np.float32)
+    assert rs._two_pass_columns(m, image.shape[:2]) is not None
+    x, y = _sample_points(m, image.shape[:2])
+    coeffs = rs.bspline_coefficients(image)
+    exact = rs.bspline_sample(coeffs, x, y)
+    out = rs.warp_frame(image, m, dering=False)
+    assert out.dtype == np.float32 and out.shape == image.shape
+    ys = np.arange(image.shape[0], dtype=np.float64)[:, None]
+
+    def row_at(u):  # the row each output row meets column u at (as the kernel eliminates x)
+        xx = (u * (m[2, 1] * ys + m[2, 2]) - m[0, 1] * ys - m[0, 2]) / (m[0, 0] - u * m[2, 0])
+        return (m[1, 0] * xx + m[1, 1] * ys + m[1, 2]) / (m[2, 0] * xx + m[2, 1] * ys + m[2, 2])
+
+    shear = float(np.abs(row_at(x + 0.5) - row_at(x - 0.5)).max())
+    step = float(np.abs(np.diff(coeffs, axis=0)).max())
+    # float32 sums of 16 taps of coefficients up to ~1.7 * 255, twice over
+    eps = 2 * 16 * 255 * 1.7 * 2 ** -23
+    assert np.abs(out - exact).max() <= 2 * shear * step + eps
+    if shear == 0.0:
+        np.testing.assert_allclose(out, exact, atol=eps)
+    gray = rs.warp_frame(image[..., 1], m, dering=False)
+    np.testing.assert_allclose(gray, out[..., 1], atol=eps)
+    u8 = np.round(image).astype(np.uint8)
+    as_float = rs.warp_frame(u8.astype(np.float32), m)
+    np.testing.assert_array_equal(rs.warp_frame(u8, m),
+                                  np.clip(np.floor(as_float + 0.5), 0, 255).astype(np.uint8))
+
+
+def test_two_pass_only_close_to_a_translation():
+    shape = (480, 640)
+    one_degree = np.deg2rad(1.0)
+    rotation = np.array([[np.cos(one_degree), -np.sin(one_degree), 0.0],
+                         [np.sin(one_degree), np.cos(one_degree), 0.0], [0.0, 0.0, 1.0]])
+    assert rs._two_pass_columns(rotation, shape) is None
+    tilt = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1e-3, 0.0, 1.0]])  # rows bend
+    assert rs._two_pass_columns(tilt, shape) is None
+    u_lo, nu = rs._two_pass_columns(np.array(NEAR_TRANSLATIONS["far shift"]), shape)
+    assert u_lo <= -20.5 - 1 and u_lo + nu - 3 > 639 - 20.5  # every tap in the line
+
+
 @pytest.mark.parametrize("interpolation", WARPS)
 def test_warp_frame_identity_and_integer_shift_are_exact(interpolation):
     image = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)

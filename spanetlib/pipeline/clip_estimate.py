@@ -421,6 +421,25 @@ def _blob_elements(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.ones((side, side), np.uint8), np.ones((1, line), np.uint8)
 
 
+@lazy_njit(nogil=True, cache=True, fastmath=True)
+def _pair_levels_row(frame, clean, cy, allow, dy, dark, bright):
+    """:func:`_pair_levels` of one row, ``frame`` and ``clean`` flat RGB.
+
+    Branch-free, so the loop vectorizes.
+    """
+    for x in range(cy.size):
+        r = np.int32(frame[3 * x])
+        g = np.int32(frame[3 * x + 1])
+        b = np.int32(frame[3 * x + 2])
+        d = np.float32((9798 * r + 19235 * g + 3735 * b + 16384) >> 15) - cy[x]
+        dy[x] = d
+        a = allow[x]
+        drop = max(max(np.int32(clean[3 * x]) - r, np.int32(clean[3 * x + 1]) - g),
+                   np.int32(clean[3 * x + 2]) - b)
+        dark[x] = np.uint8((d < -a) | (np.float32(drop) > np.float32(1.5) * a))
+        bright[x] = np.uint8(d > np.float32(1.5) * a)
+
+
 @lazy_njit(nogil=True, cache=True)
 def _pair_levels(frame, clean, cy, allow, dy, dark, bright):
     """One pass of :func:`pair_check`'s level tests: ``dy``, and the dark and bright masks.
@@ -429,18 +448,10 @@ def _pair_levels(frame, clean, cy, allow, dy, dark, bright):
     ``dy`` equals ``cvtColor(frame) - cy`` exactly.
     """
     h, w = cy.shape
+    rows = frame.reshape(h, w * 3)
+    clean_rows = clean.reshape(h, w * 3)
     for y in range(h):
-        for x in range(w):
-            r = np.int32(frame[y, x, 0])
-            g = np.int32(frame[y, x, 1])
-            b = np.int32(frame[y, x, 2])
-            d = np.float32((9798 * r + 19235 * g + 3735 * b + 16384) >> 15) - cy[y, x]
-            dy[y, x] = d
-            a = allow[y, x]
-            drop = max(max(np.int32(clean[y, x, 0]) - r, np.int32(clean[y, x, 1]) - g),
-                       np.int32(clean[y, x, 2]) - b)
-            dark[y, x] = 1 if (d < -a or np.float32(drop) > np.float32(1.5) * a) else 0
-            bright[y, x] = 1 if d > np.float32(1.5) * a else 0
+        _pair_levels_row(rows[y], clean_rows[y], cy[y], allow[y], dy[y], dark[y], bright[y])
 
 
 @lazy_njit(nogil=True, cache=True)

@@ -10,8 +10,14 @@ frame's) for the §3 pipeline. Two kinds of interpolation:
   content it reproduces sub-pixel shifts closer than Lanczos (8 x 8 taps) and far closer than
   Keys cubic (OpenCV's ``INTER_CUBIC``; OpenCV also rounds sample points to 1/32 pixel), at a
   quarter of Lanczos's taps (``tests/test_resample.py``). The prefilter is a separable
-  filter (OpenCV); one numba kernel does the sums, the deringing clamp and the rounding in a
-  single pass over the output (no intermediate full-size images).
+  filter (OpenCV). Warps close to a translation (a camera held by hand: rotations under
+  half a degree) run in two passes, one per axis, row by row: each output row first takes
+  the four coefficient rows along the line it meets in the image (a column spline per
+  column), then a row spline along that line. The passes read contiguous runs, so they
+  vectorize; they are exact for translations, and a shear moves each tap's row by at most
+  twice the shear (``_MAX_SHEAR``; the bound is tested). Other warps take the 4 x 4 sums
+  at every output pixel in one numba kernel. Both do the deringing clamp and the rounding
+  in the same pass.
 * Any OpenCV interpolation flag (``cv2.INTER_LANCZOS4``, ``cv2.INTER_CUBIC``, ...), through
   ``cv2.warpAffine`` / ``cv2.warpPerspective``.
 
@@ -46,6 +52,9 @@ INTER_BSPLINE = -1
 
 _POLE = math.sqrt(3.0) - 2.0  # the pole of the cubic B-spline's inverse filter
 _HALF_TAPS = 13  # prefilter taps each side: |pole| ** 14 < 1e-8
+#: Largest shear (rows per column, columns per row) warped in two passes: each tap's row
+#: moves by at most twice this (0.02 px), well under the registration's own error.
+_MAX_SHEAR = 0.01
 
 
 @lazy_njit(nogil=True, cache=True)
@@ -142,6 +151,231 @@ def _warp_kernel(image, coeffs, m, dering, is_u8, out):
                     row[ch * x + c] = acc
 
 
+@lazy_njit(nogil=True, cache=True, fastmath=True)
+def _spline_taps(pos, index, w0, w1, w2, w3):
+    """``index = floor(pos)`` and the four cubic B-spline weights of each position."""
+    sixth = np.float32(1.0 / 6.0)
+    one = np.float32(1.0)
+    for k in range(pos.size):
+        whole = math.floor(pos[k])
+        index[k] = np.int64(whole)
+        f = np.float32(pos[k] - whole)
+        g = one - f
+        a = g * g * g * sixth
+        d = f * f * f * sixth
+        b = (np.float32(3.0) * f * f * f - np.float32(6.0) * f * f + np.float32(4.0)) * sixth
+        w0[k] = a
+        w1[k] = b
+        w2[k] = one - a - b - d
+        w3[k] = d
+
+
+@lazy_njit(nogil=True, cache=True, fastmath=True)
+def _mix4(out, r0, r1, r2, r3, w0, w1, w2, w3):
+    """``out = w0 r0 + w1 r1 + w2 r2 + w3 r3``, element by element (1-D, equal lengths)."""
+    for k in range(out.size):
+        out[k] = w0[k] * r0[k] + w1[k] * r1[k] + w2[k] * r2[k] + w3[k] * r3[k]
+
+
+@lazy_njit(nogil=True, cache=True, fastmath=True)
+def _clamp_between(values, lo, hi):
+    """``values = clip(values, lo, hi)`` in place (1-D, equal lengths)."""
+    for k in range(values.size):
+        values[k] = min(max(values[k], np.float32(lo[k])), np.float32(hi[k]))
+
+
+@lazy_njit(nogil=True, cache=True, fastmath=True)
+def _round_to_u8(values, out):
+    """``out = clip(values + 0.5 toward zero, 0, 255)`` as uint8."""
+    for k in range(values.size):
+        v = int(values[k] + np.float32(0.5))
+        out[k] = 0 if v < 0 else (255 if v > 255 else v)
+
+
+@lazy_njit(nogil=True, cache=True)
+def _runs(values, offset, starts):
+    """Start of each run of equal ``values[k] - offset * k`` into ``starts``.
+
+    Returns the number of runs; ``starts[count]`` is set to the length.
+    """
+    count = 0
+    n = values.size
+    for k in range(n):
+        if k == 0 or values[k] - offset * k != values[k - 1] - offset * (k - 1):
+            starts[count] = k
+            count += 1
+    starts[count] = n
+    return count
+
+
+@lazy_njit(nogil=True, cache=True)
+def _two_runs(a, b, offset, starts):
+    """:func:`_runs` of the pairs ``(a[k] - offset * k, b[k])``."""
+    count = 0
+    n = a.size
+    for k in range(n):
+        if k == 0 or a[k] - offset * k != a[k - 1] - offset * (k - 1) or b[k] != b[k - 1]:
+            starts[count] = k
+            count += 1
+    starts[count] = n
+    return count
+
+
+@lazy_njit(nogil=True, cache=True, fastmath=True)
+def _two_pass_kernel(coeffs, image, lo, hi, m, u_lo, nu, dering, is_u8, out):
+    """:func:`_warp_kernel`'s result for a warp close to a translation, in two passes a row.
+
+    ``coeffs``, ``image``, ``lo`` and ``hi`` (the 2 x 2 minimum and maximum of ``image`` at
+    each pixel and its right and lower neighbours) are C x H x W planes, ``out`` is
+    C x OH x OW. Output row ``y`` meets the image along the curve ``(u, v(u, y))``; pass 1
+    evaluates the column spline there at every integer column ``u >= u_lo`` (one value per
+    column, mirrored columns outside the image), pass 2 the row spline of those values at
+    each output pixel's ``u``, which must lie in ``[u_lo + 1, u_lo + nu - 3)``. Between
+    changes of the integer tap position the reads are contiguous runs (vectorized).
+    """
+    nc, h, w = coeffs.shape
+    oh, ow = out.shape[1], out.shape[2]
+    m00, m01, m02 = m[0, 0], m[0, 1], m[0, 2]
+    m10, m11, m12 = m[1, 0], m[1, 1], m[1, 2]
+    m20, m21, m22 = m[2, 0], m[2, 1], m[2, 2]
+    affine = m20 == 0.0 and m21 == 0.0 and m22 == 1.0
+    pos_v = np.empty(nu)  # pass 1: row positions, their floor and tap weights per column
+    row_v = np.empty(nu, np.int64)
+    weights_v = np.empty((4, nu), np.float32)
+    a0, a1, a2, a3 = weights_v[0], weights_v[1], weights_v[2], weights_v[3]
+    line = np.empty((nc, nu), np.float32)
+    pos_h = np.empty(ow)  # pass 2: the same along the line, per output pixel
+    col_h = np.empty(ow, np.int64)
+    weights_h = np.empty((4, ow), np.float32)
+    b0, b1, b2, b3 = weights_h[0], weights_h[1], weights_h[2], weights_h[3]
+    sy = np.empty(ow)
+    iy = np.empty(ow, np.int64)
+    acc = np.empty((nc, ow), np.float32)
+    col = np.empty(nu, np.int64)
+    starts_v = np.empty(nu + 1, np.int64)
+    starts_h = np.empty(ow + 1, np.int64)
+    starts_d = np.empty(ow + 1, np.int64)
+    for j in range(nu):
+        col[j] = mirror_index(u_lo + j, w)
+    in0 = min(max(-u_lo, 0), nu)  # line columns [in0, in1) lie inside the image
+    in1 = max(min(w - u_lo, nu), in0)
+    for y in range(oh):
+        # Pass 1: output row y meets column u at row v(u, y) (x eliminated from u(x, y)).
+        py = m21 * y + m22
+        if affine:
+            x0 = (u_lo - m01 * y - m02) / m00
+            v0 = m10 * x0 + m11 * y + m12
+            dv = m10 / m00
+            for j in range(nu):
+                pos_v[j] = v0 + dv * j
+        else:
+            for j in range(nu):
+                u = u_lo + j
+                x = (u * py - m01 * y - m02) / (m00 - u * m20)
+                pos_v[j] = (m10 * x + m11 * y + m12) / (m20 * x + py)
+        _spline_taps(pos_v, row_v, a0, a1, a2, a3)
+        runs = _runs(row_v, 0, starts_v)
+        for t in range(runs):
+            j = starts_v[t]
+            e = starts_v[t + 1]
+            r = row_v[j]
+            r0 = mirror_index(r - 1, h)
+            r1 = mirror_index(r, h)
+            r2 = mirror_index(r + 1, h)
+            r3 = mirror_index(r + 2, h)
+            s = min(max(j, in0), e)
+            q = max(min(e, in1), s)
+            for c in range(nc):
+                lc = line[c]
+                if s < q:
+                    _mix4(lc[s:q], coeffs[c, r0, s + u_lo:q + u_lo],
+                          coeffs[c, r1, s + u_lo:q + u_lo], coeffs[c, r2, s + u_lo:q + u_lo],
+                          coeffs[c, r3, s + u_lo:q + u_lo], a0[s:q], a1[s:q], a2[s:q], a3[s:q])
+                jj = j
+                while jj < e:  # columns outside the image: mirrored one by one
+                    if jj == s and s < q:
+                        jj = q
+                        continue
+                    k = col[jj]
+                    lc[jj] = (a0[jj] * coeffs[c, r0, k] + a1[jj] * coeffs[c, r1, k]
+                              + a2[jj] * coeffs[c, r2, k] + a3[jj] * coeffs[c, r3, k])
+                    jj += 1
+        # Pass 2: the row spline of the line at u(x, y).
+        if affine:
+            u0 = m01 * y + m02 - u_lo
+            for x in range(ow):
+                pos_h[x] = u0 + m00 * x
+        else:
+            for x in range(ow):
+                pos_h[x] = (m00 * x + m01 * y + m02) / (m20 * x + py) - u_lo
+        _spline_taps(pos_h, col_h, b0, b1, b2, b3)
+        runs = _runs(col_h, 1, starts_h)
+        for t in range(runs):
+            x = starts_h[t]
+            e = starts_h[t + 1]
+            d = col_h[x] - x
+            inside = x + d >= 1 and e + d + 1 < nu
+            for c in range(nc):
+                lc = line[c]
+                if inside:
+                    _mix4(acc[c, x:e], lc[x + d - 1:e + d - 1], lc[x + d:e + d],
+                          lc[x + d + 1:e + d + 1], lc[x + d + 2:e + d + 2],
+                          b0[x:e], b1[x:e], b2[x:e], b3[x:e])
+                else:  # the columns are sized so this never runs; it keeps reads in bounds
+                    for xx in range(x, e):
+                        k = col_h[xx]
+                        acc[c, xx] = (b0[xx] * lc[min(max(k - 1, 0), nu - 1)]
+                                      + b1[xx] * lc[min(max(k, 0), nu - 1)]
+                                      + b2[xx] * lc[min(max(k + 1, 0), nu - 1)]
+                                      + b3[xx] * lc[min(max(k + 2, 0), nu - 1)])
+        if dering:
+            # The 2 x 2 block at the floor of each sample point (col_h + u_lo, iy).
+            if affine:
+                y0 = m11 * y + m12
+                for x in range(ow):
+                    sy[x] = y0 + m10 * x
+            else:
+                for x in range(ow):
+                    sy[x] = (m10 * x + m11 * y + m12) / (m20 * x + py)
+            for x in range(ow):
+                iy[x] = np.int64(math.floor(sy[x]))
+            runs = _two_runs(col_h, iy, 1, starts_d)
+            for t in range(runs):
+                x = starts_d[t]
+                e = starts_d[t + 1]
+                dx = col_h[x] + u_lo - x
+                ry = iy[x]
+                s = q = x
+                if 0 <= ry < h - 1:  # blocks inside the image: their range is lo, hi
+                    s = min(max(x, -dx), e)
+                    q = max(min(e, w - 1 - dx), s)
+                for c in range(nc):
+                    if s < q:
+                        _clamp_between(acc[c, s:q], lo[c, ry, s + dx:q + dx],
+                                       hi[c, ry, s + dx:q + dx])
+                    xx = x
+                    while xx < e:  # blocks over the image's edge: mirrored one by one
+                        if xx == s and s < q:
+                            xx = q
+                            continue
+                        c1 = mirror_index(xx + dx, w)
+                        c2 = mirror_index(xx + dx + 1, w)
+                        q1 = mirror_index(ry, h)
+                        q2 = mirror_index(ry + 1, h)
+                        p00 = np.float32(image[c, q1, c1])
+                        p01 = np.float32(image[c, q1, c2])
+                        p10 = np.float32(image[c, q2, c1])
+                        p11 = np.float32(image[c, q2, c2])
+                        acc[c, xx] = min(max(acc[c, xx], min(min(p00, p01), min(p10, p11))),
+                                         max(max(p00, p01), max(p10, p11)))
+                        xx += 1
+        for c in range(nc):
+            if is_u8:
+                _round_to_u8(acc[c], out[c, y])
+            else:
+                out[c, y, :] = acc[c]
+
+
 def _inverse_filter() -> np.ndarray:
     """Taps of the cubic B-spline prefilter: its exact impulse response, cut at |k| <= 13.
 
@@ -227,6 +461,58 @@ def bspline_sample(coeffs: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarr
     return out.reshape(*np.shape(x), coeffs.shape[2])
 
 
+def _two_pass_columns(m: np.ndarray, shape: tuple[int, int]) -> tuple[int, int] | None:
+    """The line columns ``(u_lo, nu)`` of :func:`_two_pass_kernel`, or None.
+
+    For a warp of an image of ``shape`` (output the same size). None where two passes do not
+    apply: a projective part that bends rows strongly, or a shear over :data:`_MAX_SHEAR`.
+    """
+    h, w = shape
+    xs = np.array([0.0, w - 1.0, 0.0, w - 1.0, (w - 1.0) / 2])
+    ys = np.array([0.0, 0.0, h - 1.0, h - 1.0, (h - 1.0) / 2])
+    den = m[2, 0] * xs + m[2, 1] * ys + m[2, 2]
+    if den.min() < 0.5 or den.max() > 2.0:
+        return None
+    u = (m[0, 0] * xs + m[0, 1] * ys + m[0, 2]) / den
+    # A linear-fractional map takes its extremes over a rectangle at the corners.
+    u_lo = math.floor(u.min()) - 2
+    nu = math.ceil(u.max()) + 4 - u_lo
+    if min(m[0, 0] - u_lo * m[2, 0], m[0, 0] - (u_lo + nu) * m[2, 0]) < 0.5:
+        return None
+
+    def row_at(uu: np.ndarray) -> np.ndarray:  # v(u, y): the output row's curve in the image
+        x = (uu * (m[2, 1] * ys + m[2, 2]) - m[0, 1] * ys - m[0, 2]) / (m[0, 0] - uu * m[2, 0])
+        return (m[1, 0] * x + m[1, 1] * ys + m[1, 2]) / (m[2, 0] * x + m[2, 1] * ys + m[2, 2])
+
+    if np.abs(row_at(u + 0.5) - row_at(u - 0.5)).max() > _MAX_SHEAR:
+        return None
+    return u_lo, nu
+
+
+def _warp_two_pass(src: np.ndarray, m: np.ndarray, columns: tuple[int, int],
+                   dering: bool) -> np.ndarray:
+    """:func:`warp_frame` of an H x W x C image by :func:`_two_pass_kernel`."""
+    planes = cv2.split(src)
+    stack = np.stack(planes)
+    coeffs = np.empty(stack.shape, np.float32)
+    taps = _inverse_filter()
+    for plane, into in zip(planes, coeffs, strict=True):
+        cv2.sepFilter2D(plane, cv2.CV_32F, taps, taps, dst=into,
+                        borderType=cv2.BORDER_REFLECT_101)
+    if dering:
+        block = np.ones((2, 2), np.uint8)
+        lo = np.stack([cv2.erode(p, block, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+                       for p in planes])
+        hi = np.stack([cv2.dilate(p, block, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+                       for p in planes])
+    else:
+        lo = hi = stack
+    out = np.empty(stack.shape, src.dtype)
+    _two_pass_kernel(coeffs, stack, lo, hi, m, columns[0], columns[1], dering,
+                     src.dtype == np.uint8, out)
+    return cv2.merge(list(out)) if len(out) > 1 else out[0][..., None]
+
+
 def warp_frame(image: np.ndarray, matrix: np.ndarray, interpolation: int = INTER_BSPLINE,
                dering: bool = True) -> np.ndarray:
     """Resample ``image`` at ``matrix @ (x, y, 1)`` for every output pixel ``(x, y)``.
@@ -251,9 +537,13 @@ def warp_frame(image: np.ndarray, matrix: np.ndarray, interpolation: int = INTER
     if interpolation == INTER_BSPLINE:
         src = image if image.ndim == 3 else image[..., None]
         src = np.ascontiguousarray(src, np.uint8 if src.dtype == np.uint8 else np.float32)
-        out = np.empty(src.shape, src.dtype)
-        _warp_kernel(src, bspline_coefficients(src), np.ascontiguousarray(m), dering,
-                     src.dtype == np.uint8, out)
+        columns = _two_pass_columns(m, (h, w))
+        if columns is not None:
+            out = _warp_two_pass(src, np.ascontiguousarray(m), columns, dering)
+        else:
+            out = np.empty(src.shape, src.dtype)
+            _warp_kernel(src, bspline_coefficients(src), np.ascontiguousarray(m), dering,
+                         src.dtype == np.uint8, out)
         return out if image.ndim == 3 else out[..., 0]
     flags = interpolation | cv2.WARP_INVERSE_MAP
     border = cv2.BORDER_REFLECT_101
