@@ -589,6 +589,16 @@ def bspline_point(coeffs, x, y):
     wy0, wy3 = gy * gy * gy / 6.0, fy * fy * fy / 6.0
     wy1 = (3.0 * fy * fy * fy - 6.0 * fy * fy + 4.0) / 6.0
     wy2 = (-3.0 * fy * fy * fy + 3.0 * fy * fy + 3.0 * fy + 1.0) / 6.0
+    if ix >= 1 and iy >= 1 and ix + 2 < w and iy + 2 < h:  # inside: no mirroring
+        c0, r0 = int(ix) - 1, int(iy) - 1
+        return (wy0 * (wx0 * coeffs[r0, c0, 0] + wx1 * coeffs[r0, c0 + 1, 0]
+                       + wx2 * coeffs[r0, c0 + 2, 0] + wx3 * coeffs[r0, c0 + 3, 0])
+                + wy1 * (wx0 * coeffs[r0 + 1, c0, 0] + wx1 * coeffs[r0 + 1, c0 + 1, 0]
+                         + wx2 * coeffs[r0 + 1, c0 + 2, 0] + wx3 * coeffs[r0 + 1, c0 + 3, 0])
+                + wy2 * (wx0 * coeffs[r0 + 2, c0, 0] + wx1 * coeffs[r0 + 2, c0 + 1, 0]
+                         + wx2 * coeffs[r0 + 2, c0 + 2, 0] + wx3 * coeffs[r0 + 2, c0 + 3, 0])
+                + wy3 * (wx0 * coeffs[r0 + 3, c0, 0] + wx1 * coeffs[r0 + 3, c0 + 1, 0]
+                         + wx2 * coeffs[r0 + 3, c0 + 2, 0] + wx3 * coeffs[r0 + 3, c0 + 3, 0]))
     acc = 0.0
     for j in range(4):
         row = mirror_index(iy - 1 + j, h)

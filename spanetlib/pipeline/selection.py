@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 
 from spanetlib.io.checks import check_frames
 from spanetlib.pipeline.background import estimate_background
+from spanetlib.pipeline.lazy_jit import lazy_njit
 
 __all__ = [
     "AUTO_THRESHOLD",
@@ -89,30 +89,49 @@ def rain_fraction(frames: np.ndarray, background: np.ndarray,
     scale = 255.0 if frames.dtype == np.uint8 else 1.0
     bg_lum = bg.astype(np.float32).mean(axis=2) / scale
     if frames.dtype == np.uint8:
-        # Exactly the float test below, per channel sum (0..765, exact in uint16): the test
-        # grows with the sum, so it holds above a per-pixel threshold found once by bisection.
-        above = np.full(bg_lum.shape, 3 * 255 + 1, np.int32)  # smallest sum passing, or 766
-        below = np.full(bg_lum.shape, -1, np.int32)  # largest sum known to fail
-        while True:
-            open_ = above - below > 1
-            if not open_.any():
-                break
-            mid = (above + below) // 2
-            passes = _MEAN_LEVEL[np.clip(mid, 0, 3 * 255)] - bg_lum > delta
-            above = np.where(open_ & passes, mid, above)
-            below = np.where(open_ & ~passes, mid, below)
-        threshold = np.minimum(above, 3 * 255 + 1).astype(np.uint16)
+        # Exactly the float test below, per channel sum (0..765): the test grows with the
+        # sum, so it holds from a per-pixel threshold on (766: never).
+        threshold = _sum_thresholds(bg_lum.ravel(), np.float32(delta), _MEAN_LEVEL)
         total = 0
         for frame in frames:
-            channel_sum = cv2.add(cv2.add(frame[..., 0], frame[..., 1], dtype=cv2.CV_16U),
-                                  frame[..., 2], dtype=cv2.CV_16U)
-            total += np.count_nonzero(channel_sum >= threshold) / channel_sum.size
+            total += _count_at_least(np.ascontiguousarray(frame).reshape(-1), threshold) \
+                / threshold.size
         return float(total) / len(frames)
     total = 0.0
     for frame in frames:
         lum = frame.astype(np.float32).mean(axis=2) / scale
         total += float(np.mean(lum - bg_lum > delta))
     return total / len(frames)
+
+
+@lazy_njit(nogil=True, cache=True)
+def _sum_thresholds(background, delta, levels):
+    """Per pixel, the smallest channel sum ``s`` with ``levels[s] - background > delta``.
+
+    In float32, as numpy compares; ``len(levels)`` where no sum passes.
+    """
+    n = levels.size
+    out = np.empty(background.size, np.int32)
+    for k in range(background.size):
+        b = background[k]
+        guess = (b + delta) * np.float32(n - 1)  # levels[s] is s / (n - 1)
+        s = 0 if not guess > 0 else (n if guess >= n else int(guess))
+        while s > 0 and levels[s - 1] - b > delta:
+            s -= 1
+        while s < n and not levels[s] - b > delta:
+            s += 1
+        out[k] = s
+    return out
+
+
+@lazy_njit(nogil=True, cache=True)
+def _count_at_least(rgb, threshold):
+    """Pixels whose channel sum is at least their ``threshold`` (``rgb`` flat, 3 a pixel)."""
+    count = 0
+    for k in range(threshold.size):
+        total = np.int32(rgb[3 * k]) + np.int32(rgb[3 * k + 1]) + np.int32(rgb[3 * k + 2])
+        count += total >= threshold[k]
+    return count
 
 
 #: float32 channel mean / 255 of each uint8 channel sum 0..765, as ``mean(axis=2) / 255`` gives.
