@@ -180,3 +180,9 @@ def test_graphics_fixed_to_the_frame_do_not_pull_the_motion():
     assert still.overlay is None  # a camera that stayed: nothing to tell graphics from
     plain = make_rain_clip(CLIP_PRESETS["handheld"].replace(size=(360, 480), n_frames=20), seed=0)
     assert al.measure_motion(plain.frames).overlay is None  # no graphics: no region
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 10, 1001])
+def test_median_level_is_numpys_median_of_whole_levels(n):
+    levels = np.random.default_rng(n).integers(0, 256, n).astype(np.float32)
+    assert al._median_level(levels) == np.median(levels)
