@@ -144,8 +144,8 @@ def test_lazy_kernels_compile_on_first_call_and_compute_what_the_python_does():
     assert compiled(a[:5]) == pytest.approx(float(np.dot(a[:5], np.arange(1, 6))), rel=1e-12)
 
 
-def test_a_clip_within_max_kept_is_decoded_in_two_passes(handheld_file, monkeypatch):
-    """The template's frames, then one pass that measures the motion and keeps the frames."""
+def test_a_clip_within_max_kept_is_decoded_once(handheld_file, monkeypatch):
+    """Every frame is kept: one pass decodes them, the motion is measured in memory."""
     import spanetlib.io.video as video
 
     decoded = []
@@ -169,9 +169,9 @@ def test_a_clip_within_max_kept_is_decoded_in_two_passes(handheld_file, monkeypa
     monkeypatch.setattr(video.cv2, "VideoCapture", Counting)
     result = estimate_clip(handheld_file)
     n = len(result.membership)
-    # the template's frames (up to the last one) and the measuring pass, besides a few
-    # reads to open the file (its first frame, its length, the end of the stream)
-    assert len(decoded) <= 2 * n + 3
+    # one pass, besides a few reads to open the file (its first frame, its length, the end
+    # of the stream)
+    assert len(decoded) <= n + 3
     assert len(result.pairs()) >= n // 2
 
 

@@ -1110,8 +1110,18 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
             frames_k[k] = frame
             decoded[k] = True
 
-    motion = measured_or_checked(source, motion, mode, reference=reference, models=models,
-                                 max_side=max_side, workers=workers, on_frame=keep)
+    if len(kept) == n and motion is None:
+        # The whole clip is kept: one decoding pass, then the motion from memory.
+        for i, frame in enumerate(source):
+            keep(i, frame)
+        if not decoded.all():
+            raise InputError(f"{source.source}: {int(decoded.sum())} frames decoded, "
+                             f"{n} expected")
+        motion = measured_or_checked(frames_k, None, mode, reference=reference,
+                                     models=models, max_side=max_side, workers=workers)
+    else:
+        motion = measured_or_checked(source, motion, mode, reference=reference, models=models,
+                                     max_side=max_side, workers=workers, on_frame=keep)
     moved, warped, exposed = alignment_plan(motion, mode)
     expo_ref = motion.exposure_reference
     sub = Motion(reference=position[motion.reference], matrices=motion.matrices[kept],
