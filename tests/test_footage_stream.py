@@ -144,8 +144,13 @@ def test_lazy_kernels_compile_on_first_call_and_compute_what_the_python_does():
     assert compiled(a[:5]) == pytest.approx(float(np.dot(a[:5], np.arange(1, 6))), rel=1e-12)
 
 
-def test_a_clip_within_max_kept_is_decoded_once(handheld_file, monkeypatch):
-    """Every frame is kept: one pass decodes them, the motion is measured in memory."""
+@pytest.mark.parametrize(("max_kept", "max_side", "passes"), [
+    (None, 640, 1),  # every frame kept: one pass, the motion measured in memory
+    (12, 64, 2),  # one pass keeps frames and working lumas, one pair-checks the others
+    (12, 640, 3),  # lumas too large: the template's frames, the motion, the pair checks
+], ids=["all kept", "lumas kept", "template pass"])
+def test_decoding_passes_of_a_streamed_clip(handheld_file, monkeypatch, max_kept, max_side,
+                                            passes):
     import spanetlib.io.video as video
 
     decoded = []
@@ -167,17 +172,23 @@ def test_a_clip_within_max_kept_is_decoded_once(handheld_file, monkeypatch):
             return self.cap.read()
 
     monkeypatch.setattr(video.cv2, "VideoCapture", Counting)
-    result = estimate_clip(handheld_file)
+    result = estimate_clip(handheld_file, max_side=max_side,
+                           **({} if max_kept is None else {"max_kept": max_kept}))
     n = len(result.membership)
-    # one pass, besides a few reads to open the file (its first frame, its length, the end
-    # of the stream)
-    assert len(decoded) <= n + 3
+    # besides a few reads to open the file (its first frame, its length, the end of the
+    # stream); a pass may stop at its last frame
+    assert (passes - 1) * n < len(decoded) <= passes * n + 3
     assert len(result.pairs()) >= n // 2
 
 
-def test_a_streamed_clip_beyond_max_kept_equals_its_estimate_in_memory(handheld, handheld_file):
-    streamed = estimate_clip(handheld_file, max_kept=12)
-    in_memory = estimate_clip(handheld.frames, max_kept=12)
+@pytest.mark.parametrize("max_side", [640, 64], ids=["template pass", "working lumas kept"])
+def test_a_streamed_clip_beyond_max_kept_equals_its_estimate_in_memory(handheld, handheld_file,
+                                                                      max_side):
+    # At max_side 64 every frame's working luma fits in a quarter of the kept frames: the
+    # motion comes from those, and the template's pass is not needed.
+    streamed = estimate_clip(handheld_file, max_kept=12, max_side=max_side)
+    in_memory = estimate_clip(handheld.frames, max_kept=12, max_side=max_side)
+    np.testing.assert_array_equal(streamed.motion.matrices, in_memory.motion.matrices)
     np.testing.assert_array_equal(streamed.membership, in_memory.membership)
     for a, b in zip(streamed.segments, in_memory.segments, strict=True):
         np.testing.assert_array_equal(a.image, b.image)

@@ -91,6 +91,7 @@ __all__ = [
     "Alignment",
     "MOTION_MODELS",
     "Motion",
+    "WorkingLuma",
     "align_frame",
     "align_frames",
     "alignment_plan",
@@ -101,6 +102,9 @@ __all__ = [
     "measured_or_checked",
     "motion_displacement",
     "valid_region",
+    "working_luma",
+    "working_scale",
+    "working_shape",
 ]
 
 MOTION_MODELS = ("translation", "euclidean", "homography")
@@ -444,14 +448,69 @@ def _median_level(levels: np.ndarray) -> float:
     return (lo + hi) / 2.0
 
 
-def _prepare(frame: np.ndarray, scale: float, fixed: np.ndarray | None = None) -> _Frame:
-    h, w = frame.shape[:2]
+def working_scale(shape: tuple[int, int], max_side: int) -> float:
+    """The scale :func:`measure_motion` registers frames of ``shape`` at (side <= max_side)."""
+    return min(1.0, max_side / max(shape))
+
+
+def working_luma(frame: np.ndarray, scale: float) -> np.ndarray:
+    """A frame's uint8 luminance at the registration's working scale (area reduction).
+
+    Args:
+        frame: H x W x 3 uint8 RGB.
+        scale: :func:`working_scale` of the clip.
+
+    Returns:
+        h x w uint8, what :func:`measure_motion` registers.
+    """
     # Luminance first: the reduction then averages one channel instead of three.
     gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     if scale != 1.0:
-        gray = cv2.resize(gray, (max(8, round(w * scale)), max(8, round(h * scale))),
+        gray = cv2.resize(gray, working_shape(frame.shape[:2], scale)[::-1],
                           interpolation=cv2.INTER_AREA)
-    gray = gray.astype(np.float32)
+    return gray
+
+
+def working_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """``(h, w)`` of :func:`working_luma` for frames of ``shape``."""
+    h, w = shape
+    return (h, w) if scale == 1.0 else (max(8, round(h * scale)), max(8, round(w * scale)))
+
+
+@dataclass(frozen=True)
+class WorkingLuma:
+    """Every frame of a clip as :func:`working_luma`, for :func:`measure_motion`.
+
+    A clip decoded once can be registered from these (a few percent of its size at 1080p)
+    instead of being decoded again.
+
+    Attributes:
+        frames: N x h x w uint8.
+        shape: ``(H, W)`` of the full-size frames.
+        max_side: the ``max_side`` they were reduced for (:func:`working_scale`).
+        source: what they came from, for messages.
+    """
+
+    frames: np.ndarray
+    shape: tuple[int, int]
+    max_side: int
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.frames)
+
+    def iter_at(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, luma)`` for the frames at ``indices``, in order."""
+        for i in sorted({int(i) for i in indices}):
+            yield i, self.frames[i]
+
+
+def _prepare(frame: np.ndarray, scale: float, fixed: np.ndarray | None = None) -> _Frame:
+    """Working copies of an RGB frame, or of its :func:`working_luma` (2-D)."""
+    gray = (frame if frame.ndim == 2 else working_luma(frame, scale)).astype(np.float32)
     element = np.ones((1, max(3, int(round(5 * scale)) | 1)), np.uint8)  # wider than a streak
     opened = cv2.morphologyEx(gray, cv2.MORPH_OPEN, element)
     tophat = gray - opened
@@ -865,7 +924,8 @@ def _richer_needed(simple: list[_Fit], rich: list[_Fit], model: str, shape: tupl
     return votes >= max(1, int(math.ceil(0.2 * len(simple))))
 
 
-def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = None, *,
+def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
+                   reference: int | None = None, *,
                    models: tuple[str, ...] = MOTION_MODELS, max_side: int = 640,
                    min_motion_px: float = 0.1, iterations: int = 30,
                    workers: int | None = None,
@@ -883,8 +943,9 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
     and exposure are kept.
 
     Args:
-        frames: N x H x W x 3 uint8 RGB frames (N >= 1), or a
-            :class:`spanetlib.io.video.FrameSource` (a video file or frame folder).
+        frames: N x H x W x 3 uint8 RGB frames (N >= 1), a
+            :class:`spanetlib.io.video.FrameSource` (a video file or frame folder), or the
+            clip's :class:`WorkingLuma` for ``max_side`` (nothing decoded again).
         reference: the reference frame (default the middle one, ``N // 2``: the shortest
             reach over a pan).
         models: a prefix of :data:`MOTION_MODELS`: the richest model allowed.
@@ -894,7 +955,8 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
         workers: threads (default: the CPU count, at most 4).
         on_frame: called as ``on_frame(index, frame)`` in the caller's thread for every frame
             of the streaming pass, so a caller can keep the frames it needs without decoding
-            the clip again (the frame must not be modified).
+            the clip again (the frame must not be modified; a working luma when ``frames``
+            is a :class:`WorkingLuma`).
 
     Returns:
         A :class:`Motion`.
@@ -903,7 +965,11 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
         InputError: frames that are not N x H x W x 3 uint8, or a bad reference index.
         ValueError: bad ``models`` or sizes.
     """
-    source = frames if isinstance(frames, FrameSource) else FrameSource(check_frames(frames))
+    source = frames if isinstance(frames, (FrameSource, WorkingLuma)) \
+        else FrameSource(check_frames(frames))
+    if isinstance(source, WorkingLuma) and source.max_side != max_side:
+        raise ValueError(f"frames: working luma for max_side {source.max_side}, asked to "
+                         f"register at {max_side}")
     n = len(source)
     h, w = source.shape
     if reference is None:
@@ -917,7 +983,7 @@ def measure_motion(frames: np.ndarray | FrameSource, reference: int | None = Non
         raise ValueError(f"models: expected a prefix of {MOTION_MODELS}, got {models}")
     if max_side < 32:
         raise ValueError(f"max_side: expected >= 32, got {max_side}")
-    scale = min(1.0, max_side / max(h, w))
+    scale = working_scale((h, w), max_side)
     workers = workers or min(4, os.cpu_count() or 1)
     chosen = np.unique(np.linspace(0, n - 1, min(n, _REFERENCE_FRAMES)).round().astype(int))
     trial = np.unique(np.linspace(0, n - 1, min(n, _MODEL_FRAMES)).round().astype(int))
@@ -1061,14 +1127,16 @@ def _expose_to_reference(image: np.ndarray, gain: float, offset: float) -> np.nd
 
 
 
-def measured_or_checked(frames: np.ndarray | FrameSource, motion: Motion | None, mode: AlignMode,
+def measured_or_checked(frames: np.ndarray | FrameSource | WorkingLuma, motion: Motion | None,
+                        mode: AlignMode,
                         *, reference: int | None, models: tuple[str, ...], max_side: int,
                         workers: int | None,
                         on_frame: Callable[[int, np.ndarray], None] | None = None) -> Motion:
     """``motion`` checked against the frames' count and size, or measured when it is None.
 
     Args:
-        frames: N x H x W x 3 uint8 frames or a :class:`spanetlib.io.video.FrameSource`.
+        frames: N x H x W x 3 uint8 frames, a :class:`spanetlib.io.video.FrameSource` or a
+            :class:`WorkingLuma` (what :func:`measure_motion` takes).
         motion: a motion measured earlier, or None.
         mode: the :class:`AlignMode` (its ``min_motion_px``).
         reference: passed to :func:`measure_motion`.

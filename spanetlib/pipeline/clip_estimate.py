@@ -71,6 +71,7 @@ from spanetlib.pipeline.alignment import (
     Alignment,
     AlignMode,
     Motion,
+    WorkingLuma,
     align_frame,
     align_frames,
     alignment_plan,
@@ -79,6 +80,9 @@ from spanetlib.pipeline.alignment import (
     measured_or_checked,
     motion_displacement,
     valid_region,
+    working_luma,
+    working_scale,
+    working_shape,
 )
 from spanetlib.pipeline.background import (
     BackgroundEstimate,
@@ -120,6 +124,9 @@ _DARK_RMS = 2.0  # a pair whose darker-than-clean RMS exceeds this many sigma (+
 EDGE_TOLERANCE_PX = {True: 0.25, False: 0.1}
 #: Most frames `estimate_clip` keeps in memory by default: the largest N of the paper's rules.
 MAX_KEPT_FRAMES = max(FRAME_COUNTS.values())
+#: A streamed clip's working lumas (every frame at the registration's size) are kept for the
+#: motion, saving a decoding pass, while they take at most this share of the kept frames.
+_WORKING_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -1087,6 +1094,12 @@ def _checked(found: list[ClipSegment], motion: Motion, mode: AlignMode, warped: 
                         _usable_bits=bits)
 
 
+def _check_decoded(source: FrameSource, count: int, n: int) -> None:
+    """Raise when a pass over ``source`` decoded fewer frames than its ``n``."""
+    if count < n:
+        raise InputError(f"{source.source}: {count} frames decoded, {n} expected")
+
+
 def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | None,
                        segments: bool, max_inconsistent: float, min_frames: int,
                        motion: Motion | None, models: tuple[str, ...], max_side: int,
@@ -1110,15 +1123,39 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
             frames_k[k] = frame
             decoded[k] = True
 
-    if len(kept) == n and motion is None:
+    scale = working_scale((h, w), max_side)
+    luma_shape = working_shape((h, w), scale)
+    if motion is None and len(kept) == n:
         # The whole clip is kept: one decoding pass, then the motion from memory.
         for i, frame in enumerate(source):
             keep(i, frame)
-        if not decoded.all():
-            raise InputError(f"{source.source}: {int(decoded.sum())} frames decoded, "
-                             f"{n} expected")
+        _check_decoded(source, int(decoded.sum()), n)
         motion = measured_or_checked(frames_k, None, mode, reference=reference,
                                      models=models, max_side=max_side, workers=workers)
+    elif motion is None and n * luma_shape[0] * luma_shape[1] <= _WORKING_SHARE * frames_k.nbytes:
+        # One decoding pass keeps the kept frames and every frame's working luma; the motion
+        # is measured from those (no pass for the template, none for the fits).
+        lumas = np.empty((n, *luma_shape), np.uint8)
+        count = 0
+
+        def reduce(item: tuple[int, np.ndarray]) -> None:
+            lumas[item[0]] = working_luma(item[1], scale)
+
+        def decoded_frames() -> Iterator[tuple[int, np.ndarray]]:
+            nonlocal count
+            for i, frame in enumerate(source):
+                keep(i, frame)
+                count += 1
+                yield i, frame
+
+        with ThreadPoolExecutor(workers) as pool:
+            for _ in ordered_map(pool, reduce, decoded_frames(), 2 * workers):
+                pass
+        _check_decoded(source, count, n)
+        motion = measured_or_checked(WorkingLuma(lumas, (h, w), max_side, str(source.source)),
+                                     None, mode, reference=reference, models=models,
+                                     max_side=max_side, workers=workers)
+        del lumas
     else:
         motion = measured_or_checked(source, motion, mode, reference=reference, models=models,
                                      max_side=max_side, workers=workers, on_frame=keep)
