@@ -1125,37 +1125,35 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
 
     scale = working_scale((h, w), max_side)
     luma_shape = working_shape((h, w), scale)
-    if motion is None and len(kept) == n:
-        # The whole clip is kept: one decoding pass, then the motion from memory.
-        for i, frame in enumerate(source):
-            keep(i, frame)
-        _check_decoded(source, int(decoded.sum()), n)
-        motion = measured_or_checked(frames_k, None, mode, reference=reference,
-                                     models=models, max_side=max_side, workers=workers)
-    elif motion is None and n * luma_shape[0] * luma_shape[1] <= _WORKING_SHARE * frames_k.nbytes:
-        # One decoding pass keeps the kept frames and every frame's working luma; the motion
-        # is measured from those (no pass for the template, none for the fits).
-        lumas = np.empty((n, *luma_shape), np.uint8)
+    whole = len(kept) == n
+    if motion is None and (whole or n * luma_shape[0] * luma_shape[1]
+                           <= _WORKING_SHARE * frames_k.nbytes):
+        # One decoding pass keeps the kept frames and, unless every frame is kept, every
+        # frame's working luma; the motion is measured from memory (no pass for the
+        # template, none for the fits).
+        lumas = None if whole else np.empty((n, *luma_shape), np.uint8)
         count = 0
 
-        def reduce(item: tuple[int, np.ndarray]) -> None:
-            lumas[item[0]] = working_luma(item[1], scale)
+        def take(item: tuple[int, np.ndarray]) -> None:  # on the workers: copies too
+            keep(*item)
+            if lumas is not None:
+                lumas[item[0]] = working_luma(item[1], scale)
 
         def decoded_frames() -> Iterator[tuple[int, np.ndarray]]:
             nonlocal count
             for i, frame in enumerate(source):
-                keep(i, frame)
                 count += 1
                 yield i, frame
 
         with ThreadPoolExecutor(workers) as pool:
-            for _ in ordered_map(pool, reduce, decoded_frames(), 2 * workers):
+            for _ in ordered_map(pool, take, decoded_frames(), 2 * workers):
                 pass
         _check_decoded(source, count, n)
-        motion = measured_or_checked(WorkingLuma(lumas, (h, w), max_side, str(source.source)),
-                                     None, mode, reference=reference, models=models,
+        measured = frames_k if lumas is None \
+            else WorkingLuma(lumas, (h, w), max_side, str(source.source))
+        motion = measured_or_checked(measured, None, mode, reference=reference, models=models,
                                      max_side=max_side, workers=workers)
-        del lumas
+        del measured, lumas
     else:
         motion = measured_or_checked(source, motion, mode, reference=reference, models=models,
                                      max_side=max_side, workers=workers, on_frame=keep)
