@@ -924,12 +924,15 @@ def estimate_clip(frames: np.ndarray | str | os.PathLike | FrameSource,
 
     Memory: an array of at most ``max_kept`` frames is processed in memory as it is. A longer
     clip, or a video file / frame folder (``frames`` a path or a
-    :class:`spanetlib.io.video.FrameSource`), is streamed: the motion is measured as the
-    frames stream past (:func:`spanetlib.pipeline.alignment.measure_motion`), at most
-    ``max_kept`` frames spread evenly over the clip (and the reference) are aligned and
-    kept for the stable periods and the estimates, and a last pass checks every other frame
-    against its period's estimate. Peak memory is then the kept frames plus a fixed amount,
-    whatever the clip's length.
+    :class:`spanetlib.io.video.FrameSource`), is streamed: at most ``max_kept`` frames
+    spread evenly over the clip (and the reference) are kept, aligned and used for the
+    stable periods and the estimates, and a last pass checks every other frame against its
+    period's estimate. The motion (:func:`spanetlib.pipeline.alignment.measure_motion`)
+    comes from the kept frames when they are the whole clip, else from every frame's
+    working luma kept in the first pass when those take at most a quarter of the kept
+    frames' memory (a 1080p clip up to about 1,300 frames: two decoding passes in all), else
+    from a pass over the template's frames and one that measures as the frames stream past.
+    Peak memory is then the kept frames plus a fixed amount, whatever the clip's length.
 
     Args:
         frames: N x H x W x 3 uint8 RGB frames (N >= 2), a video file or frame folder, or a
@@ -1117,7 +1120,7 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
     decoded = np.zeros(len(kept), bool)
 
     def keep(i: int, frame: np.ndarray) -> None:
-        # The kept frames are taken from the measuring pass: no second decoding pass.
+        # The kept frames are taken from the first pass: they are not decoded again.
         k = position.get(i)
         if k is not None:
             frames_k[k] = frame
