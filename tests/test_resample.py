@@ -162,3 +162,9 @@ def test_bspline_shifts_band_limited_content_closer_than_keys_cubic():
     spline = rms(rs.INTER_BSPLINE)
     # Keys cubic (and its 1/32 px positions) errs about 10x more here, Lanczos about 4x
     assert spline < 0.25 * rms(cv2.INTER_CUBIC) and spline < rms(cv2.INTER_LANCZOS4)
+
+
+@pytest.mark.parametrize("matrix", [np.full((3, 3), np.nan), np.eye(2)], ids=["nan", "2 x 2"])
+def test_warp_frame_refuses_a_matrix_that_is_not_a_finite_3x3(matrix):
+    with pytest.raises(ValueError, match="finite 3 x 3"):
+        rs.warp_frame(np.zeros((4, 4, 3), np.uint8), matrix)

@@ -531,8 +531,13 @@ def warp_frame(image: np.ndarray, matrix: np.ndarray, interpolation: int = INTER
 
     Returns:
         Array of ``image``'s shape and dtype (uint8 is rounded half up).
+
+    Raises:
+        ValueError: a matrix that is not a finite 3 x 3 array.
     """
     m = np.asarray(matrix, np.float64)
+    if m.shape != (3, 3) or not np.isfinite(m).all():
+        raise ValueError(f"matrix: expected a finite 3 x 3 transform, got {m.tolist()}")
     h, w = image.shape[:2]
     if interpolation == INTER_BSPLINE:
         src = image if image.ndim == 3 else image[..., None]
