@@ -190,6 +190,31 @@ def test_frames_are_read_one_window_at_a_time(identity):
     assert [i for i, *_ in stream] == list(range(1, 20))
 
 
+@pytest.mark.parametrize("skip", [set(), {3, 4, 5, 6, 7, 8}])
+def test_windows_hold_their_frames_in_one_array(monkeypatch, skip):
+    # One window of frames in memory: every window gets the same array, holding its frames
+    # (the shared ones moved to the front), also when a resumed run skips a window.
+    clip = tiny_clip("static", n_frames=20)
+    seen = []
+
+    def record(frames, first, outputs, *args):
+        seen.append((frames, frames.copy(), first))
+        for i in outputs:
+            yield i, clip.frames[i], None, None
+
+    monkeypatch.setattr(video_derain, "_derain_window", record)
+    stream = video_derain._derain_stream(
+        lambda k: iter(clip.frames[k:]), 20, model=None, method="temporal",
+        align=video_derain.get_align_mode("off"), window=6, tile=None, device="cpu",
+        precision="fp32", done=lambda i: i in skip)
+    assert [i for i, *_ in stream] == [i for i in range(20) if i not in skip]
+    assert len(seen) == sum(any(i not in skip for i in range(win.out_start, win.out_stop))
+                            for win in video_derain.derain_windows(20, 6))
+    for frames, held, first in seen:
+        assert frames is seen[0][0]
+        np.testing.assert_array_equal(held, clip.frames[first:first + 6])
+
+
 def test_score_clip_agrees_with_the_metrics_module():
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)

@@ -986,7 +986,8 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
             weight = _frame_weight(content, outside)
         if method == "temporal":
             weight = np.zeros((h, w), np.float32)
-            out = frame if background is None else background.image
+            # A copy: the window's array is reused by the next window.
+            out = frame.copy() if background is None else background.image
             ran = 0.0
         elif background is None:
             out, ran = round_to_uint8(spanet.whole(frame)), 1.0
@@ -1024,26 +1025,32 @@ def _derain_stream(frames_from: Callable[[int], Iterator[np.ndarray]], n_frames:
     if not todo:
         return
     source = frames_from(todo[0][0].start)
-    buffer: dict[int, np.ndarray] = {}
     next_index = todo[0][0].start
-    shape = None
+    # The window's frames, one array for every window (they all have the same length): the
+    # frames a window shares with the previous one move to its front, the rest are read in.
+    frames: np.ndarray | None = None
+    held = todo[0][0].start  # clip index of frames[0]
     for win, outputs in todo:
-        for i in [i for i in buffer if i < win.start]:
-            del buffer[i]
+        kept = max(0, next_index - win.start)  # frames read already (windows only advance)
+        if frames is not None:
+            for j in range(kept):  # each source lies after its target: no overlap
+                frames[j] = frames[win.start - held + j]
+        held = win.start
         while next_index < win.stop:
             frame = next(source, None)
             if frame is None:
                 raise InputError(f"the input ended before {describe(next_index)}; expected "
                                  f"{n_frames} frames")
             if next_index >= win.start:
-                shape = shape or frame.shape
-                if frame.shape != shape:
+                if frames is None:
+                    frames = np.empty((win.stop - win.start, *frame.shape), frame.dtype)
+                if frame.shape != frames.shape[1:]:
                     raise InputError(f"{describe(next_index)} is {frame.shape[1]} x "
-                                     f"{frame.shape[0]} but earlier frames are {shape[1]} x "
-                                     f"{shape[0]}; all frames must have the same size")
-                buffer[next_index] = frame
+                                     f"{frame.shape[0]} but earlier frames are "
+                                     f"{frames.shape[2]} x {frames.shape[1]}; all frames "
+                                     "must have the same size")
+                frames[next_index - win.start] = frame
             next_index += 1
-        frames = np.stack([buffer[i] for i in range(win.start, win.stop)])
         yield from _derain_window(frames, win.start, outputs, method, align, spanet)
 
 
