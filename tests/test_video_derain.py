@@ -496,6 +496,25 @@ def test_library_writes_only_through_checked_paths(tmp_path, identity):
 # --------------------------------------------------------------------------------------------
 
 
+def check_plan(plan, need):
+    """Each group one crop size; every core inside its crop with the context on each inner
+    side; the cores cover the need."""
+    h, w = need.shape
+    covered = np.zeros(need.shape, np.int32)
+    for group in plan:
+        sizes = {(c[0].stop - c[0].start, c[1].stop - c[1].start) for c, _ in group}
+        assert len(sizes) == 1  # one batch: crops of one size
+        for crop, core in group:
+            covered[core] += 1
+            assert crop[0].start <= core[0].start and core[0].stop <= crop[0].stop
+            for axis, size in ((0, h), (1, w)):
+                lo = core[axis].start - crop[axis].start
+                hi = crop[axis].stop - core[axis].stop
+                assert lo >= video_derain.SPANET_CONTEXT or crop[axis].start == 0
+                assert hi >= video_derain.SPANET_CONTEXT or crop[axis].stop == size
+    assert (covered[need] >= 1).all()
+
+
 def test_spanet_plan_covers_the_need_once_and_reads_less_than_the_frame():
     need = np.zeros((200, 300), bool)
     need[:6, :] = True  # a band along the top (camera motion)
@@ -503,22 +522,23 @@ def test_spanet_plan_covers_the_need_once_and_reads_less_than_the_frame():
     need[100:110, 50:58] = True  # a small object
     need[150:152, 200:203] = True
     plan = video_derain._spanet_plan(need)
-    covered = np.zeros(need.shape, np.int32)
-    for group in plan:
-        sizes = {(c[0].stop - c[0].start, c[1].stop - c[1].start) for c, _ in group}
-        assert len(sizes) == 1  # one batch: crops of one size
-        for crop, core in group:
-            covered[core] += 1
-            # The core sits inside its crop with the context on every inner side.
-            assert crop[0].start <= core[0].start and core[0].stop <= crop[0].stop
-            for axis, size in ((0, 200), (1, 300)):
-                lo = core[axis].start - crop[axis].start
-                hi = crop[axis].stop - core[axis].stop
-                assert lo >= video_derain.SPANET_CONTEXT or crop[axis].start == 0
-                assert hi >= video_derain.SPANET_CONTEXT or crop[axis].stop == size
-    assert (covered[need] >= 1).all()
+    check_plan(plan, need)
     assert video_derain._plan_area(plan) < 0.7 * need.size
     assert video_derain._spanet_plan(np.zeros((50, 60), bool)) == []
+
+
+def test_crops_over_the_memory_limit_are_run_in_pieces(monkeypatch):
+    # A deep band along the top and a large object: at most MAX_CROP_PIXELS a crop (SPANet's
+    # memory), the need still covered, with context around every piece.
+    need = np.zeros((400, 600), bool)
+    need[:40, :] = True
+    need[150:330, 100:400] = True
+    whole = video_derain._spanet_plan(need)
+    assert max(video_derain._plan_area([[tile]]) for g in whole for tile in g) > 200 * 200
+    monkeypatch.setattr(video_derain, "MAX_CROP_PIXELS", 200 * 200)
+    plan = video_derain._spanet_plan(need)
+    check_plan(plan, need)
+    assert max(video_derain._plan_area([[tile]]) for g in plan for tile in g) <= 200 * 200
 
 
 def test_spanet_on_crops_is_derain_array_on_each_crop(tiny_spanet):
