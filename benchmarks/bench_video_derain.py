@@ -25,6 +25,13 @@ shared as in a real clip, and 8 at 1080p, so the run fits in minutes; one window
 ``--quick``: a tiny run (120 x 160, 8 frames, four clips). The speed table gives each size's
 cost of a minute of 30 fps footage (minutes) from the hybrid's seconds per frame.
 
+``--cli-memory N [N ...]``: only the memory of ``spanet derain-video`` as a user runs it (each
+clip of each size written to a lossless video of N frames, derained by the command in a
+child process, ``--weights synthetic``); its peak resident memory is the child's own
+(``wait4``'s ``ru_maxrss``: interpreter, torch and the model included, no clip held by this
+process). The goal: under 1.5 GB at 1080p whatever the clip's length. Written to
+``results/video_derain_memory.md``.
+
 Goals (verdicts printed, per clip and over all clips): the hybrid at least 10 dB above the
 better per-frame SPANet over whole frames (required of every steady-camera clip), and within
 1 dB of it inside the moving objects, the overlays and the bright moving content.
@@ -34,12 +41,16 @@ Writes ``results/video_derain.csv`` (every clip and method) and ``results/video_
     python benchmarks/bench_video_derain.py                   # 640 x 480 (30) and 1080p (8 frames)
     python benchmarks/bench_video_derain.py --quick
     python benchmarks/bench_video_derain.py --sizes 120x160 --frames 40  # the old table
+    python benchmarks/bench_video_derain.py --sizes 1080x1920 --clips handheld --cli-memory 20 60
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,6 +89,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "results",
                         help="folder for video_derain.csv/.md (default: the checkout's results/)")
     parser.add_argument("--no-write", action="store_true", help="only print")
+    parser.add_argument("--cli-memory", type=int, nargs="+", metavar="N",
+                        help="only the peak memory of `spanet derain-video` on clips of N "
+                        "frames (a child process each) -> results/video_derain_memory.md")
     parser.add_argument("--speed-only", action="store_true",
                         help="write only video_derain_speed.csv/.md (keep notebook 08's "
                         "quality table, video_derain.csv/.md, as it is)")
@@ -87,6 +101,22 @@ def main() -> None:
         args.sizes, args.frames = ["120x160"], [8]
         args.clips = ["static", "handheld", "handheld-overlay", "bright-foliage"]
         args.weights = ["synthetic"]
+    if args.cli_memory:
+        memory = cli_memory(args.sizes, args.clips, args.cli_memory, args.window, args.seed)
+        print(memory.to_string(index=False))
+        if not args.no_write:
+            from spanetlib.evaluation.evaluate import format_markdown
+            from spanetlib.io.files import atomic_write_text
+            from spanetlib.paper.reproduce import cpu_name
+
+            caption = (f"`benchmarks/bench_video_derain.py --cli-memory` on {cpu_name()} "
+                       f"({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}: window "
+                       f"{args.window}, seed {args.seed}, synthetic weights; peak MB: the "
+                       "resident memory of the `spanet derain-video` process (wait4's "
+                       "ru_maxrss), goal under 1536 MB at 1080p.")
+            atomic_write_text(args.results / "video_derain_memory.md",
+                              f"{caption}\n\n{format_markdown(memory.round(2))}\n")
+        return
     if len(args.frames) not in (1, len(args.sizes)):
         parser.error(f"--frames: expected one count or one per size ({len(args.sizes)}), got "
                      f"{len(args.frames)}")
@@ -125,6 +155,44 @@ def main() -> None:
     print(f"\n{time.perf_counter() - start:.0f} s in all (load {os.getloadavg()[0]:.1f})"
           + ("" if args.no_write else f"; wrote {args.results / 'video_derain.csv'}, .md and "
              "video_derain_speed.csv"))
+
+
+def cli_memory(sizes: list[str], clips: list[str], lengths: list[int], window: int,
+               seed: int) -> pd.DataFrame:
+    """Peak resident memory of ``spanet derain-video`` (a child process) per size, clip, length."""
+    from spanetlib.io.video import VideoWriter
+
+    rows = []
+    for size in sizes:
+        h, w = (int(v) for v in size.lower().split("x"))
+        for clip_name in clips:
+            for n in lengths:
+                clip = synthetic_clips([clip_name], (h, w), n, seed)[clip_name]
+                with tempfile.TemporaryDirectory() as tmp:
+                    source = Path(tmp) / "clip.avi"
+                    with VideoWriter(source, (h, w), 25.0) as writer:
+                        for frame in clip.frames:
+                            writer.write(frame)
+                    del clip
+                    command = [sys.executable, "-m", "spanetlib.cli", "derain-video",
+                               str(source), "-o", str(Path(tmp) / "out.avi"), "--weights",
+                               "synthetic", "--window", str(window), "--device", "cpu"]
+                    log = Path(tmp) / "stderr.txt"
+                    start = time.perf_counter()
+                    with log.open("w") as stderr:
+                        child = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                                 stderr=stderr)
+                        _, status, usage = os.wait4(child.pid, 0)
+                    seconds = time.perf_counter() - start
+                    if status != 0:
+                        raise SystemExit(f"spanet derain-video failed on {clip_name} {size} "
+                                         f"({n} frames): {log.read_text()[-2000:]}")
+                rows.append({"size": size, "clip": clip_name, "frames": n, "window": window,
+                             "peak MB": usage.ru_maxrss / 1024.0,
+                             "s/frame": seconds / n})
+                print(f"  {clip_name} {size}, {n} frames: peak {usage.ru_maxrss / 1024:.0f} MB,"
+                      f" {seconds / n:.2f} s/frame", flush=True)
+    return pd.DataFrame(rows)
 
 
 def speed_ratios(table: pd.DataFrame) -> pd.DataFrame:

@@ -190,6 +190,31 @@ def test_frames_are_read_one_window_at_a_time(identity):
     assert [i for i, *_ in stream] == list(range(1, 20))
 
 
+@pytest.mark.parametrize("skip", [set(), {3, 4, 5, 6, 7, 8}])
+def test_windows_hold_their_frames_in_one_array(monkeypatch, skip):
+    # One window of frames in memory: every window gets the same array, holding its frames
+    # (the shared ones moved to the front), also when a resumed run skips a window.
+    clip = tiny_clip("static", n_frames=20)
+    seen = []
+
+    def record(frames, first, outputs, *args):
+        seen.append((frames, frames.copy(), first))
+        for i in outputs:
+            yield i, clip.frames[i], None, None
+
+    monkeypatch.setattr(video_derain, "_derain_window", record)
+    stream = video_derain._derain_stream(
+        lambda k: iter(clip.frames[k:]), 20, model=None, method="temporal",
+        align=video_derain.get_align_mode("off"), window=6, tile=None, device="cpu",
+        precision="fp32", done=lambda i: i in skip)
+    assert [i for i, *_ in stream] == [i for i in range(20) if i not in skip]
+    assert len(seen) == sum(any(i not in skip for i in range(win.out_start, win.out_stop))
+                            for win in video_derain.derain_windows(20, 6))
+    for frames, held, first in seen:
+        assert frames is seen[0][0]
+        np.testing.assert_array_equal(held, clip.frames[first:first + 6])
+
+
 def test_score_clip_agrees_with_the_metrics_module():
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
@@ -471,6 +496,25 @@ def test_library_writes_only_through_checked_paths(tmp_path, identity):
 # --------------------------------------------------------------------------------------------
 
 
+def check_plan(plan, need):
+    """Each group one crop size; every core inside its crop with the context on each inner
+    side; the cores cover the need."""
+    h, w = need.shape
+    covered = np.zeros(need.shape, np.int32)
+    for group in plan:
+        sizes = {(c[0].stop - c[0].start, c[1].stop - c[1].start) for c, _ in group}
+        assert len(sizes) == 1  # one batch: crops of one size
+        for crop, core in group:
+            covered[core] += 1
+            assert crop[0].start <= core[0].start and core[0].stop <= crop[0].stop
+            for axis, size in ((0, h), (1, w)):
+                lo = core[axis].start - crop[axis].start
+                hi = crop[axis].stop - core[axis].stop
+                assert lo >= video_derain.SPANET_CONTEXT or crop[axis].start == 0
+                assert hi >= video_derain.SPANET_CONTEXT or crop[axis].stop == size
+    assert (covered[need] >= 1).all()
+
+
 def test_spanet_plan_covers_the_need_once_and_reads_less_than_the_frame():
     need = np.zeros((200, 300), bool)
     need[:6, :] = True  # a band along the top (camera motion)
@@ -478,22 +522,23 @@ def test_spanet_plan_covers_the_need_once_and_reads_less_than_the_frame():
     need[100:110, 50:58] = True  # a small object
     need[150:152, 200:203] = True
     plan = video_derain._spanet_plan(need)
-    covered = np.zeros(need.shape, np.int32)
-    for group in plan:
-        sizes = {(c[0].stop - c[0].start, c[1].stop - c[1].start) for c, _ in group}
-        assert len(sizes) == 1  # one batch: crops of one size
-        for crop, core in group:
-            covered[core] += 1
-            # The core sits inside its crop with the context on every inner side.
-            assert crop[0].start <= core[0].start and core[0].stop <= crop[0].stop
-            for axis, size in ((0, 200), (1, 300)):
-                lo = core[axis].start - crop[axis].start
-                hi = crop[axis].stop - core[axis].stop
-                assert lo >= video_derain.SPANET_CONTEXT or crop[axis].start == 0
-                assert hi >= video_derain.SPANET_CONTEXT or crop[axis].stop == size
-    assert (covered[need] >= 1).all()
+    check_plan(plan, need)
     assert video_derain._plan_area(plan) < 0.7 * need.size
     assert video_derain._spanet_plan(np.zeros((50, 60), bool)) == []
+
+
+def test_crops_over_the_memory_limit_are_run_in_pieces(monkeypatch):
+    # A deep band along the top and a large object: at most MAX_CROP_PIXELS a crop (SPANet's
+    # memory), the need still covered, with context around every piece.
+    need = np.zeros((400, 600), bool)
+    need[:40, :] = True
+    need[150:330, 100:400] = True
+    whole = video_derain._spanet_plan(need)
+    assert max(video_derain._plan_area([[tile]]) for g in whole for tile in g) > 200 * 200
+    monkeypatch.setattr(video_derain, "MAX_CROP_PIXELS", 200 * 200)
+    plan = video_derain._spanet_plan(need)
+    check_plan(plan, need)
+    assert max(video_derain._plan_area([[tile]]) for g in plan for tile in g) <= 200 * 200
 
 
 def test_spanet_on_crops_is_derain_array_on_each_crop(tiny_spanet):

@@ -164,6 +164,9 @@ SPANET_CORES = (16, 32, 64, 128)
 #: Memory SPANet's forward passes may take at once (bytes): caps the crops per pass and the
 #: ``auto`` tile of whole frames, so a 1080p clip stays within its memory goal.
 SPANET_MEMORY = 512 << 20
+#: Most pixels one crop may have: an fp32 forward pass within :data:`SPANET_MEMORY`. A larger
+#: crop (an edge band, one part's box) is split into pieces, each with its own context.
+MAX_CROP_PIXELS = SPANET_MEMORY // FORWARD_BYTES_PER_PIXEL[torch.float32]
 #: Overlay candidates (:func:`frame_fixed_candidates`): constant in frame coordinates in at
 #: least this share of consecutive frame pairs, in a window where the camera moved at least
 #: ``OVERLAY_MIN_MOTION_PX`` pixels.
@@ -463,7 +466,8 @@ def _spanet_plan(need: np.ndarray, context: int = SPANET_CONTEXT
     frame whose output it gives (inside the crop, with ``context`` pixels of context on
     every side that is not the frame's edge). Thin bands along the frame's edges (what the
     period's valid region misses when the camera moved) are run as strips; the rest as a
-    grid of cells (:data:`SPANET_CORES`) in crops of one size, clamped inside the frame. An
+    grid of cells (:data:`SPANET_CORES`) in crops of one size, clamped inside the frame; a
+    crop over :data:`MAX_CROP_PIXELS` is run in pieces (:func:`_split_crop`). An
     empty plan: nothing needed. None of this depends on anything but ``need`` and
     ``context``, so a frame is derained the same way in every run.
     """
@@ -475,7 +479,59 @@ def _spanet_plan(need: np.ndarray, context: int = SPANET_CONTEXT
     # (batched) or as one box per part of the need (merged where their crops would meet).
     plans = [_plan_with_bands(need, m, boxes) for boxes in (False, True)]
     plans += [[_best_grid(need, m)], [[tile] for tile in _box_tiles(need, m)]]
-    return min(plans, key=_plan_area)
+    return min((_capped(plan, m, need.shape) for plan in plans), key=_plan_area)
+
+
+def _capped(plan: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]], m: int,
+            shape: tuple[int, int]
+            ) -> list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]:
+    """``plan`` with every crop over :data:`MAX_CROP_PIXELS` run in pieces (:func:`_split_crop`)."""
+    out = []
+    for group in plan:
+        fits = [tile for tile in group if _plan_area([[tile]]) <= MAX_CROP_PIXELS]
+        out += [fits] if fits else []
+        for tile in group:
+            if _plan_area([[tile]]) > MAX_CROP_PIXELS:
+                out += _split_crop(tile, m, shape)
+    return out
+
+
+def _split_crop(tile: tuple[tuple[slice, slice], tuple[slice, slice]], m: int,
+                shape: tuple[int, int]
+                ) -> list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]:
+    """A crop over :data:`MAX_CROP_PIXELS` as pieces, in groups of one crop size.
+
+    Its core is cut into a grid of near-equal pieces, each read with ``m`` pixels of context
+    on every side that is not the frame's edge; of the grids whose crops fit, the one that
+    reads the fewest pixels (ties: fewer rows).
+    """
+    _, core = tile
+    h, w = shape
+    y0, y1, x0, x1 = core[0].start, core[0].stop, core[1].start, core[1].stop
+    best: tuple[int, int, int] | None = None  # (pixels read, rows, columns)
+    for ny in range(1, y1 - y0 + 1):
+        side_y = -(-(y1 - y0) // ny) + 2 * m
+        side_x = MAX_CROP_PIXELS // side_y - 2 * m
+        if side_x < 1:
+            continue
+        nx = -(-(x1 - x0) // side_x)
+        read = ny * nx * side_y * (-(-(x1 - x0) // nx) + 2 * m)
+        if best is None or read < best[0]:
+            best = (read, ny, nx)
+    if best is None:  # the context alone is over the limit: as it is
+        return [[tile]]
+    _, ny, nx = best
+    rows = np.linspace(y0, y1, ny + 1).round().astype(int)
+    cols = np.linspace(x0, x1, nx + 1).round().astype(int)
+    by_size: dict[tuple[int, int], list[tuple[tuple[slice, slice], tuple[slice, slice]]]] = {}
+    for a, b in zip(rows[:-1], rows[1:], strict=True):
+        for c, d in zip(cols[:-1], cols[1:], strict=True):
+            piece = (slice(max(0, int(a) - m), min(h, int(b) + m)),
+                     slice(max(0, int(c) - m), min(w, int(d) + m)))
+            size = (piece[0].stop - piece[0].start, piece[1].stop - piece[1].start)
+            by_size.setdefault(size, []).append((piece, (slice(int(a), int(b)),
+                                                          slice(int(c), int(d)))))
+    return list(by_size.values())
 
 
 def _box_tiles(rest: np.ndarray, m: int) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
@@ -771,10 +827,15 @@ def frame_fixed_candidates(frames: np.ndarray, motion_px: float, tol: float = 4.
 
 @dataclass
 class _Analysis:
-    """One window frame's background and what the checks flag (frame coordinates)."""
+    """One window frame's background and what the checks flag (frame coordinates).
+
+    Once the frame is derained, only ``bright`` and ``excess`` stay (``background`` None):
+    what later frames' persistence check reads.
+    """
 
     background: _Background | None
     bright: np.ndarray | None  # H x W bool: brighter than the background, taken for rain
+    excess: np.ndarray | None = None  # H x W uint8: the background's ``excess``
 
 
 class _WindowAnalysis:
@@ -814,6 +875,12 @@ class _WindowAnalysis:
         for k in [k for k in self.cache if k < local]:
             del self.cache[k]
 
+    def derained(self, local: int) -> None:
+        """Frame ``local`` is derained: keep only what later frames read of its analysis."""
+        found = self.cache.get(local)
+        if found is not None:
+            self.cache[local] = _Analysis(None, found.bright, found.excess)
+
     def _analyse(self, local: int) -> _Analysis:
         if self.estimate is None:
             return _Analysis(None, None)
@@ -822,7 +889,7 @@ class _WindowAnalysis:
                                        self.fixed)
         if background is None:
             return _Analysis(None, None)
-        return _Analysis(background, background.bright)
+        return _Analysis(background, background.bright, background.excess)
 
 
 def _to_frame(analysis: _WindowAnalysis, image: np.ndarray, other: int, local: int
@@ -851,14 +918,14 @@ def _bright_stays(analysis: _WindowAnalysis, local: int, others: Sequence[int],
     each its own.
     """
     stays = analysis.get(local).bright.copy()
-    low = high = analysis.get(local).background.excess if steady else None
+    low = high = analysis.get(local).excess if steady else None
     for other in others:
         found = analysis.get(other)
         if found.bright is None:
             return None
         stays &= _to_frame(analysis, found.bright.view(np.uint8), other, local) > 0
         if steady:
-            excess = _to_frame(analysis, found.background.excess, other, local)
+            excess = _to_frame(analysis, found.excess, other, local)
             low, high = np.minimum(low, excess), np.maximum(high, excess)
     if steady:
         stays &= low >= PERSIST_STEADY * high.astype(np.float32)
@@ -986,7 +1053,8 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
             weight = _frame_weight(content, outside)
         if method == "temporal":
             weight = np.zeros((h, w), np.float32)
-            out = frame if background is None else background.image
+            # A copy: the window's array is reused by the next window.
+            out = frame.copy() if background is None else background.image
             ran = 0.0
         elif background is None:
             out, ran = round_to_uint8(spanet.whole(frame)), 1.0
@@ -999,6 +1067,7 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
             content_share=float(content.mean()), outside_share=float(outside.mean()),
             spanet_share=float(weight.mean()), spanet_run_share=float(ran),
             overlay_share=0.0 if background is None else float(background.overlay.mean()))
+        analysis.derained(local)
         yield int(index), out, weight, record
 
 
@@ -1024,26 +1093,32 @@ def _derain_stream(frames_from: Callable[[int], Iterator[np.ndarray]], n_frames:
     if not todo:
         return
     source = frames_from(todo[0][0].start)
-    buffer: dict[int, np.ndarray] = {}
     next_index = todo[0][0].start
-    shape = None
+    # The window's frames, one array for every window (they all have the same length): the
+    # frames a window shares with the previous one move to its front, the rest are read in.
+    frames: np.ndarray | None = None
+    held = todo[0][0].start  # clip index of frames[0]
     for win, outputs in todo:
-        for i in [i for i in buffer if i < win.start]:
-            del buffer[i]
+        kept = max(0, next_index - win.start)  # frames read already (windows only advance)
+        if frames is not None:
+            for j in range(kept):  # each source lies after its target: no overlap
+                frames[j] = frames[win.start - held + j]
+        held = win.start
         while next_index < win.stop:
             frame = next(source, None)
             if frame is None:
                 raise InputError(f"the input ended before {describe(next_index)}; expected "
                                  f"{n_frames} frames")
             if next_index >= win.start:
-                shape = shape or frame.shape
-                if frame.shape != shape:
+                if frames is None:
+                    frames = np.empty((win.stop - win.start, *frame.shape), frame.dtype)
+                if frame.shape != frames.shape[1:]:
                     raise InputError(f"{describe(next_index)} is {frame.shape[1]} x "
-                                     f"{frame.shape[0]} but earlier frames are {shape[1]} x "
-                                     f"{shape[0]}; all frames must have the same size")
-                buffer[next_index] = frame
+                                     f"{frame.shape[0]} but earlier frames are "
+                                     f"{frames.shape[2]} x {frames.shape[1]}; all frames "
+                                     "must have the same size")
+                frames[next_index - win.start] = frame
             next_index += 1
-        frames = np.stack([buffer[i] for i in range(win.start, win.stop)])
         yield from _derain_window(frames, win.start, outputs, method, align, spanet)
 
 
