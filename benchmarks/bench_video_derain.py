@@ -56,7 +56,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from spanetlib.derain.video import DEFAULT_WINDOW
+from spanetlib.derain.video import DEFAULT_WINDOW, MIN_FRAMES
 from spanetlib.paper.video_experiment import (
     compare_methods,
     goal_verdicts,
@@ -101,6 +101,9 @@ def main() -> None:
         args.sizes, args.frames = ["120x160"], [8]
         args.clips = ["static", "handheld", "handheld-overlay", "bright-foliage"]
         args.weights = ["synthetic"]
+    if args.cli_memory and min(args.cli_memory) < MIN_FRAMES:
+        parser.error(f"--cli-memory: clips of at least {MIN_FRAMES} frames, got "
+                     f"{min(args.cli_memory)}")
     if args.cli_memory:
         memory = cli_memory(args.sizes, args.clips, args.cli_memory, args.window, args.seed)
         print(memory.to_string(index=False))

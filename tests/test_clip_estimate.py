@@ -1,11 +1,9 @@
 """Tests for spanetlib.pipeline.clip_estimate: issue 11's goals at CI size, against the truth."""
 
-import cv2
 import numpy as np
 import pytest
 
 from spanetlib.io.errors import InputError
-from spanetlib.pipeline import clip_estimate as ce
 from spanetlib.pipeline.alignment import Motion, footprint_mask
 from spanetlib.pipeline.background import estimate_background
 from spanetlib.pipeline.clip_estimate import estimate_clip, pair_check
@@ -146,15 +144,3 @@ def test_estimate_clip_errors(rain_clip):
         result.usable_mask(20)
     with pytest.raises(ValueError, match=r"segment: expected an int in \[0, 2\), got 5"):
         result.clean_for_frame(0, 5)
-
-
-def test_open_rows_is_opencvs_opening_by_a_horizontal_line():
-    """Runs shorter than the line go (shorter than half of it at the sides); the rest stays."""
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        h, w = (int(v) for v in rng.integers(1, 30, 2))
-        mask = (rng.random((h, w)) < rng.uniform(0.2, 0.95)).astype(np.uint8)
-        radius = int(rng.integers(0, 12))
-        expected = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, 2 * radius + 1), np.uint8))
-        ce._open_rows(mask, radius)
-        np.testing.assert_array_equal(mask, expected)

@@ -476,31 +476,6 @@ def _dark_rms(dy, usable):
     return math.sqrt(total / count) if count else math.inf
 
 
-@lazy_njit(nogil=True, cache=True)
-def _open_rows(mask, radius):
-    """``cv2.morphologyEx(mask, MORPH_OPEN, ones((1, 2 radius + 1)))`` of a 0/1 mask, in place.
-
-    An opening by a horizontal line keeps the runs of ones at least as long as the line; with
-    OpenCV's default borders (erosion sees ones outside, dilation zeros) a run touching the
-    image's side needs only ``radius + 1``. Linear in the pixels, whatever the line's length.
-    """
-    h, w = mask.shape
-    for y in range(h):
-        row = mask[y]
-        x = 0
-        while x < w:
-            if row[x] == 0:
-                x += 1
-                continue
-            start = x
-            while x < w and row[x] != 0:
-                x += 1
-            edge = start == 0 or x == w
-            if x - start < (radius + 1 if edge else 2 * radius + 1) and not (start == 0 and x == w):
-                for k in range(start, x):
-                    row[k] = 0
-
-
 def pair_check_terms(clean: np.ndarray, sigma: float, edge_px: float = 0.1
                      ) -> tuple[np.ndarray, np.ndarray]:
     """What :func:`pair_check` needs of the clean image alone: ``(luminance, allowance)``.
@@ -570,10 +545,7 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
     def shaped(mask: np.ndarray, *elements: np.ndarray) -> np.ndarray:
         out = cv2.copyMakeBorder(mask, pad, pad, pad, pad, cv2.BORDER_REFLECT)
         for element in elements:
-            if element.shape[0] == 1:
-                _open_rows(out, element.shape[1] // 2)
-            else:
-                out = cv2.morphologyEx(out, cv2.MORPH_OPEN, element)
+            out = cv2.morphologyEx(out, cv2.MORPH_OPEN, element)
         return out[pad:pad + h, pad:pad + w]
 
     dark = shaped(dark, np.ones((3, 3), np.uint8))
@@ -1125,12 +1097,6 @@ def _checked(found: list[ClipSegment], motion: Motion, mode: AlignMode, warped: 
                         _usable_bits=bits)
 
 
-def _check_decoded(source: FrameSource, count: int, n: int) -> None:
-    """Raise when a pass over ``source`` decoded fewer frames than its ``n``."""
-    if count < n:
-        raise InputError(f"{source.source}: {count} frames decoded, {n} expected")
-
-
 def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | None,
                        segments: bool, max_inconsistent: float, min_frames: int,
                        motion: Motion | None, models: tuple[str, ...], max_side: int,
@@ -1179,7 +1145,8 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
         with ThreadPoolExecutor(workers) as pool:
             for _ in ordered_map(pool, take, decoded_frames(), 2 * workers):
                 pass
-        _check_decoded(source, count, n)
+        if count < n:
+            raise InputError(f"{source.source}: {count} frames decoded, {n} expected")
         measured = frames_k if lumas is None \
             else WorkingLuma(lumas, (h, w), max_side, str(source.source))
         motion = measured_or_checked(measured, None, mode, reference=reference, models=models,
