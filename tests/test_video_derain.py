@@ -602,6 +602,28 @@ def test_frame_fixed_overlay_is_kept_on_a_moving_camera(identity, monkeypatch):
     assert score_clip(temporal.frames, truth, mask).object_psnr < inside - 3.0
 
 
+def test_graphics_rim_is_kept_from_the_frame_not_taken_for_rain(monkeypatch):
+    """Graphics drawn on a hand-held clip (a logo, a semi-transparent subtitle strip and
+    text): the text's anti-aliased rim changes with the scene under it, so it is no
+    frame-fixed candidate; the scene estimate lacks the text there and the bright rim passed
+    for rain. Next to the graphics, where the frame shows them, the rim takes its window
+    median in frame coordinates."""
+    clip = make_rain_clip(CLIP_PRESETS["handheld-overlay"].replace(size=(240, 320),
+                                                                   n_frames=12), 0)
+    inside = np.broadcast_to(clip.overlay_alpha > 0, clip.frames.shape[:3])
+
+    def scores() -> tuple[float, float]:
+        out = derain_clip(clip.frames, None, method="temporal", window=12).frames
+        return (score_clip(out, clip.truth, inside).object_psnr,
+                score_clip(out, clip.truth, ~inside).object_psnr)
+
+    graphics, scene = scores()
+    monkeypatch.setattr(video_derain, "OVERLAY_RIM_PX", 0)
+    graphics_no_rim, scene_no_rim = scores()
+    assert graphics > graphics_no_rim + 1.5, (graphics, graphics_no_rim)
+    assert scene >= scene_no_rim - 0.1, (scene, scene_no_rim)  # the scene is left alone
+
+
 def test_no_overlay_without_camera_motion():
     frames = tiny_clip("static").frames
     assert not video_derain.frame_fixed_candidates(frames, motion_px=0.0).any()

@@ -172,6 +172,7 @@ MAX_CROP_PIXELS = SPANET_MEMORY // FORWARD_BYTES_PER_PIXEL[torch.float32]
 #: ``OVERLAY_MIN_MOTION_PX`` pixels.
 OVERLAY_STABLE_SHARE = 0.7
 OVERLAY_MIN_MOTION_PX = 2.0
+OVERLAY_RIM_PX = 2  # the rim around frame-fixed graphics that may take their median too
 #: Feather radius (pixels) of SPANet's weight over the bands no background covers.
 OUTSIDE_FEATHER = 2
 #: Pixels along the frame's edges where a band no background covers takes the background's
@@ -408,11 +409,22 @@ def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray,
         overlay = np.zeros(valid.shape, bool)
         if candidates is not None and fixed is not None:
             tol = 3.5 * float(seg.noise_sigma) + 2.0
-            differ = np.abs(_luma_u8(clean).astype(np.int16)
-                            - _luma_u8(fixed).astype(np.int16)) > tol
-            overlay = cv2.dilate((candidates & differ).astype(np.uint8),
-                                 np.ones((3, 3), np.uint8)) > 0
+            luma_clean = _luma_u8(clean).astype(np.int16)
+            luma_fixed = _luma_u8(fixed).astype(np.int16)
+            luma_frame = _luma_u8(frame).astype(np.int16)
+            differ = np.abs(luma_clean - luma_fixed) > tol
+            # The frame itself shows the graphics (not the scene the estimate shows there):
+            # scene texture that merely stayed put for a while follows the estimate.
+            shows = np.abs(luma_frame - luma_fixed) < np.abs(luma_frame - luma_clean)
+            core = (candidates & differ & shows).astype(np.uint8)
+            overlay = cv2.dilate(core, np.ones((3, 3), np.uint8)) > 0
             overlay &= candidates
+            # The graphics' anti-aliased rim over the moving scene changes with it, so it is
+            # no candidate; the scene estimate lacks the graphics there, and the bright rim
+            # would pass for rain. Next to graphics, where the frame shows them, the rim
+            # takes its window median in frame coordinates too.
+            rim = cv2.dilate(core, np.ones((2 * OVERLAY_RIM_PX + 1,) * 2, np.uint8)) > 0
+            overlay |= rim & differ & shows & ~candidates
             if overlay.any():
                 clean = clean.copy()
                 clean[overlay] = fixed[overlay]
@@ -858,10 +870,12 @@ class _WindowAnalysis:
         candidates = frame_fixed_candidates(frames, spread)
         if candidates.any():
             self.candidates = candidates
-            # The overlay's own value in frame coordinates: the median over the window
-            # (rain brightens a pixel in few frames).
+            # The overlay's own value in frame coordinates, on it and its rim: the median over
+            # the window (rain brightens a pixel in few frames).
+            zone = cv2.dilate(candidates.astype(np.uint8),
+                              np.ones((2 * OVERLAY_RIM_PX + 1,) * 2, np.uint8)) > 0
             fixed = np.zeros(frames.shape[1:], np.uint8)
-            fixed[candidates] = np.median(frames[:, candidates], axis=0).round().astype(np.uint8)
+            fixed[zone] = np.median(frames[:, zone], axis=0).round().astype(np.uint8)
             self.fixed = fixed
 
     def get(self, local: int) -> _Analysis:

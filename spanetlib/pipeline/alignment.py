@@ -18,7 +18,9 @@ How the motion is measured (all on luminance copies whose longer side is at most
    **Overlays** (logos, timestamps, subtitles, watermarks: drawn on the frame, not the
    scene) are left out the same way when the camera moves: over the template's frames, in
    frame coordinates, textured pixels whose lower levels hardly change are fixed to the
-   frame (:func:`_fixed_to_frame`).
+   frame (:func:`_fixed_to_frame`). Strong graphics also pull the coarse step towards no
+   motion, so it is measured again with them filled in, and that is kept where it explains
+   more of the frame (:func:`_scene_moved_under`).
 2. **Coarse translation.** Phase correlation (Hann window) of every opened frame against the
    opened reference frame.
 3. **Robust temporal reference.** The coarsely aligned frames (at most ``_REFERENCE_FRAMES``,
@@ -119,9 +121,12 @@ _EXPOSURE_QUANTILE = 0.2  # the exposure fit follows this quantile of the residu
 _FIXED_MIN_GRADIENT = 4.0  # levels per pixel: a pixel with texture to register on
 _FIXED_SPREAD = 0.2  # fixed to the frame: its levels spread less than this times its gradient
 _FIXED_MAX_SHARE = 0.5  # more of the textured pixels fixed than this: a camera that stayed
+_FIXED_DENSITY = 0.5  # share of fixed among the textured pixels around a fixed one
+_FIXED_DENSITY_BOX = 9  # working-scale pixels: the box that share is taken over
 _FIXED_MIN_SHIFT = 1.0  # working-scale pixels of coarse shift below which the camera stayed
 _OVERLAY_MAX_SHARE = 0.25  # a "fixed" region larger than this share of the frame is no overlay
 _OVERLAY_MIN_PART = 0.005  # parts of the region smaller than this share of the frame: specks
+_MASKED_GAIN = 0.95  # shifts without the fixed pixels must lower the frame's residual to this
 _VEIL_LEVELS = 2.0  # an exposure fit needing a larger offset than this reads a veil
 _REGIONAL_LEVELS = 4.0  # a grid cell this far off the exposure fit changed on its own
 _HOMOGRAPHY_GAIN = 0.95  # a homography must lower the residual to 95 % of the Euclidean one
@@ -528,21 +533,22 @@ def _prepare(frame: np.ndarray, scale: float, fixed: np.ndarray | None = None) -
                   opened=opened)
 
 
-def _fixed_to_frame(grays: list[np.ndarray]) -> np.ndarray | None:
+def _fixed_to_frame(grays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
     """Textured pixels that stay put in the frame while the scene moves: overlays.
 
     Logos, timestamps, subtitles and watermarks are drawn on the frame, not the scene: a fit
     that counts them pulls the motion towards none. Over frames spread over the clip (frame
     coordinates), such a pixel's lower levels (rain only brightens) hardly change although
     its gradient is strong; a scene pixel's change with the camera by about its gradient
-    times the motion. Called only when the coarse shifts say the camera moved; when most
-    textured pixels are fixed all the same, nothing is left out.
+    times the motion. When most textured pixels are fixed (a camera that stayed), nothing is.
 
     Args:
         grays: working-scale luminance of the frames (at least 3).
 
     Returns:
-        H x W bool (widened by 2 pixels), or None when nothing (or most of it) is fixed.
+        ``(fixed, dense)``: H x W bool, both widened by 2 pixels: every fixed pixel (what
+        :func:`_overlay_region` outlines), and those among many fixed neighbours (graphics
+        rather than scattered scene pixels), or None when nothing (or most of it) is fixed.
     """
     if len(grays) < 3:
         return None
@@ -555,7 +561,15 @@ def _fixed_to_frame(grays: list[np.ndarray]) -> np.ndarray | None:
     fixed = textured & (middle - low <= _FIXED_SPREAD * grad)
     if fixed.sum() >= _FIXED_MAX_SHARE * textured.sum() or not fixed.any():
         return None
-    return cv2.dilate(fixed.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    # Graphics are dense: most textured pixels around a letter or a logo's edge are fixed.
+    # Scene pixels pass the test here and there (an edge along the motion), scattered.
+    box = (_FIXED_DENSITY_BOX, _FIXED_DENSITY_BOX)
+    density = cv2.boxFilter(fixed.astype(np.float32), -1, box, normalize=False) \
+        / np.maximum(1.0, cv2.boxFilter(textured.astype(np.float32), -1, box, normalize=False))
+    dense = fixed & (density >= _FIXED_DENSITY)
+    widen = np.ones((5, 5), np.uint8)
+    return (cv2.dilate(fixed.astype(np.uint8), widen) > 0,
+            cv2.dilate(dense.astype(np.uint8), widen) > 0)
 
 
 def _overlay_region(fixed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -587,6 +601,66 @@ def _coarse_shift(ref: np.ndarray, moving: np.ndarray, window: np.ndarray
     # Copies: OpenCV's phaseCorrelate may apply the window in place.
     (sx, sy), _ = cv2.phaseCorrelate(ref.copy(), moving.copy(), window)
     return sx, sy
+
+
+def _fill_fixed(opened: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """``opened`` with the frame-fixed pixels replaced by their smooth surroundings.
+
+    Phase correlation sees graphics fixed to the frame as a peak at zero shift, strong enough
+    to win over a moving scene; filled in (a normalized Gaussian average of the other
+    pixels), they leave no sharp structure that stays put.
+    """
+    sigma = max(2.0, opened.shape[1] / 80.0)
+    keep = (~fixed).astype(np.float32)
+    total = cv2.GaussianBlur(opened * keep, (0, 0), sigma)
+    weight = cv2.GaussianBlur(keep, (0, 0), sigma)
+    smooth = total / np.maximum(weight, 1e-3)
+    return np.where(fixed, smooth, opened).astype(np.float32)
+
+
+def _shift_residual(ref: np.ndarray, moving: np.ndarray, shift: np.ndarray,
+                    textured: np.ndarray) -> float:
+    """How far ``moving`` shifted by ``shift`` is from ``ref``: a median over ``textured``.
+
+    The median absolute difference, ``moving`` sampled at ``x + shift`` (bilinear; pixels
+    whose sample falls outside are left out).
+    """
+    h, w = ref.shape
+    m = _translation(*shift)[:2].astype(np.float32)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(moving, m, (w, h), flags=flags, borderValue=-1.0)
+    inside = textured & (warped >= 0)
+    if inside.sum() < 64:
+        return float("inf")
+    return float(np.median(np.abs(warped[inside] - ref[inside])))
+
+
+def _scene_moved_under(work: dict, reference: int, ids: list[int], plain: dict,
+                       masked: dict) -> bool:
+    """Whether the scene moved under graphics fixed to the frame.
+
+    True when the shifts measured without the frame-fixed pixels (``masked``) explain the
+    frames better than those measured with them (``plain``).
+
+    The test counts every textured pixel, fixed or not, so it picks the hypothesis that
+    holds for most of the frame: graphics are a small part of it, while a still scene with
+    moving parts (foliage, traffic) whose still parts look "fixed" keeps its plain shifts.
+    """
+    ref = work[reference].opened
+    textured = np.hypot(*_gradients(ref)) >= _FIXED_MIN_GRADIENT
+    votes = 0
+    counted = 0
+    for i in ids:
+        if i == reference:
+            continue
+        a, b = plain[i][:2, 2], masked[i][:2, 2]
+        if np.abs(a - b).max() < _FIXED_MIN_SHIFT / 2:
+            continue  # the same shift either way: no evidence
+        counted += 1
+        moving = work[i].opened
+        votes += _shift_residual(ref, moving, b, textured) \
+            < _MASKED_GAIN * _shift_residual(ref, moving, a, textured)
+    return counted > 0 and votes > counted / 2
 
 
 def _translation(sx: float, sy: float) -> np.ndarray:
@@ -1003,14 +1077,32 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
             keep.tolist()), strict=True))
         coarse[reference] = np.eye(3)
         # Overlays fixed to the frame (logos, subtitles) are left out of every fit when the
-        # camera moved (a still camera has nothing to tell them from).
-        moved = max(float(np.abs(m[:2, 2]).max()) for m in coarse.values()) >= _FIXED_MIN_SHIFT
-        fixed = _fixed_to_frame([work[int(i)].levels[0] for i in chosen]) if moved else None
-        overlay = None if fixed is None else _overlay_region(fixed, (h, w))
-        if overlay is not None and overlay.mean() > _OVERLAY_MAX_SHARE:
-            fixed = overlay = None  # graphics are a small part of a frame: not an overlay
-        if overlay is not None and not overlay.any():
-            overlay = None
+        # camera moved (a still camera has nothing to tell them from). Strong graphics pull
+        # the coarse shifts towards none, so these are measured again without them, and kept
+        # where they explain the whole frame better.
+        found = _fixed_to_frame([work[int(i)].levels[0] for i in chosen])
+        fixed = filled_ref = overlay = None  # filled_ref: shifts measured without graphics
+        if found is not None:
+            every, dense = found
+            filled = _fill_fixed(ref_open, dense)
+            masked = coarse if not dense.any() else dict(zip(keep.tolist(), pool.map(
+                lambda i: _translation(*_coarse_shift(
+                    filled, _fill_fixed(work[i].opened, dense), window)), keep.tolist()),
+                strict=True))
+            masked[reference] = np.eye(3)
+            region = _overlay_region(every, (h, w))
+            plausible = region.mean() <= _OVERLAY_MAX_SHARE  # graphics: a small part of it
+            if plausible and region.any():
+                overlay = region
+            moved = max(float(np.abs(m[:2, 2]).max()) for m in coarse.values()) \
+                >= _FIXED_MIN_SHIFT
+            if _scene_moved_under(work, reference, keep.tolist(), coarse, masked):
+                coarse, filled_ref = masked, filled
+                fixed = every if plausible else dense
+            elif moved and plausible:
+                fixed = every
+            else:
+                overlay = None
         if fixed is not None:
             half_fixed = cv2.resize(fixed.astype(np.uint8), work[reference].levels[1].shape[::-1],
                                     interpolation=cv2.INTER_NEAREST) > 0
@@ -1070,7 +1162,11 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
         # Every frame, streamed: coarse shift, two-level fit, exposure; only numbers kept.
         def one(frame: np.ndarray) -> tuple[_Fit, float | None]:
             prep = _prepare(frame, scale, fixed)
-            init = _translation(*_coarse_shift(ref_open, prep.opened, window))
+            if filled_ref is not None:
+                init = _translation(*_coarse_shift(filled_ref, _fill_fixed(prep.opened, fixed),
+                                                   window))
+            else:
+                init = _translation(*_coarse_shift(ref_open, prep.opened, window))
             fit = fit_one(prep, init, model, (1, 0), points)
             return fit, _exposure(expo_points, prep, fit.matrix)
 
