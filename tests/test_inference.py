@@ -26,7 +26,7 @@ from spanetlib.models.device import (
     cpu_has_fast_bf16,
     resolve_precision,
 )
-from spanetlib.models.memory import reuse_freed_memory
+from spanetlib.models.memory import bound_primitive_caches, reuse_freed_memory
 from spanetlib.models.pretrained import load_official_spanet
 from spanetlib.models.spanet import SPANet
 
@@ -389,6 +389,14 @@ def test_reuse_freed_memory_counts_nested_blocks(monkeypatch):
     monkeypatch.setattr(memory, "_glibc", lambda: None)  # not glibc: nothing to do
     with reuse_freed_memory():
         pass
+
+
+def test_bound_primitive_caches_keeps_a_capacity_already_set(monkeypatch):
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "7")
+    bound_primitive_caches(32)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "32"
+    assert os.environ["LRU_CACHE_CAPACITY"] == "7"
 
 
 # ------------------------------------------------------------------ bad input (issue 12)

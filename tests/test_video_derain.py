@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -352,6 +355,27 @@ def test_command_on_a_frame_folder_of_a_hand_held_clip(tmp_path, capsys, synthet
     assert score_clip(derained, clip.truth).psnr > score_clip(clip.frames, clip.truth).psnr + 5
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert manifest["settings"]["window"] == 8 and manifest["settings"]["align"] == "auto"
+
+
+def test_bounded_convolution_caches_leave_the_output_unchanged(tmp_path, synthetic):
+    # The caches' capacity is read once per process: one child evicts every primitive at
+    # once, the other keeps oneDNN's and ideep's default 1,024 (as before they were bounded).
+    clip = tiny_clip("handheld", n_frames=8)
+    source = write_video(tmp_path / "rain.avi", clip.frames)
+    outputs = []
+    for capacity in ("1", "1024"):
+        env = {**os.environ, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": capacity,
+               "LRU_CACHE_CAPACITY": capacity}
+        out = tmp_path / f"out{capacity}.avi"
+        done = subprocess.run([sys.executable, "-m", "spanetlib.cli", "derain-video", str(source),
+                               "-o", str(out), "--weights", "synthetic", "--device", "cpu",
+                               "--window", "6"],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        outputs.append(read_sequence(out))
+    assert np.array_equal(outputs[0], outputs[1])
+    assert np.array_equal(outputs[0], derain_clip(clip.frames, synthetic, window=6,
+                                                  tile=512).frames)
 
 
 def test_video_input_gives_numbered_frames(tmp_path, capsys, tiny_weights):

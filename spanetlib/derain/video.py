@@ -108,7 +108,7 @@ from spanetlib.io.files import (
 from spanetlib.io.video import VIDEO_CODECS, VideoWriter, count_frames, list_frame_files
 from spanetlib.models.convert import image_to_tensor
 from spanetlib.models.device import autocast, resolve_precision, resolve_torch_device
-from spanetlib.models.memory import reuse_freed_memory
+from spanetlib.models.memory import bound_primitive_caches, reuse_freed_memory
 from spanetlib.pipeline.alignment import AlignMode, get_align_mode, motion_displacement
 from spanetlib.pipeline.clip_estimate import (
     EDGE_TOLERANCE_PX,
@@ -1099,6 +1099,7 @@ def _derain_stream(frames_from: Callable[[int], Iterator[np.ndarray]], n_frames:
     frame ``i`` in messages (its file).
     """
     describe = describe or (lambda i: f"frame {i}")
+    bound_primitive_caches()  # crops of new shapes every frame: the caches would grow
     spanet = _Spanet(model, tile, device, precision)
     plan = derain_windows(n_frames, window)
     todo = [(win, [i for i in range(win.out_start, win.out_stop) if not (done and done(i))])

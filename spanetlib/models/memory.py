@@ -1,8 +1,9 @@
-"""Keep freed memory in the process during CPU forward passes (glibc's heap thresholds).
+"""CPU memory around forward passes: glibc's heap thresholds, the convolution caches' size.
 
 Fresh memory from the kernel costs a page fault per 4 KiB; SPANet's CPU forward pass and
 loops of forward passes enter `reuse_freed_memory` so large tensors reuse memory already in
-the process (``benchmarks/bench_model.py`` measures the effect).
+the process (``benchmarks/bench_model.py`` measures the effect). `bound_primitive_caches`
+caps the caches of convolution primitives, which otherwise grow with every new input shape.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import os
 import platform
 import threading
 from collections.abc import Iterator
 
-__all__ = ["reuse_freed_memory"]
+__all__ = ["PRIMITIVE_CACHE_CAPACITY", "bound_primitive_caches", "reuse_freed_memory"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,3 +85,25 @@ def reuse_freed_memory() -> Iterator[None]:
                 libc.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
                 libc.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM)
                 libc.malloc_trim(0)
+
+
+# --------------------------------------------------------------------------------------------
+# oneDNN (and ideep, PyTorch's wrapper of it) keep every convolution primitive made, up to
+# 1,024 each, keyed by the input's shape. A stream of crops of new shapes (derain-video)
+# adds ~1 MB per shape until both caches are full: at 1080p the process grew ~8 MB a frame
+# over its first ~25 frames. Both read their capacity from the environment when they are
+# first used.
+#: Primitives each cache keeps: a few shapes of SPANet (tiles of one size, their edges).
+PRIMITIVE_CACHE_CAPACITY = 256
+_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+
+
+def bound_primitive_caches(capacity: int = PRIMITIVE_CACHE_CAPACITY) -> None:
+    """Cap oneDNN's and ideep's convolution caches at ``capacity`` primitives each.
+
+    Takes effect only before the process's first CPU convolution (the caches read their
+    size once); a capacity already set in the environment is kept. Results do not change:
+    a primitive evicted is made again when its shape comes back.
+    """
+    for name in _CACHE_VARIABLES:
+        os.environ.setdefault(name, str(int(capacity)))
