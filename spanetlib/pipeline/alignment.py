@@ -1081,7 +1081,9 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
         # the coarse shifts towards none, so these are measured again without them, and kept
         # where they explain the whole frame better.
         found = _fixed_to_frame([work[int(i)].levels[0] for i in chosen])
-        fixed = filled_ref = overlay = None  # filled_ref: shifts measured without graphics
+        # filled_ref, filled_out: the reference and the mask the coarse shifts are measured
+        # with when graphics are filled in (the fits leave out ``fixed``)
+        fixed = filled_ref = filled_out = overlay = None
         if found is not None:
             every, dense = found
             filled = _fill_fixed(ref_open, dense)
@@ -1097,7 +1099,7 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
             moved = max(float(np.abs(m[:2, 2]).max()) for m in coarse.values()) \
                 >= _FIXED_MIN_SHIFT
             if _scene_moved_under(work, reference, keep.tolist(), coarse, masked):
-                coarse, filled_ref = masked, filled
+                coarse, filled_ref, filled_out = masked, filled, dense
                 fixed = every if plausible else dense
             elif moved and plausible:
                 fixed = every
@@ -1163,7 +1165,8 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
         def one(frame: np.ndarray) -> tuple[_Fit, float | None]:
             prep = _prepare(frame, scale, fixed)
             if filled_ref is not None:
-                init = _translation(*_coarse_shift(filled_ref, _fill_fixed(prep.opened, fixed),
+                init = _translation(*_coarse_shift(filled_ref, _fill_fixed(prep.opened,
+                                                                            filled_out),
                                                    window))
             else:
                 init = _translation(*_coarse_shift(ref_open, prep.opened, window))
