@@ -127,6 +127,22 @@ def test_pair_check_flags_objects_and_darkening_not_streaks(rain_clip):
         pair_check(rainy, clean[:10], 2.0)
 
 
+def test_opening_skips_only_rows_that_cannot_hold_the_line():
+    import cv2
+
+    from spanetlib.pipeline.clip_estimate import _opening
+
+    rng = np.random.default_rng(3)
+    mask = (rng.random((60, 200)) < 0.3).astype(np.uint8)
+    mask[10, 20:150] = 1  # a long run: the line keeps it
+    mask[40, 0:31] = 1  # exactly the line's length
+    for element in (np.ones((1, 31), np.uint8), np.ones((5, 5), np.uint8)):
+        expected = cv2.morphologyEx(mask, cv2.MORPH_OPEN, element)
+        np.testing.assert_array_equal(_opening(mask, element), expected)
+    assert _opening(mask, np.ones((1, 31), np.uint8))[[10, 40]].sum() >= 130 + 31
+    np.testing.assert_array_equal(_opening(np.zeros_like(mask), np.ones((1, 31), np.uint8)), 0)
+
+
 def test_estimate_clip_errors(rain_clip):
     clip = rain_clip("parked-leaves", n_frames=20)
     with pytest.raises(InputError, match=r"expected N x H x W x 3 uint8 RGB with N >= 2"):

@@ -192,3 +192,26 @@ def test_a_streamed_clip_beyond_max_kept_equals_its_estimate_in_memory(handheld,
     np.testing.assert_array_equal(streamed.membership, in_memory.membership)
     for a, b in zip(streamed.segments, in_memory.segments, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_a_frame_missing_from_the_checking_pass_is_an_error_not_a_shifted_pair(handheld):
+    # The pair checks stream the frames that were not kept again (the last pass), interleaved
+    # with the kept ones in the clip's order; a pass that skips one must not pair the next
+    # frame in its place.
+    class Counting(FrameSource):
+        calls = 0
+        drop_in_call = -1
+
+        def iter_at(self, indices):
+            type(self).calls += 1
+            items = list(super().iter_at(indices))
+            if type(self).calls == self.drop_in_call:
+                del items[len(items) // 2]
+            return iter(items)
+
+    result = estimate_clip(Counting(handheld.frames), max_kept=12)
+    assert len(result.pairs()) >= len(handheld.frames) // 2
+    Counting.drop_in_call, Counting.calls = Counting.calls, 0
+    with pytest.raises(InputError, match="an array of 36 frames: frame [0-9]+ could not be "
+                                         "decoded again"):
+        estimate_clip(Counting(handheld.frames), max_kept=12)

@@ -771,6 +771,8 @@ class FrameSource:
                  count: int | None = None, *, progress: bool = False) -> None:
         self.array = source if isinstance(source, np.ndarray) else None
         self.source = source
+        #: What messages call the source: its path, or the array's frame count.
+        self.name = str(source) if self.array is None else f"an array of {len(source)} frames"
         self.start, self.count = int(start), count
         self.progress = progress
         if self.array is not None:
@@ -840,7 +842,7 @@ class FrameSource:
                 if k >= self.n:
                     return
                 if frame.shape[:2] != self.shape:
-                    raise InputError(f"frame {self.start + k} of {self.source} is "
+                    raise InputError(f"frame {self.start + k} of {self.name} is "
                                      f"{frame.shape[1]}x{frame.shape[0]}, the first "
                                      f"{self.shape[1]}x{self.shape[0]}")
                 yield frame
@@ -857,6 +859,6 @@ class FrameSource:
             out[want[i]] = frame
             found += 1
         if found < len(idx):
-            raise InputError(f"{self.source}: only {found} of the {len(idx)} frames asked for "
+            raise InputError(f"{self.name}: only {found} of the {len(idx)} frames asked for "
                              "decoded")
         return out

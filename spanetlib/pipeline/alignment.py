@@ -1067,7 +1067,7 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
         work = dict(ordered_map(pool, lambda item: (item[0], _prepare(item[1], scale)),
                                 source.iter_at(keep), 2 * workers))
         if len(work) != len(keep):
-            raise InputError(f"{source.source}: only {len(work)} of the {len(keep)} frames "
+            raise InputError(f"{source.name}: only {len(work)} of the {len(keep)} frames "
                              "asked for decoded")
         shape_s = work[reference].levels[0].shape
         window = cv2.createHanningWindow(shape_s[::-1], cv2.CV_32F)
@@ -1185,7 +1185,7 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
             fits.append(fit)
             exposure.append(gain)
     if len(fits) != n:
-        raise InputError(f"{source.source}: {len(fits)} frames decoded, {n} expected")
+        raise InputError(f"{source.name}: {len(fits)} frames decoded, {n} expected")
     mats = np.stack([f.matrix for f in fits])
     # Anchor at the reference frame: x_i = M_i x_T and x_r = M_r x_T give x_i = M_i M_r^-1 x_r.
     anchor = np.linalg.inv(mats[reference])
