@@ -7,7 +7,7 @@ slightly rotating camera, rain layers, sensor noise), with the camera's truth; a
 clips of ``../shared/real-clips/`` when that folder is there (no truth: speed, memory,
 periods only).
 
-Each measurement runs in a child process of its own (peak memory = its ``ru_maxrss``):
+Each measurement runs in a child process of its own (peak memory = its ``VmHWM``):
 
 * **decode**: ``cv2.VideoCapture`` reading every frame (the physical floor);
 * **new**: ``estimate_clip(path)`` of this tree (streams the file);
@@ -175,7 +175,16 @@ def real_clips() -> list[tuple[str, Path]]:
 
 
 def _rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    """This process's peak resident memory (GiB): VmHWM, its own address space's high-water
+    mark. ``ru_maxrss`` of a spawned child starts at its parent's peak (Linux carries the
+    shared map's peak into the exec'd child), so it read the benchmark's own peak for the
+    small clips; it is the fallback where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        return kib / 2 ** 20
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
 def _current_rss_gib() -> float:
