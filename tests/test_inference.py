@@ -26,7 +26,12 @@ from spanetlib.models.device import (
     cpu_has_fast_bf16,
     resolve_precision,
 )
-from spanetlib.models.memory import bound_primitive_caches, reuse_freed_memory
+from spanetlib.models.memory import (
+    bound_primitive_caches,
+    release_freed_memory,
+    return_large_blocks,
+    reuse_freed_memory,
+)
 from spanetlib.models.pretrained import load_official_spanet
 from spanetlib.models.spanet import SPANet
 
@@ -389,6 +394,26 @@ def test_reuse_freed_memory_counts_nested_blocks(monkeypatch):
     monkeypatch.setattr(memory, "_glibc", lambda: None)  # not glibc: nothing to do
     with reuse_freed_memory():
         pass
+
+
+def test_return_large_blocks_sets_the_threshold_outside_forward_passes(monkeypatch):
+    libc = _FakeLibc()
+    monkeypatch.setattr(memory, "_glibc", lambda: libc)
+    with return_large_blocks(1 << 20):
+        assert libc.calls == [("mallopt", -3, 1 << 20)]
+        with reuse_freed_memory():  # a forward pass keeps its memory, then 1 MiB again
+            release_freed_memory()  # inside a forward pass: nothing
+        assert libc.calls[3:] == [("mallopt", -3, 1 << 20), ("mallopt", -1, 64 << 20),
+                                  ("malloc_trim", 0)]
+        release_freed_memory()
+        assert libc.calls[-1] == ("malloc_trim", 0) and len(libc.calls) == 7
+    assert libc.calls[-1] == ("mallopt", -3, 32 << 20)
+    with reuse_freed_memory():
+        pass
+    assert libc.calls[-3] == ("mallopt", -3, 32 << 20)  # glibc's maximum after the block
+    monkeypatch.setattr(memory, "_glibc", lambda: None)  # not glibc: nothing to do
+    with return_large_blocks():
+        release_freed_memory()
 
 
 def test_bound_primitive_caches_keeps_a_capacity_already_set(monkeypatch):

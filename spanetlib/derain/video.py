@@ -108,7 +108,12 @@ from spanetlib.io.files import (
 from spanetlib.io.video import VIDEO_CODECS, VideoWriter, count_frames, list_frame_files
 from spanetlib.models.convert import image_to_tensor
 from spanetlib.models.device import autocast, resolve_precision, resolve_torch_device
-from spanetlib.models.memory import bound_primitive_caches, reuse_freed_memory
+from spanetlib.models.memory import (
+    bound_primitive_caches,
+    release_freed_memory,
+    return_large_blocks,
+    reuse_freed_memory,
+)
 from spanetlib.pipeline.alignment import AlignMode, get_align_mode, motion_displacement
 from spanetlib.pipeline.clip_estimate import (
     EDGE_TOLERANCE_PX,
@@ -162,11 +167,18 @@ CONTEXT_TOLERANCE = 0.05
 #: that reads the fewest pixels (small cells for scattered bits, large ones for objects).
 SPANET_CORES = (16, 32, 64, 128)
 #: Memory SPANet's forward passes may take at once (bytes): caps the crops per pass and the
-#: ``auto`` tile of whole frames, so a 1080p clip stays within its memory goal.
-SPANET_MEMORY = 512 << 20
+#: ``auto`` tile of whole frames, so a 1080p clip stays within its memory goal (at 1080p,
+#: window 60, the rest of the process holds ~1.35 GB while SPANet runs).
+SPANET_MEMORY = 160 << 20
+#: Extra memory of one fp32 forward pass per pixel of the crops SPANet runs on here (bytes):
+#: the growth of the resident set over each forward pass of a 1080p hand-held clip in a
+#: derain-video process (batches of 56-pixel crops, edge strips of 25-105 x 1920 and
+#: 1080 x 70-170 pixels; synthetic weights) reached 2,690, above what whole square images
+#: need (:data:`spanetlib.derain.images.FORWARD_BYTES_PER_PIXEL`, 2,300); rounded up.
+CROP_BYTES_PER_PIXEL = 2800
 #: Most pixels one crop may have: an fp32 forward pass within :data:`SPANET_MEMORY`. A larger
 #: crop (an edge band, one part's box) is split into pieces, each with its own context.
-MAX_CROP_PIXELS = SPANET_MEMORY // FORWARD_BYTES_PER_PIXEL[torch.float32]
+MAX_CROP_PIXELS = SPANET_MEMORY // CROP_BYTES_PER_PIXEL
 #: Overlay candidates (:func:`frame_fixed_candidates`): constant in frame coordinates in at
 #: least this share of consecutive frame pairs, in a window where the camera moved at least
 #: ``OVERLAY_MIN_MOTION_PX`` pixels.
@@ -696,6 +708,12 @@ def crop_context(model: nn.Module, device: str = "cpu", precision: str = "fp32")
     return _Spanet(model, None, device, precision).context
 
 
+def _crop_bytes(dtype: torch.dtype) -> float:
+    """Memory of a forward pass per crop pixel: measured in fp32, scaled for other dtypes."""
+    fp32 = FORWARD_BYTES_PER_PIXEL[torch.float32]
+    return CROP_BYTES_PER_PIXEL * FORWARD_BYTES_PER_PIXEL.get(dtype, fp32) / fp32
+
+
 class _Spanet:
     """SPANet on a whole frame (``whole``) or on the crops of a plan (``where``), batched."""
 
@@ -740,6 +758,7 @@ class _Spanet:
         if self.model is None:
             raise ValueError("method needs a model")
         h, w = image.shape[:2]
+        release_freed_memory()  # what the frame's checks freed, before SPANet's peak
         derained, _ = derain_array(self.model, image, tile=self._tile_for(h, w),
                                    device=self.dev, precision=self.precision)
         return derained * np.float32(255.0)
@@ -762,10 +781,10 @@ class _Spanet:
         if self.model is None:
             raise ValueError("method needs a model")
         self.model.eval().to(self.dev)
+        release_freed_memory()  # what the frame's checks freed, before SPANet's peak
         for group in plan:
             crop_pixels = _plan_area([group[:1]])
-            per_pass = max(1, int(SPANET_MEMORY // (crop_pixels * FORWARD_BYTES_PER_PIXEL.get(
-                self.dtype, FORWARD_BYTES_PER_PIXEL[torch.float32]))))
+            per_pass = max(1, int(SPANET_MEMORY // (crop_pixels * _crop_bytes(self.dtype))))
             for k in range(0, len(group), per_pass):
                 part = group[k:k + per_pass]
                 batch = np.stack([frame[crop] for crop, _ in part])
@@ -1043,11 +1062,13 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
     n, h, w = frames.shape[:3]
     window = (first, first + n)
     analysis = _WindowAnalysis(frames, align, method != "spanet")
+    release_freed_memory()  # the estimate's aligned copy and work arrays
     for index in outputs:
         local = index - first
         frame = frames[local]
         # Later frames look back at most PERSIST_SEED_FRAMES frames (_persistent_bright).
         analysis.forget_before(local - PERSIST_SEED_FRAMES)
+        release_freed_memory()  # the last frame's work arrays, before this frame's checks
         background = analysis.get(local).background
         if background is None:
             content = np.ones((h, w), bool)
@@ -1107,34 +1128,36 @@ def _derain_stream(frames_from: Callable[[int], Iterator[np.ndarray]], n_frames:
     todo = [(win, outputs) for win, outputs in todo if outputs]
     if not todo:
         return
-    source = frames_from(todo[0][0].start)
-    next_index = todo[0][0].start
-    # The window's frames, one array for every window (they all have the same length): the
-    # frames a window shares with the previous one move to its front, the rest are read in.
-    frames: np.ndarray | None = None
-    held = todo[0][0].start  # clip index of frames[0]
-    for win, outputs in todo:
-        kept = max(0, next_index - win.start)  # frames read already (windows only advance)
-        if frames is not None:
-            for j in range(kept):  # each source lies after its target: no overlap
-                frames[j] = frames[win.start - held + j]
-        held = win.start
-        while next_index < win.stop:
-            frame = next(source, None)
-            if frame is None:
-                raise InputError(f"the input ended before {describe(next_index)}; expected "
-                                 f"{n_frames} frames")
-            if next_index >= win.start:
-                if frames is None:
-                    frames = np.empty((win.stop - win.start, *frame.shape), frame.dtype)
-                if frame.shape != frames.shape[1:]:
-                    raise InputError(f"{describe(next_index)} is {frame.shape[1]} x "
-                                     f"{frame.shape[0]} but earlier frames are "
-                                     f"{frames.shape[2]} x {frames.shape[1]}; all frames "
-                                     "must have the same size")
-                frames[next_index - win.start] = frame
-            next_index += 1
-        yield from _derain_window(frames, win.start, outputs, method, align, spanet)
+    # Frame-sized work arrays go back to the system when freed (glibc's heaps held on to them).
+    with return_large_blocks():
+        source = frames_from(todo[0][0].start)
+        next_index = todo[0][0].start
+        # The window's frames, one array for every window (they all have the same length): the
+        # frames a window shares with the previous one move to its front, the rest are read in.
+        frames: np.ndarray | None = None
+        held = todo[0][0].start  # clip index of frames[0]
+        for win, outputs in todo:
+            kept = max(0, next_index - win.start)  # frames read already (windows only advance)
+            if frames is not None:
+                for j in range(kept):  # each source lies after its target: no overlap
+                    frames[j] = frames[win.start - held + j]
+            held = win.start
+            while next_index < win.stop:
+                frame = next(source, None)
+                if frame is None:
+                    raise InputError(f"the input ended before {describe(next_index)}; expected "
+                                     f"{n_frames} frames")
+                if next_index >= win.start:
+                    if frames is None:
+                        frames = np.empty((win.stop - win.start, *frame.shape), frame.dtype)
+                    if frame.shape != frames.shape[1:]:
+                        raise InputError(f"{describe(next_index)} is {frame.shape[1]} x "
+                                         f"{frame.shape[0]} but earlier frames are "
+                                         f"{frames.shape[2]} x {frames.shape[1]}; all frames "
+                                         "must have the same size")
+                    frames[next_index - win.start] = frame
+                next_index += 1
+            yield from _derain_window(frames, win.start, outputs, method, align, spanet)
 
 
 def _check_method(method: str) -> str:
