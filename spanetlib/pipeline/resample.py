@@ -178,10 +178,16 @@ def _mix4(out, r0, r1, r2, r3, w0, w1, w2, w3):
 
 
 @lazy_njit(nogil=True, cache=True, fastmath=True)
-def _clamp_between(values, lo, hi):
-    """``values = clip(values, lo, hi)`` in place (1-D, equal lengths)."""
+def _clamp_to_blocks(values, upper, lower):
+    """Clip ``values[k]`` in place to the range of the 2 x 2 block at ``k`` (dering).
+
+    The block is ``upper[k:k + 2]`` over ``lower[k:k + 2]``, two image rows one longer than
+    ``values``: the clamp reads the image itself, no minimum and maximum images.
+    """
     for k in range(values.size):
-        values[k] = min(max(values[k], np.float32(lo[k])), np.float32(hi[k]))
+        lo = min(min(upper[k], upper[k + 1]), min(lower[k], lower[k + 1]))
+        hi = max(max(upper[k], upper[k + 1]), max(lower[k], lower[k + 1]))
+        values[k] = min(max(values[k], np.float32(lo)), np.float32(hi))
 
 
 @lazy_njit(nogil=True, cache=True, fastmath=True)
@@ -222,11 +228,10 @@ def _two_runs(a, b, offset, starts):
 
 
 @lazy_njit(nogil=True, cache=True, fastmath=True)
-def _two_pass_kernel(coeffs, image, lo, hi, m, u_lo, nu, dering, is_u8, out):
+def _two_pass_kernel(coeffs, image, m, u_lo, nu, dering, is_u8, out):
     """:func:`_warp_kernel`'s result for a warp close to a translation, in two passes a row.
 
-    ``coeffs``, ``image``, ``lo`` and ``hi`` (the 2 x 2 minimum and maximum of ``image`` at
-    each pixel and its right and lower neighbours) are C x H x W planes, ``out`` is
+    ``coeffs`` and ``image`` are C x H x W planes, ``out`` is
     C x OH x OW. Output row ``y`` meets the image along the curve ``(u, v(u, y))``; pass 1
     evaluates the column spline there at every integer column ``u >= u_lo`` (one value per
     column, mirrored columns outside the image), pass 2 the row spline of those values at
@@ -346,13 +351,13 @@ def _two_pass_kernel(coeffs, image, lo, hi, m, u_lo, nu, dering, is_u8, out):
                 dx = col_h[x] + u_lo - x
                 ry = iy[x]
                 s = q = x
-                if 0 <= ry < h - 1:  # blocks inside the image: their range is lo, hi
+                if 0 <= ry < h - 1:  # blocks inside the image: contiguous pairs of rows
                     s = min(max(x, -dx), e)
                     q = max(min(e, w - 1 - dx), s)
                 for c in range(nc):
                     if s < q:
-                        _clamp_between(acc[c, s:q], lo[c, ry, s + dx:q + dx],
-                                       hi[c, ry, s + dx:q + dx])
+                        _clamp_to_blocks(acc[c, s:q], image[c, ry, s + dx:q + dx + 1],
+                                         image[c, ry + 1, s + dx:q + dx + 1])
                     xx = x
                     while xx < e:  # blocks over the image's edge: mirrored one by one
                         if xx == s and s < q:
@@ -499,16 +504,8 @@ def _warp_two_pass(src: np.ndarray, m: np.ndarray, columns: tuple[int, int],
     for plane, into in zip(planes, coeffs, strict=True):
         cv2.sepFilter2D(plane, cv2.CV_32F, taps, taps, dst=into,
                         borderType=cv2.BORDER_REFLECT_101)
-    if dering:
-        block = np.ones((2, 2), np.uint8)
-        lo = np.stack([cv2.erode(p, block, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
-                       for p in planes])
-        hi = np.stack([cv2.dilate(p, block, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
-                       for p in planes])
-    else:
-        lo = hi = stack
     out = np.empty(stack.shape, src.dtype)
-    _two_pass_kernel(coeffs, stack, lo, hi, m, columns[0], columns[1], dering,
+    _two_pass_kernel(coeffs, stack, m, columns[0], columns[1], dering,
                      src.dtype == np.uint8, out)
     return cv2.merge(list(out)) if len(out) > 1 else out[0][..., None]
 
