@@ -231,12 +231,13 @@ def _two_runs(a, b, offset, starts):
 def _two_pass_kernel(coeffs, image, m, u_lo, nu, dering, is_u8, out):
     """:func:`_warp_kernel`'s result for a warp close to a translation, in two passes a row.
 
-    ``coeffs`` and ``image`` are C x H x W planes, ``out`` is
-    C x OH x OW. Output row ``y`` meets the image along the curve ``(u, v(u, y))``; pass 1
-    evaluates the column spline there at every integer column ``u >= u_lo`` (one value per
-    column, mirrored columns outside the image), pass 2 the row spline of those values at
-    each output pixel's ``u``, which must lie in ``[u_lo + 1, u_lo + nu - 3)``. Between
-    changes of the integer tap position the reads are contiguous runs (vectorized).
+    ``coeffs`` and ``image`` are C x H x W planes, ``out`` is C x OH x OW. Output row ``y``
+    meets the image along the curve ``(u, v(u, y))``; pass 1 evaluates the column spline
+    there at every integer column ``u >= u_lo`` (one value per column, mirrored columns
+    outside the image), pass 2 the row spline of those values at each output pixel's ``u``,
+    which must lie in ``[u_lo + 1, u_lo + nu - 3)``. Between changes of the integer tap
+    position the reads are contiguous runs (vectorized); the deringing clamp reads the 2 x 2
+    blocks from ``image`` as such runs too.
     """
     nc, h, w = coeffs.shape
     oh, ow = out.shape[1], out.shape[2]
