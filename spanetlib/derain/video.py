@@ -27,7 +27,12 @@ it is right. For every window of frames (:func:`derain_windows`):
    (registered; rain streaks do not stay: :func:`_persistent_bright`), and, when the camera
    moved, pixels constant in FRAME coordinates over the window (logos, timestamps, subtitles,
    watermarks: :func:`frame_fixed_candidates`), whose background is taken from the window's
-   median in frame coordinates instead of the scene estimate that smears them.
+   median in frame coordinates instead of the scene estimate that smears them. Near the
+   edges of such graphics (translucent strips and boxes included) the scene estimate mixes
+   samples from under the graphic and beside it; there the background is rebuilt from
+   samples on the same side of the edge
+   (:mod:`spanetlib.derain.frame_graphics`), or the band along the edge would pass for
+   persistent bright content and SPANet would run along the whole edge.
 4. **Blend.** The content mask is dilated and feathered (:func:`blend_weight`) into a weight
    ``w`` (1 on content, falling to 0 over a few pixels outside it); the output is
    ``w * SPANet(frame) + (1 - w) * background``, rounded to uint8 (the bands no background
@@ -82,6 +87,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from spanetlib.derain.frame_graphics import EdgeZone, edge_zone, same_side_background
 from spanetlib.derain.images import (
     FORWARD_BYTES_PER_PIXEL,
     MEMORY_SHARE,
@@ -388,11 +394,14 @@ class _Background:
 
 
 def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray,
-                      candidates: np.ndarray | None = None, fixed: np.ndarray | None = None
+                      candidates: np.ndarray | None = None, fixed: np.ndarray | None = None,
+                      frames: np.ndarray | None = None, zone: EdgeZone | None = None
                       ) -> _Background | None:
     """The background of window frame ``local`` from its period or the best neighbouring one.
 
-    Where ``candidates`` (pixels constant in frame coordinates while the camera moved,
+    Near edges fixed to the frame (``zone``, :func:`edge_zone`) it is rebuilt from samples of
+    the window's ``frames`` on the same side (:func:`same_side_background`). Where
+    ``candidates`` (pixels constant in frame coordinates while the camera moved,
     :func:`frame_fixed_candidates`) disagree with the period's background, the background
     takes ``fixed`` (their value in frame coordinates): an overlay fixed to the frame, which
     the scene-coordinate estimate smears along the camera's path.
@@ -417,6 +426,8 @@ def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray,
     for k in candidates_k:
         seg = estimate.segments[k]
         clean = estimate.clean_for_frame(local, k)
+        if zone is not None and frames is not None:
+            clean = same_side_background(clean, frames, estimate, local, k, zone)
         valid = frame_valid_region(seg.valid, estimate.motion, local, warped)
         overlay = np.zeros(valid.shape, bool)
         if candidates is not None and fixed is not None:
@@ -879,6 +890,7 @@ class _WindowAnalysis:
         self.cache: dict[int, _Analysis] = {}
         self.fixed = None
         self.candidates = None
+        self.zone: EdgeZone | None = None
         if self.estimate is None:
             return
         h, w = frames.shape[1:3]
@@ -886,6 +898,8 @@ class _WindowAnalysis:
         ok = motion.ok
         moved = motion_displacement(motion.matrices[ok], (h, w)) if ok.any() else np.zeros(1)
         spread = float(moved.max() - moved.min()) if moved.size else 0.0
+        if spread >= OVERLAY_MIN_MOTION_PX:
+            self.zone = edge_zone(frames, self.estimate)
         candidates = frame_fixed_candidates(frames, spread)
         if candidates.any():
             self.candidates = candidates
@@ -919,7 +933,7 @@ class _WindowAnalysis:
             return _Analysis(None, None)
         frame = self.frames[local]
         background = _frame_background(self.estimate, local, frame, self.candidates,
-                                       self.fixed)
+                                       self.fixed, self.frames, self.zone)
         if background is None:
             return _Analysis(None, None)
         return _Analysis(background, background.bright, background.excess)

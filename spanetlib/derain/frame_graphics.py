@@ -1,0 +1,297 @@
+"""Graphics fixed to the frame over a moving scene: their edges, and backgrounds that respect them.
+
+A logo, a subtitle strip or a watermark burned into hand-held footage stays at the same pixels
+while the scene moves under it. The clip estimate (Eqs. 2-4) works in the scene's coordinates
+and prefers low samples (rain only brightens), so a scene point within the camera's shake of a
+graphic's edge takes the samples in which the graphic covered it wherever the graphic is darker
+(a translucent dark strip, a red logo box over a bright scene), and the other way round inside
+a graphic brighter than the scene. Mapped back into a frame where the point is on the other
+side, that background is wrong in a band along the edge, at the same frame position in every
+frame: the frame looks brighter than its background there, the band is taken for rain or for
+persistent bright content, and SPANet runs along the whole edge.
+
+This module finds those edges and rebuilds the background near them from samples on the same
+side:
+
+1. :func:`fixed_edges`: luminance edges at the same pixel in (nearly) every frame of a window
+   while the scene moves across them. A scene edge moves with the scene; one that stays put
+   while the scene moves at least ``min_cross_px`` across it belongs to the frame.
+2. :func:`edge_sides`: each pixel near such an edge gets a label: which edge (edges closer than
+   a gap are one: a graphic's outline and its text) and which side of it (brighter or darker
+   in the window's median).
+3. :func:`same_side_background`: near the edges, a frame's background is a low order
+   statistic of the samples of the same scene point in the period's frames whose pixel has the
+   same label, instead of the estimate, which mixed both sides.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from spanetlib.pipeline.clip_estimate import ClipEstimate
+
+__all__ = ["EDGE_PERSISTENCE", "EdgeZone", "MIN_CROSS_PX", "MIN_EDGE_STEP", "edge_sides",
+           "edge_zone", "fixed_edges", "same_side_background"]
+
+#: Least luminance gradient (levels per pixel, a step of twice this) of a fixed edge.
+MIN_EDGE_STEP = 3.0
+#: Share of the window's frames that must show the edge at the same pixel (rain hides some).
+EDGE_PERSISTENCE = 0.9
+#: Least scene motion (pixels) across an edge for it to count as fixed to the frame: an edge
+#: the scene does not cross could as well be the scene's, and nothing mixes across it.
+MIN_CROSS_PX = 2.0
+#: Fewest pixels of a fixed edge (a share of the frame's shorter side): texture that happens to
+#: pass the test comes in short pieces, graphics' outlines and text are long.
+MIN_EDGE_SHARE = 0.1
+#: Edges closer than this (pixels, along rows or columns) are one: a graphic whose outline
+#: fades where the scene matches it, and the text inside it.
+EDGE_GAP_PX = 25
+#: The order statistic (by luminance) of the same-side samples: low, as rain only brightens.
+SAMPLE_RANK = 0.35
+#: Fewest same-side samples for a pixel to take them (else it keeps the estimate).
+MIN_SAMPLES = 3
+#: Most frames of a period sampled per frame.
+MAX_SAMPLES = 15
+_REMAP_WIDTH = 4096
+
+
+def _median_gradient(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sobel gradient (x, y) of a float32 image in levels per pixel."""
+    return (cv2.Sobel(luma, cv2.CV_32F, 1, 0, ksize=3) / np.float32(8.0),
+            cv2.Sobel(luma, cv2.CV_32F, 0, 1, ksize=3) / np.float32(8.0))
+
+
+def fixed_edges(lumas: np.ndarray, matrices: np.ndarray, *, min_step: float = MIN_EDGE_STEP,
+                persistence: float = EDGE_PERSISTENCE, min_cross_px: float = MIN_CROSS_PX,
+                min_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Edges fixed to the frame while the scene moves across them.
+
+    An edge pixel of the window's median (gradient at least ``min_step``) is fixed when at
+    least ``persistence`` of the frames have a gradient along the median's there of at least
+    half of it, the scene moves at least ``min_cross_px`` across it (along its gradient) over
+    the frames, and it belongs to a connected edge of at least ``min_pixels`` pixels.
+
+    Args:
+        lumas: K x H x W float32 luminance of the window's frames, in their own coordinates.
+        matrices: K x 3 x 3 camera motion of those frames (reference -> frame pixels).
+        min_step: least gradient (levels per pixel).
+        persistence: share of the frames showing the edge.
+        min_cross_px: least scene motion across the edge (pixels).
+        min_pixels: fewest pixels per connected edge (default :data:`MIN_EDGE_SHARE` of the
+            shorter side).
+
+    Returns:
+        ``(edges, median, across)``: H x W bool, the H x W float32 median luminance, and the
+        95th percentile of the scene's motion across the fixed edges (pixels; 0 without).
+    """
+    k, h, w = lumas.shape
+    if min_pixels is None:
+        min_pixels = max(8, round(MIN_EDGE_SHARE * min(h, w)))
+    median = np.median(lumas, axis=0).astype(np.float32)
+    mx, my = _median_gradient(median)
+    strength = np.hypot(mx, my)
+    norm = np.maximum(strength, np.float32(1e-6))
+    need = np.maximum(np.float32(0.5 * min_step), np.float32(0.5) * strength)
+    count = np.zeros((h, w), np.uint16)
+    for luma in lumas:
+        gx, gy = _median_gradient(luma)
+        count += (gx * mx + gy * my) / norm >= need
+    edges = (strength >= min_step) & (count >= persistence * k)
+    ys, xs = np.nonzero(edges)
+    if ys.size == 0:
+        return edges, median, 0.0
+    # The scene's motion along each edge pixel's normal: where the scene point under it was.
+    nx, ny = mx[ys, xs] / norm[ys, xs], my[ys, xs] / norm[ys, xs]
+    points = np.stack([xs, ys, np.ones_like(xs)]).astype(np.float64)
+    low = np.full(ys.size, np.inf)
+    high = np.full(ys.size, -np.inf)
+    for matrix in matrices:
+        scene = np.linalg.inv(matrix) @ points
+        along = scene[0] / scene[2] * nx + scene[1] / scene[2] * ny
+        low, high = np.minimum(low, along), np.maximum(high, along)
+    across = high - low
+    crossed = across >= min_cross_px
+    edges[ys[~crossed], xs[~crossed]] = False
+    count, parts, stats, _ = cv2.connectedComponentsWithStats(edges.astype(np.uint8),
+                                                              connectivity=8)
+    long = stats[:, cv2.CC_STAT_AREA] >= min_pixels
+    long[0] = False
+    edges = long[parts]
+    kept = edges[ys, xs]
+    return edges, median, float(np.percentile(across[kept], 95)) if kept.any() else 0.0
+
+
+def edge_sides(edges: np.ndarray, median: np.ndarray, radius: float) -> np.ndarray:
+    """Which fixed edge and which side of it each pixel within ``radius`` lies on.
+
+    The label is ``2 * edge + side``: ``edge`` numbers the connected edges (edges closer
+    than :data:`EDGE_GAP_PX` along a row or column are one), ``side`` is 1 on the side the
+    median is brighter. A pixel's edge and side are those of its nearest edge pixel; the edge
+    pixels themselves take the side whose half of the step their median value is on.
+
+    Args:
+        edges: H x W bool, :func:`fixed_edges`.
+        median: H x W float32 median luminance of the window.
+        radius: pixels beyond this distance from every edge get -1.
+
+    Returns:
+        H x W int32 labels (-1 far from the edges).
+    """
+    h, w = edges.shape
+    if not edges.any():
+        return np.full((h, w), -1, np.int32)
+    mask = edges.astype(np.uint8)
+    bridged = np.maximum(
+        cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((1, EDGE_GAP_PX), np.uint8)),
+        cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((EDGE_GAP_PX, 1), np.uint8)))
+    _, which = cv2.connectedComponents(bridged, connectivity=8)
+    distance, nearest = cv2.distanceTransformWithLabels(
+        1 - mask, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    ys, xs = np.nonzero(edges)
+    own = nearest[ys, xs]
+    edge_y = np.zeros(int(own.max()) + 1, np.int64)
+    edge_x = np.zeros_like(edge_y)
+    edge_y[own], edge_x[own] = ys, xs
+    near_y, near_x = edge_y[nearest], edge_x[nearest]
+    mx, my = _median_gradient(median)
+    norm = np.maximum(np.hypot(mx, my), np.float32(1e-6))
+    nx, ny = mx / norm, my / norm
+    grid_y, grid_x = np.mgrid[0:h, 0:w]
+    side = (nx[near_y, near_x] * (grid_x - near_x) + ny[near_y, near_x] * (grid_y - near_y)) > 0
+    # On the edge: the median two pixels either way along the normal, against this pixel's.
+    fy, fx = np.clip(np.rint(ys + 2 * ny[ys, xs]), 0, h - 1).astype(np.int64), \
+        np.clip(np.rint(xs + 2 * nx[ys, xs]), 0, w - 1).astype(np.int64)
+    by, bx = np.clip(np.rint(ys - 2 * ny[ys, xs]), 0, h - 1).astype(np.int64), \
+        np.clip(np.rint(xs - 2 * nx[ys, xs]), 0, w - 1).astype(np.int64)
+    side[ys, xs] = median[ys, xs] > 0.5 * (median[fy, fx] + median[by, bx])
+    labels = 2 * which[near_y, near_x].astype(np.int32) + side
+    labels[distance > radius] = -1
+    return labels
+
+
+@dataclass(frozen=True)
+class EdgeZone:
+    """A window's fixed edges: where backgrounds are rebuilt and the labels that decide how.
+
+    Attributes:
+        labels: H x W int32, :func:`edge_sides` (-1 far from the edges).
+        points: 2 x P int64 ``(y, x)`` of the pixels whose background is rebuilt: within the
+            scene's motion across the edges, plus 2.
+        on_edge: P bool, the points on an edge or next to it.
+        median: H x W float32, the window's median luminance (frame coordinates).
+        across_px: the scene's motion across the edges (95th percentile, pixels).
+    """
+
+    labels: np.ndarray
+    points: np.ndarray
+    on_edge: np.ndarray
+    median: np.ndarray
+    across_px: float
+
+
+def edge_zone(frames: np.ndarray, estimate: ClipEstimate) -> EdgeZone | None:
+    """The :class:`EdgeZone` of a window whose camera moved; None without fixed edges.
+
+    Args:
+        frames: N x H x W x 3 uint8, the window's frames.
+        estimate: their :class:`ClipEstimate`.
+    """
+    ok = np.flatnonzero(estimate.motion.ok)
+    if ok.size < 3:
+        return None
+    pick = ok[np.linspace(0, ok.size - 1, min(MAX_SAMPLES, ok.size)).round().astype(np.int64)]
+    lumas = np.stack([cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY) for i in pick]
+                     ).astype(np.float32)
+    edges, median, across = fixed_edges(lumas, estimate.motion.matrices[pick])
+    if not edges.any():
+        return None
+    reach = math.ceil(across) + 2
+    zone = cv2.dilate(edges.astype(np.uint8), np.ones((2 * reach + 1,) * 2, np.uint8)) > 0
+    on_edge = cv2.dilate(edges.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    # Labels reach twice as far: a sample may lie up to the motion away from the zone.
+    labels = edge_sides(edges, median, 2 * reach + 2)
+    points = np.stack(np.nonzero(zone))
+    return EdgeZone(labels=labels, points=points, on_edge=on_edge[points[0], points[1]],
+                    median=median, across_px=across)
+
+
+def same_side_background(clean: np.ndarray, frames: np.ndarray, estimate: ClipEstimate,
+                         local: int, segment: int, zone: EdgeZone) -> np.ndarray:
+    """Frame ``local``'s background ``clean`` rebuilt near fixed edges from same-side samples.
+
+    For each pixel of the zone, the samples of its scene point in (up to
+    :data:`MAX_SAMPLES` of) the period's frames, in this frame's exposure, whose own pixel
+    has this pixel's :func:`edge_sides` label; the :data:`SAMPLE_RANK` one by luminance
+    replaces the estimate where at least :data:`MIN_SAMPLES` qualify (on an edge, only where it
+    is nearer the window's median luminance than the estimate).
+
+    Args:
+        clean: H x W x 3 uint8, the estimate in frame ``local``'s pixels.
+        frames: N x H x W x 3 uint8, the window's frames.
+        estimate: their :class:`ClipEstimate`.
+        local: the frame.
+        segment: the period whose frames are sampled.
+        zone: the window's :class:`EdgeZone`.
+
+    Returns:
+        H x W x 3 uint8 (``clean`` itself where nothing changes).
+    """
+    used = np.asarray(estimate.segments[segment].frames)
+    motion = estimate.motion
+    used = used[motion.ok[used]]
+    if used.size < MIN_SAMPLES:
+        return clean
+    used = used[np.linspace(0, used.size - 1, min(MAX_SAMPLES, used.size)).round()
+                .astype(np.int64)]
+    ys, xs = zone.points
+    own = zone.labels[ys, xs]
+    to_reference = np.linalg.inv(motion.matrices[local])
+    points = np.stack([xs, ys, np.ones_like(xs)]).astype(np.float64)
+    samples = np.empty((used.size, ys.size, 3), np.float32)
+    luma = np.full((used.size, ys.size), np.inf, np.float32)
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    labels = zone.labels.astype(np.float32)
+    # cv2.remap takes maps under 32,767 wide: the points as rows of a block.
+    rows = -(-ys.size // _REMAP_WIDTH)
+    pad = rows * _REMAP_WIDTH - ys.size
+
+    def block(values: np.ndarray) -> np.ndarray:
+        return np.pad(values.astype(np.float32), (0, pad), constant_values=-1.0
+                      ).reshape(rows, _REMAP_WIDTH)
+
+    for j, other in enumerate(used):
+        mapped = motion.matrices[other] @ to_reference @ points
+        map_x, map_y = block(mapped[0] / mapped[2]), block(mapped[1] / mapped[2])
+        value = cv2.remap(frames[other], map_x, map_y, cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_CONSTANT).reshape(-1, 3)[:ys.size]
+        value = value.astype(np.float32)
+        if estimate.exposed[other]:
+            value = (value - np.float32(motion.offset[other])) / np.float32(motion.gain[other])
+        if estimate.exposed[local]:
+            value = value * np.float32(motion.gain[local]) + np.float32(motion.offset[local])
+        label = cv2.remap(labels, map_x, map_y, cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0).ravel()[:ys.size]
+        same = (label == own) & (own >= 0)
+        samples[j] = value
+        luma[j, same] = (value[same] @ weights)
+    count = np.isfinite(luma).sum(axis=0)
+    take = count >= MIN_SAMPLES
+    if not take.any():
+        return clean
+    rank = np.floor(SAMPLE_RANK * np.maximum(count - 1, 0)).astype(np.int64)
+    order = np.argsort(luma, axis=0)
+    chosen = np.take_along_axis(order, rank[None], axis=0)[0]
+    value = samples[chosen, np.arange(ys.size)]
+    # On an edge a pixel mixes both sides (anti-aliasing) in proportions no sample from either
+    # side has: there the rebuilt value must be nearer the window's median than the estimate.
+    median = zone.median[ys, xs]
+    rebuilt = np.abs(value @ weights - median)
+    kept = np.abs(clean[ys, xs].astype(np.float32) @ weights - median)
+    take &= ~zone.on_edge | (rebuilt < kept)
+    out = clean.copy()
+    out[ys[take], xs[take]] = np.clip(np.rint(value[take]), 0, 255).astype(np.uint8)
+    return out
