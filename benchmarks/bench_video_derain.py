@@ -27,7 +27,8 @@ cost of a minute of 30 fps footage (minutes) from the hybrid's seconds per frame
 
 ``--cli-memory N [N ...]``: only the memory of ``spanet derain-video`` as a user runs it (each
 clip of each size written to a lossless video of N frames, derained by the command in a
-child process, ``--weights synthetic``); its peak resident memory is the child's own
+child process, ``--weights synthetic``, the command's own window for the frame size unless
+``--window`` is given: ``auto_window``); its peak resident memory is the child's own
 (``ru_maxrss`` of a process forked fresh by a small launcher, :func:`_own_peak_kib`:
 interpreter, torch and the model included, nothing of this process's, whose clips in memory
 a child spawned directly would report as its own peak). The goal: under 1.5 GB at 1080p
@@ -57,7 +58,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from spanetlib.derain.video import DEFAULT_WINDOW, MIN_FRAMES
+from spanetlib.derain.video import DEFAULT_WINDOW, MIN_FRAMES, auto_window
 from spanetlib.paper.video_experiment import (
     compare_methods,
     goal_verdicts,
@@ -85,7 +86,9 @@ def main() -> None:
                         "and bright-foliage clips, synthetic weights")
     parser.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIP_PRESETS))
     parser.add_argument("--weights", nargs="+", default=["synthetic", "official"])
-    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW)
+    parser.add_argument("--window", type=int, default=None,
+                        help=f"frames per window (default: {DEFAULT_WINDOW}; with --cli-memory "
+                        "the command's own choice for the frame size, auto_window)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=ROOT / "results",
                         help="folder for video_derain.csv/.md (default: the checkout's results/)")
@@ -115,13 +118,15 @@ def main() -> None:
 
             caption = (f"`benchmarks/bench_video_derain.py --cli-memory` on {cpu_name()} "
                        f"({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}: window "
-                       f"{args.window}, seed {args.seed}, synthetic weights; peak MB: the "
+                       f"{args.window or 'the command default (auto_window)'}, seed "
+                       f"{args.seed}, synthetic weights; peak MB: the "
                        "resident memory of the `spanet derain-video` process (its own "
                        "ru_maxrss, through a launcher that forks it fresh), goal under 1536 "
                        "MB at 1080p.")
             atomic_write_text(args.results / "video_derain_memory.md",
                               f"{caption}\n\n{format_markdown(memory.round(2))}\n")
         return
+    args.window = args.window or DEFAULT_WINDOW
     if len(args.frames) not in (1, len(args.sizes)):
         parser.error(f"--frames: expected one count or one per size ({len(args.sizes)}), got "
                      f"{len(args.frames)}")
@@ -163,9 +168,12 @@ def main() -> None:
              + f"{args.results / 'video_derain_speed.csv'} and .md"))
 
 
-def cli_memory(sizes: list[str], clips: list[str], lengths: list[int], window: int,
+def cli_memory(sizes: list[str], clips: list[str], lengths: list[int], window: int | None,
                seed: int) -> pd.DataFrame:
-    """Peak resident memory of ``spanet derain-video`` (a child process) per size, clip, length."""
+    """Peak resident memory of ``spanet derain-video`` (a child process) per size, clip, length.
+
+    ``window`` None: the command's default (the row gives the window it chose).
+    """
     from spanetlib.io.video import VideoWriter
 
     rows = []
@@ -182,7 +190,8 @@ def cli_memory(sizes: list[str], clips: list[str], lengths: list[int], window: i
                     del clip
                     command = [sys.executable, "-m", "spanetlib.cli", "derain-video",
                                str(source), "-o", str(Path(tmp) / "out.avi"), "--weights",
-                               "synthetic", "--window", str(window), "--device", "cpu"]
+                               "synthetic", "--device", "cpu"]
+                    command += [] if window is None else ["--window", str(window)]
                     log = Path(tmp) / "stderr.txt"
                     start = time.perf_counter()
                     with log.open("w") as stderr:
@@ -191,7 +200,8 @@ def cli_memory(sizes: list[str], clips: list[str], lengths: list[int], window: i
                     if peak_kib is None:
                         raise SystemExit(f"spanet derain-video failed on {clip_name} {size} "
                                          f"({n} frames): {log.read_text()[-2000:]}")
-                rows.append({"size": size, "clip": clip_name, "frames": n, "window": window,
+                rows.append({"size": size, "clip": clip_name, "frames": n,
+                             "window": auto_window((h, w)) if window is None else window,
                              "peak MB": peak_kib / 1024.0,
                              "s/frame": seconds / n})
                 print(f"  {clip_name} {size}, {n} frames: peak {peak_kib / 1024:.0f} MB,"

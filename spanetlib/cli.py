@@ -172,10 +172,13 @@ def _add_derain_video(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--align", choices=("auto", "on", "off"), default="auto",
                    help="camera alignment: auto warps only frames that moved, on warps every "
                    "frame, off never warps (default: auto)")
-    # The library's DEFAULT_WINDOW (a test keeps them equal; importing it here would load torch).
-    p.add_argument("--window", type=_positive_int, default=60,
+    # The library's auto_window (a test keeps the help's numbers equal to it; importing it here
+    # would load torch).
+    p.add_argument("--window", type=_positive_int, default=None,
                    help="frames around each frame used for its temporal estimate; longer "
-                   "clips are processed in overlapping windows (default: %(default)s)")
+                   "clips are processed in overlapping windows (default: 60, fewer for frames "
+                   "over 1280 x 720 so the window's frames take at most 168 MiB: 28 at 1080p, "
+                   "at least 20)")
     p.add_argument("--frames", type=_positive_int, default=None,
                    help="derain N frames (default: all from --start)")
     p.add_argument("--start", type=_nonnegative_int, default=0,

@@ -20,7 +20,10 @@ from spanetlib.derain.images import derain_array
 from spanetlib.derain.video import (
     DEFAULT_WINDOW,
     MANIFEST_NAME,
+    MIN_AUTO_WINDOW,
     MIN_FRAMES,
+    WINDOW_FRAME_BYTES,
+    auto_window,
     blend_weight,
     derain_clip,
     derain_video,
@@ -86,6 +89,29 @@ def test_windows_partition_the_clip_and_centre_each_block(n, window):
         if n > window:  # at least a quarter window on each side, unless at the clip's ends
             assert win.out_start - win.start >= window // 4 or win.start == 0
             assert win.stop - win.out_stop >= window // 4 - 1 or win.stop == n
+
+
+def test_auto_window_fits_the_frames_in_the_budget():
+    assert auto_window((480, 640, 3)) == auto_window((720, 1280)) == DEFAULT_WINDOW
+    assert auto_window((1080, 1920, 3)) == 28
+    assert auto_window((2160, 3840)) == MIN_AUTO_WINDOW
+    for shape in ((1080, 1920), (1200, 1600), (1440, 2560)):
+        n = auto_window(shape)
+        assert n == MIN_AUTO_WINDOW or n * 3 * shape[0] * shape[1] <= WINDOW_FRAME_BYTES
+        assert (n + 1) * 3 * shape[0] * shape[1] > WINDOW_FRAME_BYTES
+
+
+def test_window_left_out_comes_from_the_frame_size(monkeypatch, identity):
+    clip = tiny_clip("static", n_frames=14)
+    frame_bytes = clip.frames[0].size
+    monkeypatch.setattr(video_derain, "WINDOW_FRAME_BYTES", 6 * frame_bytes)
+    monkeypatch.setattr(video_derain, "MIN_AUTO_WINDOW", MIN_FRAMES)
+    auto = derain_clip(clip.frames, identity, method="temporal")
+    assert {r.window for r in auto.records} == {(w.start, w.stop)
+                                                for w in derain_windows(14, 6)}
+    asked = derain_clip(clip.frames, identity, method="temporal", window=10)
+    assert {r.window for r in asked.records} == {(w.start, w.stop)
+                                                 for w in derain_windows(14, 10)}
 
 
 def test_windows_bad_arguments():
@@ -307,7 +333,12 @@ def assert_one_line_error(code, err, message):
 
 def test_cli_default_window_is_the_library_default():
     sub = cli.build_parser()._subparsers._group_actions[0].choices["derain-video"]
-    assert sub.get_default("window") == DEFAULT_WINDOW
+    assert sub.get_default("window") is None  # auto_window, from the frame size
+    window_help = next(a.help for a in sub._actions if "--window" in a.option_strings)
+    assert (f"default: {DEFAULT_WINDOW}," in window_help
+            and f"{WINDOW_FRAME_BYTES >> 20} MiB" in window_help
+            and f"{auto_window((1080, 1920))} at 1080p" in window_help
+            and f"at least {MIN_AUTO_WINDOW}" in window_help), window_help
     text = sub.format_help()
     for option in ("--weights", "--align", "--window", "--tile", "--device", "--precision",
                    "--fps", "--overwrite"):

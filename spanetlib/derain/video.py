@@ -53,12 +53,14 @@ part of such a frame is still explained by a neighbouring period's background; r
 same test per frame against the chosen period keeps the test and drops only the all-or-nothing
 pairing rule.
 
-**Windows.** A clip no longer than ``window`` frames is one window. A longer clip is cut into
-blocks of ``window // 2`` output frames; each block's estimate uses the ``window`` frames
-centred on it (clamped to the clip), so every frame is estimated with at least a quarter of
-the window before and after it (except at the clip's ends) and memory holds one window of
-frames, whatever the clip's length. Consecutive windows share half their frames, so their
-backgrounds agree to the estimate's noise.
+**Windows.** ``window`` frames, by default 60 or as many as fit in :data:`WINDOW_FRAME_BYTES`
+(28 at 1080p: :func:`auto_window`), as the estimate's copy of the window's frames lies on top
+of what the first window's SPANet leaves resident. A clip no longer than ``window`` frames is
+one window. A longer clip is cut into blocks of ``window // 2`` output frames; each block's
+estimate uses the ``window`` frames centred on it (clamped to the clip), so every frame is
+estimated with at least a quarter of the window before and after it (except at the clip's
+ends) and memory holds one window of frames, whatever the clip's length. Consecutive windows
+share half their frames, so their backgrounds agree to the estimate's noise.
 
 Files (:func:`derain_video`, the ``spanet derain-video`` command): the input is a video file or
 a folder of frames, read forward a window at a time; the output a video file (``.avi``/``.mkv``:
@@ -136,8 +138,11 @@ __all__ = [
     "FrameRecord",
     "MANIFEST_NAME",
     "METHODS",
+    "MIN_AUTO_WINDOW",
     "MIN_FRAMES",
     "VideoDerainSummary",
+    "WINDOW_FRAME_BYTES",
+    "auto_window",
     "blend_weight",
     "crop_context",
     "derain_clip",
@@ -147,11 +152,20 @@ __all__ = [
 ]
 
 #: Frames around each frame the temporal estimate uses (``window``): the paper's N for
-#: normal rain is 100 (`spanetlib.pipeline.selection.FRAME_COUNTS`); 60 frames (2 s at 30 fps) keep
-#: a 1080p window under 400 MB of frames and follow slow scene changes sooner.
+#: normal rain is 100 (`spanetlib.pipeline.selection.FRAME_COUNTS`); 60 frames (2 s at 30 fps)
+#: follow slow scene changes sooner. Large frames get fewer (:func:`auto_window`).
 DEFAULT_WINDOW = 60
 #: Fewest frames a clip (and a window) needs: the estimator's smallest period.
 MIN_FRAMES = 5
+#: Most bytes of input frames a window holds when its length is left to the frame size
+#: (:func:`auto_window`); the estimate holds an aligned copy of them as much again. A 1080p
+#: window of 60 frames (373 MB, and its copy) peaked at 1,851 MB in the windows after the
+#: first (derain-video, 150 hand-held frames): what the first window's SPANet and native
+#: libraries leave resident (code, caches, heap) lies under every later estimate. With 28
+#: frames at 1080p the command peaked at 1,438 MB over 150 frames (1,437 over 60).
+WINDOW_FRAME_BYTES = 168 << 20
+#: Fewest frames :func:`auto_window` gives (a shorter window makes a noisier estimate).
+MIN_AUTO_WINDOW = 20
 #: What :func:`derain_clip` can return: the hybrid (the product), the temporal estimate
 #: alone, per-frame SPANet alone (the last two for comparisons).
 METHODS = ("hybrid", "temporal", "spanet")
@@ -333,6 +347,21 @@ DerainWindow(start=4, stop=10, out_start=9, out_stop=10)]
         start = min(max(0, start), n_frames - window)
         out.append(DerainWindow(start, start + window, out_start, out_stop))
     return out
+
+
+def auto_window(shape: Sequence[int]) -> int:
+    """Frames per window for frames of ``shape`` (H x W or H x W x C) when none is asked for.
+
+    :data:`DEFAULT_WINDOW`, or fewer where that many frames would take more than
+    :data:`WINDOW_FRAME_BYTES` (as RGB, 8 bits): as many as fit, at least
+    :data:`MIN_AUTO_WINDOW`. 60 at 640 x 480 and 1280 x 720, 28 at 1080p, 20 at 4K.
+
+    Example:
+        >>> auto_window((1080, 1920, 3)), auto_window((480, 640))
+        (28, 60)
+    """
+    frame_bytes = 3 * int(shape[0]) * int(shape[1])
+    return int(min(DEFAULT_WINDOW, max(MIN_AUTO_WINDOW, WINDOW_FRAME_BYTES // frame_bytes)))
 
 
 def _check_window(window: int) -> None:
@@ -1200,7 +1229,7 @@ def _load_model(model: nn.Module | str | os.PathLike | None, device: str) -> nn.
 
 def derain_clip(frames: np.ndarray, model: nn.Module | str | os.PathLike | None = "official",
                 *, method: str = "hybrid", align: str | AlignMode = "auto",
-                window: int = DEFAULT_WINDOW, tile: int | str | None = None,
+                window: int | None = None, tile: int | str | None = None,
                 device: str = "cpu",
                 precision: str = "fp32", progress: bool = False) -> ClipDerain:
     """Derain a clip held in memory (see the module docstring for the method).
@@ -1215,7 +1244,8 @@ def derain_clip(frames: np.ndarray, model: nn.Module | str | os.PathLike | None 
             is returned as it is) or ``"spanet"`` (per-frame SPANet on every whole frame).
         align: ``"auto"``, ``"on"``, ``"off"`` or an :class:`AlignMode` (see
             :func:`spanetlib.pipeline.alignment.align_frames`).
-        window: frames per temporal estimate (:func:`derain_windows`).
+        window: frames per temporal estimate (:func:`derain_windows`); None: from the
+            frame size (:func:`auto_window`).
         tile: SPANet tile size for whole frames larger than it (None: whole frames;
             ``"auto"``: from the memory available, within :data:`SPANET_MEMORY`).
         device: where SPANet runs (``"cpu"``, ``"cuda"``, ``"auto"``).
@@ -1236,6 +1266,7 @@ def derain_clip(frames: np.ndarray, model: nn.Module | str | os.PathLike | None 
     arr = _check_frames(frames)
     method = _check_method(method)
     mode = get_align_mode(align)
+    window = auto_window(arr.shape[1:]) if window is None else window
     _check_window(window)
     if model is None and method != "temporal":
         raise ValueError(f"model: method {method!r} needs a model or weights")
@@ -1517,7 +1548,7 @@ def _prepare_folder(output: Path, remove: list[str], source: _Input, settings: d
 
 def derain_video(input: str | os.PathLike, output: str | os.PathLike,
                  weights: str | os.PathLike | nn.Module = "official", *,
-                 align: str = "auto", window: int = DEFAULT_WINDOW,
+                 align: str = "auto", window: int | None = None,
                  tile: int | str | None = "auto", device: str = "auto",
                  precision: str = "fp32", fps: float | None = None, start: int = 0,
                  frames: int | None = None, overwrite: bool = False,
@@ -1541,7 +1572,8 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
             is resumable.
         weights: ``"official"``, ``"synthetic"``, a checkpoint path, or a model.
         align: ``"auto"``, ``"on"`` or ``"off"`` (:data:`spanetlib.pipeline.alignment.ALIGN_MODES`).
-        window: frames per temporal estimate.
+        window: frames per temporal estimate; None (default): from the frame size
+            (:func:`auto_window`: 60, fewer for frames over 1280 x 720, 28 at 1080p).
         tile: SPANet tile size for whole frames larger than it; ``"auto"`` (default): from
             the memory available, within :data:`SPANET_MEMORY`; None: whole frames.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -1567,12 +1599,14 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
     start_time = time.perf_counter()
     input_path, output = Path(input), Path(output)
     mode = get_align_mode(align)
-    _check_window(window)
+    if window is not None:
+        _check_window(window)
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps: expected a positive number, got {fps!r}")
     _Spanet(None, tile, "cpu", "fp32")  # checks the tile before any reading
     kind = _output_kind(output)
     source = _open_input(input_path, start, frames)
+    window = auto_window(source.shape) if window is None else window
     if kind == "video" and source.first_format is not None and source.first_format.has_alpha:
         raise InputError(f"{source.files[0]} has an alpha channel, which a video cannot "
                          "hold; write a folder of PNG frames (-o FOLDER) to keep it")
