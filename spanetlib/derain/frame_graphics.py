@@ -57,6 +57,8 @@ MIN_SAMPLES = 3
 #: Most frames of a period sampled per frame.
 MAX_SAMPLES = 15
 _REMAP_WIDTH = 4096
+_CHUNK_POINTS = 1 << 16
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # BT.601, as cv2's RGB2GRAY
 
 
 def _median_gradient(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -247,14 +249,36 @@ def same_side_background(clean: np.ndarray, frames: np.ndarray, estimate: ClipEs
         return clean
     used = used[np.linspace(0, used.size - 1, min(MAX_SAMPLES, used.size)).round()
                 .astype(np.int64)]
-    ys, xs = zone.points
-    own = zone.labels[ys, xs]
+    labels = zone.labels.astype(np.float32)
+    out = clean.copy()
+    ys_all, xs_all = zone.points
+    for lo in range(0, ys_all.size, _CHUNK_POINTS):  # bounded work arrays at any frame size
+        ys, xs = ys_all[lo:lo + _CHUNK_POINTS], xs_all[lo:lo + _CHUNK_POINTS]
+        value, take = _same_side_values(ys, xs, frames, estimate, local, used, labels)
+        # On an edge a pixel mixes both sides (anti-aliasing) in proportions no sample from
+        # either side has: there the rebuilt value must be nearer the window's median than
+        # the estimate.
+        median = zone.median[ys, xs]
+        rebuilt = np.abs(value @ _LUMA - median)
+        kept = np.abs(clean[ys, xs].astype(np.float32) @ _LUMA - median)
+        take &= ~zone.on_edge[lo:lo + _CHUNK_POINTS] | (rebuilt < kept)
+        out[ys[take], xs[take]] = np.clip(np.rint(value[take]), 0, 255).astype(np.uint8)
+    return out
+
+
+def _same_side_values(ys: np.ndarray, xs: np.ndarray, frames: np.ndarray,
+                      estimate: ClipEstimate, local: int, used: np.ndarray, labels: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Same-side samples of the points ``(ys, xs)`` of frame ``local``, one chosen per point.
+
+    Returns the chosen sample (P x 3 float32) and where enough qualified (P bool).
+    """
+    motion = estimate.motion
+    own = labels[ys, xs]
     to_reference = np.linalg.inv(motion.matrices[local])
     points = np.stack([xs, ys, np.ones_like(xs)]).astype(np.float64)
-    samples = np.empty((used.size, ys.size, 3), np.float32)
+    samples = np.empty((used.size, ys.size, 3), np.uint8)
     luma = np.full((used.size, ys.size), np.inf, np.float32)
-    weights = np.array([0.299, 0.587, 0.114], np.float32)
-    labels = zone.labels.astype(np.float32)
     # cv2.remap takes maps under 32,767 wide: the points as rows of a block.
     rows = -(-ys.size // _REMAP_WIDTH)
     pad = rows * _REMAP_WIDTH - ys.size
@@ -268,30 +292,21 @@ def same_side_background(clean: np.ndarray, frames: np.ndarray, estimate: ClipEs
         map_x, map_y = block(mapped[0] / mapped[2]), block(mapped[1] / mapped[2])
         value = cv2.remap(frames[other], map_x, map_y, cv2.INTER_CUBIC,
                           borderMode=cv2.BORDER_CONSTANT).reshape(-1, 3)[:ys.size]
-        value = value.astype(np.float32)
-        if estimate.exposed[other]:
-            value = (value - np.float32(motion.offset[other])) / np.float32(motion.gain[other])
-        if estimate.exposed[local]:
-            value = value * np.float32(motion.gain[local]) + np.float32(motion.offset[local])
+        if estimate.exposed[other] or estimate.exposed[local]:
+            scaled = value.astype(np.float32)
+            if estimate.exposed[other]:
+                scaled = (scaled - np.float32(motion.offset[other])) \
+                    / np.float32(motion.gain[other])
+            if estimate.exposed[local]:
+                scaled = scaled * np.float32(motion.gain[local]) \
+                    + np.float32(motion.offset[local])
+            value = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
         label = cv2.remap(labels, map_x, map_y, cv2.INTER_NEAREST,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0).ravel()[:ys.size]
         same = (label == own) & (own >= 0)
         samples[j] = value
-        luma[j, same] = (value[same] @ weights)
+        luma[j, same] = value[same].astype(np.float32) @ _LUMA
     count = np.isfinite(luma).sum(axis=0)
-    take = count >= MIN_SAMPLES
-    if not take.any():
-        return clean
     rank = np.floor(SAMPLE_RANK * np.maximum(count - 1, 0)).astype(np.int64)
-    order = np.argsort(luma, axis=0)
-    chosen = np.take_along_axis(order, rank[None], axis=0)[0]
-    value = samples[chosen, np.arange(ys.size)]
-    # On an edge a pixel mixes both sides (anti-aliasing) in proportions no sample from either
-    # side has: there the rebuilt value must be nearer the window's median than the estimate.
-    median = zone.median[ys, xs]
-    rebuilt = np.abs(value @ weights - median)
-    kept = np.abs(clean[ys, xs].astype(np.float32) @ weights - median)
-    take &= ~zone.on_edge | (rebuilt < kept)
-    out = clean.copy()
-    out[ys[take], xs[take]] = np.clip(np.rint(value[take]), 0, 255).astype(np.uint8)
-    return out
+    chosen = np.take_along_axis(np.argsort(luma, axis=0), rank[None], axis=0)[0]
+    return samples[chosen, np.arange(ys.size)].astype(np.float32), count >= MIN_SAMPLES
