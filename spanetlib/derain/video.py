@@ -162,7 +162,8 @@ MIN_FRAMES = 5
 #: window of 60 frames (373 MB, and its copy) peaked at 1,851 MB in the windows after the
 #: first (derain-video, 150 hand-held frames): what the first window's SPANet and native
 #: libraries leave resident (code, caches, heap) lies under every later estimate. With 28
-#: frames at 1080p the command peaked at 1,438 MB over 150 frames (1,437 over 60).
+#: frames at 1080p the command peaked at 1,474 MB over 150 frames (1,451 over 60; quiet
+#: 2-core Xeon, results/video_derain_memory.md).
 WINDOW_FRAME_BYTES = 168 << 20
 #: Fewest frames :func:`auto_window` gives (a shorter window makes a noisier estimate).
 MIN_AUTO_WINDOW = 20
