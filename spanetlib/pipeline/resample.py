@@ -152,79 +152,96 @@ def _warp_kernel(image, coeffs, m, dering, is_u8, out):
 
 
 @lazy_njit(nogil=True, cache=True, fastmath=True)
-def _spline_taps(pos, index, w0, w1, w2, w3):
-    """``index = floor(pos)`` and the four cubic B-spline weights of each position."""
-    sixth = np.float32(1.0 / 6.0)
-    one = np.float32(1.0)
-    for k in range(pos.size):
-        whole = math.floor(pos[k])
-        index[k] = np.int64(whole)
-        f = np.float32(pos[k] - whole)
-        g = one - f
-        a = g * g * g * sixth
-        d = f * f * f * sixth
-        b = (np.float32(3.0) * f * f * f - np.float32(6.0) * f * f + np.float32(4.0)) * sixth
-        w0[k] = a
-        w1[k] = b
-        w2[k] = one - a - b - d
-        w3[k] = d
+def _floor_and_fraction(pos, whole, frac):
+    """``whole = floor(pos)`` (float64) and ``frac = pos - whole`` (float32), 1-D.
 
-
-@lazy_njit(nogil=True, cache=True, fastmath=True)
-def _mix4(out, r0, r1, r2, r3, w0, w1, w2, w3):
-    """``out = w0 r0 + w1 r1 + w2 r2 + w3 r3``, element by element (1-D, equal lengths)."""
-    for k in range(out.size):
-        out[k] = w0[k] * r0[k] + w1[k] * r1[k] + w2[k] * r2[k] + w3[k] * r3[k]
-
-
-@lazy_njit(nogil=True, cache=True, fastmath=True)
-def _clamp_to_blocks(values, upper, lower):
-    """Clip ``values[k]`` in place to the range of the 2 x 2 block at ``k`` (dering).
-
-    The block is ``upper[k:k + 2]`` over ``lower[k:k + 2]``, two image rows one longer than
-    ``values``: the clamp reads the image itself, no minimum and maximum images.
+    Kept in floating point: AVX2 has no vector conversion to 64-bit integers, and integer
+    indices are needed once per run only.
     """
-    for k in range(values.size):
-        lo = min(min(upper[k], upper[k + 1]), min(lower[k], lower[k + 1]))
-        hi = max(max(upper[k], upper[k + 1]), max(lower[k], lower[k + 1]))
-        values[k] = min(max(values[k], np.float32(lo)), np.float32(hi))
-
-
-@lazy_njit(nogil=True, cache=True, fastmath=True)
-def _round_to_u8(values, out):
-    """``out = clip(values + 0.5 toward zero, 0, 255)`` as uint8."""
-    for k in range(values.size):
-        v = int(values[k] + np.float32(0.5))
-        out[k] = 0 if v < 0 else (255 if v > 255 else v)
+    for k in range(pos.size):
+        w = math.floor(pos[k])
+        whole[k] = w
+        frac[k] = np.float32(pos[k] - w)
 
 
 @lazy_njit(nogil=True, cache=True)
-def _runs(values, offset, starts):
-    """Start of each run of equal ``values[k] - offset * k`` into ``starts``.
+def _runs(whole, step, starts):
+    """Start of each run of equal ``whole[k] - step * k`` into ``starts`` (``step`` 0 or 1).
 
     Returns the number of runs; ``starts[count]`` is set to the length.
     """
     count = 0
-    n = values.size
-    for k in range(n):
-        if k == 0 or values[k] - offset * k != values[k - 1] - offset * (k - 1):
+    for k in range(whole.size):
+        if k == 0 or whole[k] - whole[k - 1] != step:
             starts[count] = k
             count += 1
-    starts[count] = n
+    starts[count] = whole.size
     return count
 
 
 @lazy_njit(nogil=True, cache=True)
-def _two_runs(a, b, offset, starts):
-    """:func:`_runs` of the pairs ``(a[k] - offset * k, b[k])``."""
+def _two_runs(a, b, starts):
+    """:func:`_runs` of the pairs ``(a[k] - k, b[k])``."""
     count = 0
-    n = a.size
-    for k in range(n):
-        if k == 0 or a[k] - offset * k != a[k - 1] - offset * (k - 1) or b[k] != b[k - 1]:
+    for k in range(a.size):
+        if k == 0 or a[k] - a[k - 1] != 1.0 or b[k] != b[k - 1]:
             starts[count] = k
             count += 1
-    starts[count] = n
+    starts[count] = a.size
     return count
+
+
+@lazy_njit(nogil=True, cache=True, fastmath=True, inline="always")
+def _cubic_weights(f):
+    """The four cubic B-spline weights at fraction ``f`` (float32) of the tap interval."""
+    sixth = np.float32(1.0 / 6.0)
+    one = np.float32(1.0)
+    g = one - f
+    a = g * g * g * sixth
+    d = f * f * f * sixth
+    b = (np.float32(3.0) * f * f * f - np.float32(6.0) * f * f + np.float32(4.0)) * sixth
+    return a, b, one - a - b - d, d
+
+
+@lazy_njit(nogil=True, cache=True, fastmath=True)
+def _column_run(out, c0, c1, c2, c3, frac):
+    """``out[k]``: the cubic spline through ``c0[k]..c3[k]`` at fraction ``frac[k]`` past c1.
+
+    One loop computing its weights (1-D, equal lengths), so it vectorizes.
+    """
+    for k in range(out.size):
+        w0, w1, w2, w3 = _cubic_weights(frac[k])
+        out[k] = w0 * c0[k] + w1 * c1[k] + w2 * c2[k] + w3 * c3[k]
+
+
+@lazy_njit(nogil=True, cache=True, fastmath=True)
+def _row_run(acc, line, frac, upper, lower, dering):
+    """``acc[k]``: the cubic spline through ``line[k:k + 4]`` at fraction ``frac[k]`` past tap 1.
+
+    With ``dering``, each sample is clipped to the range of the 2 x 2 block
+    ``upper[k:k + 2]`` over ``lower[k:k + 2]`` (two image rows one longer than ``acc``).
+    """
+    for k in range(acc.size):
+        w0, w1, w2, w3 = _cubic_weights(frac[k])
+        v = w0 * line[k] + w1 * line[k + 1] + w2 * line[k + 2] + w3 * line[k + 3]
+        if dering:
+            p00 = np.float32(upper[k])
+            p01 = np.float32(upper[k + 1])
+            p10 = np.float32(lower[k])
+            p11 = np.float32(lower[k + 1])
+            v = min(max(v, min(min(p00, p01), min(p10, p11))), max(max(p00, p01), max(p10, p11)))
+        acc[k] = v
+
+
+@lazy_njit(nogil=True, cache=True, fastmath=True)
+def _round_to_u8(values, out):
+    """``out = values`` rounded half up and clipped to 0..255, as uint8.
+
+    Clipped in float first: the conversion then needs no range checks, and vectorizes.
+    """
+    for k in range(values.size):
+        v = min(max(values[k] + np.float32(0.5), np.float32(0.0)), np.float32(255.0))
+        out[k] = np.uint8(np.int32(v))
 
 
 @lazy_njit(nogil=True, cache=True, fastmath=True)
@@ -236,8 +253,8 @@ def _two_pass_kernel(coeffs, image, m, u_lo, nu, dering, is_u8, out):
     there at every integer column ``u >= u_lo`` (one value per column, mirrored columns
     outside the image), pass 2 the row spline of those values at each output pixel's ``u``,
     which must lie in ``[u_lo + 1, u_lo + nu - 3)``. Between changes of the integer tap
-    position the reads are contiguous runs (vectorized); the deringing clamp reads the 2 x 2
-    blocks from ``image`` as such runs too.
+    position the reads are contiguous runs, each one loop that computes its weights, sums
+    the taps and (pass 2) clamps to the 2 x 2 block read from ``image``.
     """
     nc, h, w = coeffs.shape
     oh, ow = out.shape[1], out.shape[2]
@@ -245,21 +262,21 @@ def _two_pass_kernel(coeffs, image, m, u_lo, nu, dering, is_u8, out):
     m10, m11, m12 = m[1, 0], m[1, 1], m[1, 2]
     m20, m21, m22 = m[2, 0], m[2, 1], m[2, 2]
     affine = m20 == 0.0 and m21 == 0.0 and m22 == 1.0
-    pos_v = np.empty(nu)  # pass 1: row positions, their floor and tap weights per column
-    row_v = np.empty(nu, np.int64)
-    weights_v = np.empty((4, nu), np.float32)
-    a0, a1, a2, a3 = weights_v[0], weights_v[1], weights_v[2], weights_v[3]
+    ramp_v = np.arange(nu).astype(np.float64)  # float columns: no int-to-float per sample
+    ramp_h = np.arange(ow).astype(np.float64)
+    pos_v = np.empty(nu)  # pass 1: row positions per line column, their floor and fraction
+    row_v = np.empty(nu)
+    frac_v = np.empty(nu, np.float32)
     line = np.empty((nc, nu), np.float32)
     pos_h = np.empty(ow)  # pass 2: the same along the line, per output pixel
-    col_h = np.empty(ow, np.int64)
-    weights_h = np.empty((4, ow), np.float32)
-    b0, b1, b2, b3 = weights_h[0], weights_h[1], weights_h[2], weights_h[3]
+    col_h = np.empty(ow)
+    frac_h = np.empty(ow, np.float32)
     sy = np.empty(ow)
-    iy = np.empty(ow, np.int64)
+    iy = np.zeros(ow)
+    frac_y = np.empty(ow, np.float32)
     acc = np.empty((nc, ow), np.float32)
     col = np.empty(nu, np.int64)
     starts_v = np.empty(nu + 1, np.int64)
-    starts_h = np.empty(ow + 1, np.int64)
     starts_d = np.empty(ow + 1, np.int64)
     for j in range(nu):
         col[j] = mirror_index(u_lo + j, w)
@@ -273,18 +290,18 @@ def _two_pass_kernel(coeffs, image, m, u_lo, nu, dering, is_u8, out):
             v0 = m10 * x0 + m11 * y + m12
             dv = m10 / m00
             for j in range(nu):
-                pos_v[j] = v0 + dv * j
+                pos_v[j] = v0 + dv * ramp_v[j]
         else:
             for j in range(nu):
-                u = u_lo + j
+                u = u_lo + ramp_v[j]
                 x = (u * py - m01 * y - m02) / (m00 - u * m20)
                 pos_v[j] = (m10 * x + m11 * y + m12) / (m20 * x + py)
-        _spline_taps(pos_v, row_v, a0, a1, a2, a3)
-        runs = _runs(row_v, 0, starts_v)
+        _floor_and_fraction(pos_v, row_v, frac_v)
+        runs = _runs(row_v, 0.0, starts_v)
         for t in range(runs):
             j = starts_v[t]
             e = starts_v[t + 1]
-            r = row_v[j]
+            r = int(row_v[j])
             r0 = mirror_index(r - 1, h)
             r1 = mirror_index(r, h)
             r2 = mirror_index(r + 1, h)
@@ -294,76 +311,77 @@ def _two_pass_kernel(coeffs, image, m, u_lo, nu, dering, is_u8, out):
             for c in range(nc):
                 lc = line[c]
                 if s < q:
-                    _mix4(lc[s:q], coeffs[c, r0, s + u_lo:q + u_lo],
-                          coeffs[c, r1, s + u_lo:q + u_lo], coeffs[c, r2, s + u_lo:q + u_lo],
-                          coeffs[c, r3, s + u_lo:q + u_lo], a0[s:q], a1[s:q], a2[s:q], a3[s:q])
+                    _column_run(lc[s:q], coeffs[c, r0, s + u_lo:q + u_lo],
+                                coeffs[c, r1, s + u_lo:q + u_lo],
+                                coeffs[c, r2, s + u_lo:q + u_lo],
+                                coeffs[c, r3, s + u_lo:q + u_lo], frac_v[s:q])
                 jj = j
                 while jj < e:  # columns outside the image: mirrored one by one
                     if jj == s and s < q:
                         jj = q
                         continue
                     k = col[jj]
-                    lc[jj] = (a0[jj] * coeffs[c, r0, k] + a1[jj] * coeffs[c, r1, k]
-                              + a2[jj] * coeffs[c, r2, k] + a3[jj] * coeffs[c, r3, k])
+                    a0, a1, a2, a3 = _cubic_weights(frac_v[jj])
+                    lc[jj] = (a0 * coeffs[c, r0, k] + a1 * coeffs[c, r1, k]
+                              + a2 * coeffs[c, r2, k] + a3 * coeffs[c, r3, k])
                     jj += 1
-        # Pass 2: the row spline of the line at u(x, y).
+        # Pass 2: the row spline of the line at u(x, y), clamped to the 2 x 2 block at the
+        # floor of each sample point (col_h + u_lo, iy).
         if affine:
             u0 = m01 * y + m02 - u_lo
             for x in range(ow):
-                pos_h[x] = u0 + m00 * x
+                pos_h[x] = u0 + m00 * ramp_h[x]
         else:
             for x in range(ow):
-                pos_h[x] = (m00 * x + m01 * y + m02) / (m20 * x + py) - u_lo
-        _spline_taps(pos_h, col_h, b0, b1, b2, b3)
-        runs = _runs(col_h, 1, starts_h)
-        for t in range(runs):
-            x = starts_h[t]
-            e = starts_h[t + 1]
-            d = col_h[x] - x
-            inside = x + d >= 1 and e + d + 1 < nu
-            for c in range(nc):
-                lc = line[c]
-                if inside:
-                    _mix4(acc[c, x:e], lc[x + d - 1:e + d - 1], lc[x + d:e + d],
-                          lc[x + d + 1:e + d + 1], lc[x + d + 2:e + d + 2],
-                          b0[x:e], b1[x:e], b2[x:e], b3[x:e])
-                else:  # the columns are sized so this never runs; it keeps reads in bounds
-                    for xx in range(x, e):
-                        k = col_h[xx]
-                        acc[c, xx] = (b0[xx] * lc[min(max(k - 1, 0), nu - 1)]
-                                      + b1[xx] * lc[min(max(k, 0), nu - 1)]
-                                      + b2[xx] * lc[min(max(k + 1, 0), nu - 1)]
-                                      + b3[xx] * lc[min(max(k + 2, 0), nu - 1)])
+                xf = ramp_h[x]
+                pos_h[x] = (m00 * xf + m01 * y + m02) / (m20 * xf + py) - u_lo
+        _floor_and_fraction(pos_h, col_h, frac_h)
         if dering:
-            # The 2 x 2 block at the floor of each sample point (col_h + u_lo, iy).
             if affine:
                 y0 = m11 * y + m12
                 for x in range(ow):
-                    sy[x] = y0 + m10 * x
+                    sy[x] = y0 + m10 * ramp_h[x]
             else:
                 for x in range(ow):
-                    sy[x] = (m10 * x + m11 * y + m12) / (m20 * x + py)
-            for x in range(ow):
-                iy[x] = np.int64(math.floor(sy[x]))
-            runs = _two_runs(col_h, iy, 1, starts_d)
-            for t in range(runs):
-                x = starts_d[t]
-                e = starts_d[t + 1]
-                dx = col_h[x] + u_lo - x
-                ry = iy[x]
-                s = q = x
-                if 0 <= ry < h - 1:  # blocks inside the image: contiguous pairs of rows
-                    s = min(max(x, -dx), e)
-                    q = max(min(e, w - 1 - dx), s)
-                for c in range(nc):
-                    if s < q:
-                        _clamp_to_blocks(acc[c, s:q], image[c, ry, s + dx:q + dx + 1],
-                                         image[c, ry + 1, s + dx:q + dx + 1])
-                    xx = x
-                    while xx < e:  # blocks over the image's edge: mirrored one by one
-                        if xx == s and s < q:
-                            xx = q
-                            continue
+                    xf = ramp_h[x]
+                    sy[x] = (m10 * xf + m11 * y + m12) / (m20 * xf + py)
+            _floor_and_fraction(sy, iy, frac_y)
+        runs = _two_runs(col_h, iy, starts_d)
+        for t in range(runs):
+            x = starts_d[t]
+            e = starts_d[t + 1]
+            d = int(col_h[x]) - x  # line index of sample x's tap 1, less x
+            dx = d + u_lo  # image column of its 2 x 2 block, less x
+            ry = int(iy[x])
+            # Samples [s, q): taps inside the line and, with dering, blocks inside the image.
+            s = min(max(x, 1 - d), e)
+            q = max(min(e, nu - 2 - d), s)
+            if dering:
+                if 0 <= ry < h - 1:
+                    s = min(max(s, -dx), q)
+                    q = max(min(q, w - 1 - dx), s)
+                else:
+                    q = s
+            for c in range(nc):
+                lc = line[c]
+                if s < q and dering:
+                    _row_run(acc[c, s:q], lc[s + d - 1:q + d + 2], frac_h[s:q],
+                             image[c, ry, s + dx:q + dx + 1],
+                             image[c, ry + 1, s + dx:q + dx + 1], True)
+                elif s < q:
+                    _row_run(acc[c, s:q], lc[s + d - 1:q + d + 2], frac_h[s:q],
+                             image[c, 0, :0], image[c, 0, :0], False)
+                xx = x
+                while xx < e:  # the rest one by one: taps clamped, blocks mirrored
+                    if xx == s and s < q:
+                        xx = q
+                        continue
+                    k = xx + d
+                    b0, b1, b2, b3 = _cubic_weights(frac_h[xx])
+                    v = (b0 * lc[min(max(k - 1, 0), nu - 1)] + b1 * lc[min(max(k, 0), nu - 1)]
+                         + b2 * lc[min(max(k + 1, 0), nu - 1)]
+                         + b3 * lc[min(max(k + 2, 0), nu - 1)])
+                    if dering:
                         c1 = mirror_index(xx + dx, w)
                         c2 = mirror_index(xx + dx + 1, w)
                         q1 = mirror_index(ry, h)
@@ -372,9 +390,10 @@ def _two_pass_kernel(coeffs, image, m, u_lo, nu, dering, is_u8, out):
                         p01 = np.float32(image[c, q1, c2])
                         p10 = np.float32(image[c, q2, c1])
                         p11 = np.float32(image[c, q2, c2])
-                        acc[c, xx] = min(max(acc[c, xx], min(min(p00, p01), min(p10, p11))),
-                                         max(max(p00, p01), max(p10, p11)))
-                        xx += 1
+                        v = min(max(v, min(min(p00, p01), min(p10, p11))),
+                                max(max(p00, p01), max(p10, p11)))
+                    acc[c, xx] = v
+                    xx += 1
         for c in range(nc):
             if is_u8:
                 _round_to_u8(acc[c], out[c, y])
