@@ -4,9 +4,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import pytest
 
-from spanetlib.io.pools import ordered_map
+from spanetlib.io.pools import ordered_map, worker_threads
 
 
 def test_results_come_in_order_with_a_bounded_number_in_flight():
@@ -50,3 +51,28 @@ def test_an_exception_reaches_the_consumer_and_the_rest_is_dropped():
 def test_ahead_must_be_positive():
     with ThreadPoolExecutor(1) as pool, pytest.raises(ValueError, match="ahead"):
         list(ordered_map(pool, abs, [1], ahead=0))
+
+
+def test_worker_threads_run_opencv_single_threaded_and_restore_it():
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        with worker_threads(2) as pool:
+            assert cv2.getNumThreads() == 1
+            assert list(pool.map(lambda x: x * x, range(5))) == [0, 1, 4, 9, 16]
+            with worker_threads(2):  # nested: still single, restored only by the outer one
+                assert cv2.getNumThreads() == 1
+            assert cv2.getNumThreads() == 1
+        assert cv2.getNumThreads() == 3
+        with pytest.raises(RuntimeError, match="boom"), worker_threads(2):
+            raise RuntimeError("boom")
+        assert cv2.getNumThreads() == 3
+        with worker_threads(1):  # a single worker leaves OpenCV's own threads to it
+            assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
+
+
+def test_worker_threads_need_a_worker():
+    with pytest.raises(ValueError, match="workers"), worker_threads(0):
+        pass

@@ -67,7 +67,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -76,7 +75,7 @@ import numpy as np
 from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import round_to_uint8
-from spanetlib.io.pools import ordered_map
+from spanetlib.io.pools import ordered_map, worker_threads
 from spanetlib.io.video import FrameSource
 from spanetlib.pipeline import resample
 from spanetlib.pipeline.lazy_jit import compile_module, lazy_njit, on_numba
@@ -1061,7 +1060,7 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
     chosen = np.unique(np.linspace(0, n - 1, min(n, _REFERENCE_FRAMES)).round().astype(int))
     trial = np.unique(np.linspace(0, n - 1, min(n, _MODEL_FRAMES)).round().astype(int))
     keep = np.union1d(np.union1d(chosen, trial), [reference])
-    with ThreadPoolExecutor(workers) as pool:
+    with worker_threads(workers) as pool:
         # The few frames the template and the model choice need, prepared once.
         # Streamed: the template's full-size frames are never held together.
         work = dict(ordered_map(pool, lambda item: (item[0], _prepare(item[1], scale)),
@@ -1290,7 +1289,7 @@ def align_frames(frames: np.ndarray, mode: str | AlignMode = "auto", *,
         def one(i: int) -> None:
             out[i] = align_frame(frames[i], motion, i, mode, bool(warped[i]), bool(exposed[i]))
 
-        with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
+        with worker_threads(workers or min(4, os.cpu_count() or 1)) as pool:
             list(pool.map(one, np.flatnonzero(warped | exposed)))
     valid = valid_region(motion, warped)
     return Alignment(frames=out, motion=motion, mode=mode, warped=warped, exposed=exposed,

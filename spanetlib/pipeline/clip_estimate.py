@@ -55,7 +55,6 @@ import math
 import os
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -64,7 +63,7 @@ import numpy as np
 from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import round_to_uint8
-from spanetlib.io.pools import ordered_map
+from spanetlib.io.pools import ordered_map, worker_threads
 from spanetlib.io.video import FrameSource
 from spanetlib.pipeline.alignment import (
     MOTION_MODELS,
@@ -764,7 +763,7 @@ def _signatures(frames: np.ndarray, valid: np.ndarray, workers: int
         blocks = y.reshape(gh, _BLOCK, gw, _BLOCK).transpose(0, 2, 1, 3).reshape(gh * gw, -1)
         return np.partition(blocks, rank, axis=1)[:, rank].astype(np.float32)
 
-    with ThreadPoolExecutor(workers) as pool:
+    with worker_threads(workers) as pool:
         sig = np.stack(list(pool.map(one, frames)))
     inside = cv2.resize(valid.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
     inside = cv2.resize(inside[:gh * _BLOCK, :gw * _BLOCK], (gw, gh),
@@ -1102,7 +1101,7 @@ def _checked(found: list[ClipSegment], motion: Motion, mode: AlignMode, warped: 
             # Compressed: masks are mostly one run, and a long clip keeps one per frame.
             bits[i] = zlib.compress(np.packbits(usable.ravel()).tobytes(), 1)
 
-    with ThreadPoolExecutor(workers) as pool:
+    with worker_threads(workers) as pool:
         for _ in ordered_map(pool, check, members, 2 * workers):
             pass
     membership = membership.copy()
@@ -1161,7 +1160,7 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
                 count += 1
                 yield i, frame
 
-        with ThreadPoolExecutor(workers) as pool:
+        with worker_threads(workers) as pool:
             for _ in ordered_map(pool, take, decoded_frames(), 2 * workers):
                 pass
         if count < n:
@@ -1193,7 +1192,7 @@ def _estimate_streamed(source: FrameSource, mode: AlignMode, reference: int | No
     # Align the kept frames in place (decoded now if the motion was given).
     wanted = ((int(i), frames_k[position[int(i)]]) for i in kept) if decoded.all() \
         else source.iter_at(kept)
-    with ThreadPoolExecutor(workers) as pool:
+    with worker_threads(workers) as pool:
         for _ in ordered_map(pool, align_kept, wanted, 2 * workers):
             pass
     valid_k = valid_region(sub, warped[kept])
