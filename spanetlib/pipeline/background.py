@@ -261,17 +261,21 @@ def _mode_kernel(fr, channels, with_mean):
         _row_levels(fr, h, channels, levels)
         for w0 in range(0, width, _MODE_TILE):
             nt = min(_MODE_TILE, width - w0)
+            lo = 255
+            hi = 0
             for n in range(n_frames):
                 tile = levels[n, w0:w0 + nt]
                 for t in range(nt):
                     hist[np.int64(tile[t]) * _MODE_TILE + t] += np.uint16(1)
+                    lo = min(lo, np.int64(tile[t]))
+                    hi = max(hi, np.int64(tile[t]))
             # Scan the bins in increasing order: the first maximum is the smallest tied value.
             for t in range(_MODE_TILE):
                 best[t] = 0
                 cum[t] = 0
                 less[t] = 0
                 md[t] = 0
-            for v in range(256):
+            for v in range(lo, hi + 1):  # the bins outside the tile's levels are empty
                 bins = hist[v * _MODE_TILE:(v + 1) * _MODE_TILE]
                 vv = np.uint8(v)
                 for t in range(_MODE_TILE):
