@@ -791,6 +791,12 @@ def noise_sigma(frames: np.ndarray | Sequence[np.ndarray], mode: np.ndarray,
     return float(np.clip(math.sqrt(-0.5 / slope), 0.5, 20.0))
 
 
+@lazy_njit(inline="always")
+def _clamped_count(cum, lo, hi, i):
+    """Samples below level ``i``, from cumulative counts kept in ``cum[lo..hi + 1]`` only."""
+    return cum[min(max(i, lo), hi + 1)]
+
+
 @lazy_njit(parallel=True, cache=True)
 def _reliability_kernel(fr, channels, est, tol, spread):
     """Per pixel: #frames below ``est - tol`` and the fullest far peak window (Reliability)."""
@@ -800,52 +806,68 @@ def _reliability_kernel(fr, channels, est, tol, spread):
     second = np.zeros((height, width), np.uint16)
     for h in prange(height):
         levels = np.empty((n_frames, width), np.uint8)
-        hist = np.zeros(256, np.int32)
+        hist = np.zeros(256, np.int32)  # zero between pixels
         cum = np.zeros(257, np.int32)
         _row_levels(fr, h, channels, levels)
+        # Each pixel's lowest and highest level (one SIMD pass per frame row): the histogram
+        # is empty outside them, so the loops below skip those levels.
+        lows = levels[0].copy()
+        highs = levels[0].copy()
+        for n in range(1, n_frames):
+            row = levels[n]
+            for w in range(width):
+                lows[w] = min(lows[w], row[w])
+                highs[w] = max(highs[w], row[w])
         for w in range(width):
-            hist[:] = 0
+            lo = np.int64(lows[w])
+            hi = np.int64(highs[w])
             for n in range(n_frames):
                 hist[levels[n, w]] += 1
             e = np.int64(est[h, w])
             cut = e - tol  # levels < cut are clearly below
             if cut > 0:
                 total = 0
-                for v in range(min(cut, 256)):
+                for v in range(lo, min(cut, hi + 1)):
                     total += hist[v]
                 below[h, w] = total
             for v in range(253, 256):  # rain saturates here: not a population
                 hist[v] = 0
-            cum[0] = 0
-            for v in range(256):
+            # Cumulative counts are kept for cum[lo..hi + 1] only: _clamped_count reads them.
+            cum[lo] = 0
+            for v in range(lo, hi + 1):
                 cum[v + 1] = cum[v] + hist[v]
             best = 0
             window = 2 * spread + 1
-            for v in range(256):
+            # A window [v - spread, v + spread] that misses [lo, hi] counts nothing.
+            for v in range(max(0, lo - spread), min(255, hi + spread) + 1):
                 if abs(v - e) <= tol + spread:
                     continue
                 a = max(0, v - spread)
                 b = min(255, v + spread)
-                count = cum[b + 1] - cum[a]
+                count = _clamped_count(cum, lo, hi, b + 1) - _clamped_count(cum, lo, hi, a)
                 if count <= best:
                     continue
                 # A population is a peak: twice as full as each neighbouring window (rain's
                 # brightenings fall off smoothly from the estimate and are no peak) ...
-                left = cum[a] - cum[max(0, a - window)]
-                right = cum[min(256, b + 1 + window)] - cum[b + 1]
+                left = _clamped_count(cum, lo, hi, a) \
+                    - _clamped_count(cum, lo, hi, max(0, a - window))
+                right = _clamped_count(cum, lo, hi, min(256, b + 1 + window)) \
+                    - _clamped_count(cum, lo, hi, b + 1)
                 if count < 2 * left or count < 2 * right:
                     continue
                 # ... held over a stretch of time: at least half of the frames between its
                 # first and its last (rain may hide the rest). Rain falls anew every frame.
-                first = -1
-                last = -1
-                for n in range(n_frames):
-                    if a <= levels[n, w] <= b:
-                        if first < 0:
-                            first = n
-                        last = n
+                # (count > 0: both searches stop at a sample)
+                first = 0
+                while not a <= levels[first, w] <= b:
+                    first += 1
+                last = n_frames - 1
+                while not a <= levels[last, w] <= b:
+                    last -= 1
                 if 2 * count >= last - first + 1:
                     best = count
+            for v in range(lo, hi + 1):
+                hist[v] = 0
             second[h, w] = best
     return below, second
 
