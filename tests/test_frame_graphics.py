@@ -165,6 +165,30 @@ def test_same_side_background_on_edges_takes_the_option_nearest_the_frame(overla
     assert after.mean() < 0.2 * before.mean(), (after.mean(), before.mean())
 
 
+def test_same_side_background_is_no_brighter_than_the_frame_where_the_estimate_is_not(
+        overlay_clip):
+    """Rain only brightens: near the edges, a same-side sample brighter than the frame (by more
+    than the noise) loses to an estimate that is not."""
+    clip = overlay_clip
+    estimate = estimate_clip(clip.frames, "auto", quality=False, max_side=320)
+    zone = edge_zone(clip.frames, estimate)
+    ys, xs = zone.points
+    luma = np.array([0.299, 0.587, 0.114], np.float32)
+    checked = 0
+    for i in range(len(clip.frames)):
+        k = int(estimate.membership[i])
+        if k < 0:
+            continue
+        tol = 3.5 * float(estimate.segments[k].noise_sigma) + 2.0
+        clean = estimate.clean_for_frame(i, k)
+        rebuilt = same_side_background(clean, clip.frames, estimate, i, k, zone)
+        own = clip.frames[i][ys, xs].astype(np.float32) @ luma
+        fits = clean[ys, xs].astype(np.float32) @ luma <= own + tol
+        assert not (rebuilt[ys, xs].astype(np.float32) @ luma > own + tol)[fits].any()
+        checked += int(fits.sum())
+    assert checked > 0
+
+
 def test_derain_clip_runs_spanet_less_along_graphics(overlay_clip, identity, monkeypatch):
     """With the rebuilt background the band along the graphics is no longer taken for
     persistent bright content: SPANet reads less of the frames, and the output is as good."""

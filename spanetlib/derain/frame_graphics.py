@@ -21,9 +21,9 @@ side:
    in the window's median).
 3. :func:`same_side_background`: near the edges, a frame's background is a low order
    statistic of the samples of the same scene point in the period's frames whose pixel has the
-   same label, instead of the estimate, which mixed both sides. On the edges themselves
-   (anti-aliased rims mix both sides), the one of the estimate, that sample and the window's
-   median colour nearest the frame's own pixel from below.
+   same label, or the estimate, which mixed both sides, whichever is nearer the frame's own
+   pixel from below (rain only brightens); on the edges themselves (anti-aliased rims mix
+   both sides) the window's median colour there is a third candidate.
 """
 
 from __future__ import annotations
@@ -242,13 +242,14 @@ def same_side_background(clean: np.ndarray, frames: np.ndarray, estimate: ClipEs
     For each pixel of the zone, the samples of its scene point in (up to
     :data:`MAX_SAMPLES` of) the period's frames, in this frame's exposure, whose own pixel
     has this pixel's :func:`edge_sides` label; the :data:`SAMPLE_RANK` one by luminance
-    replaces the estimate where at least :data:`MIN_SAMPLES` qualify. On an edge a pixel
-    mixes both sides (anti-aliasing, a graphic's rim over the scene) in proportions no sample
-    from either side has, and the estimate may hold the other side's value: there the
-    background is whichever of the estimate, the chosen sample (one qualifying suffices) and
-    the window's median colour at the pixel (:attr:`EdgeZone.edge_colour`) is nearest the
-    frame's own pixel without being brighter than it by more than the noise (rain only
-    brightens); the darkest where all are.
+    is a candidate where at least :data:`MIN_SAMPLES` qualify. Either it or the estimate may
+    hold the other side's value (a label wrong where the edge was not found, the estimate's
+    mix): the background is the candidate nearest the frame's own pixel without being
+    brighter than it by more than the noise (rain only brightens; the darkest where all
+    are). On an edge a pixel mixes both sides (anti-aliasing, a graphic's rim over the
+    scene) in proportions no sample from either side has: there the window's median colour
+    at the pixel (:attr:`EdgeZone.edge_colour`) is a candidate too, and one qualifying
+    sample suffices.
 
     Args:
         clean: H x W x 3 uint8, the estimate in frame ``local``'s pixels.
@@ -278,20 +279,30 @@ def same_side_background(clean: np.ndarray, frames: np.ndarray, estimate: ClipEs
         value, count = _same_side_values(ys, xs, frames, estimate, local, used, labels)
         value = np.clip(np.rint(value), 0, 255).astype(np.uint8)
         on = zone.on_edge[lo:lo + _CHUNK_POINTS]
-        take = ~on & (count >= MIN_SAMPLES)
-        out[ys[take], xs[take]] = value[take]
+        off = ~on & (count >= MIN_SAMPLES)
+        if off.any():
+            oy, ox = ys[off], xs[off]
+            options = np.stack([clean[oy, ox], value[off]])
+            out[oy, ox] = _nearest_below(options, frames[local][oy, ox], tol)
         if on.any():
             ey, ex = ys[on], xs[on]
             options = np.stack([clean[ey, ex], value[on],
                                 zone.edge_colour[edge_index[lo:lo + _CHUNK_POINTS][on]]])
-            luma = options.astype(np.float32) @ _LUMA  # 3 x E
-            luma[1, count[on] < 1] = np.inf  # no same-side sample
-            own = frames[local][ey, ex].astype(np.float32) @ _LUMA
-            below = luma <= own + tol
-            score = np.where(below, np.abs(own - luma), np.float32(1e6) + luma)
-            best = np.argmin(score, axis=0)
-            out[ey, ex] = options[best, np.arange(ey.size)]
+            options[1, count[on] < 1] = clean[ey, ex][count[on] < 1]  # no same-side sample
+            out[ey, ex] = _nearest_below(options, frames[local][ey, ex], tol)
     return out
+
+
+def _nearest_below(options: np.ndarray, frame: np.ndarray, tol: float) -> np.ndarray:
+    """Per point, the option nearest the frame without being brighter by more than ``tol``.
+
+    ``options``: K x P x 3 uint8, ``frame``: P x 3 uint8 (compared by luminance). Rain only
+    brightens, so an option brighter than the frame is wrong; the darkest where all are.
+    """
+    luma = options.astype(np.float32) @ _LUMA  # K x P
+    own = frame.astype(np.float32) @ _LUMA
+    score = np.where(luma <= own + tol, np.abs(own - luma), np.float32(1e6) + luma)
+    return options[np.argmin(score, axis=0), np.arange(options.shape[1])]
 
 
 def _same_side_values(ys: np.ndarray, xs: np.ndarray, frames: np.ndarray,
