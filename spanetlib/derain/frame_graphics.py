@@ -230,7 +230,9 @@ def edge_zone(frames: np.ndarray, estimate: ClipEstimate) -> EdgeZone | None:
     points = np.stack(np.nonzero(zone))
     on_edge = on_edge[points[0], points[1]]
     ey, ex = points[0][on_edge], points[1][on_edge]
-    colour = np.median(frames[pick][:, ey, ex], axis=0).round().astype(np.uint8)
+    # The points of the picked frames only: frames[pick] would copy whole frames (~90 MB at
+    # 1080p).
+    colour = np.median(frames[pick[:, None], ey, ex], axis=0).round().astype(np.uint8)
     return EdgeZone(labels=labels, points=points, on_edge=on_edge, median=median,
                     across_px=across, edge_colour=colour)
 
