@@ -89,6 +89,20 @@ def test_edge_sides_split_inside_from_outside():
     assert (edge_sides(np.zeros((8, 8), bool), np.zeros((8, 8), np.float32), 3) == -1).all()
 
 
+def test_edge_sides_next_to_an_edge_pixel_along_its_edge_follow_the_median():
+    """A pixel whose nearest edge pixel lies beside it along the edge (a gap in the outline)
+    has no geometric side: it takes the side of the step its median is on."""
+    median = np.full((48, 64), 20.0, np.float32)
+    median[30:] = 255.0 + np.linspace(0.0, 3.0, 64, dtype=np.float32)  # a faint slope
+    edges = np.zeros((48, 64), bool)
+    edges[29:31, 8:56] = True
+    edges[29:31, 25] = False  # the persistence test dropped a pixel of the outline
+    labels = edge_sides(edges, median, radius=6)
+    part = labels[26:34, 20:31]
+    assert (part >= 0).all()
+    assert (part[:4] % 2 == 0).all() and (part[4:] % 2 == 1).all(), part
+
+
 @pytest.fixture(scope="module")
 def overlay_clip():
     return make_rain_clip(CLIP_PRESETS["handheld-overlay"].replace(size=(240, 320),
@@ -123,6 +137,56 @@ def test_same_side_background_removes_the_band_along_graphics(overlay_clip):
     assert after[scene].mean() < 0.7 * before[scene].mean(), (after[scene].mean(),
                                                                before[scene].mean())
     assert after.mean() < before.mean()
+
+
+def test_same_side_background_on_edges_takes_the_option_nearest_the_frame(overlay_clip):
+    """On a graphic's edge (anti-aliased rims, a letter's counter) the estimate may hold the
+    other side's value (white text over a dark strip): the rebuilt background there is the
+    estimate, the same-side sample or the window's median, whichever is nearest the frame
+    without being brighter than it by more than the noise, and matches the rain-free frame."""
+    clip = overlay_clip
+    estimate = estimate_clip(clip.frames, "auto", quality=False, max_side=320)
+    zone = edge_zone(clip.frames, estimate)
+    assert zone is not None and zone.edge_colour.shape == (int(zone.on_edge.sum()), 3)
+    ys, xs = zone.points[:, zone.on_edge]
+    before, after = [], []
+    for i in range(len(clip.frames)):
+        k = int(estimate.membership[i])
+        if k < 0:
+            continue
+        clean = estimate.clean_for_frame(i, k)
+        rebuilt = same_side_background(clean, clip.frames, estimate, i, k, zone)
+        truth = clip.truth[i][ys, xs].astype(np.float32)
+        before.append(np.abs(clean[ys, xs] - truth).mean(axis=-1))
+        after.append(np.abs(rebuilt[ys, xs] - truth).mean(axis=-1))
+    before, after = np.concatenate(before), np.concatenate(after)
+    assert (before > 60).mean() > 0.1  # the estimate is on the wrong side in places
+    assert (after > 60).mean() < 0.01, (after > 60).mean()
+    assert after.mean() < 0.2 * before.mean(), (after.mean(), before.mean())
+
+
+def test_same_side_background_is_no_brighter_than_the_frame_where_the_estimate_is_not(
+        overlay_clip):
+    """Rain only brightens: near the edges, a same-side sample brighter than the frame (by more
+    than the noise) loses to an estimate that is not."""
+    clip = overlay_clip
+    estimate = estimate_clip(clip.frames, "auto", quality=False, max_side=320)
+    zone = edge_zone(clip.frames, estimate)
+    ys, xs = zone.points
+    luma = np.array([0.299, 0.587, 0.114], np.float32)
+    checked = 0
+    for i in range(len(clip.frames)):
+        k = int(estimate.membership[i])
+        if k < 0:
+            continue
+        tol = 3.5 * float(estimate.segments[k].noise_sigma) + 2.0
+        clean = estimate.clean_for_frame(i, k)
+        rebuilt = same_side_background(clean, clip.frames, estimate, i, k, zone)
+        own = clip.frames[i][ys, xs].astype(np.float32) @ luma
+        fits = clean[ys, xs].astype(np.float32) @ luma <= own + tol
+        assert not (rebuilt[ys, xs].astype(np.float32) @ luma > own + tol)[fits].any()
+        checked += int(fits.sum())
+    assert checked > 0
 
 
 def test_derain_clip_runs_spanet_less_along_graphics(overlay_clip, identity, monkeypatch):

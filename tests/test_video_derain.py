@@ -662,7 +662,9 @@ def test_graphics_rim_is_kept_from_the_frame_not_taken_for_rain(monkeypatch):
     text): the text's anti-aliased rim changes with the scene under it, so it is no
     frame-fixed candidate; the scene estimate lacks the text there and the bright rim passed
     for rain. Next to the graphics, where the frame shows them, the rim takes its window
-    median in frame coordinates."""
+    median in frame coordinates. Where the window's fixed edges are found (the edge zone),
+    the background on them is chosen against the frame (``same_side_background``), which
+    covers the rim as well: the rim rule is measured without the zone."""
     clip = make_rain_clip(CLIP_PRESETS["handheld-overlay"].replace(size=(240, 320),
                                                                    n_frames=12), 0)
     inside = np.broadcast_to(clip.overlay_alpha > 0, clip.frames.shape[:3])
@@ -672,7 +674,10 @@ def test_graphics_rim_is_kept_from_the_frame_not_taken_for_rain(monkeypatch):
         return (score_clip(out, clip.truth, inside).object_psnr,
                 score_clip(out, clip.truth, ~inside).object_psnr)
 
+    with_zone, _ = scores()
+    monkeypatch.setattr(video_derain, "edge_zone", lambda frames, estimate: None)
     graphics, scene = scores()
+    assert with_zone > graphics + 10.0, (with_zone, graphics)
     monkeypatch.setattr(video_derain, "OVERLAY_RIM_PX", 0)
     graphics_no_rim, scene_no_rim = scores()
     assert graphics > graphics_no_rim + 1.5, (graphics, graphics_no_rim)
@@ -953,3 +958,36 @@ def test_blend_in_the_weights_box_is_the_whole_frame_mix():
                                                       + (1 - wt) * background.astype(np.float32)))
     none, _ = video_derain._blend(Fake(), frame, np.zeros_like(weight), background)
     np.testing.assert_array_equal(none, background)
+
+
+def test_spanet_crops_of_a_frame_share_one_block_of_reused_memory(identity, monkeypatch):
+    """The forward passes on one frame's crops run in one ``reuse_freed_memory`` block: the
+    memory they free is returned to the system once per frame, not after every pass (each
+    pass would fault it in afresh)."""
+    from spanetlib.models import memory
+
+    trims: list[int] = []
+
+    class FakeLibc:
+        def mallopt(self, param: int, value: int) -> int:
+            return 1
+
+        def malloc_trim(self, pad: int) -> int:
+            trims.append(pad)
+            return 1
+
+    spanet = video_derain._Spanet(identity, None, "cpu", "fp32")
+    assert spanet.context > 0  # measured before counting
+    passes: list[int] = []
+    forward = spanet._forward
+    monkeypatch.setattr(spanet, "_forward", lambda batch: passes.append(len(batch))
+                        or forward(batch))
+    monkeypatch.setattr(memory, "_glibc", lambda: FakeLibc())
+    frame = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    need = np.zeros((240, 320), bool)
+    need[:, :6] = True  # an edge band, a part in the middle: passes of two crop sizes
+    need[100:130, 150:200] = True
+    out, share = spanet.where(frame, need)
+    assert len(passes) >= 2 and 0 < share < 0.7
+    assert len(trims) == 2, trims  # before the passes, and once after them all
+    np.testing.assert_allclose(out[need], frame[need].astype(np.float32), atol=0.5)

@@ -21,7 +21,9 @@ side:
    in the window's median).
 3. :func:`same_side_background`: near the edges, a frame's background is a low order
    statistic of the samples of the same scene point in the period's frames whose pixel has the
-   same label, instead of the estimate, which mixed both sides.
+   same label, or the estimate, which mixed both sides, whichever is nearer the frame's own
+   pixel from below (rain only brightens); on the edges themselves (anti-aliased rims mix
+   both sides) the window's median colour there is a third candidate.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ MIN_EDGE_SHARE = 0.1
 #: Edges closer than this (pixels, along rows or columns) are one: a graphic whose outline
 #: fades where the scene matches it, and the text inside it.
 EDGE_GAP_PX = 25
+#: Pixels around an edge pixel whose median gives the two levels of its step (:func:`edge_sides`).
+SIDE_PX = 3
 #: The order statistic (by luminance) of the same-side samples: low, as rain only brightens.
 SAMPLE_RANK = 0.35
 #: Fewest same-side samples for a pixel to take them (else it keeps the estimate).
@@ -133,7 +137,8 @@ def edge_sides(edges: np.ndarray, median: np.ndarray, radius: float) -> np.ndarr
     The label is ``2 * edge + side``: ``edge`` numbers the connected edges (edges closer
     than :data:`EDGE_GAP_PX` along a row or column are one), ``side`` is 1 on the side the
     median is brighter. A pixel's edge and side are those of its nearest edge pixel; the edge
-    pixels themselves take the side whose half of the step their median value is on.
+    pixels themselves, and pixels next to one along its edge, take the side whose half of the
+    step (the darkest and brightest median within :data:`SIDE_PX` pixels) their median is on.
 
     Args:
         edges: H x W bool, :func:`fixed_edges`.
@@ -163,13 +168,16 @@ def edge_sides(edges: np.ndarray, median: np.ndarray, radius: float) -> np.ndarr
     norm = np.maximum(np.hypot(mx, my), np.float32(1e-6))
     nx, ny = mx / norm, my / norm
     grid_y, grid_x = np.mgrid[0:h, 0:w]
-    side = (nx[near_y, near_x] * (grid_x - near_x) + ny[near_y, near_x] * (grid_y - near_y)) > 0
-    # On the edge: the median two pixels either way along the normal, against this pixel's.
-    fy, fx = np.clip(np.rint(ys + 2 * ny[ys, xs]), 0, h - 1).astype(np.int64), \
-        np.clip(np.rint(xs + 2 * nx[ys, xs]), 0, w - 1).astype(np.int64)
-    by, bx = np.clip(np.rint(ys - 2 * ny[ys, xs]), 0, h - 1).astype(np.int64), \
-        np.clip(np.rint(xs - 2 * nx[ys, xs]), 0, w - 1).astype(np.int64)
-    side[ys, xs] = median[ys, xs] > 0.5 * (median[fy, fx] + median[by, bx])
+    along = nx[near_y, near_x] * (grid_x - near_x) + ny[near_y, near_x] * (grid_y - near_y)
+    side = along > 0
+    # On the edge, and beside an edge pixel along its edge (where the sign above is noise: a
+    # letter's counter, a stroke's end), this pixel's median against the middle of the step
+    # around it: the darkest and brightest median within SIDE_PX pixels.
+    around = np.ones((2 * SIDE_PX + 1,) * 2, np.uint8)
+    middle = 0.5 * (cv2.erode(median, around) + cv2.dilate(median, around))
+    unsure = (np.abs(along) < 0.5) & (distance <= SIDE_PX)
+    unsure[ys, xs] = True
+    side[unsure] = median[unsure] > middle[unsure]
     labels = 2 * which[near_y, near_x].astype(np.int32) + side
     labels[distance > radius] = -1
     return labels
@@ -186,6 +194,8 @@ class EdgeZone:
         on_edge: P bool, the points on an edge or next to it.
         median: H x W float32, the window's median luminance (frame coordinates).
         across_px: the scene's motion across the edges (95th percentile, pixels).
+        edge_colour: E x 3 uint8, the window's median colour (frame coordinates) at the
+            points ``on_edge`` (in their order).
     """
 
     labels: np.ndarray
@@ -193,6 +203,7 @@ class EdgeZone:
     on_edge: np.ndarray
     median: np.ndarray
     across_px: float
+    edge_colour: np.ndarray
 
 
 def edge_zone(frames: np.ndarray, estimate: ClipEstimate) -> EdgeZone | None:
@@ -217,8 +228,13 @@ def edge_zone(frames: np.ndarray, estimate: ClipEstimate) -> EdgeZone | None:
     # Labels reach twice as far: a sample may lie up to the motion away from the zone.
     labels = edge_sides(edges, median, 2 * reach + 2)
     points = np.stack(np.nonzero(zone))
-    return EdgeZone(labels=labels, points=points, on_edge=on_edge[points[0], points[1]],
-                    median=median, across_px=across)
+    on_edge = on_edge[points[0], points[1]]
+    ey, ex = points[0][on_edge], points[1][on_edge]
+    # The points of the picked frames only: frames[pick] would copy whole frames (~90 MB at
+    # 1080p).
+    colour = np.median(frames[pick[:, None], ey, ex], axis=0).round().astype(np.uint8)
+    return EdgeZone(labels=labels, points=points, on_edge=on_edge, median=median,
+                    across_px=across, edge_colour=colour)
 
 
 def same_side_background(clean: np.ndarray, frames: np.ndarray, estimate: ClipEstimate,
@@ -228,8 +244,14 @@ def same_side_background(clean: np.ndarray, frames: np.ndarray, estimate: ClipEs
     For each pixel of the zone, the samples of its scene point in (up to
     :data:`MAX_SAMPLES` of) the period's frames, in this frame's exposure, whose own pixel
     has this pixel's :func:`edge_sides` label; the :data:`SAMPLE_RANK` one by luminance
-    replaces the estimate where at least :data:`MIN_SAMPLES` qualify (on an edge, only where it
-    is nearer the window's median luminance than the estimate).
+    is a candidate where at least :data:`MIN_SAMPLES` qualify. Either it or the estimate may
+    hold the other side's value (a label wrong where the edge was not found, the estimate's
+    mix): the background is the candidate nearest the frame's own pixel without being
+    brighter than it by more than the noise (rain only brightens; the darkest where all
+    are). On an edge a pixel mixes both sides (anti-aliasing, a graphic's rim over the
+    scene) in proportions no sample from either side has: there the window's median colour
+    at the pixel (:attr:`EdgeZone.edge_colour`) is a candidate too, and one qualifying
+    sample suffices.
 
     Args:
         clean: H x W x 3 uint8, the estimate in frame ``local``'s pixels.
@@ -250,20 +272,39 @@ def same_side_background(clean: np.ndarray, frames: np.ndarray, estimate: ClipEs
     used = used[np.linspace(0, used.size - 1, min(MAX_SAMPLES, used.size)).round()
                 .astype(np.int64)]
     labels = zone.labels.astype(np.float32)
+    tol = np.float32(3.5 * float(estimate.segments[segment].noise_sigma) + 2.0)
+    edge_index = np.cumsum(zone.on_edge) - 1  # each on-edge point's row of edge_colour
     out = clean.copy()
     ys_all, xs_all = zone.points
     for lo in range(0, ys_all.size, _CHUNK_POINTS):  # bounded work arrays at any frame size
         ys, xs = ys_all[lo:lo + _CHUNK_POINTS], xs_all[lo:lo + _CHUNK_POINTS]
-        value, take = _same_side_values(ys, xs, frames, estimate, local, used, labels)
-        # On an edge a pixel mixes both sides (anti-aliasing) in proportions no sample from
-        # either side has: there the rebuilt value must be nearer the window's median than
-        # the estimate.
-        median = zone.median[ys, xs]
-        rebuilt = np.abs(value @ _LUMA - median)
-        kept = np.abs(clean[ys, xs].astype(np.float32) @ _LUMA - median)
-        take &= ~zone.on_edge[lo:lo + _CHUNK_POINTS] | (rebuilt < kept)
-        out[ys[take], xs[take]] = np.clip(np.rint(value[take]), 0, 255).astype(np.uint8)
+        value, count = _same_side_values(ys, xs, frames, estimate, local, used, labels)
+        value = np.clip(np.rint(value), 0, 255).astype(np.uint8)
+        on = zone.on_edge[lo:lo + _CHUNK_POINTS]
+        off = ~on & (count >= MIN_SAMPLES)
+        if off.any():
+            oy, ox = ys[off], xs[off]
+            options = np.stack([clean[oy, ox], value[off]])
+            out[oy, ox] = _nearest_below(options, frames[local][oy, ox], tol)
+        if on.any():
+            ey, ex = ys[on], xs[on]
+            options = np.stack([clean[ey, ex], value[on],
+                                zone.edge_colour[edge_index[lo:lo + _CHUNK_POINTS][on]]])
+            options[1, count[on] < 1] = clean[ey, ex][count[on] < 1]  # no same-side sample
+            out[ey, ex] = _nearest_below(options, frames[local][ey, ex], tol)
     return out
+
+
+def _nearest_below(options: np.ndarray, frame: np.ndarray, tol: float) -> np.ndarray:
+    """Per point, the option nearest the frame without being brighter by more than ``tol``.
+
+    ``options``: K x P x 3 uint8, ``frame``: P x 3 uint8 (compared by luminance). Rain only
+    brightens, so an option brighter than the frame is wrong; the darkest where all are.
+    """
+    luma = options.astype(np.float32) @ _LUMA  # K x P
+    own = frame.astype(np.float32) @ _LUMA
+    score = np.where(luma <= own + tol, np.abs(own - luma), np.float32(1e6) + luma)
+    return options[np.argmin(score, axis=0), np.arange(options.shape[1])]
 
 
 def _same_side_values(ys: np.ndarray, xs: np.ndarray, frames: np.ndarray,
@@ -271,7 +312,7 @@ def _same_side_values(ys: np.ndarray, xs: np.ndarray, frames: np.ndarray,
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Same-side samples of the points ``(ys, xs)`` of frame ``local``, one chosen per point.
 
-    Returns the chosen sample (P x 3 float32) and where enough qualified (P bool).
+    Returns the chosen sample (P x 3 float32) and how many qualified (P int).
     """
     motion = estimate.motion
     own = labels[ys, xs]
@@ -309,4 +350,4 @@ def _same_side_values(ys: np.ndarray, xs: np.ndarray, frames: np.ndarray,
     count = np.isfinite(luma).sum(axis=0)
     rank = np.floor(SAMPLE_RANK * np.maximum(count - 1, 0)).astype(np.int64)
     chosen = np.take_along_axis(np.argsort(luma, axis=0), rank[None], axis=0)[0]
-    return samples[chosen, np.arange(ys.size)].astype(np.float32), count >= MIN_SAMPLES
+    return samples[chosen, np.arange(ys.size)].astype(np.float32), count

@@ -823,16 +823,19 @@ class _Spanet:
             raise ValueError("method needs a model")
         self.model.eval().to(self.dev)
         release_freed_memory()  # what the frame's checks freed, before SPANet's peak
-        for group in plan:
-            crop_pixels = _plan_area([group[:1]])
-            per_pass = max(1, int(SPANET_MEMORY // (crop_pixels * _crop_bytes(self.dtype))))
-            for k in range(0, len(group), per_pass):
-                part = group[k:k + per_pass]
-                batch = np.stack([frame[crop] for crop, _ in part])
-                for (crop, core), result in zip(part, self._forward(batch), strict=True):
-                    oy, ox = crop[0].start, crop[1].start
-                    out[core] = result[core[0].start - oy:core[0].stop - oy,
-                                       core[1].start - ox:core[1].stop - ox]
+        # One block for all the frame's passes: each reuses the memory the last one freed
+        # instead of faulting it in afresh (returned to the system once, at the end).
+        with reuse_freed_memory():
+            for group in plan:
+                crop_pixels = _plan_area([group[:1]])
+                per_pass = max(1, int(SPANET_MEMORY // (crop_pixels * _crop_bytes(self.dtype))))
+                for k in range(0, len(group), per_pass):
+                    part = group[k:k + per_pass]
+                    batch = np.stack([frame[crop] for crop, _ in part])
+                    for (crop, core), result in zip(part, self._forward(batch), strict=True):
+                        oy, ox = crop[0].start, crop[1].start
+                        out[core] = result[core[0].start - oy:core[0].stop - oy,
+                                           core[1].start - ox:core[1].stop - ox]
         return out, area / float(h * w)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
