@@ -53,8 +53,8 @@ INTER_BSPLINE = -1
 
 _POLE = math.sqrt(3.0) - 2.0  # the pole of the cubic B-spline's inverse filter
 #: Prefilter taps each side. The left-out tail of the response weighs at most
-#: 2 * 1.74 |pole| ** 10 / (1 - |pole|) < 1e-5 per pass (TRUNCATION_LEVELS), far under uint8
-#: rounding; 19 taps instead of 27 cut the prefilter's time by 30 %.
+#: 2 * 1.74 |pole| ** 10 / (1 - |pole|) < 1e-5 per pass (:func:`prefilter_truncation`), far
+#: under uint8 rounding; 19 taps instead of 27 cut the prefilter's time by 30 %.
 _HALF_TAPS = 9
 #: Largest shear (rows per column, columns per row) warped in two passes: each tap's row
 #: moves by at most twice this (0.02 px), well under the registration's own error.
