@@ -109,22 +109,34 @@ def overlay_clip():
                                                                    n_frames=12), 0)
 
 
-def test_same_side_background_removes_the_band_along_graphics(overlay_clip):
-    """The estimate mixes both sides of a frame-fixed edge near it; the rebuilt background
-    takes each side's own samples and is nearer the rain-free frame there."""
+@pytest.fixture(scope="module")
+def overlay_estimate(overlay_clip):
+    """The overlay clip's estimate and edge zone, and every paired frame's estimate in its
+    pixels (``clean``) with the background :func:`same_side_background` rebuilds from it."""
     clip = overlay_clip
     estimate = estimate_clip(clip.frames, "auto", quality=False, max_side=320)
     zone = edge_zone(clip.frames, estimate)
     assert zone is not None and zone.points.shape[1] > 0
+    rebuilt = []
+    for i in range(len(clip.frames)):
+        k = int(estimate.membership[i])
+        if k >= 0:
+            clean = estimate.clean_for_frame(i, k)
+            rebuilt.append((i, k, clean, same_side_background(clean, clip.frames, estimate, i,
+                                                              k, zone)))
+    assert rebuilt
+    return estimate, zone, rebuilt
+
+
+def test_same_side_background_removes_the_band_along_graphics(overlay_clip, overlay_estimate):
+    """The estimate mixes both sides of a frame-fixed edge near it; the rebuilt background
+    takes each side's own samples and is nearer the rain-free frame there."""
+    clip = overlay_clip
+    _, zone, frames = overlay_estimate
     ys, xs = zone.points
     graphics = clip.overlay_alpha[ys, xs] > 0
     before, after = [], []
-    for i in range(len(clip.frames)):
-        k = int(estimate.membership[i])
-        if k < 0:
-            continue
-        clean = estimate.clean_for_frame(i, k)
-        rebuilt = same_side_background(clean, clip.frames, estimate, i, k, zone)
+    for i, _, clean, rebuilt in frames:
         truth = clip.truth[i][ys, xs].astype(np.float32)
         before.append(np.abs(clean[ys, xs] - truth).mean(axis=-1))
         after.append(np.abs(rebuilt[ys, xs] - truth).mean(axis=-1))
@@ -139,23 +151,18 @@ def test_same_side_background_removes_the_band_along_graphics(overlay_clip):
     assert after.mean() < before.mean()
 
 
-def test_same_side_background_on_edges_takes_the_option_nearest_the_frame(overlay_clip):
+def test_same_side_background_on_edges_takes_the_option_nearest_the_frame(overlay_clip,
+                                                                         overlay_estimate):
     """On a graphic's edge (anti-aliased rims, a letter's counter) the estimate may hold the
     other side's value (white text over a dark strip): the rebuilt background there is the
     estimate, the same-side sample or the window's median, whichever is nearest the frame
     without being brighter than it by more than the noise, and matches the rain-free frame."""
     clip = overlay_clip
-    estimate = estimate_clip(clip.frames, "auto", quality=False, max_side=320)
-    zone = edge_zone(clip.frames, estimate)
-    assert zone is not None and zone.edge_colour.shape == (int(zone.on_edge.sum()), 3)
+    _, zone, frames = overlay_estimate
+    assert zone.edge_colour.shape == (int(zone.on_edge.sum()), 3)
     ys, xs = zone.points[:, zone.on_edge]
     before, after = [], []
-    for i in range(len(clip.frames)):
-        k = int(estimate.membership[i])
-        if k < 0:
-            continue
-        clean = estimate.clean_for_frame(i, k)
-        rebuilt = same_side_background(clean, clip.frames, estimate, i, k, zone)
+    for i, _, clean, rebuilt in frames:
         truth = clip.truth[i][ys, xs].astype(np.float32)
         before.append(np.abs(clean[ys, xs] - truth).mean(axis=-1))
         after.append(np.abs(rebuilt[ys, xs] - truth).mean(axis=-1))
@@ -166,22 +173,16 @@ def test_same_side_background_on_edges_takes_the_option_nearest_the_frame(overla
 
 
 def test_same_side_background_is_no_brighter_than_the_frame_where_the_estimate_is_not(
-        overlay_clip):
+        overlay_clip, overlay_estimate):
     """Rain only brightens: near the edges, a same-side sample brighter than the frame (by more
     than the noise) loses to an estimate that is not."""
     clip = overlay_clip
-    estimate = estimate_clip(clip.frames, "auto", quality=False, max_side=320)
-    zone = edge_zone(clip.frames, estimate)
+    estimate, zone, frames = overlay_estimate
     ys, xs = zone.points
     luma = np.array([0.299, 0.587, 0.114], np.float32)
     checked = 0
-    for i in range(len(clip.frames)):
-        k = int(estimate.membership[i])
-        if k < 0:
-            continue
+    for i, k, clean, rebuilt in frames:
         tol = 3.5 * float(estimate.segments[k].noise_sigma) + 2.0
-        clean = estimate.clean_for_frame(i, k)
-        rebuilt = same_side_background(clean, clip.frames, estimate, i, k, zone)
         own = clip.frames[i][ys, xs].astype(np.float32) @ luma
         fits = clean[ys, xs].astype(np.float32) @ luma <= own + tol
         assert not (rebuilt[ys, xs].astype(np.float32) @ luma > own + tol)[fits].any()

@@ -71,6 +71,18 @@ def mirror_index(i: int, n: int) -> int:
     return period - i if i >= n else i
 
 
+@lazy_njit(nogil=True, cache=True, fastmath=True, inline="always")
+def _cubic_weights(f):
+    """The four cubic B-spline weights at fraction ``f`` (float32) of the tap interval."""
+    sixth = np.float32(1.0 / 6.0)
+    one = np.float32(1.0)
+    g = one - f
+    a = g * g * g * sixth
+    d = f * f * f * sixth
+    b = (np.float32(3.0) * f * f * f - np.float32(6.0) * f * f + np.float32(4.0)) * sixth
+    return a, b, one - a - b - d, d
+
+
 @lazy_njit(nogil=True, cache=True, fastmath=True)
 def _warp_kernel(image, coeffs, m, dering, is_u8, out):
     """``out[y, x] = spline(coeffs)(m @ (x, y, 1))``, clamped to the 2 x 2 range of ``image``.
@@ -85,8 +97,6 @@ def _warp_kernel(image, coeffs, m, dering, is_u8, out):
     m10, m11, m12 = m[1, 0], m[1, 1], m[1, 2]
     m20, m21, m22 = m[2, 0], m[2, 1], m[2, 2]
     perspective = m20 != 0.0 or m21 != 0.0 or m22 != 1.0
-    sixth = np.float32(1.0 / 6.0)
-    one = np.float32(1.0)
     cf = coeffs.reshape(h, w * ch)
     im = image.reshape(h, w * ch)
     flat = out.reshape(oh, ow * ch)
@@ -105,18 +115,8 @@ def _warp_kernel(image, coeffs, m, dering, is_u8, out):
             iy = int(fy0)
             fx = np.float32(sx - fx0)
             fy = np.float32(sy - fy0)
-            gx = one - fx
-            gy = one - fy
-            x0 = gx * gx * gx * sixth
-            x3 = fx * fx * fx * sixth
-            x1 = (np.float32(3.0) * fx * fx * fx - np.float32(6.0) * fx * fx
-                  + np.float32(4.0)) * sixth
-            x2 = one - x0 - x1 - x3
-            y0 = gy * gy * gy * sixth
-            y3 = fy * fy * fy * sixth
-            y1 = (np.float32(3.0) * fy * fy * fy - np.float32(6.0) * fy * fy
-                  + np.float32(4.0)) * sixth
-            y2 = one - y0 - y1 - y3
+            x0, x1, x2, x3 = _cubic_weights(fx)
+            y0, y1, y2, y3 = _cubic_weights(fy)
             if ix >= 1 and iy >= 1 and ix + 2 < w and iy + 2 < h:
                 c0 = ch * (ix - 1)
                 c1 = c0 + ch
@@ -193,18 +193,6 @@ def _two_runs(a, b, starts):
             count += 1
     starts[count] = a.size
     return count
-
-
-@lazy_njit(nogil=True, cache=True, fastmath=True, inline="always")
-def _cubic_weights(f):
-    """The four cubic B-spline weights at fraction ``f`` (float32) of the tap interval."""
-    sixth = np.float32(1.0 / 6.0)
-    one = np.float32(1.0)
-    g = one - f
-    a = g * g * g * sixth
-    d = f * f * f * sixth
-    b = (np.float32(3.0) * f * f * f - np.float32(6.0) * f * f + np.float32(4.0)) * sixth
-    return a, b, one - a - b - d, d
 
 
 @lazy_njit(nogil=True, cache=True, fastmath=True)
