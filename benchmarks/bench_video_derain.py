@@ -34,6 +34,14 @@ interpreter, torch and the model included, nothing of this process's, whose clip
 a child spawned directly would report as its own peak). The goal: under 1.5 GB at 1080p
 whatever the clip's length. Written to ``results/video_derain_memory.md``.
 
+``--real``: only the real clips of ``../shared/real-clips/`` (when the folder is there; no
+truth, so speed alone): the hybrid on the clip's first ``--real-frames`` frames (default 60,
+the command's own window for the frame size) and per-frame SPANet on its first
+:data:`~spanetlib.derain.video.MIN_FRAMES`, official weights, seconds per frame side by side,
+their ratio, and the shares of the output SPANet made, of the pixels it read, and of the
+specks taken from the frame. Written to ``results/video_derain_real.md`` (numbers only: the
+clips are not ours to copy).
+
 Goals (verdicts printed, per clip and over all clips): the hybrid at least 10 dB above the
 better per-frame SPANet over whole frames (required of every steady-camera clip), and within
 1 dB of it inside the moving objects, the overlays and the bright moving content.
@@ -44,6 +52,7 @@ Writes ``results/video_derain.csv`` (every clip and method) and ``results/video_
     python benchmarks/bench_video_derain.py --quick
     python benchmarks/bench_video_derain.py --sizes 120x160 --frames 40  # the old table
     python benchmarks/bench_video_derain.py --sizes 1080x1920 --clips handheld --cli-memory 20 60
+    python benchmarks/bench_video_derain.py --real
 """
 
 from __future__ import annotations
@@ -99,6 +108,11 @@ def main() -> None:
     parser.add_argument("--speed-only", action="store_true",
                         help="write only video_derain_speed.csv/.md (keep notebook 08's "
                         "quality table, video_derain.csv/.md, as it is)")
+    parser.add_argument("--real", action="store_true",
+                        help="only the real clips of ../shared/real-clips (speed, no truth) -> "
+                        "results/video_derain_real.md")
+    parser.add_argument("--real-frames", type=int, default=60, metavar="N",
+                        help="frames of each real clip the hybrid derains (default 60)")
     args = parser.parse_args()
 
     if args.quick:
@@ -108,6 +122,25 @@ def main() -> None:
     if args.cli_memory and min(args.cli_memory) < MIN_FRAMES:
         parser.error(f"--cli-memory: clips of at least {MIN_FRAMES} frames, got "
                      f"{min(args.cli_memory)}")
+    if args.real:
+        real = real_speed(args.real_frames, args.window)
+        print(real.to_string(index=False))
+        if not args.no_write and len(real):
+            from spanetlib.evaluation.evaluate import format_markdown
+            from spanetlib.io.files import atomic_write_text
+            from spanetlib.paper.reproduce import cpu_name
+
+            caption = (f"`benchmarks/bench_video_derain.py --real` on {cpu_name()} "
+                       f"({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}: the real clips "
+                       "of `../shared/real-clips/` (not part of the project), official weights; "
+                       f"hybrid on the first {args.real_frames} frames (window "
+                       f"{args.window or 'the command default (auto_window)'}), per-frame "
+                       f"SPANet on the first {MIN_FRAMES}, side by side in one run; SPANet "
+                       "share: of the output, ran: of the pixels it read (crops with context), "
+                       "specks: of the pixels taken from the frame (mean over frames).")
+            atomic_write_text(args.results / "video_derain_real.md",
+                              f"{caption}\n\n{format_markdown(real.round(3))}\n")
+        return
     if args.cli_memory:
         memory = cli_memory(args.sizes, args.clips, args.cli_memory, args.window, args.seed)
         print(memory.to_string(index=False))
@@ -236,6 +269,42 @@ def _own_peak_kib(command: list[str], stderr: object) -> int | None:
     if result.returncode != 0:
         return None
     return int(result.stdout.split()[-1])
+
+
+def real_speed(n_frames: int, window: int | None) -> pd.DataFrame:
+    """Per real clip: the hybrid's and per-frame SPANet's seconds per frame, side by side."""
+    import numpy as np
+    from bench_footage import real_clips
+
+    from spanetlib.derain.video import derain_clip
+    from spanetlib.io.video import read_sequence
+    from spanetlib.models import load_pretrained
+
+    model = load_pretrained("official")
+    rows = []
+    for name, source in real_clips():
+        frames = read_sequence(source, count=n_frames, min_frames=1)
+        if len(frames) < MIN_FRAMES:
+            print(f"  {name}: {len(frames)} frames, fewer than {MIN_FRAMES}: skipped")
+            continue
+        h, w = frames.shape[1:3]
+        clock = time.perf_counter()
+        hybrid = derain_clip(frames, model, window=window or auto_window((h, w)))
+        hybrid_s = (time.perf_counter() - clock) / len(frames)
+        clock = time.perf_counter()
+        derain_clip(frames[:MIN_FRAMES], model, method="spanet")
+        spanet_s = (time.perf_counter() - clock) / MIN_FRAMES
+        records = hybrid.records
+        rows.append({"clip": name, "size": f"{h}x{w}", "frames": len(frames),
+                     "hybrid s/frame": hybrid_s, "SPANet s/frame": spanet_s,
+                     "ratio": hybrid_s / spanet_s,
+                     "SPANet share": float(np.mean([r.spanet_share for r in records])),
+                     "ran": float(np.mean([r.spanet_run_share for r in records])),
+                     "specks": float(np.mean([r.speck_share for r in records])),
+                     "hybrid min per min (30 fps)": hybrid_s * 30.0})
+        print(f"  {name} ({h} x {w}, {len(frames)} frames): hybrid {hybrid_s:.2f} s/frame, "
+              f"SPANet {spanet_s:.2f}: ratio {hybrid_s / spanet_s:.3f}", flush=True)
+    return pd.DataFrame(rows)
 
 
 def speed_ratios(table: pd.DataFrame) -> pd.DataFrame:

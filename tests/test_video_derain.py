@@ -922,6 +922,62 @@ def test_streaks_meeting_over_five_frames_by_chance_are_rain(identity, monkeypat
     assert (blind.weight[5][spot] > 0.99).mean() > 0.5
 
 
+def test_speck_parts_are_the_parts_whose_box_fits_the_square():
+    content = np.zeros((40, 60), bool)
+    content[2:9, 2:9] = True  # 7 x 7: a speck for side 7
+    content[20:22, 10:18] = True  # 2 x 8: wider than 7
+    content[30:38, 40:47] = True  # 8 rows
+    content[12, 50] = True
+    specks = video_derain.speck_parts(content, 7)
+    expected = np.zeros_like(content)
+    expected[2:9, 2:9] = expected[12, 50] = True
+    np.testing.assert_array_equal(specks, expected)
+    assert not video_derain.speck_parts(np.zeros((5, 5), bool), 7).any()
+
+
+def test_specks_take_the_frame_where_rain_does_not_brighten_it_without_spanet(identity):
+    clip = tiny_clip("static", size=(64, 96), n_frames=12)
+    frames, truth = clip.frames.copy(), clip.truth.copy()
+    # Small dark things in one frame (a splash ripple, a distant bird): content, but each a
+    # few pixels; one crossed by a bright streak in that frame.
+    spots = [(slice(30, 33), slice(50, 53)), (slice(10, 13), slice(20, 23)),
+             (slice(50, 53), slice(80, 83))]
+    for spot in spots:
+        frames[5][spot] = truth[5][spot] = truth[5][spot] // 3
+    streak = (slice(22, 40), slice(54, 55))  # beside the first spot, through its widening
+    frames[5][streak] = np.clip(truth[5][streak].astype(int) + 120, 0, 255)
+    result = derain_clip(frames, identity, window=12)
+    record = result.records[5]
+    assert record.speck_share > 0 and record.spanet_run_share == 0  # no SPANet for specks
+    assert (result.weight[5] == 0).all()
+    for spot in spots:  # the frame's own pixels, within the rounding of the feather
+        assert np.abs(result.frames[5][spot].astype(int) - truth[5][spot]).max() <= 1
+    # The streak's pixels take the background (rain), inside the speck as elsewhere.
+    err = np.abs(result.frames[5][streak].astype(int) - truth[5][streak]).mean()
+    assert err < 0.1 * np.abs(frames[5][streak].astype(int) - truth[5][streak]).mean()
+
+
+def test_scattered_specks_cost_no_spanet_and_objects_still_do(identity, monkeypatch):
+    clip = tiny_clip("static", size=(160, 240), n_frames=12)
+    frames, truth = clip.frames.copy(), clip.truth.copy()
+    rng = np.random.default_rng(1)
+    for y, x in rng.integers(4, 150, (40, 2)) * [1, 1.5]:  # dark specks all over one frame
+        spot = (slice(int(y), int(y) + 3), slice(int(x), int(x) + 3))
+        frames[6][spot] = truth[6][spot] = truth[6][spot] // 2
+    block = (slice(70, 82), slice(100, 116))  # and one object, larger than any speck
+    frames[6][block] = truth[6][block] = 255 - truth[6][block]
+    result = derain_clip(frames, identity, window=12)
+    record = result.records[6]
+    assert record.speck_share > 0
+    assert (result.weight[6][block] > 0.99).all()  # the object is SPANet's
+    assert record.spanet_run_share < 0.6
+    assert score_clip(result.frames[6:7], truth[6:7]).psnr > 35.0
+    # Specks off: SPANet reads a crop around every speck, most of the frame.
+    monkeypatch.setattr(video_derain, "SPECK_SQUARES", 0)
+    every = derain_clip(frames, identity, window=12)
+    assert every.records[6].spanet_run_share > record.spanet_run_share + 0.2
+
+
 def test_nearest_warps_under_a_quarter_pixel_are_the_identity():
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (48, 64), dtype=np.uint8)

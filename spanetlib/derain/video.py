@@ -33,8 +33,14 @@ it is right. For every window of frames (:func:`derain_windows`):
    samples on the same side of the edge
    (:mod:`spanetlib.derain.frame_graphics`), or the band along the edge would pass for
    persistent bright content and SPANet would run along the whole edge.
-4. **Blend.** The content mask is dilated and feathered (:func:`blend_weight`) into a weight
-   ``w`` (1 on content, falling to 0 over a few pixels outside it); the output is
+4. **Specks.** Content parts whose box fits in :data:`SPECK_SQUARES` streak squares (a splash
+   ripple, a small dark thing, a compression block, a small part that stays bright; real
+   footage has dozens per frame, all over it) take the frame's own pixels, except where the
+   frame is brighter than the background by more than rain's level (a streak crossing them):
+   SPANet would read a crop of its context around each, most of the frame for a few hundred
+   pixels, and keep them as the frame shows them anyway (:func:`speck_parts`).
+5. **Blend.** The rest of the content mask is dilated and feathered (:func:`blend_weight`)
+   into a weight ``w`` (1 on content, falling to 0 over a few pixels outside it); the output is
    ``w * SPANet(frame) + (1 - w) * background``, rounded to uint8 (the bands no background
    covers are feathered over only :data:`OUTSIDE_FEATHER` pixels: :func:`_frame_weight`).
    SPANet runs only where ``w > 0``, on the cheapest of (:func:`_spanet_plan`): thin bands
@@ -129,6 +135,7 @@ from spanetlib.pipeline.clip_estimate import (
     estimate_clip,
     frame_valid_region,
     pair_check,
+    streak_square_side,
 )
 
 __all__ = [
@@ -149,6 +156,7 @@ __all__ = [
     "derain_video",
     "derain_windows",
     "spanet_context",
+    "speck_parts",
 ]
 
 #: Frames around each frame the temporal estimate uses (``window``): the paper's N for
@@ -231,6 +239,11 @@ MOTION_MAX_SIDE = 320
 #: Largest displacement (pixels) between two frames' registrations under which a nearest-pixel
 #: warp from one to the other is the identity (each pixel's nearest source is itself).
 SAME_PIXEL_PX = 0.25
+#: Side, in streak squares (:func:`spanetlib.pipeline.clip_estimate.streak_square_side`), of
+#: the largest square a content part's bounding box may fit in to be a speck
+#: (:func:`speck_parts`): smaller than the objects the pair check takes whole (two squares of
+#: area), with the pair check's widening around it.
+SPECK_SQUARES = 2
 _WHOLE_FRAME_SHARE = 0.7  # crops reading more than this share of the frame: whole frame
 
 
@@ -257,6 +270,8 @@ class FrameRecord:
         spanet_run_share: share of the frame's pixels SPANet was run on (crops with context).
         overlay_share: share of the frame taken as an overlay fixed to the frame (logo,
             timestamp, subtitle, watermark) and kept from frame coordinates.
+        speck_share: share of the frame in content specks (:func:`speck_parts`), taken from
+            the frame itself where rain does not brighten it, without SPANet.
     """
 
     index: int
@@ -268,6 +283,7 @@ class FrameRecord:
     spanet_share: float
     spanet_run_share: float
     overlay_share: float = 0.0
+    speck_share: float = 0.0
 
 
 @dataclass
@@ -421,6 +437,7 @@ class _Background:
     overlay: np.ndarray  # H x W bool: frame-fixed overlay, taken from frame coordinates
     bright: np.ndarray  # H x W bool: brighter than the background, not flagged (rain?)
     excess: np.ndarray  # H x W uint8: luminance above the background (levels, clipped)
+    rain_level: float  # an excess over this is rain's, where nothing else explains it
 
 
 def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray,
@@ -488,7 +505,8 @@ def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray,
             tol = 3.5 * float(seg.noise_sigma) + 2.0
             bright = (dy > 1.5 * tol) & valid & ~bad
             excess = np.clip(dy, 0.0, 255.0).astype(np.uint8)
-            best = _Background(k, clean, content, valid, k == member, overlay, bright, excess)
+            best = _Background(k, clean, content, valid, k == member, overlay, bright, excess,
+                               1.5 * tol)
     return best
 
 
@@ -1068,6 +1086,47 @@ def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | No
     return touched[labels] & own | persistent
 
 
+def speck_parts(content: np.ndarray, side: int) -> np.ndarray:
+    """The parts of ``content`` (H x W bool) whose bounding box fits in a ``side`` square.
+
+    Returns:
+        H x W bool: the pixels of those parts (8-connected).
+    """
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(content.astype(np.uint8),
+                                                               connectivity=8)
+    small = ((stats[:, cv2.CC_STAT_WIDTH] <= side) & (stats[:, cv2.CC_STAT_HEIGHT] <= side))
+    small[0] = False
+    return small[labels]
+
+
+def _with_specks(background: _Background, frame: np.ndarray, specks: np.ndarray,
+                 persistent: np.ndarray | None) -> np.ndarray:
+    """The background image with the frame's own pixels on ``specks``, where rain is not.
+
+    A speck is a few pixels the pair check flags (a splash ripple, a small dark thing, a
+    compression block) or a small part that stays bright: SPANet would read a crop many times
+    its size for it, and keep it as the frame shows it. Rain only brightens, so the frame's
+    pixel is kept unless it is brighter than the background by more than rain's level and not
+    persistently bright (a streak crossing the speck takes the background); the kept pixels
+    are feathered over :data:`OUTSIDE_FEATHER` pixels.
+    """
+    rain = background.excess > background.rain_level
+    if persistent is not None:
+        rain &= ~persistent
+    keep = specks & ~rain
+    if not keep.any():
+        return background.image
+    weight = blend_weight(keep, OUTSIDE_FEATHER)
+    weight[rain] = 0.0
+    rows, cols = np.flatnonzero(weight.any(axis=1)), np.flatnonzero(weight.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    out = background.image.copy()
+    wt = weight[box][..., None]
+    out[box] = round_to_uint8(wt * frame[box].astype(np.float32)
+                              + (1.0 - wt) * out[box].astype(np.float32))
+    return out
+
+
 def _frame_weight(content: np.ndarray, outside: np.ndarray) -> np.ndarray:
     """SPANet's weight in a frame (H x W float32): content and the part no background covers.
 
@@ -1117,22 +1176,27 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
         analysis.forget_before(local - PERSIST_SEED_FRAMES)
         release_freed_memory()  # the last frame's work arrays, before this frame's checks
         background = analysis.get(local).background
+        specks = None
         if background is None:
             content = np.ones((h, w), bool)
             outside = np.ones((h, w), bool)
             weight = np.ones((h, w), np.float32)
         else:
             content = background.content
+            image = background.image
             persistent = _persistent_bright(analysis, local) if method == "hybrid" else None
             if persistent is not None:
                 content = content | cv2.dilate(persistent.astype(np.uint8),
                                                np.ones((5, 5), np.uint8)) > 0
+            if method == "hybrid":
+                specks = speck_parts(content, SPECK_SQUARES * streak_square_side((h, w)) + 4)
+                image = _with_specks(background, frame, specks, persistent)
             outside = ~background.valid
             if EDGE_EXTEND_PX:  # the outermost pixels: the background's reflected border
                 k = EDGE_EXTEND_PX
                 outside[:k], outside[h - k:], outside[:, :k], outside[:, w - k:] = (
                     False, False, False, False)
-            weight = _frame_weight(content, outside)
+            weight = _frame_weight(content if specks is None else content & ~specks, outside)
         if method == "temporal":
             weight = np.zeros((h, w), np.float32)
             # A copy: the window's array is reused by the next window.
@@ -1141,14 +1205,15 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
         elif background is None:
             out, ran = round_to_uint8(spanet.whole(frame)), 1.0
         else:
-            out, ran = _blend(spanet, frame, weight, background.image)
+            out, ran = _blend(spanet, frame, weight, image)
         record = FrameRecord(
             index=int(index), window=window,
             segment=-1 if background is None else background.segment,
             paired=bool(background is not None and background.paired),
             content_share=float(content.mean()), outside_share=float(outside.mean()),
             spanet_share=float(weight.mean()), spanet_run_share=float(ran),
-            overlay_share=0.0 if background is None else float(background.overlay.mean()))
+            overlay_share=0.0 if background is None else float(background.overlay.mean()),
+            speck_share=0.0 if specks is None else float(specks.mean()))
         analysis.derained(local)
         yield int(index), out, weight, record
 

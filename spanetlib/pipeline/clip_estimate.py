@@ -104,6 +104,7 @@ __all__ = [
     "frame_valid_region",
     "pair_check",
     "pair_check_terms",
+    "streak_square_side",
 ]
 
 _BLOCK = 8  # block side (pixels at the signature scale)
@@ -416,13 +417,23 @@ def _luma(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
+def streak_square_side(shape: tuple[int, int]) -> int:
+    """Side (pixels, odd) of the smallest square wider than a rain streak in an H x W frame.
+
+    Streaks are thin (1-3 px across at 120-720 px frames): :func:`pair_check` calls a bright
+    region content only where this square fits in it, and a flagged region an object (taken
+    by its widened bounding box) from two such squares of area.
+    """
+    return max(5, int(round(min(shape) / 144.0)) | 1)
+
+
 def _blob_elements(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """A square wider than a rain streak, and a horizontal line longer than streak clusters.
 
-    Streaks are thin (1-3 px across at 120-720 px frames) and fall near vertically; where
-    several overlap they make narrow clusters. An object is wide in every direction.
+    Streaks fall near vertically; where several overlap they make narrow clusters. An object
+    is wide in every direction.
     """
-    side = max(5, int(round(min(shape) / 144.0)) | 1)
+    side = streak_square_side(shape)
     line = max(9, int(round(shape[1] / 18.0)) | 1)
     return np.ones((side, side), np.uint8), np.ones((1, line), np.uint8)
 
