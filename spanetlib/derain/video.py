@@ -39,7 +39,9 @@ it is right. For every window of frames (:func:`derain_windows`):
    frame is brighter than the background by more than rain's level (a streak crossing them):
    SPANet would read a crop of its context around each, most of the frame for a few hundred
    pixels, and keep them as the frame shows them anyway (:func:`speck_parts`).
-5. **Blend.** The rest of the content mask is dilated and feathered (:func:`blend_weight`)
+5. **Blend.** The rest of the content mask, with the bright pixels connected to it that passed
+   for rain (within :data:`BRIGHT_REACH` feather radii: sky through a swaying branch, a
+   highlight; :func:`_bright_parts_of`), is dilated and feathered (:func:`blend_weight`)
    into a weight ``w`` (1 on content, falling to 0 over a few pixels outside it); the output is
    ``w * SPANet(frame) + (1 - w) * background``, rounded to uint8 (the bands no background
    covers are feathered over only :data:`OUTSIDE_FEATHER` pixels: :func:`_frame_weight`).
@@ -155,6 +157,7 @@ __all__ = [
     "derain_clip",
     "derain_video",
     "derain_windows",
+    "feather_radius",
     "spanet_context",
     "speck_parts",
 ]
@@ -222,6 +225,9 @@ OUTSIDE_FEATHER = 2
 #: its context, for a few pixels of output. Costs some PSNR there (the reflection is not
 #: the scene); 0 turns it off.
 EDGE_EXTEND_PX = 4
+#: How far (in feather radii, :func:`feather_radius`) from an object's pixels the bright
+#: pixels connected to it are taken as its own (:func:`_bright_parts_of`).
+BRIGHT_REACH = 3
 #: Fewest pixels of a bright part that :func:`_persistent_bright` may call content.
 PERSIST_MIN_AREA = 6
 #: Frames (this one included) over which a bright part must stay bright somewhere to be
@@ -393,6 +399,17 @@ def _check_window(window: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def feather_radius(shape: tuple[int, int]) -> int:
+    """The feather radius (pixels) of :func:`blend_weight` for an H x W frame."""
+    return max(3, round(min(shape[:2]) / 60))
+
+
+def _grown(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` (H x W bool) dilated by a disc of ``radius`` pixels, as 0/1 uint8."""
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(mask.astype(np.uint8), disc)
+
+
 def blend_weight(content: np.ndarray, radius: int | None = None) -> np.ndarray:
     """The soft SPANet weight of a content mask: 1 on content, feathered to 0 outside it.
 
@@ -413,11 +430,10 @@ def blend_weight(content: np.ndarray, radius: int | None = None) -> np.ndarray:
     if content.ndim != 2:
         raise ValueError(f"content: expected an H x W mask, got shape {content.shape}")
     if radius is None:
-        radius = max(3, round(min(content.shape) / 60))
+        radius = feather_radius(content.shape)
     if not content.any():
         return np.zeros(content.shape, np.float32)
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    grown = cv2.dilate(content.astype(np.uint8), disc).astype(np.float32)
+    grown = _grown(content, radius).astype(np.float32)
     weight = cv2.GaussianBlur(grown, (0, 0), radius / 2.0, borderType=cv2.BORDER_REPLICATE)
     weight[content] = 1.0
     # Below 1/510 a weight cannot move a uint8 output by half a level: exactly background.
@@ -1078,12 +1094,33 @@ def _persistent_bright(analysis: _WindowAnalysis, local: int) -> np.ndarray | No
     # Whole parts: the frame's bright pixels connected to a persistent part (within a pixel)
     # are the same content at its moving edge (a gap in swaying foliage), bright only now.
     persistent = keep[labels]
-    grown = cv2.dilate(own.astype(np.uint8), np.ones((3, 3), np.uint8))
+    return _bright_touching(own, persistent) | persistent
+
+
+def _bright_touching(bright: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The pixels of ``bright`` in parts that touch ``seeds`` (H x W bool each).
+
+    Parts are 8-connected, gaps of one pixel bridged.
+    """
+    grown = cv2.dilate(bright.astype(np.uint8), np.ones((3, 3), np.uint8))
     count, labels = cv2.connectedComponents(grown, connectivity=8)
     touched = np.zeros(count, bool)
-    touched[np.unique(labels[persistent])] = True
+    touched[np.unique(labels[seeds])] = True
     touched[0] = False
-    return touched[labels] & own | persistent
+    return touched[labels] & bright
+
+
+def _bright_parts_of(objects: np.ndarray, bright: np.ndarray) -> np.ndarray:
+    """Bright pixels that passed for rain but belong to ``objects`` (H x W bool each).
+
+    Those connected to an object within :data:`BRIGHT_REACH` feather radii of it: a sky gap
+    in a swaying branch, a highlight, a pole on a moving thing. Left to the background they
+    would be replaced by a darker one; SPANet keeps them, and removes the streaks that touch
+    the object too. Further out, chains of overlapping streaks (dense rain) would reach
+    across the frame.
+    """
+    near = _grown(objects, BRIGHT_REACH * feather_radius(objects.shape)) > 0
+    return _bright_touching(bright & near, objects)
 
 
 def speck_parts(content: np.ndarray, side: int) -> np.ndarray:
@@ -1188,15 +1225,19 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
             if persistent is not None:
                 content = content | cv2.dilate(persistent.astype(np.uint8),
                                                np.ones((5, 5), np.uint8)) > 0
+            objects = content
             if method == "hybrid":
                 specks = speck_parts(content, SPECK_SQUARES * streak_square_side((h, w)) + 4)
                 image = _with_specks(background, frame, specks, persistent)
+                objects = content & ~specks
+                if objects.any():
+                    objects = objects | _bright_parts_of(objects, background.bright)
             outside = ~background.valid
             if EDGE_EXTEND_PX:  # the outermost pixels: the background's reflected border
                 k = EDGE_EXTEND_PX
                 outside[:k], outside[h - k:], outside[:, :k], outside[:, w - k:] = (
                     False, False, False, False)
-            weight = _frame_weight(content if specks is None else content & ~specks, outside)
+            weight = _frame_weight(objects, outside)
         if method == "temporal":
             weight = np.zeros((h, w), np.float32)
             # A copy: the window's array is reused by the next window.

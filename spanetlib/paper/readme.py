@@ -231,6 +231,7 @@ REGIONS: dict[str, Callable[[Path], str]] = {
     "registration": lambda r: _captioned_table(r, "registration"),
     "video-derain-speed": lambda r: _captioned_table(r, "video_derain_speed"),
     "video-derain-memory": lambda r: _captioned_table(r, "video_derain_memory"),
+    "video-derain-real": lambda r: _captioned_table(r, "video_derain_real"),
     "startup": lambda r: _captioned_table(r, "startup"),
     "video-derain-summary": _video_derain_summary,
 }
