@@ -974,7 +974,8 @@ def test_scattered_specks_cost_no_spanet_and_objects_still_do(identity, monkeypa
     # Specks and background where SPANet has no weight (its part here is the frame, rain kept).
     unweighted = result.weight[6:7] == 0
     assert score_clip(result.frames[6:7], truth[6:7], unweighted).object_psnr > 35.0
-    # Specks off: SPANet reads a crop around every speck, most of the frame.
+    # With speck boxes of the pair check's widening alone (none of these fits), SPANet reads
+    # a crop around every one of them.
     monkeypatch.setattr(video_derain, "SPECK_SQUARES", 0)
     every = derain_clip(frames, identity, window=12)
     assert every.records[6].spanet_run_share > record.spanet_run_share + 0.2
