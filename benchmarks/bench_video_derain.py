@@ -66,6 +66,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from bench_footage import REAL_CLIPS, real_clips
 
 from spanetlib.derain.video import DEFAULT_WINDOW, MIN_FRAMES, auto_window
 from spanetlib.paper.video_experiment import (
@@ -122,10 +123,14 @@ def main() -> None:
     if args.cli_memory and min(args.cli_memory) < MIN_FRAMES:
         parser.error(f"--cli-memory: clips of at least {MIN_FRAMES} frames, got "
                      f"{min(args.cli_memory)}")
+    if args.real_frames < MIN_FRAMES:
+        parser.error(f"--real-frames: at least {MIN_FRAMES}, got {args.real_frames}")
     if args.real:
         real = real_speed(args.real_frames, args.window)
+        if real.empty:
+            sys.exit(f"--real: no real clip measured (is {REAL_CLIPS} there?); nothing written")
         print(real.to_string(index=False))
-        if not args.no_write and len(real):
+        if not args.no_write:
             from spanetlib.evaluation.evaluate import format_markdown
             from spanetlib.io.files import atomic_write_text
             from spanetlib.paper.reproduce import cpu_name
@@ -274,16 +279,20 @@ def _own_peak_kib(command: list[str], stderr: object) -> int | None:
 def real_speed(n_frames: int, window: int | None) -> pd.DataFrame:
     """Per real clip: the hybrid's and per-frame SPANet's seconds per frame, side by side."""
     import numpy as np
-    from bench_footage import real_clips
 
     from spanetlib.derain.video import derain_clip
+    from spanetlib.io.errors import InputError
     from spanetlib.io.video import read_sequence
     from spanetlib.models import load_pretrained
 
     model = load_pretrained("official")
     rows = []
     for name, source in real_clips():
-        frames = read_sequence(source, count=n_frames, min_frames=1)
+        try:
+            frames = read_sequence(source, count=n_frames, min_frames=1)
+        except InputError as err:
+            print(f"  {name}: skipped: {err}")
+            continue
         if len(frames) < MIN_FRAMES:
             print(f"  {name}: {len(frames)} frames, fewer than {MIN_FRAMES}: skipped")
             continue

@@ -180,12 +180,15 @@ def test_same_side_background_is_no_brighter_than_the_frame_where_the_estimate_i
     estimate, zone, frames = overlay_estimate
     ys, xs = zone.points
     luma = np.array([0.299, 0.587, 0.114], np.float32)
+    # float32 sums of three products of values up to 255: rounding under 1e-4 levels, so a
+    # margin of 1e-3 keeps pixels at the limit out of both tests.
+    margin = 1e-3
     checked = 0
     for i, k, clean, rebuilt in frames:
         tol = 3.5 * float(estimate.segments[k].noise_sigma) + 2.0
         own = clip.frames[i][ys, xs].astype(np.float32) @ luma
-        fits = clean[ys, xs].astype(np.float32) @ luma <= own + tol
-        assert not (rebuilt[ys, xs].astype(np.float32) @ luma > own + tol)[fits].any()
+        fits = clean[ys, xs].astype(np.float32) @ luma <= own + tol - margin
+        assert not (rebuilt[ys, xs].astype(np.float32) @ luma > own + tol + margin)[fits].any()
         checked += int(fits.sum())
     assert checked > 0
 

@@ -192,8 +192,6 @@ class EdgeZone:
         points: 2 x P int64 ``(y, x)`` of the pixels whose background is rebuilt: within the
             scene's motion across the edges, plus 2.
         on_edge: P bool, the points on an edge or next to it.
-        median: H x W float32, the window's median luminance (frame coordinates).
-        across_px: the scene's motion across the edges (95th percentile, pixels).
         edge_colour: E x 3 uint8, the window's median colour (frame coordinates) at the
             points ``on_edge`` (in their order).
     """
@@ -201,8 +199,6 @@ class EdgeZone:
     labels: np.ndarray
     points: np.ndarray
     on_edge: np.ndarray
-    median: np.ndarray
-    across_px: float
     edge_colour: np.ndarray
 
 
@@ -233,8 +229,7 @@ def edge_zone(frames: np.ndarray, estimate: ClipEstimate) -> EdgeZone | None:
     # The points of the picked frames only: frames[pick] would copy whole frames (~90 MB at
     # 1080p).
     colour = np.median(frames[pick[:, None], ey, ex], axis=0).round().astype(np.uint8)
-    return EdgeZone(labels=labels, points=points, on_edge=on_edge, median=median,
-                    across_px=across, edge_colour=colour)
+    return EdgeZone(labels=labels, points=points, on_edge=on_edge, edge_colour=colour)
 
 
 def same_side_background(clean: np.ndarray, frames: np.ndarray, estimate: ClipEstimate,

@@ -133,6 +133,7 @@ from spanetlib.models.memory import (
 from spanetlib.pipeline.alignment import AlignMode, get_align_mode, motion_displacement
 from spanetlib.pipeline.clip_estimate import (
     EDGE_TOLERANCE_PX,
+    PAIR_WIDEN_PX,
     ClipEstimate,
     estimate_clip,
     frame_valid_region,
@@ -248,7 +249,7 @@ SAME_PIXEL_PX = 0.25
 #: Side, in streak squares (:func:`spanetlib.pipeline.clip_estimate.streak_square_side`), of
 #: the largest square a content part's bounding box may fit in to be a speck
 #: (:func:`speck_parts`): smaller than the objects the pair check takes whole (two squares of
-#: area), with the pair check's widening around it.
+#: area), with the pair check's widening (:data:`PAIR_WIDEN_PX`) around it.
 SPECK_SQUARES = 2
 _WHOLE_FRAME_SHARE = 0.7  # crops reading more than this share of the frame: whole frame
 
@@ -1227,7 +1228,8 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
                                                np.ones((5, 5), np.uint8)) > 0
             objects = content
             if method == "hybrid":
-                specks = speck_parts(content, SPECK_SQUARES * streak_square_side((h, w)) + 4)
+                specks = speck_parts(content, SPECK_SQUARES * streak_square_side((h, w))
+                                     + 2 * PAIR_WIDEN_PX)
                 image = _with_specks(background, frame, specks, persistent)
                 objects = content & ~specks
                 if objects.any():

@@ -99,6 +99,7 @@ __all__ = [
     "ClipSegment",
     "EDGE_TOLERANCE_PX",
     "MAX_KEPT_FRAMES",
+    "PAIR_WIDEN_PX",
     "SegmentEvidence",
     "estimate_clip",
     "frame_valid_region",
@@ -122,6 +123,8 @@ _CANDIDATES = 8  # best-scoring split times checked before a stretch is left who
 _DARK_RMS = 2.0  # a pair whose darker-than-clean RMS exceeds this many sigma (+ 1) is wrong
 #: Misalignment tolerated at image edges by `pair_check`, in pixels: warped / unwarped frames.
 EDGE_TOLERANCE_PX = {True: 0.25, False: 0.1}
+#: Pixels by which `pair_check` widens what it flags, on every side.
+PAIR_WIDEN_PX = 2
 #: Most frames `estimate_clip` keeps in memory by default: the largest N of the paper's rules.
 MAX_KEPT_FRAMES = max(FRAME_COUNTS.values())
 #: A streamed clip's working lumas (every frame at the registration's size) are kept for the
@@ -536,9 +539,9 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
     between flagged parts narrower than two streak squares are closed (an object's darker
     and brighter parts); a flagged region of at least two streak squares is an object, and
     its bounding box, widened by a quarter of its size on every side, is flagged whole (parts
-    of an object can look like rain); the result is widened by 2 pixels. The shape tests see
-    the image mirrored at its border, so an object entering the frame is as wide as its
-    mirror image makes it.
+    of an object can look like rain); the result is widened by :data:`PAIR_WIDEN_PX` pixels.
+    The shape tests see the image mirrored at its border, so an object entering the frame is
+    as wide as its mirror image makes it.
 
     Args:
         frame: H x W x 3 uint8 rain frame.
@@ -593,7 +596,7 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
     for x, y, bw, bh, _ in stats[1:][stats[1:, cv2.CC_STAT_AREA] >= 2 * square.size]:
         mx, my = (bw + 3) // 4, (bh + 3) // 4
         bad[max(0, y - my):min(h, y + bh + my), max(0, x - mx):min(w, x + bw + mx)] = 1
-    bad = cv2.dilate(bad, np.ones((5, 5), np.uint8)) > 0
+    bad = cv2.dilate(bad, np.ones((2 * PAIR_WIDEN_PX + 1,) * 2, np.uint8)) > 0
     return bad, dy
 
 
