@@ -129,6 +129,13 @@ _MASKED_GAIN = 0.95  # shifts without the fixed pixels must lower the frame's re
 _VEIL_LEVELS = 2.0  # an exposure fit needing a larger offset than this reads a veil
 _REGIONAL_LEVELS = 4.0  # a grid cell this far off the exposure fit changed on its own
 _HOMOGRAPHY_GAIN = 0.95  # a homography must lower the residual to 95 % of the Euclidean one
+# A fit whose residual exceeds this multiple of the lower quartile of the clip's fit
+# residuals, plus _MISFIT_LEVELS, ended in a wrong minimum: registered frames stayed within
+# 2.4x of it on every generated and real clip measured (3.0x where no frame registers: a
+# camera in a moving bus), fits started at a moving object's shift ended at 12-18x. The
+# quartile, not the median: such fits can be most of a short clip.
+_MISFIT_RATIO = 4.0
+_MISFIT_LEVELS = 2.0
 
 
 @dataclass(frozen=True)
@@ -207,7 +214,8 @@ class Motion:
         residual: N float64 registration residual: RMS luminance difference (levels) between
             the registered frame and the temporal reference over the pixels the fit used
             (noise, compression and what the model cannot explain); NaN where not measured.
-        ok: N bool, False where the registration failed (the frame should not be used).
+        ok: N bool, False where the registration failed (no fit, or a fit far worse than the
+            clip's typical one: a wrong minimum); the frame should not be used.
         shape: ``(H, W)`` of the frames.
         levels: ``(low, high)``, the 2nd and 98th percentiles of the reference frame's
             luminance: the range over which exposure changes are judged.
@@ -595,10 +603,26 @@ def _overlay_region(fixed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
                       interpolation=cv2.INTER_NEAREST) > 0
 
 
-def _coarse_shift(ref: np.ndarray, moving: np.ndarray, window: np.ndarray
-                  ) -> tuple[float, float]:
+def _textured(image: np.ndarray) -> np.ndarray:
+    """Pixels with texture to register on (gradient of at least ``_FIXED_MIN_GRADIENT``)."""
+    return np.hypot(*_gradients(image)) >= _FIXED_MIN_GRADIENT
+
+
+def _coarse_shift(ref: np.ndarray, moving: np.ndarray, window: np.ndarray,
+                  textured: np.ndarray) -> tuple[float, float]:
+    """The shift of ``moving`` against ``ref``: phase correlation's peak, or none.
+
+    The peak follows whatever dominates the spectrum, and a bright object moving over a
+    still scene can (a lamp crossing a dim street): where no shift at all matches the
+    ``textured`` pixels of ``ref`` better (:func:`_shift_residual`), the camera stayed.
+    """
     # Copies: OpenCV's phaseCorrelate may apply the window in place.
     (sx, sy), _ = cv2.phaseCorrelate(ref.copy(), moving.copy(), window)
+    if max(abs(sx), abs(sy)) >= _FIXED_MIN_SHIFT / 2:
+        none = np.zeros(2)
+        if _shift_residual(ref, moving, none, textured) \
+                < _shift_residual(ref, moving, np.array([sx, sy]), textured):
+            return 0.0, 0.0
     return sx, sy
 
 
@@ -646,7 +670,7 @@ def _scene_moved_under(work: dict, reference: int, ids: list[int], plain: dict,
     moving parts (foliage, traffic) whose still parts look "fixed" keeps its plain shifts.
     """
     ref = work[reference].opened
-    textured = np.hypot(*_gradients(ref)) >= _FIXED_MIN_GRADIENT
+    textured = _textured(ref)
     votes = 0
     counted = 0
     for i in ids:
@@ -1071,8 +1095,10 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
         shape_s = work[reference].levels[0].shape
         window = cv2.createHanningWindow(shape_s[::-1], cv2.CV_32F)
         ref_open = work[reference].opened
+        ref_textured = _textured(ref_open)
         coarse = dict(zip(keep.tolist(), pool.map(
-            lambda i: _translation(*_coarse_shift(ref_open, work[i].opened, window)),
+            lambda i: _translation(*_coarse_shift(ref_open, work[i].opened, window,
+                                                  ref_textured)),
             keep.tolist()), strict=True))
         coarse[reference] = np.eye(3)
         # Overlays fixed to the frame (logos, subtitles) are left out of every fit when the
@@ -1086,10 +1112,11 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
         if found is not None:
             every, dense = found
             filled = _fill_fixed(ref_open, dense)
+            filled_textured = _textured(filled)
             masked = coarse if not dense.any() else dict(zip(keep.tolist(), pool.map(
                 lambda i: _translation(*_coarse_shift(
-                    filled, _fill_fixed(work[i].opened, dense), window)), keep.tolist()),
-                strict=True))
+                    filled, _fill_fixed(work[i].opened, dense), window, filled_textured)),
+                keep.tolist()), strict=True))
             masked[reference] = np.eye(3)
             region = _overlay_region(every, (h, w))
             plausible = region.mean() <= _OVERLAY_MAX_SHARE  # graphics: a small part of it
@@ -1099,6 +1126,7 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
                 >= _FIXED_MIN_SHIFT
             if _scene_moved_under(work, reference, keep.tolist(), coarse, masked):
                 coarse, filled_ref, filled_out = masked, filled, dense
+                ref_textured = filled_textured
                 fixed = every if plausible else dense
             elif moved and plausible:
                 fixed = every
@@ -1166,9 +1194,10 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
             if filled_ref is not None:
                 init = _translation(*_coarse_shift(filled_ref, _fill_fixed(prep.opened,
                                                                             filled_out),
-                                                   window))
+                                                   window, ref_textured))
             else:
-                init = _translation(*_coarse_shift(ref_open, prep.opened, window))
+                init = _translation(*_coarse_shift(ref_open, prep.opened, window,
+                                                   ref_textured))
             fit = fit_one(prep, init, model, (1, 0), points)
             return fit, _exposure(expo_points, prep, fit.matrix)
 
@@ -1196,6 +1225,10 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
     # The exposure anchor: the frame of median brightness (an extreme frame would clip), among
     # those whose change is a global gain; the others keep the anchor's exposure.
     ok = np.array([f.ok for f in fits])
+    residual = np.array([f.residual for f in fits])
+    if ok.sum() >= 3:
+        ok &= residual <= _MISFIT_RATIO * float(np.percentile(residual[ok], 25.0)) \
+            + _MISFIT_LEVELS
     measured = np.array([g is not None for g in exposure]) & ok
     gains = np.array([1.0 if g is None else g for g in exposure])
     rel_gain = np.ones(n)
@@ -1206,7 +1239,7 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
         rel_gain[measured] = gains[measured] / gains[anchor_frame]
     rel_offset = np.zeros(n)
     return Motion(reference=int(reference), matrices=full, model=model, gain=rel_gain,
-                  offset=rel_offset, residual=np.array([f.residual for f in fits]), ok=ok,
+                  offset=rel_offset, residual=residual, ok=ok,
                   shape=(h, w), levels=(float(lo), float(hi)),
                   exposure_reference=anchor_frame, overlay=overlay)
 
