@@ -998,6 +998,45 @@ def test_bright_parts_touching_an_object_are_the_objects(identity):
     np.testing.assert_array_equal(result.frames[5][pole], truth[5][pole])
 
 
+def test_bright_blobs_are_the_parts_holding_the_square():
+    bright = np.zeros((40, 60), bool)
+    bright[5:20, 5:20] = True  # a 15 x 15 light
+    bright[5:35, 30:33] = True  # a streak, 3 px wide
+    bright[25:35, 40:50] = True  # 10 px wide: no 11 x 11 square fits
+    blobs = video_derain.bright_blobs(bright, 11)
+    assert blobs[5:20, 5:20].all() and blobs.sum() == 15 * 15
+    assert not video_derain.bright_blobs(np.zeros((5, 5), bool), 3).any()
+    with pytest.raises(ValueError, match="side"):
+        video_derain.bright_blobs(bright, 0)
+    with pytest.raises(ValueError, match="odd"):
+        video_derain.bright_blobs(bright, 10)
+
+
+def test_a_fast_light_wider_than_streaks_is_kept_from_the_frame(identity):
+    # A light 20 px across jumping 30 px a frame: never at the same place twice (not
+    # persistent), narrower than the pair check's horizontal line (23 px at 400 px wide),
+    # wider than three streak squares (15 px).
+    size = (80, 400)
+    clip = tiny_clip("static", size=size, n_frames=10)
+    # A dim band of the scene for the light to cross (rain in it dimmed alike).
+    frames, truth = clip.frames.copy(), clip.truth.copy()
+    for image in (frames, truth):
+        image[:, 25:56] //= 3
+    yy, xx = np.mgrid[:size[0], :size[1]]
+    discs = np.zeros(frames.shape[:3], bool)
+    for k in range(2, 9):
+        discs[k] = np.hypot(yy - 40, xx - (60 + 30 * k)) <= 10
+        for image in (frames[k], truth[k]):
+            image[discs[k]] = 250
+    result = derain_clip(frames, identity, window=10)
+    core = np.stack([cv2.erode(d.astype(np.uint8), np.ones((3, 3))) > 0
+                     for d in discs])  # a pixel in from the rim
+    assert (result.weight[core] > 0.99).all()  # SPANet's (here: the frame's)
+    np.testing.assert_array_equal(result.frames[core], truth[core])
+    # Streaks elsewhere are still taken for rain.
+    assert score_clip(result.frames, truth).psnr > score_clip(frames, truth).psnr + 8.0
+
+
 def test_nearest_warps_under_a_quarter_pixel_are_the_identity():
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (48, 64), dtype=np.uint8)
