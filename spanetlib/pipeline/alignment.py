@@ -135,6 +135,7 @@ _HOMOGRAPHY_GAIN = 0.95  # a homography must lower the residual to 95 % of the E
 # camera in a moving bus), fits started at a moving object's shift ended at 12-18x. The
 # quartile, not the median: such fits can be most of a short clip.
 _MISFIT_RATIO = 4.0
+_SHIFT_SAMPLE_STEP = 2  # the coarse shift's check against none samples every 2nd row and column
 _MISFIT_LEVELS = 2.0
 
 
@@ -603,9 +604,17 @@ def _overlay_region(fixed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
                       interpolation=cv2.INTER_NEAREST) > 0
 
 
-def _textured(image: np.ndarray) -> np.ndarray:
-    """Pixels with texture to register on (gradient of at least ``_FIXED_MIN_GRADIENT``)."""
-    return np.hypot(*_gradients(image)) >= _FIXED_MIN_GRADIENT
+def _textured(image: np.ndarray, step: int = 1) -> np.ndarray:
+    """Pixels with texture to register on (gradient of at least ``_FIXED_MIN_GRADIENT``).
+
+    ``step`` > 1 keeps only those on every ``step``-th row and column (a sample for a median).
+    """
+    textured = np.hypot(*_gradients(image)) >= _FIXED_MIN_GRADIENT
+    if step > 1:
+        grid = np.zeros_like(textured)
+        grid[::step, ::step] = True
+        textured &= grid
+    return textured
 
 
 def _coarse_shift(ref: np.ndarray, moving: np.ndarray, window: np.ndarray,
@@ -1095,7 +1104,7 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
         shape_s = work[reference].levels[0].shape
         window = cv2.createHanningWindow(shape_s[::-1], cv2.CV_32F)
         ref_open = work[reference].opened
-        ref_textured = _textured(ref_open)
+        ref_textured = _textured(ref_open, _SHIFT_SAMPLE_STEP)
         coarse = dict(zip(keep.tolist(), pool.map(
             lambda i: _translation(*_coarse_shift(ref_open, work[i].opened, window,
                                                   ref_textured)),
@@ -1112,7 +1121,7 @@ def measure_motion(frames: np.ndarray | FrameSource | WorkingLuma,
         if found is not None:
             every, dense = found
             filled = _fill_fixed(ref_open, dense)
-            filled_textured = _textured(filled)
+            filled_textured = _textured(filled, _SHIFT_SAMPLE_STEP)
             masked = coarse if not dense.any() else dict(zip(keep.tolist(), pool.map(
                 lambda i: _translation(*_coarse_shift(
                     filled, _fill_fixed(work[i].opened, dense), window, filled_textured)),
