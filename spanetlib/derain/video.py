@@ -22,9 +22,11 @@ it is right. For every window of frames (:func:`derain_windows`):
    :data:`EDGE_EXTEND_PX` rows and columns, which take the background's reflected border
    (a shaking camera uncovers a few pixels there in every frame; SPANet would read a strip of
    the whole frame for them).
-   Two more checks make content of what rain cannot be: bright pixels the pair check let
+   More checks make content of what rain cannot be: bright pixels the pair check let
    pass as rain that are bright at the same scene position in the frames before and after
-   (registered; rain streaks do not stay: :func:`_persistent_bright`), and, when the camera
+   (registered; rain streaks do not stay: :func:`_persistent_bright`), bright parts wide in
+   every direction (:func:`bright_blobs`: a light moving too fast to stay put, narrower than
+   the pair check's horizontal line), and, when the camera
    moved, pixels constant in FRAME coordinates over the window (logos, timestamps, subtitles,
    watermarks: :func:`frame_fixed_candidates`), whose background is taken from the window's
    median in frame coordinates instead of the scene estimate that smears them. Near the

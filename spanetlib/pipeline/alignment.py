@@ -22,7 +22,9 @@ How the motion is measured (all on luminance copies whose longer side is at most
    motion, so it is measured again with them filled in, and that is kept where it explains
    more of the frame (:func:`_scene_moved_under`).
 2. **Coarse translation.** Phase correlation (Hann window) of every opened frame against the
-   opened reference frame.
+   opened reference frame, or no shift where that matches the reference's textured pixels
+   better: the peak follows whatever dominates the spectrum, a bright light crossing a dim
+   scene included (:func:`_coarse_shift`).
 3. **Robust temporal reference.** The coarsely aligned frames (at most ``_REFERENCE_FRAMES``,
    spread over the clip) give a per-pixel low percentile (35 %): rain, which only brightens,
    and short-lived objects drop out, the scene's texture stays.
@@ -46,6 +48,8 @@ How the motion is measured (all on luminance copies whose longer side is at most
 6. **Anchoring.** Transforms are re-expressed relative to the reference frame (which
    therefore has the identity exactly), exposures relative to the frame of median
    brightness (gain 1: mapping frames to an extreme one would clip them).
+7. **Misfits.** A fit whose residual is several times the lower quartile of the clip's
+   (``_MISFIT_RATIO``) ended in a wrong minimum: the frame is reported unregistered.
 
 On the synthetic clips of :func:`spanetlib.synthesis.rain.make_rain_clip` (rain, noise) the
 motion is within 0.02 px (mean) of the truth at 360 x 640 and 0.03 px at 120 x 160
