@@ -6,7 +6,12 @@ import pytest
 from spanetlib.io.errors import InputError
 from spanetlib.pipeline.alignment import Motion, footprint_mask
 from spanetlib.pipeline.background import estimate_background
-from spanetlib.pipeline.clip_estimate import estimate_clip, pair_check
+from spanetlib.pipeline.clip_estimate import (
+    estimate_clip,
+    pair_check,
+    structure_agreement,
+    structure_band,
+)
 from spanetlib.synthesis.rain import CLIP_PRESETS
 
 CLIP_SIZE = dict(size=(96, 128), n_frames=30)
@@ -125,6 +130,34 @@ def test_pair_check_flags_objects_and_darkening_not_streaks(rain_clip):
     assert pair_check(darker, clean, sigma=2.0)[0].mean() > 0.3
     with pytest.raises(InputError, match=r"pair_check: expected two H x W x 3 images"):
         pair_check(rainy, clean[:10], 2.0)
+
+
+def test_structure_agreement_follows_the_scene_not_the_rain(rain_clip):
+    clip = rain_clip("dense")
+    clean = structure_band(clip.truth[0])
+    everywhere = np.ones(clip.frames.shape[1:3], bool)
+    rainy = structure_agreement(structure_band(clip.frames[0]), clean, everywhere)
+    other = structure_agreement(structure_band(clip.frames[0][::-1, ::-1].copy()), clean,
+                                everywhere)
+    assert rainy > 0.7 and abs(other) < 0.3, (rainy, other)
+    assert np.isnan(structure_agreement(clean, clean, np.zeros_like(everywhere)))
+    flat = np.zeros_like(clean)
+    assert np.isnan(structure_agreement(flat, clean, everywhere))
+
+
+def test_frames_registered_far_off_are_not_paired(rain_clip):
+    """A registration wrong by up to 20 px (reported as fine) smears the estimate, which comes
+    out darker than the frames, so the rain-only-brightens checks passed 6 of 16 frames."""
+    clip = rain_clip("static")
+    n, h, w = clip.frames.shape[:3]
+    rng = np.random.default_rng(1)
+    wrong = np.repeat(np.eye(3)[None], n, axis=0)
+    wrong[:, :2, 2] = rng.uniform(-20, 20, (n, 2))
+    wrong[n // 2] = np.eye(3)
+    off = np.abs(wrong[:, :2, 2]).max(axis=1)
+    result = estimate_clip(clip.frames, motion=Motion.from_matrices(wrong, (h, w), n // 2))
+    paired = result.membership >= 0
+    assert not paired[off > 6].any(), (off[paired], result.structure[paired])
 
 
 def test_opening_skips_only_rows_that_cannot_hold_the_line():
