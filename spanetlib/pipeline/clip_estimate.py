@@ -130,7 +130,7 @@ _DARK_RMS = 2.0  # a pair whose darker-than-clean RMS exceeds this many sigma (+
 # 0.18-0.39 where the registration fails (a camera in a moving bus) or people move over most
 # of the frame; the pair check passes such frames when the smeared estimate is darker.
 _MIN_STRUCTURE = 0.5
-_STRUCTURE_SIDE = 240  # shorter side (pixels) of the structure test's working size
+_STRUCTURE_SIDE = 240  # least shorter side (pixels) of the structure test's working size
 _STRUCTURE_MIN_PIXELS = 256  # fewer usable pixels at that size: no evidence either way
 #: Misalignment tolerated at image edges by `pair_check`, in pixels: warped / unwarped frames.
 EDGE_TOLERANCE_PX = {True: 0.25, False: 0.1}
@@ -617,26 +617,38 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
     return bad, dy
 
 
-def _structure_size(shape: tuple[int, int]) -> tuple[int, int]:
-    """``(width, height)`` of the structure test's working size for an H x W image."""
-    scale = min(1.0, _STRUCTURE_SIDE / min(shape))
-    return max(1, int(round(shape[1] * scale))), max(1, int(round(shape[0] * scale)))
+def _shrunk(image: np.ndarray, factor: int) -> np.ndarray:
+    """``image`` (H x W, uint8) averaged over ``factor`` x ``factor`` blocks.
+
+    A partial last row or column of blocks is left out (OpenCV's fast integer path).
+    """
+    if factor == 1:
+        return image
+    h, w = image.shape[0] // factor * factor, image.shape[1] // factor * factor
+    return cv2.resize(image[:h, :w], (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+
+
+def _structure_factor(shape: tuple[int, int]) -> int:
+    """The whole shrink factor of an H x W image for the structure test.
+
+    Its shorter side comes nearest :data:`_STRUCTURE_SIDE` from above (1: never enlarged).
+    """
+    return max(1, min(shape) // _STRUCTURE_SIDE)
 
 
 def structure_band(image: np.ndarray) -> np.ndarray:
     """Band-pass luminance of an H x W x 3 uint8 image at the structure test's working size.
 
-    Shrunk so its shorter side is :data:`_STRUCTURE_SIDE` (never enlarged), then a
-    difference of Gaussians (sigma 1.5 and 8 working pixels): edges and texture, without
-    the pixel-scale detail rain streaks add or the slow shading an exposure change moves.
+    Shrunk by a whole factor so its shorter side is :data:`_STRUCTURE_SIDE` or a little more
+    (never enlarged), then a difference of Gaussians (sigma 1.5 and 8 working pixels): edges
+    and texture, without the pixel-scale detail rain streaks add or the slow shading an
+    exposure change moves.
 
     Returns:
         h x w float32 at the working size.
     """
-    y = _luma(image)
-    size = _structure_size(y.shape)
-    if size != (y.shape[1], y.shape[0]):
-        y = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
+    y = _shrunk(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), _structure_factor(image.shape[:2]))
+    y = y.astype(np.float32)
     return cv2.GaussianBlur(y, (0, 0), 1.5) - cv2.GaussianBlur(y, (0, 0), 8.0)
 
 
@@ -644,15 +656,15 @@ def structure_agreement(frame_band: np.ndarray, clean_band: np.ndarray,
                         usable: np.ndarray) -> float:
     """Pearson correlation of two :func:`structure_band` images over ``usable`` (H x W bool).
 
-    ``usable`` is at full size; a working pixel counts where most of its area is usable.
-    NaN where fewer than :data:`_STRUCTURE_MIN_PIXELS` working pixels count or either side is
-    flat (no evidence either way).
+    ``usable`` is at full size; a working pixel counts where at least half its block is
+    usable. NaN where fewer than :data:`_STRUCTURE_MIN_PIXELS` working pixels count or either
+    side is flat (no evidence either way).
     """
-    size = (frame_band.shape[1], frame_band.shape[0])
-    inside = usable.astype(np.uint8) * 255
-    if size != (usable.shape[1], usable.shape[0]):
-        inside = cv2.resize(inside, size, interpolation=cv2.INTER_AREA)
-    inside = inside > 127
+    inside = _shrunk(np.ascontiguousarray(usable).view(np.uint8),
+                     _structure_factor(usable.shape)) > 0
+    if inside.shape != frame_band.shape:
+        raise ValueError(f"structure_agreement: a {usable.shape} mask does not shrink to the "
+                         f"bands' {frame_band.shape}")
     if int(inside.sum()) < _STRUCTURE_MIN_PIXELS:
         return float("nan")
     a = frame_band[inside].astype(np.float64)
