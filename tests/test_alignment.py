@@ -199,11 +199,9 @@ def test_graphics_do_not_pull_the_motion_at_a_reduced_working_size():
     assert error.mean() < 0.05 and error.max() < 0.1, (error.mean(), error.max())
 
 
-@pytest.mark.parametrize(("preset", "mean_px", "max_px"),
-                         [("static", 0.05, 0.1), ("handheld", 0.06, 0.15), ("pan", 0.05, 0.1)])
-def test_a_bright_light_crossing_a_dim_scene_does_not_pull_the_motion(preset, mean_px, max_px):
-    """A light 20 px across jumping 30 px a frame along a dim street: phase correlation's peak
-    followed the light, and the fits started there ended 25-40 px off on average."""
+def _light_crossing(preset):
+    """A 240 x 400 clip of 10 frames with a dim band that a light 20 px across crosses,
+    jumping 30 px a frame (frames 2-8): the clip and its frames."""
     from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
 
     size = (240, 400)
@@ -213,6 +211,15 @@ def test_a_bright_light_crossing_a_dim_scene_does_not_pull_the_motion(preset, me
     yy, xx = np.mgrid[:size[0], :size[1]]
     for k in range(2, 9):
         frames[k][np.hypot(yy - 120, xx - (60 + 30 * k)) <= 10] = 250
+    return clip, frames
+
+
+@pytest.mark.parametrize(("preset", "mean_px", "max_px"),
+                         [("static", 0.05, 0.1), ("handheld", 0.06, 0.15), ("pan", 0.05, 0.1)])
+def test_a_bright_light_crossing_a_dim_scene_does_not_pull_the_motion(preset, mean_px, max_px):
+    """A light 20 px across jumping 30 px a frame along a dim street: phase correlation's peak
+    followed the light, and the fits started there ended 25-40 px off on average."""
+    clip, frames = _light_crossing(preset)
     motion = al.measure_motion(frames)
     error = _errors(clip, motion)
     assert motion.ok.all() and error.mean() < mean_px and error.max() < max_px, error
@@ -221,20 +228,12 @@ def test_a_bright_light_crossing_a_dim_scene_does_not_pull_the_motion(preset, me
 def test_a_fit_far_worse_than_the_clips_is_not_ok(monkeypatch):
     """Started at the light's shift (phase correlation's raw peak), fits end in wrong minima:
     those frames are reported unregistered, not used 25-40 px off."""
-    from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
-
     def raw_peak(ref, moving, window, textured):
         (sx, sy), _ = cv2.phaseCorrelate(ref.copy(), moving.copy(), window)
         return sx, sy
 
     monkeypatch.setattr(al, "_coarse_shift", raw_peak)
-    size = (240, 400)
-    clip = make_rain_clip(CLIP_PRESETS["static"].replace(size=size, n_frames=10), seed=0)
-    frames = clip.frames.copy()
-    frames[:, 105:136] //= 3
-    yy, xx = np.mgrid[:size[0], :size[1]]
-    for k in range(2, 9):
-        frames[k][np.hypot(yy - 120, xx - (60 + 30 * k)) <= 10] = 250
+    clip, frames = _light_crossing("static")
     motion = al.measure_motion(frames, models=("translation",))
     error = _errors(clip, motion)
     assert (error > 1.0).sum() >= 2  # the raw peak does mislead some fits

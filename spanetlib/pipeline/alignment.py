@@ -139,8 +139,8 @@ _HOMOGRAPHY_GAIN = 0.95  # a homography must lower the residual to 95 % of the E
 # camera in a moving bus), fits started at a moving object's shift ended at 12-18x. The
 # quartile, not the median: such fits can be most of a short clip.
 _MISFIT_RATIO = 4.0
-_SHIFT_SAMPLE_STEP = 2  # the coarse shift's check against none samples every 2nd row and column
 _MISFIT_LEVELS = 2.0
+_SHIFT_SAMPLE_STEP = 2  # the coarse shift's check against none samples every 2nd row and column
 
 
 @dataclass(frozen=True)

@@ -126,9 +126,10 @@ _CANDIDATES = 8  # best-scoring split times checked before a stretch is left who
 _DARK_RMS = 2.0  # a pair whose darker-than-clean RMS exceeds this many sigma (+ 1) is wrong
 # A pair whose band-pass structure correlates less than this with its clean image's over the
 # usable pixels is no rain/clean pair (structure_agreement): measured on every paired frame,
-# 0.59 at worst under very dense generated rain, 0.95 and above on real clips that register,
-# 0.18-0.39 where the registration fails (a camera in a moving bus) or people move over most
-# of the frame; the pair check passes such frames when the smeared estimate is darker.
+# 0.59 at worst under very dense generated rain (240 x 320), 0.95 and above on real clips
+# that register, 0.15-0.49 where the registration fails (a camera in a moving bus) or people
+# move over most of the frame; the pair check passes such frames when the smeared estimate
+# is darker than they are.
 _MIN_STRUCTURE = 0.5
 _STRUCTURE_SIDE = 240  # least shorter side (pixels) of the structure test's working size
 _STRUCTURE_MIN_PIXELS = 256  # fewer usable pixels at that size: no evidence either way
