@@ -132,6 +132,22 @@ def test_pair_check_flags_objects_and_darkening_not_streaks(rain_clip):
         pair_check(rainy, clean[:10], 2.0)
 
 
+def test_pair_check_flags_a_light_narrower_than_the_line_but_wider_than_streaks():
+    # 80 x 400: streak square 5 px, horizontal line 23 px, blob square 15 px.
+    rng = np.random.default_rng(0)
+    clean = np.full((80, 400, 3), 60, np.uint8)
+    frame = clean.copy()
+    yy, xx = np.mgrid[:80, :400]
+    light = np.hypot(yy - 40, xx - 200) <= 10  # 21 px across
+    frame[light] = 250
+    for x in rng.integers(20, 380, 12):  # streaks 3 px wide, bright as the light
+        frame[10:70, x:x + 3] = 250
+    bad, _ = pair_check(frame, clean, 2.0)
+    assert bad[light].all()
+    far = np.hypot(yy - 40, xx - 200) > 40
+    assert not bad[far].any()
+
+
 def test_structure_agreement_follows_the_scene_not_the_rain(rain_clip):
     clip = rain_clip("dense")
     clean = structure_band(clip.truth[0])

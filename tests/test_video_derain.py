@@ -998,20 +998,6 @@ def test_bright_parts_touching_an_object_are_the_objects(identity):
     np.testing.assert_array_equal(result.frames[5][pole], truth[5][pole])
 
 
-def test_bright_blobs_are_the_parts_holding_the_square():
-    bright = np.zeros((40, 60), bool)
-    bright[5:20, 5:20] = True  # a 15 x 15 light
-    bright[5:35, 30:33] = True  # a streak, 3 px wide
-    bright[25:35, 40:50] = True  # 10 px wide: no 11 x 11 square fits
-    blobs = video_derain.bright_blobs(bright, 11)
-    assert blobs[5:20, 5:20].all() and blobs.sum() == 15 * 15
-    assert not video_derain.bright_blobs(np.zeros((5, 5), bool), 3).any()
-    with pytest.raises(ValueError, match="side"):
-        video_derain.bright_blobs(bright, 0)
-    with pytest.raises(ValueError, match="odd"):
-        video_derain.bright_blobs(bright, 10)
-
-
 def test_a_fast_light_wider_than_streaks_is_kept_from_the_frame(identity):
     # A light 20 px across jumping 30 px a frame: never at the same place twice (not
     # persistent), narrower than the pair check's horizontal line (23 px at 400 px wide),

@@ -22,11 +22,9 @@ it is right. For every window of frames (:func:`derain_windows`):
    :data:`EDGE_EXTEND_PX` rows and columns, which take the background's reflected border
    (a shaking camera uncovers a few pixels there in every frame; SPANet would read a strip of
    the whole frame for them).
-   More checks make content of what rain cannot be: bright pixels the pair check let
+   Two more checks make content of what rain cannot be: bright pixels the pair check let
    pass as rain that are bright at the same scene position in the frames before and after
-   (registered; rain streaks do not stay: :func:`_persistent_bright`), bright parts wide in
-   every direction (:func:`bright_blobs`: a light moving too fast to stay put, narrower than
-   the pair check's horizontal line), and, when the camera
+   (registered; rain streaks do not stay: :func:`_persistent_bright`), and, when the camera
    moved, pixels constant in FRAME coordinates over the window (logos, timestamps, subtitles,
    watermarks: :func:`frame_fixed_candidates`), whose background is taken from the window's
    median in frame coordinates instead of the scene estimate that smears them. Near the
@@ -253,12 +251,6 @@ SAME_PIXEL_PX = 0.25
 #: (:func:`speck_parts`): smaller than the objects the pair check takes whole (two squares of
 #: area), with the pair check's widening (:data:`PAIR_WIDEN_PX`) around it.
 SPECK_SQUARES = 2
-#: Side, in streak squares, of the square a bright part (brighter than the background, not
-#: flagged by the pair check) must hold to be content (:func:`bright_blobs`): a light or a
-#: sky gap wide in every direction, which the pair check's long horizontal line misses when
-#: it is narrower than the line and moves too fast to stay put between frames. Streaks, even
-#: where dense rain makes them overlap, are far thinner.
-BLOB_SQUARES = 3
 _WHOLE_FRAME_SHARE = 0.7  # crops reading more than this share of the frame: whole frame
 
 
@@ -1132,22 +1124,6 @@ def _bright_parts_of(objects: np.ndarray, bright: np.ndarray) -> np.ndarray:
     return _bright_touching(bright & near, objects)
 
 
-def bright_blobs(bright: np.ndarray, side: int) -> np.ndarray:
-    """The pixels of ``bright`` (H x W bool) covered by a ``side`` x ``side`` square inside it.
-
-    ``side`` is odd (an even square's opening would shift the parts by a pixel).
-
-    Returns:
-        H x W bool: the morphological opening of ``bright`` by the square.
-    """
-    if side < 1 or side % 2 == 0:
-        raise ValueError(f"bright_blobs: expected an odd side of at least 1, got {side}")
-    mask = bright.astype(np.uint8)
-    if not cv2.countNonZero(mask):
-        return bright.copy()
-    return cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((side, side), np.uint8)) > 0
-
-
 def speck_parts(content: np.ndarray, side: int) -> np.ndarray:
     """The parts of ``content`` (H x W bool) whose bounding box fits in a ``side`` square.
 
@@ -1255,8 +1231,7 @@ def _derain_window(frames: np.ndarray, first: int, outputs: Sequence[int], metho
                 square = streak_square_side((h, w))
                 specks = speck_parts(content, SPECK_SQUARES * square + 2 * PAIR_WIDEN_PX)
                 image = _with_specks(background, frame, specks, persistent)
-                objects = (content & ~specks) | bright_blobs(background.bright,
-                                                             BLOB_SQUARES * square)
+                objects = content & ~specks
                 if objects.any():
                     objects = objects | _bright_parts_of(objects, background.bright)
             outside = ~background.valid

@@ -135,6 +135,9 @@ _STRUCTURE_SIDE = 240  # least shorter side (pixels) of the structure test's wor
 _STRUCTURE_MIN_PIXELS = 256  # fewer usable pixels at that size: no evidence either way
 #: Misalignment tolerated at image edges by `pair_check`, in pixels: warped / unwarped frames.
 EDGE_TOLERANCE_PX = {True: 0.25, False: 0.1}
+#: Side, in streak squares, of a bright region `pair_check` calls content whatever its
+#: horizontal extent: a light narrower than the horizontal line (w/18) that moves.
+BLOB_SQUARES = 3
 #: Pixels by which `pair_check` widens what it flags, on every side.
 PAIR_WIDEN_PX = 2
 #: Most frames `estimate_clip` keeps in memory by default: the largest N of the paper's rules.
@@ -553,7 +556,8 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
     or a channel more than 1.5 times that, plus ``edge_px`` times the clean image's gradient
     for misalignment at edges; isolated pixels are ignored), or when it lies in a bright
     region wider than rain (luminance 1.5 times the tolerance brighter over a square wider
-    than a streak and a horizontal run longer than a cluster of near-vertical streaks). Gaps
+    than a streak and a horizontal run longer than a cluster of near-vertical streaks, or
+    over a square :data:`BLOB_SQUARES` streak squares wide). Gaps
     between flagged parts narrower than two streak squares are closed (an object's darker
     and brighter parts); a flagged region of at least two streak squares is an object, and
     its bounding box, widened by a quarter of its size on every side, is flagged whole (parts
@@ -599,7 +603,10 @@ def pair_check(frame: np.ndarray, clean: np.ndarray, sigma: float, edge_px: floa
         return out[pad:pad + h, pad:pad + w]
 
     dark = shaped(dark, np.ones((3, 3), np.uint8))
-    bright = shaped(bright, square, line)
+    # Bright and wide in every direction (a lamp, headlights; a blob of three streak squares)
+    # is content too, however short: no streak, nor overlapping streaks, is that wide.
+    blob = np.ones((BLOB_SQUARES * len(square),) * 2, np.uint8)
+    bright = shaped(bright, square, line) | shaped(bright, blob)
     bad = dark | bright
     if not cv2.countNonZero(bad):
         return bad > 0, dy
