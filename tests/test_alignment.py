@@ -142,6 +142,17 @@ def test_alignment_input_errors():
     assert al.get_align_mode(al.ALIGN_MODES["on"]) is al.ALIGN_MODES["on"]
 
 
+def _footprint_per_pixel(m: np.ndarray, shape: tuple[int, int], inset: float = 0.0
+                         ) -> np.ndarray:
+    """The footprint's definition, pixel by pixel: the sample point inside the frame."""
+    h, w = shape
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    den = m[2, 0] * xs + m[2, 1] * ys + m[2, 2]
+    u = (m[0, 0] * xs + m[0, 1] * ys + m[0, 2]) / den
+    v = (m[1, 0] * xs + m[1, 1] * ys + m[1, 2]) / den
+    return (u >= inset) & (u <= w - 1 - inset) & (v >= inset) & (v <= h - 1 - inset)
+
+
 def test_valid_region_matches_every_footprint():
     rng = np.random.default_rng(3)
     mats = [np.eye(3)]
@@ -156,10 +167,41 @@ def test_valid_region_matches_every_footprint():
         motion = al.Motion.from_matrices(sub, (50, 90), 0)
         expected = np.ones((50, 90), bool)
         for m in sub[1:]:
-            expected &= al.footprint_mask(m, (50, 90))
+            expected &= _footprint_per_pixel(m, (50, 90))
         warped = np.ones(len(sub), bool)
         warped[0] = False
         np.testing.assert_array_equal(al.valid_region(motion, warped), expected)
+
+
+@pytest.mark.parametrize("inset", [0.0, 2.0])
+def test_footprints_of_homographies_by_rows_match_the_per_pixel_definition(inset):
+    # Row intervals (common_footprint) against the sample point tested at every pixel, on
+    # homographies like a panning hand-held camera's, whole-pixel shifts included (sample
+    # points exactly on the border), and one whose horizon crosses the image (per pixel).
+    rng = np.random.default_rng(11)
+    shape = (45, 70)
+    mats = []
+    for k in range(60):
+        m = np.eye(3)
+        m[:2, :2] += rng.normal(0, 0.04, (2, 2))
+        m[:2, 2] = rng.normal(0, 6, 2)
+        m[2, :2] = rng.normal(0, 1e-3, 2)
+        if k % 4 == 0:
+            m[:2, :2] = np.eye(2)
+            m[2, :2] = 0.0
+            m[:2, 2] = np.round(m[:2, 2])
+        mats.append(m)
+    # A horizon at x = 32: beyond it the denominator is negative and some points land inside.
+    mats.append(np.array([[1.0, 0.0, -60.0], [0.0, 1.0, -40.0], [-0.047, 0.0, 1.5]]))
+    for m in mats:
+        np.testing.assert_array_equal(al.footprint_mask(m, shape, inset),
+                                      _footprint_per_pixel(m, shape, inset))
+    expected = np.ones(shape, bool)
+    for m in mats[:40]:
+        expected &= _footprint_per_pixel(m, shape, inset)
+    assert expected.any()
+    np.testing.assert_array_equal(al.common_footprint(np.stack(mats[:40]), shape, inset),
+                                  expected)
 
 
 def test_graphics_fixed_to_the_frame_do_not_pull_the_motion():

@@ -30,7 +30,7 @@ from spanetlib.io.video import list_frame_files
 from spanetlib.paper.datasets import DatasetInfo
 from spanetlib.paper.runs import OURS
 from spanetlib.paper.tables import patch_position
-from spanetlib.pipeline.alignment import crop_box, footprint_mask
+from spanetlib.pipeline.alignment import common_footprint, crop_box
 from spanetlib.pipeline.background import (
     BackgroundEstimate,
     estimate_background,
@@ -218,9 +218,7 @@ def clip_estimate_images(clip: RainClip, results: Mapping[str, ClipEstimate],
     if empty:
         raise ValueError(f"no stable period to show in {empty}")
     ref = references.pop()
-    covered = np.ones(clip.frames.shape[1:3], bool)
-    for matrix in clip.true_motion(ref):
-        covered &= footprint_mask(matrix, covered.shape)
+    covered = common_footprint(clip.true_motion(ref), clip.frames.shape[1:3])
     chosen = {label: _segment_at(result, ref) for label, result in results.items()}
     for label, result in results.items():
         covered &= result.segments[chosen[label]].valid

@@ -100,6 +100,7 @@ __all__ = [
     "align_frame",
     "align_frames",
     "alignment_plan",
+    "common_footprint",
     "crop_box",
     "footprint_mask",
     "get_align_mode",
@@ -372,14 +373,65 @@ def footprint_mask(matrix: np.ndarray, shape: tuple[int, int], inset: float = 0.
     Returns:
         H x W bool.
     """
+    return common_footprint(np.asarray(matrix, np.float64)[None], shape, inset)
+
+
+def common_footprint(matrices: np.ndarray, shape: tuple[int, int], inset: float = 0.0
+                     ) -> np.ndarray:
+    """Reference pixels inside every frame's :func:`footprint_mask`.
+
+    Where each transform's denominator stays positive over the image (every registered
+    frame), each bound ``inset <= u <= w - 1 - inset`` (and the same for ``v``), times the
+    denominator, is linear in ``x`` along a row: an interval per row and transform, so the
+    work grows with rows times transforms, not pixels times transforms.
+
+    Args:
+        matrices: K x 3 x 3 reference -> frame transforms (K >= 1).
+        shape: ``(H, W)`` of reference and frames.
+        inset: as in :func:`footprint_mask`.
+
+    Returns:
+        H x W bool.
+    """
     h, w = shape
-    m = np.asarray(matrix, np.float64)
+    mats = np.asarray(matrices, np.float64)
     xs = np.arange(w, dtype=np.float64)
-    ys = np.arange(h, dtype=np.float64)[:, None]
-    den = m[2, 0] * xs + m[2, 1] * ys + m[2, 2]
-    u = (m[0, 0] * xs + m[0, 1] * ys + m[0, 2]) / den
-    v = (m[1, 0] * xs + m[1, 1] * ys + m[1, 2]) / den
-    return (u >= inset) & (u <= w - 1 - inset) & (v >= inset) & (v <= h - 1 - inset)
+    ys = np.arange(h, dtype=np.float64)
+    # The denominator is linear: its extremes over the image lie at the corners.
+    den_corners = (mats[:, 2, 0, None] * np.array([0.0, w - 1.0, 0.0, w - 1.0])
+                   + mats[:, 2, 1, None] * np.array([0.0, 0.0, h - 1.0, h - 1.0])
+                   + mats[:, 2, 2, None])
+    if den_corners.min() <= 1e-6:  # a horizon inside the image: test every pixel
+        valid = np.ones((h, w), bool)
+        for m in mats:
+            den = m[2, 0] * xs + m[2, 1] * ys[:, None] + m[2, 2]
+            u = (m[0, 0] * xs + m[0, 1] * ys[:, None] + m[0, 2]) / den
+            v = (m[1, 0] * xs + m[1, 1] * ys[:, None] + m[1, 2]) / den
+            valid &= (u >= inset) & (u <= w - 1 - inset) & (v >= inset) & (v <= h - 1 - inset)
+        return valid
+    lo = np.zeros(h)
+    hi = np.full(h, w - 1.0)
+    den_a = mats[:, 2, 0][:, None]
+    den_rest = mats[:, 2, 1][:, None] * ys[None] + mats[:, 2, 2][:, None]
+    for row, size in ((0, w), (1, h)):
+        num_a = mats[:, row, 0][:, None]
+        num_rest = mats[:, row, 1][:, None] * ys[None] + mats[:, row, 2][:, None]
+        # num / den >= bound  <=>  (num_a - bound den_a) x + (num_rest - bound den_rest) >= 0;
+        # num / den <= bound: the same with both signs turned.
+        for bound, sign in ((inset, 1.0), (size - 1.0 - inset, -1.0)):
+            a = sign * (num_a - bound * den_a)
+            rest = sign * (num_rest - bound * den_rest)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cut = -rest / a
+            flat = np.abs(a) < 1e-12
+            holds = rest >= 0.0  # a = 0: the bound holds on the whole row or nowhere
+            lower = np.where(flat, np.where(holds, -np.inf, np.inf),
+                             np.where(a > 0, cut, -np.inf))
+            upper = np.where(flat, np.where(holds, np.inf, -np.inf),
+                             np.where(a < 0, cut, np.inf))
+            lo = np.maximum(lo, lower.max(axis=0))
+            hi = np.minimum(hi, upper.min(axis=0))
+    return (xs[None] >= lo[:, None] - 1e-9) & (xs[None] <= hi[:, None] + 1e-9)
 
 
 def crop_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -712,12 +764,11 @@ def _temporal_reference(work: list[_Frame], mats: np.ndarray, chosen: np.ndarray
     """
     h, w = work[0].levels[0].shape
     stack = np.empty((len(chosen), h, w), np.float32)
-    covered = np.ones((h, w), bool)
     for k, i in enumerate(chosen):
         stack[k] = cv2.warpPerspective(work[i].levels[0], mats[i], (w, h),
                                        flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP,
                                        borderMode=cv2.BORDER_REFLECT_101)
-        covered &= footprint_mask(mats[i], (h, w), inset=2.0)
+    covered = common_footprint(mats[chosen], (h, w), inset=2.0)
     rank = int(round(_REFERENCE_PERCENTILE / 100.0 * (len(chosen) - 1)))
     ref = np.partition(stack, rank, axis=0)[rank]
     border = 4
@@ -1402,32 +1453,7 @@ def valid_region(motion: Motion, warped: np.ndarray) -> np.ndarray:
     Returns:
         H x W bool.
     """
-    h, w = motion.shape
     mats = motion.matrices[np.flatnonzero(warped)]
     if len(mats) == 0:
-        return np.ones((h, w), bool)
-    if np.abs(mats[:, 2, :2]).max() > 1e-12:  # perspective: test every pixel
-        valid = np.ones((h, w), bool)
-        for m in mats:
-            valid &= footprint_mask(m, (h, w))
-        return valid
-    # Affine: per row, each bound ``0 <= a x + b y + c <= size - 1`` is an interval of x.
-    ys = np.arange(h, dtype=np.float64)
-    lo = np.zeros(h)
-    hi = np.full(h, w - 1.0)
-    for row, size in ((0, w), (1, h)):
-        a = mats[:, row, 0][:, None]
-        rest = mats[:, row, 1][:, None] * ys[None] + mats[:, row, 2][:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x0 = (0.0 - rest) / a
-            x1 = (size - 1.0 - rest) / a
-        flat = np.abs(a[:, 0]) < 1e-12
-        lower = np.where(a > 0, x0, x1)
-        upper = np.where(a > 0, x1, x0)
-        ok_flat = (rest >= 0.0) & (rest <= size - 1.0)  # a = 0: the bound holds or not
-        lower[flat] = np.where(ok_flat[flat], -np.inf, np.inf)
-        upper[flat] = np.where(ok_flat[flat], np.inf, -np.inf)
-        lo = np.maximum(lo, lower.max(axis=0))
-        hi = np.minimum(hi, upper.min(axis=0))
-    xs = np.arange(w, dtype=np.float64)
-    return (xs[None] >= lo[:, None] - 1e-9) & (xs[None] <= hi[:, None] + 1e-9)
+        return np.ones(motion.shape, bool)
+    return common_footprint(mats, motion.shape)
