@@ -565,10 +565,10 @@ def _write_csv(path: Path, keys: list[str], rows: list[dict]) -> None:
 
 
 def _machine() -> str:
-    """``CPU model (N cores), date`` for a results file's first line."""
+    """``CPU model (vector extensions), N cores, date`` for a results file's first line."""
     from spanetlib.paper.reproduce import cpu_name
 
-    return f"{cpu_name()} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
 
 
 def write_results(folder: Path, rows: list[dict], verdicts: list[str], quick: bool) -> None:

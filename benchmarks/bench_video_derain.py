@@ -135,8 +135,8 @@ def main() -> None:
             from spanetlib.io.files import atomic_write_text
             from spanetlib.paper.reproduce import cpu_name
 
-            caption = (f"`benchmarks/bench_video_derain.py --real` on {cpu_name()} "
-                       f"({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}: the real clips "
+            caption = (f"`benchmarks/bench_video_derain.py --real` on {cpu_name()}, "
+                       f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}: the real clips "
                        "of `../shared/real-clips/` (not part of the project), official weights; "
                        f"hybrid on the first {args.real_frames} frames (window "
                        f"{args.window or 'the command default (auto_window)'}), per-frame "
@@ -154,8 +154,8 @@ def main() -> None:
             from spanetlib.io.files import atomic_write_text
             from spanetlib.paper.reproduce import cpu_name
 
-            caption = (f"`benchmarks/bench_video_derain.py --cli-memory` on {cpu_name()} "
-                       f"({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}: window "
+            caption = (f"`benchmarks/bench_video_derain.py --cli-memory` on {cpu_name()}, "
+                       f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}: window "
                        f"{args.window or 'the command default (auto_window)'}, seed "
                        f"{args.seed}, synthetic weights; peak MB: the "
                        "resident memory of the `spanet derain-video` process (its own "
@@ -348,7 +348,7 @@ def speed_markdown(table: pd.DataFrame, args: argparse.Namespace) -> str:
     from spanetlib.evaluation.evaluate import format_markdown
     from spanetlib.paper.reproduce import cpu_name
 
-    caption = (f"`benchmarks/bench_video_derain.py` on {cpu_name()} ({os.cpu_count()} cores), "
+    caption = (f"`benchmarks/bench_video_derain.py` on {cpu_name()}, {os.cpu_count()} cores, "
                f"{time.strftime('%Y-%m-%d')}: window {args.window}, seed {args.seed}; hybrid "
                "(`derain-video`) vs SPANet on every frame, measured side by side in one run; "
                "peak MB: the process's resident memory while the method ran (every clip of "

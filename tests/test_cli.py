@@ -432,3 +432,29 @@ def test_reproduce_records_one_time_per_profile_and_notebook(tmp_path):
         ("quick", "01_dataset_generation", 5.0), ("quick", "03_table2", 20.0),
         ("smoke", "03_table2", 1.0)]
     assert (table["cores"] >= 1).all() and table["cpu"].notna().all()
+
+
+def test_the_cpu_in_results_names_its_vector_extensions(monkeypatch):
+    # Two machines both called "AMD EPYC" (one with AVX2, one with AVX-512 and BF16) must not
+    # read alike in results/.
+    import builtins
+    import io
+
+    from spanetlib.paper import reproduce
+
+    real_open = builtins.open
+
+    def cpuinfo(flags: str):
+        text = f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
+
+        def fake_open(path, *args, **kwargs):
+            return io.StringIO(text) if str(path) == "/proc/cpuinfo" \
+                else real_open(path, *args, **kwargs)
+        return fake_open
+
+    monkeypatch.setattr(builtins, "open", cpuinfo("fpu sse2 avx avx2 fma"))
+    assert reproduce.cpu_name() == "AMD EPYC (AVX2)"
+    monkeypatch.setattr(builtins, "open", cpuinfo("avx2 avx512f avx512bw avx512_bf16"))
+    assert reproduce.cpu_name() == "AMD EPYC (AVX-512, BF16)"
+    monkeypatch.setattr(builtins, "open", cpuinfo("avx2 avx512f avx512_bf16 amx_tile amx_bf16"))
+    assert reproduce.cpu_name() == "AMD EPYC (AVX-512, BF16, AMX)"

@@ -71,15 +71,27 @@ def select_notebooks(only: Sequence[str] | None = None) -> list[str]:
 
 
 def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo, or what the platform module says."""
+    """The CPU's model name and its widest vector extensions, e.g. ``AMD EPYC (AVX-512, BF16)``.
+
+    Cloud machines often report a bare family name ("AMD EPYC"), which names machines of
+    different speeds alike; the extensions (AVX2, AVX-512, its BF16 dot products, AMX) are
+    what the fast paths and the timings depend on, so results name them too.
+    """
+    name, flags = "", set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if line.startswith("model name") and not name:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = name or platform.processor() or platform.machine()
+    tags = ["AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""]
+    tags += [tag for flag, tag in (("avx512_bf16", "BF16"), ("amx_tile", "AMX")) if flag in flags]
+    tags = [tag for tag in tags if tag]
+    return f"{name} ({', '.join(tags)})" if tags else name
 
 
 def record_time(results_dir: str | os.PathLike, profile: str, notebook: str, seconds: float
