@@ -259,6 +259,28 @@ def test_score_clip_agrees_with_the_metrics_module():
         score_clip(noisy[:2], truth)
 
 
+def test_compare_methods_scores_every_method_on_the_frames_spanet_ran_on(tiny_weights):
+    # Per-frame SPANet on 5 of 11 frames: each method scored on those frames, as if SPANet
+    # had run on all of them and the scores were taken there.
+    clip = tiny_clip("passing", size=(48, 64), n_frames=11)
+    table = video_experiment.compare_methods({"passing": clip}, weights=[str(tiny_weights)],
+                                             spanet_frames=5).table.set_index("method")
+    scored = [0, 2, 5, 8, 10]
+    net = load_pretrained(str(tiny_weights))
+    spanet = derain_clip(clip.frames, net, method="spanet").frames[scored]
+    hybrid = derain_clip(clip.frames, net).frames[scored]
+    for method, frames in (("per-frame SPANet", spanet), ("hybrid", hybrid),
+                           ("rain input", clip.frames[scored])):
+        expected = score_clip(frames, clip.truth[scored], clip.object_mask[scored])
+        row = table.loc[method]
+        assert row["psnr"] == pytest.approx(expected.psnr, abs=1e-9)
+        assert row["object_psnr"] == pytest.approx(expected.object_psnr, abs=1e-9, nan_ok=True)
+        assert row["scored_frames"] == 5
+    with pytest.raises(ValueError, match="spanet_frames: expected None or an int >= 5"):
+        video_experiment.compare_methods({"passing": clip}, weights=[str(tiny_weights)],
+                                         spanet_frames=3)
+
+
 def comparison_table(hybrid_static=45.0, hybrid_passing=38.0, hybrid_object=26.0):
     rows = []
     for clip, spanet, obj in (("static", 31.0, np.nan), ("passing", 30.0, 26.5)):

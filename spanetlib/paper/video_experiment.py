@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from spanetlib.derain.video import DEFAULT_WINDOW, ClipDerain, crop_context, derain_clip
+from spanetlib.derain.video import (
+    DEFAULT_WINDOW,
+    MIN_FRAMES,
+    ClipDerain,
+    crop_context,
+    derain_clip,
+)
 from spanetlib.evaluation.evaluate import write_table
 from spanetlib.evaluation.metrics import psnr_from_mse
 from spanetlib.pipeline.alignment import motion_displacement
@@ -185,7 +191,8 @@ def _run_measured(fn: Callable[[], ClipDerain | None]) -> tuple[ClipDerain | Non
 def compare_methods(clips: dict[str, object], weights: Sequence[str] = ("synthetic",
                                                                          "official"),
                     *, window: int = DEFAULT_WINDOW, align: str = "auto", device: str = "cpu",
-                    keep: Sequence[str] = (), progress: bool = False) -> Comparison:
+                    keep: Sequence[str] = (), progress: bool = False,
+                    spanet_frames: int | None = None) -> Comparison:
     """Score every method on clips with a known truth (the benchmark and notebook 08).
 
     Rows: the rain input, the temporal estimate alone, per-frame SPANet and the hybrid for
@@ -199,6 +206,13 @@ def compare_methods(clips: dict[str, object], weights: Sequence[str] = ("synthet
         device: where SPANet runs.
         keep: clips whose derained frames to keep in :attr:`Comparison.results`.
         progress: show progress bars.
+        spanet_frames: per-frame SPANet on only this many frames spread evenly over each
+            clip (at least :data:`~spanetlib.derain.video.MIN_FRAMES`; None: every frame),
+            for large frames where it costs seconds a frame. SPANet derains each frame on
+            its own, so those frames' outputs are what a run over every frame gives; the
+            other methods still run over the whole clip (the hybrid's estimate uses every
+            frame), and every method is scored on the same frames (temporal change between
+            consecutive ones of them), its time per frame it derained.
 
     Returns:
         A :class:`Comparison`; its table has one row per clip and method: ``clip``,
@@ -207,9 +221,18 @@ def compare_methods(clips: dict[str, object], weights: Sequence[str] = ("synthet
         SPANet weight), ``seconds``, ``seconds_per_frame`` and ``peak_mb`` (the process's
         peak resident memory while the method ran, MB: the clip's frames included). Each
         model's crop context (:func:`spanetlib.derain.video.crop_context`, once per process)
-        is measured before the timings.
+        is measured before the timings; ``scored_frames``, the frames scored.
+
+    Raises:
+        ValueError: ``spanet_frames`` under ``MIN_FRAMES``.
     """
     from spanetlib.models import load_pretrained
+
+    if spanet_frames is not None and (isinstance(spanet_frames, bool)
+                                      or not isinstance(spanet_frames, int)
+                                      or spanet_frames < MIN_FRAMES):
+        raise ValueError(f"spanet_frames: expected None or an int >= {MIN_FRAMES} (a clip "
+                         f"derain_clip takes), got {spanet_frames!r}")
 
     models = {name: load_pretrained(name, device=device) for name in weights}
     for net in models.values():  # a once-per-process cost, kept out of the timings
@@ -217,6 +240,9 @@ def compare_methods(clips: dict[str, object], weights: Sequence[str] = ("synthet
     comparison = Comparison(pd.DataFrame())
     rows = []
     for clip_name, clip in clips.items():
+        n = len(clip.frames)
+        scored = np.arange(n) if spanet_frames is None or spanet_frames >= n \
+            else np.unique(np.linspace(0, n - 1, spanet_frames).round().astype(np.int64))
         runs: list[tuple[str, str, Callable[[], ClipDerain | None]]] = [
             ("rain input", "", lambda: None),
             ("temporal estimate", "", lambda clip=clip: derain_clip(
@@ -224,21 +250,28 @@ def compare_methods(clips: dict[str, object], weights: Sequence[str] = ("synthet
         for name, net in models.items():
             for method in ("spanet", "hybrid"):
                 label = "per-frame SPANet" if method == "spanet" else "hybrid"
-                runs.append((label, name, lambda clip=clip, net=net, method=method:
-                             derain_clip(clip.frames, net, method=method, align=align,
+                frames_in = clip.frames[scored] if method == "spanet" and len(scored) < n \
+                    else clip.frames
+                runs.append((label, name, lambda frames_in=frames_in, net=net, method=method:
+                             derain_clip(frames_in, net, method=method, align=align,
                                          window=window, device=device, progress=progress)))
+        bright = getattr(clip, "bright_mask", None)
+        overlay = _overlay_mask(clip)
         for label, name, fn in runs:
             result, seconds, peak = _run_measured(fn)
-            frames = clip.frames if result is None else result.frames
+            ran_on = scored if label == "per-frame SPANet" else np.arange(n)
+            frames = clip.frames[scored] if result is None else result.frames[
+                np.searchsorted(ran_on, scored)]
             share = 0.0 if result is None else float(result.weight.mean())
-            scores = score_clip(frames, clip.truth, clip.object_mask,
-                                overlay_mask=_overlay_mask(clip),
-                                bright_mask=getattr(clip, "bright_mask", None))
+            scores = score_clip(frames, clip.truth[scored], clip.object_mask[scored],
+                                overlay_mask=overlay if overlay is None or overlay.ndim == 2
+                                else overlay[scored],
+                                bright_mask=None if bright is None else bright[scored])
             rows.append({"clip": clip_name, "method": label, "weights": name,
                          "camera_px": _camera_px(clip), **asdict(scores),
                          "spanet_share": share, "seconds": seconds,
-                         "seconds_per_frame": seconds / len(clip.frames),
-                         "peak_mb": peak / 2 ** 20})
+                         "seconds_per_frame": seconds / len(ran_on),
+                         "peak_mb": peak / 2 ** 20, "scored_frames": len(scored)})
             if clip_name in keep and result is not None:
                 comparison.results[(clip_name, label, name)] = result
     comparison.table = pd.DataFrame(rows)
