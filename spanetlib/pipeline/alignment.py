@@ -360,6 +360,9 @@ def _scale_matrix(s: float) -> np.ndarray:
     return np.array([[s, 0.0, off], [0.0, s, off], [0.0, 0.0, 1.0]])
 
 
+_FOOTPRINT_CHUNK = 128  # transforms per pass of common_footprint
+
+
 def footprint_mask(matrix: np.ndarray, shape: tuple[int, int], inset: float = 0.0
                    ) -> np.ndarray:
     """Reference pixels whose sample point lies inside the frame's outermost pixel centres.
@@ -405,32 +408,36 @@ def common_footprint(matrices: np.ndarray, shape: tuple[int, int], inset: float 
         valid = np.ones((h, w), bool)
         for m in mats:
             den = m[2, 0] * xs + m[2, 1] * ys[:, None] + m[2, 2]
-            u = (m[0, 0] * xs + m[0, 1] * ys[:, None] + m[0, 2]) / den
-            v = (m[1, 0] * xs + m[1, 1] * ys[:, None] + m[1, 2]) / den
+            with np.errstate(divide="ignore", invalid="ignore"):
+                u = (m[0, 0] * xs + m[0, 1] * ys[:, None] + m[0, 2]) / den
+                v = (m[1, 0] * xs + m[1, 1] * ys[:, None] + m[1, 2]) / den
             valid &= (u >= inset) & (u <= w - 1 - inset) & (v >= inset) & (v <= h - 1 - inset)
         return valid
     lo = np.zeros(h)
     hi = np.full(h, w - 1.0)
-    den_a = mats[:, 2, 0][:, None]
-    den_rest = mats[:, 2, 1][:, None] * ys[None] + mats[:, 2, 2][:, None]
-    for row, size in ((0, w), (1, h)):
-        num_a = mats[:, row, 0][:, None]
-        num_rest = mats[:, row, 1][:, None] * ys[None] + mats[:, row, 2][:, None]
-        # num / den >= bound  <=>  (num_a - bound den_a) x + (num_rest - bound den_rest) >= 0;
-        # num / den <= bound: the same with both signs turned.
-        for bound, sign in ((inset, 1.0), (size - 1.0 - inset, -1.0)):
-            a = sign * (num_a - bound * den_a)
-            rest = sign * (num_rest - bound * den_rest)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                cut = -rest / a
-            flat = np.abs(a) < 1e-12
-            holds = rest >= 0.0  # a = 0: the bound holds on the whole row or nowhere
-            lower = np.where(flat, np.where(holds, -np.inf, np.inf),
-                             np.where(a > 0, cut, -np.inf))
-            upper = np.where(flat, np.where(holds, np.inf, -np.inf),
-                             np.where(a < 0, cut, np.inf))
-            lo = np.maximum(lo, lower.max(axis=0))
-            hi = np.minimum(hi, upper.min(axis=0))
+    # In chunks of transforms: the work arrays stay a few MB for a clip of thousands of frames.
+    for first in range(0, len(mats), _FOOTPRINT_CHUNK):
+        part = mats[first:first + _FOOTPRINT_CHUNK]
+        den_a = part[:, 2, 0][:, None]
+        den_rest = part[:, 2, 1][:, None] * ys[None] + part[:, 2, 2][:, None]
+        for row, size in ((0, w), (1, h)):
+            num_a = part[:, row, 0][:, None]
+            num_rest = part[:, row, 1][:, None] * ys[None] + part[:, row, 2][:, None]
+            # num / den >= bound <=> (num_a - bound den_a) x + (num_rest - bound den_rest) >= 0;
+            # num / den <= bound: the same with both signs turned.
+            for bound, sign in ((inset, 1.0), (size - 1.0 - inset, -1.0)):
+                a = sign * (num_a - bound * den_a)
+                rest = sign * (num_rest - bound * den_rest)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    cut = -rest / a
+                flat = np.abs(a) < 1e-12
+                holds = rest >= 0.0  # a = 0: the bound holds on the whole row or nowhere
+                lower = np.where(flat, np.where(holds, -np.inf, np.inf),
+                                 np.where(a > 0, cut, -np.inf))
+                upper = np.where(flat, np.where(holds, np.inf, -np.inf),
+                                 np.where(a < 0, cut, np.inf))
+                lo = np.maximum(lo, lower.max(axis=0))
+                hi = np.minimum(hi, upper.min(axis=0))
     return (xs[None] >= lo[:, None] - 1e-9) & (xs[None] <= hi[:, None] + 1e-9)
 
 
