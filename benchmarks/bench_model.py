@@ -47,8 +47,9 @@ Usage::
     python benchmarks/bench_model.py [--sizes 256 512] [--repeats 5] [--threads N] [--memory]
                                      [--profile] [--out results]
 
-With ``--out results`` the table and the verdicts go to ``results/model_speed.csv``/``.md``,
-which README.md copies.
+With ``--out results`` the table and the verdicts go to ``results/model_speed.csv``/``.md``
+(``--name NAME``: ``results/NAME.csv``/``.md``), which README.md copies: ``model_speed``
+measured on an Intel CPU, ``model_speed_amd`` on an AMD one (the goal is on both).
 """
 
 from __future__ import annotations
@@ -312,7 +313,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also print torch's profile of SPANet() at the first size")
     parser.add_argument("--out", default=None,
-                        help="also write <OUT>/model_speed.csv/.md (README: results/)")
+                        help="also write <OUT>/<NAME>.csv/.md (README: results/)")
+    parser.add_argument("--name", default="model_speed",
+                        help="file name of --out's table (default model_speed; README shows "
+                        "model_speed, measured on Intel, and model_speed_amd)")
     parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "SIZE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -340,7 +344,7 @@ def main() -> None:
                    f"configuration, torch {torch.__version__}, {torch.get_num_threads()} "
                    f"thread(s), {cpu_name()}, {os.cpu_count()} cores. "
                    + ". ".join(verdicts) + ".")
-        write_table(pd.DataFrame(rows), Path(args.out) / "model_speed",
+        write_table(pd.DataFrame(rows), Path(args.out) / args.name,
                     float_format={"best s": "%.3f", "median s": "%.3f", "cpu s": "%.3f",
                                   "GFLOP/s": "%.1f", "of fp32 peak": "%.2f"}, caption=caption)
     if args.profile:

@@ -279,6 +279,9 @@ def test_compare_methods_scores_every_method_on_the_frames_spanet_ran_on(tiny_we
     with pytest.raises(ValueError, match="spanet_frames: expected None or an int >= 5"):
         video_experiment.compare_methods({"passing": clip}, weights=[str(tiny_weights)],
                                          spanet_frames=3)
+    with pytest.raises(ValueError, match="keep: per-frame SPANet's results hold every frame"):
+        video_experiment.compare_methods({"passing": clip}, weights=[str(tiny_weights)],
+                                         spanet_frames=5, keep=["passing"])
 
 
 def comparison_table(hybrid_static=45.0, hybrid_passing=38.0, hybrid_object=26.0):

@@ -226,6 +226,7 @@ REGIONS: dict[str, Callable[[Path], str]] = {
     "video-derain": lambda r: _markdown_table(r, "video_derain"),
     "training-step": lambda r: _captioned_table(r, "training_step"),
     "model-speed": lambda r: _captioned_table(r, "model_speed"),
+    "model-speed-amd": lambda r: _captioned_table(r, "model_speed_amd"),
     "footage": lambda r: _captioned_table(r, "footage"),
     "footage-cost": _footage_cost,
     "registration": lambda r: _captioned_table(r, "registration"),

@@ -224,7 +224,7 @@ def compare_methods(clips: dict[str, object], weights: Sequence[str] = ("synthet
         is measured before the timings; ``scored_frames``, the frames scored.
 
     Raises:
-        ValueError: ``spanet_frames`` under ``MIN_FRAMES``.
+        ValueError: ``spanet_frames`` under ``MIN_FRAMES``, or given with ``keep``.
     """
     from spanetlib.models import load_pretrained
 
@@ -233,6 +233,9 @@ def compare_methods(clips: dict[str, object], weights: Sequence[str] = ("synthet
                                       or spanet_frames < MIN_FRAMES):
         raise ValueError(f"spanet_frames: expected None or an int >= {MIN_FRAMES} (a clip "
                          f"derain_clip takes), got {spanet_frames!r}")
+    if spanet_frames is not None and keep:
+        raise ValueError("keep: per-frame SPANet's results hold every frame only without "
+                         "spanet_frames (side_by_side_rows indexes them by clip frame)")
 
     models = {name: load_pretrained(name, device=device) for name in weights}
     for net in models.values():  # a once-per-process cost, kept out of the timings
