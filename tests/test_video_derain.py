@@ -16,7 +16,7 @@ import torch
 
 from spanetlib import cli
 from spanetlib.derain import video as video_derain
-from spanetlib.derain.images import derain_array
+from spanetlib.derain.images import derain_array, tile_starts
 from spanetlib.derain.video import (
     DEFAULT_WINDOW,
     MANIFEST_NAME,
@@ -651,6 +651,35 @@ def test_spanet_on_crops_is_derain_array_on_each_crop(tiny_spanet):
     assert (out[outside] == 0).all()
 
 
+def test_spanet_runs_the_whole_frame_only_where_the_crops_cost_as_much(tiny_spanet,
+                                                                        monkeypatch):
+    # A whole frame in tiles reads its overlaps too: crops reading most of the frame can
+    # still cost less. Whichever costs less runs, and the share says which did.
+    from spanetlib.models.spanet import SPANet
+
+    torch.manual_seed(0)
+    runner = video_derain._Spanet(SPANet(**tiny_spanet).eval(), 96, "cpu", "fp32")
+    frame = np.random.default_rng(2).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    need = np.zeros((240, 320), bool)
+    need[:, :230] = True  # most of the frame
+    plan = video_derain._spanet_plan(need, runner.context)
+    read = video_derain._plan_area(plan) / need.size
+    tiles = len(tile_starts(240, 96, 32)) * len(tile_starts(320, 96, 32))
+    assert runner.whole_cost(240, 320) == tiles * (96 * 96 + video_derain.CROP_OVERHEAD_PX)
+    assert 0.7 < read and video_derain._plan_cost(plan) < runner.whole_cost(240, 320)
+    ran_whole = []
+    monkeypatch.setattr(runner, "whole", lambda image: ran_whole.append(1) or image * 1.0)
+    out, share = runner.where(frame, need)
+    assert not ran_whole and share == pytest.approx(min(1.0, read))
+    runner.tile = None  # untiled, the whole frame costs its pixels and one pass
+    assert runner.whole_cost(240, 320) == 240 * 320 + video_derain.CROP_OVERHEAD_PX
+    out, share = runner.where(frame, need)
+    assert not ran_whole  # still cheaper in crops
+    need[:, :310] = True  # nearly all: cheaper whole
+    out, share = runner.where(frame, need)
+    assert ran_whole and share == 1.0 and (out == frame).all()
+
+
 def with_logo(clip, box=(6, 20, 8, 40), value=(250, 250, 40)):
     """The clip with a logo burned into every frame at the same frame pixels (and truth)."""
     y0, y1, x0, x1 = box
@@ -886,6 +915,64 @@ def test_box_tiles_merge_parts_whose_crops_meet_and_cover_the_need():
     plan = video_derain._spanet_plan(need, 12)
     assert video_derain._plan_area(plan) <= video_derain._plan_area(
         [video_derain._best_grid(need, 12)])
+
+
+def test_cut_tiles_follow_a_ragged_need_where_boxes_and_bands_read_most_of_the_frame():
+    # What a hand-held clip with a logo needs: a thin band along the top with objects
+    # hanging from it, objects on the bottom edge, a strip along part of the right edge.
+    # Bands span the whole side and merged boxes most of the frame; cuts keep each part to
+    # about its own box.
+    m = video_derain.SPANET_CONTEXT
+    need = np.zeros((480, 640), bool)
+    need[:8, :] = True
+    need[:50, 60:190] = True
+    need[:110, 400:460] = True
+    need[420:, 0:100] = True
+    need[420:, 130:210] = True
+    need[160:300, 605:] = True
+    tiles = video_derain._cut_tiles(need, m)
+    plan = [[tile] for tile in tiles]
+    check_plan(plan, need)
+    covered = np.zeros(need.shape, np.int32)
+    for _, core in tiles:
+        covered[core] += 1
+        assert need[core].any(axis=1)[[0, -1]].all() and need[core].any(axis=0)[[0, -1]].all()
+    assert covered.max() == 1  # disjoint cores, each the need's box inside its part
+    # About what a person would draw (one crop per part, overlapping), far under the others.
+    drawn = [(0, 8, 0, 640), (0, 50, 60, 190), (0, 110, 400, 460), (420, 480, 0, 210),
+             (160, 300, 605, 640)]
+    drawn_plan = [[((slice(max(0, y0 - m), min(480, y1 + m)),
+                     slice(max(0, x0 - m), min(640, x1 + m))), None)]
+                  for y0, y1, x0, x1 in drawn]
+    cost = video_derain._plan_cost(plan)
+    assert cost <= 1.1 * video_derain._plan_cost(drawn_plan)
+    others = [video_derain._plan_with_bands(need, m, boxes) for boxes in (False, True)]
+    others += [[video_derain._best_grid(need, m)],
+               [[t] for t in video_derain._box_tiles(need, m)]]
+    assert cost < 0.6 * min(video_derain._plan_cost(video_derain._capped(o, m, need.shape))
+                            for o in others)
+    assert video_derain._spanet_plan(need, m) == plan  # the cheapest candidate
+    assert video_derain._cut_tiles(np.zeros((40, 50), bool), m) == []
+
+
+def test_cut_tiles_keep_one_crop_where_cutting_costs_more():
+    # One compact object, and two close specks: each one crop (a cut adds a crop's context
+    # and pass); a large object over MAX_CROP_PIXELS is costed as its pieces.
+    m = video_derain.SPANET_CONTEXT
+    need = np.zeros((300, 400), bool)
+    need[100:160, 150:230] = True
+    assert video_derain._cut_tiles(need, m) == video_derain._box_tiles(need, m)
+    need = np.zeros((300, 400), bool)
+    need[100:103, 150:153] = True
+    need[110:113, 170:173] = True
+    (crop, core), = video_derain._cut_tiles(need, m)
+    assert core == (slice(100, 113), slice(150, 173))
+    need = np.zeros((600, 800), bool)
+    need[100:500, 100:700] = True
+    plan = video_derain._capped([[t] for t in video_derain._cut_tiles(need, m)], m, need.shape)
+    check_plan(plan, need)
+    assert max(video_derain._plan_area([[t]]) for g in plan for t in g) \
+        <= video_derain.MAX_CROP_PIXELS
 
 
 def test_bright_streaks_over_three_frames_are_rain_and_moving_edges_of_content_are_kept(

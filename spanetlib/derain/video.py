@@ -45,13 +45,14 @@ it is right. For every window of frames (:func:`derain_windows`):
    into a weight ``w`` (1 on content, falling to 0 over a few pixels outside it); the output is
    ``w * SPANet(frame) + (1 - w) * background``, rounded to uint8 (the bands no background
    covers are feathered over only :data:`OUTSIDE_FEATHER` pixels: :func:`_frame_weight`).
-   SPANet runs only where ``w > 0``, on the cheapest of (:func:`_spanet_plan`): thin bands
-   along the frame's edges (what the camera's motion left uncovered) as strips or not, the
-   rest as grid cells in crops of one size (several per forward pass) or as one crop per
-   part (merged where their crops meet), each with the context the model needs (measured
-   once per model, :func:`spanet_context`; at most :data:`SPANET_CONTEXT` pixels); on the
-   whole frame only when the crops would read most of it; a frame that rain explains
-   everywhere needs no SPANet at all.
+   SPANet runs only where ``w > 0``, on the cheapest of (:func:`_spanet_plan`; a plan costs
+   the pixels it reads plus :data:`CROP_OVERHEAD_PX` a forward pass): thin bands along the
+   frame's edges (what the camera's motion left uncovered) as strips or not, the rest as
+   grid cells in crops of one size (several per forward pass), as one crop per part (merged
+   where their crops meet), or the need cut into boxes that follow it (:func:`_cut_tiles`),
+   each with the context the model needs (measured once per model, :func:`spanet_context`;
+   at most :data:`SPANET_CONTEXT` pixels); on the whole frame (in its tiles) only where that
+   costs no more; a frame that rain explains everywhere needs no SPANet at all.
 
 Why ``pair_check`` rather than :meth:`ClipEstimate.usable_mask`: the usable mask is built for
 training pairs, where one wrong pixel is a wrong pair, so it is all False for every frame the
@@ -106,6 +107,7 @@ from spanetlib.derain.images import (
     available_memory,
     derain_array,
     is_out_of_memory,
+    tile_starts,
 )
 from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
@@ -251,7 +253,13 @@ SAME_PIXEL_PX = 0.25
 #: (:func:`speck_parts`): smaller than the objects the pair check takes whole (two squares of
 #: area), with the pair check's widening (:data:`PAIR_WIDEN_PX`) around it.
 SPECK_SQUARES = 2
-_WHOLE_FRAME_SHARE = 0.7  # crops reading more than this share of the frame: whole frame
+#: What one more forward pass costs :func:`_spanet_plan`, in crop pixels: SPANet took about
+#: 7 ms a pass beyond 3.3 us a pixel (official weights, crops of 40 x 100 to 245 x 245, one
+#: per pass, 2-core AMD EPYC), about 2,000 pixels' worth; rounded up.
+CROP_OVERHEAD_PX = 2500
+_TILE_OVERLAP = 32  # pixels: the overlap of a whole frame's tiles (derain_array's default)
+_CUT_CELL = 8  # pixels: the cell of _cut_tiles's search
+_CUT_DEPTH = 24  # most nested cuts of _cut_tiles
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,7 +282,8 @@ class FrameRecord:
         content_share: share of the frame's pixels flagged as content by the pair check.
         outside_share: share outside the period's valid region (camera motion).
         spanet_share: mean SPANet weight over the frame (0: background everywhere).
-        spanet_run_share: share of the frame's pixels SPANet was run on (crops with context).
+        spanet_run_share: share of the frame's pixels SPANet was run on (crops with context;
+            1: the whole frame).
         overlay_share: share of the frame taken as an overlay fixed to the frame (logo,
             timestamp, subtitle, watermark) and kept from frame coordinates.
         speck_share: share of the frame in content specks (:func:`speck_parts`), taken from
@@ -578,8 +587,9 @@ def _spanet_plan(need: np.ndarray, context: int = SPANET_CONTEXT
     # strips or not (content touching an edge is no band), the rest as grid cells of one size
     # (batched) or as one box per part of the need (merged where their crops would meet).
     plans = [_plan_with_bands(need, m, boxes) for boxes in (False, True)]
-    plans += [[_best_grid(need, m)], [[tile] for tile in _box_tiles(need, m)]]
-    return min((_capped(plan, m, need.shape) for plan in plans), key=_plan_area)
+    plans += [[_best_grid(need, m)], [[tile] for tile in _box_tiles(need, m)],
+              [[tile] for tile in _cut_tiles(need, m)]]
+    return min((_capped(plan, m, need.shape) for plan in plans), key=_plan_cost)
 
 
 def _capped(plan: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]], m: int,
@@ -664,6 +674,113 @@ def _box_tiles(rest: np.ndarray, m: int) -> list[tuple[tuple[slice, slice], tupl
              (slice(y0, y1), slice(x0, x1))) for y0, x0, y1, x1 in boxes]
 
 
+def _cut_tiles(need: np.ndarray, m: int) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+    """One crop per box of a guillotine partition of ``need`` chosen for the least cost.
+
+    The need's bounding box is cut in two, by rows or by columns, where the two parts' crops
+    (their own bounding boxes with ``m`` pixels of context) cost least; each part is cut
+    again the same way, and a part stays whole where that costs less than its best cut.
+    The cost of a crop is its pixels plus :data:`CROP_OVERHEAD_PX` (a forward pass's own
+    time), a crop over :data:`MAX_CROP_PIXELS` counted as its pieces (:func:`_split_crop`).
+    Unlike merged boxes (:func:`_box_tiles`) this follows a ragged need, such as a band
+    along part of an edge with objects beside it, or bright content spread over the frame.
+    The search runs on cells of :data:`_CUT_CELL` pixels; each core is the need's exact
+    bounding box inside its part, so the cores are disjoint.
+    """
+    h, w = need.shape
+    c = _CUT_CELL
+    ny, nx = -(-h // c), -(-w // c)
+    padded = np.zeros((ny * c, nx * c), bool)
+    padded[:h, :w] = need
+    cells = padded.reshape(ny, c, nx, c).any(axis=(1, 3))
+
+    def crop_area(y0, y1, x0, x1):  # cell bounds (arrays or ints) -> crop pixels
+        rows = np.minimum(h, y1 * c + m) - np.maximum(0, y0 * c - m)
+        cols = np.minimum(w, x1 * c + m) - np.maximum(0, x0 * c - m)
+        return rows * cols
+
+    def tight(y0: int, y1: int, x0: int, x1: int) -> tuple[int, int, int, int]:
+        part = cells[y0:y1, x0:x1]
+        rows, cols = np.flatnonzero(part.any(axis=1)), np.flatnonzero(part.any(axis=0))
+        return y0 + int(rows[0]), y0 + int(rows[-1]) + 1, x0 + int(cols[0]), x0 + int(cols[-1]) + 1
+
+    def core_of(box: tuple[int, int, int, int]) -> tuple[slice, slice]:
+        y0, y1, x0, x1 = box
+        part = need[y0 * c:y1 * c, x0 * c:x1 * c]
+        rows, cols = np.flatnonzero(part.any(axis=1)), np.flatnonzero(part.any(axis=0))
+        return (slice(y0 * c + int(rows[0]), y0 * c + int(rows[-1]) + 1),
+                slice(x0 * c + int(cols[0]), x0 * c + int(cols[-1]) + 1))
+
+    def tile_of(core: tuple[slice, slice]) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+        return ((slice(max(0, core[0].start - m), min(h, core[0].stop + m)),
+                 slice(max(0, core[1].start - m), min(w, core[1].stop + m))), core)
+
+    def own_cost(box: tuple[int, int, int, int]) -> float:
+        tile = tile_of(core_of(box))
+        if _plan_area([[tile]]) <= MAX_CROP_PIXELS:
+            return _plan_area([[tile]]) + CROP_OVERHEAD_PX
+        pieces = _split_crop(tile, m, (h, w))
+        return _plan_area(pieces) + CROP_OVERHEAD_PX * sum(len(g) for g in pieces)
+
+    def best_cut(box: tuple[int, int, int, int]):
+        # Every cut position at once, along rows and along columns: each side's bounding
+        # box from running ORs of the part's rows (columns) from either end.
+        y0, y1, x0, x1 = box
+        best = None
+        for part, flip in ((cells[y0:y1, x0:x1], False), (cells[y0:y1, x0:x1].T, True)):
+            n, k = part.shape
+            if n < 2:
+                continue
+            ramp = np.arange(n)
+            used = part.any(axis=1)
+            last_before = np.maximum.accumulate(np.where(used, ramp, -1))[:-1]
+            first_after = np.minimum.accumulate(np.where(used, ramp, n)[::-1])[::-1][1:]
+            heads = np.logical_or.accumulate(part, axis=0)[:-1]
+            tails = np.logical_or.accumulate(part[::-1], axis=0)[::-1][1:]
+            head_lo, head_hi = heads.argmax(axis=1), k - heads[:, ::-1].argmax(axis=1)
+            tail_lo, tail_hi = tails.argmax(axis=1), k - tails[:, ::-1].argmax(axis=1)
+            a0, b0 = (x0, y0) if flip else (y0, x0)
+            spans = [(a0 + 0 * ramp[:-1], a0 + last_before + 1, b0 + head_lo, b0 + head_hi),
+                     (a0 + first_after, a0 + n + 0 * ramp[:-1], b0 + tail_lo, b0 + tail_hi)]
+            cost = 0
+            for lo, hi, plo, phi in spans:
+                cost = cost + (crop_area(plo, phi, lo, hi) if flip else crop_area(lo, hi, plo, phi))
+            cost = cost + 2 * CROP_OVERHEAD_PX
+            cost[~used[:-1] & ~used[1:]] = np.iinfo(np.int64).max  # cut next to a used line
+            cut = int(np.argmin(cost))
+            if best is None or cost[cut] < best[0]:
+                best = (int(cost[cut]), cut + 1, flip)
+        return best
+
+    def solve(box: tuple[int, int, int, int], depth: int
+              ) -> tuple[float, list[tuple[int, int, int, int]]]:
+        own = own_cost(box)
+        y0, y1, x0, x1 = box
+        # No cut pays where two crops of one cell each would cost as much already.
+        floor = 2 * (CROP_OVERHEAD_PX + (c + m) ** 2)
+        if depth >= _CUT_DEPTH or own <= floor:
+            return own, [box]
+        cut = best_cut(box)
+        if cut is None:
+            return own, [box]
+        _, at, flip = cut
+        parts = ((y0, y1, x0, x0 + at), (y0, y1, x0 + at, x1)) if flip \
+            else ((y0, y0 + at, x0, x1), (y0 + at, y1, x0, x1))
+        total, boxes = 0.0, []
+        for part in parts:
+            sub_cost, sub_boxes = solve(tight(*part), depth + 1)
+            total += sub_cost
+            boxes += sub_boxes
+            if total >= own:
+                return own, [box]
+        return total, boxes
+
+    if not cells.any():
+        return []
+    _, boxes = solve(tight(0, ny, 0, nx), 0)
+    return [tile_of(core_of(box)) for box in sorted(boxes)]
+
+
 def _plan_with_bands(need: np.ndarray, m: int, boxes: bool = False
                      ) -> list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]:
     """:func:`_spanet_plan` with the edge bands as strips, the rest as grid cells or boxes.
@@ -732,6 +849,18 @@ def _plan_area(groups: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]
     """Pixels SPANet reads for a plan (crops, overlaps counted)."""
     return sum((crop[0].stop - crop[0].start) * (crop[1].stop - crop[1].start)
                for group in groups for crop, _ in group)
+
+
+def _passes(group: list[tuple[tuple[slice, slice], tuple[slice, slice]]],
+            dtype: torch.dtype = torch.float32) -> int:
+    """Forward passes :meth:`_Spanet.where` runs a group of equal-size crops in."""
+    per_pass = max(1, int(SPANET_MEMORY // (_plan_area([group[:1]]) * _crop_bytes(dtype))))
+    return -(-len(group) // per_pass)
+
+
+def _plan_cost(groups: list[list[tuple[tuple[slice, slice], tuple[slice, slice]]]]) -> int:
+    """What a plan costs in crop pixels: those it reads, plus :data:`CROP_OVERHEAD_PX` a pass."""
+    return _plan_area(groups) + CROP_OVERHEAD_PX * sum(_passes(g) for g in groups if g)
 
 
 def spanet_context(forward: Callable[[np.ndarray], np.ndarray]) -> int:
@@ -829,6 +958,14 @@ class _Spanet:
             return auto_tile(h, w, self.dtype, int(budget / MEMORY_SHARE))
         return self.tile if self.tile is not None and max(h, w) > self.tile else None
 
+    def whole_cost(self, h: int, w: int) -> int:
+        """:func:`_plan_cost` of :meth:`whole` on an H x W frame: its tiles, one per pass."""
+        tile = self._tile_for(h, w)
+        if tile is None:
+            return h * w + CROP_OVERHEAD_PX
+        ys, xs = tile_starts(h, tile, _TILE_OVERLAP), tile_starts(w, tile, _TILE_OVERLAP)
+        return len(ys) * len(xs) * (min(tile, h) * min(tile, w) + CROP_OVERHEAD_PX)
+
     def whole(self, image: np.ndarray) -> np.ndarray:
         """``derain_array`` on the whole frame (tiled as set): H x W x 3 float32, 0..255."""
         if self.model is None:
@@ -836,24 +973,26 @@ class _Spanet:
         h, w = image.shape[:2]
         release_freed_memory()  # what the frame's checks freed, before SPANet's peak
         derained, _ = derain_array(self.model, image, tile=self._tile_for(h, w),
-                                   device=self.dev, precision=self.precision)
+                                   overlap=_TILE_OVERLAP, device=self.dev,
+                                   precision=self.precision)
         return derained * np.float32(255.0)
 
     def where(self, frame: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, float]:
         """SPANet's output (H x W x 3 float32, 0..255) wherever ``need``; zeros elsewhere.
 
         Runs on the crops of :func:`_spanet_plan`, several per forward pass, or on the whole
-        frame when they would read most of it. Returns the output and the share of the
-        frame's pixels SPANet read.
+        frame where that costs no more (:meth:`whole_cost`). Returns the output and the
+        share of the frame's pixels SPANet read (crops with context, at most 1: the whole
+        frame).
         """
         h, w = need.shape
         out = np.zeros((h, w, 3), np.float32)
         if not need.any():
             return out, 0.0
         plan = _spanet_plan(need, self.context)
-        area = _plan_area(plan)
-        if area > _WHOLE_FRAME_SHARE * h * w:
+        if _plan_cost(plan) >= self.whole_cost(h, w):
             return self.whole(frame), 1.0
+        area = _plan_area(plan)
         if self.model is None:
             raise ValueError("method needs a model")
         self.model.eval().to(self.dev)
@@ -862,8 +1001,7 @@ class _Spanet:
         # instead of faulting it in afresh (returned to the system once, at the end).
         with reuse_freed_memory():
             for group in plan:
-                crop_pixels = _plan_area([group[:1]])
-                per_pass = max(1, int(SPANET_MEMORY // (crop_pixels * _crop_bytes(self.dtype))))
+                per_pass = -(-len(group) // _passes(group, self.dtype))
                 for k in range(0, len(group), per_pass):
                     part = group[k:k + per_pass]
                     batch = np.stack([frame[crop] for crop, _ in part])
@@ -871,7 +1009,7 @@ class _Spanet:
                         oy, ox = crop[0].start, crop[1].start
                         out[core] = result[core[0].start - oy:core[0].stop - oy,
                                            core[1].start - ox:core[1].stop - ox]
-        return out, area / float(h * w)
+        return out, min(1.0, area / float(h * w))
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """B x h x w x 3 uint8 -> B x h x w x 3 float32 in 0..255 (clipped as derain_array)."""
