@@ -472,6 +472,9 @@ def main() -> None:
             print(f"generated {name}: {n} frames of {size[1]} x {size[0]} in "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
             jobs.append((name, path, tmp / f"{path.stem}.npz", size, n))
+        # The clips just written (GBs at 3,000 frames) go to disk now, not while a
+        # measurement runs.
+        os.sync()
         if not args.no_real:
             for name, source in real_clips():
                 jobs.append((f"real: {name}", source, None, None, 0))
