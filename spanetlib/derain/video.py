@@ -573,19 +573,22 @@ def _spanet_plan(need: np.ndarray, context: int = SPANET_CONTEXT
 
     Each item is ``(crop, core)``: the crop fed to SPANet (frame slices) and the part of the
     frame whose output it gives (inside the crop, with ``context`` pixels of context on
-    every side that is not the frame's edge). Thin bands along the frame's edges (what the
-    period's valid region misses when the camera moved) are run as strips; the rest as a
-    grid of cells (:data:`SPANET_CORES`) in crops of one size, clamped inside the frame; a
-    crop over :data:`MAX_CROP_PIXELS` is run in pieces (:func:`_split_crop`). An
-    empty plan: nothing needed. None of this depends on anything but ``need`` and
-    ``context``, so a frame is derained the same way in every run.
+    every side that is not the frame's edge). The plan is the cheapest (:func:`_plan_cost`)
+    of: thin bands along the frame's edges (what the period's valid region misses when the
+    camera moved) run as strips or not, the rest as a grid of cells (:data:`SPANET_CORES`)
+    in crops of one size, clamped inside the frame, or as one box per part
+    (:func:`_box_tiles`); or the whole need cut into boxes that follow it
+    (:func:`_cut_tiles`). A crop over :data:`MAX_CROP_PIXELS` is run in pieces
+    (:func:`_split_crop`). An empty plan: nothing needed. None of this depends on anything
+    but ``need`` and ``context``, so a frame is derained the same way in every run.
     """
     m = int(context)
     if not need.any():
         return []
-    # Candidates, the one that reads the fewest pixels wins (ties: the first): edge bands as
-    # strips or not (content touching an edge is no band), the rest as grid cells of one size
-    # (batched) or as one box per part of the need (merged where their crops would meet).
+    # Candidates, the one that costs least wins (ties: the first): edge bands as strips or
+    # not (content touching an edge is no band), the rest as grid cells of one size (batched)
+    # or as one box per part of the need (merged where their crops would meet); or the need
+    # cut into boxes.
     plans = [_plan_with_bands(need, m, boxes) for boxes in (False, True)]
     plans += [[_best_grid(need, m)], [[tile] for tile in _box_tiles(need, m)],
               [[tile] for tile in _cut_tiles(need, m)]]
