@@ -320,6 +320,8 @@ def main() -> None:
     parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "SIZE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.name or Path(args.name).name != args.name or args.name.startswith("."):
+        parser.error(f"--name: expected a plain file name (no folder), got {args.name!r}")
     if args.threads:
         import numba
 

@@ -115,6 +115,20 @@ def test_exposure_gain_is_measured_and_corrected(rain_clip):
     assert before > 4.0 and after < 0.4 * before
 
 
+def test_exposure_mapping_is_its_formula_at_every_level():
+    # uint8 frames go through a 256-entry table (OpenCV's LUT): the same float32 values as
+    # (x - offset) / gain clipped to 0..255, per level and channel; float frames directly.
+    levels = np.arange(256, dtype=np.uint8)
+    image = np.stack([levels, levels[::-1], np.roll(levels, 7)], axis=-1).reshape(16, 16, 3)
+    for gain, offset in ((1.13, -4.6), (0.87, 9.25), (1.0, 0.0)):
+        expected = np.clip((image.astype(np.float64) - offset) / gain, 0, 255).astype(np.float32)
+        out = al._expose_to_reference(image, gain, offset)
+        assert out.dtype == np.float32 and out.shape == image.shape
+        np.testing.assert_array_equal(out, expected)
+        as_float = al._expose_to_reference(image.astype(np.float32), gain, offset)
+        np.testing.assert_allclose(as_float, expected, rtol=1e-6, atol=1e-4)
+
+
 def test_regional_light_change_is_not_read_as_exposure(rain_clip):
     clip = rain_clip("light-switch", n_frames=20, density=RainParams(density=0.0))
     motion = al.measure_motion(clip.frames)

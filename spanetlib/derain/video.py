@@ -673,8 +673,15 @@ def _box_tiles(rest: np.ndarray, m: int) -> list[tuple[tuple[slice, slice], tupl
                 out.append(box)
         boxes = out
     boxes.sort()
-    return [((slice(max(0, y0 - m), min(h, y1 + m)), slice(max(0, x0 - m), min(w, x1 + m))),
-             (slice(y0, y1), slice(x0, x1))) for y0, x0, y1, x1 in boxes]
+    return [_with_context((slice(y0, y1), slice(x0, x1)), m, (h, w)) for y0, x0, y1, x1 in boxes]
+
+
+def _with_context(core: tuple[slice, slice], m: int, shape: tuple[int, int]
+                  ) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """``(crop, core)``: the crop of ``core`` with ``m`` pixels of context, inside the frame."""
+    h, w = shape
+    return ((slice(max(0, core[0].start - m), min(h, core[0].stop + m)),
+             slice(max(0, core[1].start - m), min(w, core[1].stop + m))), core)
 
 
 def _cut_tiles(need: np.ndarray, m: int) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
@@ -714,16 +721,8 @@ def _cut_tiles(need: np.ndarray, m: int) -> list[tuple[tuple[slice, slice], tupl
         return (slice(y0 * c + int(rows[0]), y0 * c + int(rows[-1]) + 1),
                 slice(x0 * c + int(cols[0]), x0 * c + int(cols[-1]) + 1))
 
-    def tile_of(core: tuple[slice, slice]) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
-        return ((slice(max(0, core[0].start - m), min(h, core[0].stop + m)),
-                 slice(max(0, core[1].start - m), min(w, core[1].stop + m))), core)
-
     def own_cost(box: tuple[int, int, int, int]) -> float:
-        tile = tile_of(core_of(box))
-        if _plan_area([[tile]]) <= MAX_CROP_PIXELS:
-            return _plan_area([[tile]]) + CROP_OVERHEAD_PX
-        pieces = _split_crop(tile, m, (h, w))
-        return _plan_area(pieces) + CROP_OVERHEAD_PX * sum(len(g) for g in pieces)
+        return _plan_cost(_capped([[_with_context(core_of(box), m, (h, w))]], m, (h, w)))
 
     def best_cut(box: tuple[int, int, int, int]):
         # Every cut position at once, along rows and along columns: each side's bounding
@@ -743,8 +742,8 @@ def _cut_tiles(need: np.ndarray, m: int) -> list[tuple[tuple[slice, slice], tupl
             head_lo, head_hi = heads.argmax(axis=1), k - heads[:, ::-1].argmax(axis=1)
             tail_lo, tail_hi = tails.argmax(axis=1), k - tails[:, ::-1].argmax(axis=1)
             a0, b0 = (x0, y0) if flip else (y0, x0)
-            spans = [(a0 + 0 * ramp[:-1], a0 + last_before + 1, b0 + head_lo, b0 + head_hi),
-                     (a0 + first_after, a0 + n + 0 * ramp[:-1], b0 + tail_lo, b0 + tail_hi)]
+            spans = [(np.full(n - 1, a0), a0 + last_before + 1, b0 + head_lo, b0 + head_hi),
+                     (a0 + first_after, np.full(n - 1, a0 + n), b0 + tail_lo, b0 + tail_hi)]
             cost = 0
             for lo, hi, plo, phi in spans:
                 cost = cost + (crop_area(plo, phi, lo, hi) if flip else crop_area(lo, hi, plo, phi))
@@ -781,7 +780,7 @@ def _cut_tiles(need: np.ndarray, m: int) -> list[tuple[tuple[slice, slice], tupl
     if not cells.any():
         return []
     _, boxes = solve(tight(0, ny, 0, nx), 0)
-    return [tile_of(core_of(box)) for box in sorted(boxes)]
+    return [_with_context(core_of(box), m, (h, w)) for box in sorted(boxes)]
 
 
 def _plan_with_bands(need: np.ndarray, m: int, boxes: bool = False
