@@ -40,8 +40,9 @@ whatever the clip's length. Written to ``results/video_derain_memory.md``.
 
 ``--real``: only the real clips of ``../shared/real-clips/`` (when the folder is there; no
 truth, so speed alone): the hybrid on the clip's first ``--real-frames`` frames (default 60,
-the command's own window for the frame size) and per-frame SPANet on its first
-:data:`~spanetlib.derain.video.MIN_FRAMES`, official weights, seconds per frame side by side,
+the command's own window for the frame size and tile) and per-frame SPANet on its first
+:data:`~spanetlib.derain.video.MIN_FRAMES` (as ``spanet derain`` runs a frame: the tile from the
+memory available), official weights, seconds per frame side by side,
 their ratio, and the shares of the output SPANet made, of the pixels it read, and of the
 specks taken from the frame. Written to ``results/video_derain_real.md`` (numbers only: the
 clips are not ours to copy).
@@ -147,8 +148,10 @@ def main() -> None:
                        f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}: the real clips "
                        "of `../shared/real-clips/` (not part of the project), official weights; "
                        f"hybrid on the first {args.real_frames} frames (window "
-                       f"{args.window or 'the command default (auto_window)'}), per-frame "
-                       f"SPANet on the first {MIN_FRAMES}, side by side in one run; SPANet "
+                       f"{args.window or 'the command default (auto_window)'}, tile the "
+                       "command default (auto)), per-frame SPANet on the first "
+                       f"{MIN_FRAMES} (tile as `spanet derain` picks it), side by side in one "
+                       "run; SPANet "
                        "share: of the output, ran: of the pixels it read (crops with context), "
                        "specks: of the pixels taken from the frame (mean over frames).")
             atomic_write_text(args.results / "video_derain_real.md",
@@ -296,7 +299,9 @@ def _own_peak_kib(command: list[str], stderr: object) -> int | None:
 def real_speed(n_frames: int, window: int | None) -> pd.DataFrame:
     """Per real clip: the hybrid's and per-frame SPANet's seconds per frame, side by side."""
     import numpy as np
+    import torch
 
+    from spanetlib.derain.images import auto_tile, available_memory, derain_array
     from spanetlib.derain.video import derain_clip
     from spanetlib.io.errors import InputError
     from spanetlib.io.video import read_sequence
@@ -314,11 +319,15 @@ def real_speed(n_frames: int, window: int | None) -> pd.DataFrame:
             print(f"  {name}: {len(frames)} frames, fewer than {MIN_FRAMES}: skipped")
             continue
         h, w = frames.shape[1:3]
+        # Both as the commands run them: derain-video's default tile, and `spanet derain`'s
+        # per frame (the largest that fits in the memory available now).
         clock = time.perf_counter()
-        hybrid = derain_clip(frames, model, window=window or auto_window((h, w)))
+        hybrid = derain_clip(frames, model, window=window or auto_window((h, w)), tile="auto")
         hybrid_s = (time.perf_counter() - clock) / len(frames)
         clock = time.perf_counter()
-        derain_clip(frames[:MIN_FRAMES], model, method="spanet")
+        for frame in frames[:MIN_FRAMES]:
+            derain_array(model, frame, tile=auto_tile(h, w, torch.float32,
+                                                      available_memory("cpu")))
         spanet_s = (time.perf_counter() - clock) / MIN_FRAMES
         records = hybrid.records
         rows.append({"clip": name, "size": f"{h}x{w}", "frames": len(frames),

@@ -128,9 +128,10 @@ def _add_derain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the model runs (default: auto, CUDA when available)")
     p.add_argument("--tile", type=_tile, default="auto",
-                   help="tile size in pixels for large images, or auto: the largest tile "
-                   "that fits in half the memory available now (128 to 2048; smaller images "
-                   "are derained whole) (default: auto)")
+                   help="tile size in pixels for large images, or auto: as few tiles as fit "
+                   "in half the memory available now (at most 2048), each as small as that "
+                   "count allows (at least 128; smaller images are derained whole) "
+                   "(default: auto)")
     p.add_argument("--save-attention", action="store_true", help="also save attention heat maps")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
@@ -184,9 +185,10 @@ def _add_derain_video(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", type=_nonnegative_int, default=0,
                    help="first frame to derain (default 0)")
     p.add_argument("--tile", type=_tile, default="auto",
-                   help="SPANet tile size for frames it runs on whole, or auto: the largest "
-                   "tile that fits in the memory available now, within derain-video's SPANet "
-                   "budget (smaller frames are derained whole) (default: auto)")
+                   help="SPANet tile size for frames it runs on whole, or auto: as few tiles "
+                   "as fit in the memory available now, within derain-video's SPANet budget "
+                   "(160 MiB at 1080p, more for smaller frames; frames that fit are derained "
+                   "whole) (default: auto)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where SPANet runs (default: auto, CUDA when available)")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",

@@ -1,3 +1,4 @@
+import math
 import os
 import sys
 from pathlib import Path
@@ -482,17 +483,45 @@ GIB = 1 << 30
 
 
 @pytest.mark.parametrize(("height", "width", "available", "dtype", "expected"), [
-    # (available / 2 - 64 B per image pixel) / bytes per tile pixel, side rounded down to 64
-    (1000, 1000, 2 * GIB, torch.float32, 640),     # sqrt(1009741824 / 2300) = 662
-    (2000, 2000, 2 * GIB, torch.bfloat16, 960),    # sqrt(817741824 / 850) = 981
-    (2000, 2000, 2 * GIB, torch.float32, 576),     # sqrt(817741824 / 2300) = 596
+    # The largest side: (available / 2 - 64 B per image pixel) / bytes per tile pixel,
+    # rounded down to 64; then the smallest side (a multiple of 8) with as few tiles
+    # (overlap 32): 32 + ceil((length - 32) / tiles) on the longer side.
+    (1000, 1000, 2 * GIB, torch.float32, 520),     # sqrt(1009741824 / 2300) = 662 -> 640:
+                                                   # 2 tiles, 32 + 484 = 516
+    (2000, 2000, 2 * GIB, torch.bfloat16, 688),    # sqrt(817741824 / 850) = 981 -> 960:
+                                                   # 3 tiles, 32 + 656
+    (2000, 2000, 2 * GIB, torch.float32, 528),     # sqrt(817741824 / 2300) = 596 -> 576:
+                                                   # 4 tiles, 32 + 492 = 524
     (300, 200, 2 * GIB, torch.float32, None),      # fits whole
-    (4000, 3000, 1024 * GIB, torch.float32, 2048),  # at most 2048
+    (4000, 3000, 1024 * GIB, torch.float32, 2016),  # at most 2048: 2 tiles, 32 + 1984
     (4000, 3000, GIB // 4, torch.float32, 128),    # at least 128
-    (4000, 3000, None, torch.float32, 512),        # memory unknown
+    (4000, 3000, None, torch.float32, 480),        # memory unknown: 512, 9 tiles, 32 + 441
 ])
 def test_auto_tile_from_available_memory(height, width, available, dtype, expected):
     assert inference.auto_tile(height, width, dtype, available) == expected
+
+
+@pytest.mark.parametrize(("height", "width", "available", "overlap"), [
+    (640, 640, GIB, 32), (721, 1283, 2 * GIB, 32), (3024, 4032, 8 * GIB, 32),
+    (3024, 4032, 8 * GIB, 64), (130, 900, GIB // 8, 16), (1080, 1920, GIB // 2, 48),
+])
+def test_auto_tile_is_the_smallest_with_the_fewest_tiles(height, width, available, overlap):
+    # The fitted tile covers the image in as few tiles as the largest side that fits, and no
+    # smaller multiple of 8 (at least MIN_AUTO_TILE) does.
+    per_pixel = inference.FORWARD_BYTES_PER_PIXEL[torch.float32]
+    budget = inference.MEMORY_SHARE * available - inference.IMAGE_BYTES_PER_PIXEL * height * width
+    largest = int(math.sqrt(budget / per_pixel)) // 64 * 64
+    largest = min(max(largest, inference.MIN_AUTO_TILE), inference.MAX_AUTO_TILE)
+
+    def count(tile: int) -> int:
+        return len(inference.tile_starts(height, tile, overlap)) \
+            * len(inference.tile_starts(width, tile, overlap))
+
+    tile = inference.auto_tile(height, width, torch.float32, available, overlap)
+    assert tile is not None and tile % 8 == 0 and inference.MIN_AUTO_TILE <= tile <= largest
+    assert count(tile) == count(largest)
+    smaller = tile - 8
+    assert smaller < inference.MIN_AUTO_TILE or count(smaller) > count(largest)
 
 
 def test_derain_files_default_tile_follows_available_memory(tmp_path, photo, monkeypatch,

@@ -680,6 +680,30 @@ def test_spanet_runs_the_whole_frame_only_where_the_crops_cost_as_much(tiny_span
     assert ran_whole and share == 1.0 and (out == frame).all()
 
 
+@pytest.mark.parametrize(("shape", "expected"), [
+    ((360, 640), None),          # what a 360 x 640 frame leaves of 1080p's memory: whole
+    ((640, 640), 336),           # 874 MiB: 576 at most, 2 x 2 tiles, as small as 336
+    ((720, 1280), 448),          # 654 MiB: 512 at most, 2 x 3 tiles, as small as 448
+    ((1080, 1920), 128),         # SPANET_MEMORY alone: 160 MiB
+    ((2160, 3840), 128),
+])
+def test_whole_frames_take_the_memory_a_smaller_frame_leaves(shape, expected, monkeypatch):
+    # The auto tile of derain-video's whole frames comes from spanet_memory: SPANET_MEMORY
+    # at 1080p and above, more below (the rest of the process holds less), so a small
+    # frame runs whole instead of in tiles that read it 1.7 times; never more than the
+    # memory available allows.
+    monkeypatch.setattr(video_derain, "available_memory", lambda dev: 64 << 30)
+    runner = video_derain._Spanet(None, "auto", "cpu", "fp32")
+    h, w = shape
+    assert video_derain.spanet_memory(shape) == video_derain.SPANET_MEMORY + max(
+        0, video_derain.PROCESS_BYTES_PER_PIXEL * (1080 * 1920 - h * w))
+    assert runner._tile_for(h, w) == expected
+    if expected is None:
+        assert runner.whole_cost(h, w) == h * w + video_derain.CROP_OVERHEAD_PX
+    monkeypatch.setattr(video_derain, "available_memory", lambda dev: 16 << 20)
+    assert runner._tile_for(h, w) == 128  # little memory left: the smallest tile
+
+
 def with_logo(clip, box=(6, 20, 8, 40), value=(250, 250, 40)):
     """The clip with a logo burned into every frame at the same frame pixels (and truth)."""
     y0, y1, x0, x1 = box

@@ -162,6 +162,7 @@ __all__ = [
     "derain_windows",
     "feather_radius",
     "spanet_context",
+    "spanet_memory",
     "speck_parts",
 ]
 
@@ -205,6 +206,13 @@ SPANET_CORES = (16, 32, 64, 128)
 #: ``auto`` tile of whole frames, so a 1080p clip stays within its memory goal (at 1080p,
 #: window 60, the rest of the process holds ~1.35 GB while SPANet runs).
 SPANET_MEMORY = 160 << 20
+#: Memory the rest of a derain-video process holds per pixel of its frames (bytes): peaks of
+#: `spanet derain-video` (hand-held clips, 60 frames, synthetic weights, SPANet within
+#: :data:`SPANET_MEMORY`) of 593, 915 and 1,447 MB at 360 x 640, 720 x 1280 and 1080p lie on
+#: a line of 465 bytes a pixel; rounded down. What a smaller frame leaves of 1080p's memory
+#: goes to SPANet's whole frames (:func:`spanet_memory`).
+PROCESS_BYTES_PER_PIXEL = 450
+_FULL_HD_PIXELS = 1080 * 1920
 #: Extra memory of one fp32 forward pass per pixel of the crops SPANet runs on here (bytes):
 #: the growth of the resident set over each forward pass of a 1080p hand-held clip in a
 #: derain-video process (batches of 56-pixel crops, edge strips of 25-105 x 1920 and
@@ -915,6 +923,22 @@ def crop_context(model: nn.Module, device: str = "cpu", precision: str = "fp32")
     return _Spanet(model, None, device, precision).context
 
 
+def spanet_memory(shape: Sequence[int]) -> int:
+    """Memory (bytes) SPANet's whole-frame passes may take for frames of ``shape`` (H x W ...).
+
+    :data:`SPANET_MEMORY` at 1080p and above; below, also what the rest of the process holds
+    less than at 1080p (:data:`PROCESS_BYTES_PER_PIXEL` a pixel), so the process peaks about
+    where it does at 1080p and a small frame runs in fewer tiles or whole. Crops keep
+    :data:`SPANET_MEMORY` (:data:`MAX_CROP_PIXELS`): more of them per pass saves little.
+
+    Example:
+        >>> spanet_memory((1080, 1920)) == SPANET_MEMORY < spanet_memory((360, 640))
+        True
+    """
+    pixels = int(shape[0]) * int(shape[1])
+    return SPANET_MEMORY + PROCESS_BYTES_PER_PIXEL * max(0, _FULL_HD_PIXELS - pixels)
+
+
 def _crop_bytes(dtype: torch.dtype) -> float:
     """Memory of a forward pass per crop pixel: measured in fp32, scaled for other dtypes."""
     fp32 = FORWARD_BYTES_PER_PIXEL[torch.float32]
@@ -956,8 +980,9 @@ class _Spanet:
 
     def _tile_for(self, h: int, w: int) -> int | None:
         if self.tile == "auto":
-            budget = min(SPANET_MEMORY, available_memory(self.dev) or SPANET_MEMORY)
-            return auto_tile(h, w, self.dtype, int(budget / MEMORY_SHARE))
+            budget = spanet_memory((h, w))
+            budget = min(budget, available_memory(self.dev) or budget)
+            return auto_tile(h, w, self.dtype, int(budget / MEMORY_SHARE), _TILE_OVERLAP)
         return self.tile if self.tile is not None and max(h, w) > self.tile else None
 
     def whole_cost(self, h: int, w: int) -> int:
@@ -1499,7 +1524,7 @@ def derain_clip(frames: np.ndarray, model: nn.Module | str | os.PathLike | None 
         window: frames per temporal estimate (:func:`derain_windows`); None: from the
             frame size (:func:`auto_window`).
         tile: SPANet tile size for whole frames larger than it (None: whole frames;
-            ``"auto"``: from the memory available, within :data:`SPANET_MEMORY`).
+            ``"auto"``: from the memory available, within :func:`spanet_memory`).
         device: where SPANet runs (``"cpu"``, ``"cuda"``, ``"auto"``).
         precision: SPANet's precision (``"fp32"``; ``"bf16"``/``"auto"`` where
             :func:`spanetlib.derain.images.derain_array` offers them).
@@ -1827,7 +1852,7 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
         window: frames per temporal estimate; None (default): from the frame size
             (:func:`auto_window`: 60, fewer for frames over 1280 x 720, 28 at 1080p).
         tile: SPANet tile size for whole frames larger than it; ``"auto"`` (default): from
-            the memory available, within :data:`SPANET_MEMORY`; None: whole frames.
+            the memory available, within :func:`spanet_memory`; None: whole frames.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         precision: SPANet's precision (``"fp32"``, or ``"bf16"``/``"auto"`` where offered).
         fps: frame rate of a video output (default: the input video's, 25 for frames).
