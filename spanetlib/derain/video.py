@@ -210,7 +210,9 @@ SPANET_MEMORY = 160 << 20
 #: `spanet derain-video` (hand-held clips, 60 frames, synthetic weights, SPANet within
 #: :data:`SPANET_MEMORY`) of 593, 915 and 1,447 MB at 360 x 640, 720 x 1280 and 1080p lie on
 #: a line of 465 bytes a pixel; rounded down. What a smaller frame leaves of 1080p's memory
-#: goes to SPANet's whole frames (:func:`spanet_memory`).
+#: goes to SPANet's whole frames (:func:`spanet_memory`): a clip from a moving bus (SPANet on
+#: most frames whole, official weights) then peaked at 943, 990 and 1,033 MB at 360 x 640,
+#: 480 x 640 and 540 x 960.
 PROCESS_BYTES_PER_PIXEL = 450
 _FULL_HD_PIXELS = 1080 * 1920
 #: Extra memory of one fp32 forward pass per pixel of the crops SPANet runs on here (bytes):
