@@ -15,10 +15,11 @@ Each measurement runs in a child process of its own (peak memory = its ``VmHWM``
   into a temporary folder): ``read_sequence`` then ``estimate_clip`` on the array; skipped
   where its memory (about 7x the decoded frames) would not fit this machine.
 
-The goal clip (hand-held 1080p, 300 frames) runs each of the three :data:`GOAL_RUNS` times and
-keeps the fastest (all times printed and in the CSV): on this virtual machine a fresh process
-that first touches memory the host has taken back pays for it again (a 1.2 GB array took
-0.2 to 2.9 s to fill for the first time in one minute), most after the clips are generated.
+On the goal clip (hand-held 1080p, 300 frames) decoding, the new code and the old code run
+:data:`GOAL_RUNS` times each and the fastest run counts (every run's seconds are printed and
+written): on these virtual machines a fresh process that first touches memory the host took
+back pays for it again (a 1.2 GB array took 0.2 to 2.9 s to fill for the first time, within
+one minute), most right after the clips are generated.
 
 Printed and written to ``results/footage.csv`` and ``results/footage.md`` per clip and code:
 frames/s end to end (numba compiled beforehand), ratio to decoding, peak memory (GiB) and its
