@@ -92,7 +92,8 @@ def _add_estimate_background(sub: argparse._SubParsersAction) -> None:
                        "undone where it matters, one image per stable period of the scene "
                        "(OUTPUT_period1.png, ... when the scene changed), cropped to the "
                        "pixels every frame covers.")
-    p.add_argument("input", type=Path, help="a video file or a folder of frames")
+    p.add_argument("input", type=Path,
+                   help="a video file, a folder of frames, or a folder holding one video")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output image (.png, .jpg, .tif, ...)")
     p.add_argument("--frames", type=_positive_int, default=None, help="use N frames (default: all)")
@@ -162,7 +163,8 @@ def _add_derain_video(sub: argparse._SubParsersAction) -> None:
                        "frames around it (aligned, per stable period, Eqs. 2-4); where "
                        "something moves or changes, SPANet's output for that frame, blended "
                        "with a soft mask.")
-    p.add_argument("input", type=Path, help="a video file or a folder of frames")
+    p.add_argument("input", type=Path,
+                   help="a video file, a folder of frames, or a folder holding one video")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="a video file (.avi or .mkv: lossless FFV1; .mp4: mp4v, lossy) or a "
                    "folder for PNG frames named after the input frames (frame_00000.png ... "
@@ -225,7 +227,9 @@ def _build_dataset(args: argparse.Namespace) -> int:
 def _add_build_dataset(sub: argparse._SubParsersAction) -> None:
     """``spanet build-dataset``: its arguments; runs `_build_dataset`."""
     p = sub.add_parser("build-dataset", help="rain videos -> SPA-Data style training pairs")
-    p.add_argument("src", type=Path, help="folder with one video file or frame folder per scene")
+    p.add_argument("src", type=Path,
+                   help="folder with, per scene, a video file, a frame folder or a folder "
+                   "holding one video")
     p.add_argument("-o", "--output", type=Path, required=True, help="dataset folder")
     p.add_argument("--review-file", type=Path, default=None,
                    help="decisions from a review (default: none)")

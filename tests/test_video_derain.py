@@ -444,6 +444,20 @@ def test_video_input_gives_numbered_frames(tmp_path, capsys, tiny_weights):
     assert [p.name for p in list_frame_files(out)] == [f"frame_{i:05d}.png" for i in range(6)]
 
 
+def test_a_folder_holding_one_video_is_read_as_that_video(tmp_path, capsys, tiny_weights):
+    clip = tiny_clip("static", n_frames=6)
+    folder = tmp_path / "scene"
+    write_video(folder / "rain.mkv", clip.frames)
+    out = tmp_path / "frames"
+    code, _, err = run(capsys, "derain-video", folder, "-o", out, "--weights", tiny_weights,
+                       "--device", "cpu", "--frames", "5")
+    assert code == 0, err
+    assert len(list_frame_files(out)) == 5
+    # frames written beside the video would turn the folder into a folder of frames
+    code, _, err = run(capsys, "derain-video", folder, "-o", folder, "--weights", tiny_weights)
+    assert_one_line_error(code, err, "holds the input video and nothing else")
+    assert [p.name for p in folder.iterdir()] == ["rain.mkv"]
+
 def test_resume_keeps_written_frames_and_refuses_other_settings(tmp_path, capsys,
                                                                 tiny_weights):
     clip = tiny_clip("static", n_frames=14)

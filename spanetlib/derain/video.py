@@ -123,7 +123,14 @@ from spanetlib.io.files import (
     round_to_uint8,
     write_image,
 )
-from spanetlib.io.video import VIDEO_CODECS, VideoWriter, count_frames, list_frame_files
+from spanetlib.io.video import (
+    VIDEO_CODECS,
+    VideoWriter,
+    count_frames,
+    list_frame_files,
+    no_frames_message,
+    sequence_path,
+)
 from spanetlib.models.convert import image_to_tensor
 from spanetlib.models.device import autocast, resolve_precision, resolve_torch_device
 from spanetlib.models.memory import (
@@ -1693,12 +1700,13 @@ def _open_input(path: Path, start: int = 0, frames: int | None = None) -> _Input
         raise ValueError(f"frames: expected None or an int >= 1, got {frames!r}")
     if not path.exists():
         raise InputError(f"input not found: {path}")
+    path = sequence_path(path)
     files: tuple[Path, ...] = ()
     first_format = None
     if path.is_dir():
         every = list_frame_files(path)
         if not every:
-            raise InputError(f"no image frames ({', '.join(IMAGE_SUFFIXES)}) in folder: {path}")
+            raise InputError(no_frames_message(path))
         if start >= len(every):
             raise InputError(f"--start {start}: {path} holds only {len(every)} frame(s)")
         files = tuple(every[start:start + frames if frames is not None else None])
@@ -1782,6 +1790,11 @@ def _check_folder(source: _Input, output: Path, settings: dict, overwrite: bool
         raise InputError(f"output {output} exists and is not a folder")
     if not source.is_video and output.resolve() == source.path.resolve():
         raise InputError(f"the output folder {output} is the input folder; choose another")
+    if source.is_video and output.is_dir() \
+            and sequence_path(output).resolve() == source.path.resolve():
+        # Frames written there would make the folder a frame folder, no longer this video.
+        raise InputError(f"the output folder {output} holds the input video and nothing else; "
+                         "choose another")
     if not output.is_dir():
         return []
     manifest_path = output / MANIFEST_NAME

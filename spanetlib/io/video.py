@@ -14,6 +14,8 @@ so a review made on one clip is never applied to another.
 Every command reads the same videos: any file FFmpeg (through OpenCV) decodes. `VIDEO_SUFFIXES`
 lists the usual containers; `scan_scenes` takes a file of another suffix as a scene too when
 `is_video` finds that it decodes, and names every entry of a folder it skips, with the reason.
+A folder that holds one video and no frames is read as that video (`sequence_path`): datasets
+often come as a folder per scene with its clip inside.
 """
 
 from __future__ import annotations
@@ -60,9 +62,11 @@ __all__ = [
     "iter_frames",
     "list_frame_files",
     "list_scenes",
+    "no_frames_message",
     "read_sequence",
     "scan_scenes",
     "scene_name",
+    "sequence_path",
     "source_identity",
     "write_frames",
     "write_video",
@@ -120,6 +124,50 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
+def _videos_in(folder: Path) -> list[Path]:
+    """The files directly inside ``folder`` with a `VIDEO_SUFFIXES` suffix (not hidden)."""
+    return sorted((p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".")
+                   and p.suffix.lower() in VIDEO_SUFFIXES), key=lambda p: natural_key(p.name))
+
+
+def sequence_path(source: str | os.PathLike) -> Path:
+    """The path a sequence is read from: a folder holding one video and no frames gives the video.
+
+    Video datasets often come as one folder per scene with the clip inside; such a folder is
+    that clip. Any other path is returned as it is (the readers report what is wrong with it).
+
+    Args:
+        source: a video file or a folder (of frames, or holding a single video file).
+
+    Returns:
+        The video inside a folder that holds exactly one (and no image frames), else ``source``.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = Path(tmp, "clip.mp4").write_bytes(b"")
+        ...     sequence_path(tmp).name
+        'clip.mp4'
+    """
+    path = Path(source)
+    if path.is_dir() and not list_frame_files(path):
+        videos = _videos_in(path)
+        if len(videos) == 1:
+            return videos[0]
+    return path
+
+
+def no_frames_message(folder: Path) -> str:
+    """Why a folder that `sequence_path` keeps as a folder holds no sequence."""
+    videos = _videos_in(folder)
+    if videos:
+        shown = ", ".join(p.name for p in videos[:3]) + (", ..." if len(videos) > 3 else "")
+        return (f"no image frames ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}, and "
+                f"{len(videos)} videos ({shown}): name one of them")
+    return f"no image frames ({', '.join(IMAGE_SUFFIXES)}) in folder: {folder}"
+
+
 def _too_few(source: Path, found: int, start: int, count: int | None, min_frames: int) -> str:
     window = f" from frame {start}" if start else ""
     if count is not None:
@@ -132,7 +180,7 @@ def _read_folder(folder: Path, start: int, count: int | None, min_frames: int,
                  progress: bool) -> np.ndarray:
     files = list_frame_files(folder)
     if not files:
-        raise InputError(f"no image frames ({', '.join(IMAGE_SUFFIXES)}) in folder: {folder}")
+        raise InputError(no_frames_message(folder))
     stop = len(files) if count is None else min(len(files), start + count)
     chosen = files[start:stop]
     if len(chosen) < min_frames:
@@ -229,7 +277,7 @@ def read_sequence(source: str | os.PathLike, start: int = 0, count: int | None =
     check_int("start", start, minimum=0)
     check_int("count", count, minimum=0, allow_none=True)
     check_int("min_frames", min_frames, minimum=1)
-    path = Path(source)
+    path = sequence_path(source)
     if not path.exists():
         raise InputError(f"sequence not found: {path}")
     if path.is_dir():
@@ -283,7 +331,7 @@ def count_frames(source: str | os.PathLike) -> int:
         ...     count_frames(folder)
         3
     """
-    source = Path(source)
+    source = sequence_path(source)
     if source.is_dir():
         return len(list_frame_files(source))
     if not source.is_file():
@@ -376,7 +424,7 @@ def source_identity(source: str | os.PathLike) -> SourceIdentity:
         ...     source_identity(a).same_content(source_identity(b))
         False
     """
-    path = Path(source)
+    path = sequence_path(source)
     if not path.exists():
         raise InputError(f"scene source not found: {path}")
     path = path.resolve()
@@ -561,10 +609,14 @@ def _skip_reason(entry: Path) -> str | None:
     if entry.name.startswith("."):
         return "hidden (its name starts with '.')"
     if entry.is_dir():
-        if list_frame_files(entry):
+        if list_frame_files(entry) or sequence_path(entry) != entry:
             return None
-        return (f"a folder without image frames ({', '.join(IMAGE_SUFFIXES)}) directly inside "
-                "it")
+        videos = len(_videos_in(entry))
+        if videos:
+            return (f"a folder of {videos} videos and no image frames (a scene folder holds "
+                    "frames or one video; give this folder as SRC to make each video a scene)")
+        return (f"a folder without image frames ({', '.join(IMAGE_SUFFIXES)}) or a video "
+                "directly inside it")
     if not entry.is_file():
         return "neither a file nor a folder"
     suffix = entry.suffix.lower()
@@ -582,7 +634,9 @@ def scan_scenes(src: str | os.PathLike) -> SceneListing:
 
     A scene is a file with a suffix in ``VIDEO_SUFFIXES`` (any case; its content is read by
     the export, which names a file that does not decode), a file of another suffix that
-    decodes as a video (`is_video`), or a sub-folder holding at least one image frame. Hidden
+    decodes as a video (`is_video`), a sub-folder holding at least one image frame, or a
+    sub-folder holding one video file and no frames (read as that video; the scene keeps the
+    folder's name). Hidden
     entries, single images, folders without frames and files FFmpeg cannot decode are
     skipped, each with a reason.
 
@@ -642,7 +696,7 @@ def frame_shape(source: str | os.PathLike) -> tuple[int, int]:
     Raises:
         InputError: the source is missing or cannot be read.
     """
-    path = Path(source)
+    path = sequence_path(source)
     if path.is_file():
         capture = cv2.VideoCapture(str(path))
         try:
@@ -705,13 +759,13 @@ def iter_frames(source: str | os.PathLike, start: int = 0, count: int | None = N
     """
     check_int("start", start, minimum=0)
     check_int("count", count, minimum=0, allow_none=True)
-    path = Path(source)
+    path = sequence_path(source)
     if not path.exists():
         raise InputError(f"sequence not found: {path}")
     if path.is_dir():
         files = list_frame_files(path)
         if not files:
-            raise InputError(f"no image frames ({', '.join(IMAGE_SUFFIXES)}) in folder: {path}")
+            raise InputError(no_frames_message(path))
         stop = len(files) if count is None else min(len(files), start + count)
         first_shape = None
         for file in files[start:stop]:
@@ -770,7 +824,7 @@ class FrameSource:
     def __init__(self, source: str | os.PathLike | np.ndarray, start: int = 0,
                  count: int | None = None, *, progress: bool = False) -> None:
         self.array = source if isinstance(source, np.ndarray) else None
-        self.source = source
+        self.source = source if self.array is not None else sequence_path(source)
         #: What messages call the source: its path, or the array's frame count.
         self.name = str(source) if self.array is None else f"an array of {len(source)} frames"
         self.start, self.count = int(start), count
