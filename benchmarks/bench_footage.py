@@ -164,15 +164,14 @@ def write_handheld_clip(path: Path, size: tuple[int, int], n_frames: int, seed: 
 
 
 def real_clips() -> list[tuple[str, Path]]:
-    """``(name, source)`` of the real clips (a video file in the folder, or the folder)."""
+    """``(name, source)`` of the real clips, as ``build-dataset`` lists scenes: a folder of
+    frames, or the video a folder holds."""
+    from spanetlib.io.video import scan_scenes, sequence_path
+
     if not REAL_CLIPS.is_dir():
         return []
-    out = []
-    for folder in sorted(p for p in REAL_CLIPS.iterdir() if p.is_dir()):
-        videos = [p for p in sorted(folder.iterdir())
-                  if p.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv", ".gif", ".webm")]
-        out.append((folder.name, videos[0] if videos else folder))
-    return out
+    return [(folder.name, sequence_path(folder))
+            for folder in scan_scenes(REAL_CLIPS).scenes if folder.is_dir()]
 
 
 # --------------------------------------------------------------------------------------------
