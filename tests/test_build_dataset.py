@@ -148,7 +148,7 @@ def test_a_folder_holding_one_video_is_that_video(tmp_path):
     source = FrameSource(folder)
     assert len(source) == 5
     np.testing.assert_array_equal(np.stack(list(source)), frames)
-    # the pass the export writes its pairs in (it indexed the folder's missing frame files)
+    # the pass the export writes its pairs in (not the folder's frame files: it has none)
     np.testing.assert_array_equal(source.take([1, 3]), frames[[1, 3]])
     with pytest.raises(InputError, match=r"in folder .*two, and 2 videos \(a.avi, b.mkv\): "
                                          r"name one of them"):
@@ -236,8 +236,8 @@ def test_the_split_counts_exported_scenes_only(tmp_path, scenes64, in_process, c
 
 def test_a_scene_folder_holding_its_video_exports_as_the_frames_do(tmp_path, scenes64,
                                                                    in_process):
-    # The real clips of ../shared/real-clips come so; the export failed on the pass that
-    # writes the pairs (IndexError) after the estimate had read the video.
+    # The real clips of ../shared/real-clips come so. The pass that writes the pairs reads
+    # the frames again (FrameSource.iter_at): it must find the video in the folder too.
     frames = read_sequence(scenes64[0])
     src = tmp_path / "src"
     write_video(src / "as_video" / "rain.avi", frames)  # FFV1: the same pixels
