@@ -636,9 +636,8 @@ def scan_scenes(src: str | os.PathLike) -> SceneListing:
     the export, which names a file that does not decode), a file of another suffix that
     decodes as a video (`is_video`), a sub-folder holding at least one image frame, or a
     sub-folder holding one video file and no frames (read as that video; the scene keeps the
-    folder's name). Hidden
-    entries, single images, folders without frames and files FFmpeg cannot decode are
-    skipped, each with a reason.
+    folder's name). Hidden entries, single images, folders without frames or with several
+    videos, and files FFmpeg cannot decode are skipped, each with a reason.
 
     Args:
         src: a folder.
