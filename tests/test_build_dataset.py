@@ -140,6 +140,9 @@ def test_a_folder_holding_one_video_is_that_video(tmp_path):
     assert sequence_path(tmp_path / "street") == clip
     assert sequence_path(tmp_path / "two") == tmp_path / "two"
     assert sequence_path(tmp_path / "both") == tmp_path / "both"  # frames come first
+    odd = write_video(tmp_path / "odd" / "camera.avi", frames).rename(tmp_path / "odd" / "c.vid")
+    (tmp_path / "odd" / "notes.txt").write_text("not a video")
+    assert sequence_path(tmp_path / "odd") == odd  # another suffix, but it decodes
     folder = tmp_path / "street"
     np.testing.assert_array_equal(read_sequence(folder), frames)
     np.testing.assert_array_equal(read_sequence(tmp_path / "both"), frames)
@@ -154,7 +157,7 @@ def test_a_folder_holding_one_video_is_that_video(tmp_path):
                                          r"name one of them"):
         read_sequence(tmp_path / "two")
     listing = scan_scenes(tmp_path)
-    assert [p.name for p in listing.scenes] == ["both", "street"]
+    assert [p.name for p in listing.scenes] == ["both", "odd", "street"]
     assert dict((p.name, why) for p, why in listing.skipped) == {
         "two": "a folder of 2 videos and no image frames (a scene folder holds frames or one "
                "video; give this folder as SRC to make each video a scene)"}

@@ -124,11 +124,23 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
+#: Most files of other suffixes `_videos_in` opens to see whether they decode.
+_PROBED_FILES = 4
+
+
 def _videos_in(folder: Path) -> list[Path]:
-    """The files directly inside ``folder`` with a `VIDEO_SUFFIXES` suffix (not hidden)."""
-    return sorted((p for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".")
-                   and p.suffix.lower() in VIDEO_SUFFIXES), key=lambda p: natural_key(p.name))
+    """The video files directly inside ``folder`` (not hidden), in natural name order.
+
+    Those with a `VIDEO_SUFFIXES` suffix; where there are none, the files of other suffixes
+    (not images) that decode (`is_video`), when there are at most :data:`_PROBED_FILES`.
+    """
+    files = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")),
+                   key=lambda p: natural_key(p.name))
+    known = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    if known:
+        return known
+    others = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    return [p for p in others if is_video(p)] if len(others) <= _PROBED_FILES else []
 
 
 def sequence_path(source: str | os.PathLike) -> Path:
