@@ -128,7 +128,6 @@ def test_scan_names_every_entry_it_skips(tmp_path):
                      "own)"}
 
 
-
 def test_a_folder_holding_one_video_is_that_video(tmp_path):
     # Video datasets often come as a folder per scene with its clip inside.
     frames = _frames(5)
@@ -161,6 +160,7 @@ def test_a_folder_holding_one_video_is_that_video(tmp_path):
     assert dict((p.name, why) for p, why in listing.skipped) == {
         "two": "a folder of 2 videos and no image frames (a scene folder holds frames or one "
                "video; give this folder as SRC to make each video a scene)"}
+
 
 # --------------------------------------------------------------------------- reports and splits
 @pytest.fixture
@@ -260,6 +260,7 @@ def test_a_scene_folder_holding_its_video_exports_as_the_frames_do(tmp_path, sce
             np.testing.assert_array_equal(
                 cv2.imread(str(out / path)),
                 cv2.imread(str(out / path.replace("as_video/", "as_frames/"))))
+
 
 def test_no_scene_exported_is_loud(tmp_path, scenes64, in_process):
     src = tmp_path / "src"

@@ -458,6 +458,7 @@ def test_a_folder_holding_one_video_is_read_as_that_video(tmp_path, capsys, tiny
     assert_one_line_error(code, err, "holds the input video and nothing else")
     assert [p.name for p in folder.iterdir()] == ["rain.mkv"]
 
+
 def test_resume_keeps_written_frames_and_refuses_other_settings(tmp_path, capsys,
                                                                 tiny_weights):
     clip = tiny_clip("static", n_frames=14)
