@@ -179,14 +179,19 @@ def test_hybrid_keeps_a_passing_object(passing_results):
     assert (weight[clip.object_mask] > 0.99).mean() > 0.99  # objects are SPANet's
 
 
-def test_hand_held_clip_is_warped_back(synthetic):
+def test_hand_held_clip_is_warped_back(synthetic, monkeypatch):
     clip = tiny_clip("handheld", n_frames=10)
     result = derain_clip(clip.frames, synthetic)
     spanet = derain_clip(clip.frames, synthetic, method="spanet")
     hybrid, alone = (score_clip(r.frames, clip.truth) for r in (result, spanet))
     assert hybrid.psnr > alone.psnr + 1.0, (hybrid, alone)
-    # The camera moved: the frame borders the estimate does not cover are SPANet's.
-    assert all(r.outside_share > 0 for r in result.records)
+    # The camera moved: the borders some frames do not see take the frames that see them;
+    # without them they are SPANet's.
+    monkeypatch.setattr(video_derain, "fill_uncovered", lambda clean, valid, *_: (clean, valid))
+    unfilled = derain_clip(clip.frames, synthetic)
+    assert all(r.outside_share > 0 for r in unfilled.records)
+    assert sum(r.outside_share for r in result.records) \
+        < 0.5 * sum(r.outside_share for r in unfilled.records)
     assert np.mean([r.spanet_share for r in result.records]) < 0.6
 
 
@@ -738,16 +743,18 @@ def test_frame_fixed_overlay_is_kept_on_a_moving_camera(identity, monkeypatch):
     # The identity "SPANet" returns the frame: the logo kept from the frame itself, or
     # from the frame-coordinate estimate, is the logo (up to noise).
     assert inside > 35.0, inside
-    assert all(r.overlay_share > 0 for r in result.records)
+    # Found in most frames (where the camera barely moved the frames that see the scene
+    # behind the logo see the logo too, and their samples keep it).
+    assert sum(r.overlay_share > 0 for r in result.records) > len(result.records) // 2
     # Without the detection the logo is left to the pair check, which passes part of it.
     monkeypatch.setattr(video_derain, "frame_fixed_candidates",
                         lambda frames, motion_px: np.zeros(frames.shape[1:3], bool))
     blind = derain_clip(frames, identity, window=12)
     assert score_clip(blind.frames, truth, mask).object_psnr < inside - 1.0
-    monkeypatch.undo()
     # The scene-coordinate estimate alone smears it along the pan.
     temporal = derain_clip(frames, None, method="temporal", window=12)
     assert score_clip(temporal.frames, truth, mask).object_psnr < inside - 3.0
+    monkeypatch.undo()
 
 
 def test_graphics_rim_is_kept_from_the_frame_not_taken_for_rain(monkeypatch):

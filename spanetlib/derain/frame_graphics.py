@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from spanetlib.derain.scene_samples import iter_scene_samples
 from spanetlib.pipeline.clip_estimate import ClipEstimate
 
 __all__ = ["EDGE_PERSISTENCE", "EdgeZone", "MIN_CROSS_PX", "MIN_EDGE_STEP", "edge_sides",
@@ -60,7 +61,6 @@ SAMPLE_RANK = 0.35
 MIN_SAMPLES = 3
 #: Most frames of a period sampled per frame.
 MAX_SAMPLES = 15
-_REMAP_WIDTH = 4096
 _CHUNK_POINTS = 1 << 16
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # BT.601, as cv2's RGB2GRAY
 
@@ -309,34 +309,10 @@ def _same_side_values(ys: np.ndarray, xs: np.ndarray, frames: np.ndarray,
 
     Returns the chosen sample (P x 3 float32) and how many qualified (P int).
     """
-    motion = estimate.motion
     own = labels[ys, xs]
-    to_reference = np.linalg.inv(motion.matrices[local])
-    points = np.stack([xs, ys, np.ones_like(xs)]).astype(np.float64)
     samples = np.empty((used.size, ys.size, 3), np.uint8)
     luma = np.full((used.size, ys.size), np.inf, np.float32)
-    # cv2.remap takes maps under 32,767 wide: the points as rows of a block.
-    rows = -(-ys.size // _REMAP_WIDTH)
-    pad = rows * _REMAP_WIDTH - ys.size
-
-    def block(values: np.ndarray) -> np.ndarray:
-        return np.pad(values.astype(np.float32), (0, pad), constant_values=-1.0
-                      ).reshape(rows, _REMAP_WIDTH)
-
-    for j, other in enumerate(used):
-        mapped = motion.matrices[other] @ to_reference @ points
-        map_x, map_y = block(mapped[0] / mapped[2]), block(mapped[1] / mapped[2])
-        value = cv2.remap(frames[other], map_x, map_y, cv2.INTER_CUBIC,
-                          borderMode=cv2.BORDER_CONSTANT).reshape(-1, 3)[:ys.size]
-        if estimate.exposed[other] or estimate.exposed[local]:
-            scaled = value.astype(np.float32)
-            if estimate.exposed[other]:
-                scaled = (scaled - np.float32(motion.offset[other])) \
-                    / np.float32(motion.gain[other])
-            if estimate.exposed[local]:
-                scaled = scaled * np.float32(motion.gain[local]) \
-                    + np.float32(motion.offset[local])
-            value = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    for j, map_x, map_y, value in iter_scene_samples(ys, xs, frames, estimate, local, used):
         label = cv2.remap(labels, map_x, map_y, cv2.INTER_NEAREST,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0).ravel()[:ys.size]
         same = (label == own) & (own >= 0)

@@ -16,12 +16,15 @@ it is right. For every window of frames (:func:`derain_windows`):
 3. **Rain or content.** :func:`spanetlib.pipeline.clip_estimate.pair_check` (the per-frame test the
    estimator pairs frames with) flags the pixels rain does not explain: rain only brightens,
    in thin streaks, so darker pixels and bright regions wider than rain are content (objects,
-   people, lights), taken whole (their widened bounding box). Pixels outside the period's
-   valid region (not seen by every frame of the period) and frames whose registration failed
-   are content too: no background exists there, except in the outermost
-   :data:`EDGE_EXTEND_PX` rows and columns, which take the background's reflected border
-   (a shaking camera uncovers a few pixels there in every frame; SPANet would read a strip of
-   the whole frame for them).
+   people, lights), taken whole (their widened bounding box). Outside the period's valid
+   region (what not every frame of the period sees: bands along the edges when the camera
+   moves) the background comes from the frames that do see each pixel, where at least
+   :data:`spanetlib.derain.scene_samples.MIN_COVER` do
+   (:func:`spanetlib.derain.scene_samples.fill_uncovered`). Pixels fewer frames see and
+   frames whose registration failed are content too: no background exists there, except in
+   the outermost :data:`EDGE_EXTEND_PX` rows and columns, which take the background's
+   reflected border (a shaking camera uncovers a few pixels there in every frame; SPANet
+   would read a strip of the whole frame for them).
    Two more checks make content of what rain cannot be: bright pixels the pair check let
    pass as rain that are bright at the same scene position in the frames before and after
    (registered; rain streaks do not stay: :func:`_persistent_bright`), and, when the camera
@@ -109,6 +112,7 @@ from spanetlib.derain.images import (
     is_out_of_memory,
     tile_starts,
 )
+from spanetlib.derain.scene_samples import fill_uncovered
 from spanetlib.io.checks import check_frames
 from spanetlib.io.errors import InputError
 from spanetlib.io.files import (
@@ -516,9 +520,11 @@ def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray,
     for k in candidates_k:
         seg = estimate.segments[k]
         clean = estimate.clean_for_frame(local, k)
+        valid = frame_valid_region(seg.valid, estimate.motion, local, warped)
+        if frames is not None:
+            clean, valid = fill_uncovered(clean, valid, frames, estimate, local, k)
         if zone is not None and frames is not None:
             clean = same_side_background(clean, frames, estimate, local, k, zone)
-        valid = frame_valid_region(seg.valid, estimate.motion, local, warped)
         overlay = np.zeros(valid.shape, bool)
         if candidates is not None and fixed is not None:
             tol = 3.5 * float(seg.noise_sigma) + 2.0
