@@ -166,9 +166,10 @@ def _add_derain_video(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path,
                    help="a video file, a folder of frames, or a folder holding one video")
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="a video file (.avi or .mkv: lossless FFV1; .mp4: mp4v, lossy) or a "
-                   "folder for PNG frames named after the input frames (frame_00000.png ... "
-                   "for a video input); a folder output resumes an interrupted run")
+                   help="a video file (.avi or .mkv: lossless FFV1; .mp4: mp4v, lossy; the "
+                   "picture only, no sound) or a folder for PNG frames named after the input "
+                   "frames (frame_00000.png ... for a video input); a folder output resumes an "
+                   "interrupted run")
     p.add_argument("--weights", default="official",
                    help="SPANet weights: official | synthetic | PATH to a checkpoint "
                    "(default: official)")

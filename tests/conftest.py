@@ -82,6 +82,13 @@ def save_checkpoint() -> Callable[[Path, str, dict], nn.Module]:
     return save
 
 
+@pytest.fixture
+def tiny_weights(tmp_path: Path, save_checkpoint, tiny_spanet) -> Path:
+    """A tiny random SPANet saved as a checkpoint (fast; its outputs are not rain-free)."""
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, "spanet", tiny_spanet)
+    return path
+
 
 @pytest.fixture(scope="session")
 def tiny_scenes(tmp_path_factory) -> list[Path]:

@@ -64,14 +64,6 @@ def passing_results(synthetic):
                   for method in ("hybrid", "temporal", "spanet")}
 
 
-@pytest.fixture
-def tiny_weights(tmp_path, save_checkpoint, tiny_spanet):
-    """A tiny random SPANet saved as a checkpoint (fast; its outputs are not rain-free)."""
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(path, "spanet", tiny_spanet)
-    return path
-
-
 # --------------------------------------------------------------------------------------------
 # Windows and blending
 # --------------------------------------------------------------------------------------------

@@ -127,6 +127,7 @@ from spanetlib.io.files import (
     round_to_uint8,
     write_image,
 )
+from spanetlib.io.sound import has_sound_track
 from spanetlib.io.video import (
     VIDEO_CODECS,
     VideoWriter,
@@ -1594,6 +1595,8 @@ class VideoDerainSummary:
         records: the :class:`FrameRecord` of every frame written by this run.
         weights: the weights used.
         seconds: wall time.
+        sound_left_out: the input video has a sound track, which the output lacks (OpenCV
+            writes pictures only; :func:`spanetlib.io.sound.has_sound_track`).
     """
 
     input: Path
@@ -1604,13 +1607,23 @@ class VideoDerainSummary:
     records: list[FrameRecord] = field(default_factory=list)
     weights: str = ""
     seconds: float = 0.0
+    sound_left_out: bool = False
 
     def __str__(self) -> str:
         kept = f" ({self.kept} kept from an earlier run)" if self.kept else ""
         share = (f"; SPANet made {100 * np.mean([r.spanet_share for r in self.records]):.1f} %"
                  " of the output" if self.records else "")
-        return (f"derained {self.written} of {self.n_frames} frames{kept} -> {self.output} in "
+        text = (f"derained {self.written} of {self.n_frames} frames{kept} -> {self.output} in "
                 f"{self.seconds:.1f} s (weights: {self.weights}){share}")
+        if self.sound_left_out:
+            text += f"\nnote: the output has no sound (OpenCV writes pictures only); {self.input}'s"
+            if self.output.suffix.lower() in VIDEO_CODECS:
+                both = self.output.with_name(f"{self.output.stem}_with_sound{self.output.suffix}")
+                text += (f" goes back with: ffmpeg -i {self.output} -i {self.input} -map 0:v "
+                         f"-map 1:a -c copy {both}")
+            else:
+                text += " sound track is left out"
+        return text
 
 
 @dataclass
@@ -1925,7 +1938,9 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
     had_manifest = kind == "folder" and (output / MANIFEST_NAME).is_file() and not remove
     done = _prepare_folder(output, remove, source, settings) if kind == "folder" else None
     summary = VideoDerainSummary(input=input_path, output=output, n_frames=source.n_frames,
-                                 weights=settings["weights"])
+                                 weights=settings["weights"],
+                                 sound_left_out=source.is_video
+                                 and bool(has_sound_track(source.path)))
     if done is not None:
         summary.kept = sum(done(i) for i in range(source.n_frames))
     stream = _derain_stream(source.frames_from, source.n_frames, model=model, method="hybrid",
