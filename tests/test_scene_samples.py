@@ -56,6 +56,10 @@ def test_a_point_too_few_frames_see_keeps_no_background(pan):
     out, grown = fill_uncovered(clean, valid, clip.frames, estimate, 0, 0,
                                 min_cover=n_used + 1)
     assert out is clean and grown is valid
+    # A frame mostly outside its period's valid region is no band to fill: left as it is.
+    small = np.zeros_like(valid)
+    small[: valid.shape[0] // 2, : valid.shape[1] // 2] = True
+    assert fill_uncovered(clean, small, clip.frames, estimate, 0, 0)[1] is small
     # Fewer frames required, more pixels filled; the default fills a part of what one does.
     sizes = [fill_uncovered(clean, valid, clip.frames, estimate, 0, 0, min_cover=m)[1].sum()
              for m in (1, MIN_COVER, n_used)]

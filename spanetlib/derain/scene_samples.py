@@ -13,8 +13,10 @@ rebuilt here from the period's own frames instead, point by point:
   not see when the camera moves (a pan of 70 pixels leaves bands tens of pixels wide). Where
   at least :data:`MIN_COVER` of the period's frames see a point, its background is the order
   statistic the period's estimate took (Eq. 4's percentile, per channel) over those frames'
-  samples alone. Without it SPANet ran on a crop of its context along every edge of every
-  frame: two thirds of what it read on a real 1080p pan.
+  samples alone (at most :data:`MAX_FILL_SAMPLES`). Without it SPANet ran on a crop of its
+  context along every edge of every frame: two thirds of what it read on a real 1080p pan.
+  A frame mostly outside its period's valid region is left as it is
+  (:data:`MAX_FILL_SHARE`).
 """
 
 from __future__ import annotations
@@ -26,12 +28,22 @@ import numpy as np
 
 from spanetlib.pipeline.clip_estimate import ClipEstimate
 
-__all__ = ["MIN_COVER", "fill_uncovered", "iter_scene_samples"]
+__all__ = ["MAX_FILL_SAMPLES", "MAX_FILL_SHARE", "MIN_COVER", "fill_uncovered",
+           "iter_scene_samples"]
 
 #: Fewest frames of the period that must see a point for :func:`fill_uncovered` to give it a
 #: background: the percentile then lies among several samples, so one or two frames with a
 #: streak over the point do not decide it.
 MIN_COVER = 6
+#: Most samples taken per point: this many frames spread over the period are sampled first,
+#: the others only for points still short of :data:`MIN_COVER` (a clip whose view changes
+#: all the time leaves most of every frame to fill; sampling all of a 60-frame window there
+#: cost more than SPANet on the frame).
+MAX_FILL_SAMPLES = 16
+#: Largest share of a frame outside its period's valid region that is filled: more is no band
+#: but a view the period barely shares (from a moving bus: 52-85 % of every frame), which is
+#: content for SPANet anyway, and filling it cost a fifth of SPANet's time on the frame.
+MAX_FILL_SHARE = 0.5
 #: Pixels from a frame's edge a point must map inside to count as seen there (the cubic
 #: kernel reads two pixels each side; beyond the edge it would read zeros).
 _INSIDE_MARGIN = 1.0
@@ -85,6 +97,14 @@ def iter_scene_samples(ys: np.ndarray, xs: np.ndarray, frames: np.ndarray,
         yield j, map_x, map_y, value
 
 
+def _spread(used: np.ndarray, first: int) -> np.ndarray:
+    """``used`` reordered: ``first`` of them spread evenly over it, then the others in order."""
+    picked = dict.fromkeys(np.linspace(0, used.size - 1, min(first, used.size)).round()
+                           .astype(np.int64).tolist())
+    rest = [i for i in range(used.size) if i not in picked]
+    return used[np.array([*picked, *rest], np.int64)]
+
+
 def fill_uncovered(clean: np.ndarray, valid: np.ndarray, frames: np.ndarray,
                    estimate: ClipEstimate, local: int, segment: int,
                    min_cover: int = MIN_COVER) -> tuple[np.ndarray, np.ndarray]:
@@ -92,9 +112,12 @@ def fill_uncovered(clean: np.ndarray, valid: np.ndarray, frames: np.ndarray,
 
     For each pixel of frame ``local`` outside ``valid``, the period's registered frames that
     see its scene point (the point maps at least a pixel inside them) are sampled
-    (:func:`iter_scene_samples`); where at least ``min_cover`` do, the background is, per
-    channel, the order statistic at the percentile the period's estimate took (Eq. 4:
-    ``estimate.segments[segment].estimate.percentile``, nearest rank) over those samples.
+    (:func:`iter_scene_samples`; :data:`MAX_FILL_SAMPLES` frames spread over the period,
+    then the others for the points still short of ``min_cover``); where at least
+    ``min_cover`` do (and no more than :data:`MAX_FILL_SHARE` of the frame lies outside
+    ``valid``), the background is, per channel, the order statistic at the percentile
+    the period's estimate took (Eq. 4: ``estimate.segments[segment].estimate.percentile``,
+    nearest rank) over those samples.
 
     Args:
         clean: H x W x 3 uint8, the period's estimate in frame ``local``'s pixels.
@@ -112,24 +135,42 @@ def fill_uncovered(clean: np.ndarray, valid: np.ndarray, frames: np.ndarray,
     seg = estimate.segments[segment]
     used = np.asarray(seg.frames)
     used = used[estimate.motion.ok[used]]
-    if used.size < min_cover or valid.all():
+    if used.size < min_cover or valid.all() or (~valid).mean() > MAX_FILL_SHARE:
         return clean, valid
     h, w = valid.shape
     ys_all, xs_all = np.nonzero(~valid)
     fraction = float(seg.estimate.percentile) / 100.0
+    most = max(MAX_FILL_SAMPLES, min_cover)
+    order = _spread(used, most)
     clean, valid = clean.copy(), valid.copy()
     for lo in range(0, ys_all.size, _CHUNK_POINTS):
         ys, xs = ys_all[lo:lo + _CHUNK_POINTS], xs_all[lo:lo + _CHUNK_POINTS]
-        # Samples of frames that do not see a point sort last (256 is above every level).
-        samples = np.full((used.size, ys.size, 3), 256, np.uint16)
+        # Slots no frame filled sort last (256 is above every level).
+        samples = np.full((most, ys.size, 3), 256, np.uint16)
         count = np.zeros(ys.size, np.int64)
-        for j, map_x, map_y, value in iter_scene_samples(ys, xs, frames, estimate, local,
-                                                         used):
-            mx, my = map_x.ravel()[:ys.size], map_y.ravel()[:ys.size]
-            seen = (mx >= _INSIDE_MARGIN) & (mx <= w - 1 - _INSIDE_MARGIN) \
-                & (my >= _INSIDE_MARGIN) & (my <= h - 1 - _INSIDE_MARGIN)
-            np.copyto(samples[j], value, where=seen[:, None])
-            count += seen
+        for step, other in enumerate(order):
+            if step < most:  # a spread frame: every point, one slot per frame
+                todo = None
+            else:  # the others: only points still short, into their next free slot
+                if step == most:  # their samples first, free slots (256) after
+                    short = np.flatnonzero(count < min_cover)
+                    samples[:, short] = np.sort(samples[:, short], axis=0)
+                todo = np.flatnonzero(count < min_cover)
+                if not todo.size:
+                    break
+            ys_at, xs_at = (ys, xs) if todo is None else (ys[todo], xs[todo])
+            for _, map_x, map_y, value in iter_scene_samples(ys_at, xs_at, frames, estimate,
+                                                             local, other[None]):
+                mx, my = map_x.ravel()[:ys_at.size], map_y.ravel()[:ys_at.size]
+                seen = (mx >= _INSIDE_MARGIN) & (mx <= w - 1 - _INSIDE_MARGIN) \
+                    & (my >= _INSIDE_MARGIN) & (my <= h - 1 - _INSIDE_MARGIN)
+                if todo is None:
+                    np.copyto(samples[step], value, where=seen[:, None])
+                    count += seen
+                else:
+                    at = todo[seen]
+                    samples[count[at], at] = value[seen]
+                    count[at] += 1
         filled = count >= min_cover
         if not filled.any():
             continue
