@@ -91,7 +91,15 @@ def test_derain_video_says_the_sound_is_left_out(tmp_path, capsys, frames, tiny_
     args = ["--weights", str(tiny_weights), "--device", "cpu"]
     assert cli.main(["derain-video", str(sound), "-o", str(out), *args]) == 0
     printed = capsys.readouterr().out
-    assert "no sound" in printed
-    assert f"-map 1:a -c copy {tmp_path / 'derained_with_sound.mkv'}" in printed
+    assert f"{out} has no sound" in printed
+    assert (f"ffmpeg -i {out} -i {sound} -map 0:v -map 1:a -c copy "
+            f"{tmp_path / 'derained_with_sound.mkv'}") in printed
+    # A folder holding the clip: the command names the clip itself.
+    scene = tmp_path / "street"
+    scene.mkdir()
+    sound.rename(scene / "rain.mp4")
+    frames_out = tmp_path / "frames"
+    assert cli.main(["derain-video", str(scene), "-o", str(frames_out), *args]) == 0
+    assert f"the sound of {scene / 'rain.mp4'} is not in the frames" in capsys.readouterr().out
     assert cli.main(["derain-video", str(plain), "-o", str(tmp_path / "b.mkv"), *args]) == 0
     assert "sound" not in capsys.readouterr().out

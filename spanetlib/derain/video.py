@@ -1595,8 +1595,9 @@ class VideoDerainSummary:
         records: the :class:`FrameRecord` of every frame written by this run.
         weights: the weights used.
         seconds: wall time.
-        sound_left_out: the input video has a sound track, which the output lacks (OpenCV
-            writes pictures only; :func:`spanetlib.io.sound.has_sound_track`).
+        sound_from: the input video when it has a sound track, which the output lacks
+            (OpenCV writes pictures only; :func:`spanetlib.io.sound.has_sound_track`), else
+            None.
     """
 
     input: Path
@@ -1607,7 +1608,7 @@ class VideoDerainSummary:
     records: list[FrameRecord] = field(default_factory=list)
     weights: str = ""
     seconds: float = 0.0
-    sound_left_out: bool = False
+    sound_from: Path | None = None
 
     def __str__(self) -> str:
         kept = f" ({self.kept} kept from an earlier run)" if self.kept else ""
@@ -1615,14 +1616,13 @@ class VideoDerainSummary:
                  " of the output" if self.records else "")
         text = (f"derained {self.written} of {self.n_frames} frames{kept} -> {self.output} in "
                 f"{self.seconds:.1f} s (weights: {self.weights}){share}")
-        if self.sound_left_out:
-            text += f"\nnote: the output has no sound (OpenCV writes pictures only); {self.input}'s"
-            if self.output.suffix.lower() in VIDEO_CODECS:
-                both = self.output.with_name(f"{self.output.stem}_with_sound{self.output.suffix}")
-                text += (f" goes back with: ffmpeg -i {self.output} -i {self.input} -map 0:v "
-                         f"-map 1:a -c copy {both}")
-            else:
-                text += " sound track is left out"
+        if self.sound_from is not None and self.output.suffix.lower() in VIDEO_CODECS:
+            both = self.output.with_name(f"{self.output.stem}_with_sound{self.output.suffix}")
+            text += (f"\nnote: {self.output} has no sound (OpenCV writes pictures only); to add "
+                     f"{self.sound_from.name}'s: ffmpeg -i {self.output} -i {self.sound_from} "
+                     f"-map 0:v -map 1:a -c copy {both}")
+        elif self.sound_from is not None:
+            text += f"\nnote: the sound of {self.sound_from} is not in the frames"
         return text
 
 
@@ -1939,8 +1939,8 @@ def derain_video(input: str | os.PathLike, output: str | os.PathLike,
     done = _prepare_folder(output, remove, source, settings) if kind == "folder" else None
     summary = VideoDerainSummary(input=input_path, output=output, n_frames=source.n_frames,
                                  weights=settings["weights"],
-                                 sound_left_out=source.is_video
-                                 and bool(has_sound_track(source.path)))
+                                 sound_from=source.path if source.is_video
+                                 and has_sound_track(source.path) else None)
     if done is not None:
         summary.kept = sum(done(i) for i in range(source.n_frames))
     stream = _derain_stream(source.frames_from, source.n_frames, model=model, method="hybrid",
