@@ -236,7 +236,9 @@ def _add_build_dataset(sub: argparse._SubParsersAction) -> None:
                    help="decisions from a review (default: none)")
     p.add_argument("--auto-accept", action="store_true",
                    help="export unreviewed scenes too, accepted by the no-reference quality "
-                   "score (frames added until it accepts; never accepted: not exported)")
+                   "score (frames added until it accepts; with every frame used, the stable "
+                   "periods that pass on their own are exported and the others named; none: "
+                   "not exported)")
     p.add_argument("--crop", type=_positive_int, default=256, help="patch size (default 256)")
     p.add_argument("--stride", type=_positive_int, default=None,
                    help="patch stride (default: crop)")

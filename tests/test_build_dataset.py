@@ -17,7 +17,7 @@ import pytest
 
 from spanetlib import cli
 from spanetlib.io.errors import InputError
-from spanetlib.io.files import IMAGE_SUFFIXES
+from spanetlib.io.files import IMAGE_SUFFIXES, read_image
 from spanetlib.io.video import (
     VIDEO_SUFFIXES,
     FrameSource,
@@ -375,3 +375,65 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path, scenes64, monkeypatch):
         export_dataset(scenes64[0].parent, tmp_path / "out", auto_accept=True,
                        scheduler="tcp://127.0.0.1:1", progress=False)
     assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+# --------------------------------------------------------------------------- partial accepts
+def _parked_early(seed=0):
+    """A parked object leaves after 7 of 40 frames: a 7-frame period, then a long one."""
+    from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
+
+    return make_rain_clip(CLIP_PRESETS["parked-leaves"].replace(size=(72, 96), n_frames=40,
+                                                                parked=0.2), seed)
+
+
+def _frames_of(out, list_name):
+    lines = (out / list_name).read_text().splitlines()
+    return sorted({int(line.split()[0].split("/")[-1].split("_")[0]) for line in lines})
+
+
+def test_a_scene_exports_the_periods_that_pass_when_its_frames_run_out(tmp_path, monkeypatch):
+    # A pan that starts fast, a parked car that leaves early: the short first period is no
+    # reason to throw away the long one. Its frames are paired with its own clean image only.
+    from spanetlib.pipeline.review import ReviewSession, review_batch
+
+    monkeypatch.setattr(export, "cpus_available", lambda: 1)
+    clip = _parked_early()
+    src = tmp_path / "src"
+    write_frames(src / "parked", clip.frames)
+    out = tmp_path / "out"
+    summary = export_dataset(src, out, auto_accept=True, crop=32, test_fraction=0,
+                             progress=False)
+    entry = _manifest(out)["scenes"]["parked"]
+    assert entry["status"] == "exported" and entry["quality"]["accept"]
+    assert len(entry["periods"]) == 1 and entry["auto_review"][-1]["periods"] == [1]
+    (left,) = entry["periods_left_out"]
+    assert left["period"] == 0 and left["frames"] < 8
+    assert any("only" in why and "unattended accept" in why for why in left["reasons"])
+    line = summary.scene_reports["parked"]
+    assert f"period 0 (frames {left['start']}-{left['stop'] - 1}) left out: only" in line
+    # Every pair: a frame of the kept period's scene state, with that state's clean image.
+    paired = _frames_of(out, "train.txt")
+    kept = entry["periods"][0]
+    assert paired and all(kept["start"] <= i < kept["stop"] for i in paired)
+    assert set(clip.state[paired]) == {1}
+    clean = read_image(out / "parked" / "clean.png").astype(np.float64)
+    truth = clip.state_truth(1, paired[0]).astype(np.float64)
+    assert 10 * np.log10(255 ** 2 / np.mean((clean - truth) ** 2)) > 35
+    assert not (out / "parked" / "clean_period1.png").exists()
+    # The batch review decides the same, records it, and an export of that review (or of
+    # its replay into a fresh file) writes the same pairs.
+    session = ReviewSession(tmp_path / "review.json")
+    session.add_scene("parked", src / "parked", density="sparse")
+    review_batch(session, "auto", progress=False)
+    state = session.scene("parked")
+    assert state["status"] == "accepted" and state["periods_accepted"] == [1]
+    assert len(state["clean_images"]) == 1 and state["periods_left_out"][0]["period"] == 0
+    replayed = ReviewSession(tmp_path / "replayed.json")
+    review_batch(replayed, "file", tmp_path / "review.json", progress=False)
+    assert replayed.scene("parked")["periods_accepted"] == [1]
+    for review in ("review.json", "replayed.json"):
+        again = tmp_path / f"out_{review}"
+        export_dataset(src, again, review_file=tmp_path / review, crop=32, test_fraction=0,
+                       progress=False)
+        assert _frames_of(again, "train.txt") == paired
+        assert _manifest(again)["scenes"]["parked"]["periods_left_out"][0]["period"] == 0

@@ -115,6 +115,28 @@ def test_light_switch_splits_the_clip(rain_clip, psnr255):
     assert (_pair_psnrs(psnr255, clip, result) >= 30).all() and len(result.pairs()) >= 20
 
 
+def test_only_segments_keeps_those_periods_and_their_pairs(rain_clip):
+    clip = rain_clip("light-switch")
+    result = estimate_clip(clip.frames, quality=False)
+    assert len(result.segments) == 2
+    second = result.only_segments([1])
+    assert second.segments == (result.segments[1],)
+    np.testing.assert_array_equal(second.membership,
+                                  np.where(result.membership == 1, 0, -1))
+    for i, seg in second.pairs():
+        assert seg == 0
+        np.testing.assert_array_equal(second.clean_for_frame(i), result.clean_for_frame(i))
+        np.testing.assert_array_equal(second.usable_mask(i), result.usable_mask(i))
+    first = int(np.flatnonzero(result.membership == 0)[0])
+    assert not second.usable_mask(first).any() and second.usable_share[first] == 0
+    with pytest.raises(ValueError, match="belongs to no stable period"):
+        second.clean_for_frame(first)
+    np.testing.assert_array_equal(result.only_segments([1, 0]).membership, result.membership)
+    for bad in ([2], [0, 0], [-1]):
+        with pytest.raises(ValueError, match="distinct segment indices"):
+            result.only_segments(bad)
+
+
 def test_pair_check_flags_objects_and_darkening_not_streaks(rain_clip):
     clip = rain_clip("static", density=CLIP_PRESETS["static"].density)
     clean = clip.truth[0]

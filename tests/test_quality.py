@@ -158,3 +158,17 @@ def test_plot_quality_validation(tmp_path):
         plot_quality_validation(table.drop(columns="score"))
     with pytest.raises(ValueError, match="no row of split 'other'"):
         plot_quality_validation(table, split="other")
+
+
+def test_each_period_is_judged_on_its_own(static_estimate):
+    good = period_cues(static_estimate, 0)
+    short = {**good, "frames": 5.0}
+    quality = quality_from_cues([short, good], 0.9)
+    assert not quality.accept and quality.accepted_periods == [1]
+    assert quality.period_reasons[1] == () and len(quality.period_reasons[0]) == 1
+    assert "only 5 frames" in quality.period_reasons[0][0]
+    # The scene's reasons are the periods', named.
+    assert quality.reasons == [f"period 0: {quality.period_reasons[0][0]}"]
+    alone = quality_from_cues([good], 1.0)
+    assert alone.accept and alone.accepted_periods == [0] and alone.reasons == []
+    assert quality_from_cues([], 0.0).accepted_periods == []

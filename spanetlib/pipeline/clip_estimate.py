@@ -57,7 +57,7 @@ import functools
 import math
 import os
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -310,6 +310,30 @@ class ClipEstimate:
     def pairs(self) -> list[tuple[int, int]]:
         """``(frame, segment)`` for every frame that may be paired, in frame order."""
         return [(int(i), int(s)) for i, s in enumerate(self.membership) if s >= 0]
+
+    def only_segments(self, keep: Sequence[int]) -> ClipEstimate:
+        """This estimate with only the segments ``keep`` (indices, any order, no repeats).
+
+        The other segments' frames belong to no segment (``membership`` -1, nothing usable);
+        the kept segments are renumbered in time order. The block periods (``period``) stay.
+
+        Raises:
+            ValueError: an index out of range or repeated.
+        """
+        chosen = sorted(int(k) for k in keep)
+        if len(set(chosen)) != len(chosen) or any(not 0 <= k < len(self.segments)
+                                                  for k in chosen):
+            raise ValueError(f"keep: expected distinct segment indices in [0, "
+                             f"{len(self.segments)}), got {list(keep)}")
+        renumber = np.full(len(self.segments) + 1, -1, np.int64)  # [-1] maps -1 to -1
+        renumber[chosen] = np.arange(len(chosen))
+        membership = renumber[self.membership]
+        dropped = (membership < 0) & (self.membership >= 0)
+        return dataclasses.replace(
+            self, segments=tuple(self.segments[k] for k in chosen), membership=membership,
+            usable_share=np.where(dropped, np.float32(0.0), self.usable_share),
+            _usable_bits=[None if d else bits
+                          for d, bits in zip(dropped, self._usable_bits, strict=True)])
 
     def clean_for_frame(self, index: int, segment: int | None = None) -> np.ndarray:
         """The clean image to pair with rain frame ``index``, in that frame's pixels.

@@ -77,8 +77,10 @@ from spanetlib.pipeline.clip_estimate import ClipEstimate
 from spanetlib.pipeline.quality import SceneQuality, scene_quality
 from spanetlib.pipeline.review import (
     ReviewSession,
+    accepted_part,
     clip_record,
     grow_n,
+    left_out_line,
     quality_record,
     reliable_for_frame,
     review_estimate,
@@ -231,6 +233,9 @@ class SceneJob:
         percentile: p of the accepted estimate (Eq. 4).
         frames_available: frames from ``start`` on (None: counted before the export).
         accepted_at: the time of the accept in the review.
+        periods_accepted: the periods of the estimate that were accepted, when a batch
+            review accepted only part of the scene (None: all).
+        periods_left_out: what the review said of the periods it left out (None: none).
     """
 
     scene: str
@@ -246,6 +251,8 @@ class SceneJob:
     percentile: float | None = None
     frames_available: int | None = None
     accepted_at: str | None = None
+    periods_accepted: list[int] | None = None
+    periods_left_out: list[dict[str, Any]] | None = None
 
     @property
     def key(self) -> dict[str, Any]:
@@ -470,7 +477,9 @@ def _scene_job(name: str, source: Path, out: Path, session: ReviewSession | None
                         clean_images=session.clean_image_paths(name), align=entry["align"],
                         n=entry["n"], density=entry["density"], percentile=entry["percentile"],
                         frames_available=entry["frames_available"],
-                        accepted_at=entry["history"][-1]["timestamp"])
+                        accepted_at=entry["history"][-1]["timestamp"],
+                        periods_accepted=entry.get("periods_accepted"),
+                        periods_left_out=entry.get("periods_left_out"))
     if settings.auto_accept and (entry is None or entry["status"] == "pending"):
         return SceneJob(name, source, out, settings, "auto-accepted", align=settings.align,
                         density=settings.density)
@@ -750,6 +759,7 @@ class _SceneEstimate:
     density: str
     quality: SceneQuality
     history: list[dict[str, Any]] = field(default_factory=list)  # auto-accept's judgements
+    left_out: list[dict[str, Any]] | None = None  # periods a partial accept left out
 
 
 def _as_uint8(image: np.ndarray) -> np.ndarray:
@@ -788,8 +798,11 @@ def _accepted_estimate(job: SceneJob) -> _SceneEstimate:
     count = min(job.n, job.frames_available)
     frames = FrameSource(job.source, start=job.start, count=count)
     result = review_estimate(frames, job.align)
+    if job.periods_accepted is not None:
+        result = result.only_segments(job.periods_accepted)
     _check_accepted_images(job, result)
-    return _SceneEstimate(frames, result, len(frames), job.density, scene_quality(result))
+    return _SceneEstimate(frames, result, len(frames), job.density, scene_quality(result),
+                          left_out=job.periods_left_out)
 
 
 def _auto_estimate(job: SceneJob) -> _SceneEstimate:
@@ -799,7 +812,8 @@ def _auto_estimate(job: SceneJob) -> _SceneEstimate:
 
     Density guessed (or given), N = ``FRAME_COUNTS[density]``; the estimate is accepted iff
     `spanetlib.pipeline.quality.scene_quality` accepts it, else N grows by ``REJECT_INCREMENT``
-    until accepted or every frame is used (then the scene is not exported).
+    until accepted or every frame is used. Then the periods that pass on their own are
+    exported (`spanetlib.pipeline.review.accepted_part`); with none, the scene is not.
     """
     available = job.frames_available
     density = job.density
@@ -820,6 +834,11 @@ def _auto_estimate(job: SceneJob) -> _SceneEstimate:
             return _SceneEstimate(frames, result, n, density, quality, history)
         last = n
         n = grow_n(n, density, available)
+    part = accepted_part(result, quality)
+    if part is not None:
+        history.append({"n": last, "periods": quality.accepted_periods,
+                        **quality_record(part[1])})
+        return _SceneEstimate(frames, part[0], last, density, part[1], history, part[2])
     return _SceneEstimate(frames, None, last, density, quality, history)
 
 
@@ -943,6 +962,8 @@ def _scene_record(job: SceneJob, est: _SceneEstimate) -> dict[str, Any]:
               "align": job.align, "quality": quality_record(est.quality)}
     if est.history:
         record["auto_review"] = est.history
+    if est.left_out:
+        record["periods_left_out"] = est.left_out
     if est.result is not None:
         periods, motion = clip_record(est.result)
         record.update(periods=periods, motion=motion, percentile=periods[0]["percentile"]
@@ -1277,8 +1298,8 @@ def write_lists(plan: ExportPlan) -> None:
 
 #: Record keys copied into a scene's manifest entry when present.
 _MANIFEST_KEYS = ("n", "percentile", "density", "decision", "frames", "frames_paired",
-                  "frames_unpaired", "align", "motion", "periods", "patches", "quality",
-                  "auto_review", "source")
+                  "frames_unpaired", "align", "motion", "periods", "periods_left_out",
+                  "patches", "quality", "auto_review", "source")
 
 
 def _scene_line(record: dict[str, Any]) -> str:
@@ -1287,11 +1308,13 @@ def _scene_line(record: dict[str, Any]) -> str:
     if motion is None or patches is None:  # a record of an older export
         return f"{record['scene']}: {len(record['pairs'])} pairs"
     periods = len(record["periods"])
+    left_out = record.get("periods_left_out")
     return (f"{record['scene']}: N = {record['n']}, motion {motion['model']} up to "
             f"{motion['largest_displacement_px']:.1f} px ({motion['warped']} warped), "
             f"{periods} stable period{'s' if periods != 1 else ''}, {record['frames_paired']}/"
             f"{record['n']} frames paired, {len(record['pairs'])} pairs ({patches['dropped']} "
-            f"patches dropped), quality {record['quality']['score']:.2f}")
+            f"patches dropped), quality {record['quality']['score']:.2f}"
+            + (f"; {left_out_line(left_out)}" if left_out else ""))
 
 
 def _manifest_entry(plan: ExportPlan, record: dict[str, Any]) -> dict[str, Any]:

@@ -154,6 +154,8 @@ class SceneQuality:
         accept: whether a batch review may accept the scene without a person.
         reasons: short strings saying why it was not accepted (empty when accepted).
         period_scores: the score of every period, in time order.
+        period_reasons: per period, in time order, why that period alone would not be
+            accepted (empty for a period that would: `accepted_periods`).
     """
 
     score: float
@@ -161,6 +163,12 @@ class SceneQuality:
     accept: bool
     reasons: list[str] = field(default_factory=list)
     period_scores: tuple[float, ...] = ()
+    period_reasons: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def accepted_periods(self) -> list[int]:
+        """The periods that would be accepted on their own, in time order."""
+        return [k for k, why in enumerate(self.period_reasons) if not why]
 
 
 _PERIOD_CUES = ("frames", "aligned", "noise_sigma", "split_half_rms", "split_half_changed",
@@ -327,24 +335,27 @@ def quality_from_cues(periods: Sequence[Mapping[str, float]], paired_share: floa
     cues = {**judged[worst], "periods": float(len(judged)), "paired_share": float(paired_share),
             "worst_period": float(worst)}
     score = scores[worst]
-    reasons = []
+    period_reasons = []
     for k, c in enumerate(judged):
-        where = f"period {k}: " if len(judged) > 1 else ""
+        why = []
         if not c["aligned"]:
-            reasons.append(f"{where}frames moved {c['misregistration_px']:.1f} px against each "
-                           "other and were not aligned")
+            why.append(f"frames moved {c['misregistration_px']:.1f} px against each other and "
+                       "were not aligned")
         if c["frames"] < model.min_frames:
-            reasons.append(f"{where}only {c['frames']:.0f} frames (at least "
-                           f"{model.min_frames} for an unattended accept)")
+            why.append(f"only {c['frames']:.0f} frames (at least {model.min_frames} for an "
+                       "unattended accept)")
         if c["veil_rms"] > model.veil_limit:
-            reasons.append(f"{where}haze-like veil: frames lose contrast towards level "
-                           f"{c['veil_level']:.0f}; the estimate keeps at least "
-                           f"{c['veil_rms']:.1f} levels RMS of it")
+            why.append(f"haze-like veil: frames lose contrast towards level "
+                       f"{c['veil_level']:.0f}; the estimate keeps at least "
+                       f"{c['veil_rms']:.1f} levels RMS of it")
         if scores[k] < threshold:
-            reasons.append(f"{where}predicted {c['predicted_psnr']:.1f} dB (score "
-                           f"{scores[k]:.2f} < {threshold:.2f}): {_why(c, model)}")
+            why.append(f"predicted {c['predicted_psnr']:.1f} dB (score {scores[k]:.2f} < "
+                       f"{threshold:.2f}): {_why(c, model)}")
+        period_reasons.append(tuple(why))
+    where = (lambda k: f"period {k}: ") if len(judged) > 1 else (lambda k: "")
+    reasons = [where(k) + why for k, whys in enumerate(period_reasons) for why in whys]
     return SceneQuality(score=score, cues=cues, accept=not reasons, reasons=reasons,
-                        period_scores=scores)
+                        period_scores=scores, period_reasons=tuple(period_reasons))
 
 
 def scene_quality(estimate: ClipEstimate, model: QualityModel = QUALITY_MODEL,

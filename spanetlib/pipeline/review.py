@@ -42,7 +42,12 @@ Review file (JSON, ``"format": "spanetlib-review"``, ``"version": 2``)::
         "motion": {"model", "largest_displacement_px", "median_residual", "warped",
                    "exposure_corrected", "paired", "transitions"} of the accepted estimate,
         "quality": {"score", "accept", "reasons", "cues"} of the last judged estimate | null,
-        "percentile": p of the first period (Eq. 4, percent) | null}}}
+        "percentile": p of the first period (Eq. 4, percent) | null,
+        "periods_accepted": the periods of the estimate of N frames that were accepted
+            (indices, time order) when a batch review accepted only part of the scene
+            (`accepted_part`) | null (all),
+        "periods_left_out": [{"period", "start", "stop", "frames", "reasons"}, ...] of the
+            periods a partial accept left out | null}}}
 
 Version 1 files (before source identities) are read: a scene without an identity is bound to
 the content at its recorded path on first use, with a warning; given another path it is
@@ -95,8 +100,10 @@ __all__ = [
     "REVIEW_MODES",
     "STATUSES",
     "ReviewSession",
+    "accepted_part",
     "clip_record",
     "grow_n",
+    "left_out_line",
     "quality_record",
     "reliable_for_frame",
     "review_batch",
@@ -168,6 +175,40 @@ def quality_record(quality: SceneQuality) -> dict[str, Any]:
     return {"score": float(quality.score), "accept": bool(quality.accept),
             "reasons": [str(r) for r in quality.reasons],
             "cues": {str(k): float(v) for k, v in quality.cues.items()}}
+
+
+def accepted_part(estimate: ClipEstimate, quality: SceneQuality
+                  ) -> tuple[ClipEstimate, SceneQuality, list[dict[str, Any]]] | None:
+    """The part of a scene a batch review accepts when the scene as a whole is not.
+
+    Used once the scene's frames are exhausted (more frames cannot help): the periods that
+    pass on their own (`SceneQuality.accepted_periods`) are kept, the others left out. A
+    clip whose camera pans fast at its start, say, keeps its long steady period instead of
+    losing it to two short ones.
+
+    Args:
+        estimate: the scene's estimate of every frame.
+        quality: its `scene_quality`, which did not accept it.
+
+    Returns:
+        None when no period passes on its own; else the estimate of the kept periods
+        (`ClipEstimate.only_segments`), their judgement (accepted), and per left-out period
+        its index, frames (start, stop, count) and why it was left out.
+    """
+    keep = quality.accepted_periods
+    if quality.accept or not keep:
+        return None
+    part = estimate.only_segments(keep)
+    left_out = [{"period": k, "start": seg.start, "stop": seg.stop, "frames": len(seg.frames),
+                 "reasons": list(quality.period_reasons[k])}
+                for k, seg in enumerate(estimate.segments) if k not in keep]
+    return part, scene_quality(part), left_out
+
+
+def left_out_line(left_out: list[dict[str, Any]]) -> str:
+    """One phrase for the periods a partial accept left out: which frames, and why."""
+    return "; ".join(f"period {p['period']} (frames {p['start']}-{p['stop'] - 1}) left out: "
+                     + ", ".join(p["reasons"]) for p in left_out)
 
 
 def clip_record(result: ClipEstimate) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -508,6 +549,8 @@ class ReviewSession:
             "motion": None,
             "quality": None,
             "percentile": None,
+            "periods_accepted": None,
+            "periods_left_out": None,
         }
         data = copy.deepcopy(self._data)
         data["scenes"][name] = entry
@@ -520,6 +563,9 @@ class ReviewSession:
         data = copy.deepcopy(self._data)
         entry = data["scenes"][name]
         step = {"decision": decision, "n": entry["n"], "timestamp": _now()}
+        if changes.get("periods_accepted") is not None:  # replayed as it was decided
+            step["periods"] = changes["periods_accepted"]
+            step["periods_left_out"] = changes["periods_left_out"]
         if quality is not None:
             step["quality"] = quality_record(quality)
             changes["quality"] = step["quality"]
@@ -529,7 +575,8 @@ class ReviewSession:
         return copy.deepcopy(entry)
 
     def accept(self, name: str, clean_image: Any, percentile: float | None = None,
-               quality: SceneQuality | None = None) -> dict[str, Any]:
+               quality: SceneQuality | None = None, *,
+               part: tuple[list[int], list[dict[str, Any]]] | None = None) -> dict[str, Any]:
         """Accept the scene's clean image(s): write them under ``clean/`` and record them.
 
         Args:
@@ -544,6 +591,8 @@ class ReviewSession:
             percentile: p of a single image (Eq. 4); taken from the estimate when not given.
             quality: the `spanetlib.pipeline.quality.SceneQuality` that decided (batch review);
                 None computes it for a `ClipEstimate`.
+            part: accept only some periods of a `ClipEstimate` (`accepted_part`): their
+                indices, and what `accepted_part` says of the periods left out.
 
         Returns:
             A copy of the scene's new state.
@@ -555,7 +604,9 @@ class ReviewSession:
         """
         self._entry(name)
         if isinstance(clean_image, ClipEstimate):
-            return self._accept_clip(name, clean_image, quality)
+            return self._accept_clip(name, clean_image, quality, part)
+        if part is not None:
+            raise ValueError("part: only the periods of a ClipEstimate can be accepted apart")
         if hasattr(clean_image, "image"):
             if percentile is None:
                 percentile = float(clean_image.percentile)
@@ -573,7 +624,8 @@ class ReviewSession:
         write_image(self.root / rel, image)
         return self._decide(name, "accept", quality, status="accepted", clean_image=rel,
                             clean_images=[rel], periods=None, motion=None,
-                            percentile=None if percentile is None else float(percentile))
+                            percentile=None if percentile is None else float(percentile),
+                            periods_accepted=None, periods_left_out=None)
 
     def _check_size(self, name: str, image: np.ndarray) -> None:
         if image.ndim != 3 or image.shape[2] != 3:
@@ -585,8 +637,11 @@ class ReviewSession:
             raise ValueError(f"clean image is {image.shape[0]} x {image.shape[1]} but the "
                              f"scene's frames are {frames.shape[1]} x {frames.shape[2]}")
 
-    def _accept_clip(self, name: str, result: ClipEstimate, quality: SceneQuality | None
-                     ) -> dict[str, Any]:
+    def _accept_clip(self, name: str, result: ClipEstimate, quality: SceneQuality | None,
+                     part: tuple[list[int], list[dict[str, Any]]] | None) -> dict[str, Any]:
+        kept, left_out = (None, None) if part is None else (sorted(part[0]), part[1])
+        if kept is not None:
+            result = result.only_segments(kept)
         if not result.segments:
             raise ValueError(f"scene {name!r}: the estimate has no stable period of "
                              f"{MIN_PERIOD_FRAMES} frames to accept; reject it (add frames) or "
@@ -604,7 +659,8 @@ class ReviewSession:
         periods, motion = clip_record(result)
         return self._decide(name, "accept", quality, status="accepted", clean_image=rels[0],
                             clean_images=rels, periods=periods, motion=motion,
-                            percentile=periods[0]["percentile"])
+                            percentile=periods[0]["percentile"], periods_accepted=kept,
+                            periods_left_out=left_out)
 
     def reject(self, name: str, quality: SceneQuality | None = None) -> dict[str, Any]:
         """Reject the estimate: N grows by ``REJECT_INCREMENT[density]``, capped by the frames.
@@ -621,7 +677,7 @@ class ReviewSession:
         """
         entry = self._entry(name)
         cleared = dict(clean_image=None, clean_images=None, periods=None, motion=None,
-                       percentile=None)
+                       percentile=None, periods_accepted=None, periods_left_out=None)
         n = grow_n(entry["n"], entry["density"], entry["frames_available"])
         if n is None:
             return self._decide(name, "reject", quality, status="exhausted", **cleared)
@@ -632,7 +688,8 @@ class ReviewSession:
         """Skip the scene (reviewed, not exported). Returns a copy of its new state."""
         self._entry(name)
         return self._decide(name, "skip", status="skipped", clean_image=None,
-                            clean_images=None, periods=None, motion=None, percentile=None)
+                            clean_images=None, periods=None, motion=None, percentile=None,
+                            periods_accepted=None, periods_left_out=None)
 
     def set_density(self, name: str, density: str) -> dict[str, Any]:
         """Set the scene's density; before any decision N is reset to ``FRAME_COUNTS``.
@@ -727,8 +784,14 @@ def _review_auto(session: ReviewSession,
         while session.scene(name)["status"] in PENDING_STATUSES:
             estimate = session.estimate(name, frames_loader)
             quality = scene_quality(estimate)
+            entry = session.scene(name)
+            part = None if grow_n(entry["n"], entry["density"], entry["frames_available"]) \
+                else accepted_part(estimate, quality)
             if quality.accept:
                 session.accept(name, estimate, quality=quality)
+            elif part is not None:  # the frames are exhausted: keep the periods that pass
+                session.accept(name, estimate, quality=part[1],
+                               part=(quality.accepted_periods, part[2]))
             else:
                 session.reject(name, quality=quality)
 
@@ -756,7 +819,9 @@ def _review_replay(session: ReviewSession, review_file: Path,
         for step in entry["history"]:
             session.set_n(name, int(step["n"]))
             if step["decision"] == "accept":
-                session.accept(name, session.estimate(name, frames_loader))
+                part = None if step.get("periods") is None \
+                    else (step["periods"], step.get("periods_left_out") or [])
+                session.accept(name, session.estimate(name, frames_loader), part=part)
             elif step["decision"] == "reject":
                 session.reject(name)
             else:
@@ -775,6 +840,8 @@ def _restore_clean_images(session: ReviewSession,
                              f"{name!r} is missing ({paths[0] if paths else 'no path'}) and "
                              "was not an estimate of the frames; review the scene again")
         result = session.estimate(name, frames_loader)
+        if entry.get("periods_accepted") is not None:
+            result = result.only_segments(entry["periods_accepted"])
         if len(result.segments) != len(paths):
             raise InputError(f"review file {session.path}: {name!r} was accepted with "
                              f"{len(paths)} period(s), its frames give {len(result.segments)} "
