@@ -120,3 +120,24 @@ def test_difference_heatmap_brightens_with_the_difference():
     assert faint.max() < heat[2, 3]
     with pytest.raises(ValueError, match="differ in shape"):
         difference_heatmap(rain, clean[:4])
+
+
+def test_widget_says_when_the_batch_review_would_accept_only_some_periods(tmp_path):
+    # A parked car leaves after 7 of 40 frames: the 7-frame period fails alone; with every
+    # frame in use the batch review keeps the other period, and the widget says which.
+    from spanetlib.io.video import write_frames
+    from spanetlib.pipeline.review import ReviewSession
+    from spanetlib.synthesis.rain import CLIP_PRESETS, make_rain_clip
+
+    clip = make_rain_clip(CLIP_PRESETS["parked-leaves"].replace(size=(72, 96), n_frames=40,
+                                                                parked=0.2), 0)
+    folder = write_frames(tmp_path / "parked", clip.frames)[0].parent
+    session = ReviewSession(tmp_path / "review.json")
+    session.add_scene("parked", folder, density="sparse", n=40)
+    widget = ReviewWidget(session, max_display=96)
+    kept = widget._estimate.segments[1]
+    assert f"would accept only the period(s) of frames {kept.start}-{kept.stop - 1}" in \
+        widget.quality.value
+    session.set_n("parked", 30)  # frames left to add: the batch review would reject
+    widget.show("parked")
+    assert "would reject" in widget.quality.value

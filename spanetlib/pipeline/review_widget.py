@@ -29,6 +29,7 @@ from spanetlib.pipeline.review import (
     PENDING_STATUSES,
     REVIEW_MODES,
     ReviewSession,
+    grow_n,
     reliable_for_frame,
     review_batch,
 )
@@ -270,9 +271,14 @@ class ReviewWidget:
                              f"{int(result.exposed.sum())} exposure-corrected "
                              f"(align {result.mode.name})")
         quality = scene_quality(result)
-        verdict = "accept" if quality.accept else "reject"
+        verdict, colour = ("accept", "#070") if quality.accept else ("reject", "#b50")
+        exhausted = grow_n(entry["n"], entry["density"], entry["frames_available"]) is None
+        if not quality.accept and exhausted and quality.accepted_periods:
+            # As review_batch does once every frame is used (frames as the reasons count).
+            kept = ", ".join(f"{result.segments[k].start}-{result.segments[k].stop - 1}"
+                             for k in quality.accepted_periods)
+            verdict, colour = f"accept only the period(s) of frames {kept}", "#770"
         why = f": {html.escape('; '.join(quality.reasons))}" if quality.reasons else ""
-        colour = "#070" if quality.accept else "#b50"
         self.quality.value = (f"quality score <b style='color:{colour}'>{quality.score:.2f}"
                               f"</b> (the batch review would {verdict}){why}")
 
