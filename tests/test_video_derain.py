@@ -1242,3 +1242,38 @@ def test_spanet_crops_of_a_frame_share_one_block_of_reused_memory(identity, monk
     assert len(passes) >= 2 and 0 < share < 0.7
     assert len(trims) == 2, trims  # before the passes, and once after them all
     np.testing.assert_allclose(out[need], frame[need].astype(np.float32), atol=0.5)
+
+
+def test_a_scene_state_of_four_frames_gets_its_own_background(identity, monkeypatch):
+    # A parked car leaves after 4 of 24 frames (a pan's fast start splits real footage so):
+    # the 4 frames get their period's own estimate, not the later period's, which would
+    # leave the car to SPANet (here the identity: the rain frame).
+    from spanetlib.derain import video as video_module
+
+    clip = make_rain_clip(CLIP_PRESETS["parked-leaves"].replace(
+        size=(64, 96), n_frames=24, parked=0.17, transition_frames=0), 0)
+    result = derain_clip(clip.frames, identity, window=24)
+    assert [r.segment for r in result.records[:4]] == [0] * 4
+    assert all(r.paired for r in result.records[:4])
+    assert result.weight[:4].mean() < 0.05
+    monkeypatch.setattr(video_module, "SHORT_PERIOD", MIN_FRAMES)  # as before: no estimate
+    before = derain_clip(clip.frames, identity, window=24)
+    assert before.weight[:4].mean() > 0.2
+    assert score_clip(result.frames[:4], clip.truth[:4]).psnr \
+        > score_clip(before.frames[:4], clip.truth[:4]).psnr + 8.0
+
+
+def test_a_short_period_where_nothing_changed_takes_the_longer_one(identity):
+    # The splitter cuts frames 0-3 of this clip off although nothing changes there (the car
+    # arrives at frame 16): their 4-frame estimate keeps rain, the next period's does not,
+    # and explains them as well, so it wins.
+    from spanetlib.derain.video import MOTION_MAX_SIDE, SHORT_PERIOD
+    from spanetlib.pipeline.clip_estimate import estimate_clip
+
+    clip = make_rain_clip(CLIP_PRESETS["parked-arrives"].replace(size=(96, 128)), 0)
+    estimate = estimate_clip(clip.frames, quality=False, max_side=MOTION_MAX_SIDE,
+                             min_frames=SHORT_PERIOD)
+    assert len(estimate.segments[0].frames) == 4 and set(clip.state[:16]) == {0}
+    result = derain_clip(clip.frames, identity, window=60)
+    assert [r.segment for r in result.records[:4]] == [1] * 4
+    assert score_clip(result.frames[:4], clip.truth[:4]).psnr > 44.0

@@ -11,7 +11,10 @@ it is right. For every window of frames (:func:`derain_windows`):
    one background estimate per period.
 2. **Background of each frame.** The frame's period (or, for a frame in no period: a
    transition, a frame mostly covered by an object, the nearest periods before and after it,
-   whichever rain explains best) is rendered in the frame's own coordinates and exposure
+   whichever rain explains best; periods down to :data:`SHORT_PERIOD` frames get an estimate,
+   and one shorter than :data:`MIN_FRAMES` competes with the periods beside it, as a cut
+   where nothing changed leaves rain in so few frames' estimate) is rendered in the frame's
+   own coordinates and exposure
    (:meth:`ClipEstimate.clean_for_frame`): the result is warped back when the camera moved.
 3. **Rain or content.** :func:`spanetlib.pipeline.clip_estimate.pair_check` (the per-frame test the
    estimator pairs frames with) flags the pixels rain does not explain: rain only brightens,
@@ -164,6 +167,7 @@ __all__ = [
     "METHODS",
     "MIN_AUTO_WINDOW",
     "MIN_FRAMES",
+    "SHORT_PERIOD",
     "VideoDerainSummary",
     "WINDOW_FRAME_BYTES",
     "auto_window",
@@ -184,6 +188,10 @@ __all__ = [
 DEFAULT_WINDOW = 60
 #: Fewest frames a clip (and a window) needs: the estimator's smallest period.
 MIN_FRAMES = 5
+#: Fewest frames of a window's period that get their own estimate: the shortest period the
+#: split makes. A pan's fast start cuts real footage into such periods; without their own
+#: estimate their frames took a later period's background and SPANet on most of the frame.
+SHORT_PERIOD = 4
 #: Most bytes of input frames a window holds when its length is left to the frame size
 #: (:func:`auto_window`); the estimate holds an aligned copy of them as much again. A 1080p
 #: window of 60 frames (373 MB, and its copy) peaked at 1,851 MB in the windows after the
@@ -511,6 +519,14 @@ def _frame_background(estimate: ClipEstimate, local: int, frame: np.ndarray,
     member = int(estimate.membership[local])
     if member >= 0:
         candidates_k = [member]
+        seg = estimate.segments[member]
+        if len(seg.frames) < MIN_FRAMES:
+            # A period this short may be a cut where nothing changed, its few frames leaving
+            # rain in its estimate: the periods beside it compete, the longest winning ties.
+            before = [k for k in usable if estimate.segments[k].stop <= seg.start]
+            after = [k for k in usable if estimate.segments[k].start >= seg.stop]
+            candidates_k = sorted({member, *before[-1:], *after[:1]},
+                                  key=lambda k: -len(estimate.segments[k].frames))
     else:
         # The nearest usable period before and after the frame (or containing it).
         before = [k for k in usable if estimate.segments[k].start <= local]
@@ -1134,7 +1150,8 @@ class _WindowAnalysis:
 
     def __init__(self, frames: np.ndarray, align: AlignMode, temporal: bool) -> None:
         self.frames = frames
-        self.estimate = (estimate_clip(frames, align, quality=False, max_side=MOTION_MAX_SIDE)
+        self.estimate = (estimate_clip(frames, align, quality=False, max_side=MOTION_MAX_SIDE,
+                                      min_frames=SHORT_PERIOD)
                          if temporal else None)
         self.cache: dict[int, _Analysis] = {}
         self.fixed = None
